@@ -1,0 +1,126 @@
+"""Input checks shared by every core function."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import (
+    EmptyMaskError,
+    InvalidImageError,
+    NotBinaryError,
+    ShapeMismatchError,
+    SpacingError,
+)
+
+
+def as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    """Return the voxel size as a tuple of ``ndim`` positive floats (µm, axis order z, y, x).
+
+    A scalar means isotropic voxels. ``None`` is refused: a silent 1 µm default would give
+    distances off by the true voxel size.
+    """
+    if ndim not in (2, 3):
+        raise InvalidImageError(
+            f"Images must be 2D (y, x) or 3D (z, y, x); this one has {ndim} dimensions."
+        )
+    if spacing is None:
+        raise SpacingError(
+            "The voxel size is unknown: give it in µm, "
+            + ("as Z,Y,X." if ndim == 3 else "as Y,X.")
+        )
+    values = np.atleast_1d(np.asarray(spacing, dtype=float))
+    if values.ndim != 1:
+        raise SpacingError(f"The voxel size must be a list of numbers, got {spacing!r}.")
+    if values.size == 1:
+        values = np.repeat(values, ndim)
+    if values.size != ndim:
+        names = "Z,Y,X" if ndim == 3 else "Y,X"
+        raise SpacingError(
+            f"The voxel size has {values.size} values but the image is {ndim}D: "
+            f"give {ndim} values ({names}) in µm."
+        )
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise SpacingError(f"Voxel sizes must be positive numbers of µm, got {tuple(values)}.")
+    return tuple(float(v) for v in values)
+
+
+def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Refuse images that are not 2D/3D numeric arrays or that hold NaN or infinity."""
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise InvalidImageError(
+            f"The {name} must be 2D (y, x) or 3D (z, y, x); it has shape {image.shape}."
+        )
+    if image.dtype.kind not in "biuf":
+        raise InvalidImageError(f"The {name} has non-numeric type {image.dtype}.")
+    if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+        n_bad = int(np.count_nonzero(~np.isfinite(image)))
+        raise InvalidImageError(
+            f"The {name} holds {n_bad} NaN or infinite values: fill or crop them first."
+        )
+    return image
+
+
+def as_mask(mask: np.ndarray, name: str = "mask", *, allow_empty: bool = False) -> np.ndarray:
+    """Return a boolean view of a binary mask (0 = outside, any one other value = inside).
+
+    Masks saved by other tools come as bool, 0/1 or 0/255; anything with more than one
+    non-zero value is a label or intensity image given by mistake and is refused rather
+    than silently binarised.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim not in (2, 3):
+        raise InvalidImageError(
+            f"The {name} must be 2D (y, x) or 3D (z, y, x); it has shape {mask.shape}."
+        )
+    if mask.dtype != bool:
+        if mask.dtype.kind == "f" and not np.all(np.isfinite(mask)):
+            raise InvalidImageError(f"The {name} holds NaN or infinite values.")
+        if mask.dtype.kind not in "biuf":
+            raise NotBinaryError(f"The {name} has non-numeric type {mask.dtype}.")
+        nonzero_values = _nonzero_values(mask)
+        if nonzero_values.size > 1:
+            shown = ", ".join(str(v) for v in nonzero_values[:5])
+            raise NotBinaryError(
+                f"The {name} is not a binary mask: it holds {nonzero_values.size} different "
+                f"non-zero values ({shown}{', ...' if nonzero_values.size > 5 else ''}). "
+                "Threshold it first, or give a mask with 0 outside and one value inside."
+            )
+        mask = mask != 0
+    if not allow_empty and not mask.any():
+        raise EmptyMaskError(f"The {name} is empty: it has no voxel inside.")
+    return mask
+
+
+def _nonzero_values(a: np.ndarray) -> np.ndarray:
+    """Distinct non-zero values, cheaply: integer masks via a small bincount when possible."""
+    if a.dtype.kind in "bu" and a.dtype.itemsize <= 2:
+        counts = np.bincount(a.ravel(), minlength=1)
+        return np.flatnonzero(counts[1:]) + 1
+    # Stop early: two distinct non-zero values already prove the mask is not binary.
+    flat = a.ravel()
+    first_nz = np.flatnonzero(flat[: min(flat.size, 1 << 20)])
+    sample = flat[first_nz[:1]] if first_nz.size else flat[flat != 0][:1]
+    if sample.size == 0:
+        return sample
+    v = sample[0]
+    other = (flat != 0) & (flat != v)
+    if other.any():
+        return np.unique(np.concatenate([[v], flat[other][:100]]))
+    return np.asarray([v])
+
+
+def check_same_shape(reference: tuple[int, ...], reference_name: str, **arrays) -> None:
+    """Raise if any of ``arrays`` (name=array) does not have the reference shape."""
+    for name, arr in arrays.items():
+        if arr is None:
+            continue
+        shape = np.shape(arr)
+        if tuple(shape) != tuple(reference):
+            raise ShapeMismatchError(
+                f"The {name.replace('_', ' ')} has shape {tuple(shape)} but the "
+                f"{reference_name} has shape {tuple(reference)}: masks must overlay the "
+                "image voxel for voxel."
+            )
