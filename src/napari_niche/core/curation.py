@@ -187,3 +187,29 @@ def _split_touching(mask: np.ndarray, spacing: tuple[float, ...], radius_um: flo
     markers = np.zeros(mask.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-dist, markers, mask=mask)
+
+
+def as_cell_labels(cells: np.ndarray) -> np.ndarray:
+    """A label image from either a label image or a binary cell mask.
+
+    A boolean array, or one with a single non-zero value (e.g. 0/255), is a mask and is
+    labelled by face-connected components; anything else is taken as labels already.
+    """
+    cells = np.asarray(cells)
+    if cells.ndim not in (2, 3):
+        raise NicheError(f"The cell image must be 2D or 3D; it has shape {cells.shape}.")
+    if cells.dtype.kind == "f":
+        if not np.all(np.isfinite(cells)) or np.any(cells != np.round(cells)):
+            raise NicheError(
+                "The cell image holds fractional or NaN values: give a label image or a "
+                "binary mask, not an intensity image."
+            )
+        cells = cells.astype(np.int64)
+    if cells.dtype == bool:
+        return label_cells(cells, spacing=1.0)
+    if cells.dtype.kind not in "iu":
+        raise NicheError(f"The cell image has type {cells.dtype}; give integer labels or a mask.")
+    nz = cells[cells != 0]
+    if nz.size and np.all(nz == nz[0]):
+        return label_cells(cells != 0, spacing=1.0)
+    return cells

@@ -1,0 +1,234 @@
+"""The ``napari-niche`` command: the headless door to the same core as the widgets.
+
+Exit codes: 0 success, 2 bad input (one line naming the file and the problem, nothing
+written to the output folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .core.errors import NicheError
+from .params import AnalysisParams
+
+
+class _CliError(Exception):
+    """A user error already phrased for the terminal."""
+
+
+def _parse_floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v != "")
+    except ValueError:
+        raise _CliError(f"{what} must be numbers separated by commas, got {text!r}.") from None
+
+
+def _parse_names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _structure_arg(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=FILE (e.g. vessel=vessels.tif), got {text!r}"
+        )
+    return name.strip(), Path(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-niche",
+        description="Where do cells sit relative to niche structures, against random "
+        "placement? Headless analysis and napari launcher.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-niche {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser(
+        "analyze",
+        help="distances, random dots, fold change, quadrants and tests for one image",
+        description="Per-cell distances to each structure, random virtual cells, fold "
+        "change by distance bin, quadrants and KS / Mann-Whitney tests, written as CSV.",
+    )
+    src = a.add_argument_group("inputs")
+    src.add_argument("--cells", type=Path, help="label image (0 = background) or binary cell mask")
+    src.add_argument(
+        "--structure",
+        action="append",
+        type=_structure_arg,
+        default=[],
+        metavar="NAME=FILE",
+        help="a structure mask, e.g. vessel=vessels.tif; repeat for each structure",
+    )
+    src.add_argument("--tissue", type=Path, help="tissue mask (default: the whole image)")
+    src.add_argument(
+        "--voxel-size",
+        help="Z,Y,X (Y,X for 2D) in µm; default: read from the cell file's metadata",
+    )
+    src.add_argument(
+        "--sample",
+        action="store_true",
+        help="analyse the bundled synthetic bone-marrow sample instead of files",
+    )
+    src.add_argument(
+        "--params", type=Path, help="parameter file (JSON) saved from napari or a previous run"
+    )
+    opt = a.add_argument_group("analysis (override --params)")
+    opt.add_argument("--exclude", help="structures random cells may not overlap (default: all)")
+    opt.add_argument("--rule", choices=["whole-cell", "centroid"], help="default whole-cell")
+    opt.add_argument("--dots-per-cell", type=int, metavar="K", help="default 1")
+    opt.add_argument("--realizations", type=int, metavar="R", help="default 1")
+    opt.add_argument("--seed", type=int, metavar="S", help="default: random, recorded")
+    opt.add_argument("--bin-width", type=float, metavar="UM", help="default 5")
+    opt.add_argument("--min-dots", type=int, metavar="N", help="default 10")
+    opt.add_argument("--quadrant-threshold", type=float, metavar="UM", help="default 10")
+    opt.add_argument("--quadrant-structures", metavar="A,B", help="default vessel,bone")
+    a.add_argument("--out", type=Path, required=True, help="output folder")
+    a.set_defaults(func=_cmd_analyze)
+
+    v = sub.add_parser("view", help="open napari with the napari-niche plugin")
+    v.add_argument("--sample", action="store_true", help="open the synthetic sample volume")
+    v.set_defaults(func=_cmd_view)
+    return parser
+
+
+def _params_from_args(args) -> AnalysisParams:
+    base = AnalysisParams.from_json(args.params) if args.params else AnalysisParams()
+    return base.with_(
+        voxel_size=_parse_floats(args.voxel_size, "--voxel-size") if args.voxel_size else None,
+        exclude=_parse_names(args.exclude) if args.exclude is not None else None,
+        rule=args.rule,
+        dots_per_cell=args.dots_per_cell,
+        realizations=args.realizations,
+        seed=args.seed,
+        bin_width_um=args.bin_width,
+        min_dots=args.min_dots,
+        quadrant_threshold_um=args.quadrant_threshold,
+        quadrant_structures=(
+            _parse_names(args.quadrant_structures) if args.quadrant_structures else None
+        ),
+    )
+
+
+def _load_inputs(args, params: AnalysisParams):
+    """Read and check every file, naming the file in any error."""
+    from .core._validate import as_mask, as_spacing
+    from .io import read_image
+
+    if args.sample:
+        if args.cells or args.structure or args.tissue:
+            raise _CliError("--sample cannot be combined with --cells, --structure or --tissue.")
+        from .core.synthetic import make_bone_marrow
+
+        s = make_bone_marrow(rng=0)
+        structures = {"vessel": s.vessel, "bone": s.bone}
+        spacing = params.voxel_size or s.spacing
+        return s.cell_labels, structures, s.tissue, spacing, {"sample": "make_bone_marrow(rng=0)"}
+
+    if args.cells is None:
+        raise _CliError("give --cells FILE (or --sample).")
+    if not args.structure:
+        raise _CliError("give at least one --structure NAME=FILE, e.g. --structure vessel=v.tif.")
+    names = [n for n, _ in args.structure]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise _CliError(f"structure name given twice: {', '.join(dupes)}.")
+
+    cells, cell_spacing = _read(read_image, args.cells)
+    ndim = cells.ndim
+    if params.voxel_size is not None:
+        spacing = _checked(lambda: as_spacing(params.voxel_size, ndim), "--voxel-size")
+    elif cell_spacing is not None:
+        spacing = _checked(lambda: as_spacing(cell_spacing, ndim), args.cells)
+    else:
+        raise _CliError(
+            f"{args.cells}: no voxel size in the file's metadata; give --voxel-size "
+            + ("Z,Y,X in µm." if ndim == 3 else "Y,X in µm.")
+        )
+
+    def load_mask(path: Path, what: str):
+        data, _ = _read(read_image, path)
+        if data.shape != cells.shape:
+            raise _CliError(
+                f"{path}: shape {data.shape} does not match the cell image {args.cells} "
+                f"{cells.shape}."
+            )
+        return _checked(lambda: as_mask(data, what), path)
+
+    structures = {name: load_mask(path, f"{name} mask") for name, path in args.structure}
+    tissue = load_mask(args.tissue, "tissue mask") if args.tissue else None
+    inputs = {"cells": str(args.cells), **{n: str(p) for n, p in args.structure}}
+    if args.tissue:
+        inputs["tissue"] = str(args.tissue)
+    return cells, structures, tissue, spacing, inputs
+
+
+def _read(reader, path):
+    try:
+        return reader(path)
+    except NicheError as err:
+        msg = str(err)
+        raise _CliError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+
+
+def _checked(fn, where):
+    try:
+        return fn()
+    except NicheError as err:
+        raise _CliError(f"{where}: {err}") from None
+
+
+def _cmd_analyze(args) -> int:
+    from .pipeline import analyze
+
+    try:
+        params = _params_from_args(args)
+    except NicheError as err:
+        raise _CliError(str(err)) from None
+    cells, structures, tissue, spacing, inputs = _load_inputs(args, params)
+    try:
+        result = analyze(cells, structures, spacing=spacing, tissue=tissue, params=params)
+    except NicheError as err:
+        raise _CliError(str(err)) from None
+    result.record["inputs"] = inputs
+    result.save(args.out)
+    for w in result.warnings:
+        print(f"napari-niche: warning: {w}", file=sys.stderr)
+    print(
+        f"Analysed {result.record['n_cells']} cells against {result.record['n_dots']} random "
+        f"cells; tables in {args.out}"
+    )
+    for row in result.stats.itertuples():
+        print(
+            f"  {row.structure:>10}  {row.test:<32} stat={row.statistic:.4g}  "
+            f"p={row.p_value:.3g}  (n cells={row.n_cells}, n dots={row.n_dots})"
+        )
+    return 0
+
+
+def _cmd_view(args) -> int:
+    import napari
+
+    viewer = napari.Viewer(title="napari-niche")
+    if args.sample:
+        viewer.open_sample("napari-niche", "bone_marrow")
+    napari.run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _CliError as err:
+        print(f"napari-niche {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
