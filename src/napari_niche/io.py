@@ -138,5 +138,5 @@ def write_image(path: str | Path, data: np.ndarray, *, spacing=None) -> Path:
         sp = [float(s) for s in np.broadcast_to(spacing, (data.ndim,))]
         metadata["voxel_size_um"] = sp
         kwargs["resolution"] = (1.0 / sp[-1], 1.0 / sp[-2])
-    tifffile.imwrite(path, data, metadata=metadata, **kwargs)
+    tifffile.imwrite(path, data, metadata=metadata, photometric="minisblack", **kwargs)
     return path

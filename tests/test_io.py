@@ -1,0 +1,71 @@
+"""Voxel size read from ImageJ, OME and napari-niche TIFF metadata."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_niche.io import ImageReadError, read_image, write_image
+
+
+def test_roundtrip_own_metadata(tmp_path):
+    data = np.zeros((3, 16, 12), bool)
+    data[1, 2, 3] = True
+    write_image(tmp_path / "m.tif", data, spacing=(2.0, 0.57, 0.6))
+    back, spacing = read_image(tmp_path / "m.tif")
+    assert back.shape == (3, 16, 12) and back.max() == 255
+    assert spacing == pytest.approx((2.0, 0.57, 0.6))
+
+
+def test_imagej_hyperstack_in_micron(tmp_path):
+    data = np.zeros((5, 20, 30), np.uint16)
+    tifffile.imwrite(
+        tmp_path / "ij.tif",
+        data,
+        imagej=True,
+        resolution=(1 / 0.57, 1 / 0.57),
+        metadata={"spacing": 2.0, "unit": "micron", "axes": "ZYX"},
+    )
+    back, spacing = read_image(tmp_path / "ij.tif")
+    assert back.shape == (5, 20, 30)
+    assert spacing == pytest.approx((2.0, 0.57, 0.57), rel=1e-5)
+
+
+def test_imagej_in_nanometres_is_converted(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "nm.tif",
+        np.zeros((20, 30), np.uint8),
+        imagej=True,
+        resolution=(1 / 570, 1 / 570),
+        metadata={"unit": "nm"},
+    )
+    assert read_image(tmp_path / "nm.tif")[1] == pytest.approx((0.57, 0.57), rel=1e-5)
+
+
+def test_ome_physical_size(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "o.ome.tif",
+        np.zeros((4, 10, 10), np.uint8),
+        ome=True,
+        metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 1.5},
+    )
+    assert read_image(tmp_path / "o.ome.tif")[1] == pytest.approx((1.5, 0.5, 0.5))
+
+
+def test_no_metadata_means_unknown(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "plain.tif", np.zeros((4, 10, 10), np.uint8), photometric="minisblack"
+    )
+    assert read_image(tmp_path / "plain.tif")[1] is None
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ImageReadError, match="no such file"):
+        read_image(tmp_path / "missing.tif")
+    (tmp_path / "bad.tif").write_bytes(b"not a tiff")
+    with pytest.raises(ImageReadError, match="cannot be read"):
+        read_image(tmp_path / "bad.tif")
+    tifffile.imwrite(
+        tmp_path / "4d.tif", np.zeros((2, 3, 4, 5), np.uint8), photometric="minisblack"
+    )
+    with pytest.raises(ImageReadError, match="2D or 3D"):
+        read_image(tmp_path / "4d.tif")
