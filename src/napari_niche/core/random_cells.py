@@ -6,13 +6,14 @@ position is accepted only if every voxel of the virtual cell that falls in the i
 in the tissue and outside every excluded structure; under the **centroid** rule (the
 published one) only the centroid voxel is tested.
 
-Sampling is exact and fast even when little room is left: for each shape we draw
-positions uniformly from a superset of the positions that can hold it (voxels at least
-the shape's inscribed radius away from any forbidden voxel, from one distance transform)
-and test the whole shape there. The first position that fits is uniform over all
-positions that fit. Where that superset is a small part of the image its voxels are
-listed (costing memory only in proportion to the superset); elsewhere candidates are
-drawn from the whole image and rejected, costing no memory.
+Sampling is exact and fast whatever the room left. Where a pilot draw shows that whole
+cells fit at a fair share of the allowed voxels, candidates are drawn uniformly from the
+allowed voxels (rejection sampling of random indices, no memory) and the whole shape is
+tested there. Where little room is left, candidates are drawn only from a superset of
+the positions that can hold each shape: voxels at least the shape's inscribed radius away
+from any forbidden voxel, from one distance transform; where that superset is a small part
+of the image its voxels are listed, costing memory only in proportion to it. Either way
+the first candidate that fits is uniform over all positions that fit.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ RULES: tuple[str, ...] = ("whole-cell", "centroid")
 
 #: Below this fraction of the image, a candidate region is listed instead of rejection-sampled.
 _LIST_BELOW_FRACTION = 1 / 32
+#: Whole-cell acceptance of blind candidates above which no room map is needed.
+_BLIND_MIN_ACCEPTANCE = 0.05
 #: Voxels handled at once when gathering virtual-cell voxels (bounds temporary memory).
 _CHUNK_VOXELS = 1 << 22
 
@@ -311,18 +314,24 @@ def seed_random_cells(
         )
     shapes = CellShapes.from_cells(cells)
     allowed_flat = allowed.reshape(-1)
+    generator = np.random.default_rng(rng)
+    pilot_rng = generator.spawn(1)[0]
+    streams = generator.spawn(realizations)
 
-    if rule == "whole-cell":
+    anywhere = _RegionSampler(allowed_flat.view(np.uint8), 1)
+    level_of_shape = np.zeros(shapes.labels.size, dtype=np.int64)
+    samplers = [anywhere]
+    if rule == "whole-cell" and _pilot_acceptance(shapes, anywhere, allowed_flat, pilot_rng) < (
+        _BLIND_MIN_ACCEPTANCE
+    ):
+        # Little room: draw only among voxels far enough from anything forbidden to
+        # possibly hold each shape (one distance transform), instead of retrying blindly.
         room = distance_to_outside_um(allowed, spacing=spacing, threads=threads).reshape(-1)
         radii = shapes.inscribed_radii_um(spacing)
         levels = np.unique(np.quantile(radii, np.linspace(0.0, 1.0, 9)[:-1]))
         level_of_shape = np.searchsorted(levels, radii, side="right") - 1
         # A tiny positive floor keeps every candidate inside the allowed region.
         samplers = [_RegionSampler(room, max(r - 1e-4, 1e-6)) for r in levels]
-    else:
-        room = allowed_flat.view(np.uint8)
-        level_of_shape = np.zeros(shapes.labels.size, dtype=np.int64)
-        samplers = [_RegionSampler(room, 1)]
 
     for level, sampler in enumerate(samplers):
         if sampler.count == 0:
@@ -334,8 +343,6 @@ def seed_random_cells(
                 "structures, or the centroid-only rule."
             )
 
-    generator = np.random.default_rng(rng)
-    streams = generator.spawn(realizations)
     n_per = cells.n_cells * dots_per_cell
     shape_index = np.tile(np.arange(cells.n_cells), dots_per_cell)
     anchors = np.empty((realizations * n_per, ndim), dtype=np.int64)
@@ -407,6 +414,18 @@ def _place(
         budget = max(1, _CHUNK_VOXELS // max(1, int(shapes.sizes.mean()) * max(1, pending.size)))
         tries_each = int(min(tries_each * 4, budget, 4096))
     return placed
+
+
+def _pilot_acceptance(
+    shapes: CellShapes,
+    sampler: _RegionSampler,
+    allowed_flat: np.ndarray,
+    rng: np.random.Generator,
+    n: int = 2000,
+) -> float:
+    """Fraction of uniformly drawn allowed positions where a random real shape fits whole."""
+    shape_index = rng.integers(shapes.labels.size, size=n)
+    return float(_fits(shapes, shape_index, sampler.draw(n, rng), allowed_flat).mean())
 
 
 def _fits(
