@@ -33,7 +33,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial import cKDTree
 
 from ._validate import as_spacing
-from .errors import InvalidImageError, NoRoomError
+from .errors import InvalidImageError, NicheError, NoRoomError
 
 __all__ = ["BoneMarrowSample", "make_bone_marrow"]
 
@@ -93,8 +93,8 @@ class BoneMarrowSample:
     tissue: np.ndarray
     cell_labels: np.ndarray
     near_vessel: np.ndarray
-    cell_centres: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.intp))
-    cell_radii_um: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    cell_centres: np.ndarray
+    cell_radii_um: np.ndarray
     params: dict = field(default_factory=dict)
 
     @property
@@ -161,8 +161,11 @@ def make_bone_marrow(
     uniformly among all currently allowed positions (rejection sampling from a superset,
     every candidate re-checked exactly voxel by voxel), so with
     ``near_vessel_fraction=0`` the cells follow the whole-cell null model up to their
-    mutual exclusion. Near-vessel cells are planted first, uniformly among the allowed
-    positions that also satisfy the near-vessel condition.
+    mutual exclusion. That exclusion matters only when cells are packed densely (hard
+    balls then crowd against walls, raising the density next to vessels and bone): for a
+    calibration of the statistics keep the cells to a few per cent of the tissue volume.
+    Near-vessel cells are planted first, uniformly among the allowed positions that also
+    satisfy the near-vessel condition.
     """
     shape_t = tuple(int(s) for s in np.atleast_1d(shape))
     if len(shape_t) not in (2, 3) or min(shape_t) < 1:
@@ -173,15 +176,15 @@ def make_bone_marrow(
     spacing_t = as_spacing(spacing, len(shape_t))
     n_cells = int(n_cells)
     if n_cells < 0:
-        raise ValueError(f"n_cells must be 0 or more, got {n_cells}.")
+        raise NicheError(f"n_cells must be 0 or more, got {n_cells}.")
     if not 0.0 <= near_vessel_fraction <= 1.0:
-        raise ValueError(
+        raise NicheError(
             f"near_vessel_fraction must lie between 0 and 1, got {near_vessel_fraction}."
         )
     if not near_distance_um > 0:
-        raise ValueError(f"near_distance_um must be positive, got {near_distance_um}.")
+        raise NicheError(f"near_distance_um must be positive, got {near_distance_um}.")
     if not cell_radius_um > 0:
-        raise ValueError(f"cell_radius_um must be positive, got {cell_radius_um}.")
+        raise NicheError(f"cell_radius_um must be positive, got {cell_radius_um}.")
 
     params = {
         "shape": shape_t,
@@ -204,7 +207,7 @@ def make_bone_marrow(
     radii = cell_radius_um * gen.uniform(
         1 - _CELL_RADIUS_JITTER, 1 + _CELL_RADIUS_JITTER, size=n_cells
     )
-    cell_labels, centres, near = _plant_cells(
+    cell_labels, centres, near, radii = _plant_cells(
         tissue, vessel, sp, radii, n_near, float(near_distance_um), gen
     )
 
@@ -277,7 +280,14 @@ def _vessel_mask(
     spanning tree connects them (branching, no isolated pieces), then extra short edges
     close loops, as sinusoids do, until the tubes fill about 6% of the marrow. Each edge
     is a smooth curve whose radius tapers between the radii of its end nodes.
+
+    A 2D sample is an optical section (at z = 0) through such a 3D network, so vessels
+    appear as round or elongated cross-sections covering the same fraction of the marrow
+    as in 3D, as in a real section.
     """
+    if len(shape) == 2:
+        section = _vessel_mask((1, *shape), np.concatenate([[1.0], sp]), bone_depth_um, gen)
+        return section[0]
     ndim = len(shape)
     extent = np.asarray(shape) * sp
     lo = np.full(ndim, -_VESSEL_MARGIN_UM)
@@ -312,7 +322,7 @@ def _vessel_mask(
     def edge_volume(a: int, b: int) -> float:
         length = float(np.linalg.norm(nodes[a] - nodes[b]))
         r = 0.5 * (radii[a] + radii[b])
-        return (np.pi * r * r if ndim == 3 else 2 * r) * length
+        return np.pi * r * r * length
 
     target = _VESSEL_TARGET_FRACTION * box_volume
     volume = sum(edge_volume(a, b) for a, b in edges)
@@ -475,7 +485,8 @@ class _Planter:
         if self.occupied.ravel()[vox].any():
             return False
         if near:
-            return bool(self.vessel_distance.ravel()[vox].min() <= self.near)
+            # A hair inside the limit, so float64 distance maps agree with the float32 one.
+            return bool(self.vessel_distance.ravel()[vox].min() <= self.near * (1 - 1e-6))
         return True
 
     def place(
@@ -523,14 +534,25 @@ def _plant_cells(
     n_near: int,
     near_distance_um: float,
     gen: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Plant non-touching balls: ``n_near`` next to vessels first, then uniformly."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Plant non-touching balls: ``n_near`` next to vessels first, then uniformly.
+
+    ``radii`` are in placement order; the returned centres, near flags and radii are in
+    label order (row ``i`` = label ``i + 1``).
+    """
     n = radii.size
     labels = np.zeros(tissue.shape, dtype=np.int32)
     centres = np.zeros((n, tissue.ndim), dtype=np.intp)
     near = np.zeros(n, dtype=bool)
+    radii_by_label = np.zeros(n)
     if n == 0:
-        return labels, centres, near
+        return labels, centres, near, radii_by_label
+    if n_near and not vessel.any():
+        raise NoRoomError(
+            f"This {'x'.join(map(str, tissue.shape))}-voxel synthetic sample has no vessel, "
+            f"so none of the {n_near} near-vessel cells can be planted: use a larger image "
+            "or near_vessel_fraction=0."
+        )
     forbidden = ~tissue | vessel
     vessel_distance = (
         _distance_to(vessel, sp) if n_near else np.full(tissue.shape, np.inf, np.float32)
@@ -555,7 +577,8 @@ def _plant_cells(
         labels.ravel()[planter._voxels(flat, ball)] = lab
         centres[lab - 1] = np.unravel_index(flat, tissue.shape)
         near[lab - 1] = is_near
-    return labels, centres, near
+        radii_by_label[lab - 1] = radii[k]
+    return labels, centres, near, radii_by_label
 
 
 # --------------------------------------------------------------------------------------

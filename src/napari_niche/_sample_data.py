@@ -1,0 +1,63 @@
+"""napari sample data: a synthetic bone-marrow volume whose ground truth is known.
+
+Lets a new user try every step (thresholding, distances, random dots, statistics) without
+their own data, and compare the result with the truth layers. Returns plain layer-data
+tuples, so nothing from napari is imported here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .core.synthetic import make_bone_marrow
+
+__all__ = ["sample_bone_marrow"]
+
+SAMPLE_SEED = 0
+
+# (channel key, layer name, colormap): stain names as in the published experiments.
+_CHANNELS = (
+    ("cells", "cells (hCD45)", "magenta"),
+    ("vessels", "vessels (endoglin)", "green"),
+    ("bone", "bone (collagen I)", "bop blue"),
+)
+
+
+def sample_bone_marrow() -> list[tuple[Any, dict[str, Any], str]]:
+    """Return the synthetic bone-marrow sample as napari layer-data tuples.
+
+    Three raw channels (additive images in distinct colours) and, hidden, the true vessel,
+    bone and cell masks as Labels, all scaled by the voxel size in µm so that napari's
+    rulers and every distance read off the layers are in µm. The seed is fixed so the sample
+    is the same each time it is opened.
+    """
+    sample = make_bone_marrow(rng=SAMPLE_SEED)
+    scale = tuple(sample.spacing)
+    layers: list[tuple[Any, dict[str, Any], str]] = []
+    for key, name, colormap in _CHANNELS:
+        data = sample.channels[key]
+        low, high = np.percentile(data, (0.5, 99.9))
+        layers.append(
+            (
+                data,
+                {
+                    "name": name,
+                    "scale": scale,
+                    "colormap": colormap,
+                    "blending": "additive",
+                    "contrast_limits": (float(low), float(high)),
+                    "metadata": {"synthetic_params": dict(sample.params)},
+                },
+                "image",
+            )
+        )
+    truth = (
+        ("true vessel mask", sample.vessel.astype(np.uint8)),
+        ("true bone mask", sample.bone.astype(np.uint8)),
+        ("true cells", sample.cell_labels),
+    )
+    for name, data in truth:
+        layers.append((data, {"name": name, "scale": scale, "visible": False}, "labels"))
+    return layers
