@@ -34,6 +34,7 @@ def test_every_layer_is_scaled_in_um_and_overlays_the_others(layers, reference):
     assert shapes == {reference.cell_labels.shape}
     for _, meta, _ in layers:
         assert tuple(meta["scale"]) == reference.spacing == (2.0, 0.57, 0.57)
+        assert tuple(meta["units"]) == ("um", "um", "um")
 
 
 def test_images_are_additive_with_distinct_colours_and_sensible_limits(layers):

@@ -35,6 +35,7 @@ def sample_bone_marrow() -> list[tuple[Any, dict[str, Any], str]]:
     """
     sample = make_bone_marrow(rng=SAMPLE_SEED)
     scale = tuple(sample.spacing)
+    units = ("um",) * len(scale)  # napari's scale bar and rulers then read in µm
     layers: list[tuple[Any, dict[str, Any], str]] = []
     for key, name, colormap in _CHANNELS:
         data = sample.channels[key]
@@ -45,6 +46,7 @@ def sample_bone_marrow() -> list[tuple[Any, dict[str, Any], str]]:
                 {
                     "name": name,
                     "scale": scale,
+                    "units": units,
                     "colormap": colormap,
                     "blending": "additive",
                     "contrast_limits": (float(low), float(high)),
@@ -59,5 +61,5 @@ def sample_bone_marrow() -> list[tuple[Any, dict[str, Any], str]]:
         ("true cells", sample.cell_labels),
     )
     for name, data in truth:
-        layers.append((data, {"name": name, "scale": scale, "visible": False}, "labels"))
+        layers.append((data, {"name": name, "scale": scale, "units": units, "visible": False}, "labels"))
     return layers
