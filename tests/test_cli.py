@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import balls
 
 from napari_niche.cli import main
 from napari_niche.core import cell_voxels, distance_map_um, min_distance_per_label
@@ -14,15 +15,6 @@ from napari_niche.io import write_image
 
 SPACING = (2.0, 0.57, 0.57)
 SHAPE = (16, 80, 80)
-
-
-def _balls(shape, centres, radius_um, spacing):
-    labels = np.zeros(shape, np.uint16)
-    idx = np.indices(shape)
-    for i, c in enumerate(centres):
-        r2 = sum(((g - ci) * s) ** 2 for g, ci, s in zip(idx, c, spacing))
-        labels[r2 <= radius_um**2] = i + 1
-    return labels
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +27,7 @@ def scene(tmp_path_factory):
     bone[:, :8, :] = True
     tissue = np.ones(SHAPE, bool)
     centres = [(8, 20, 20), (8, 40, 40), (6, 60, 15), (9, 70, 70), (8, 45, 65), (7, 20, 70)]
-    labels = _balls(SHAPE, centres, 3.0, SPACING)
+    labels = balls(SHAPE, centres, 3.0, SPACING, np.uint16)
     files = {
         "cells": write_image(d / "cells.tif", labels, spacing=SPACING),
         "vessel": write_image(d / "vessel.tif", vessel, spacing=SPACING),
@@ -174,7 +166,7 @@ def test_voxel_size_from_file_or_flag(scene, tmp_path, capsys):
 
 def test_2d_section(tmp_path, capsys):
     sp = (0.5, 0.5)
-    labels = _balls((100, 100), [(20, 20), (50, 70), (80, 30)], 3.0, sp)
+    labels = balls((100, 100), [(20, 20), (50, 70), (80, 30)], 3.0, sp, np.uint16)
     vessel = np.zeros((100, 100), bool)
     vessel[:, 48:50] = True
     write_image(tmp_path / "c.tif", labels)

@@ -61,5 +61,7 @@ def sample_bone_marrow() -> list[tuple[Any, dict[str, Any], str]]:
         ("true cells", sample.cell_labels),
     )
     for name, data in truth:
-        layers.append((data, {"name": name, "scale": scale, "units": units, "visible": False}, "labels"))
+        layers.append(
+            (data, {"name": name, "scale": scale, "units": units, "visible": False}, "labels")
+        )
     return layers

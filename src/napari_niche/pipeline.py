@@ -21,8 +21,8 @@ import pandas as pd
 
 from . import __version__
 from .core._validate import as_mask, as_spacing, check_same_shape
-from .core.cells import cell_table, cell_voxels, min_distance_per_label
-from .core.curation import as_cell_labels
+from .core.cells import cell_table, min_distance_per_label
+from .core.curation import cells_from_image
 from .core.distance import distance_map_um
 from .core.errors import NicheError
 from .core.random_cells import overlap_diagnostic, seed_random_cells
@@ -169,9 +169,7 @@ def analyze(
     tissue_mask = None if tissue is None else as_mask(tissue, "tissue mask")
 
     say("Measuring cells")
-    labels = as_cell_labels(cells)
-    voxels = cell_voxels(labels)
-    del labels
+    voxels = cells_from_image(cells)
     cell_tab = cell_table(voxels, spacing=spacing)
     exclude = {n: masks[n] for n in exclude_names}
     overlap = overlap_diagnostic(voxels, tissue=tissue_mask, exclude=exclude)

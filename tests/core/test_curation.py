@@ -5,6 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_niche.core import (
+    NicheError,
     NotBinaryError,
     cell_table,
     cell_voxels,
@@ -15,7 +16,7 @@ from napari_niche.core import (
     remove_small_objects_um,
     tissue_map,
 )
-from napari_niche.core.curation import as_cell_labels
+from napari_niche.core.curation import cells_from_image
 
 
 def ellipsoid_footprint(radius_um, spacing):
@@ -83,29 +84,35 @@ def test_tissue_map_is_union_closed_and_filled():
 def test_label_cells_size_filter_and_split():
     spacing = (1.0, 1.0, 1.0)
     idx = np.indices((20, 40, 40))
+
     def ball(c, r):
         return sum((g - ci) ** 2 for g, ci in zip(idx, c)) <= r**2
+
     two_touching = ball((10, 20, 14), 5) | ball((10, 20, 24), 5)
     debris = ball((3, 5, 35), 1)
     mask = two_touching | debris
     labels = label_cells(mask, spacing=spacing, min_volume_um3=20)
     assert labels.dtype == np.int32 and labels.max() == 1  # debris dropped, pair merged
-    split = label_cells(mask, spacing=spacing, min_volume_um3=20, split_touching=True,
-                        split_radius_um=4.0)
+    split = label_cells(
+        mask, spacing=spacing, min_volume_um3=20, split_touching=True, split_radius_um=4.0
+    )
     assert split.max() == 2
     table = cell_table(cell_voxels(split), spacing=spacing).sort_values("centroid_x_um")
     np.testing.assert_allclose(table["centroid_x_um"], [14, 24], atol=0.6)
 
 
-def test_as_cell_labels_labels_masks_and_keeps_labels():
+def test_cells_from_image_labels_masks_and_keeps_labels():
     mask = np.zeros((10, 10), np.uint8)
     mask[1:3, 1:3] = 255
     mask[6:8, 6:8] = 255
-    assert as_cell_labels(mask).max() == 2
-    labels = mask.astype(np.int32)
-    labels[labels > 0] = 0
-    labels[1:3, 1:3], labels[6:8, 6:8] = 5, 9
-    np.testing.assert_array_equal(as_cell_labels(labels), labels)
+    assert cells_from_image(mask).n_cells == 2
+    assert cells_from_image(mask > 0).n_cells == 2
+    labels = np.zeros((10, 10), np.int32)
+    labels[1:3, 1:3], labels[6:8, 6:8], labels[6:8, 1:3] = 5, 9, 9
+    voxels = cells_from_image(labels)
+    assert list(voxels.labels) == [5, 9] and list(voxels.sizes) == [4, 8]
+    with pytest.raises(NicheError, match="fractional"):
+        cells_from_image(labels * 0.5)
 
 
 def test_non_binary_mask_refused():

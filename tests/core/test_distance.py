@@ -66,8 +66,12 @@ def test_plane_and_line_2d():
 
 @pytest.mark.parametrize(
     "shape, spacing, density",
-    [((25, 40, 50), SPACING_3D, 0.002), ((25, 40, 50), (3.0, 0.3, 0.3), 0.05),
-     ((120, 90), SPACING_2D, 0.003), ((64, 64), (1.0, 1.0), 0.2)],
+    [
+        ((25, 40, 50), SPACING_3D, 0.002),
+        ((25, 40, 50), (3.0, 0.3, 0.3), 0.05),
+        ((120, 90), SPACING_2D, 0.003),
+        ((64, 64), (1.0, 1.0), 0.2),
+    ],
 )
 def test_equals_scipy_on_random_masks(shape, spacing, density):
     rng = np.random.default_rng(42)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import balls
 from scipy import stats
 
 from napari_niche.core import (
@@ -14,15 +15,6 @@ from napari_niche.core import (
 )
 
 SPACING = (2.0, 0.57, 0.57)
-
-
-def balls(shape, centres, radius_um, spacing):
-    labels = np.zeros(shape, np.int32)
-    idx = np.indices(shape)
-    for i, c in enumerate(centres):
-        r2 = sum(((g - ci) * s) ** 2 for g, ci, s in zip(idx, c, spacing))
-        labels[r2 <= radius_um**2] = i + 1
-    return labels
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +43,15 @@ def _dot_voxels(dots, i):
 def test_whole_cell_rule_never_violated(scene):
     cells = cell_voxels(scene["labels"])
     exclude = {"vessel": scene["vessel"], "bone": scene["bone"]}
-    dots = seed_random_cells(cells, spacing=SPACING, tissue=scene["tissue"], exclude=exclude,
-                             dots_per_cell=50, realizations=2, rng=1)
+    dots = seed_random_cells(
+        cells,
+        spacing=SPACING,
+        tissue=scene["tissue"],
+        exclude=exclude,
+        dots_per_cell=50,
+        realizations=2,
+        rng=1,
+    )
     assert dots.n_dots == cells.n_cells * 50 * 2
     forbidden = scene["vessel"] | scene["bone"] | ~scene["tissue"]
     anchors = tuple(dots.anchors.T)
@@ -69,8 +68,15 @@ def test_whole_cell_rule_never_violated(scene):
 def test_centroid_rule_only_tests_the_centroid(scene):
     cells = cell_voxels(scene["labels"])
     exclude = {"vessel": scene["vessel"], "bone": scene["bone"]}
-    dots = seed_random_cells(cells, spacing=SPACING, tissue=scene["tissue"], exclude=exclude,
-                             rule="centroid", dots_per_cell=200, rng=1)
+    dots = seed_random_cells(
+        cells,
+        spacing=SPACING,
+        tissue=scene["tissue"],
+        exclude=exclude,
+        rule="centroid",
+        dots_per_cell=200,
+        rng=1,
+    )
     forbidden = scene["vessel"] | scene["bone"] | ~scene["tissue"]
     assert not forbidden[tuple(dots.anchors.T)].any()
     d = dots.min_distance(distance_map_um(scene["vessel"], spacing=SPACING))
@@ -80,8 +86,7 @@ def test_centroid_rule_only_tests_the_centroid(scene):
 
 def test_same_seed_same_dots_and_realizations_independent(scene):
     cells = cell_voxels(scene["labels"])
-    kw = dict(spacing=SPACING, tissue=scene["tissue"], exclude=[scene["vessel"]],
-              dots_per_cell=20)
+    kw = dict(spacing=SPACING, tissue=scene["tissue"], exclude=[scene["vessel"]], dots_per_cell=20)
     a = seed_random_cells(cells, rng=5, realizations=3, **kw)
     b = seed_random_cells(cells, rng=5, realizations=3, **kw)
     c = seed_random_cells(cells, rng=6, realizations=3, **kw)
@@ -97,8 +102,15 @@ def test_dots_borrow_shapes_and_report_the_same_columns_as_cells(scene):
     cells = cell_voxels(scene["labels"])
     dots = seed_random_cells(cells, spacing=SPACING, dots_per_cell=3, rng=0)
     table = dots.table(spacing=SPACING)
-    assert list(table.columns) == ["realization", "dot", "source_label", "centroid_z_um",
-                                   "centroid_y_um", "centroid_x_um", "volume_um3"]
+    assert list(table.columns) == [
+        "realization",
+        "dot",
+        "source_label",
+        "centroid_z_um",
+        "centroid_y_um",
+        "centroid_x_um",
+        "volume_um3",
+    ]
     # each real cell's shape is used exactly dots_per_cell times
     assert sorted(table["source_label"].value_counts().tolist()) == [3, 3, 3, 3]
     assert set(table["source_label"]) == set(cells.labels)
@@ -131,8 +143,9 @@ def test_uniform_over_positions_that_fit():
     bar = np.zeros(shape, bool)
     bar[18:21, 5:25] = True
     cells = cell_voxels(labels)
-    dots = seed_random_cells(cells, spacing=sp, tissue=allowed, exclude=[bar],
-                             dots_per_cell=20000, rng=11)
+    dots = seed_random_cells(
+        cells, spacing=sp, tissue=allowed, exclude=[bar], dots_per_cell=20000, rng=11
+    )
     # brute-force the set of positions that fit
     offsets = np.argwhere(labels == 1) - np.array([20, 20])
     ok = allowed & ~bar
@@ -170,16 +183,25 @@ def test_no_room_is_an_error_not_an_endless_loop():
     with pytest.raises(NoRoomError, match="no room"):
         seed_random_cells(cell_voxels(labels), spacing=sp, tissue=tissue, rng=0)
     with pytest.raises(NoRoomError, match="no room"):
-        seed_random_cells(cell_voxels(labels), spacing=sp, tissue=tissue,
-                          exclude=[tissue], rng=0, rule="centroid")
+        seed_random_cells(
+            cell_voxels(labels),
+            spacing=sp,
+            tissue=tissue,
+            exclude=[tissue],
+            rng=0,
+            rule="centroid",
+        )
 
 
 def test_overlap_diagnostic_counts_real_cells_touching_excluded(scene):
     labels = scene["labels"].copy()
     vessel = scene["vessel"].copy()
     vessel[labels == 1] = True  # the vessel mask swallowed cell 1
-    table = overlap_diagnostic(cell_voxels(labels), tissue=scene["tissue"],
-                               exclude={"vessel": vessel, "bone": scene["bone"]})
+    table = overlap_diagnostic(
+        cell_voxels(labels),
+        tissue=scene["tissue"],
+        exclude={"vessel": vessel, "bone": scene["bone"]},
+    )
     t = table.set_index("structure")
     assert t.loc["vessel", "n_overlapping"] == 1
     assert t.loc["vessel", "fraction_overlapping"] == pytest.approx(0.25)

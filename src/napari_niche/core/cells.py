@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -46,8 +47,9 @@ class CellVoxels:
         """(V, ndim) integer voxel coordinates of all cell voxels, grouped by cell."""
         return np.stack(np.unravel_index(self.flat_index, self.shape), axis=1)
 
+    @cached_property
     def centroids_vox(self) -> np.ndarray:
-        """(n, ndim) centroid of each cell, in voxel coordinates (float)."""
+        """(n, ndim) centroid of each cell, in voxel coordinates (float); computed once."""
         coords = self.coordinates()
         sums = np.add.reduceat(coords, self.starts[:-1], axis=0)
         return sums / self.sizes[:, None]
@@ -121,7 +123,7 @@ def cell_table(cells: CellVoxels, *, spacing: float | Sequence[float]) -> pd.Dat
     """
     ndim = len(cells.shape)
     spacing = as_spacing(spacing, ndim)
-    centroids_um = cells.centroids_vox() * np.asarray(spacing)
+    centroids_um = cells.centroids_vox * np.asarray(spacing)
     table = pd.DataFrame({"label": cells.labels})
     for j, col in enumerate(centroid_columns(ndim)):
         table[col] = centroids_um[:, j]

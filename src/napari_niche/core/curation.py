@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._validate import as_mask, as_spacing, check_same_shape
+from .cells import CellVoxels, cell_voxels
 from .distance import distance_to_outside_um
 from .errors import EmptyMaskError, NicheError
 
@@ -189,11 +190,13 @@ def _split_touching(mask: np.ndarray, spacing: tuple[float, ...], radius_um: flo
     return watershed(-dist, markers, mask=mask)
 
 
-def as_cell_labels(cells: np.ndarray) -> np.ndarray:
-    """A label image from either a label image or a binary cell mask.
+def cells_from_image(cells: np.ndarray) -> CellVoxels:
+    """The cells of either a label image or a binary cell mask.
 
-    A boolean array, or one with a single non-zero value (e.g. 0/255), is a mask and is
-    labelled by face-connected components; anything else is taken as labels already.
+    A boolean array, or an integer one holding a single non-zero value (e.g. a 0/255 mask),
+    is a mask: its face-connected components are the cells. Anything else is a label image
+    and its labels are kept. Deciding from the labels found costs no extra pass over the
+    volume.
     """
     cells = np.asarray(cells)
     if cells.ndim not in (2, 3):
@@ -206,10 +209,8 @@ def as_cell_labels(cells: np.ndarray) -> np.ndarray:
             )
         cells = cells.astype(np.int64)
     if cells.dtype == bool:
-        return label_cells(cells, spacing=1.0)
-    if cells.dtype.kind not in "iu":
-        raise NicheError(f"The cell image has type {cells.dtype}; give integer labels or a mask.")
-    nz = cells[cells != 0]
-    if nz.size and np.all(nz == nz[0]):
-        return label_cells(cells != 0, spacing=1.0)
-    return cells
+        return cell_voxels(label_cells(cells, spacing=1.0))
+    voxels = cell_voxels(cells)
+    if voxels.n_cells == 1:
+        return cell_voxels(label_cells(cells != 0, spacing=1.0))
+    return voxels

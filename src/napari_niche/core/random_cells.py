@@ -53,7 +53,7 @@ class CellShapes:
 
     @classmethod
     def from_cells(cls, cells: CellVoxels) -> CellShapes:
-        centroids = cells.centroids_vox()
+        centroids = cells.centroids_vox
         anchors = np.rint(centroids).astype(np.int64)
         coords = cells.coordinates()
         offsets = coords - np.repeat(anchors, cells.sizes, axis=0)
