@@ -27,11 +27,14 @@ def min_size_in_voxels(min_size: float, *, unit: SizeUnit, spacing: Sequence[flo
     raise NicheError(f"Unknown size unit {unit!r}: use 'voxels' or 'um3'.")
 
 
-def _components(mask: np.ndarray, connectivity: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _small_objects(mask, min_size, spacing, unit, connectivity):
+    """Connected components of a mask, their voxel counts, and the size limit in voxels."""
+    mask = as_mask(mask, "mask", allow_empty=True)
+    spacing = as_spacing(spacing, mask.ndim)
+    limit = min_size_in_voxels(min_size, unit=unit, spacing=spacing)
     structure = ndi.generate_binary_structure(mask.ndim, connectivity or mask.ndim)
     labels, _ = ndi.label(mask, structure=structure)
-    sizes = np.bincount(labels.ravel())
-    return labels, sizes
+    return labels, np.bincount(labels.ravel()), limit
 
 
 def count_small_objects(
@@ -46,10 +49,7 @@ def count_small_objects(
 
     Lets a user see what a size filter would remove before applying it.
     """
-    mask = as_mask(mask, "mask", allow_empty=True)
-    spacing = as_spacing(spacing, mask.ndim)
-    limit = min_size_in_voxels(min_size, unit=unit, spacing=spacing)
-    _, sizes = _components(mask, connectivity)
+    _, sizes, limit = _small_objects(mask, min_size, spacing, unit, connectivity)
     object_sizes = sizes[1:]
     return int(np.count_nonzero(object_sizes < limit)), int(object_sizes.size)
 
@@ -67,10 +67,7 @@ def remove_small_objects_um(
     ``connectivity`` follows scipy: 1 = faces only, ``ndim`` (default) = faces, edges and
     corners, so that thin oblique vessels are not cut into fragments.
     """
-    mask = as_mask(mask, "mask", allow_empty=True)
-    spacing = as_spacing(spacing, mask.ndim)
-    limit = min_size_in_voxels(min_size, unit=unit, spacing=spacing)
-    labels, sizes = _components(mask, connectivity)
+    labels, sizes, limit = _small_objects(mask, min_size, spacing, unit, connectivity)
     keep = sizes >= limit
     keep[0] = False
     return keep[labels]
