@@ -21,11 +21,11 @@ import pandas as pd
 
 from . import __version__
 from .core._validate import as_mask, as_spacing, check_same_shape
-from .core.cells import cell_table, min_distance_per_label
+from .core.cells import CellVoxels, cell_table, min_distance_per_label
 from .core.curation import cells_from_image
 from .core.distance import distance_map_um
 from .core.errors import NicheError
-from .core.random_cells import overlap_diagnostic, seed_random_cells
+from .core.random_cells import RandomCells, overlap_diagnostic, seed_random_cells
 from .core.stats import (
     FOLD_CHANGE_COLUMNS,
     QUADRANT_COLUMNS,
@@ -91,9 +91,10 @@ class NicheResult:
         return out_dir
 
 
-def _resolve_structures(
+def resolve_structures(
     names: list[str], params: AnalysisParams
 ) -> tuple[list[str], tuple[str, str] | None]:
+    """The structures to exclude and the quadrant pair, checked against ``names``."""
     exclude = list(names) if params.exclude is None else list(params.exclude)
     unknown = [n for n in exclude if n not in names]
     if unknown:
@@ -116,6 +117,73 @@ def _resolve_structures(
         if quad[0] == quad[1]:
             raise NicheError("The two quadrant structures must differ.")
     return exclude, quad
+
+
+def place_random_cells(
+    voxels: CellVoxels,
+    *,
+    spacing: tuple[float, ...],
+    tissue: np.ndarray | None,
+    exclude: Mapping[str, np.ndarray],
+    params: AnalysisParams,
+) -> tuple[RandomCells, pd.DataFrame, int]:
+    """METHOD.md step 6 with the analysis parameters: virtual cells, their table, the seed.
+
+    Without a seed in ``params`` one is drawn, and returned so that it can be recorded.
+    """
+    seed = params.seed
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**32))
+    dots = seed_random_cells(
+        voxels,
+        spacing=spacing,
+        tissue=tissue,
+        exclude=exclude,
+        rule=params.rule,
+        dots_per_cell=params.dots_per_cell,
+        realizations=params.realizations,
+        rng=seed,
+    )
+    return dots, dots.table(spacing=spacing), seed
+
+
+def summarize(
+    cell_table: pd.DataFrame,
+    dot_table: pd.DataFrame,
+    names: list[str],
+    params: AnalysisParams,
+    quadrant_structures: tuple[str, str] | None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """METHOD.md steps 7–9 from per-object tables: fold change, statistics, quadrants.
+
+    The tables need a ``dist_<name>_um`` column per structure; the GUI's niche plot and
+    ``analyze`` both call this, so they report the same numbers.
+    """
+    fold, tests = [], []
+    for name in names:
+        col = distance_column(name)
+        fc = fold_change_by_bin(
+            cell_table[col],
+            dot_table[col],
+            bin_width=params.bin_width_um,
+            min_dots=params.min_dots,
+        )
+        fold.append(fc.assign(structure=name))
+        tests.append(distance_tests(cell_table[col], dot_table[col]).assign(structure=name))
+    fold_tab = pd.concat(fold, ignore_index=True)[["structure", *FOLD_CHANGE_COLUMNS]]
+    stats_tab = pd.concat(tests, ignore_index=True)[["structure", *TEST_COLUMNS]]
+    if quadrant_structures is None:
+        return fold_tab, stats_tab, pd.DataFrame(columns=QUADRANT_COLUMNS)
+    a, b = quadrant_structures
+    quad_tab = quadrant_table(
+        cell_table[distance_column(a)],
+        cell_table[distance_column(b)],
+        dot_table[distance_column(a)],
+        dot_table[distance_column(b)],
+        threshold_um=params.quadrant_threshold_um,
+        names=(a, b),
+    )
+    return fold_tab, stats_tab, quad_tab
 
 
 def analyze(
@@ -152,10 +220,7 @@ def analyze(
         raise NicheError("Give at least one structure mask (e.g. vessel) to measure distances to.")
     names = list(structures)
     for name in names:
-        if not name or not str(name).replace("_", "").replace("-", "").isalnum():
-            raise NicheError(
-                f"Structure name {name!r} must be letters, digits, '-' or '_' (e.g. vessel)."
-            )
+        check_structure_name(name)
     cells = np.asarray(cells)
     spacing = as_spacing(spacing if spacing is not None else params.voxel_size, cells.ndim)
     check_same_shape(
@@ -164,7 +229,7 @@ def analyze(
         tissue_mask=tissue,
         **{f"{n}_mask": m for n, m in structures.items()},
     )
-    exclude_names, quad = _resolve_structures(names, params)
+    exclude_names, quad = resolve_structures(names, params)
     masks = {n: as_mask(m, f"{n} mask") for n, m in structures.items()}
     tissue_mask = None if tissue is None else as_mask(tissue, "tissue mask")
 
@@ -173,23 +238,12 @@ def analyze(
     cell_tab = cell_table(voxels, spacing=spacing)
     exclude = {n: masks[n] for n in exclude_names}
     overlap = overlap_diagnostic(voxels, tissue=tissue_mask, exclude=exclude)
-    warnings = _overlap_warnings(overlap, params.rule)
+    warnings = overlap_warnings(overlap, params.rule)
 
-    seed = params.seed
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**32))
     say("Placing random cells")
-    dots = seed_random_cells(
-        voxels,
-        spacing=spacing,
-        tissue=tissue_mask,
-        exclude=exclude,
-        rule=params.rule,
-        dots_per_cell=params.dots_per_cell,
-        realizations=params.realizations,
-        rng=seed,
+    dots, dot_tab, seed = place_random_cells(
+        voxels, spacing=spacing, tissue=tissue_mask, exclude=exclude, params=params
     )
-    dot_tab = dots.table(spacing=spacing)
 
     for name in names:
         say(f"Distances to {name}")
@@ -199,28 +253,8 @@ def analyze(
         del dmap
 
     say("Statistics")
-    fold, tests = [], []
-    for name in names:
-        col = distance_column(name)
-        fc = fold_change_by_bin(
-            cell_tab[col], dot_tab[col], bin_width=params.bin_width_um, min_dots=params.min_dots
-        )
-        fold.append(fc.assign(structure=name))
-        tests.append(distance_tests(cell_tab[col], dot_tab[col]).assign(structure=name))
-    fold_tab = pd.concat(fold, ignore_index=True)[["structure", *FOLD_CHANGE_COLUMNS]]
-    stats_tab = pd.concat(tests, ignore_index=True)[["structure", *TEST_COLUMNS]]
-    if quad is not None:
-        a, b = quad
-        quad_tab = quadrant_table(
-            cell_tab[distance_column(a)],
-            cell_tab[distance_column(b)],
-            dot_tab[distance_column(a)],
-            dot_tab[distance_column(b)],
-            threshold_um=params.quadrant_threshold_um,
-            names=(a, b),
-        )
-    else:
-        quad_tab = pd.DataFrame(columns=QUADRANT_COLUMNS)
+    fold_tab, stats_tab, quad_tab = summarize(cell_tab, dot_tab, names, params, quad)
+    if quad is None:
         warnings.append("Quadrants need two structures; only one was given.")
 
     used = params.with_(seed=seed, voxel_size=spacing)
@@ -238,7 +272,15 @@ def analyze(
     return NicheResult(cell_tab, dot_tab, fold_tab, quad_tab, stats_tab, overlap, record, warnings)
 
 
-def _overlap_warnings(overlap: pd.DataFrame, rule: str) -> list[str]:
+def check_structure_name(name: str) -> None:
+    """Structure names become column names (``dist_<name>_um``): keep them plain."""
+    if not name or not str(name).replace("_", "").replace("-", "").isalnum():
+        raise NicheError(
+            f"Structure name {name!r} must be letters, digits, '-' or '_' (e.g. vessel)."
+        )
+
+
+def overlap_warnings(overlap: pd.DataFrame, rule: str) -> list[str]:
     out = []
     for row in overlap.itertuples():
         if row.fraction_overlapping > OVERLAP_WARNING_FRACTION:

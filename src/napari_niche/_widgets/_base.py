@@ -1,0 +1,166 @@
+"""The shared base of every dock widget: layer pickers, a worker with progress and cancel,
+errors as notifications.
+
+Long work runs in a napari worker (a generator: each ``yield`` reports progress and is a
+point where Cancel takes effect), so the viewer never freezes. A :class:`NicheError` raised
+by the core is shown as a plain napari notification, and no layer is touched, because
+results are written only once the work has finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, Container, PushButton
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from ..core.errors import NicheError
+
+if TYPE_CHECKING:
+    import napari
+
+Progress = tuple[float, str]
+
+
+class _Failed:
+    """Returned by a worker instead of raising, so napari shows no traceback dialog."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _guarded(fn: Callable[..., Generator[Progress, None, Any]]):
+    def run(*args, **kwargs):
+        try:
+            result = yield from fn(*args, **kwargs)
+        except NicheError as err:
+            return _Failed(str(err))
+        return result
+
+    return run
+
+
+class NicheWidget(QWidget):
+    """A dock widget with a magicgui form, a run button, a progress bar and Cancel."""
+
+    run_text = "Run"
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.form = Container(labels=True)
+        self.run_button = PushButton(text=self.run_text)
+        self.run_button.changed.connect(self._on_run_clicked)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.worker = None
+
+        row = QHBoxLayout()
+        row.addWidget(self.progress)
+        row.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.run_button.native)
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self._layer_combos: list[ComboBox] = []
+        self.viewer.layers.events.inserted.connect(self._reset_choices)
+        self.viewer.layers.events.removed.connect(self._reset_choices)
+        self.viewer.layers.events.moved.connect(self._reset_choices)
+
+    # -- layer pickers --------------------------------------------------------------------
+    def layer_combo(self, label: str, layer_types: tuple[type, ...], *, optional=False):
+        """A combo box of the viewer's layers of the given types, kept up to date."""
+
+        def choices(_widget=None):
+            layers = [
+                (layer.name, layer)
+                for layer in self.viewer.layers
+                if isinstance(layer, layer_types)
+            ]
+            return ([("(none)", None)] if optional else []) + layers
+
+        combo = ComboBox(label=label, choices=choices, nullable=optional)
+        self._layer_combos.append(combo)
+        return combo
+
+    def _reset_choices(self, event=None):
+        for combo in self._layer_combos:
+            combo.reset_choices()
+
+    # -- running work -----------------------------------------------------------------------
+    def _on_run_clicked(self, _=None):
+        self.run()
+
+    def run(self):  # pragma: no cover - subclasses implement
+        raise NotImplementedError
+
+    def start(
+        self,
+        work: Callable[..., Generator[Progress, None, Any]],
+        on_done: Callable[[Any], None],
+        *args,
+        **kwargs,
+    ):
+        """Run ``work(*args)`` in a worker; call ``on_done(result)`` in the GUI thread."""
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            self.notify("The previous run is still going: wait or cancel it first.")
+            return None
+        worker = create_worker(_guarded(work), *args, _start_thread=False, **kwargs)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda result: self._on_returned(result, on_done))
+        worker.aborted.connect(lambda: self._set_status("Cancelled; no layer was changed."))
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._set_busy(True)
+        worker.start()
+        return worker
+
+    def cancel(self):
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_progress(self, value: Progress):
+        fraction, message = value
+        self.progress.setValue(int(round(100 * fraction)))
+        self._set_status(message)
+
+    def _on_returned(self, result, on_done):
+        if isinstance(result, _Failed):
+            self.notify(result.message, error=True)
+            return
+        try:
+            on_done(result)
+        except NicheError as err:
+            self.notify(str(err), error=True)
+
+    def _on_finished(self):
+        self.worker = None
+        self._set_busy(False)
+
+    def _set_busy(self, busy: bool):
+        self.run_button.enabled = not busy
+        self.progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+        if busy:
+            self.progress.setValue(0)
+
+    def _set_status(self, text: str):
+        self.status.setText(text)
+
+    def notify(self, message: str, *, error: bool = False):
+        """Tell the user in a napari notification and in the widget's status line."""
+        from napari.utils.notifications import show_error, show_info
+
+        self._set_status(message)
+        (show_error if error else show_info)(message)

@@ -1,0 +1,93 @@
+"""Reading inputs from layers and writing results back to the viewer, by name.
+
+Outputs carry ``metadata["napari_niche_output"] = key``. Re-running a step updates the
+layer holding its key instead of piling up copies; a layer the user made (no key, or
+another key) is never overwritten even if it has the same name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..core.errors import NicheError
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+OUTPUT_KEY = "napari_niche_output"
+
+
+def layer_spacing(layer: Layer) -> tuple[float, ...]:
+    """The voxel size of a layer in µm: its ``scale`` over the spatial axes (z, y, x)."""
+    ndim = layer.ndim
+    if ndim not in (2, 3):
+        raise NicheError(
+            f"Layer {layer.name!r} has {ndim} dimensions; napari-niche works on one 2D or "
+            "3D image (split channels and time points into separate layers)."
+        )
+    scale = tuple(float(s) for s in layer.scale[-ndim:])
+    if any(s <= 0 for s in scale):
+        raise NicheError(f"Layer {layer.name!r} has a non-positive scale {scale}.")
+    return scale
+
+
+def layer_array(layer: Layer) -> np.ndarray:
+    """The full-resolution data of a layer as a numpy array (dask/zarr are computed)."""
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+    return np.asarray(data)
+
+
+def find_output(viewer: napari.Viewer, key: str) -> Layer | None:
+    """The layer that holds the output ``key``, if napari-niche made one."""
+    for layer in viewer.layers:
+        if layer.metadata.get(OUTPUT_KEY) == key:
+            return layer
+    return None
+
+
+def write_layer(
+    viewer: napari.Viewer,
+    key: str,
+    data: Any,
+    layer_type: str,
+    *,
+    like: Layer | None = None,
+    features=None,
+    **kwargs: Any,
+) -> Layer:
+    """Create or update the output layer ``key`` (its name defaults to ``key``).
+
+    ``like`` copies ``scale``, ``translate`` and ``units`` from an input layer so the
+    output overlays it exactly.
+    """
+    if like is not None:
+        kwargs.setdefault("scale", like.scale)
+        kwargs.setdefault("translate", like.translate)
+        units = getattr(like, "units", None)
+        if units is not None:
+            kwargs.setdefault("units", units)
+    existing = find_output(viewer, key)
+    if existing is not None and existing._type_string == layer_type:
+        existing.data = data
+        for name, value in kwargs.items():
+            if name == "name":
+                continue
+            setattr(existing, name, value)
+        if features is not None:
+            existing.features = features
+        existing.metadata = {**existing.metadata, OUTPUT_KEY: key}
+        existing.refresh()
+        return existing
+    if existing is not None:
+        viewer.layers.remove(existing)
+    kwargs.setdefault("name", key)
+    metadata = {**kwargs.pop("metadata", {}), OUTPUT_KEY: key}
+    if features is not None:
+        kwargs["features"] = features
+    add = getattr(viewer, f"add_{layer_type}")
+    return add(data, metadata=metadata, **kwargs)
