@@ -272,6 +272,15 @@ def test_bad_input_exit_2_one_line_nothing_written(scene, tmp_path, capsys, kind
     assert not (tmp_path / "out").exists()
 
 
+def test_unwritable_output_is_one_line(scene, tmp_path, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file where the output folder should go")
+    code, _, err = run(base_args(scene, blocker), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "taken" in err and "cannot write" in err
+    assert blocker.read_text().startswith("a file")
+
+
 def test_console_script_runs_the_sample(tmp_path):
     exe = [sys.executable, "-m", "napari_niche"]
     proc = subprocess.run(

@@ -195,7 +195,10 @@ def _cmd_analyze(args) -> int:
     except NicheError as err:
         raise _CliError(str(err)) from None
     result.record["inputs"] = inputs
-    result.save(args.out)
+    try:
+        result.save(args.out)
+    except OSError as err:
+        raise _CliError(f"{args.out}: cannot write the results ({err.strerror or err}).") from None
     for w in result.warnings:
         print(f"napari-niche: warning: {w}", file=sys.stderr)
     print(
