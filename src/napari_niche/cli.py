@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("view", help="open napari with the napari-niche plugin")
     v.add_argument("--sample", action="store_true", help="open the synthetic sample volume")
     v.set_defaults(func=_cmd_view)
+
+    from . import motility_cli
+
+    motility_cli.add_parser(sub)
     return parser
 
 

@@ -8,7 +8,11 @@ distance.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,7 @@ import tifffile
 
 from .core.errors import NicheError
 
-_UNIT_TO_UM = {
+UNIT_TO_UM = {
     "um": 1.0,
     "µm": 1.0,
     "μm": 1.0,
@@ -83,7 +87,7 @@ def _spacing_from_tiff(tif: tifffile.TiffFile) -> tuple[float, ...] | None:
     ij = tif.imagej_metadata
     if ij is not None:
         unit = str(ij.get("unit", "")).strip().lower()
-        factor = _UNIT_TO_UM.get(unit)
+        factor = UNIT_TO_UM.get(unit)
         xy = _xy_from_resolution(page)
         if factor is None or xy is None:
             return None
@@ -113,7 +117,7 @@ def _spacing_from_ome(xml: str) -> tuple[float, ...] | None:
         if not m:
             return None
         u = re.search(rf'PhysicalSize{axis}Unit="([^"]+)"', xml)
-        factor = _UNIT_TO_UM.get(u.group(1).lower() if u else "µm")
+        factor = UNIT_TO_UM.get(u.group(1).lower() if u else "µm")
         return float(m.group(1)) * factor if factor else None
 
     x, y, z = grab("X"), grab("Y"), grab("Z")
@@ -140,3 +144,22 @@ def write_image(path: str | Path, data: np.ndarray, *, spacing=None) -> Path:
         kwargs["resolution"] = (1.0 / sp[-1], 1.0 / sp[-2])
     tifffile.imwrite(path, data, metadata=metadata, photometric="minisblack", **kwargs)
     return path
+
+
+def write_atomically(out_dir: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(folder)`` on a staging folder, then move its files into ``out_dir``.
+
+    Results appear in ``out_dir`` only once all of them were written, so an interrupted or
+    failed run never leaves half a result that looks like a whole one.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".napari-niche-", dir=out_dir.parent))
+    try:
+        write(staging)
+        out_dir.mkdir(exist_ok=True)
+        for item in sorted(staging.iterdir()):
+            os.replace(item, out_dir / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir

@@ -8,9 +8,6 @@ the number of structures.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +31,7 @@ from .core.stats import (
     fold_change_by_bin,
     quadrant_table,
 )
+from .io import write_atomically
 from .params import AnalysisParams
 
 #: Real cells overlapping an excluded structure above this fraction trigger a warning.
@@ -76,19 +74,13 @@ class NicheResult:
         Files are written to a temporary folder first and moved into place only once all
         of them exist, so an interrupted run never leaves half a result behind.
         """
-        out_dir = Path(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".napari-niche-", dir=out_dir.parent))
-        try:
+
+        def write(folder: Path) -> None:
             for name, table in self.tables().items():
-                table.to_csv(staging / name, index=False, float_format="%.7g")
-            (staging / "params.json").write_text(json.dumps(self.record, indent=2) + "\n")
-            out_dir.mkdir(exist_ok=True)
-            for item in sorted(staging.iterdir()):
-                os.replace(item, out_dir / item.name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return out_dir
+                table.to_csv(folder / name, index=False, float_format="%.7g")
+            (folder / "params.json").write_text(json.dumps(self.record, indent=2) + "\n")
+
+        return write_atomically(out_dir, write)
 
 
 def resolve_structures(

@@ -1,0 +1,426 @@
+"""``napari-niche motility``: per-track motility, ensemble MSD, alpha and tests from a file.
+
+::
+
+    napari-niche motility TRACKS --frame-interval S [--condition-split FRAME]
+        [--format auto|trackmate|trackmate-xml|imaris|csv] [--columns track=...,t=...,x=...]
+        [--lattice-spacing UM] [--gap split|interpolate|drop] [--drift-correction] --out DIR
+
+Writes into DIR: ``tracks.csv`` (one row per track), ``msd.csv`` (ensemble MSD per
+condition and lag, with bootstrap band), ``msd_tracks.csv`` (MSD of every track and lag),
+``alpha.csv`` (one row per condition), ``stats.csv`` (tests between conditions),
+``drift.csv`` (with ``--drift-correction``), the figures ``speed``, ``msd`` and ``alpha``
+as PNG and SVG, and ``params.json`` (parameters, seed, package version, notes).
+
+Exit codes: 0 success; 2 bad input, with one line ``napari-niche motility: error: <file>:
+<problem>`` and nothing written. Files are written to a staging folder beside DIR and
+moved in only when all exist.
+
+The figure functions (:func:`speed_figure`, :func:`msd_figure`, :func:`alpha_figure`)
+draw on a given matplotlib ``Axes`` too, for the dock widget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .core.errors import NicheError
+from .core.motility import (
+    GAP_METHODS,
+    SPEED_DEFINITIONS,
+    MotilityParams,
+    MotilityResult,
+    analyze_motility,
+    spatial_columns,
+)
+from .io import write_atomically
+from .tracks_io import FORMATS, parse_column_mapping, read_tracks
+
+PROG = "napari-niche motility"
+FIGURES: tuple[str, ...] = ("speed", "msd", "alpha")
+FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
+
+
+class _InputError(Exception):
+    """A user error already phrased for the terminal (``<file or option>: <problem>``)."""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``motility`` sub-command on ``napari-niche``'s sub-parsers."""
+    p = subparsers.add_parser(
+        "motility",
+        help="speed, MSD, alpha and exploration of cell tracks; before/after comparisons",
+        description="Per-track speed, straightness, MSD exponent alpha and exploration; "
+        "ensemble MSD per condition with bootstrap bands; unpaired tests between "
+        "conditions. Tables as CSV, figures as PNG and SVG.",
+    )
+    p.add_argument(
+        "tracks",
+        type=Path,
+        metavar="TRACKS",
+        help="TrackMate spots CSV or XML, Imaris *_Position.csv, or any CSV of positions",
+    )
+    p.add_argument(
+        "--frame-interval",
+        type=float,
+        required=True,
+        metavar="S",
+        help="seconds between frames (defines time; the file's times are checked against it)",
+    )
+    p.add_argument(
+        "--condition-split",
+        type=int,
+        metavar="FRAME",
+        help="frames before FRAME are 'before', from FRAME on 'after' (tracks spanning it are "
+        "cut in two); default: a 'condition' column of the file, else one condition 'all'",
+    )
+    p.add_argument("--format", choices=FORMATS, default="auto", help="default: auto")
+    p.add_argument(
+        "--columns",
+        metavar="track=COL,t=COL,x=COL,y=COL,z=COL",
+        help="for --format csv: file column of each of track, frame, t, z, y, x, condition",
+    )
+    p.add_argument(
+        "--lattice-spacing",
+        default="10",
+        metavar="UM",
+        help="box size for exploration in µm, one value or Z,Y,X (default 10, ~a cell)",
+    )
+    p.add_argument(
+        "--gap", choices=GAP_METHODS, default="split", help="missing frames; default split"
+    )
+    p.add_argument(
+        "--drift-correction",
+        action="store_true",
+        help="subtract the mean displacement of all tracks per frame",
+    )
+    p.add_argument(
+        "--speed-definition",
+        choices=SPEED_DEFINITIONS,
+        default="step",
+        help="step: mean of step length / step time (default); path: length / duration",
+    )
+    p.add_argument(
+        "--diffusive-band",
+        type=float,
+        default=0.1,
+        metavar="B",
+        help="alpha within 1 +- B is 'diffusive' (default 0.1)",
+    )
+    p.add_argument(
+        "--min-pairs",
+        type=int,
+        default=3,
+        metavar="N",
+        help="pairs of positions a lag of a track needs (default 3)",
+    )
+    p.add_argument("--n-boot", type=int, default=1000, metavar="N", help="bootstrap resamples")
+    p.add_argument(
+        "--seed", type=int, metavar="S", help="bootstrap seed; default random, recorded"
+    )
+    p.add_argument("--space-unit", metavar="UNIT", help="override the file's length unit (um, nm)")
+    p.add_argument("--time-unit", metavar="UNIT", help="override the file's time unit (s, min)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command; 0 on success, 2 (one line on stderr, nothing written) on bad input."""
+    try:
+        result, inputs = _compute(args)
+        record = _record(result, inputs)
+        try:
+            write_results(result, args.out, record)
+        except OSError as err:
+            raise _InputError(
+                f"{args.out}: cannot write the results ({err.strerror or err})."
+            ) from None
+    except _InputError as err:
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    for w in record["warnings"]:
+        print(f"napari-niche: warning: {w}", file=sys.stderr)
+    _print_summary(result, args.out)
+    return 0
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def _compute(args) -> tuple[MotilityResult, dict]:
+    path = Path(args.tracks)
+    columns = None
+    if args.columns:
+        try:
+            columns = parse_column_mapping(args.columns)
+        except NicheError as err:
+            raise _InputError(f"--columns: {err}") from None
+        if args.format not in ("auto", "csv"):
+            raise _InputError(f"--columns applies to --format csv, not {args.format}.")
+    fmt = "csv" if columns is not None else args.format
+    try:
+        spacing = tuple(float(v) for v in str(args.lattice_spacing).split(",") if v.strip())
+    except ValueError:
+        raise _InputError(
+            f"--lattice-spacing: expected µm as one number or Z,Y,X, got {args.lattice_spacing!r}."
+        ) from None
+    try:
+        params = MotilityParams(
+            frame_interval_s=args.frame_interval,
+            speed_definition=args.speed_definition,
+            gap=args.gap,
+            drift_correction=bool(args.drift_correction),
+            condition_split_frame=args.condition_split,
+            lattice_spacing_um=spacing,
+            min_pairs=args.min_pairs,
+            diffusive_band=args.diffusive_band,
+            n_boot=args.n_boot,
+            seed=args.seed,
+        )
+    except NicheError as err:
+        raise _InputError(_one_line(err)) from None
+    try:
+        tracks = read_tracks(
+            path,
+            format=fmt,
+            frame_interval=args.frame_interval,
+            columns=columns,
+            space_unit=args.space_unit,
+            time_unit=args.time_unit,
+        )
+    except NicheError as err:
+        msg = _one_line(err)
+        raise _InputError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    ndim = len(spatial_columns(tracks))
+    if len(spacing) not in (1, ndim):
+        raise _InputError(
+            f"--lattice-spacing: {len(spacing)} values but the tracks in {path} are {ndim}D; "
+            f"give one value or {ndim}."
+        )
+    try:
+        result = analyze_motility(tracks, params)
+    except NicheError as err:
+        msg = _one_line(err)
+        raise _InputError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    inputs = {
+        "tracks": str(path),
+        "format": tracks.attrs.get("format"),
+        "units_in_file": tracks.attrs.get("units_in_file"),
+        "reader_notes": tracks.attrs.get("notes", []),
+        "columns": columns,
+    }
+    result.warnings = list(tracks.attrs.get("warnings", [])) + list(result.warnings)
+    return result, inputs
+
+
+def _record(result: MotilityResult, inputs: dict) -> dict:
+    record = {
+        "napari_niche_version": __version__,
+        "command": "motility",
+        "inputs": inputs,
+        **result.record,
+        "warnings": list(result.warnings),
+    }
+    record["files"] = sorted(
+        [*result.tables(), "params.json"]
+        + [f"{name}.{ext}" for name in FIGURES for ext in FIGURE_FORMATS]
+    )
+    return record
+
+
+def write_results(result: MotilityResult, out_dir: str | Path, record: dict) -> Path:
+    """Write the tables, figures and ``params.json`` of a result into ``out_dir``.
+
+    Everything is written into a staging folder beside ``out_dir`` first and moved in
+    only once all files exist, so an interrupted run never leaves half a result.
+    """
+    band = float(record.get("motility", {}).get("diffusive_band", 0.1))
+
+    def write(staging: Path) -> None:
+        for name, table in result.tables().items():
+            table.to_csv(staging / name, index=False, float_format="%.7g")
+        figures = {
+            "speed": speed_figure(result.per_track),
+            "msd": msd_figure(result.msd),
+            "alpha": alpha_figure(result.per_track, result.alpha, band=band),
+        }
+        for name, fig in figures.items():
+            for ext in FIGURE_FORMATS:
+                meta = {"Date": None} if ext == "svg" else {"Software": None}
+                fig.savefig(staging / f"{name}.{ext}", dpi=150, metadata=meta)
+        (staging / "params.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+    return write_atomically(out_dir, write)
+
+
+def _print_summary(result: MotilityResult, out: Path) -> None:
+    per = result.per_track
+    print(f"Analysed {len(per)} tracks; tables and figures in {out}")
+    for row in result.alpha.itertuples():
+        sub = per[per["condition"] == row.condition]
+        print(
+            f"  {row.condition:>8}: {row.n_tracks} tracks, median speed "
+            f"{sub['mean_speed_um_per_min'].median():.3g} µm/min, alpha {row.alpha_ensemble:.3g} "
+            f"[{row.alpha_ensemble_ci_low:.3g}, {row.alpha_ensemble_ci_high:.3g}] "
+            f"({row.motion_class})"
+        )
+    speed = result.stats[result.stats["metric"] == "mean_speed_um_per_min"]
+    for row in speed.itertuples():
+        print(
+            f"  speed {row.condition_a} vs {row.condition_b}: {row.test} "
+            f"stat={row.statistic:.4g} p={row.p_value:.3g} (n={row.n_a}, {row.n_b})"
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Figures (matplotlib objects without pyplot: no GUI backend, safe in threads)
+
+
+def _axes(ax, size=(4.5, 3.5)):
+    if ax is not None:
+        return ax.figure, ax
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+def speed_figure(
+    per_track: pd.DataFrame,
+    *,
+    metric: str = "mean_speed_um_per_min",
+    label: str = "mean speed (µm/min)",
+    ax=None,
+    rng: int | np.random.Generator | None = 0,
+):
+    """One point per track for each condition, with the mean +- SD as a bar.
+
+    ``rng`` only jitters the points sideways (seeded, so figures are reproducible).
+    """
+    fig, ax = _axes(ax)
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    names = list(pd.unique(per_track["condition"]))
+    for i, (name, color) in enumerate(zip(names, _colors(len(names)), strict=True)):
+        v = per_track.loc[per_track["condition"] == name, metric].to_numpy(float)
+        v = v[np.isfinite(v)]
+        x = i + gen.uniform(-0.18, 0.18, v.size)
+        ax.scatter(x, v, s=8, color=color, alpha=0.5, linewidths=0)
+        if v.size:
+            sd = v.std(ddof=1) if v.size > 1 else 0.0
+            ax.errorbar(i + 0.3, v.mean(), yerr=sd, fmt="o", color="k", capsize=3, ms=4)
+    ax.set_xticks(
+        range(len(names)), [f"{n}\n(n={int((per_track['condition'] == n).sum())})" for n in names]
+    )
+    ax.set_ylabel(label)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_title("per track; bar: mean ± SD", fontsize=9)
+    return fig
+
+
+def msd_figure(msd: pd.DataFrame, *, ax=None):
+    """Ensemble MSD / lag against lag on log-log axes, with the bootstrap band.
+
+    MSD / lag is flat for diffusion, falls for confined (sub-diffusive) and rises for
+    directed (super-diffusive) motion, so the eye reads alpha - 1 as the slope.
+    """
+    fig, ax = _axes(ax)
+    names = list(pd.unique(msd["condition"]))
+    for name, color in zip(names, _colors(len(names)), strict=True):
+        m = msd[msd["condition"] == name]
+        lag = m["lag_s"].to_numpy(float)
+        ax.plot(lag, m["msd_um2"] / lag, color=color, label=name, lw=1.5)
+        lo, hi = m["msd_ci_low_um2"].to_numpy(float), m["msd_ci_high_um2"].to_numpy(float)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        if ok.any():
+            ax.fill_between(
+                lag[ok], lo[ok] / lag[ok], hi[ok] / lag[ok], color=color, alpha=0.25, lw=0
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_labels(ax)
+    ax.set_xlabel("lag (s)")
+    ax.set_ylabel("MSD / lag (µm²/s)")
+    if names:
+        ax.legend(frameon=False, fontsize=8)
+    ax.set_title("ensemble MSD / lag, 95% bootstrap band", fontsize=9)
+    return fig
+
+
+def _plain_log_labels(ax) -> None:
+    """Ticks at 1, 2, 5 x 10^k labelled as plain numbers; no crowded minor-tick labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
+
+
+def alpha_figure(per_track: pd.DataFrame, alpha: pd.DataFrame, *, band: float = 0.1, ax=None):
+    """Per-track alpha per condition, the ensemble alpha with its CI, and the diffusive band."""
+    fig, ax = _axes(ax)
+    names = list(alpha["condition"])
+    ax.axhspan(1 - band, 1 + band, color="0.85", lw=0, label="diffusive band")
+    gen = np.random.default_rng(0)
+    for i, (name, color) in enumerate(zip(names, _colors(len(names)), strict=True)):
+        a = per_track.loc[per_track["condition"] == name, "alpha"].to_numpy(float)
+        a = a[np.isfinite(a)]
+        ax.scatter(
+            i + gen.uniform(-0.18, 0.18, a.size), a, s=8, color=color, alpha=0.5, linewidths=0
+        )
+        row = alpha[alpha["condition"] == name].iloc[0]
+        if np.isfinite(row["alpha_ensemble"]):
+            lo, hi = row["alpha_ensemble_ci_low"], row["alpha_ensemble_ci_high"]
+            err = (
+                [[row["alpha_ensemble"] - lo], [hi - row["alpha_ensemble"]]]
+                if np.isfinite(lo) and np.isfinite(hi)
+                else None
+            )
+            ax.errorbar(
+                i + 0.3, row["alpha_ensemble"], yerr=err, fmt="D", color="k", capsize=3, ms=4
+            )
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_ylabel("MSD exponent α")
+    ax.set_title("per track; ◆ ensemble α with 95% CI", fontsize=9)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m napari_niche.motility_cli``), same as the sub-command."""
+    parser = argparse.ArgumentParser(prog="napari-niche")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = [
+    "FIGURES",
+    "add_parser",
+    "alpha_figure",
+    "msd_figure",
+    "run",
+    "speed_figure",
+    "write_results",
+]
