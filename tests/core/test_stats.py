@@ -63,3 +63,13 @@ def test_distance_tests_report_statistic_and_n():
     assert list(shifted["n_cells"]) == [300, 300] and list(shifted["n_dots"]) == [600, 600]
     ks = shifted.iloc[0]
     assert ks["test"].startswith("Kolmogorov") and 0 < ks["statistic"] <= 1
+
+
+def test_quadrant_of_by_hand():
+    from napari_niche.core.stats import quadrant_of
+
+    # (d_A, d_B) with t = 10: near both, near B only, neither, near A only; 10 is not near
+    q = quadrant_of([1.0, 20.0, 20.0, 1.0, 10.0], [1.0, 1.0, 20.0, 20.0, 9.99], threshold_um=10)
+    assert list(q) == ["Q1", "Q2", "Q3", "Q4", "Q2"]
+    with pytest.raises(NicheError):
+        quadrant_of([1.0], [1.0, 2.0])

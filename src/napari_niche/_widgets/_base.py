@@ -16,6 +16,7 @@ from magicgui.widgets import ComboBox, Container, PushButton
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..core.errors import NicheError
+from ._layers import OUTPUT_KEY, TRANSIENT_OUTPUTS
 
 if TYPE_CHECKING:
     import napari
@@ -85,16 +86,30 @@ class NicheWidget(QWidget):
                 (layer.name, layer)
                 for layer in self.viewer.layers
                 if isinstance(layer, layer_types)
+                and layer.metadata.get(OUTPUT_KEY) not in TRANSIENT_OUTPUTS
             ]
             return ([("(none)", None)] if optional else []) + layers
 
-        combo = ComboBox(label=label, choices=choices, nullable=optional)
+        # The explicit "(none)" choice carries None; magicgui's own nullable entry would add
+        # a second, blank-looking "-----" entry for the same value.
+        combo = ComboBox(label=label, choices=choices, nullable=False)
         self._layer_combos.append(combo)
         return combo
 
     def _reset_choices(self, event=None):
-        for combo in self._layer_combos:
-            combo.reset_choices()
+        try:
+            for combo in self._layer_combos:
+                combo.reset_choices()
+        except RuntimeError:  # the dock was closed and Qt deleted the widget
+            self._disconnect_viewer()
+
+    def _disconnect_viewer(self):
+        for emitter in (
+            self.viewer.layers.events.inserted,
+            self.viewer.layers.events.removed,
+            self.viewer.layers.events.moved,
+        ):
+            emitter.disconnect(self._reset_choices)
 
     # -- running work -----------------------------------------------------------------------
     def _on_run_clicked(self, _=None):

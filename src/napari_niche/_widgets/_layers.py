@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
 OUTPUT_KEY = "napari_niche_output"
+#: Outputs that only show work in progress (never an input to another step).
+TRANSIENT_OUTPUTS = frozenset({"threshold preview"})
 
 
 def layer_spacing(layer: Layer) -> tuple[float, ...]:

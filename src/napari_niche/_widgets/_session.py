@@ -8,13 +8,19 @@ here, not in any one widget, so the session can be saved and replayed headless b
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shlex
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 from psygnal import Signal
 
+from ..core.errors import NicheError
 from ..params import AnalysisParams
 
 if TYPE_CHECKING:
@@ -23,6 +29,37 @@ if TYPE_CHECKING:
 
     from ..core.cells import CellVoxels
     from ..core.random_cells import RandomCells
+
+#: (session attribute, tab title, CSV file name as written by ``napari-niche analyze``).
+TABLES: tuple[tuple[str, str, str], ...] = (
+    ("cell_table", "cells", "cells.csv"),
+    ("dot_table", "random cells", "dots.csv"),
+    ("fold_change", "fold change", "fold_change.csv"),
+    ("quadrants", "quadrants", "quadrants.csv"),
+    ("stats", "statistics", "stats.csv"),
+    ("overlap", "overlap", "overlap.csv"),
+)
+
+#: Structure names whose mask file would collide with another input of a saved session.
+RESERVED_NAMES = ("cells", "tissue", "params")
+
+
+def data_digest(data) -> str:
+    """A fingerprint of an array's values, to notice masks edited after a step used them.
+
+    The saved session must reproduce the tables, so it may only write masks that are
+    exactly the ones the tables were computed from.
+    """
+    arr = np.ascontiguousarray(np.asarray(data))
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{arr.shape}|{arr.dtype.str}|".encode())
+    h.update(memoryview(arr.reshape(-1).view(np.uint8)))
+    return h.hexdigest()
+
+
+def structure_file(name: str) -> str:
+    """File name of a structure mask in a saved session (``<name>.tif``)."""
+    return f"{name}_structure.tif" if name in RESERVED_NAMES else f"{name}.tif"
 
 
 @dataclass(eq=False)
@@ -38,6 +75,10 @@ class NicheSession:
     voxels, cell_table : the cells and their table (label, centroid, volume, distances).
     dots, dot_table : the random virtual cells and their table.
     params : the analysis parameters of every step so far (seed as used).
+    overlap : how many real cells overlap each excluded structure (or leave the tissue).
+    warnings : overlap warnings of the last random-cell placement.
+    digests : fingerprints of the layer data each step used (``"cells"``,
+        ``"structure:<name>"``, ``"tissue"``), so that edits made afterwards are noticed.
     """
 
     changed = Signal(str)
@@ -54,6 +95,9 @@ class NicheSession:
     fold_change: pd.DataFrame | None = None
     quadrants: pd.DataFrame | None = None
     stats: pd.DataFrame | None = None
+    overlap: pd.DataFrame | None = None
+    warnings: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def structure_names(self) -> list[str]:
@@ -61,6 +105,23 @@ class NicheSession:
 
     def update_params(self, **changes) -> None:
         self.params = self.params.with_(**changes)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables computed so far, keyed by their CSV file name (as ``analyze`` writes)."""
+        out = {}
+        for attr, _title, filename in TABLES:
+            table = getattr(self, attr)
+            if table is not None:
+                out[filename] = table
+        return out
+
+    def clear_dots(self) -> None:
+        """Forget random cells and the summary: they no longer match the cells or masks."""
+        self.tissue_layer = None
+        self.dots = self.dot_table = self.overlap = None
+        self.fold_change = self.quadrants = self.stats = None
+        self.warnings = []
+        self.digests.pop("tissue", None)
 
     def summarize(self) -> bool:
         """Recompute fold change, statistics and quadrants from the current tables.
@@ -79,6 +140,100 @@ class NicheSession:
         )
         self.changed.emit("summary")
         return True
+
+    # -- replaying headless -----------------------------------------------------------------
+    def _input_layers(self) -> dict[str, Layer]:
+        layers = {"cells": self.cells_layer}
+        layers.update({f"structure:{n}": layer for n, layer in self.structures.items()})
+        if self.tissue_layer is not None:
+            layers["tissue"] = self.tissue_layer
+        return layers
+
+    def check_inputs_unchanged(self) -> None:
+        """Raise if a mask was edited (or removed) after the step that used it.
+
+        The tables were computed from the masks as they were then; saving the edited masks
+        would give a parameter file that does not reproduce them.
+        """
+        from ._layers import layer_array
+
+        for key, layer in self._input_layers().items():
+            what = key.split(":", 1)[-1]
+            label = "cells" if key == "cells" else f"{what} mask"
+            step = '"4 Random dots"' if key == "tissue" else '"3 Distance maps"'
+            expected = self.digests.get(key)
+            if expected is None:
+                continue
+            if data_digest(layer_array(layer)) != expected:
+                raise NicheError(
+                    f"The {label} layer {layer.name!r} was edited after {step} used it: run "
+                    f"{step} again (and the steps after it) so the tables match the masks."
+                )
+
+    def replay_params(self) -> AnalysisParams:
+        """The parameters that make ``napari-niche analyze`` reproduce this session."""
+        if self.spacing is None:
+            raise NicheError('Nothing to save yet: run "3 Distance maps" first.')
+        params = self.params.with_(voxel_size=tuple(self.spacing))
+        if params.exclude is None:
+            params = params.with_(exclude=tuple(self.structure_names))
+        return params
+
+    def command(self, out: str = "results") -> str:
+        """The ``napari-niche analyze`` line that replays a saved session (run in its folder)."""
+        argv = ["napari-niche", "analyze", "--params", "params.json", "--cells", "cells.tif"]
+        for name in self.structures:
+            argv += ["--structure", f"{name}={structure_file(name)}"]
+        if self.tissue_layer is not None:
+            argv += ["--tissue", "tissue.tif"]
+        argv += ["--out", out]
+        return shlex.join(argv)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write what ``napari-niche analyze`` needs to reproduce this session's tables.
+
+        ``folder`` receives ``cells.tif``, ``<name>.tif`` per structure, ``tissue.tif`` (if
+        a tissue mask was used), each with the voxel size, ``params.json`` (every analysis
+        parameter, the seed used and the voxel size) and ``command.txt``: the command line
+        to run inside ``folder``. Masks edited after they were used are refused.
+        """
+        from .. import __version__
+        from ..core._validate import as_mask
+        from ..io import write_image
+        from ._layers import layer_array
+
+        if self.cells_layer is None or self.voxels is None or not self.structures:
+            raise NicheError('Nothing to save yet: run "3 Distance maps" first.')
+        self.check_inputs_unchanged()
+        params = self.replay_params()
+        spacing = tuple(self.spacing)
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        inputs = {"cells": "cells.tif"}
+        write_image(folder / "cells.tif", layer_array(self.cells_layer), spacing=spacing)
+        for name, layer in self.structures.items():
+            inputs[name] = structure_file(name)
+            mask = as_mask(layer_array(layer), f"{name} mask")
+            write_image(folder / inputs[name], mask, spacing=spacing)
+        if self.tissue_layer is not None:
+            inputs["tissue"] = "tissue.tif"
+            tissue = as_mask(layer_array(self.tissue_layer), "tissue mask")
+            write_image(folder / "tissue.tif", tissue, spacing=spacing)
+        record = {
+            "napari_niche_version": __version__,
+            "analysis": params.to_dict(),
+            "structures": self.structure_names,
+            "inputs": inputs,
+            "layers": {
+                "cells": self.cells_layer.name,
+                **{n: layer.name for n, layer in self.structures.items()},
+                **({"tissue": self.tissue_layer.name} if self.tissue_layer is not None else {}),
+            },
+            "saved_from": "napari session",
+        }
+        (folder / "params.json").write_text(json.dumps(record, indent=2) + "\n")
+        (folder / "command.txt").write_text(self.command() + "\n")
+        return folder
 
 
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

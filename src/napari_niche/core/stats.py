@@ -96,6 +96,23 @@ _QUADRANTS = (
     ("Q3", "near neither", False, False),
     ("Q4", "near {a} only", True, False),
 )
+QUADRANTS = tuple(q for q, *_ in _QUADRANTS)
+
+
+def quadrant_of(distances_a, distances_b, *, threshold_um: float = 10.0) -> np.ndarray:
+    """The quadrant (``"Q1"`` .. ``"Q4"``) of each object, as :func:`quadrant_table` counts.
+
+    "Near" is strictly closer than ``threshold_um``. Lets a plot or a table pick the cells
+    of one quadrant with exactly the rule that produced the counts.
+    """
+    da = np.asarray(distances_a, dtype=float).ravel()
+    db = np.asarray(distances_b, dtype=float).ravel()
+    if da.size != db.size:
+        raise NicheError("Distances to the two structures must be given for the same objects.")
+    near_a, near_b = da < threshold_um, db < threshold_um
+    # index = 2 * near_a + near_b: (F, F) Q3, (F, T) Q2, (T, F) Q4, (T, T) Q1
+    names = np.array(["Q3", "Q2", "Q4", "Q1"])
+    return names[2 * near_a.astype(np.int64) + near_b]
 
 
 def quadrant_table(
@@ -120,9 +137,11 @@ def quadrant_table(
         raise NicheError(f"The quadrant threshold must be a number of µm, got {threshold_um}.")
     a, b = names
     rows = []
-    for quadrant, text, near_a, near_b in _QUADRANTS:
-        in_c = ((ca < threshold_um) == near_a) & ((cb < threshold_um) == near_b)
-        in_d = ((da < threshold_um) == near_a) & ((db < threshold_um) == near_b)
+    q_cells = quadrant_of(ca, cb, threshold_um=threshold_um)
+    q_dots = quadrant_of(da, db, threshold_um=threshold_um)
+    for quadrant, text, _, _ in _QUADRANTS:
+        in_c = q_cells == quadrant
+        in_d = q_dots == quadrant
         rows.append(
             {
                 "quadrant": quadrant,

@@ -1,0 +1,437 @@
+"""Dock widget 2: curate masks, build the tissue map, label the cells.
+
+Curation edits the chosen mask layer in place through ``Labels.data_setitem``, one undo
+step per Apply, writing only the voxels that change: the user's own painting (before or
+after) is kept and Ctrl+Z takes an Apply back like any brush stroke. The tissue map and the
+labelled cells are new output layers ("tissue", "cells") updated on re-runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    Select,
+)
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QGroupBox, QVBoxLayout
+
+from ..core.curation import (
+    close_um,
+    count_small_objects,
+    fill_holes,
+    label_cells,
+    remove_small_objects_um,
+    tissue_map,
+)
+from ..core.errors import NicheError
+from ._base import NicheWidget, Progress
+from ._layers import OUTPUT_KEY, layer_spacing, write_layer
+from .threshold import PREVIEW_KEY
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Labels
+
+TISSUE_KEY = "tissue"
+CELLS_KEY = "cells"
+COUNT_DEBOUNCE_MS = 250
+FILL_CHOICES = [("off", "off"), ("3D", "3d"), ("per z-slice", "slice")]
+UNIT_CHOICES = [("voxels", "voxels"), ("µm³", "um3")]
+
+Indices = tuple[np.ndarray, ...]
+
+
+def curate_mask(
+    data: Any,
+    *,
+    spacing: Sequence[float],
+    min_size: float,
+    unit: str,
+    closing_radius_um: float,
+    fill: str,
+) -> Generator[Progress, None, tuple[Indices, Indices, int]]:
+    """Remove small objects, close, fill holes; return what to change in the layer.
+
+    Steps run in that order, each only when asked for (size > 0, radius > 0, fill not
+    "off"). The result is the voxels to clear, the voxels to set, and the value to set them
+    to (the mask's own non-zero value), so the layer can be edited in place.
+    """
+    data = np.asarray(data)
+    steps = []
+    if min_size > 0:
+        steps.append("remove")
+    if closing_radius_um > 0:
+        steps.append("close")
+    if fill != "off":
+        steps.append("fill")
+    if not steps:
+        raise NicheError(
+            "Nothing to apply: set a minimum object size, a closing radius or hole filling."
+        )
+    mask = data
+    for i, step in enumerate(steps):
+        frac = i / (len(steps) + 1)
+        if step == "remove":
+            yield frac, "Removing small objects…"
+            mask = remove_small_objects_um(mask, min_size, spacing=spacing, unit=unit)
+        elif step == "close":
+            yield frac, f"Closing (radius {closing_radius_um:g} µm)…"
+            mask = close_um(mask, closing_radius_um, spacing=spacing)
+        else:
+            yield frac, "Filling holes…"
+            mask = fill_holes(mask, per_slice=fill == "slice")
+    yield len(steps) / (len(steps) + 1), "Finding the changed voxels…"
+    before = data != 0
+    flat = data.ravel()
+    first = np.flatnonzero(flat[: min(flat.size, 1 << 22)])
+    if first.size == 0:
+        first = np.flatnonzero(flat)
+    value = int(flat[first[0]]) if first.size else 1
+    removed = np.nonzero(before & ~mask)
+    added = np.nonzero(mask & ~before)
+    return removed, added, value
+
+
+def build_tissue(
+    masks: list[Any], *, spacing: Sequence[float], closing_radius_um: float, fill: bool
+) -> Generator[Progress, None, np.ndarray]:
+    """The tissue map of the chosen layers (label layers count as masks: label > 0)."""
+    yield 0.05, "Union of the masks…"
+    binary = [np.asarray(m) != 0 for m in masks]
+    yield 0.2, f"Closing (radius {closing_radius_um:g} µm) and filling…"
+    tissue = tissue_map(binary, spacing=spacing, closing_radius_um=closing_radius_um, fill=fill)
+    return tissue.view(np.uint8)
+
+
+def make_cells(data: Any, **kwargs: Any) -> Generator[Progress, None, np.ndarray]:
+    """Label the cells of a binary cell mask with :func:`core.label_cells`."""
+    yield 0.05, "Splitting touching cells…" if kwargs.get("split_touching") else "Labelling…"
+    return label_cells(np.asarray(data), **kwargs)
+
+
+def _counting(data: Any, min_size: float, spacing: Sequence[float], unit: str):
+    """The live count; a bad mask comes back as its message (no error dialog for a preview)."""
+    try:
+        return count_small_objects(np.asarray(data), min_size, spacing=spacing, unit=unit)
+    except NicheError as err:
+        return str(err)
+
+
+def _group(title: str, *widgets) -> QGroupBox:
+    box = QGroupBox(title)
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(4, 8, 4, 4)
+    for w in widgets:
+        layout.addWidget(w.native if hasattr(w, "native") else w)
+    return box
+
+
+class CurationWidget(NicheWidget):
+    """2 Mask curation: small objects, closing, holes; tissue map; labelled cells."""
+
+    run_text = "Apply to mask (undo: Ctrl+Z)"
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        from napari.layers import Labels
+
+        super().__init__(napari_viewer)
+        # -- curation of one mask, in place
+        self.mask_layer = self.layer_combo("Mask", (Labels,))
+        self.min_size = FloatSpinBox(label="Remove objects <", value=0.0, min=0.0, max=1e12)
+        self.size_unit = ComboBox(label="Size unit", choices=UNIT_CHOICES, value="voxels")
+        self.count_label = Label(label="", value="")
+        self.closing_radius = FloatSpinBox(
+            label="Closing radius (µm)", value=0.0, min=0.0, max=1000.0, step=0.5
+        )
+        self.fill = ComboBox(label="Fill holes", choices=FILL_CHOICES, value="off")
+        self.form.extend(
+            [self.mask_layer, self.min_size, self.size_unit, self.count_label]
+            + [self.closing_radius, self.fill]
+        )
+
+        # -- tissue map
+        self.tissue_masks = Select(label="Masks", choices=self._labels_choices)
+        self.tissue_masks.native.setMaximumHeight(110)
+        self._layer_combos.append(self.tissue_masks)
+        self.tissue_radius = FloatSpinBox(
+            label="Closing radius (µm)", value=10.0, min=0.0, max=1000.0, step=1.0
+        )
+        self.tissue_fill = CheckBox(text="Fill holes", value=True)
+        self.tissue_button = PushButton(text="Build tissue map")
+        self.tissue_button.changed.connect(self.build_tissue)
+        tissue_form = Container(
+            widgets=[self.tissue_masks, self.tissue_radius, self.tissue_fill], labels=True
+        )
+
+        # -- cells
+        self.cell_mask = self.layer_combo("Cell mask", (Labels,))
+        self.min_volume = FloatSpinBox(label="Min volume (µm³)", value=0.0, min=0.0, max=1e12)
+        self.max_volume = FloatSpinBox(
+            label="Max volume (µm³, 0 = none)", value=0.0, min=0.0, max=1e12
+        )
+        self.split = CheckBox(text="Split touching cells", value=False)
+        self.split_radius = FloatSpinBox(
+            label="Split radius (µm)", value=3.0, min=0.1, max=100.0, step=0.5
+        )
+        self.cells_button = PushButton(text="Label cells")
+        self.cells_button.changed.connect(self.label_cells)
+        cells_form = Container(
+            widgets=[self.cell_mask, self.min_volume, self.max_volume, self.split]
+            + [self.split_radius],
+            labels=True,
+        )
+
+        layout = self.layout()
+        layout.insertWidget(2, _group("Tissue map", tissue_form, self.tissue_button))
+        layout.insertWidget(3, _group("Cells", cells_form, self.cells_button))
+
+        self.small_count: tuple[int, int] | None = None
+        self._count_worker = None
+        self._count_generation = 0
+        self._watched: Labels | None = None
+        self._edited = False  # the mask was painted while a curation ran
+        self._writing = False
+        self._count_timer = QTimer(self)
+        self._count_timer.setSingleShot(True)
+        self._count_timer.setInterval(COUNT_DEBOUNCE_MS)
+        self._count_timer.timeout.connect(self._count)
+        self.mask_layer.changed.connect(self._mask_changed)
+        self.min_size.changed.connect(self._schedule_count)
+        self.size_unit.changed.connect(self._schedule_count)
+        self._mask_changed(self.mask_layer.value)
+
+    def _labels_choices(self, _widget=None):
+        """Labels layers that can make up the tissue (not the threshold widget's preview)."""
+        from napari.layers import Labels
+
+        return [
+            (layer.name, layer)
+            for layer in self.viewer.layers
+            if isinstance(layer, Labels) and layer.metadata.get(OUTPUT_KEY) != PREVIEW_KEY
+        ]
+
+    def idle(self) -> bool:
+        """True when no work (curation or live count) is running or queued."""
+        return (
+            self.worker is None and self._count_worker is None and not self._count_timer.isActive()
+        )
+
+    def _set_busy(self, busy: bool):
+        super()._set_busy(busy)
+        self.tissue_button.enabled = not busy
+        self.cells_button.enabled = not busy
+
+    # -- live count of small objects ------------------------------------------------------------
+    def _mask_changed(self, layer: Labels | None):
+        if self._watched is not None:
+            self._watched.events.paint.disconnect(self._on_mask_edited)
+            self._watched.events.data.disconnect(self._on_mask_edited)
+        self._watched = layer
+        if layer is not None:
+            layer.events.paint.connect(self._on_mask_edited)
+            layer.events.data.connect(self._on_mask_edited)
+        self._schedule_count()
+
+    def _on_mask_edited(self, _=None):
+        if not self._writing:
+            self._edited = True
+        self._schedule_count()
+
+    def _schedule_count(self, _=None):
+        self._count_generation += 1
+        self.small_count = None
+        if self.mask_layer.value is None or self.min_size.value <= 0:
+            self._count_timer.stop()
+            self.count_label.value = ""
+            return
+        self.count_label.value = "counting objects…"
+        self._count_timer.start()
+
+    def _count(self):
+        """Count, in a worker of its own, what the size filter would remove."""
+        from napari.qt.threading import create_worker
+
+        layer = self.mask_layer.value
+        if layer is None or self.min_size.value <= 0:
+            return
+        if self._count_worker is not None:  # one at a time; the newest settings win
+            self._count_timer.start()
+            return
+        try:
+            spacing = layer_spacing(layer)
+        except NicheError as err:
+            self.count_label.value = str(err)
+            return
+        generation = self._count_generation
+        min_size, unit = float(self.min_size.value), self.size_unit.value
+        worker = create_worker(_counting, layer.data, min_size, spacing, unit, _start_thread=False)
+        worker.returned.connect(lambda result: self._on_counted(result, generation, unit))
+        worker.finished.connect(self._on_count_finished)
+        self._count_worker = worker
+        worker.start()
+
+    def _on_counted(self, result: tuple[int, int] | str, generation: int, unit: str):
+        if generation != self._count_generation:
+            return
+        if isinstance(result, str):
+            self.count_label.value = result
+            return
+        self.small_count = result
+        n_small, n_total = result
+        unit_text = "voxels" if unit == "voxels" else "µm³"
+        self.count_label.value = (
+            f"would remove {n_small:,} of {n_total:,} objects "
+            f"(< {self.min_size.value:g} {unit_text})"
+        )
+
+    def _on_count_finished(self):
+        self._count_worker = None
+
+    # -- curation, in place ------------------------------------------------------------------
+    def run(self):
+        """Apply the chosen steps to the mask layer's current data, as one undo step."""
+        layer = self.mask_layer.value
+        if layer is None:
+            self.notify("Choose a mask (a Labels layer) to curate.", error=True)
+            return
+        try:
+            spacing = layer_spacing(layer)
+        except NicheError as err:
+            self.notify(str(err), error=True)
+            return
+        self._edited = False
+        self.start(
+            curate_mask,
+            lambda change: self._write_change(layer, change),
+            layer.data,
+            spacing=spacing,
+            min_size=float(self.min_size.value),
+            unit=self.size_unit.value,
+            closing_radius_um=float(self.closing_radius.value),
+            fill=self.fill.value,
+        )
+
+    def _write_change(self, layer: Labels, change: tuple[Indices, Indices, int]):
+        removed, added, value = change
+        if layer not in self.viewer.layers:
+            raise NicheError(f"The layer {layer.name!r} was removed; nothing was changed.")
+        if self._edited:
+            raise NicheError(
+                f"{layer.name!r} was edited while curating; nothing was changed so your "
+                "edits are kept. Apply again."
+            )
+        n_removed, n_added = int(removed[0].size), int(added[0].size)
+        if n_removed or n_added:
+            self._writing = True
+            try:
+                with layer.block_history():  # one Ctrl+Z undoes the whole Apply
+                    if n_removed:
+                        layer.data_setitem(removed, 0, refresh=False)
+                    if n_added:
+                        layer.data_setitem(added, value, refresh=False)
+            finally:
+                self._writing = False
+            layer.refresh()
+        self._set_status(
+            f"{layer.name!r}: {n_removed:,} voxels cleared, {n_added:,} set "
+            "(Ctrl+Z in the viewer undoes it)."
+            if n_removed or n_added
+            else f"{layer.name!r}: nothing to change."
+        )
+
+    # -- tissue map ----------------------------------------------------------------------------
+    def build_tissue(self, _=None):
+        """Union of the chosen masks, closed and filled → Labels layer "tissue"."""
+        layers = list(self.tissue_masks.value)
+        if not layers:
+            self.notify("Choose the masks that make up the tissue (Ctrl+click).", error=True)
+            return
+        try:
+            spacing = self._common_spacing(layers)
+        except NicheError as err:
+            self.notify(str(err), error=True)
+            return
+        radius, fill = float(self.tissue_radius.value), bool(self.tissue_fill.value)
+        params = {
+            "masks": [layer.name for layer in layers],
+            "closing_radius_um": radius,
+            "fill_holes": fill,
+        }
+        self.start(
+            build_tissue,
+            lambda tissue: self._write_output(TISSUE_KEY, tissue, layers[0], params),
+            [layer.data for layer in layers],
+            spacing=spacing,
+            closing_radius_um=radius,
+            fill=fill,
+        )
+
+    @staticmethod
+    def _common_spacing(layers: list[Labels]) -> tuple[float, ...]:
+        spacings = {layer.name: layer_spacing(layer) for layer in layers}
+        first = next(iter(spacings.values()))
+        for name, spacing in spacings.items():
+            if not np.allclose(spacing, first):
+                raise NicheError(
+                    f"{name!r} has voxel size {spacing} µm but {layers[0].name!r} has "
+                    f"{first} µm: the masks must overlay voxel for voxel."
+                )
+        return first
+
+    def _write_output(self, key: str, data: np.ndarray, like: Labels, params: dict):
+        layer = write_layer(
+            self.viewer,
+            key,
+            data,
+            "labels",
+            like=like,
+            name=key,
+            metadata={f"napari_niche_{key}": params},
+        )
+        if key == CELLS_KEY:
+            n = int(data.max()) if data.size else 0
+            self._set_status(f'"cells": {n:,} cells labelled.')
+        else:
+            frac = float(np.count_nonzero(data)) / max(data.size, 1)
+            self._set_status(f'"tissue": {100 * frac:.1f}% of the volume.')
+        return layer
+
+    # -- cells ---------------------------------------------------------------------------------
+    def label_cells(self, _=None):
+        """Connected cells of the cell mask (size filter, optional split) → "cells" layer."""
+        layer = self.cell_mask.value
+        if layer is None:
+            self.notify("Choose the cell mask (a Labels layer) to label.", error=True)
+            return
+        try:
+            spacing = layer_spacing(layer)
+        except NicheError as err:
+            self.notify(str(err), error=True)
+            return
+        max_volume = float(self.max_volume.value) or np.inf
+        params = {
+            "mask": layer.name,
+            "min_volume_um3": float(self.min_volume.value),
+            "max_volume_um3": max_volume,
+            "split_touching": bool(self.split.value),
+            "split_radius_um": float(self.split_radius.value),
+        }
+        self.start(
+            make_cells,
+            lambda cells: self._write_output(CELLS_KEY, cells, layer, params),
+            layer.data,
+            spacing=spacing,
+            min_volume_um3=params["min_volume_um3"],
+            max_volume_um3=max_volume,
+            split_touching=params["split_touching"],
+            split_radius_um=params["split_radius_um"],
+        )

@@ -1,0 +1,512 @@
+"""Dock widget 1: turn one raw channel into a binary mask.
+
+The channel is pre-processed once per setting (smoothing in µm, slice-wise normalisation)
+in a worker and kept; moving the threshold slider then thresholds only the slice on
+screen, so the preview follows the hand. Apply thresholds the whole volume with the core
+function and writes ``<channel> mask`` (uint8 0/1) with the image's scale and translate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, Label
+from qtpy.QtCore import QTimer
+
+from ..core.errors import NicheError
+from ..core.preprocess import normalize_slices, smooth_um
+from ..core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
+from ._base import NicheWidget, Progress
+from ._layers import find_output, layer_spacing, write_layer
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels
+
+METHODS = ("manual", *THRESHOLD_METHODS)
+METHOD_LABELS = {"manual": "manual", "otsu": "Otsu", "li": "Li", "triangle": "Triangle"}
+METHOD_LABELS["yen"] = "Yen"
+PREVIEW_KEY = "threshold preview"
+PREVIEW_COLOR = "#ffd400"
+HIST_BINS = 256
+DEBOUNCE_MS = 250
+
+
+def mask_key(channel: str) -> str:
+    """Output key (and layer name) of a channel's mask: re-running updates that layer."""
+    return f"{channel} mask"
+
+
+@dataclass(eq=False)
+class Prepared:
+    """A pre-processed channel, kept while its settings stay the same.
+
+    Attributes
+    ----------
+    key : what it was computed from (layer, data, sigma, normalisation).
+    volume : float32 pre-processed channel, same shape as the image.
+    counts, edges : its intensity histogram (for the plot).
+    lo, hi : its intensity range (the slider's range).
+    method, value : the automatic method asked for and its threshold (None for manual).
+    """
+
+    key: tuple
+    volume: np.ndarray
+    counts: np.ndarray
+    edges: np.ndarray
+    lo: float
+    hi: float
+    method: str = "manual"
+    value: float | None = None
+
+
+def prepare_channel(
+    data: Any,
+    *,
+    spacing: tuple[float, ...],
+    sigma_um: float,
+    normalize: bool,
+    method: str,
+    key: tuple,
+    previous: Prepared | None = None,
+) -> Generator[Progress, None, Prepared]:
+    """Pre-process a channel and find its automatic threshold, for :meth:`NicheWidget.start`.
+
+    ``previous``, when computed with the same ``key``, is reused (only the threshold of a
+    newly chosen method is computed). Each ``yield`` reports progress and is a point where
+    Cancel takes effect.
+    """
+    if previous is not None and previous.key == key:
+        volume, counts, edges = previous.volume, previous.counts, previous.edges
+        lo, hi = previous.lo, previous.hi
+    else:
+        yield 0.02, f"Smoothing (σ = {sigma_um:g} µm)…"
+        volume = smooth_um(np.asarray(data), sigma_um, spacing=spacing)
+        if normalize:
+            yield 0.6, "Normalising each slice by its mean…"
+            volume = normalize_slices(volume)
+        yield 0.75, "Intensity histogram…"
+        lo, hi = float(volume.min()), float(volume.max())
+        counts, edges = np.histogram(volume, bins=HIST_BINS, range=(lo, hi if hi > lo else lo + 1))
+    value = None
+    if method != "manual":
+        yield 0.85, f"{METHOD_LABELS[method]} threshold…"
+        value = threshold_value(volume, method)
+    yield 1.0, "Ready."
+    return Prepared(key, volume, counts, edges, lo, hi, method, value)
+
+
+def apply_threshold(
+    prepared: Prepared, method: str, value: float
+) -> Generator[Progress, None, tuple[np.ndarray, float]]:
+    """Threshold the whole pre-processed channel with the core function → (uint8 mask, t).
+
+    For an automatic method ``prepared`` holds its threshold (``threshold_value`` on the
+    same array), so the mask equals ``threshold_mask(volume, method=method)``.
+    """
+    yield 0.1, "Thresholding the whole volume…"
+    if method != "manual":
+        value = prepared.value  # the method's own threshold, computed with the cache
+    mask = threshold_mask(prepared.volume, method="manual", value=value)
+    yield 0.9, "Writing the mask…"
+    return mask.view(np.uint8), float(value)
+
+
+class ThresholdWidget(NicheWidget):
+    """1 Channel thresholding: smoothing in µm, manual or automatic threshold, live preview."""
+
+    run_text = "Apply → mask"
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        from napari.layers import Image
+
+        super().__init__(napari_viewer)
+        self.image_layer = self.layer_combo("Channel", (Image,))
+        self.sigma = FloatSpinBox(label="Smoothing σ (µm)", value=1.0, min=0.0, max=100.0)
+        self.sigma.step = 0.1
+        self.normalize = CheckBox(text="Normalise each z-slice by its mean", value=False)
+        self.method = ComboBox(
+            label="Method", choices=[(METHOD_LABELS[m], m) for m in METHODS], value="manual"
+        )
+        self.threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, value=0.5)
+        self.threshold.enabled = False
+        self.value_label = Label(label="", value="")
+        self.form.extend(
+            [
+                self.image_layer,
+                self.sigma,
+                self.normalize,
+                self.method,
+                self.threshold,
+                self.value_label,
+            ]
+        )
+        self._make_histogram()
+        self.layout().insertWidget(1, self.canvas)
+
+        self.prepared: Prepared | None = None
+        self._quiet = False  # True while the widget itself moves the slider
+        self._wanted: tuple | None = None  # settings a queued preparation is for
+        self._apply_queued = False
+        self._job: str | None = None  # "prepare" or "apply" while a worker runs
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self._prepare)
+
+        self.image_layer.changed.connect(self._settings_changed)
+        self.sigma.changed.connect(self._settings_changed)
+        self.normalize.changed.connect(self._settings_changed)
+        self.method.changed.connect(self._method_changed)
+        self.threshold.changed.connect(self._slider_moved)
+        self.viewer.dims.events.current_step.connect(self._on_step)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        if self.image_layer.value is not None:
+            self._timer.start()
+
+    # -- histogram -----------------------------------------------------------------------------
+    def _make_histogram(self):
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(self.viewer.theme)
+        bg, fg = theme.background.as_hex(), theme.text.as_hex()
+        self.figure = Figure(figsize=(3.2, 1.6), dpi=100, facecolor=bg, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(150)
+        self.canvas.setMaximumHeight(190)
+        ax = self.figure.add_subplot(111)
+        ax.set_facecolor(bg)
+        for spine in ax.spines.values():
+            spine.set_color(fg)
+        ax.tick_params(colors=fg, labelsize=7)
+        ax.set_xlabel("intensity (pre-processed)", color=fg, fontsize=7)
+        ax.set_ylabel("voxels (log)", color=fg, fontsize=7)
+        ax.set_yscale("log")
+        self.axes = ax
+        self._bars = None
+        # the line is drawn over a saved background (blitting): moving it costs a few ms,
+        # where a full redraw of the histogram costs ~100 ms
+        self.threshold_line = ax.axvline(0.5, color=PREVIEW_COLOR, lw=1.5, animated=True)
+        self.threshold_line.set_visible(False)
+        self._background = None
+        self.canvas.mpl_connect("draw_event", self._on_draw)
+
+    def _draw_histogram(self, prepared: Prepared):
+        if self._bars is not None:
+            self._bars.remove()
+        counts = np.where(prepared.counts > 0, prepared.counts, np.nan)
+        self._bars = self.axes.stairs(
+            counts, prepared.edges, fill=True, color="#8aa4c8", baseline=0.8
+        )
+        self.axes.set_xlim(prepared.edges[0], prepared.edges[-1])
+        top = max(float(prepared.counts.max()), 1.0)
+        self.axes.set_ylim(0.8, top * 2)
+        self.threshold_line.set_visible(True)
+        self.canvas.draw_idle()
+
+    def _on_draw(self, _event=None):
+        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+        self.axes.draw_artist(self.threshold_line)
+
+    def _move_line(self, value: float):
+        self.threshold_line.set_xdata([value, value])
+        if self._background is None:
+            self.canvas.draw_idle()
+            return
+        self.canvas.restore_region(self._background)
+        self.axes.draw_artist(self.threshold_line)
+        self.canvas.blit(self.figure.bbox)
+
+    # -- settings -> pre-processing ------------------------------------------------------------
+    def _settings(self) -> tuple | None:
+        """The current settings, or None when there is no channel to threshold."""
+        layer = self.image_layer.value
+        if layer is None:
+            return None
+        return (layer, float(self.sigma.value), bool(self.normalize.value), self.method.value)
+
+    @staticmethod
+    def _key(layer: Image, sigma: float, normalize: bool) -> tuple:
+        return (id(layer), id(layer.data), sigma, normalize)
+
+    def _settings_changed(self, _=None):
+        self._timer.start()
+
+    def _method_changed(self, method: str):
+        if method == "manual":
+            self._set_value_text()
+            return
+        prepared = self.prepared
+        if prepared is not None and prepared.method == method and prepared.value is not None:
+            self._show_auto_value(prepared)
+        else:
+            self._timer.start()
+
+    def idle(self) -> bool:
+        """True when no work is running or queued (tests and scripts wait for this)."""
+        return (
+            self.worker is None
+            and not self._timer.isActive()
+            and self._wanted is None
+            and not self._apply_queued
+        )
+
+    def _prepare(self):
+        """Pre-process the chosen channel in a worker (or queue it behind the running one)."""
+        settings = self._settings()
+        if settings is None:
+            self._apply_queued = False
+            return
+        layer, sigma, normalize, method = settings
+        if self.worker is not None:  # restart with the newest settings once it stops
+            self._wanted = settings
+            if self._job == "prepare" and not self._apply_queued:
+                self.cancel()
+            return
+        self._wanted = None
+        try:
+            spacing = layer_spacing(layer)
+        except NicheError as err:
+            self._apply_queued = False
+            self.notify(str(err), error=True)
+            return
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        self._job = "prepare"
+        self.start(
+            prepare_channel,
+            self._on_prepared,
+            data,
+            spacing=spacing,
+            sigma_um=sigma,
+            normalize=normalize,
+            method=method,
+            key=self._key(layer, sigma, normalize),
+            previous=self.prepared,
+        )
+
+    def _on_prepared(self, prepared: Prepared):
+        layer = self.image_layer.value
+        if layer is None or prepared.key != self._key(
+            layer, float(self.sigma.value), bool(self.normalize.value)
+        ):
+            return  # settings moved on meanwhile; a newer preparation is queued
+        same_channel = self.prepared is not None and self.prepared.key[0] == prepared.key[0]
+        self.prepared = prepared
+        lo, hi = prepared.lo, (prepared.hi if prepared.hi > prepared.lo else prepared.lo + 1)
+        old = float(self.threshold.value)
+        self._quiet = True
+        try:
+            self.threshold.range = (lo, hi)
+            self.threshold.step = (hi - lo) / 1000
+            self.threshold.enabled = True
+            # a value set for another channel means nothing here: start mid-range
+            self.threshold.value = old if same_channel and lo <= old <= hi else (lo + hi) / 2
+        finally:
+            self._quiet = False
+        self._draw_histogram(prepared)
+        if prepared.hi == prepared.lo:
+            self.notify(
+                f"{layer.name!r} is constant ({prepared.lo:g}) after pre-processing: "
+                "there is nothing to threshold; check the channel."
+            )
+            self._set_value_text()
+        elif prepared.method == self.method.value and prepared.value is not None:
+            self._show_auto_value(prepared)
+        else:
+            self._set_value_text()
+            self.update_preview()
+
+    def _show_auto_value(self, prepared: Prepared):
+        self._quiet = True
+        try:
+            self.threshold.value = prepared.value
+        finally:
+            self._quiet = False
+        self._set_value_text()
+        self.update_preview()
+
+    def _set_value_text(self):
+        method = self.method.value
+        value = float(self.threshold.value)
+        if method == "manual" or self.prepared is None:
+            self.value_label.value = f"threshold {value:.4g} (manual)"
+        elif self.prepared.method == method and self.prepared.value is not None:
+            self.value_label.value = f"{METHOD_LABELS[method]} threshold: {value:.4g}"
+        else:
+            self.value_label.value = f"{METHOD_LABELS[method]} threshold: computing…"
+
+    # -- live preview --------------------------------------------------------------------------
+    def _slider_moved(self, value: float):
+        if self._quiet or self.prepared is None:
+            return
+        if self.method.value != "manual":  # dragging the slider means choosing by hand
+            self.method.changed.disconnect(self._method_changed)
+            try:
+                self.method.value = "manual"
+            finally:
+                self.method.changed.connect(self._method_changed)
+        self._set_value_text()
+        self.update_preview()
+
+    def _on_step(self, _=None):
+        preview = find_output(self.viewer, PREVIEW_KEY)
+        if preview is not None and preview.visible:
+            self.update_preview()
+
+    def _slice_index(self, layer: Image) -> int | None:
+        """Index of the z-slice on screen in ``layer`` (None for a 2D image)."""
+        if layer.ndim == 2:
+            return None
+        z = layer.world_to_data(self.viewer.dims.point)[0]
+        return int(np.clip(np.round(z), 0, layer.data.shape[0] - 1))
+
+    def update_preview(self) -> Labels | None:
+        """Threshold the visible slice of the cached channel into the preview layer.
+
+        Only one slice is thresholded, so this costs milliseconds whatever the volume.
+        """
+        prepared, layer = self.prepared, self.image_layer.value
+        if prepared is None or layer is None:
+            return None
+        if prepared.key != self._key(layer, float(self.sigma.value), bool(self.normalize.value)):
+            return None
+        self._move_line(float(self.threshold.value))
+        z = self._slice_index(layer)
+        plane = prepared.volume if z is None else prepared.volume[z]
+        mask = threshold_mask(plane, method="manual", value=float(self.threshold.value))
+        data = mask.view(np.uint8) if z is None else mask.view(np.uint8)[np.newaxis]
+        translate = np.array(layer.translate, dtype=float)  # a copy: never move the image
+        if z is not None:
+            translate[0] += z * float(layer.scale[0])
+        preview = find_output(self.viewer, PREVIEW_KEY)
+        if (
+            preview is not None
+            and preview.data.shape == data.shape
+            and np.allclose(preview.scale, layer.scale)
+        ):
+            if not np.allclose(preview.translate, translate):
+                preview.translate = translate
+            preview.data = data
+            if not preview.visible:
+                preview.visible = True
+                self._raise(preview)
+            return preview
+        return write_layer(
+            self.viewer,
+            PREVIEW_KEY,
+            data,
+            "labels",
+            like=layer,
+            name=PREVIEW_KEY,
+            translate=translate,
+            colormap={0: "transparent", 1: PREVIEW_COLOR, None: "transparent"},
+            opacity=0.7,
+            visible=True,
+        )
+
+    def _raise(self, layer: Labels):
+        """Put the preview on top so a mask written earlier does not hide it."""
+        index = self.viewer.layers.index(layer)
+        if index != len(self.viewer.layers) - 1:
+            self.viewer.layers.move(index, len(self.viewer.layers))
+
+    # -- apply ---------------------------------------------------------------------------------
+    def run(self):
+        """Threshold the whole channel and write ``<channel> mask`` (after any pending prep)."""
+        if self._settings() is None:
+            self.notify("Choose a channel (an Image layer) to threshold.", error=True)
+            return
+        self._apply_queued = True
+        if self.worker is not None:
+            return  # applied when the running work finishes (see _on_finished)
+        if self._timer.isActive() or not self._ready():
+            self._timer.stop()
+            self._prepare()
+        else:
+            self._apply_now()
+
+    def _ready(self) -> bool:
+        """Whether the cache matches the settings (and holds the chosen method's value)."""
+        layer, sigma, normalize, method = self._settings()
+        prepared = self.prepared
+        return (
+            prepared is not None
+            and prepared.key == self._key(layer, sigma, normalize)
+            and (method == "manual" or (prepared.method == method and prepared.value is not None))
+        )
+
+    def _apply_now(self):
+        """Start the whole-volume threshold if the cached channel matches the settings."""
+        self._apply_queued = False
+        settings = self._settings()
+        if settings is None or not self._ready():
+            return  # the preparation failed (already reported)
+        layer, sigma, normalize, method = settings
+        self._job = "apply"
+        self.start(
+            apply_threshold,
+            lambda out: self._on_applied(out, layer, sigma, normalize, method),
+            self.prepared,
+            method,
+            float(self.threshold.value),
+        )
+
+    def _on_finished(self):
+        job, self._job = self._job, None
+        super()._on_finished()
+        if self._wanted is not None or self._timer.isActive():
+            self._timer.stop()
+            self._prepare()
+        elif self._apply_queued:
+            if job == "prepare":
+                self._apply_now()  # drops the apply if the preparation failed
+            else:
+                self.run()
+
+    def _on_applied(self, out, layer: Image, sigma: float, normalize: bool, method: str):
+        mask, value = out
+        if layer not in self.viewer.layers:
+            self.notify(f"The layer {layer.name!r} was removed; no mask written.", error=True)
+            return
+        name = mask_key(layer.name)
+        params = {
+            "channel": layer.name,
+            "sigma_um": sigma,
+            "normalize_slices": normalize,
+            "method": method,
+            "threshold": value,
+        }
+        write_layer(
+            self.viewer,
+            name,
+            mask,
+            "labels",
+            like=layer,
+            name=name,
+            metadata={"napari_niche_threshold": params},
+        )
+        preview = find_output(self.viewer, PREVIEW_KEY)
+        if preview is not None:
+            preview.visible = False
+        if method != "manual":
+            self._quiet = True
+            try:
+                self.threshold.value = value
+            finally:
+                self._quiet = False
+        self._set_value_text()
+        n = int(np.count_nonzero(mask))
+        self._set_status(
+            f"{name!r}: {n:,} of {mask.size:,} voxels above {value:.4g} "
+            f"({METHOD_LABELS[method]}, σ = {sigma:g} µm)."
+        )
+
+    def _on_layer_removed(self, event):
+        layer = event.value
+        if self.prepared is not None and self.prepared.key[0] == id(layer):
+            self.prepared = None

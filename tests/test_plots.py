@@ -1,0 +1,228 @@
+"""The pure plotting functions draw what the tables say (numbers read off the Artists).
+
+No display needed: figures are plain ``matplotlib.figure.Figure`` objects (Agg).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from napari_niche.core.stats import (
+    distance_tests,
+    fold_change_by_bin,
+    quadrant_table,
+)
+from napari_niche.plots import (
+    LIGHT,
+    FoldChangePlot,
+    QuadrantPlot,
+    fold_change_bars,
+    format_p,
+    niche_figure,
+    omitted_bins,
+    quadrant_scatter,
+    stats_text,
+)
+
+
+@pytest.fixture
+def distances():
+    rng = np.random.default_rng(3)
+    cells = pd.DataFrame(
+        {
+            "dist_vessel_um": rng.exponential(4.0, 120),
+            "dist_bone_um": rng.uniform(0, 60, 120),
+        }
+    )
+    dots = pd.DataFrame(
+        {
+            "dist_vessel_um": rng.exponential(9.0, 300),
+            "dist_bone_um": rng.uniform(0, 60, 300),
+        }
+    )
+    return cells, dots
+
+
+def _ax():
+    return Figure().add_subplot()
+
+
+def test_quadrant_scatter_artists(distances):
+    cells, dots = distances
+    quads = quadrant_table(
+        cells.dist_vessel_um,
+        cells.dist_bone_um,
+        dots.dist_vessel_um,
+        dots.dist_bone_um,
+        threshold_um=8.0,
+    )
+    plot = quadrant_scatter(
+        _ax(),
+        cells.dist_vessel_um,
+        cells.dist_bone_um,
+        dots.dist_vessel_um,
+        dots.dist_bone_um,
+        threshold_um=8.0,
+        names=("vessel", "bone"),
+        quadrants=quads,
+        highlight=[2, 5],
+    )
+    np.testing.assert_array_equal(plot.cells.get_xydata(), cells.to_numpy())
+    np.testing.assert_array_equal(plot.dots.get_xydata(), dots.to_numpy())
+    np.testing.assert_array_equal(plot.highlight.get_xydata(), cells.to_numpy()[[2, 5]])
+    assert list(plot.vline.get_xdata()) == [8.0, 8.0]
+    assert list(plot.hline.get_ydata()) == [8.0, 8.0]
+    assert plot.cells.get_rasterized() and plot.dots.get_rasterized()
+    # Q1 near both lower-left, Q2 near B only lower-right, Q3 upper-right, Q4 upper-left
+    where = {q: t.get_position() for q, t in plot.labels.items()}
+    assert where["Q1"][0] < 0.5 and where["Q1"][1] < 0.5
+    assert where["Q2"][0] > 0.5 and where["Q2"][1] < 0.5
+    assert where["Q3"][0] > 0.5 and where["Q3"][1] > 0.5
+    assert where["Q4"][0] < 0.5 and where["Q4"][1] > 0.5
+    for row in quads.itertuples():
+        text = plot.labels[row.quadrant].get_text()
+        assert row.description in text
+        assert f"cells {100 * row.fraction_cells:.1f}%" in text
+        assert f"random {100 * row.fraction_dots:.1f}%" in text
+    # every point is inside the axes
+    (x0, x1), (y0, y1) = plot.ax.get_xlim(), plot.ax.get_ylim()
+    both = np.concatenate([cells.to_numpy(), dots.to_numpy()])
+    assert x0 < 0 and y0 < 0 and x1 >= both[:, 0].max() and y1 >= both[:, 1].max()
+
+
+def test_quadrant_plot_updates_in_place(distances):
+    cells, dots = distances
+    plot = QuadrantPlot(_ax())
+    collections = (plot.cells, plot.dots, plot.highlight)
+    plot.set_data(cells.dist_vessel_um, cells.dist_bone_um, names=("vessel", "bone"))
+    assert plot.dots.get_xydata().shape == (0, 2)
+    plot.set_threshold(12.5)
+    assert list(plot.vline.get_xdata()) == [12.5, 12.5]
+    plot.set_highlight([0, 10_000, -1])  # out-of-range rows are ignored
+    np.testing.assert_array_equal(plot.highlight.get_xydata(), cells.to_numpy()[[0]])
+    plot.set_message("No cells yet.")
+    assert plot.message.get_text() == "No cells yet."
+    assert plot.cells.get_xydata().shape == (0, 2) and not plot.vline.get_visible()
+    plot.set_data(cells.dist_vessel_um, cells.dist_bone_um, dots.dist_vessel_um, dots.dist_bone_um)
+    assert plot.message.get_text() == "" and plot.vline.get_visible()
+    assert (plot.cells, plot.dots, plot.highlight) == collections  # same artists, no re-plot
+    assert len(plot.ax.lines) == 5  # cells, dots, highlight, two threshold lines
+
+
+def test_fold_change_bars_and_absent_bins(distances):
+    cells, dots = distances
+    fold = fold_change_by_bin(cells.dist_vessel_um, dots.dist_vessel_um, bin_width=4, min_dots=8)
+    top = max(cells.dist_vessel_um.max(), dots.dist_vessel_um.max())
+    stats = distance_tests(cells.dist_vessel_um, dots.dist_vessel_um)
+    plot = fold_change_bars(
+        _ax(),
+        fold,
+        structure="vessel",
+        bin_width=4,
+        max_distance_um=top,
+        min_dots=8,
+        stats=stats,
+    )
+    heights = [b.get_height() for b in plot.bars]
+    starts = [b.get_x() for b in plot.bars]
+    np.testing.assert_allclose(heights, fold.fold_change)
+    np.testing.assert_allclose(starts, fold.bin_start_um)
+    np.testing.assert_allclose([b.get_width() for b in plot.bars], 4)
+    # omitted bins: hatched bands exactly where the table has no row, no bar of height 0
+    runs = omitted_bins(fold, bin_width=4, max_distance_um=top)
+    assert runs, "far bins hold fewer than 8 random cells"
+    assert [(round(p.get_x(), 9), round(p.get_x() + p.get_width(), 9)) for p in plot.omitted] == [
+        (round(a, 9), round(b, 9)) for a, b in runs
+    ]
+    assert all(p.get_hatch() == "///" for p in plot.omitted)
+    n_bins = int(top // 4) + 1
+    assert len(fold) + sum(int(round((b - a) / 4)) for a, b in runs) == n_bins
+    assert list(plot.one.get_ydata()) == [1.0, 1.0]
+    assert plot.ax.get_xlim() == (0.0, n_bins * 4.0)
+    text = plot.stats.get_text()
+    for row in stats.itertuples():
+        assert f"{row.test}: " in text and f"p = {row.p_value:.2g}" in text
+    assert f"n = {len(cells)} cells, {len(dots)} random cells" in text
+    # redrawing replaces the bars instead of piling them up
+    plot.draw(fold.iloc[:1], structure="vessel", bin_width=4, max_distance_um=top, min_dots=8)
+    assert len(plot.bars) == 1 and len(plot.ax.patches) == 1 + len(plot.omitted)
+    plot.set_message("No random cells yet.")
+    assert plot.bars is None and not plot.ax.patches and plot.stats.get_text() == ""
+
+
+def test_omitted_bins_merges_runs():
+    fold = pd.DataFrame({"bin_start_um": [0.0, 5.0, 15.0]})
+    assert omitted_bins(fold, bin_width=5, max_distance_um=31) == [(10.0, 15.0), (20.0, 35.0)]
+    assert omitted_bins(fold.iloc[:0], bin_width=5, max_distance_um=4) == [(0.0, 5.0)]
+
+
+def test_stats_text_and_p_format():
+    stats = pd.DataFrame(
+        {
+            "test": ["Kolmogorov-Smirnov (two-sided)", "Mann-Whitney U (two-sided)"],
+            "statistic": [0.65333, 4234.0],
+            "p_value": [1.56e-30, 0.0],
+            "n_cells": [150, 150],
+            "n_dots": [300, 300],
+        }
+    )
+    assert stats_text(stats).splitlines() == [
+        "Kolmogorov-Smirnov (two-sided): D = 0.6533, p = 1.6e-30",
+        "Mann-Whitney U (two-sided): U = 4234, p < 1e-300",
+        "n = 150 cells, 300 random cells",
+    ]
+    assert format_p(0.04999) == "0.05" and format_p(0.2) == "0.2"
+
+
+def test_niche_figure_has_every_panel_and_saves(distances):
+    cells, dots = distances
+    names = ["vessel", "bone"]
+    fold = pd.concat(
+        [
+            fold_change_by_bin(cells[f"dist_{n}_um"], dots[f"dist_{n}_um"]).assign(structure=n)
+            for n in names
+        ]
+    )
+    stats = pd.concat(
+        [
+            distance_tests(cells[f"dist_{n}_um"], dots[f"dist_{n}_um"]).assign(structure=n)
+            for n in names
+        ]
+    )
+    fig = niche_figure(
+        cells,
+        dots,
+        fold,
+        stats,
+        None,
+        structures=names,
+        bin_width_um=5,
+        min_dots=10,
+        threshold_um=10,
+        quadrant_structures=("vessel", "bone"),
+    )
+    assert len(fig.axes) == 3
+    assert fig.axes[0].get_xlabel() == "distance to vessel (µm)"
+    assert fig.axes[2].get_xlabel().startswith("distance to bone (µm)")
+    bone = fold[fold.structure == "bone"]
+    np.testing.assert_allclose(
+        [p.get_height() for p in fig.axes[2].containers[0]], bone.fold_change
+    )
+    assert fig.get_facecolor()[:3] == (1.0, 1.0, 1.0) and LIGHT.background == "#ffffff"
+    for fmt, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF"), ("svg", b"<?xml")):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt)
+        assert buf.getvalue().startswith(magic), fmt
+
+
+def test_fold_change_plot_without_kept_bins():
+    plot = FoldChangePlot(_ax())
+    empty = pd.DataFrame({"bin_start_um": [], "fold_change": []})
+    plot.draw(empty, structure="bone", bin_width=5, max_distance_um=12, min_dots=10)
+    assert len(plot.bars) == 0
+    assert [(p.get_x(), p.get_x() + p.get_width()) for p in plot.omitted] == [(0.0, 15.0)]

@@ -1,0 +1,292 @@
+"""4 Random dots in a real viewer: the dots equal ``pipeline.place_random_cells`` with the
+same seed, respect the acceptance rule, and carry their distances in ``features``.
+
+Run under a virtual display: ``xvfb-run -a pytest tests/widgets``. Set
+``NAPARI_NICHE_SCREENSHOTS=1`` to also save the widget's screenshot in docs/images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_niche.core import distance_map_um
+from napari_niche.core.curation import cells_from_image
+from napari_niche.core.synthetic import make_bone_marrow
+from napari_niche.params import AnalysisParams
+from napari_niche.pipeline import place_random_cells
+
+PLUGIN = "napari-niche"
+SPACING = (2.0, 0.57, 0.57)
+WAIT_MS = 30_000
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return make_bone_marrow(rng=0)
+
+
+@pytest.fixture(scope="module")
+def sample_layers():
+    from napari_niche._sample_data import sample_bone_marrow
+
+    return sample_bone_marrow()
+
+
+@pytest.fixture(scope="module")
+def maps(sample):
+    return {
+        "vessel": distance_map_um(sample.vessel, spacing=SPACING),
+        "bone": distance_map_um(sample.bone, spacing=SPACING),
+    }
+
+
+def expected_dots(sample, maps, params, tissue=None):
+    """What ``analyze`` computes for the random cells with these parameters."""
+    voxels = cells_from_image(sample.cell_labels)
+    masks = {"vessel": sample.vessel, "bone": sample.bone}
+    exclude = {n: masks[n] for n in params.exclude}
+    dots, table, seed = place_random_cells(
+        voxels, spacing=SPACING, tissue=tissue, exclude=exclude, params=params
+    )
+    for name, dmap in maps.items():
+        table[f"dist_{name}_um"] = dots.min_distance(dmap).astype(float)
+    return dots, table
+
+
+def notes_since(start: int) -> list[str]:
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records[start:]]
+
+
+def n_notes() -> int:
+    from napari.utils.notifications import notification_manager
+
+    return len(notification_manager.records)
+
+
+def layer_names(viewer) -> list[str]:
+    return [layer.name for layer in viewer.layers]
+
+
+def run_and_wait(widget, qtbot):
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, sample_layers):
+    """The sample's layers (as File > Open Sample adds them; built once per module)."""
+    from napari.layers import Layer
+
+    viewer = make_napari_viewer()
+    for data, meta, kind in sample_layers:
+        viewer.add_layer(Layer.create(data.copy(), dict(meta), kind))
+    return viewer
+
+
+@pytest.fixture
+def docked(viewer, qtbot):
+    """Distances computed on the truth masks, and the random-dots widget docked."""
+    _, distances = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Distance maps")
+    run_and_wait(distances, qtbot)
+    _, dots = viewer.window.add_plugin_dock_widget(PLUGIN, "4 Random dots")
+    return viewer, distances, dots
+
+
+def test_random_dots_before_distances_say_what_to_do(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "4 Random dots")
+    before = layer_names(viewer)
+    start = n_notes()
+    widget.run_button.native.click()
+    assert widget.worker is None
+    assert any('Run "3 Distance maps" first' in m for m in notes_since(start))
+    assert layer_names(viewer) == before
+
+
+def test_random_dots_equal_the_pipeline_with_the_same_seed(docked, qtbot, sample, maps):
+    from napari.layers import Labels, Points
+
+    from napari_niche._widgets._session import get_session
+
+    viewer, _, widget = docked
+    session = get_session(viewer)
+    seen = []
+    session.changed.connect(seen.append)
+    assert [(n, b.value) for n, b in widget._boxes.items()] == [("vessel", True), ("bone", True)]
+    widget.seed.value = "7"
+    widget.dots_per_cell.value = 2
+    widget.realizations.value = 2
+    widget.show_shapes.value = True
+    before = layer_names(viewer)
+
+    run_and_wait(widget, qtbot)
+
+    params = AnalysisParams(
+        voxel_size=SPACING, exclude=("vessel", "bone"), dots_per_cell=2, realizations=2, seed=7
+    )
+    dots, table = expected_dots(sample, maps, params)
+    assert layer_names(viewer) == [*before, "random cells", "random cell shapes"]
+    points = viewer.layers["random cells"]
+    assert isinstance(points, Points)
+    assert len(points.data) == 2 * 2 * 150
+    np.testing.assert_allclose(points.scale, SPACING)
+    pd.testing.assert_frame_equal(points.features, table, check_dtype=False)
+    centroids_um = points.data * np.asarray(SPACING)
+    np.testing.assert_allclose(
+        centroids_um, table[["centroid_z_um", "centroid_y_um", "centroid_x_um"]], atol=1e-9
+    )
+    shapes = viewer.layers["random cell shapes"]
+    assert isinstance(shapes, Labels)
+    np.testing.assert_allclose(shapes.scale, SPACING)
+    np.testing.assert_array_equal(shapes.data, dots.to_labels(0))
+
+    # whole-cell rule: no voxel of any random cell lies in an excluded structure
+    assert (points.features["dist_vessel_um"] > 0).all()
+    assert (points.features["dist_bone_um"] > 0).all()
+    assert not (shapes.data > 0)[sample.vessel | sample.bone].any()
+
+    assert session.params == params
+    assert session.tissue_layer is None
+    pd.testing.assert_frame_equal(session.dot_table, table)
+    assert session.fold_change is not None and session.stats is not None
+    assert set(session.fold_change["structure"]) == {"vessel", "bone"}
+    assert seen == ["summary", "dots"]
+    assert widget.seed_used.value == "7"
+    _maybe_screenshot(viewer, widget, "widget_random_dots.png")
+
+
+def _maybe_screenshot(viewer, widget, filename: str) -> None:
+    if not os.environ.get("NAPARI_NICHE_SCREENSHOTS"):
+        return
+    folder = DOCS_IMAGES
+    from qtpy.QtWidgets import QApplication
+
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.window._qt_window.show()
+    for layer in viewer.layers:
+        layer.visible = layer.name in {
+            "vessels (endoglin)",
+            "bone (collagen I)",
+            "cells (hCD45)",
+            "cells (centroids)",
+            "random cells",
+            "random cell shapes",
+        }
+    viewer.layers.selection.active = viewer.layers["random cells"]
+    viewer.dims.set_point(0, 20 * SPACING[0])
+    QApplication.processEvents()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(Path(folder) / filename), canvas_only=False, flash=False)
+
+
+def test_blank_seed_is_drawn_shown_and_replays(docked, qtbot):
+    from napari_niche._widgets._session import get_session
+
+    viewer, _, widget = docked
+    run_and_wait(widget, qtbot)
+    seed = get_session(viewer).params.seed
+    assert isinstance(seed, int)
+    assert widget.seed_used.value == str(seed)
+    first = viewer.layers["random cells"].features.copy()
+    layer = viewer.layers["random cells"]
+    names = layer_names(viewer)
+
+    widget.seed.value = str(seed)
+    run_and_wait(widget, qtbot)
+    assert layer_names(viewer) == names  # updated in place, not piled up
+    assert viewer.layers["random cells"] is layer
+    pd.testing.assert_frame_equal(layer.features, first)
+
+    widget.dots_per_cell.value = 3  # more dots: the same layer grows, features follow
+    run_and_wait(widget, qtbot)
+    assert layer_names(viewer) == names and viewer.layers["random cells"] is layer
+    assert len(layer.data) == len(layer.features) == 450
+    pd.testing.assert_frame_equal(layer.features, get_session(viewer).dot_table)
+
+
+def test_tissue_exclusion_choice_and_centroid_rule(docked, qtbot, sample, maps):
+    """Dots stay in the tissue mask; only ticked structures are excluded; the centroid rule
+    tests the centre voxel only, as published."""
+    from napari_niche._widgets._session import get_session
+
+    viewer, _, widget = docked
+    viewer.add_labels(sample.tissue.astype(np.uint8), name="tissue map", scale=SPACING)
+    widget.tissue_combo.value = viewer.layers["tissue map"]
+    widget.set_excluded({"vessel"})
+    widget.rule.value = "centroid"
+    widget.seed.value = "11"
+    run_and_wait(widget, qtbot)
+
+    params = AnalysisParams(voxel_size=SPACING, exclude=("vessel",), rule="centroid", seed=11)
+    dots, table = expected_dots(sample, maps, params, tissue=sample.tissue)
+    features = viewer.layers["random cells"].features
+    pd.testing.assert_frame_equal(features, table, check_dtype=False)
+    anchors = tuple(dots.anchors.T)
+    assert sample.tissue[anchors].all()
+    assert not sample.vessel[anchors].any()
+    session = get_session(viewer)
+    assert session.params == params
+    assert session.tissue_layer is viewer.layers["tissue map"]
+    assert "random cell shapes" not in layer_names(viewer)
+
+
+def test_distances_recomputed_when_the_maps_are_gone(docked, qtbot, sample, maps):
+    viewer, _, widget = docked
+    viewer.layers.remove("distance to vessel")
+    viewer.layers.remove("distance to bone")
+    widget.seed.value = "5"
+    run_and_wait(widget, qtbot)
+    params = AnalysisParams(voxel_size=SPACING, exclude=("vessel", "bone"), seed=5)
+    _, table = expected_dots(sample, maps, params)
+    pd.testing.assert_frame_equal(viewer.layers["random cells"].features, table, check_dtype=False)
+
+
+def test_cells_overlapping_an_excluded_structure_are_reported(viewer, qtbot, sample):
+    """If real cells overlap a structure the whole-cell null avoids, the user is told."""
+    swollen = (sample.vessel | (sample.cell_labels > 0)).astype(np.uint8)
+    viewer.add_labels(swollen, name="swollen vessel mask", scale=SPACING)
+    _, distances = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Distance maps")
+    # of two vessel masks the visible one is proposed (the reference mask is hidden)
+    assert [(r.layer.name, r.name) for r in distances.rows] == [
+        ("true bone mask", "bone"),
+        ("swollen vessel mask", "vessel"),
+    ]
+    run_and_wait(distances, qtbot)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "4 Random dots")
+    widget.seed.value = "1"
+    start = n_notes()
+    run_and_wait(widget, qtbot)
+    messages = notes_since(start)
+    assert any("150 of 150 cells (100%) overlap the vessel mask" in m for m in messages), messages
+    assert "random cells" in layer_names(viewer)
+
+
+def test_masks_edited_after_distances_are_refused(docked, qtbot):
+    viewer, _, widget = docked
+    vessel = viewer.layers["true vessel mask"]
+    data = vessel.data.copy()
+    data[0, :5, :5] = 1
+    vessel.data = data
+    before = layer_names(viewer)
+    start = n_notes()
+    run_and_wait(widget, qtbot)
+    assert any("changed after the distances were computed" in m for m in notes_since(start))
+    assert layer_names(viewer) == before
+
+
+def test_bad_seed_is_a_notification(docked):
+    viewer, _, widget = docked
+    widget.seed.value = "abc"
+    before = layer_names(viewer)
+    start = n_notes()
+    widget.run_button.native.click()
+    assert widget.worker is None
+    assert any("seed must be a whole number" in m for m in notes_since(start))
+    assert layer_names(viewer) == before
