@@ -98,6 +98,12 @@ def test_label_cells_size_filter_and_split():
     )
     assert split.max() == 2
     table = cell_table(cell_voxels(split), spacing=spacing).sort_values("centroid_x_um")
+    # an elongated cell off the voxel grid has a flat, noisy distance ridge: still one cell
+    sp = (2.0, 0.57, 0.57)
+    g = np.indices((20, 60, 60))
+    semi, centre = (4.0, 3.0, 9.0), (9.5, 30.5, 29.5)
+    ellipsoid = sum(((gi - c) * s / a) ** 2 for gi, c, s, a in zip(g, centre, sp, semi)) <= 1
+    assert label_cells(ellipsoid, spacing=sp, split_touching=True, split_radius_um=3).max() == 1
     np.testing.assert_allclose(table["centroid_x_um"], [14, 24], atol=0.6)
 
 
@@ -111,6 +117,9 @@ def test_cells_from_image_labels_masks_and_keeps_labels():
     labels[1:3, 1:3], labels[6:8, 6:8], labels[6:8, 1:3] = 5, 9, 9
     voxels = cells_from_image(labels)
     assert list(voxels.labels) == [5, 9] and list(voxels.sizes) == [4, 8]
+    seven = np.zeros((10, 10), np.int32)
+    seven[1:3, 1:3], seven[6:8, 6:8] = 7, 7  # one label in two pieces stays one cell
+    assert list(cells_from_image(seven).labels) == [7]
     with pytest.raises(NicheError, match="fractional"):
         cells_from_image(labels * 0.5)
 

@@ -173,27 +173,35 @@ def label_cells(
 
 
 def _split_touching(mask: np.ndarray, spacing: tuple[float, ...], radius_um: float) -> np.ndarray:
-    from skimage.feature import peak_local_max
+    """Watershed of the distance to the cell edge, one seed per distinct distance maximum.
+
+    A seed is a connected plateau of voxels that are the largest distance within
+    ``radius_um`` and stand at least half a voxel (the coarsest axis) above the saddle to
+    any higher maximum, so the flat or noisy ridge of an elongated cell gives one seed, not
+    one per ridge voxel.
+    """
+    from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
     dist = distance_to_outside_um(mask, spacing=spacing)
     radii = [max(1, int(round(radius_um / s))) for s in spacing]
     grids = np.ogrid[tuple(slice(-r, r + 1) for r in radii)]
     footprint = sum((g * s) ** 2 for g, s in zip(grids, spacing, strict=True)) <= radius_um**2
-    components, _ = ndi.label(mask)
-    peaks = peak_local_max(dist, footprint=footprint, labels=components, exclude_border=False)
-    markers = np.zeros(mask.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    return watershed(-dist, markers, mask=mask)
+    local_max = (dist == ndi.maximum_filter(dist, footprint=footprint)) & mask
+    deep = h_maxima(dist, 0.5 * max(spacing)).astype(bool)
+    seeds, _ = ndi.label(
+        local_max & deep, structure=ndi.generate_binary_structure(mask.ndim, mask.ndim)
+    )
+    return watershed(-dist, seeds, mask=mask)
 
 
 def cells_from_image(cells: np.ndarray) -> CellVoxels:
     """The cells of either a label image or a binary cell mask.
 
-    A boolean array, or an integer one holding a single non-zero value (e.g. a 0/255 mask),
-    is a mask: its face-connected components are the cells. Anything else is a label image
-    and its labels are kept. Deciding from the labels found costs no extra pass over the
-    volume.
+    A boolean array, or an integer one whose only non-zero value is 1, 255 or 65535 (a mask
+    saved as integers), is a mask: its face-connected components are the cells. Anything
+    else is a label image and its labels are kept, even a single one (e.g. label 7).
+    Deciding from the labels found costs no extra pass over the volume.
     """
     cells = np.asarray(cells)
     if cells.ndim not in (2, 3):
@@ -208,6 +216,7 @@ def cells_from_image(cells: np.ndarray) -> CellVoxels:
     if cells.dtype == bool:
         return cell_voxels(label_cells(cells, spacing=1.0))
     voxels = cell_voxels(cells)
-    if voxels.n_cells == 1:
+    if voxels.n_cells == 1 and int(voxels.labels[0]) in (1, 255, 65535):
+        # 0/1, 0/255 or 0/65535: a mask saved as integers, whose objects are the cells
         return cell_voxels(label_cells(cells != 0, spacing=1.0))
     return voxels

@@ -43,20 +43,35 @@ _CHUNK_VOXELS = 1 << 22
 
 @dataclass(frozen=True, eq=False)
 class CellShapes:
-    """Voxel offsets of each real cell around its centroid voxel (the shapes dots borrow)."""
+    """Voxel offsets of each real cell around an anchor voxel (the shapes dots borrow).
+
+    The anchor is the cell's voxel nearest its centroid; a virtual cell is placed by its
+    anchor, which the acceptance rules test as the virtual cell's centre.
+    """
 
     image_shape: tuple[int, ...]
     labels: np.ndarray  # (n,) label of the cell each shape comes from
     offsets: np.ndarray  # (V, ndim) int offsets, grouped by cell
     starts: np.ndarray  # (n + 1,)
-    centroid_offset: np.ndarray  # (n, ndim) true centroid minus centroid voxel, in voxels
+    centroid_offset: np.ndarray  # (n, ndim) true centroid minus anchor voxel, in voxels
 
     @classmethod
     def from_cells(cls, cells: CellVoxels) -> CellShapes:
+        """Offsets around each cell's own voxel nearest its centroid.
+
+        Anchoring on a voxel of the cell (not the rounded centroid, which lies outside a
+        crescent-shaped cell) keeps the anchor inside every placed virtual cell, so a
+        virtual cell always has at least one voxel in the image.
+        """
         centroids = cells.centroids_vox
-        anchors = np.rint(centroids).astype(np.int64)
         coords = cells.coordinates()
-        offsets = coords - np.repeat(anchors, cells.sizes, axis=0)
+        sizes = cells.sizes
+        d2 = ((coords - np.repeat(centroids, sizes, axis=0)) ** 2).sum(axis=1)
+        nearest = d2 == np.repeat(np.minimum.reduceat(d2, cells.starts[:-1]), sizes)
+        cell_of = np.repeat(np.arange(sizes.size), sizes)
+        _, first = np.unique(cell_of[nearest], return_index=True)
+        anchors = coords[np.flatnonzero(nearest)[first]]
+        offsets = coords - np.repeat(anchors, sizes, axis=0)
         return cls(cells.shape, cells.labels, offsets, cells.starts, centroids - anchors)
 
     @property
