@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
 OUTPUT_KEY = "napari_niche_output"
+#: Fingerprint of the data napari-niche last wrote into a Labels output.
+WRITTEN_KEY = "napari_niche_written"
 #: Outputs that only show work in progress (never an input to another step).
 TRANSIENT_OUTPUTS = frozenset({"threshold preview"})
 
@@ -44,6 +46,34 @@ def layer_array(layer: Layer) -> np.ndarray:
     return np.asarray(data)
 
 
+def check_aligned(reference: Layer, **layers: Layer | None) -> None:
+    """Refuse layers that do not overlay ``reference`` voxel for voxel in the world.
+
+    Same-shaped arrays with a different ``scale`` or ``translate`` would be compared voxel
+    by voxel as if aligned, giving wrong distances without any sign of it.
+    """
+    for what, layer in layers.items():
+        if layer is None or layer is reference:
+            continue
+        for attr in ("scale", "translate"):
+            a = np.asarray(getattr(reference, attr), float)[-reference.ndim :]
+            b = np.asarray(getattr(layer, attr), float)[-layer.ndim :]
+            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-9):
+                raise NicheError(
+                    f"The {what.replace('_', ' ')} layer {layer.name!r} has {attr} "
+                    f"{tuple(np.round(b, 4))} but {reference.name!r} has {tuple(np.round(a, 4))}:"
+                    " they do not overlay voxel for voxel. Give them the same voxel size and "
+                    "position (Layer properties, or resample one of them)."
+                )
+
+
+def _edited_since_written(layer: Layer) -> bool:
+    from ._session import data_digest
+
+    written = layer.metadata.get(WRITTEN_KEY)
+    return written is not None and written != data_digest(layer_array(layer))
+
+
 def find_output(viewer: napari.Viewer, key: str) -> Layer | None:
     """The layer that holds the output ``key``, if napari-niche made one."""
     for layer in viewer.layers:
@@ -64,8 +94,10 @@ def write_layer(
 ) -> Layer:
     """Create or update the output layer ``key`` (its name defaults to ``key``).
 
-    ``like`` copies ``scale``, ``translate`` and ``units`` from an input layer so the
-    output overlays it exactly.
+    A Labels output painted or curated by hand since it was written is never replaced:
+    it becomes the user's layer and the new result gets a layer of its own. ``like``
+    copies ``scale``, ``translate`` and ``units`` from an input layer so the output
+    overlays it exactly.
     """
     if like is not None:
         kwargs.setdefault("scale", like.scale)
@@ -73,7 +105,17 @@ def write_layer(
         units = getattr(like, "units", None)
         if units is not None:
             kwargs.setdefault("units", units)
+    from ._session import data_digest
+
     existing = find_output(viewer, key)
+    if existing is not None and _edited_since_written(existing):
+        # Painted or curated by hand since we wrote it: it is the user's now. Keep it and
+        # write the new result beside it (napari suffixes the name).
+        existing.metadata = {
+            k: v for k, v in existing.metadata.items() if k not in (OUTPUT_KEY, WRITTEN_KEY)
+        }
+        existing = None
+    digest = {WRITTEN_KEY: data_digest(data)} if layer_type == "labels" else {}
     if existing is not None and existing._type_string == layer_type:
         existing.data = data
         for name, value in kwargs.items():
@@ -82,13 +124,13 @@ def write_layer(
             setattr(existing, name, value)
         if features is not None:
             existing.features = features
-        existing.metadata = {**existing.metadata, OUTPUT_KEY: key}
+        existing.metadata = {**existing.metadata, OUTPUT_KEY: key, **digest}
         existing.refresh()
         return existing
     if existing is not None:
         viewer.layers.remove(existing)
     kwargs.setdefault("name", key)
-    metadata = {**kwargs.pop("metadata", {}), OUTPUT_KEY: key}
+    metadata = {**kwargs.pop("metadata", {}), OUTPUT_KEY: key, **digest}
     if features is not None:
         kwargs["features"] = features
     add = getattr(viewer, f"add_{layer_type}")

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..core.errors import NicheError
 from ._base import NicheWidget
-from ._layers import OUTPUT_KEY, layer_array, layer_spacing, write_layer
+from ._layers import OUTPUT_KEY, check_aligned, layer_array, layer_spacing, write_layer
 from ._session import RESERVED_NAMES, data_digest, get_session
 
 if TYPE_CHECKING:
@@ -430,6 +430,7 @@ class DistanceWidget(NicheWidget):
             layers[name] = row.layer
         masks = {name: layer_array(layer) for name, layer in layers.items()}
         check_same_shape(cells.shape, "cell image", **{f"{n}_mask": m for n, m in masks.items()})
+        check_aligned(cells_layer, **{f"{n} mask": layer for n, layer in layers.items()})
         return _Job(cells_layer, cells, layers, masks, spacing)
 
     # -- running ----------------------------------------------------------------------------

@@ -753,11 +753,16 @@ class NichePlotWidget(QWidget):
 
     # -- messages --------------------------------------------------------------------------------
     def _guard(self, fn, *args):
-        """Run an action; a NicheError becomes a notification instead of a traceback."""
+        """Run an action; a NicheError or a file error becomes a notification, no traceback."""
         try:
             return fn(*args)
         except NicheError as err:
             self.notify(str(err), error=True)
+            return None
+        except OSError as err:
+            self.notify(
+                f"Could not write {err.filename or 'the file'}: {err.strerror or err}", error=True
+            )
             return None
 
     def _set_status(self, text: str) -> None:

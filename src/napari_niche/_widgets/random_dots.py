@@ -18,7 +18,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, Spi
 from ..core.errors import NicheError
 from ..params import AnalysisParams
 from ._base import NicheWidget
-from ._layers import OUTPUT_KEY, find_output, layer_array, write_layer
+from ._layers import OUTPUT_KEY, check_aligned, find_output, layer_array, write_layer
 from ._session import data_digest, get_session
 
 if TYPE_CHECKING:
@@ -270,6 +270,7 @@ class RandomDotsWidget(NicheWidget):
         tissue_layer = self.tissue_combo.value
         tissue = None if tissue_layer is None else layer_array(tissue_layer)
         check_same_shape(s.voxels.shape, "cell image", tissue_mask=tissue)
+        check_aligned(s.cells_layer, tissue=tissue_layer)
         maps = {name: self._reusable_map(name, s.voxels.shape) for name in masks}
         return _Job(
             voxels=s.voxels,
