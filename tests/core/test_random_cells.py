@@ -225,3 +225,33 @@ def test_concave_cells_never_leave_the_image_entirely():
     assert np.all(np.isfinite(d))
     assert (dots.table(spacing=(1, 1))["area_um2"] > 0).all()
     assert (dots.shapes.offsets == 0).all(axis=1).sum() == 1  # the anchor is a cell voxel
+
+
+def test_uniform_over_positions_that_fit_when_room_is_scarce():
+    # Thin one-voxel corridors make many centres allowed but few positions able to hold a
+    # whole cell, so the pilot acceptance falls below the blind-sampling threshold and
+    # candidates come from the room map; the result must still be uniform over exactly
+    # the positions where the whole shape fits.
+    from napari_niche.core import random_cells as rc
+
+    shape, sp = (120, 120), (1.0, 1.0)
+    labels = balls(shape, [(60, 60)], 2.0, sp)
+    allowed = np.zeros(shape, bool)
+    allowed[::3] = True  # corridors
+    allowed[40:62, 70:92] = True  # one pocket
+    allowed[48:51, 74:86] = False  # a forbidden bar inside the pocket
+    cells = cell_voxels(labels)
+    shapes = rc.CellShapes.from_cells(cells)
+    sampler = rc._RegionSampler(allowed.reshape(-1).view(np.uint8), 1)
+    pilot = rc._pilot_acceptance(shapes, sampler, allowed.reshape(-1), np.random.default_rng(0))
+    assert 0 < pilot < rc._BLIND_MIN_ACCEPTANCE  # the room-map path is the one tested
+    dots = seed_random_cells(cells, spacing=sp, tissue=allowed, dots_per_cell=20000, rng=4)
+    fits = np.zeros(shape, bool)
+    for y, x in np.argwhere(allowed):
+        pts = shapes.offsets + (y, x)
+        inb = np.all((pts >= 0) & (pts < shape), axis=1)
+        fits[y, x] = allowed[tuple(pts[inb].T)].all()
+    counts = np.zeros(shape, int)
+    np.add.at(counts, tuple(dots.anchors.T), 1)
+    assert counts[~fits].sum() == 0
+    assert stats.chisquare(counts[fits]).pvalue > 1e-3

@@ -287,6 +287,18 @@ def test_selection_is_linked_both_ways(docked, analysis):
     assert_centred(viewer, centroid)
 
 
+def test_centre_on_cell_follows_a_translated_layer(docked, analysis):
+    viewer, widget, _ = docked
+    offset = np.array([4.0, 30.0, -12.0])  # µm: the stack was imaged elsewhere in the bone
+    for layer in viewer.layers:
+        layer.translate = offset
+    centroid = (
+        analysis["cells"].iloc[7][["centroid_z_um", "centroid_y_um", "centroid_x_um"]]
+    ).to_numpy(float)
+    widget.centre_on_cell(7)
+    assert_centred(viewer, centroid + offset)
+
+
 def test_export_figure_and_tables(docked, tmp_path):
     viewer, widget, session = docked
     magic = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF"}

@@ -617,8 +617,8 @@ class NichePlotWidget(QWidget):
     def centre_on_cell(self, index: int | None = None) -> tuple[float, ...]:
         """Move the viewer to a cell (default: the first selected): slice and camera centre.
 
-        Layers carry the voxel size as ``scale``, so world coordinates are µm and the
-        cell's centroid from the table is where to go.
+        The centroid (µm) is turned into world coordinates through the cells layer, whose
+        ``scale`` and ``translate`` say where its voxels are, so translated layers work.
         """
         table = self.session.cell_table
         if table is None or not len(table):
@@ -629,6 +629,12 @@ class NichePlotWidget(QWidget):
             index = int(self.selected[0])
         cols = [c for c in ("centroid_z_um", "centroid_y_um", "centroid_x_um") if c in table]
         centroid = table.iloc[int(index)][cols].to_numpy(float)
+        spacing = self.session.spacing
+        cells_layer = self.session.cells_layer
+        if spacing is not None and cells_layer is not None:
+            centroid = np.asarray(
+                cells_layer.data_to_world(centroid / np.asarray(spacing, float)), float
+            )[-len(cols) :]
         dims = self.viewer.dims
         axes = list(range(dims.ndim - len(centroid), dims.ndim))
         dims.set_point(axes, tuple(centroid))

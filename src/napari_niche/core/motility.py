@@ -362,7 +362,9 @@ def handle_gaps(tracks: pd.DataFrame, how: str = "split") -> tuple[pd.DataFrame,
     "track" is: ``"split"`` makes each gap-free stretch a track of its own (a tracker
     that lost a cell may have picked up another one), ``"interpolate"`` inserts positions
     on the straight line between the two sides of the gap (flagged ``interpolated``; they
-    count in the MSD and in exploration, and step speeds across the gap are unchanged),
+    count in the MSD and in exploration; each interpolated step has the speed of the
+    straight crossing, so the gap's speed enters the per-track mean once per missing
+    frame instead of once), 
     ``"drop"`` removes every track that has a gap.
 
     Parameters
