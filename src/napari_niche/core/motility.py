@@ -364,8 +364,7 @@ def handle_gaps(tracks: pd.DataFrame, how: str = "split") -> tuple[pd.DataFrame,
     on the straight line between the two sides of the gap (flagged ``interpolated``; they
     count in the MSD and in exploration; each interpolated step has the speed of the
     straight crossing, so the gap's speed enters the per-track mean once per missing
-    frame instead of once), 
-    ``"drop"`` removes every track that has a gap.
+    frame instead of once), ``"drop"`` removes every track that has a gap.
 
     Parameters
     ----------
