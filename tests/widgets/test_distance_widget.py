@@ -291,8 +291,11 @@ def test_binary_cell_mask_and_voxel_size_override(viewer, qtbot, sample):
     dmap = distance_map_um(sample.vessel, spacing=spacing)
     table = cell_table(voxels, spacing=spacing)
     table["dist_vessel_um"] = min_distance_per_label(voxels, dmap).astype(float)
-    features = viewer.layers["cell mask"].features
-    pd.testing.assert_frame_equal(features.drop(columns="index"), table, check_dtype=False)
+    # the table rides on the centroid points; the mask itself gets no per-label features,
+    # which would show cell 1's row over every cell (all its voxels hold the value 1)
+    points = viewer.layers["cells (centroids)"].features
+    pd.testing.assert_frame_equal(points, table, check_dtype=False)
+    assert viewer.layers["cell mask"].features.shape[1] == 0
     np.testing.assert_array_equal(viewer.layers["distance to vessel"].data, dmap)
     # the layer still overlays the mask it came from
     np.testing.assert_allclose(viewer.layers["distance to vessel"].scale, SPACING)

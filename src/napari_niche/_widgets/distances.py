@@ -462,7 +462,13 @@ class DistanceWidget(NicheWidget):
                 },
             )
         features = result.table
-        job.cells_layer.features = labels_features(features)
+        voxels = result.voxels
+        layer_values = np.asarray(job.cells).ravel()[voxels.flat_index[voxels.starts[:-1]]]
+        if np.array_equal(layer_values, voxels.labels):
+            job.cells_layer.features = labels_features(features)
+        # else: a binary mask was split into cells here; its voxels all hold one value, so
+        # per-label features on it would show one cell's row everywhere. The centroid
+        # points below carry the table instead.
         write_layer(
             self.viewer,
             CENTROIDS_KEY,
