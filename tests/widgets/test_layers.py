@@ -37,3 +37,22 @@ def test_layers_that_do_not_overlay_are_refused(make_napari_viewer):
         check_aligned(cells, bone_mask=shifted)
     with pytest.raises(NicheError, match="'tissue' has scale"):
         check_aligned(cells, tissue=coarse)
+
+
+def test_voxel_size_in_um_from_scale_and_units(make_napari_viewer):
+    from napari.utils.notifications import notification_manager
+
+    from napari_niche._widgets._layers import layer_spacing
+
+    viewer = make_napari_viewer()
+    data = np.zeros((4, 8, 8), np.uint8)
+    um = viewer.add_image(data, name="um", scale=(2, 0.57, 0.57), units="um")
+    nm = viewer.add_image(data, name="nm", scale=(2000, 570, 570), units="nm")
+    assert layer_spacing(um) == pytest.approx((2, 0.57, 0.57))
+    assert layer_spacing(nm) == pytest.approx((2, 0.57, 0.57))
+    bare = viewer.add_image(data, name="bare")
+    before = len(notification_manager.records)
+    assert layer_spacing(bare) == (1.0, 1.0, 1.0)
+    layer_spacing(bare)  # warned once, not at every call
+    new = [str(n.message) for n in notification_manager.records[before:]]
+    assert len(new) == 1 and "no voxel size" in new[0]

@@ -7,6 +7,7 @@ another key) is never overwritten even if it has the same name.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,17 +26,51 @@ TRANSIENT_OUTPUTS = frozenset({"threshold preview"})
 
 
 def layer_spacing(layer: Layer) -> tuple[float, ...]:
-    """The voxel size of a layer in µm: its ``scale`` over the spatial axes (z, y, x)."""
+    """The voxel size of a layer in µm: its ``scale`` over the spatial axes (z, y, x).
+
+    A scale in other length units (``layer.units``, e.g. nm) is converted to µm. A layer
+    with napari's default (scale 1, in pixels) has no voxel size: the user is warned once
+    that sizes typed in µm will be read as pixels.
+    """
     ndim = layer.ndim
     if ndim not in (2, 3):
         raise NicheError(
             f"Layer {layer.name!r} has {ndim} dimensions; napari-niche works on one 2D or "
             "3D image (split channels and time points into separate layers)."
         )
-    scale = tuple(float(s) for s in layer.scale[-ndim:])
-    if any(s <= 0 for s in scale):
-        raise NicheError(f"Layer {layer.name!r} has a non-positive scale {scale}.")
-    return scale
+    scale = np.asarray(layer.scale[-ndim:], float)
+    if np.any(scale <= 0):
+        raise NicheError(f"Layer {layer.name!r} has a non-positive scale {tuple(scale)}.")
+    units = list(getattr(layer, "units", None) or ())[-ndim:]
+    factors = [_um_per(u) for u in units] if len(units) == ndim else [None] * ndim
+    if all(f is None for f in factors) and np.allclose(scale, 1.0):
+        _warn_unscaled(layer)
+    scale = scale * np.asarray([1.0 if f is None else f for f in factors])
+    return tuple(float(v) for v in scale)
+
+
+def _um_per(unit) -> float | None:
+    """µm in one ``unit`` (a pint unit), or None for pixels / units that are no length."""
+    try:
+        return float((1 * unit).to("micrometer").magnitude)
+    except Exception:  # pixel, dimensionless, or no pint unit at all
+        return None
+
+
+_WARNED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _warn_unscaled(layer: Layer) -> None:
+    if layer in _WARNED:
+        return
+    _WARNED.add(layer)
+    from napari.utils.notifications import show_warning
+
+    show_warning(
+        f"Layer {layer.name!r} has no voxel size (scale 1, in pixels), so sizes and distances "
+        "in µm are read as pixels. Open the image with its voxel size, or set the layer's "
+        "scale to the voxel size in µm (z, y, x)."
+    )
 
 
 def layer_array(layer: Layer) -> np.ndarray:
