@@ -40,7 +40,7 @@ from .core.motility import (
     analyze_motility,
     spatial_columns,
 )
-from .io import write_atomically
+from .io import CSV_FLOAT_FORMAT, write_atomically
 from .tracks_io import FORMATS, parse_column_mapping, read_tracks
 
 PROG = "napari-niche motility"
@@ -247,7 +247,7 @@ def write_results(result: MotilityResult, out_dir: str | Path, record: dict) -> 
 
     def write(staging: Path) -> None:
         for name, table in result.tables().items():
-            table.to_csv(staging / name, index=False, float_format="%.7g")
+            table.to_csv(staging / name, index=False, float_format=CSV_FLOAT_FORMAT)
         figures = {
             "speed": speed_figure(result.per_track),
             "msd": msd_figure(result.msd),

@@ -31,7 +31,7 @@ from .core.stats import (
     fold_change_by_bin,
     quadrant_table,
 )
-from .io import write_atomically
+from .io import CSV_FLOAT_FORMAT, write_atomically
 from .params import AnalysisParams
 
 #: Real cells overlapping an excluded structure above this fraction trigger a warning.
@@ -77,7 +77,7 @@ class NicheResult:
 
         def write(folder: Path) -> None:
             for name, table in self.tables().items():
-                table.to_csv(folder / name, index=False, float_format="%.7g")
+                table.to_csv(folder / name, index=False, float_format=CSV_FLOAT_FORMAT)
             (folder / "params.json").write_text(json.dumps(self.record, indent=2) + "\n")
 
         return write_atomically(out_dir, write)

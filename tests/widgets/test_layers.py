@@ -56,3 +56,21 @@ def test_voxel_size_in_um_from_scale_and_units(make_napari_viewer):
     layer_spacing(bare)  # warned once, not at every call
     new = [str(n.message) for n in notification_manager.records[before:]]
     assert len(new) == 1 and "no voxel size" in new[0]
+
+
+def test_result_of_another_image_never_replaces_the_first(make_napari_viewer):
+    viewer = make_napari_viewer()
+    volume = np.zeros((4, 8, 8), np.int32)
+    volume[1, 1:3, 1:3] = 1
+    cells3d = write_layer(viewer, "cells", volume, "labels")
+    section = np.zeros((8, 8), np.int32)
+    cells2d = write_layer(viewer, "cells", section, "labels")
+    assert cells2d is not cells3d and len(viewer.layers) == 2
+    np.testing.assert_array_equal(cells3d.data, volume)  # the 3D cells are kept
+    points3d = write_layer(viewer, "cell centroids", np.zeros((3, 3)), "points")
+    points2d = write_layer(viewer, "cell centroids", np.zeros((5, 2)), "points")
+    assert points2d is not points3d and points3d.data.shape == (3, 3)
+    # a preview of another image is replaced, not kept
+    write_layer(viewer, "threshold preview", np.zeros((1, 8, 8), np.uint8), "labels")
+    write_layer(viewer, "threshold preview", np.zeros((8, 8), np.uint8), "labels")
+    assert [layer.name for layer in viewer.layers].count("threshold preview") == 1

@@ -129,8 +129,9 @@ def write_layer(
 ) -> Layer:
     """Create or update the output layer ``key`` (its name defaults to ``key``).
 
-    A Labels output painted or curated by hand since it was written is never replaced:
-    it becomes the user's layer and the new result gets a layer of its own. ``like``
+    A Labels output painted or curated by hand since it was written, or one holding the
+    result of another image (another shape), is never replaced: it becomes the user's
+    layer and the new result gets a layer of its own. ``like``
     copies ``scale``, ``translate`` and ``units`` from an input layer so the output
     overlays it exactly.
     """
@@ -143,15 +144,24 @@ def write_layer(
     from ._session import data_digest
 
     existing = find_output(viewer, key)
-    if existing is not None and _edited_since_written(existing):
-        # Painted or curated by hand since we wrote it: it is the user's now. Keep it and
-        # write the new result beside it (napari suffixes the name).
+    # Points keep their dimensionality; images and labels their whole shape.
+    shape_of = (lambda a: np.shape(a)[1:]) if layer_type == "points" else np.shape
+    other_image = existing is not None and (
+        existing._type_string != layer_type or shape_of(existing.data) != shape_of(data)
+    )
+    if existing is not None and key in TRANSIENT_OUTPUTS and other_image:
+        viewer.layers.remove(existing)  # a preview of another image: nothing to keep
+        existing = None
+    elif existing is not None and (other_image or _edited_since_written(existing)):
+        # Painted or curated by hand since we wrote it, or the result of another image:
+        # it is the user's now. Keep it and write the new result beside it (napari
+        # suffixes the name).
         existing.metadata = {
             k: v for k, v in existing.metadata.items() if k not in (OUTPUT_KEY, WRITTEN_KEY)
         }
         existing = None
     digest = {WRITTEN_KEY: data_digest(data)} if layer_type == "labels" else {}
-    if existing is not None and existing._type_string == layer_type:
+    if existing is not None:
         existing.data = data
         for name, value in kwargs.items():
             if name == "name":
@@ -162,8 +172,6 @@ def write_layer(
         existing.metadata = {**existing.metadata, OUTPUT_KEY: key, **digest}
         existing.refresh()
         return existing
-    if existing is not None:
-        viewer.layers.remove(existing)
     kwargs.setdefault("name", key)
     metadata = {**kwargs.pop("metadata", {}), OUTPUT_KEY: key, **digest}
     if features is not None:

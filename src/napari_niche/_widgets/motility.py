@@ -48,7 +48,7 @@ from ..core.motility import (
 from ..motility_cli import alpha_figure, msd_figure, speed_figure
 from ..tracks_io import FORMATS, from_napari_tracks, read_tracks, to_napari_tracks
 from ._base import NicheWidget
-from ._layers import layer_array
+from ._layers import check_aligned, layer_array
 from .tables import DataFrameModel, write_csv
 
 if TYPE_CHECKING:
@@ -62,8 +62,8 @@ ADDED_COLUMNS = "motility_columns"
 #: Columns of the per-track table that describe identity, not a metric.
 _ID_COLUMNS = ("track_id", "parent_track_id")
 #: Statistics shown in the Stats tab (the rest is in the CSV written by the command).
-STATS_SHOWN = ("metric", "condition_a", "condition_b", "test", "statistic", "p_value", "n_a",
-               "n_b")  # fmt: skip
+STATS_SHOWN = ("metric", "test", "statistic", "p_value", "n_a", "n_b", "condition_a",
+               "condition_b", "mean_a", "mean_b", "note")  # fmt: skip
 
 
 def _added_columns(layer: Tracks) -> list[str]:
@@ -296,7 +296,8 @@ class MotilityWidget(NicheWidget):
         self.paired_view = _table_view(self.paired_model)
         self.paired_view.setMinimumHeight(80)
         self.roi_label = QLabel(
-            "Mean intensity inside each shape in both images (same pixel grid), then a "
+            "Mean intensity inside each shape in the before and after images (the same "
+            "field of view, e.g. one region imaged before and after a drug), then a "
             "paired t test and a Wilcoxon signed-rank test on the pairs."
         )
         self.roi_label.setWordWrap(True)
@@ -311,7 +312,11 @@ class MotilityWidget(NicheWidget):
 
     # -- input ----------------------------------------------------------------------------
     def _on_layer_changed(self, _=None) -> None:
-        """Take the frame interval the layer records (from a file), or its time scale."""
+        """Take the frame interval the layer records (from a file), or its time scale.
+
+        A layer with napari's default time scale (1) records none: the field is cleared so
+        that the interval of a previously picked layer is not silently reused.
+        """
         layer = self.tracks_layer.value
         if layer is None:
             return
@@ -321,6 +326,8 @@ class MotilityWidget(NicheWidget):
             self.frame_interval.value = float(recorded)
         elif scale_t != 1.0:
             self.frame_interval.value = scale_t
+        else:  # napari's default scale says nothing: ask rather than keep another layer's
+            self.frame_interval.value = 0.0
 
     def load_tracks(self, path: str | Path) -> Tracks:
         """Read a track file (TrackMate, Imaris, CSV) into a new Tracks layer and pick it.
@@ -409,8 +416,11 @@ class MotilityWidget(NicheWidget):
         shown = [c for c in STATS_SHOWN if c in result.stats.columns]
         self.stats_model.set_table(result.stats[shown])
         self.stats_view.resizeColumnsToContents()
-        lines = [self.stats_summary()] + result.record["notes"] + result.warnings
+        lines = result.record["notes"] + result.warnings
+        if result.stats.empty:
+            lines.insert(0, self.stats_summary())
         self.stats_text.setText("\n".join(line for line in lines if line))
+        self.stats_view.setToolTip(self.stats_summary())
         message = f"Analysed {len(per)} tracks."
         if result.warnings:
             message += " " + " ".join(result.warnings)
@@ -475,13 +485,14 @@ class MotilityWidget(NicheWidget):
     def compare_rois(self) -> pd.DataFrame:
         """Mean intensity per shape before and after, and the paired tests on them.
 
-        Shapes are rasterised on the grid of the "before" image (the two images must
-        share it: the same field of view at two times).
+        Shapes are rasterised on the pixel grid of the "before" image, which the "after"
+        image must share (same shape, scale and position: one field of view at two times).
         """
         shapes, before, after = (c.value for c in (self.roi_shapes, self.roi_before,
                                                     self.roi_after))  # fmt: skip
         if shapes is None or before is None or after is None:
             raise NicheError("Pick a Shapes layer of regions and the before and after images.")
+        check_aligned(before, after=after)
         img_b = layer_array(before)
         img_a = layer_array(after)
         if img_b.shape != img_a.shape:

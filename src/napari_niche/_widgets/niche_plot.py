@@ -43,6 +43,7 @@ from qtpy.QtWidgets import (
 from .. import __version__
 from ..core.errors import NicheError
 from ..core.stats import QUADRANTS, quadrant_of
+from ..io import CSV_FLOAT_FORMAT
 from ..pipeline import distance_column, resolve_structures
 from ..plots import DARK, LIGHT, FoldChangePlot, PlotStyle, QuadrantPlot, niche_figure
 from ._layers import find_output
@@ -724,7 +725,7 @@ class NichePlotWidget(QWidget):
         folder.mkdir(parents=True, exist_ok=True)
         written = []
         for name, table in tables.items():
-            table.to_csv(folder / name, index=False, float_format="%.7g")
+            table.to_csv(folder / name, index=False, float_format=CSV_FLOAT_FORMAT)
             written.append(folder / name)
         try:
             params = self.session.replay_params()  # with the voxel size and the exclusions

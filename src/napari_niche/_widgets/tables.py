@@ -26,13 +26,14 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.errors import NicheError
+from ..io import CSV_FLOAT_FORMAT
 from ._session import TABLES, get_session
 
 if TYPE_CHECKING:
     import napari
 
 #: CSV number format shared with :meth:`napari_niche.pipeline.NicheResult.save`.
-FLOAT_FORMAT = "%.7g"
+FLOAT_FORMAT = CSV_FLOAT_FORMAT  # the same numbers as napari-niche analyze
 
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
