@@ -22,6 +22,7 @@ LAYERS = (
     ("true vessel mask", "labels"),
     ("true bone mask", "labels"),
     ("true cells", "labels"),
+    ("true tissue (marrow)", "labels"),
 )
 
 

@@ -10,7 +10,7 @@ from napari_niche._sample_data import sample_bone_marrow
 from napari_niche.core.synthetic import make_bone_marrow
 
 IMAGES = ["cells (hCD45)", "vessels (endoglin)", "bone (collagen I)"]
-TRUTH = ["true vessel mask", "true bone mask", "true cells"]
+TRUTH = ["true vessel mask", "true bone mask", "true cells", "true tissue (marrow)"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def reference():
 
 def test_names_kinds_and_order(layers):
     assert [meta["name"] for _, meta, _ in layers] == IMAGES + TRUTH
-    assert [kind for *_, kind in layers] == ["image"] * 3 + ["labels"] * 3
+    assert [kind for *_, kind in layers] == ["image"] * 3 + ["labels"] * len(TRUTH)
 
 
 def test_every_layer_is_scaled_in_um_and_overlays_the_others(layers, reference):
@@ -54,6 +54,7 @@ def test_truth_is_hidden_integer_labels_matching_the_seeded_sample(layers, refer
         "true vessel mask": reference.vessel,
         "true bone mask": reference.bone,
         "true cells": reference.cell_labels,
+        "true tissue (marrow)": reference.tissue,
     }
     for name, (data, meta) in truth.items():
         assert meta["visible"] is False

@@ -59,6 +59,9 @@ def sample_bone_marrow() -> list[tuple[Any, dict[str, Any], str]]:
         ("true vessel mask", sample.vessel.astype(np.uint8)),
         ("true bone mask", sample.bone.astype(np.uint8)),
         ("true cells", sample.cell_labels),
+        # The marrow where cells can be: the tissue for random cells. A tissue map built
+        # only from vessel, bone and leukemia-cell masks misses the marrow between them.
+        ("true tissue (marrow)", sample.tissue.astype(np.uint8)),
     )
     for name, data in truth:
         layers.append(
