@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_niche.core.errors import NicheError
 from napari_niche.core.intensity import mean_intensity_in_shapes
 from napari_niche.core.motility import MotilityParams, analyze_motility, paired_tests
 from napari_niche.tracks_io import from_napari_tracks, read_tracks
@@ -211,3 +212,19 @@ def test_paired_roi(make_napari_viewer, qtbot):
     widget.roi_after.value = None
     widget._on_roi_clicked()
     assert "Pick a Shapes layer" in widget.status.text()
+
+
+def test_own_csv_loaded_with_a_column_mapping(make_napari_viewer, tmp_path):
+    rows = [(tid, f, f * 30.0, 2.0 * f, 1.0 * tid, 0.0) for tid in (1, 2) for f in range(6)]
+    table = pd.DataFrame(rows, columns=["Cell", "Frame", "Seconds", "PosX", "PosY", "PosZ"])
+    table.to_csv(tmp_path / "mine.csv", index=False)
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    widget.file_format.value = "csv"
+    widget.columns.value = "track=Cell,frame=Frame,t=Seconds,x=PosX,y=PosY,z=PosZ"
+    layer = widget.load_tracks(tmp_path / "mine.csv")
+    assert widget.frame_interval.value == pytest.approx(30.0)
+    assert len(layer.data) == 12 and len(np.unique(layer.data[:, 0])) == 2
+    widget.columns.value = "track=Nope"
+    with pytest.raises(NicheError):
+        widget.load_tracks(tmp_path / "mine.csv")

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image, Shapes, Tracks
@@ -46,7 +54,13 @@ from ..core.motility import (
     paired_tests,
 )
 from ..motility_cli import alpha_figure, msd_figure, speed_figure
-from ..tracks_io import FORMATS, from_napari_tracks, read_tracks, to_napari_tracks
+from ..tracks_io import (
+    FORMATS,
+    from_napari_tracks,
+    parse_column_mapping,
+    read_tracks,
+    to_napari_tracks,
+)
 from ._base import NicheWidget
 from ._layers import check_aligned, layer_array
 from .tables import DataFrameModel, write_csv
@@ -186,6 +200,12 @@ class MotilityWidget(NicheWidget):
         self.tracks_layer = self.layer_combo("Tracks", (Tracks,))
         self.tracks_layer.changed.connect(self._on_layer_changed)
         self.file_format = ComboBox(label="File format", choices=list(FORMATS), value="auto")
+        self.columns = LineEdit(label="CSV columns", value="")
+        self.columns.tooltip = (
+            "For a CSV of your own: which column is which, e.g. "
+            "track=TrackID,t=Time,x=X,y=Y,z=Z (blank: TrackMate, Imaris and common names "
+            "are recognised)."
+        )
         self.load_button = PushButton(text="Load tracks file…")
         self.load_button.changed.connect(self._on_load_clicked)
         self.frame_interval = FloatSpinBox(
@@ -216,6 +236,7 @@ class MotilityWidget(NicheWidget):
             [
                 self.tracks_layer,
                 self.file_format,
+                self.columns,
                 self.load_button,
                 self.frame_interval,
                 self.lattice,
@@ -336,7 +357,10 @@ class MotilityWidget(NicheWidget):
         column of the file besides track, frame and position becomes a per-point feature.
         """
         interval = self.frame_interval.value or None
-        tracks = read_tracks(path, format=self.file_format.value, frame_interval=interval)
+        columns = parse_column_mapping(self.columns.value) if self.columns.value.strip() else None
+        tracks = read_tracks(
+            path, format=self.file_format.value, frame_interval=interval, columns=columns
+        )
         data, kwargs = to_napari_tracks(tracks)
         layer = self.viewer.add_tracks(data, **kwargs)
         self.tracks_layer.value = layer
