@@ -481,7 +481,7 @@ class ThresholdWidget(NicheWidget):
             "method": method,
             "threshold": value,
         }
-        write_layer(
+        written = write_layer(
             self.viewer,
             name,
             mask,
@@ -502,8 +502,13 @@ class ThresholdWidget(NicheWidget):
         self._set_value_text()
         n = int(np.count_nonzero(mask))
         self._set_status(
-            f"{name!r}: {n:,} of {mask.size:,} voxels above {value:.4g} "
+            f"{written.name!r}: {n:,} of {mask.size:,} voxels above {value:.4g} "
             f"({METHOD_LABELS[method]}, σ = {sigma:g} µm)."
+            + (
+                f" Your edited {name!r} was kept as it is."
+                if written.name != name and name in self.viewer.layers
+                else ""
+            )
         )
 
     def _on_layer_removed(self, event):
