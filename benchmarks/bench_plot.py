@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from _report import ms_table  # benchmarks/ is on sys.path when run as a script
 
 SIZES = (10_000, 50_000)
 SPACING = (2.0, 0.57, 0.57)
@@ -190,28 +191,11 @@ def _rows_for(n: int, show: bool) -> list[dict]:
         viewer.close()
 
 
-def _table(results: list[dict]) -> str:
-    header = ("step", "size", "time (ms)", "target", "pass/fail")
-    lines = [
-        (r["step"], r["size"], f"{1000 * r['time_s']:.1f}", r["target"], r["result"])
-        for r in results
-    ]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
-
-    def fmt(cells):
-        return (
-            "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-        )
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([fmt(header), sep, *map(fmt, lines)])
-
-
 def main() -> int:
     show = os.environ.get("NAPARI_NICHE_BENCH_HIDDEN", "") == ""
     results = rows(show=show)
     print(f"median of {REPEATS} updates, each until the view on show is painted; times in ms")
-    print(_table(results))
+    print(ms_table(results))
     return 0 if all(r["result"] != "FAIL" for r in results) else 1
 
 

@@ -15,17 +15,11 @@ import pytest
 
 from napari_niche.core import cell_table, distance_map_um, min_distance_per_label
 from napari_niche.core.curation import cells_from_image
-from napari_niche.core.synthetic import make_bone_marrow
 
 PLUGIN = "napari-niche"
 SPACING = (2.0, 0.57, 0.57)
 WAIT_MS = 30_000
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return make_bone_marrow(rng=0)
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +58,6 @@ def dock_distances(viewer):
 def run_and_wait(widget, qtbot):
     widget.run_button.native.click()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
-
-
-@pytest.fixture(scope="module")
-def sample_layers():
-    from napari_niche._sample_data import sample_bone_marrow
-
-    return sample_bone_marrow()
 
 
 @pytest.fixture

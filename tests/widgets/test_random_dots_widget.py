@@ -16,7 +16,6 @@ import pytest
 
 from napari_niche.core import distance_map_um
 from napari_niche.core.curation import cells_from_image
-from napari_niche.core.synthetic import make_bone_marrow
 from napari_niche.params import AnalysisParams
 from napari_niche.pipeline import place_random_cells
 
@@ -24,18 +23,6 @@ PLUGIN = "napari-niche"
 SPACING = (2.0, 0.57, 0.57)
 WAIT_MS = 30_000
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return make_bone_marrow(rng=0)
-
-
-@pytest.fixture(scope="module")
-def sample_layers():
-    from napari_niche._sample_data import sample_bone_marrow
-
-    return sample_bone_marrow()
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,6 @@ DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 TABS = ["cells", "random cells", "fold change", "quadrants", "statistics", "overlap"]
 
 
-@pytest.fixture(scope="module")
-def sample_layers():
-    from napari_niche._sample_data import sample_bone_marrow
-
-    return sample_bone_marrow()
-
-
 @pytest.fixture
 def viewer(make_napari_viewer, sample_layers):
     """The sample's layers (as File > Open Sample adds them; built once per module)."""
