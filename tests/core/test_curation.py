@@ -127,3 +127,21 @@ def test_cells_from_image_labels_masks_and_keeps_labels():
 def test_non_binary_mask_refused():
     with pytest.raises(NotBinaryError):
         close_um(np.arange(16).reshape(4, 4), 1.0, spacing=1.0)
+
+
+def test_curate_mask_runs_remove_close_fill_in_order():
+    from napari_niche.core.curation import curate_mask
+
+    rng = np.random.default_rng(2)
+    spacing = (2.0, 0.5, 0.5)
+    mask = ndi.binary_dilation(rng.random((12, 60, 60)) < 0.003, iterations=2)
+    mask |= rng.random(mask.shape) < 0.002  # speckles
+    expected = fill_holes(
+        close_um(remove_small_objects_um(mask, 5, spacing=spacing), 1.0, spacing=spacing),
+        per_slice=True,
+    )
+    got = curate_mask(mask, spacing=spacing, min_size=5, closing_radius_um=1.0, fill="slice")
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(curate_mask(mask, spacing=spacing), mask)  # nothing asked
+    with pytest.raises(NicheError, match="hole filling"):
+        curate_mask(mask, spacing=spacing, fill="maybe")

@@ -77,3 +77,16 @@ def test_manual_threshold_and_errors():
         threshold_value(img, "magic")
     with pytest.raises(NicheError, match="constant"):
         threshold_value(np.ones((4, 4)))
+
+
+def test_preprocess_is_smoothing_then_slice_normalisation():
+    from napari_niche.core.preprocess import preprocess
+
+    rng = np.random.default_rng(3)
+    img = rng.random((6, 20, 20)).astype(np.float32) * np.arange(1, 7)[:, None, None]
+    spacing = (2.0, 0.5, 0.5)
+    np.testing.assert_allclose(
+        preprocess(img, spacing=spacing, sigma_um=1.0, normalize=True),
+        normalize_slices(smooth_um(img, 1.0, spacing=spacing)),
+    )
+    np.testing.assert_allclose(preprocess(img, spacing=spacing), img)

@@ -25,12 +25,12 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from ..core.curation import (
-    close_um,
     count_small_objects,
-    fill_holes,
     label_cells,
-    remove_small_objects_um,
     tissue_map,
+)
+from ..core.curation import (
+    curate_mask as core_curate_mask,
 )
 from ..core.errors import NicheError
 from ._base import NicheWidget, Progress
@@ -66,30 +66,20 @@ def curate_mask(
     to (the mask's own non-zero value), so the layer can be edited in place.
     """
     data = np.asarray(data)
-    steps = []
-    if min_size > 0:
-        steps.append("remove")
-    if closing_radius_um > 0:
-        steps.append("close")
-    if fill != "off":
-        steps.append("fill")
-    if not steps:
+    if not (min_size > 0 or closing_radius_um > 0 or fill != "off"):
         raise NicheError(
             "Nothing to apply: set a minimum object size, a closing radius or hole filling."
         )
-    mask = data
-    for i, step in enumerate(steps):
-        frac = i / (len(steps) + 1)
-        if step == "remove":
-            yield frac, "Removing small objects…"
-            mask = remove_small_objects_um(mask, min_size, spacing=spacing, unit=unit)
-        elif step == "close":
-            yield frac, f"Closing (radius {closing_radius_um:g} µm)…"
-            mask = close_um(mask, closing_radius_um, spacing=spacing)
-        else:
-            yield frac, "Filling holes…"
-            mask = fill_holes(mask, per_slice=fill == "slice")
-    yield len(steps) / (len(steps) + 1), "Finding the changed voxels…"
+    yield 0.05, "Removing small objects, closing, filling holes…"
+    mask = core_curate_mask(
+        data,
+        spacing=spacing,
+        min_size=min_size,
+        unit=unit,
+        closing_radius_um=closing_radius_um,
+        fill=fill,
+    )
+    yield 0.8, "Finding the changed voxels…"
     before = data != 0
     flat = data.ravel()
     first = np.flatnonzero(flat[: min(flat.size, 1 << 22)])

@@ -17,7 +17,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, Labe
 from qtpy.QtCore import QTimer
 
 from ..core.errors import NicheError
-from ..core.preprocess import normalize_slices, smooth_um
+from ..core.preprocess import preprocess
 from ..core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
 from ._base import NicheWidget, Progress
 from ._layers import find_output, layer_spacing, write_layer
@@ -83,11 +83,13 @@ def prepare_channel(
         volume, counts, edges = previous.volume, previous.counts, previous.edges
         lo, hi = previous.lo, previous.hi
     else:
-        yield 0.02, f"Smoothing (σ = {sigma_um:g} µm)…"
-        volume = smooth_um(np.asarray(data), sigma_um, spacing=spacing)
-        if normalize:
-            yield 0.6, "Normalising each slice by its mean…"
-            volume = normalize_slices(volume)
+        yield (
+            0.02,
+            f"Smoothing (σ = {sigma_um:g} µm)" + (", normalising slices…" if normalize else "…"),
+        )
+        volume = preprocess(
+            np.asarray(data), spacing=spacing, sigma_um=sigma_um, normalize=normalize
+        )
         yield 0.75, "Intensity histogram…"
         lo, hi = float(volume.min()), float(volume.max())
         counts, edges = np.histogram(volume, bins=HIST_BINS, range=(lo, hi if hi > lo else lo + 1))

@@ -108,6 +108,36 @@ def fill_holes(mask: np.ndarray, *, per_slice: bool = False) -> np.ndarray:
     return ndi.binary_fill_holes(mask)
 
 
+FILL_MODES = ("off", "3d", "slice")
+
+
+def curate_mask(
+    mask: np.ndarray,
+    *,
+    spacing: float | Sequence[float],
+    min_size: float = 0.0,
+    unit: SizeUnit = "voxels",
+    closing_radius_um: float = 0.0,
+    fill: str = "off",
+) -> np.ndarray:
+    """METHOD.md step 3 for one structure: remove small objects, close, fill holes.
+
+    Steps run in that order, each only when asked for (``min_size > 0``,
+    ``closing_radius_um > 0``, ``fill`` "3d" or "slice"), the same in the curation widget
+    and in headless runs.
+    """
+    if fill not in FILL_MODES:
+        raise NicheError(f"Unknown hole filling {fill!r}: use one of {', '.join(FILL_MODES)}.")
+    out = as_mask(mask, "mask", allow_empty=True)
+    if min_size > 0:
+        out = remove_small_objects_um(out, min_size, spacing=spacing, unit=unit)
+    if closing_radius_um > 0:
+        out = close_um(out, closing_radius_um, spacing=spacing)
+    if fill != "off":
+        out = fill_holes(out, per_slice=fill == "slice")
+    return out
+
+
 def tissue_map(
     masks: Iterable[np.ndarray],
     *,

@@ -64,3 +64,19 @@ def normalize_slices(image: np.ndarray) -> np.ndarray:
     scale = np.divide(1.0, means, out=np.zeros_like(means), where=means != 0)
     stack *= scale.astype(np.float32)[:, None, None]
     return out
+
+
+def preprocess(
+    image: np.ndarray,
+    *,
+    spacing: float | Sequence[float],
+    sigma_um: float | Sequence[float] = 0.0,
+    normalize: bool = False,
+) -> np.ndarray:
+    """METHOD.md step 1 for one channel: smoothing in µm, then optional slice normalisation.
+
+    The one sequence used by the thresholding widget and by headless runs, so a mask made
+    in napari can be remade from the same parameters.
+    """
+    out = smooth_um(image, sigma_um, spacing=spacing)
+    return normalize_slices(out) if normalize else out
