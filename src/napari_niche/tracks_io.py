@@ -389,27 +389,9 @@ def read_trackmate_csv(
     if not s_unit:
         s_unit = "µm"
         notes.append("no unit row: positions taken as µm")
-    scale = space_scale(s_unit, where=where)
-    axes = {"x": "POSITION_X", "y": "POSITION_Y"}
-    if "POSITION_Z" in data.columns:
-        axes["z"] = "POSITION_Z"
-    df = pd.DataFrame({"track_id": data["TRACK_ID"].str.strip()})
-    df = df.assign(**_positions_um(data, axes, scale, path))
-    if "FRAME" in data.columns:
-        df["frame"] = pd.to_numeric(data["FRAME"], errors="coerce")
     t_unit = time_unit or units_found.get("time") or "s"
-    if "POSITION_T" in data.columns:
-        t_scale = time_scale(t_unit, where=where)
-        t = pd.to_numeric(data["POSITION_T"], errors="coerce")
-        if t_scale is None:  # times in frames: no real time in the file
-            if "frame" not in df.columns:
-                df["frame"] = t
-        else:
-            df["t"] = t * t_scale
-    used = {"TRACK_ID", "POSITION_X", "POSITION_Y", "POSITION_Z", "POSITION_T", "FRAME"}
-    feats = _numeric(data.drop(columns=[c for c in used if c in data.columns]), {"LABEL"})
-    feats = feats.rename(columns={"ID": "spot_id", "LABEL": "spot_label"})
-    df = pd.concat([df, feats], axis=1)
+    ids = pd.DataFrame({"track_id": data["TRACK_ID"].str.strip()})
+    df = _trackmate_spots(data.drop(columns="TRACK_ID"), ids, s_unit, t_unit, "LABEL", path)
     return _finish(
         df,
         path=path,
@@ -418,6 +400,34 @@ def read_trackmate_csv(
         notes=notes,
         units={"space": s_unit, "time": t_unit},
     )
+
+
+def _trackmate_spots(spots, ids, space_unit, time_unit, label_column, path):
+    """Positions (µm), frame, time (s) and per-spot features of TrackMate spots.
+
+    Shared by the CSV and XML readers; ``ids`` holds the track columns, row for row. A
+    time unit of frames means the file has no real time: POSITION_T then gives the frame.
+    """
+    where = f"{path}: "
+    scale = space_scale(space_unit, where=where)
+    axes = {"x": "POSITION_X", "y": "POSITION_Y"}
+    if "POSITION_Z" in spots.columns:
+        axes["z"] = "POSITION_Z"
+    df = ids.assign(**_positions_um(spots, axes, scale, path))
+    if "FRAME" in spots.columns:
+        df["frame"] = pd.to_numeric(spots["FRAME"], errors="coerce")
+    if "POSITION_T" in spots.columns:
+        t_scale = time_scale(time_unit, where=where)
+        t = pd.to_numeric(spots["POSITION_T"], errors="coerce")
+        if t_scale is None:
+            if "frame" not in df.columns:
+                df["frame"] = t
+        else:
+            df["t"] = t * t_scale
+    used = {"POSITION_X", "POSITION_Y", "POSITION_Z", "POSITION_T", "FRAME"}
+    feats = _numeric(spots.drop(columns=[c for c in used if c in spots.columns]), {label_column})
+    feats = feats.rename(columns={"ID": "spot_id", label_column: "spot_label"})
+    return pd.concat([df, feats], axis=1)
 
 
 def read_trackmate_xml(
@@ -507,26 +517,8 @@ def read_trackmate_xml(
     sub = table[keep].reset_index(drop=True)
     s_unit = space_unit or model.get("spatialunits") or "µm"
     t_unit = time_unit or model.get("timeunits") or "s"
-    scale = space_scale(s_unit, where=where)
-    axes = {"x": "POSITION_X", "y": "POSITION_Y"}
-    if "POSITION_Z" in sub.columns:
-        axes["z"] = "POSITION_Z"
-    df = pd.DataFrame({"track_id": segment[keep], "parent_track_id": parent[keep]})
-    df = df.assign(**_positions_um(sub, axes, scale, path))
-    if "FRAME" in sub.columns:
-        df["frame"] = pd.to_numeric(sub["FRAME"], errors="coerce")
-    if "POSITION_T" in sub.columns:
-        t_scale = time_scale(t_unit, where=where)
-        t = pd.to_numeric(sub["POSITION_T"], errors="coerce")
-        if t_scale is None:
-            if "frame" not in df.columns:
-                df["frame"] = t
-        else:
-            df["t"] = t * t_scale
-    used = {"POSITION_X", "POSITION_Y", "POSITION_Z", "POSITION_T", "FRAME"}
-    feats = _numeric(sub.drop(columns=[c for c in used if c in sub.columns]), {"name"})
-    feats = feats.rename(columns={"ID": "spot_id", "name": "spot_label"})
-    df = pd.concat([df, feats], axis=1)
+    ids = pd.DataFrame({"track_id": segment[keep], "parent_track_id": parent[keep]})
+    df = _trackmate_spots(sub, ids, s_unit, t_unit, "name", path)
     return _finish(
         df,
         path=path,
