@@ -203,18 +203,7 @@ class QuadrantPlot:
                     "alpha": 0.8,
                 },
             )
-        self.message = ax.text(
-            0.5,
-            0.5,
-            "",
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
-            wrap=True,
-            fontsize=style.font_size + 1,
-            color=style.foreground,
-            zorder=6,
-        )
+        self.message = _message(ax, style)
         self.legend = _legend(
             ax,
             [self.cells, self.dots],
@@ -402,17 +391,7 @@ class FoldChangePlot:
         self.stats = ax.set_title(
             "", loc="left", fontsize=style.font_size - 0.5, color=style.foreground
         )
-        self.message = ax.text(
-            0.5,
-            0.5,
-            "",
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
-            wrap=True,
-            fontsize=style.font_size + 1,
-            color=style.foreground,
-        )
+        self.message = _message(ax, style)
 
     def _clear(self):
         if self.bars is not None:
@@ -583,3 +562,19 @@ def niche_figure(
         )
     fig.set_layout_engine("constrained")
     return fig
+
+
+def _message(ax, style):
+    """The centred text a view shows instead of data ("run the random dots first")."""
+    return ax.text(
+        0.5,
+        0.5,
+        "",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        wrap=True,
+        fontsize=style.font_size + 1,
+        color=style.foreground,
+        zorder=6,
+    )
