@@ -57,12 +57,33 @@ def test_distance_tests_report_statistic_and_n():
     rng = np.random.default_rng(0)
     same = distance_tests(rng.exponential(5, 300), rng.exponential(5, 300))
     shifted = distance_tests(rng.exponential(2, 300), rng.exponential(8, 600))
-    assert list(same.columns) == ["test", "statistic", "p_value", "n_cells", "n_dots"]
+    assert list(same.columns) == [
+        "test",
+        "statistic",
+        "p_value",
+        "n_cells",
+        "n_dots",
+        "effect_size",
+        "effect_size_name",
+    ]
     assert same["p_value"].min() > 0.01
     assert shifted["p_value"].max() < 1e-6
     assert list(shifted["n_cells"]) == [300, 300] and list(shifted["n_dots"]) == [600, 600]
     ks = shifted.iloc[0]
     assert ks["test"].startswith("Kolmogorov") and 0 < ks["statistic"] <= 1
+    assert ks["effect_size"] == ks["statistic"] and ks["effect_size_name"] == "KS D"
+    mw = shifted.iloc[1]
+    assert mw["effect_size_name"] == "rank-biserial correlation"
+    assert mw["effect_size"] == pytest.approx(2 * mw["statistic"] / (300 * 600) - 1)
+    assert mw["effect_size"] < -0.3  # the cells sit closer
+
+
+def test_rank_biserial_by_hand():
+    # cells [1, 2] vs dots [3, 4, 5]: every cell closer -> U = 0, r = -1; ties count half
+    t = distance_tests([1.0, 2.0], [3.0, 4.0, 5.0])
+    assert t.iloc[1]["statistic"] == 0 and t.iloc[1]["effect_size"] == -1
+    t = distance_tests([3.0], [3.0, 1.0])  # P(>) = 1/2, P(=) = 1/2 -> r = 0.5
+    assert t.iloc[1]["effect_size"] == pytest.approx(0.5)
 
 
 def test_quadrant_of_by_hand():

@@ -29,6 +29,13 @@ QUADRANT_COLUMNS = [
     "fraction_dots",
 ]
 TEST_COLUMNS = ["test", "statistic", "p_value", "n_cells", "n_dots"]
+#: What :func:`distance_tests` adds to :data:`TEST_COLUMNS`: an effect size and its name.
+EFFECT_COLUMNS = ["effect_size", "effect_size_name"]
+
+
+def distance_column(structure: str) -> str:
+    """Name of the per-object distance column for a structure (``dist_<name>_um``)."""
+    return f"dist_{structure}_um"
 
 
 def _finite(values, what: str) -> np.ndarray:
@@ -163,17 +170,38 @@ def distance_tests(cell_distances, dot_distances) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame with columns :data:`TEST_COLUMNS`: the KS statistic D and the Mann–Whitney
-    U of the cells, each with its p-value and both sample sizes.
+    DataFrame with columns :data:`TEST_COLUMNS` + :data:`EFFECT_COLUMNS`: the KS statistic
+    D and the Mann–Whitney U of the cells, each with its p-value, both sample sizes and an
+    effect size. For KS that is D itself (the largest gap between the two cumulative
+    distributions); for Mann–Whitney the rank-biserial correlation
+    ``2 U / (n_cells n_dots) - 1`` = P(cell farther than dot) - P(cell closer than dot),
+    negative when cells sit closer to the structure than random cells.
     """
     cells = _finite(cell_distances, "cell distances")
     dots = _finite(dot_distances, "random-dot distances")
     ks = stats.ks_2samp(cells, dots, alternative="two-sided", method="auto")
     mw = stats.mannwhitneyu(cells, dots, alternative="two-sided")
+    r = 2.0 * float(mw.statistic) / (cells.size * dots.size) - 1.0
     return pd.DataFrame(
         [
-            ("Kolmogorov-Smirnov (two-sided)", ks.statistic, ks.pvalue, cells.size, dots.size),
-            ("Mann-Whitney U (two-sided)", mw.statistic, mw.pvalue, cells.size, dots.size),
+            (
+                "Kolmogorov-Smirnov (two-sided)",
+                float(ks.statistic),
+                float(ks.pvalue),
+                cells.size,
+                dots.size,
+                float(ks.statistic),
+                "KS D",
+            ),
+            (
+                "Mann-Whitney U (two-sided)",
+                float(mw.statistic),
+                float(mw.pvalue),
+                cells.size,
+                dots.size,
+                r,
+                "rank-biserial correlation",
+            ),
         ],
-        columns=TEST_COLUMNS,
+        columns=TEST_COLUMNS + EFFECT_COLUMNS,
     )

@@ -1,0 +1,181 @@
+"""Cell density relative to random cells as a smooth function of distance (rhohat-like).
+
+Fold change by bin depends on where the bin edges fall: a 5 µm bin can hide, or create,
+an effect that a 3 µm bin shows differently. The density ratio
+
+    rho(d) = f_cells(d) / f_dots(d)
+
+is the same quantity without bins (f = probability density of the distance to a
+structure): rho > 1 where cells sit more often than random placement would put them. It
+is the kernel estimate of spatstat's ``rhohat`` with the random cells as the reference,
+and equals the fold change of an infinitely thin bin.
+
+Kernel details, chosen for distances:
+
+- Distances are >= 0 and many are exactly 0 (cells touching a structure), so the
+  Gaussian kernel is *reflected* at 0: a plain kernel would lose half the mass of every
+  value near 0 below the axis and halve the density at contact.
+- Both densities use the same bandwidth, so the smoothing bias largely cancels in the
+  ratio (identical distributions give 1 at every distance, not a smoothed shape).
+- Default bandwidth: Silverman's rule of thumb ``0.9 min(sd, IQR / 1.34) n^(-1/5)`` on the
+  *cell* distances, the scarcer sample whose noise dominates the ratio, floored at
+  :data:`MIN_BANDWIDTH_UM` (about a voxel: below it the ratio shows the voxel grid).
+- The ratio is reported up to the 95% quantile of the dot distances: beyond, few random
+  cells are left and the ratio is noise.
+- The confidence band is a pointwise percentile bootstrap that resamples cells and dots
+  independently. For speed, distances are first binned on a fine grid (a fortieth of the
+  bandwidth, well below the kernel's resolution) and each bootstrap draw is a multinomial
+  resample of the bin counts, so 200 resamples of 10^6 dots take milliseconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import NicheError
+
+__all__ = ["DENSITY_COLUMNS", "MIN_BANDWIDTH_UM", "density_ratio", "silverman_bandwidth"]
+
+DENSITY_COLUMNS = ["distance_um", "ratio", "low", "high", "cell_density", "dot_density"]
+#: Smallest default bandwidth (µm): about one voxel of a typical confocal volume.
+MIN_BANDWIDTH_UM = 1.0
+#: Default upper end of the grid, as a quantile of the dot distances.
+MAX_QUANTILE = 0.95
+_FINE_PER_BANDWIDTH = 40
+_MAX_FINE_BINS = 8000  # caps memory when the grid spans thousands of bandwidths
+
+
+def silverman_bandwidth(values, *, floor_um: float = MIN_BANDWIDTH_UM) -> float:
+    """Silverman's rule of thumb ``0.9 min(sd, IQR / 1.34) n^(-1/5)``, at least ``floor_um``."""
+    x = np.asarray(values, dtype=float).ravel()
+    if x.size < 2:
+        return float(floor_um)
+    sd = float(np.std(x, ddof=1))
+    q75, q25 = np.percentile(x, [75, 25])
+    spread = min(sd, (q75 - q25) / 1.34) if q75 > q25 else sd
+    h = 0.9 * spread * x.size ** (-0.2)
+    return float(max(h, floor_um))
+
+
+def _distances(values, what: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=float).ravel()
+    if arr.size == 0:
+        raise NicheError(f"No {what}: a density needs at least one distance.")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise NicheError(f"The {what} must be finite, non-negative distances in µm.")
+    return arr
+
+
+def density_ratio(
+    cell_distances,
+    dot_distances,
+    *,
+    bandwidth_um: float | None = None,
+    max_distance_um: float | None = None,
+    n_points: int = 200,
+    n_boot: int = 200,
+    level: float = 0.95,
+    rng=0,
+) -> pd.DataFrame:
+    """Kernel estimate of the cell / random-cell density ratio along distance, with a band.
+
+    Parameters
+    ----------
+    cell_distances : (n,) array
+        Distances (µm) of the real cells to one structure.
+    dot_distances : (m,) array
+        Distances of the random cells (all null sets pooled) to the same structure.
+    bandwidth_um : float, optional
+        Gaussian kernel standard deviation in µm; default Silverman's rule on the cell
+        distances, at least :data:`MIN_BANDWIDTH_UM`.
+    max_distance_um : float, optional
+        Last grid point; default the 95% quantile of the dot distances.
+    n_points : int
+        Number of grid points from 0 to ``max_distance_um``.
+    n_boot : int
+        Bootstrap resamples for the band (0: no band, ``low``/``high`` NaN).
+    level : float
+        Coverage of the pointwise band (0.95: 2.5% and 97.5% bootstrap quantiles).
+    rng : int or numpy.random.Generator
+        Seed of the bootstrap; the same seed gives the same band.
+
+    Returns
+    -------
+    DataFrame with columns :data:`DENSITY_COLUMNS`, one row per grid point; densities in
+    1/µm; ``attrs["bandwidth_um"]``, ``attrs["n_cells"]``, ``attrs["n_dots"]``,
+    ``attrs["level"]`` record how it was made.
+    """
+    cells = _distances(cell_distances, "cell distances")
+    dots = _distances(dot_distances, "random-dot distances")
+    if bandwidth_um is None:
+        h = silverman_bandwidth(cells)
+    else:
+        h = float(bandwidth_um)
+        if not (h > 0 and np.isfinite(h)):
+            raise NicheError(f"The bandwidth must be a positive number of µm, got {bandwidth_um}.")
+    top = float(np.quantile(dots, MAX_QUANTILE)) if max_distance_um is None else max_distance_um
+    if not (np.isfinite(top) and top >= 0):
+        raise NicheError(f"The largest distance must be a number of µm >= 0, got {top}.")
+    if isinstance(n_points, bool) or int(n_points) < 2:
+        raise NicheError(f"The density needs at least 2 grid points, got {n_points}.")
+    if isinstance(n_boot, bool) or int(n_boot) < 0:
+        raise NicheError(f"The number of bootstrap resamples must be >= 0, got {n_boot}.")
+    if not 0 < level < 1:
+        raise NicheError(f"The band level must lie between 0 and 1, got {level}.")
+    if top == 0:
+        top = h  # every dot at 0: still show the neighbourhood of contact
+    grid = np.linspace(0.0, top, int(n_points))
+
+    # Fine binning: nearest fine-grid position (0 stays exactly 0); values beyond the
+    # kernel's reach of the grid only count in the totals (last, weightless bin).
+    reach = top + 6.0 * h
+    step = max(h / _FINE_PER_BANDWIDTH, reach / _MAX_FINE_BINS)
+    n_fine = int(np.ceil(reach / step)) + 1
+    centres = np.arange(n_fine) * step
+
+    def fine_counts(x: np.ndarray) -> np.ndarray:
+        idx = np.rint(x / step).astype(np.int64)
+        idx[idx >= n_fine] = n_fine  # out of reach
+        return np.bincount(idx, minlength=n_fine + 1).astype(float)
+
+    c_counts, d_counts = fine_counts(cells), fine_counts(dots)
+    diff = (grid[:, None] - centres[None, :]) / h
+    summ = (grid[:, None] + centres[None, :]) / h
+    weights = (np.exp(-0.5 * diff**2) + np.exp(-0.5 * summ**2)) / (h * np.sqrt(2 * np.pi))
+    weights = np.hstack([weights, np.zeros((grid.size, 1))])  # (n_points, n_fine + 1)
+
+    f_cells = weights @ c_counts / cells.size
+    f_dots = weights @ d_counts / dots.size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = f_cells / f_dots
+
+    low = high = np.full(grid.size, np.nan)
+    if int(n_boot) > 0:
+        gen = np.random.default_rng(rng)
+        boot_c = gen.multinomial(cells.size, c_counts / cells.size, size=int(n_boot))
+        boot_d = gen.multinomial(dots.size, d_counts / dots.size, size=int(n_boot))
+        boot_c, boot_d = boot_c.astype(float), boot_d.astype(float)  # BLAS products
+        bc = boot_c @ weights.T / cells.size
+        bd = boot_d @ weights.T / dots.size
+        with np.errstate(divide="ignore", invalid="ignore"):
+            br = bc / bd
+        alpha = 1.0 - level
+        quantile = np.quantile if np.isfinite(br).all() else np.nanquantile
+        low, high = quantile(br, [alpha / 2, 1 - alpha / 2], axis=0)
+
+    table = pd.DataFrame(
+        {
+            "distance_um": grid,
+            "ratio": ratio,
+            "low": low,
+            "high": high,
+            "cell_density": f_cells,
+            "dot_density": f_dots,
+        },
+        columns=DENSITY_COLUMNS,
+    )
+    table.attrs.update(
+        bandwidth_um=h, n_cells=int(cells.size), n_dots=int(dots.size), level=float(level)
+    )
+    return table
