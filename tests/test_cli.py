@@ -82,6 +82,7 @@ def test_analyze_writes_every_table_with_exact_columns(scene, tmp_path, capsys):
     dots = pd.read_csv(out / "dots.csv")
     assert list(dots.columns) == [
         "realization",
+        "null_set",
         "dot",
         "source_label",
         "centroid_z_um",
@@ -110,7 +111,30 @@ def test_analyze_writes_every_table_with_exact_columns(scene, tmp_path, capsys):
         "p_value",
         "n_cells",
         "n_dots",
+        "effect_size",
+        "effect_size_name",
     ]
+    # 20 dots per cell x 2 realisations = 40 null sets: a global envelope test per structure
+    assert (
+        list(stats["test"]).count("global envelope test (extreme rank length, 40 null sets)") == 2
+    )
+    envelope = pd.read_csv(out / "envelope.csv")
+    assert list(envelope.columns) == [
+        "structure",
+        "bin_start_um",
+        "bin_end_um",
+        "n_cells",
+        "n_dots",
+        "fraction_cells",
+        "fraction_dots",
+        "fold_change",
+        "envelope_low",
+        "envelope_high",
+        "pointwise_low",
+        "pointwise_high",
+        "outside",
+    ]
+    assert set(envelope["structure"]) == {"vessel", "bone"}
     quad = pd.read_csv(out / "quadrants.csv")
     assert list(quad["quadrant"]) == ["Q1", "Q2", "Q3", "Q4"]
     assert quad["n_cells"].sum() == 6 and quad["n_dots"].sum() == 6 * 20 * 2
@@ -121,6 +145,7 @@ def test_analyze_writes_every_table_with_exact_columns(scene, tmp_path, capsys):
     np.testing.assert_allclose(cells["dist_vessel_um"], expected, atol=1e-4)
     np.testing.assert_allclose(cells["volume_um3"], voxels.sizes * np.prod(SPACING), rtol=1e-6)
     assert len(dots) == 240 and set(dots["realization"]) == {0, 1}
+    assert sorted(set(dots["null_set"])) == list(range(40))
     assert (dots["dist_vessel_um"] > 0).all() and (dots["dist_bone_um"] > 0).all()
     assert set(stats["n_dots"]) == {240} and set(stats["n_cells"]) == {6}
     for s in ("vessel", "bone"):
@@ -148,7 +173,8 @@ def test_same_seed_same_tables_and_params_file_replays(scene, tmp_path, capsys):
     seed = json.loads((drawn / "params.json").read_text())["analysis"]["seed"]
     assert isinstance(seed, int)
     assert run(base_args(scene, replay) + ["--params", drawn / "params.json"], capsys)[0] == 0
-    for name in ("cells.csv", "dots.csv", "fold_change.csv", "stats.csv", "quadrants.csv"):
+    tables = ("cells.csv", "dots.csv", "fold_change.csv", "stats.csv", "quadrants.csv")
+    for name in (*tables, "envelope.csv"):
         assert (drawn / name).read_text() == (replay / name).read_text()
 
 

@@ -31,6 +31,9 @@ class AnalysisParams:
     quadrant_threshold_um : "near" means closer than this (µm).
     quadrant_structures : (A, B) for the quadrants; None means vessel and bone when both
         exist, else the first two structures.
+    alpha : level of the global envelope test and of the Monte Carlo envelopes
+        (``1 - alpha`` coverage); it needs ``dots_per_cell * realizations >= 1/alpha - 1``
+        null sets (19 at 0.05).
     """
 
     voxel_size: tuple[float, ...] | None = None
@@ -43,6 +46,7 @@ class AnalysisParams:
     min_dots: int = 10
     quadrant_threshold_um: float = 10.0
     quadrant_structures: tuple[str, str] | None = None
+    alpha: float = 0.05
     _version: int = field(default=1, repr=False)
 
     def __post_init__(self):
@@ -66,6 +70,14 @@ class AnalysisParams:
             raise NicheError("The quadrant threshold must be a non-negative number of µm.")
         if self.quadrant_structures is not None and len(self.quadrant_structures) != 2:
             raise NicheError("Quadrants need exactly two structures, e.g. vessel,bone.")
+        if (
+            isinstance(self.alpha, bool)
+            or not isinstance(self.alpha, int | float)
+            or not 0 < self.alpha < 0.5
+        ):
+            raise NicheError(
+                "The significance level alpha must lie between 0 and 0.5 (e.g. 0.05)."
+            )
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):

@@ -21,12 +21,20 @@ from .core._validate import as_mask, as_spacing, check_same_shape
 from .core.cells import CellVoxels, cell_table, min_distance_per_label
 from .core.curation import cells_from_image
 from .core.distance import distance_map_um
+from .core.envelope import (
+    ENVELOPE_COLUMNS,
+    MIN_NULL_SETS,
+    empty_envelope_table,
+    monte_carlo_envelope,
+)
 from .core.errors import NicheError
 from .core.random_cells import RandomCells, overlap_diagnostic, seed_random_cells
 from .core.stats import (
+    EFFECT_COLUMNS,
     FOLD_CHANGE_COLUMNS,
     QUADRANT_COLUMNS,
     TEST_COLUMNS,
+    distance_column,
     distance_tests,
     fold_change_by_bin,
     quadrant_table,
@@ -37,12 +45,25 @@ from .params import AnalysisParams
 #: Real cells overlapping an excluded structure above this fraction trigger a warning.
 OVERLAP_WARNING_FRACTION = 0.05
 
-RESULT_FILES = ("cells.csv", "dots.csv", "fold_change.csv", "quadrants.csv", "stats.csv")
+RESULT_FILES = (
+    "cells.csv",
+    "dots.csv",
+    "fold_change.csv",
+    "quadrants.csv",
+    "stats.csv",
+    "envelope.csv",
+)
+#: Columns of the statistics table of one image (``stats.csv``).
+STATS_COLUMNS = ["structure", *TEST_COLUMNS, *EFFECT_COLUMNS]
+#: Columns of the envelope table of one image (``envelope.csv``).
+ENVELOPE_TABLE_COLUMNS = ["structure", *ENVELOPE_COLUMNS]
 
 
-def distance_column(structure: str) -> str:
-    """Name of the per-object distance column for a structure."""
-    return f"dist_{structure}_um"
+def empty_envelope(structure_dtype: str = "str") -> pd.DataFrame:
+    """The envelope table with its columns and no rows."""
+    table = empty_envelope_table()
+    table.insert(0, "structure", pd.Series(dtype=structure_dtype))
+    return table
 
 
 @dataclass
@@ -57,6 +78,9 @@ class NicheResult:
     overlap: pd.DataFrame
     record: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    #: Fold change per bin with its Monte Carlo envelopes (``structure`` +
+    #: ``ENVELOPE_COLUMNS``); no rows when there were too few null sets to test.
+    envelope: pd.DataFrame = field(default_factory=empty_envelope)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {
@@ -65,6 +89,7 @@ class NicheResult:
             "fold_change.csv": self.fold_change,
             "quadrants.csv": self.quadrants,
             "stats.csv": self.stats,
+            "envelope.csv": self.envelope,
             "overlap.csv": self.overlap,
         }
 
@@ -122,6 +147,8 @@ def place_random_cells(
     """METHOD.md step 6 with the analysis parameters: virtual cells, their table, the seed.
 
     Without a seed in ``params`` one is drawn, and returned so that it can be recorded.
+    The table gets a ``null_set`` column (see :func:`null_set_index`) after
+    ``realization``.
     """
     seed = params.seed
     if seed is None:
@@ -136,7 +163,74 @@ def place_random_cells(
         realizations=params.realizations,
         rng=seed,
     )
-    return dots, dots.table(spacing=spacing), seed
+    table = dots.table(spacing=spacing)
+    sets = null_set_index(
+        dots.realization,
+        dots.shape_index,
+        n_cells=voxels.n_cells,
+        dots_per_cell=params.dots_per_cell,
+    )
+    table.insert(int(table.columns.get_loc("realization")) + 1, "null_set", sets)
+    return dots, table, seed
+
+
+def null_set_index(realization, shape_index, *, n_cells: int, dots_per_cell: int) -> np.ndarray:
+    """The null set of each virtual cell: ``realization * dots_per_cell + block``.
+
+    Within a realisation the virtual cells come in ``dots_per_cell`` blocks of one cell
+    per real cell (shape ``i`` of the block is real cell ``i``), so each block is a
+    copy of the real cells placed at random: a *null set*, exchangeable with the real
+    cells under the null hypothesis, which the Monte Carlo envelopes need.
+    """
+    realization = np.asarray(realization, dtype=np.int64)
+    shape_index = np.asarray(shape_index, dtype=np.int64)
+    n = realization.size
+    per = n_cells * dots_per_cell
+    start = np.searchsorted(realization, realization, side="left")
+    within = np.arange(n) - start
+    blocks_ok = (
+        np.all(np.diff(realization) >= 0)
+        and np.all(np.bincount(realization) == per)
+        and np.array_equal(shape_index, within % n_cells)
+    )
+    if not blocks_ok:  # pragma: no cover - a change of seed_random_cells' layout
+        raise RuntimeError("Random cells are not laid out in blocks of one cell per real cell.")
+    return realization * dots_per_cell + within // n_cells
+
+
+@dataclass
+class Summary:
+    """What :func:`summarize` computes from the per-object tables.
+
+    Attributes
+    ----------
+    fold_change : fold change per structure and bin (``fold_change.csv``).
+    stats : KS and Mann-Whitney U per structure, plus the global envelope test when there
+        are enough null sets, with effect sizes (``stats.csv``, :data:`STATS_COLUMNS`).
+    quadrants : the quadrant counts (``quadrants.csv``; no rows with one structure).
+    envelope : fold change with its Monte Carlo envelopes (``envelope.csv``,
+        :data:`ENVELOPE_TABLE_COLUMNS`; no rows when there are too few null sets).
+    n_null_sets : number of null sets among the random cells (0 without ``null_set``).
+    notes : plain sentences about what was not computed and why (for the record).
+    warnings : the subset of ``notes`` a user should see at once (e.g. asked for several
+        null sets but too few for the test); a single draw of random cells, the default,
+        is not worth a warning.
+    p_intervals : structure -> extreme-rank p-interval of the global envelope test.
+    """
+
+    fold_change: pd.DataFrame
+    stats: pd.DataFrame
+    quadrants: pd.DataFrame
+    envelope: pd.DataFrame
+    n_null_sets: int = 0
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    p_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def envelope_test_name(n_sets: int) -> str:
+    """The ``test`` of a global envelope row in the statistics table."""
+    return f"global envelope test (extreme rank length, {n_sets} null sets)"
 
 
 def summarize(
@@ -145,13 +239,17 @@ def summarize(
     names: list[str],
     params: AnalysisParams,
     quadrant_structures: tuple[str, str] | None,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+) -> Summary:
     """METHOD.md steps 7–9 from per-object tables: fold change, statistics, quadrants.
 
     The tables need a ``dist_<name>_um`` column per structure; the GUI's niche plot and
-    ``analyze`` both call this, so they report the same numbers.
+    ``analyze`` both call this, so they report the same numbers. With a ``null_set``
+    column in ``dot_table`` and at least :func:`~napari_niche.core.envelope.MIN_NULL_SETS`
+    null sets (19 at alpha 0.05), each structure also gets its Monte Carlo envelope and a
+    global envelope test row in the statistics.
     """
-    fold, tests = [], []
+    n_sets, notes, warnings = _null_sets(dot_table, params.alpha)
+    fold, tests, envelopes, intervals = [], [], [], {}
     for name in names:
         col = distance_column(name)
         fc = fold_change_by_bin(
@@ -162,20 +260,77 @@ def summarize(
         )
         fold.append(fc.assign(structure=name))
         tests.append(distance_tests(cell_table[col], dot_table[col]).assign(structure=name))
+        if n_sets < MIN_NULL_SETS(params.alpha):
+            continue
+        try:
+            env, test = monte_carlo_envelope(
+                cell_table[col],
+                dot_table[col],
+                dot_table["null_set"],
+                bin_width=params.bin_width_um,
+                min_dots=params.min_dots,
+                alpha=params.alpha,
+            )
+        except NicheError as err:
+            text = f"No global envelope test for {name}: {err}"
+            notes.append(text)
+            warnings.append(text)
+            continue
+        envelopes.append(env.assign(structure=name))
+        intervals[name] = test.p_interval
+        tests.append(
+            pd.DataFrame(
+                [
+                    {
+                        "structure": name,
+                        "test": envelope_test_name(test.n_sets),
+                        "statistic": test.extreme_rank,
+                        "p_value": test.p_value,
+                        "n_cells": len(cell_table),
+                        "n_dots": len(dot_table),
+                        "effect_size": np.nan,
+                        "effect_size_name": "",
+                    }
+                ]
+            )
+        )
     fold_tab = pd.concat(fold, ignore_index=True)[["structure", *FOLD_CHANGE_COLUMNS]]
-    stats_tab = pd.concat(tests, ignore_index=True)[["structure", *TEST_COLUMNS]]
-    if quadrant_structures is None:
-        return fold_tab, stats_tab, pd.DataFrame(columns=QUADRANT_COLUMNS)
-    a, b = quadrant_structures
-    quad_tab = quadrant_table(
-        cell_table[distance_column(a)],
-        cell_table[distance_column(b)],
-        dot_table[distance_column(a)],
-        dot_table[distance_column(b)],
-        threshold_um=params.quadrant_threshold_um,
-        names=(a, b),
+    stats_tab = pd.concat(tests, ignore_index=True)[STATS_COLUMNS]
+    env_tab = (
+        pd.concat(envelopes, ignore_index=True)[ENVELOPE_TABLE_COLUMNS]
+        if envelopes
+        else empty_envelope()
     )
-    return fold_tab, stats_tab, quad_tab
+    if quadrant_structures is None:
+        quad_tab = pd.DataFrame(columns=QUADRANT_COLUMNS)
+    else:
+        a, b = quadrant_structures
+        quad_tab = quadrant_table(
+            cell_table[distance_column(a)],
+            cell_table[distance_column(b)],
+            dot_table[distance_column(a)],
+            dot_table[distance_column(b)],
+            threshold_um=params.quadrant_threshold_um,
+            names=(a, b),
+        )
+    return Summary(fold_tab, stats_tab, quad_tab, env_tab, n_sets, notes, warnings, intervals)
+
+
+def _null_sets(dot_table: pd.DataFrame, alpha: float) -> tuple[int, list[str], list[str]]:
+    """How many null sets the dots hold, and what to say when they are too few to test."""
+    if "null_set" not in dot_table.columns:
+        return 0, ["No global envelope test: the random cells have no null_set column."], []
+    n_sets = int(pd.unique(dot_table["null_set"]).size)
+    need = MIN_NULL_SETS(alpha)
+    if n_sets >= need:
+        return n_sets, [], []
+    text = (
+        f"No global envelope test: {n_sets} null set{'s' if n_sets != 1 else ''} of random "
+        f"cells (dots per cell x realisations), the test at alpha {alpha:g} needs at least "
+        f"{need}."
+    )
+    # One draw (the default) is a choice, not a mistake: record it, do not warn.
+    return n_sets, [text], ([text] if n_sets > 1 else [])
 
 
 def analyze(
@@ -245,7 +400,8 @@ def analyze(
         del dmap
 
     say("Statistics")
-    fold_tab, stats_tab, quad_tab = summarize(cell_tab, dot_tab, names, params, quad)
+    summary = summarize(cell_tab, dot_tab, names, params, quad)
+    warnings.extend(summary.warnings)
     if quad is None:
         warnings.append("Quadrants need two structures; only one was given.")
 
@@ -259,9 +415,32 @@ def analyze(
         "tissue": "given" if tissue is not None else "whole image",
         "n_cells": int(voxels.n_cells),
         "n_dots": int(dots.n_dots),
+        "null_sets": summary.n_null_sets,
+        "envelope": envelope_record(summary, params.alpha),
         "warnings": warnings,
     }
-    return NicheResult(cell_tab, dot_tab, fold_tab, quad_tab, stats_tab, overlap, record, warnings)
+    return NicheResult(
+        cell_tab,
+        dot_tab,
+        summary.fold_change,
+        summary.quadrants,
+        summary.stats,
+        overlap,
+        record,
+        warnings,
+        envelope=summary.envelope,
+    )
+
+
+def envelope_record(summary: Summary, alpha: float) -> dict[str, Any]:
+    """What the record (``params.json``) says about the Monte Carlo envelopes."""
+    return {
+        "method": "global envelope test, extreme rank length (Myllymaki et al. 2017)",
+        "alpha": float(alpha),
+        "null_sets": summary.n_null_sets,
+        "p_interval": {k: [float(v) for v in iv] for k, iv in summary.p_intervals.items()},
+        "notes": list(summary.notes),
+    }
 
 
 def check_structure_name(name: str) -> None:

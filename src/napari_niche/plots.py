@@ -322,7 +322,7 @@ def format_p(p: float) -> str:
     return f"{p:.2g}"
 
 
-_SYMBOL = {"Kolmogorov": "D", "Mann": "U"}
+_SYMBOL = {"Kolmogorov": "D", "Mann": "U", "global envelope": "extreme rank"}
 
 
 def stats_text(stats: pd.DataFrame) -> str:

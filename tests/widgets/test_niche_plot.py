@@ -100,7 +100,8 @@ def fill_session(viewer, data, *, dots: bool = True):
 
 
 def expected_summary(data, params: AnalysisParams):
-    return summarize(data["cells"], data["dot_table"], list(STRUCTURES), params, STRUCTURES)
+    s = summarize(data["cells"], data["dot_table"], list(STRUCTURES), params, STRUCTURES)
+    return s.fold_change, s.stats, s.quadrants
 
 
 @pytest.fixture
@@ -319,6 +320,7 @@ def test_export_figure_and_tables(docked, tmp_path):
         "fold_change.csv",
         "quadrants.csv",
         "stats.csv",
+        "envelope.csv",
         "params.json",
     }
     for name, table in widget.tables().items():

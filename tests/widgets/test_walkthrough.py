@@ -29,7 +29,14 @@ CHANNELS = {
     "vessels (endoglin)": "vessels (endoglin) mask",
     "bone (collagen I)": "bone (collagen I) mask",
 }
-TABLE_FILES = ["cells.csv", "dots.csv", "fold_change.csv", "quadrants.csv", "stats.csv"]
+TABLE_FILES = [
+    "cells.csv",
+    "dots.csv",
+    "fold_change.csv",
+    "quadrants.csv",
+    "stats.csv",
+    "envelope.csv",
+]
 
 
 def wait_idle(qtbot, widget):

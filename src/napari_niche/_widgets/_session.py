@@ -37,6 +37,7 @@ TABLES: tuple[tuple[str, str, str], ...] = (
     ("fold_change", "fold change", "fold_change.csv"),
     ("quadrants", "quadrants", "quadrants.csv"),
     ("stats", "statistics", "stats.csv"),
+    ("envelope", "envelope", "envelope.csv"),
     ("overlap", "overlap", "overlap.csv"),
 )
 
@@ -75,6 +76,9 @@ class NicheSession:
     voxels, cell_table : the cells and their table (label, centroid, volume, distances).
     dots, dot_table : the random virtual cells and their table.
     params : the analysis parameters of every step so far (seed as used).
+    envelope : fold change with its Monte Carlo envelopes (no rows with too few null sets).
+    summary_notes : what the last summary could not compute and why (e.g. too few null
+        sets for the global envelope test).
     overlap : how many real cells overlap each excluded structure (or leave the tissue).
     warnings : overlap warnings of the last random-cell placement.
     digests : fingerprints of the layer data each step used (``"cells"``,
@@ -95,6 +99,8 @@ class NicheSession:
     fold_change: pd.DataFrame | None = None
     quadrants: pd.DataFrame | None = None
     stats: pd.DataFrame | None = None
+    envelope: pd.DataFrame | None = None
+    summary_notes: list[str] = field(default_factory=list)
     overlap: pd.DataFrame | None = None
     warnings: list[str] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)
@@ -111,6 +117,8 @@ class NicheSession:
         out = {}
         for attr, _title, filename in TABLES:
             table = getattr(self, attr)
+            if attr == "envelope" and self.stats is None:
+                table = None  # belongs to a summary that was cleared
             if table is not None:
                 out[filename] = table
         return out
@@ -119,12 +127,17 @@ class NicheSession:
         """Forget random cells and the summary: they no longer match the cells or masks."""
         self.tissue_layer = None
         self.dots = self.dot_table = self.overlap = None
-        self.fold_change = self.quadrants = self.stats = None
+        self.clear_summary()
         self.warnings = []
         self.digests.pop("tissue", None)
 
+    def clear_summary(self) -> None:
+        """Forget fold change, statistics, quadrants and envelopes (and why any is missing)."""
+        self.fold_change = self.quadrants = self.stats = self.envelope = None
+        self.summary_notes = []
+
     def summarize(self) -> bool:
-        """Recompute fold change, statistics and quadrants from the current tables.
+        """Recompute fold change, statistics, quadrants and envelopes from the current tables.
 
         Uses :func:`napari_niche.pipeline.summarize`, the same code as ``analyze``.
         Returns False (and clears the summary) while cells or random cells are missing.
@@ -132,12 +145,15 @@ class NicheSession:
         from ..pipeline import resolve_structures, summarize
 
         if self.cell_table is None or self.dot_table is None or not self.structures:
-            self.fold_change = self.quadrants = self.stats = None
+            self.clear_summary()
             return False
         _, quad = resolve_structures(self.structure_names, self.params)
-        self.fold_change, self.stats, self.quadrants = summarize(
+        summary = summarize(
             self.cell_table, self.dot_table, self.structure_names, self.params, quad
         )
+        self.fold_change, self.stats = summary.fold_change, summary.stats
+        self.quadrants, self.envelope = summary.quadrants, summary.envelope
+        self.summary_notes = list(summary.notes)
         self.changed.emit("summary")
         return True
 

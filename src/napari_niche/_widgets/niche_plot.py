@@ -370,11 +370,11 @@ class NichePlotWidget(QWidget):
         """Recompute the summary in the session; on a problem, say it and keep the plot."""
         s = self.session
         if s.cell_table is None or s.dot_table is None or not s.structures:
-            s.fold_change = s.quadrants = s.stats = None
+            s.clear_summary()
             return False
         problem = self._missing_distances()
         if problem:
-            s.fold_change = s.quadrants = s.stats = None
+            s.clear_summary()
             self._set_status(problem)
             return False
         try:

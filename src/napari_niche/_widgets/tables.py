@@ -133,6 +133,7 @@ class TableTab(QWidget):
         self.view.setEditTriggers(QTableView.EditTrigger.NoEditTriggers)
         self.view.verticalHeader().setDefaultSectionSize(20)
         self.size_label = QLabel("")
+        self.size_label.setWordWrap(True)
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setToolTip(f"Save this table as {filename}")
         self.export_button.clicked.connect(self._on_export_clicked)
@@ -155,6 +156,9 @@ class TableTab(QWidget):
         self.export_button.setEnabled(table is not None)
         if table is None:
             self.size_label.setText(self.owner.missing_text(self.attr))
+        elif not len(table) and self.attr == "envelope" and self.owner.session.summary_notes:
+            # an empty envelope says why (e.g. one realisation: no Monte Carlo null)
+            self.size_label.setText(" ".join(self.owner.session.summary_notes))
         else:
             self.size_label.setText(f"{len(table)} rows × {table.shape[1]} columns")
         self.view.resizeColumnsToContents()
