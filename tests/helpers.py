@@ -11,3 +11,34 @@ def balls(shape, centres, radius_um, spacing, dtype=np.int32):
         r2 = sum(((g - ci) * s) ** 2 for g, ci, s in zip(idx, c, spacing, strict=True))
         labels[r2 <= radius_um**2] = i + 1
     return labels
+
+
+def analyze_from_masks(experiment_path):
+    """Analyse every image of an experiment file from its masks, as the runner would.
+
+    Uses each image's own parameters (``Experiment.params_for``: the derived seed and voxel
+    size) and its true masks, so pooling can be tested on ``make_experiment`` output
+    without the runner (no thresholds, no files written).
+    """
+    from napari_niche.experiment import Experiment
+    from napari_niche.io import read_image
+    from napari_niche.pipeline import analyze
+    from napari_niche.pooling import ImageResult
+
+    experiment = Experiment.load(experiment_path)
+    results = []
+    for spec in experiment.images:
+        params, _ = experiment.params_for(spec.id)
+        masks = {role: read_image(path)[0] for role, path in spec.masks.items()}
+        result = analyze(
+            masks["cells"],
+            {name: masks[name] > 0 for name in experiment.structures()},
+            tissue=masks["tissue"] > 0,
+            params=params,
+        )
+        results.append(
+            ImageResult.from_analysis(
+                result, image=spec.id, condition=spec.condition, replicate=spec.replicate
+            )
+        )
+    return experiment, results

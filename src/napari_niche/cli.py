@@ -1,7 +1,8 @@
 """The ``napari-niche`` command: the headless door to the same core as the widgets.
 
 Exit codes: 0 success, 2 bad input (one line naming the file and the problem, nothing
-written to the output folder).
+written to the output folder); ``run`` exits with 1 when some image of the experiment
+failed (the others complete and are reported).
 """
 
 from __future__ import annotations
@@ -89,6 +90,29 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--quadrant-structures", metavar="A,B", help="default vessel,bone")
     a.add_argument("--out", type=Path, required=True, help="output folder")
     a.set_defaults(func=_cmd_analyze)
+
+    r = sub.add_parser(
+        "run",
+        help="run an experiment file: every image, pooled tables, figures and a report",
+        description="Analyse every image of an experiment file (TOML or YAML) from raw "
+        "channels or curated masks, pool them per condition, compare conditions, and write "
+        "tables, figures and report.html. Images whose files and parameters are unchanged "
+        "since the last run are skipped. Exit code 0: all done; 1: some image failed; 2: "
+        "bad experiment file.",
+    )
+    r.add_argument("experiment", type=Path, help="experiment file (.toml, .yaml or .yml)")
+    r.add_argument("--out", type=Path, help="output folder (default: the file's output)")
+    r.add_argument(
+        "--jobs", type=int, metavar="N", help="images at once on this machine (default 2)"
+    )
+    r.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="dask distributed scheduler (e.g. tcp://10.0.0.5:8786) to run the images on",
+    )
+    r.add_argument("--force", action="store_true", help="re-run unchanged images too")
+    r.add_argument("--only", nargs="+", metavar="ID", help="run only these images")
+    r.set_defaults(func=_cmd_run)
 
     v = sub.add_parser("view", help="open napari with the napari-niche plugin")
     v.add_argument("--sample", action="store_true", help="open the synthetic sample volume")
@@ -215,6 +239,41 @@ def _cmd_analyze(args) -> int:
             f"p={row.p_value:.3g}  (n cells={row.n_cells}, n dots={row.n_dots})"
         )
     return 0
+
+
+def _cmd_run(args) -> int:
+    from .experiment import Experiment
+    from .runner import run_experiment
+
+    if args.jobs is not None and args.jobs < 1:
+        raise _CliError("--jobs must be 1 or more.")
+    try:
+        experiment = Experiment.load(args.experiment)
+        summary = run_experiment(
+            experiment,
+            out=args.out,
+            jobs=args.jobs,
+            scheduler=args.scheduler,
+            force=args.force,
+            only=args.only,
+        )
+    except NicheError as err:
+        raise _CliError(str(err)) from None
+    for image, message in summary.failed.items():
+        print(f"napari-niche run: {image}: {message}", file=sys.stderr)
+    for warning in summary.warnings:
+        print(f"napari-niche run: warning: {warning}", file=sys.stderr)
+    parts = [f"{len(summary.done)} done", f"{len(summary.skipped)} skipped (unchanged)"]
+    if summary.kept:
+        parts.append(f"{len(summary.kept)} kept from earlier runs")
+    n_failed = len([k for k in summary.failed if not k.startswith("(")])
+    parts.append(f"{n_failed} failed")
+    print(f"Images: {', '.join(parts)}. Results in {summary.out}")
+    if summary.report is not None:
+        print(f"Report: {summary.report}")
+    if summary.failed:
+        print(f"Errors: {summary.out / 'errors.csv'}")
+    return 1 if summary.failed else 0
 
 
 def _cmd_view(args) -> int:

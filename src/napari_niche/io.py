@@ -47,6 +47,10 @@ class ImageReadError(NicheError):
     """A file could not be read as an image."""
 
 
+class ChannelAxisError(ImageReadError):
+    """A multichannel file's channel axis is unknown or does not exist."""
+
+
 def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """Read a 2D or 3D TIFF and its voxel size in µm (z, y, x), or None if not recorded.
 
@@ -131,11 +135,14 @@ def _spacing_from_ome(xml: str) -> tuple[float, ...] | None:
     return (z, y, x) if z is not None else (y, x)
 
 
-def write_image(path: str | Path, data: np.ndarray, *, spacing=None) -> Path:
+def write_image(
+    path: str | Path, data: np.ndarray, *, spacing=None, compression: str | None = None
+) -> Path:
     """Write a 2D/3D array as TIFF with its voxel size (µm) readable by :func:`read_image`.
 
     Boolean masks are stored as uint8 0/255. The voxel size goes into the JSON description
-    and, for other software, into the X/Y resolution tags.
+    and, for other software, into the X/Y resolution tags. ``compression="zlib"`` shrinks
+    masks and label images many times over at little cost (any TIFF reader opens it).
     """
     path = Path(path)
     data = np.asarray(data)
@@ -147,8 +154,163 @@ def write_image(path: str | Path, data: np.ndarray, *, spacing=None) -> Path:
         sp = [float(s) for s in np.broadcast_to(spacing, (data.ndim,))]
         metadata["voxel_size_um"] = sp
         kwargs["resolution"] = (1.0 / sp[-1], 1.0 / sp[-2])
+    if compression is not None:
+        kwargs["compression"] = compression
     tifffile.imwrite(path, data, metadata=metadata, photometric="minisblack", **kwargs)
     return path
+
+
+def write_channels(path: str | Path, data: np.ndarray, *, spacing=None) -> Path:
+    """Write channels ``(C, Z, Y, X)`` or ``(C, Y, X)`` as an ImageJ hyperstack.
+
+    The layout Fiji saves and opens, with the voxel size in µm in ImageJ's metadata, so
+    :func:`read_channels` (and Fiji) find the channel axis and the voxel size.
+    """
+    path = Path(path)
+    data = np.asarray(data)
+    if data.ndim not in (3, 4):
+        raise NicheError(f"{path}: channels must be (C, Z, Y, X) or (C, Y, X), got {data.shape}.")
+    if data.dtype not in (np.uint8, np.uint16, np.float32):
+        data = data.astype(np.float32)
+    metadata: dict = {"axes": "CYX" if data.ndim == 3 else "ZCYX"}
+    if data.ndim == 4:
+        data = np.moveaxis(data, 0, 1)  # ImageJ orders axes TZCYX
+    kwargs = {}
+    if spacing is not None:
+        sp = [float(s) for s in np.broadcast_to(spacing, (data.ndim - 1,))]
+        kwargs["resolution"] = (1.0 / sp[-1], 1.0 / sp[-2])
+        metadata["unit"] = "um"  # without it ImageJ says "pixel": no voxel size
+        if len(sp) == 3:
+            metadata["spacing"] = sp[0]
+    tifffile.imwrite(path, data, imagej=True, metadata=metadata, **kwargs)
+    return path
+
+
+def _channel_axis(axes: str, shape: tuple[int, ...], channel_axis: int | None, path) -> int:
+    """Which axis of a TIFF series holds the channels."""
+    if channel_axis is not None:
+        if not -len(shape) <= channel_axis < len(shape):
+            raise ChannelAxisError(
+                f"{path}: channel_axis {channel_axis} does not exist in an image of shape "
+                f"{shape} (axes {axes})."
+            )
+        return channel_axis % len(shape)
+    if "C" in axes:
+        return axes.index("C")
+    if axes.endswith("S") and shape[-1] in (3, 4):  # RGB(A) samples
+        return len(shape) - 1
+    raise ChannelAxisError(
+        f"{path}: cannot tell which axis holds the channels (axes {axes}, shape {shape}); "
+        "give channel_axis, e.g. channel_axis = 0 for (C, Z, Y, X)."
+    )
+
+
+def _spatial_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    return tuple(s for i, s in enumerate(shape) if i != axis and s != 1)
+
+
+def channel_info(
+    path: str | Path, *, channel_axis: int | None = None
+) -> tuple[int, tuple[int, ...], tuple[float, ...] | None]:
+    """Number of channels, spatial shape and voxel size of a multichannel TIFF.
+
+    Reads the header only, so an experiment file can be checked without loading images.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file.")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape = series.axes, tuple(series.shape)
+            spacing = _spacing_from_tiff(tif)
+    except Exception as err:
+        raise ImageReadError(f"{path}: cannot be read as a TIFF image ({err}).") from err
+    axis = _channel_axis(axes, shape, channel_axis, path)
+    spatial = _spatial_shape(shape, axis)
+    return shape[axis], spatial, _fit_spacing(spacing, len(spatial))
+
+
+def read_voxel_size(path: str | Path) -> tuple[float, ...] | None:
+    """The voxel size recorded in a TIFF's metadata (µm), or None; reads the header only."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file.")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return _spacing_from_tiff(tif)
+    except Exception as err:
+        raise ImageReadError(f"{path}: cannot be read as a TIFF image ({err}).") from err
+
+
+def _fit_spacing(spacing, ndim: int) -> tuple[float, ...] | None:
+    if spacing is None or len(spacing) < ndim:
+        return None
+    return tuple(spacing[-ndim:])
+
+
+def _read_channel(tif, series, axis: int, channel: int) -> np.ndarray:
+    """One channel of a series, reading only its pages when each page is one plane.
+
+    A multichannel volume is read one channel at a time, so memory holds one channel, not
+    the whole file (ImageJ hyperstacks and OME-TIFFs store one (y, x) plane per page).
+    """
+    shape = tuple(series.shape)
+    plane_axes = series.axes[-2:]
+    per_page = len(shape) >= 3 and plane_axes == "YX" and axis < len(shape) - 2
+    if per_page and len(series.pages) == int(np.prod(shape[:-2])):
+        index = [np.arange(s) for s in shape[:-2]]
+        index[axis] = np.array([channel])
+        pages = np.ravel_multi_index(np.meshgrid(*index, indexing="ij"), shape[:-2]).ravel()
+        return np.ascontiguousarray(tif.asarray(key=pages.tolist(), series=0))
+    return np.ascontiguousarray(np.take(series.asarray(), channel, axis=axis))
+
+
+def read_channels(
+    path: str | Path,
+    channels: list[int] | tuple[int, ...] | None = None,
+    *,
+    channel_axis: int | None = None,
+) -> tuple[dict[int, np.ndarray], tuple[float, ...] | None]:
+    """Read chosen channels of a multichannel TIFF and its voxel size in µm.
+
+    The channel axis is the series' ``C`` axis (ImageJ hyperstacks, OME-TIFF, files
+    written with axes metadata), the samples of an RGB image, or ``channel_axis``. Other
+    singleton axes (one time point) are dropped.
+
+    Returns
+    -------
+    dict channel index -> 2D or 3D array, and the voxel size (None if not recorded).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file.")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape = series.axes, tuple(series.shape)
+            axis = _channel_axis(axes, shape, channel_axis, path)
+            n = shape[axis]
+            wanted = list(range(n)) if channels is None else list(channels)
+            bad = [c for c in wanted if not 0 <= c < n]
+            if bad:
+                raise ImageReadError(
+                    f"{path}: has {n} channel{'s' if n != 1 else ''} (0 to {n - 1}); "
+                    f"channel {bad[0]} does not exist."
+                )
+            spatial = _spatial_shape(shape, axis)
+            if len(spatial) not in (2, 3):
+                raise ImageReadError(
+                    f"{path}: expected 2D or 3D channels, got shape {shape} (axes {axes}). "
+                    "Save one time point per file."
+                )
+            out = {c: _read_channel(tif, series, axis, c).reshape(spatial) for c in wanted}
+            spacing = _spacing_from_tiff(tif)
+    except NicheError:
+        raise
+    except Exception as err:  # tifffile raises many types for corrupt files
+        raise ImageReadError(f"{path}: cannot be read as a TIFF image ({err}).") from err
+    return out, _fit_spacing(spacing, len(spatial))
 
 
 def write_atomically(out_dir: str | Path, write: Callable[[Path], None]) -> Path:

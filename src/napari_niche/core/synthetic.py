@@ -18,6 +18,10 @@ Geometry (all lengths in µm, voxel centre ``i`` sits at ``i * spacing`` along e
 * **Raw channels**: each true mask blurred by a point-spread function, on a background, with
   photon-like noise and, in 3D, intensity falling with depth, so that pre-processing and
   thresholding have something realistic to undo.
+
+Cells can be planted next to vessels (``near="vessel"``, the default) or next to bone
+(``near="bone"``, an endosteal niche). ``napari_niche.synthetic_experiment.make_experiment``
+builds whole synthetic experiments from these samples.
 """
 
 from __future__ import annotations
@@ -76,7 +80,8 @@ class BoneMarrowSample:
         Label image of the planted cells, labels ``1..n`` (0 = background).
     near_vessel : ndarray of bool, shape (n,)
         ``near_vessel[i]`` is True when cell ``i + 1`` was planted next to a vessel on
-        purpose (cells scattered at random may also end up close to one by chance).
+        purpose (cells scattered at random may also end up close to one by chance). All
+        False when the cells were planted next to bone (``near="bone"``).
     cell_centres : ndarray of int, shape (n, ndim)
         Voxel index of the centre of each planted ball (row ``i`` = label ``i + 1``). A cell
         cut by the image edge has its centre inside the image but its centroid shifted.
@@ -84,6 +89,11 @@ class BoneMarrowSample:
         Radius in µm of each planted ball.
     params : dict
         The parameters that produced the sample (the seed when one was given).
+    near : str
+        The structure the planted cells were placed next to: ``"vessel"`` or ``"bone"``.
+    near_bone : ndarray of bool, shape (n,)
+        As ``near_vessel``, for cells planted next to bone (all False with
+        ``near="vessel"``).
     """
 
     spacing: tuple[float, ...]
@@ -96,11 +106,22 @@ class BoneMarrowSample:
     cell_centres: np.ndarray
     cell_radii_um: np.ndarray
     params: dict = field(default_factory=dict)
+    near: str = "vessel"
+    near_bone: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.near_bone is None:
+            object.__setattr__(self, "near_bone", np.zeros_like(self.near_vessel))
 
     @property
     def n_cells(self) -> int:
         """Number of planted cells."""
         return int(self.near_vessel.size)
+
+    @property
+    def planted_near(self) -> np.ndarray:
+        """Cells planted next to the ``near`` structure on purpose, shape (n,)."""
+        return self.near_vessel | self.near_bone
 
 
 def make_bone_marrow(
@@ -111,6 +132,7 @@ def make_bone_marrow(
     near_vessel_fraction: float = 0.7,
     near_distance_um: float = 3.0,
     cell_radius_um: float = 4.0,
+    near: str = "vessel",
     rng: int | np.random.Generator | None = None,
 ) -> BoneMarrowSample:
     """Build a synthetic bone-marrow sample with vessels, bone and planted cells.
@@ -125,14 +147,21 @@ def make_bone_marrow(
         Number of cells to plant.
     near_vessel_fraction : float
         Fraction of the cells (rounded to the nearest integer) planted with their surface
-        within ``near_distance_um`` of a vessel: the minimum, over the cell's voxels, of the
-        Euclidean distance in µm to the nearest vessel voxel is at most
-        ``near_distance_um``. The other cells are placed uniformly at random (see Notes).
-        ``0`` gives the null phantom used to calibrate the statistics.
+        within ``near_distance_um`` of the ``near`` structure (a vessel by default): the
+        minimum, over the cell's voxels, of the Euclidean distance in µm to the nearest
+        voxel of that structure is at most ``near_distance_um``. The other cells are placed
+        uniformly at random (see Notes). ``0`` gives the null phantom used to calibrate the
+        statistics. (The name predates ``near``; with ``near="bone"`` it is the fraction
+        planted next to bone.)
     near_distance_um : float
-        How close (µm) the surface of a near-vessel cell is to a vessel.
+        How close (µm) the surface of a planted cell is to the ``near`` structure.
     cell_radius_um : float
         Mean cell radius in µm; each cell's radius is drawn uniformly within +-20%.
+    near : ``"vessel"`` (default) or ``"bone"``
+        Which structure the planted cells sit next to: ``"bone"`` gives an endosteal niche
+        (cells along the bone surface), so experiments can compare a vessel-homing and a
+        bone-homing condition on the same kind of tissue. The random draws are the same
+        either way, so two samples with the same seed share vessels and bone.
     rng : int, numpy.random.Generator or None
         Seed or generator; the same seed gives identical arrays.
 
@@ -144,7 +173,7 @@ def make_bone_marrow(
     ------
     NoRoomError
         If fewer cells fit than asked (too many or too large cells for the tissue, or no
-        room left next to the vessels).
+        room left next to the vessels or bone).
 
     Notes
     -----
@@ -164,8 +193,8 @@ def make_bone_marrow(
     mutual exclusion. That exclusion matters only when cells are packed densely (hard
     balls then crowd against walls, raising the density next to vessels and bone): for a
     calibration of the statistics keep the cells to a few per cent of the tissue volume.
-    Near-vessel cells are planted first, uniformly among the allowed positions that also
-    satisfy the near-vessel condition.
+    Near-vessel (or near-bone) cells are planted first, uniformly among the allowed
+    positions that also satisfy the nearness condition.
     """
     shape_t = tuple(int(s) for s in np.atleast_1d(shape))
     if len(shape_t) not in (2, 3) or min(shape_t) < 1:
@@ -185,6 +214,8 @@ def make_bone_marrow(
         raise NicheError(f"near_distance_um must be positive, got {near_distance_um}.")
     if not cell_radius_um > 0:
         raise NicheError(f"cell_radius_um must be positive, got {cell_radius_um}.")
+    if near not in ("vessel", "bone"):
+        raise NicheError(f"Cells can be planted near 'vessel' or 'bone', not {near!r}.")
 
     params = {
         "shape": shape_t,
@@ -193,6 +224,7 @@ def make_bone_marrow(
         "near_vessel_fraction": float(near_vessel_fraction),
         "near_distance_um": float(near_distance_um),
         "cell_radius_um": float(cell_radius_um),
+        "near": near,
         "seed": int(rng) if isinstance(rng, (int, np.integer)) else None,
     }
     gen = np.random.default_rng(rng)
@@ -207,9 +239,11 @@ def make_bone_marrow(
     radii = cell_radius_um * gen.uniform(
         1 - _CELL_RADIUS_JITTER, 1 + _CELL_RADIUS_JITTER, size=n_cells
     )
-    cell_labels, centres, near, radii = _plant_cells(
-        tissue, vessel, sp, radii, n_near, float(near_distance_um), gen
+    target = bone if near == "bone" else vessel
+    cell_labels, centres, planted, radii = _plant_cells(
+        tissue, vessel, sp, radii, n_near, float(near_distance_um), gen, target=target, name=near
     )
+    no_cell = np.zeros_like(planted)
 
     brightness = gen.uniform(0.6, 1.2, size=n_cells + 1).astype(np.float32)
     brightness[0] = 0.0
@@ -225,10 +259,12 @@ def make_bone_marrow(
         bone=bone,
         tissue=tissue,
         cell_labels=cell_labels,
-        near_vessel=near,
+        near_vessel=no_cell if near == "bone" else planted,
         cell_centres=centres,
         cell_radii_um=radii,
         params=params,
+        near=near,
+        near_bone=planted if near == "bone" else no_cell,
     )
 
 
@@ -534,12 +570,18 @@ def _plant_cells(
     n_near: int,
     near_distance_um: float,
     gen: np.random.Generator,
+    *,
+    target: np.ndarray | None = None,
+    name: str = "vessel",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Plant non-touching balls: ``n_near`` next to vessels first, then uniformly.
+    """Plant non-touching balls: ``n_near`` next to ``target`` first, then uniformly.
 
-    ``radii`` are in placement order; the returned centres, near flags and radii are in
-    label order (row ``i`` = label ``i + 1``).
+    ``target`` (default the vessels) is the structure the first ``n_near`` cells touch
+    within ``near_distance_um``; ``name`` names it in messages. ``radii`` are in placement
+    order; the returned centres, near flags and radii are in label order (row ``i`` =
+    label ``i + 1``).
     """
+    target = vessel if target is None else target
     n = radii.size
     labels = np.zeros(tissue.shape, dtype=np.int32)
     centres = np.zeros((n, tissue.ndim), dtype=np.intp)
@@ -547,17 +589,17 @@ def _plant_cells(
     radii_by_label = np.zeros(n)
     if n == 0:
         return labels, centres, near, radii_by_label
-    if n_near and not vessel.any():
+    if n_near and not target.any():
         raise NoRoomError(
-            f"This {'x'.join(map(str, tissue.shape))}-voxel synthetic sample has no vessel, "
-            f"so none of the {n_near} near-vessel cells can be planted: use a larger image "
+            f"This {'x'.join(map(str, tissue.shape))}-voxel synthetic sample has no {name}, "
+            f"so none of the {n_near} near-{name} cells can be planted: use a larger image "
             "or near_vessel_fraction=0."
         )
     forbidden = ~tissue | vessel
-    vessel_distance = (
-        _distance_to(vessel, sp) if n_near else np.full(tissue.shape, np.inf, np.float32)
+    target_distance = (
+        _distance_to(target, sp) if n_near else np.full(tissue.shape, np.inf, np.float32)
     )
-    planter = _Planter(forbidden, vessel_distance, sp, float(radii.min()), near_distance_um, gen)
+    planter = _Planter(forbidden, target_distance, sp, float(radii.min()), near_distance_um, gen)
     # Labels are shuffled so that label order says nothing about how a cell was placed.
     label_of = gen.permutation(n) + 1
     r_max = float(radii.max())
@@ -566,7 +608,11 @@ def _plant_cells(
         ball, grown = _ball_offsets(float(radii[k]), sp)
         flat = planter.place(float(radii[k]), ball, grown, is_near, r_max)
         if flat is None:
-            where = f"within {near_distance_um:g} µm of a vessel" if is_near else "in the tissue"
+            where = (
+                f"within {near_distance_um:g} µm of {'a vessel' if name == 'vessel' else name}"
+                if is_near
+                else "in the tissue"
+            )
             raise NoRoomError(
                 f"Only {k} of the {n} requested cells (radius {radii.mean():.1f} µm) fit "
                 f"{where} of this {'x'.join(map(str, tissue.shape))}-voxel synthetic "

@@ -1,0 +1,1045 @@
+"""An experiment declared once: images, their conditions and replicates, and the parameters.
+
+An experiment file (TOML or YAML) lists every image (a multichannel file and which channel
+is which, single-channel files, or masks curated by hand), its condition and replicate,
+one set of analysis parameters (the object the GUI saves, :class:`AnalysisParams`) and the
+steps that turn raw channels into masks (:class:`StepParams`), with per-image overrides.
+``napari-niche run EXPERIMENT`` (:func:`napari_niche.runner.run_experiment`) runs it.
+
+Every problem in the file is reported at once, each naming the file, the image and the
+key, before any image is touched. Files that do not exist are not such a problem: they are
+reported when that image runs, so the other images still complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import zlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .core.curation import FILL_MODES
+from .core.errors import NicheError
+from .core.threshold import THRESHOLD_METHODS
+from .params import AnalysisParams
+from .pipeline import check_structure_name, resolve_structures
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "RESERVED_ROLES",
+    "CellSteps",
+    "ChannelSteps",
+    "Experiment",
+    "ExperimentError",
+    "ImageSpec",
+    "StepParams",
+    "TissueSteps",
+]
+
+#: Roles that are not structures: the cells, and the tissue random cells are drawn in.
+RESERVED_ROLES = ("cells", "tissue")
+#: Where the tissue map comes from; "auto" = the tissue mask, else the tissue channel,
+#: else the whole image.
+TISSUE_SOURCES = ("auto", "mask", "channel", "union", "whole")
+#: Analysis parameters one image may set for itself. The others (bins, realisations,
+#: quadrants, ...) define how images are pooled, so they are the same for all.
+PER_IMAGE_ANALYSIS_KEYS = ("seed", "exclude", "rule")
+
+_TOP_KEYS = (
+    "name",
+    "output",
+    "params",
+    "structures",
+    "channels",
+    "channel_axis",
+    "analysis",
+    "steps",
+    "cells",
+    "tissue",
+    "images",
+)
+_IMAGE_KEYS = (
+    "id",
+    "condition",
+    "replicate",
+    "path",
+    "channel_axis",
+    "channels",
+    "masks",
+    "voxel_size",
+    "overrides",
+)
+_OVERRIDE_KEYS = ("analysis", "steps", "cells", "tissue")
+
+
+class ExperimentError(NicheError):
+    """A bad experiment file; the message names the file, the image and the key.
+
+    ``problems`` holds every problem found, one sentence each.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
+
+
+# --------------------------------------------------------------------------- step params
+
+
+def _number(value, what: str, *, minimum: float = 0.0, allow_none=False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise NicheError(f"{what} must be a number, got {value!r}.")
+    if value < minimum:
+        raise NicheError(f"{what} must be at least {minimum:g}, got {value!r}.")
+    return float(value)
+
+
+def _flag(value, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise NicheError(f"{what} must be true or false, got {value!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class ChannelSteps:
+    """How one raw channel becomes a mask (METHOD.md steps 1-3), as in the GUI.
+
+    Attributes
+    ----------
+    sigma_um : Gaussian smoothing sigma in µm (0 = none).
+    normalize : divide each z-slice by its mean (undoes the loss of signal with depth).
+    threshold : "otsu", "li", "triangle", "yen", or "manual" with ``threshold_value``
+        (intensity units of the pre-processed channel).
+    min_size, size_unit : remove connected objects smaller than this, in "voxels" or "um3".
+    closing_radius_um : morphological closing radius in µm (0 = none).
+    fill : hole filling, "off", "3d" or "slice" (per z-slice; for lumens open at the top).
+    """
+
+    sigma_um: float = 0.0
+    normalize: bool = False
+    threshold: str = "otsu"
+    threshold_value: float | None = None
+    min_size: float = 0.0
+    size_unit: str = "voxels"
+    closing_radius_um: float = 0.0
+    fill: str = "off"
+
+    def __post_init__(self):
+        object.__setattr__(self, "sigma_um", _number(self.sigma_um, "sigma_um"))
+        _flag(self.normalize, "normalize")
+        method = self.threshold
+        if not isinstance(method, str) or (
+            method.lower() != "manual" and method.lower() not in THRESHOLD_METHODS
+        ):
+            raise NicheError(
+                f"threshold must be one of {', '.join(THRESHOLD_METHODS)} or manual, "
+                f"got {method!r}."
+            )
+        object.__setattr__(self, "threshold", method.lower())
+        value = _number(
+            self.threshold_value, "threshold_value", minimum=-math.inf, allow_none=True
+        )
+        object.__setattr__(self, "threshold_value", value)
+        if self.threshold == "manual" and value is None:
+            raise NicheError('threshold = "manual" needs threshold_value (a number).')
+        object.__setattr__(self, "min_size", _number(self.min_size, "min_size"))
+        if self.size_unit not in ("voxels", "um3"):
+            raise NicheError(f'size_unit must be "voxels" or "um3", got {self.size_unit!r}.')
+        object.__setattr__(
+            self, "closing_radius_um", _number(self.closing_radius_um, "closing_radius_um")
+        )
+        if self.fill not in FILL_MODES:
+            raise NicheError(f"fill must be one of {', '.join(FILL_MODES)}, got {self.fill!r}.")
+
+
+@dataclass(frozen=True)
+class CellSteps:
+    """How the curated cell mask becomes one label per cell (as the curation widget).
+
+    ``min_volume_um3`` / ``max_volume_um3`` (µm² in 2D; None = no maximum) drop debris and
+    clumps; ``split_touching`` splits touching cells by a watershed with seeds at least
+    ``split_radius_um`` apart. Used only when the cells come from a raw channel.
+    """
+
+    min_volume_um3: float = 0.0
+    max_volume_um3: float | None = None
+    split_touching: bool = False
+    split_radius_um: float = 3.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "min_volume_um3", _number(self.min_volume_um3, "min_volume_um3"))
+        object.__setattr__(
+            self,
+            "max_volume_um3",
+            _number(self.max_volume_um3, "max_volume_um3", allow_none=True),
+        )
+        _flag(self.split_touching, "split_touching")
+        object.__setattr__(
+            self, "split_radius_um", _number(self.split_radius_um, "split_radius_um")
+        )
+        if self.max_volume_um3 is not None and self.max_volume_um3 < self.min_volume_um3:
+            raise NicheError("max_volume_um3 must not be smaller than min_volume_um3.")
+
+
+@dataclass(frozen=True)
+class TissueSteps:
+    """Where random cells may be placed (METHOD.md step 3, the tissue map).
+
+    ``source``: "mask" (the image's tissue mask file), "channel" (threshold the image's
+    tissue channel, e.g. DAPI, with the ``[steps.tissue]`` settings), "union" (cells and
+    every structure mask, closed with ``closing_radius_um`` and hole-filled when
+    ``fill``), "whole" (the whole image) or "auto" (mask if the image names one, else the
+    channel if it names one, else the whole image). A union of vessels, bone and leukemia
+    cells leaves out the marrow between them and hides real preferences: prefer a DAPI
+    channel or a drawn tissue mask.
+    """
+
+    source: str = "auto"
+    closing_radius_um: float = 10.0
+    fill: bool = True
+
+    def __post_init__(self):
+        if self.source not in TISSUE_SOURCES:
+            raise NicheError(
+                f"source must be one of {', '.join(TISSUE_SOURCES)}, got {self.source!r}."
+            )
+        object.__setattr__(
+            self, "closing_radius_um", _number(self.closing_radius_um, "closing_radius_um")
+        )
+        _flag(self.fill, "fill")
+
+
+_CHANNEL_KEYS = tuple(f.name for f in fields(ChannelSteps))
+
+
+def _build(cls, data: Mapping[str, Any], section: str):
+    """``cls(**data)`` with unknown keys and bad values reported under ``section``."""
+    if not isinstance(data, Mapping):
+        raise NicheError(f"[{section}] must be a table of settings, got {data!r}.")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise NicheError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in "
+            f"[{section}] (known: {', '.join(sorted(known))})."
+        )
+    return cls(**data)
+
+
+def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class StepParams:
+    """Pre-processing, threshold and curation per role, cell labelling and the tissue map.
+
+    ``defaults`` apply to every raw channel; ``roles`` holds, per role (``"cells"``,
+    ``"vessel"``, ``"tissue"``...), only the settings that differ from the defaults, so
+    changing a default (also in a per-image override) reaches every role that did not set
+    it. The dictionary form mirrors the experiment file::
+
+        {"steps": {<defaults>, "vessel": {<role settings>}}, "cells": {...}, "tissue": {...}}
+    """
+
+    defaults: ChannelSteps = field(default_factory=ChannelSteps)
+    roles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cells: CellSteps = field(default_factory=CellSteps)
+    tissue: TissueSteps = field(default_factory=TissueSteps)
+
+    def __post_init__(self):
+        roles = {}
+        for role, overrides in dict(self.roles).items():
+            if isinstance(overrides, ChannelSteps):
+                overrides = asdict(overrides)
+            _build(ChannelSteps, {**asdict(self.defaults), **overrides}, f"steps.{role}")
+            roles[str(role)] = dict(overrides)
+        object.__setattr__(self, "roles", roles)
+
+    __hash__ = None  # roles is a dict; equality is what matters
+
+    def channel(self, role: str) -> ChannelSteps:
+        """The settings for one role's channel: its own keys over the defaults."""
+        return replace(self.defaults, **self.roles.get(role, {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        steps = _drop_none(asdict(self.defaults))
+        steps.update({role: _drop_none(o) for role, o in self.roles.items()})
+        return {
+            "steps": steps,
+            "cells": _drop_none(asdict(self.cells)),
+            "tissue": asdict(self.tissue),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepParams:
+        """Build from the file layout; raise :class:`NicheError` naming the bad key."""
+        return cls().merged(data)
+
+    def merged(self, data: Mapping[str, Any]) -> StepParams:
+        """A copy with the settings of ``data`` (file layout, any subset) on top."""
+        unknown = sorted(set(data) - {"steps", "cells", "tissue"})
+        if unknown:
+            raise NicheError(f"unknown section {', '.join(unknown)} (use steps, cells, tissue).")
+        steps = data.get("steps") or {}
+        if not isinstance(steps, Mapping):
+            raise NicheError(f"[steps] must be a table of settings, got {steps!r}.")
+        flat = {k: v for k, v in steps.items() if not isinstance(v, Mapping)}
+        per_role = {k: v for k, v in steps.items() if isinstance(v, Mapping)}
+        defaults = _build(ChannelSteps, {**asdict(self.defaults), **flat}, "steps")
+        roles = {r: dict(o) for r, o in self.roles.items()}
+        for role, overrides in per_role.items():
+            _build(ChannelSteps, {**asdict(defaults), **overrides}, f"steps.{role}")
+            roles[role] = {**roles.get(role, {}), **overrides}
+        cells = _build(CellSteps, {**asdict(self.cells), **(data.get("cells") or {})}, "cells")
+        tissue = _build(
+            TissueSteps, {**asdict(self.tissue), **(data.get("tissue") or {})}, "tissue"
+        )
+        return StepParams(defaults=defaults, roles=roles, cells=cells, tissue=tissue)
+
+    def to_json(self, path: str | Path) -> None:
+        import json
+
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> StepParams:
+        import json
+
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise NicheError(f"{path}: cannot read step parameters ({err}).") from err
+        return cls.from_dict(data)
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_toml(cls, text: str) -> StepParams:
+        return cls.from_dict(tomllib.loads(text))
+
+
+# --------------------------------------------------------------------------- images
+
+
+@dataclass
+class ImageSpec:
+    """One image of an experiment.
+
+    Attributes
+    ----------
+    id : unique name (default: the file stem); the image's output folder.
+    condition : e.g. "B-ALL" or "T-ALL after chemo".
+    replicate : the biological unit (mouse, patient sample); several bones may share it.
+    path : a multichannel TIFF whose channels ``channels`` index (int).
+    channels : role -> channel index in ``path`` or a single-channel file. Roles:
+        "cells", "tissue" (optional, e.g. DAPI) and one per structure.
+    masks : role -> a mask curated by hand (a label image for "cells"). A role with a
+        mask skips pre-processing, threshold and curation.
+    voxel_size : (z, y, x) or (y, x) µm; None reads it from the files.
+    overrides : per-image settings over the experiment's: ``{"analysis": {...},
+        "steps": {...}, "cells": {...}, "tissue": {...}}``.
+    channel_axis : the channel axis of ``path`` when its metadata does not say.
+    """
+
+    id: str
+    condition: str
+    replicate: str
+    path: Path | None = None
+    channels: dict[str, int | Path] = field(default_factory=dict)
+    masks: dict[str, Path] = field(default_factory=dict)
+    voxel_size: tuple[float, ...] | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    channel_axis: int | None = None
+
+    def __post_init__(self):
+        if self.path is not None:
+            self.path = Path(self.path)
+        self.channels = {
+            str(r): (c if isinstance(c, int) and not isinstance(c, bool) else Path(c))
+            for r, c in self.channels.items()
+        }
+        self.masks = {str(r): Path(m) for r, m in self.masks.items()}
+        if self.voxel_size is not None:
+            self.voxel_size = tuple(float(v) for v in self.voxel_size)
+
+    def roles(self) -> list[str]:
+        """Every role the image provides, channels first, in the order given."""
+        return list(dict.fromkeys([*self.channels, *self.masks]))
+
+    def source(self, role: str) -> str:
+        """ "mask" when a curated mask is given (it wins), "channel", or "" (absent)."""
+        if role in self.masks:
+            return "mask"
+        return "channel" if role in self.channels else ""
+
+    def files(self) -> list[Path]:
+        """Every file the image reads (each once), the multichannel file first."""
+        out = [self.path] if self.path is not None and self._uses_path() else []
+        out += [c for r, c in self.channels.items() if isinstance(c, Path) and r not in self.masks]
+        out += list(self.masks.values())
+        return list(dict.fromkeys(out))
+
+    def _uses_path(self) -> bool:
+        return any(isinstance(c, int) and r not in self.masks for r, c in self.channels.items())
+
+    def resolved(self, base: Path) -> ImageSpec:
+        """A copy with relative paths made absolute against ``base``."""
+
+        def res(p):
+            return _under(base, p) if isinstance(p, Path) else p
+
+        return replace(
+            self,
+            path=res(self.path),
+            channels={r: res(c) for r, c in self.channels.items()},
+            masks={r: res(m) for r, m in self.masks.items()},
+        )
+
+    def to_dict(self, base: Path | None = None) -> dict[str, Any]:
+        """The file form; paths relative to ``base`` when given."""
+
+        def rel(p: Path) -> str:
+            if base is None:
+                return str(p)
+            try:
+                return Path(os.path.relpath(p, base)).as_posix()
+            except ValueError:  # another drive (Windows)
+                return str(p)
+
+        d: dict[str, Any] = {"id": self.id, "condition": self.condition}
+        d["replicate"] = self.replicate
+        if self.path is not None:
+            d["path"] = rel(self.path)
+        if self.channel_axis is not None:
+            d["channel_axis"] = self.channel_axis
+        if self.voxel_size is not None:
+            d["voxel_size"] = list(self.voxel_size)
+        if self.channels:
+            d["channels"] = {
+                r: (c if isinstance(c, int) else rel(c)) for r, c in self.channels.items()
+            }
+        if self.masks:
+            d["masks"] = {r: rel(m) for r, m in self.masks.items()}
+        if self.overrides:
+            d["overrides"] = self.overrides
+        return d
+
+
+def _under(base: Path, path: str | Path) -> Path:
+    """``path`` made absolute against ``base`` and normalised (no ``..``)."""
+    return Path(os.path.normpath(Path(base) / Path(path)))
+
+
+def _safe_id(image_id: str) -> bool:
+    return (
+        bool(image_id)
+        and image_id not in (".", "..")
+        and not any(c in image_id for c in '/\\:*?"<>|')
+        and image_id == image_id.strip()
+    )
+
+
+def derived_seed(seed: int, image_id: str) -> int:
+    """Each image's own seed from the experiment's: independent random cells per image,
+    reproducible from one number, and the same whichever order images run in."""
+    key = zlib.crc32(image_id.encode("utf-8"))
+    return int(np.random.SeedSequence([int(seed) % 2**32, key]).generate_state(1)[0])
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+@dataclass
+class Experiment:
+    """Images with conditions and replicates, analysed with one set of parameters.
+
+    Attributes
+    ----------
+    name : a title for the report.
+    path : the experiment file; relative paths resolve against its folder.
+    output : the output folder (default ``<file stem>_results`` next to the file).
+    analysis : the experiment's :class:`AnalysisParams` (``params`` file, then
+        ``[analysis]`` on top).
+    steps : :class:`StepParams` (``[steps]``, ``[steps.<role>]``, ``[cells]``, ``[tissue]``).
+    images : the images, paths absolute.
+    structure_names : the structures in order (``structures = [...]``); empty = the roles
+        of the images other than cells and tissue, in the order first seen.
+    params_file : the GUI-saved parameter file ``[analysis]`` builds on, if any.
+    """
+
+    name: str = "experiment"
+    path: Path | None = None
+    output: Path = field(default_factory=lambda: Path("results"))
+    analysis: AnalysisParams = field(default_factory=AnalysisParams)
+    steps: StepParams = field(default_factory=StepParams)
+    images: list[ImageSpec] = field(default_factory=list)
+    structure_names: list[str] = field(default_factory=list)
+    params_file: Path | None = None
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def base(self) -> Path:
+        """The folder relative paths resolve against."""
+        return self.path.parent if self.path is not None else Path.cwd()
+
+    def structures(self) -> list[str]:
+        """The structure names, in order."""
+        if self.structure_names:
+            return list(self.structure_names)
+        roles = [r for spec in self.images for r in spec.roles() if r not in RESERVED_ROLES]
+        return list(dict.fromkeys(roles))
+
+    def image(self, image_id: str) -> ImageSpec:
+        for spec in self.images:
+            if spec.id == image_id:
+                return spec
+        raise ExperimentError(
+            f"{self._where()}: no image {image_id!r} (have {', '.join(self.ids()) or 'none'})."
+        )
+
+    def ids(self) -> list[str]:
+        return [spec.id for spec in self.images]
+
+    def conditions(self) -> list[str]:
+        return list(dict.fromkeys(spec.condition for spec in self.images))
+
+    def params_for(self, image_id: str) -> tuple[AnalysisParams, StepParams]:
+        """The parameters one image runs with: the experiment's, then its overrides.
+
+        The voxel size is the image's own when given (else the files' metadata, else the
+        experiment's ``analysis.voxel_size``, resolved at run time). Without a per-image
+        seed, the seed is derived from the experiment's seed and the image id.
+        """
+        spec = self.image(image_id)
+        overrides = spec.overrides or {}
+        own = dict(overrides.get("analysis") or {})
+        analysis = self.analysis
+        if own:
+            analysis = AnalysisParams.from_dict({**analysis.to_dict(), **own})
+        if "seed" not in own and analysis.seed is not None:
+            analysis = analysis.with_(seed=derived_seed(analysis.seed, spec.id))
+        if spec.voxel_size is not None:
+            analysis = analysis.with_(voxel_size=spec.voxel_size)
+        steps = self.steps
+        rest = {k: v for k, v in overrides.items() if k != "analysis"}
+        if rest:
+            steps = steps.merged(rest)
+        return analysis, steps
+
+    def tissue_source(self, image_id: str) -> str:
+        """The tissue source of one image with "auto" resolved."""
+        spec = self.image(image_id)
+        source = self.params_for(image_id)[1].tissue.source
+        if source == "auto":
+            return spec.source("tissue") or "whole"
+        return source
+
+    # ---------------------------------------------------------------- changes
+
+    def add_image(self, spec: ImageSpec) -> None:
+        """Add an image (paths relative to the experiment file are resolved).
+
+        Raises :class:`ExperimentError` for a duplicate id or an incomplete entry.
+        """
+        spec = spec.resolved(self.base)
+        if spec.id in self.ids():
+            raise ExperimentError(
+                f"{self._where()}: image {spec.id!r}: id: already used by another image; "
+                "every image needs its own id."
+            )
+        trial = replace(self, images=[*self.images, spec])
+        problems = trial._check()
+        if problems:
+            raise ExperimentError("\n".join(problems), problems)
+        self.images.append(spec)
+
+    # ---------------------------------------------------------------- files
+
+    @classmethod
+    def load(cls, path: str | Path) -> Experiment:
+        """Read a ``.toml``, ``.yaml`` or ``.yml`` experiment file.
+
+        Raises
+        ------
+        ExperimentError
+            Listing every problem, each naming the file, the image and the key.
+        """
+        path = Path(path).resolve()
+        data = _read_file(path)
+        return cls.from_dict(data, path=path)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, path: Path | None = None) -> Experiment:
+        """Build from the file's content (a dict); see :meth:`load`."""
+        where = str(path) if path is not None else "experiment"
+        base = path.parent if path is not None else Path.cwd()
+        problems: list[str] = []
+
+        def bad(key: str, message: str, image: str | None = None) -> None:
+            at = f"image {image!r}: " if image is not None else ""
+            problems.append(f"{where}: {at}{key}: {message}")
+
+        if not isinstance(data, Mapping):
+            raise ExperimentError(f"{where}: the file must hold a table of settings.")
+        for key in sorted(set(data) - set(_TOP_KEYS)):
+            bad(key, f"unknown key (known: {', '.join(_TOP_KEYS)}).")
+
+        name = data.get("name", path.stem if path is not None else "experiment")
+        if not isinstance(name, str) or not name.strip():
+            bad("name", f"must be a non-empty text, got {name!r}.")
+            name = "experiment"
+        output = data.get("output")
+        if output is not None and not isinstance(output, str):
+            bad("output", f"must be a folder path, got {output!r}.")
+            output = None
+        default_out = f"{path.stem}_results" if path is not None else "results"
+        output = _under(base, output or default_out)
+
+        # analysis: the GUI-saved params file, then [analysis] on top
+        params_file = None
+        analysis = AnalysisParams()
+        if data.get("params") is not None:
+            if not isinstance(data["params"], str):
+                bad("params", f"must be the path of a params.json, got {data['params']!r}.")
+            else:
+                params_file = _under(base, data["params"])
+                try:
+                    analysis = AnalysisParams.from_json(params_file)
+                except NicheError as err:
+                    bad("params", str(err))
+        section = data.get("analysis") or {}
+        if not isinstance(section, Mapping):
+            bad("analysis", f"must be a table of settings, got {section!r}.")
+        elif section:
+            try:
+                analysis = AnalysisParams.from_dict({**analysis.to_dict(), **section})
+            except (NicheError, TypeError) as err:
+                bad("analysis", str(err))
+
+        step_sections = {k: data[k] for k in ("steps", "cells", "tissue") if k in data}
+        steps = StepParams()
+        for key, value in step_sections.items():  # each alone, to name the section at fault
+            try:
+                StepParams.from_dict({key: value})
+            except (NicheError, TypeError) as err:
+                bad(key, str(err))
+                step_sections = {}
+        if step_sections:
+            steps = StepParams.from_dict(step_sections)
+
+        structure_names: list[str] = []
+        if data.get("structures") is not None:
+            names = data["structures"]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                bad("structures", f"must be a list of names, got {names!r}.")
+            else:
+                structure_names = list(names)
+
+        default_channels = data.get("channels") or {}
+        if not isinstance(default_channels, Mapping):
+            bad("channels", f"must map roles to channels, got {default_channels!r}.")
+            default_channels = {}
+        default_axis = data.get("channel_axis")
+
+        images: list[ImageSpec] = []
+        raw_images = data.get("images")
+        if raw_images is None:
+            raw_images = []  # a new experiment; running it asks for images
+        elif not isinstance(raw_images, list):
+            bad("images", "must be a list of image entries ([[images]] in TOML).")
+            raw_images = []
+        seen: set[str] = set()
+        for i, entry in enumerate(raw_images):
+            spec = _parse_image(entry, i, default_channels, default_axis, bad)
+            if spec is None:
+                continue
+            if spec.id in seen:
+                bad("id", "used by two images; every image needs its own id.", spec.id)
+                continue
+            seen.add(spec.id)
+            images.append(spec.resolved(base))
+
+        exp = cls(
+            name=name,
+            path=path,
+            output=output,
+            analysis=analysis,
+            steps=steps,
+            images=images,
+            structure_names=structure_names,
+            params_file=params_file,
+        )
+        problems += exp._check(where=where)
+        if problems:
+            raise ExperimentError("\n".join(problems), problems)
+        return exp
+
+    def to_dict(self, base: Path | None = None) -> dict[str, Any]:
+        """The file form; paths relative to ``base`` (default: the experiment's folder)."""
+        base = base if base is not None else self.base
+
+        def rel(p: Path) -> str:
+            try:
+                return Path(os.path.relpath(p, base)).as_posix()
+            except ValueError:
+                return str(p)
+
+        d: dict[str, Any] = {"name": self.name, "output": rel(self.output)}
+        reference = AnalysisParams()
+        if self.params_file is not None:
+            d["params"] = rel(self.params_file)
+            try:
+                reference = AnalysisParams.from_json(self.params_file)
+            except NicheError:
+                reference = AnalysisParams()
+        if self.structure_names:
+            d["structures"] = list(self.structure_names)
+        mine, theirs = self.analysis.to_dict(), reference.to_dict()
+        analysis = {
+            k: v
+            for k, v in mine.items()
+            if k != "format_version" and v is not None and (v != theirs.get(k))
+        }
+        # a key the params file sets but this experiment clears cannot be written as None
+        d["analysis"] = analysis
+        d.update(self.steps.to_dict())
+        d["images"] = [spec.to_dict(base) for spec in self.images]
+        return d
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the experiment as TOML (or YAML for a ``.yaml``/``.yml`` path).
+
+        Paths are written relative to the file's folder. Saving under a new path makes it
+        the experiment's path.
+        """
+        if path is None and self.path is None:
+            raise ExperimentError("Give a file name to save the experiment to.")
+        path = Path(path if path is not None else self.path).resolve()
+        data = self.to_dict(base=path.parent)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        else:
+            import tomli_w
+
+            text = tomli_w.dumps(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        self.path = path
+        return path
+
+    # ---------------------------------------------------------------- checks
+
+    def _where(self) -> str:
+        return str(self.path) if self.path is not None else "experiment"
+
+    def _check(self, where: str | None = None) -> list[str]:
+        """Every problem of the experiment as a whole and of each image entry."""
+        where = where or self._where()
+        problems: list[str] = []
+        structures = self.structures()
+        for name in structures:
+            if name in RESERVED_ROLES:
+                problems.append(
+                    f"{where}: structures: {name!r} is a reserved role, not a structure."
+                )
+                continue
+            try:
+                check_structure_name(name)
+            except NicheError as err:
+                problems.append(f"{where}: structures: {err}")
+        if self.images and not structures:
+            problems.append(
+                f"{where}: structures: no structure in any image: give at least one "
+                "channel or mask besides cells and tissue (e.g. vessel = 1)."
+            )
+        elif structures:
+            try:
+                resolve_structures(structures, self.analysis)
+            except NicheError as err:
+                problems.append(f"{where}: analysis: {err}")
+        roles = {*RESERVED_ROLES, *structures}
+        for role in self.steps.roles:
+            if role not in roles:
+                problems.append(
+                    f"{where}: steps.{role}: unknown role (roles: {', '.join(sorted(roles))})."
+                )
+        for spec in self.images:
+            problems += self._check_image(spec, structures, where)
+        return problems
+
+    def _check_image(self, spec: ImageSpec, structures: list[str], where: str) -> list[str]:
+        out: list[str] = []
+
+        def bad(key: str, message: str) -> None:
+            out.append(f"{where}: image {spec.id!r}: {key}: {message}")
+
+        if not _safe_id(spec.id):
+            bad("id", 'must be a plain name usable as a folder (no / \\ : * ? " < > |).')
+        for key in ("condition", "replicate"):
+            value = getattr(spec, key)
+            if not isinstance(value, str) or not value.strip():
+                bad(key, f"missing: every image needs a {key}.")
+        roles = spec.roles()
+        for role in roles:
+            if role not in RESERVED_ROLES and role not in structures:
+                bad(
+                    f"channels.{role}" if role in spec.channels else f"masks.{role}",
+                    f"unknown role {role!r} (structures: {', '.join(structures)}; plus "
+                    "cells and tissue).",
+                )
+        if "cells" not in roles:
+            bad("channels.cells", "no cells: give channels.cells or masks.cells.")
+        for name in structures:
+            if name not in roles:
+                bad(f"channels.{name}", f"no {name}: give channels.{name} or masks.{name}.")
+        if spec.path is None and any(
+            isinstance(c, int) and r not in spec.masks for r, c in spec.channels.items()
+        ):
+            bad("path", "channels given as numbers need path = the multichannel file.")
+        for role, c in spec.channels.items():
+            if isinstance(c, int) and c < 0:
+                bad(f"channels.{role}", f"channel numbers start at 0, got {c}.")
+        # parameters
+        overrides = spec.overrides or {}
+        for key in sorted(set(overrides) - set(_OVERRIDE_KEYS)):
+            bad(f"overrides.{key}", f"unknown section (use {', '.join(_OVERRIDE_KEYS)}).")
+        own = overrides.get("analysis") or {}
+        for key in sorted(set(own) - set(PER_IMAGE_ANALYSIS_KEYS)):
+            bad(
+                f"overrides.analysis.{key}",
+                "is the same for every image (it decides how images are pooled): set it in "
+                f"[analysis]. An image may set {', '.join(PER_IMAGE_ANALYSIS_KEYS)}"
+                + ("; its voxel size goes in voxel_size." if key == "voxel_size" else "."),
+            )
+        try:
+            analysis, steps = self.params_for(spec.id)
+        except (NicheError, TypeError) as err:
+            bad("overrides", str(err))
+            return out
+        for role in steps.roles:
+            if role not in {*RESERVED_ROLES, *structures}:
+                bad(f"overrides.steps.{role}", "unknown role.")
+        try:
+            resolve_structures(structures, analysis)
+        except NicheError as err:
+            bad("overrides.analysis", str(err))
+        if spec.voxel_size is not None:
+            if len(spec.voxel_size) not in (2, 3) or not all(
+                math.isfinite(v) and v > 0 for v in spec.voxel_size
+            ):
+                bad("voxel_size", f"must be 2 or 3 positive numbers (µm), got {spec.voxel_size}.")
+        source = steps.tissue.source
+        if source == "mask" and "tissue" not in spec.masks:
+            bad("masks.tissue", 'tissue source "mask" needs masks.tissue (a tissue mask file).')
+        if source == "channel" and "tissue" not in spec.channels:
+            bad("channels.tissue", 'tissue source "channel" needs channels.tissue (e.g. DAPI).')
+        if not out and spec.voxel_size is None and self.analysis.voxel_size is None:
+            out += self._check_voxel_size(spec, where)
+        if not out and spec.path is not None and spec._uses_path() and spec.path.exists():
+            out += self._check_channels(spec, where)
+        return out
+
+    def _check_voxel_size(self, spec: ImageSpec, where: str) -> list[str]:
+        from .io import read_voxel_size
+
+        files = spec.files()
+        readable = []
+        for f in files:
+            if not f.exists():
+                return []  # reported when the image runs
+            try:
+                if read_voxel_size(f) is not None:
+                    return []
+            except NicheError:
+                return []  # a corrupt file is reported when the image runs
+            readable.append(f)
+        if not readable:
+            return []
+        return [
+            f"{where}: image {spec.id!r}: voxel_size: {readable[0]} has no voxel size in its "
+            "metadata; give voxel_size = [z, y, x] in µm for this image (or [analysis] "
+            "voxel_size for every image)."
+        ]
+
+    def _check_channels(self, spec: ImageSpec, where: str) -> list[str]:
+        from .io import ChannelAxisError, channel_info
+
+        try:
+            n, _, _ = channel_info(spec.path, channel_axis=spec.channel_axis)
+        except ChannelAxisError as err:
+            return [f"{where}: image {spec.id!r}: channel_axis: {err}"]
+        except NicheError:
+            return []  # a corrupt file is reported when the image runs
+        out = []
+        for role, c in spec.channels.items():
+            if isinstance(c, int) and role not in spec.masks and c >= n:
+                out.append(
+                    f"{where}: image {spec.id!r}: channels.{role}: channel {c} does not exist: "
+                    f"{spec.path} has {n} channel{'s' if n != 1 else ''} (0 to {n - 1})."
+                )
+        return out
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ExperimentError(f"{path}: an experiment file must end in .toml, .yaml or .yml.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ExperimentError(f"{path}: no such experiment file.") from None
+    except OSError as err:
+        raise ExperimentError(f"{path}: cannot read the file ({err.strerror or err}).") from None
+    if suffix == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ExperimentError(f"{path}: not valid TOML: {err}.") from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ExperimentError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    return data if data is not None else {}
+
+
+def _parse_image(entry, index: int, default_channels, default_axis, bad) -> ImageSpec | None:
+    """One ``[[images]]`` entry, or None after reporting why it cannot be read."""
+    label = f"images[{index}]"
+    if not isinstance(entry, Mapping):
+        bad(label, f"must be a table (id, condition, replicate, ...), got {entry!r}.")
+        return None
+    image_id = entry.get("id")
+    path = entry.get("path")
+    if image_id is None:
+        first = path if isinstance(path, str) else None
+        if first is None:
+            files = [
+                v
+                for section in ("channels", "masks")
+                for k, v in (entry.get(section) or {}).items()
+                if k == "cells" and isinstance(v, str)
+            ]
+            first = files[0] if files else None
+        image_id = Path(first).stem if first else None
+    if image_id is not None and not isinstance(image_id, str):
+        image_id = str(image_id)
+    ok = True
+    if image_id is None:
+        bad(f"{label}.id", "missing, and there is no path to take it from.")
+        return None
+    if not _safe_id(image_id):
+        bad("id", 'must be a plain name usable as a folder (no / \\ : * ? " < > |).', image_id)
+        return None
+    for key in sorted(set(entry) - set(_IMAGE_KEYS)):
+        bad(key, f"unknown key (known: {', '.join(_IMAGE_KEYS)}).", image_id)
+        ok = False
+    values = {}
+    for key in ("condition", "replicate"):
+        value = entry.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            example = "B-ALL" if key == "condition" else "mouse1"
+            bad(key, f'missing: every image needs a {key} (e.g. {key} = "{example}").', image_id)
+            ok = False
+        values[key] = value
+    if path is not None and not isinstance(path, str):
+        bad("path", f"must be a file path, got {path!r}.", image_id)
+        ok = False
+    channels = entry.get("channels") or {}
+    if isinstance(channels, Mapping):  # the experiment's channels, then the image's own
+        channels = {**default_channels, **channels}
+    masks = entry.get("masks") or {}
+    parsed_channels: dict[str, int | Path] = {}
+    if not isinstance(channels, Mapping):
+        bad(
+            "channels", f"must map roles to channels (e.g. cells = 0), got {channels!r}.", image_id
+        )
+        ok = False
+    else:
+        for role, c in channels.items():
+            if isinstance(c, bool) or not isinstance(c, int | str):
+                bad(
+                    f"channels.{role}",
+                    f"must be a channel number or a file path, got {c!r}.",
+                    image_id,
+                )
+                ok = False
+            else:
+                parsed_channels[role] = c if isinstance(c, int) else Path(c)
+    parsed_masks: dict[str, Path] = {}
+    if not isinstance(masks, Mapping):
+        bad("masks", f"must map roles to mask files, got {masks!r}.", image_id)
+        ok = False
+    else:
+        for role, m in masks.items():
+            if not isinstance(m, str):
+                bad(f"masks.{role}", f"must be a file path, got {m!r}.", image_id)
+                ok = False
+            else:
+                parsed_masks[role] = Path(m)
+    voxel_size = entry.get("voxel_size")
+    if voxel_size is not None:
+        if isinstance(voxel_size, int | float) and not isinstance(voxel_size, bool):
+            voxel_size = [voxel_size]
+        if not isinstance(voxel_size, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in voxel_size
+        ):
+            bad(
+                "voxel_size",
+                f"must be numbers in µm, e.g. [2.0, 0.57, 0.57], got {voxel_size!r}.",
+                image_id,
+            )
+            ok = False
+            voxel_size = None
+    axis = entry.get("channel_axis", default_axis)
+    if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
+        bad("channel_axis", f"must be an axis number, got {axis!r}.", image_id)
+        ok = False
+    overrides = entry.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        bad("overrides", f"must be a table of sections, got {overrides!r}.", image_id)
+        ok = False
+    if not ok:
+        return None
+    return ImageSpec(
+        id=image_id,
+        condition=values["condition"],
+        replicate=values["replicate"],
+        path=Path(path) if path is not None else None,
+        channels=parsed_channels,
+        masks=parsed_masks,
+        voxel_size=tuple(voxel_size) if voxel_size is not None else None,
+        overrides=_plain(overrides),
+        channel_axis=axis,
+    )
+
+
+def _plain(d):
+    """Nested mappings as plain dicts (YAML and TOML give different mapping types)."""
+    if isinstance(d, Mapping):
+        return {str(k): _plain(v) for k, v in d.items()}
+    if isinstance(d, list | tuple):
+        return [_plain(v) for v in d]
+    return d

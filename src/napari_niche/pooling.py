@@ -1,0 +1,906 @@
+"""Pooling images into conditions: what an experiment reports beyond one image.
+
+One image (a bone) rarely holds enough cells, and biologists compare conditions (B-ALL vs
+T-ALL, before vs after chemotherapy). Each analysed image contributes an
+:class:`ImageResult`: its cells, every null set of random virtual cells, QC and the
+parameters used. :func:`pool_results` pools the images of each condition and reports, per
+condition and structure, the fold change with a Monte Carlo envelope and global envelope
+test, cells-vs-dots tests, quadrants with a contingency test, per-replicate fractions with
+replicate-level tests, a smooth density ratio, and between conditions the tests of
+:func:`~napari_niche.core.compare.compare_conditions`.
+
+Why null set ``r`` of a condition is the union of null set ``r`` of its images: a null set
+holds exactly one virtual cell per real cell, so it is exchangeable with the real cells
+under random placement. Taking the same index from every image keeps that property for
+the pooled cells (one virtual cell per pooled real cell, each in its own image's tissue),
+so the pooled fold change of the real cells ranks among the pooled null sets' fold changes
+exactly as under the null. Mixing indices would still be valid, but using the same index
+is simple, reproducible and keeps every null set complete.
+
+Tests that need two or more replicates (or conditions) are not run on fewer; the
+statistics table then holds a row naming the test with p = NaN and a note saying why, so
+a report never silently lacks a test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .core.compare import (
+    STAT_COLUMNS,
+    cells_vs_dots_tests,
+    compare_conditions,
+    quadrant_contingency,
+    replicate_bin_tests,
+    replicate_fractions,
+    replicate_quadrant_tests,
+)
+from .core.density import DENSITY_COLUMNS as _RATIO_COLUMNS
+from .core.density import density_ratio
+from .core.envelope import ENVELOPE_COLUMNS, MIN_NULL_SETS, monte_carlo_envelope
+from .core.errors import NicheError
+from .core.stats import FOLD_CHANGE_COLUMNS, QUADRANT_COLUMNS, fold_change_by_bin, quadrant_table
+from .io import CSV_FLOAT_FORMAT, write_atomically
+from .params import AnalysisParams
+from .pipeline import distance_column, envelope_test_name
+
+__all__ = [
+    "DENSITY_COLUMNS",
+    "ID_COLUMNS",
+    "POOLED_FILES",
+    "ImageResult",
+    "PooledResult",
+    "PoolingError",
+    "pool_results",
+]
+
+#: Columns put in front of every experiment-level table.
+ID_COLUMNS = ["image", "condition", "replicate"]
+#: Columns of the pooled density-ratio table.
+DENSITY_COLUMNS = ["condition", "structure", *_RATIO_COLUMNS, "bandwidth_um"]
+#: Files written by :meth:`PooledResult.save`, in the order of :meth:`PooledResult.tables`.
+POOLED_FILES = (
+    "cells.csv",
+    "dots0.csv",
+    "fold_change.csv",
+    "envelope.csv",
+    "quadrants.csv",
+    "statistics.csv",
+    "replicate_fractions.csv",
+    "density_ratio.csv",
+    "qc.csv",
+)
+_NULL_DISTANCES = "null_distances.npz"
+#: Columns read back as text ("" stays "", not NaN).
+_TEXT_COLUMNS = [
+    *ID_COLUMNS,
+    "structure",
+    "versus",
+    "analysis",
+    "quadrant",
+    "description",
+    "structure_a",
+    "structure_b",
+    "test",
+    "correction",
+    "effect_size_name",
+    "note",
+    "outside",
+    "warnings",
+]
+_ANALYSIS = {
+    "cells vs dots": "cells vs dots",
+    "envelope": "global envelope",
+    "bins": "replicate bins",
+    "quadrants": "replicate quadrants",
+    "contingency": "quadrant contingency",
+    "conditions": "conditions",
+}
+
+
+class PoolingError(NicheError):
+    """Per-image results cannot be pooled (missing files, structures or null sets)."""
+
+
+# --------------------------------------------------------------------------------------
+# One image
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageResult:
+    """What one analysed image contributes to an experiment.
+
+    Attributes
+    ----------
+    image, condition, replicate : str
+        The image id, its condition and its biological replicate (mouse / patient sample;
+        several images may share one).
+    cells : DataFrame
+        The per-cell table (``label``, centroid, size, ``dist_<structure>_um``).
+    dots : DataFrame
+        Every null set of virtual cells: ``null_set``, ``dist_<structure>_um`` and, when
+        known, ``source_label`` (the real cell whose shape a dot borrows). Built from an
+        analysis it is the full dots table (centroids too); read back from a folder it
+        holds what ``null_distances.npz`` stores.
+    qc : dict
+        ``n_cells``, ``n_dots``, ``n_null_sets``, overlap fractions, warnings, plus
+        whatever the caller adds (e.g. ``tissue_volume_um3``).
+    params : AnalysisParams
+        The parameters the image was analysed with.
+    record : dict
+        The analysis record (``params.json`` of the analysis: version, parameters, seed).
+    tables : dict
+        Other per-image tables written by :meth:`save` as they are (``fold_change.csv``,
+        ``quadrants.csv``, ``stats.csv``, ``overlap.csv``, ``envelope.csv``, ...).
+    """
+
+    image: str
+    condition: str
+    replicate: str
+    cells: pd.DataFrame
+    dots: pd.DataFrame
+    qc: dict[str, Any] = field(default_factory=dict)
+    params: AnalysisParams = field(default_factory=AnalysisParams)
+    record: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.image, self.condition, self.replicate = (
+            str(self.image),
+            str(self.condition),
+            str(self.replicate),
+        )
+        if "null_set" not in self.dots.columns:
+            self.dots = with_null_sets(self.dots, n_cells=len(self.cells), params=self.params)
+        if self.dots.empty and "null_set" not in self.dots.columns:
+            self.dots = self.dots.assign(null_set=pd.Series(dtype=np.int64))
+        for key, value in self._computed_qc().items():
+            self.qc.setdefault(key, value)
+
+    # -- what the image holds ----------------------------------------------------------
+
+    @property
+    def structures(self) -> list[str]:
+        """Structure names with a distance column in the cell table, in column order."""
+        return [
+            c[len("dist_") : -len("_um")]
+            for c in self.cells.columns
+            if c.startswith("dist_") and c.endswith("_um")
+        ]
+
+    @property
+    def n_null_sets(self) -> int:
+        """Number of complete null sets (0 for an image without cells)."""
+        if self.dots.empty:
+            return 0
+        return int(self.dots["null_set"].max()) + 1
+
+    def check(self) -> None:
+        """Raise :class:`PoolingError` unless every null set holds one dot per cell."""
+        if self.dots.empty:
+            return
+        counts = np.bincount(self.dots["null_set"].to_numpy(np.int64))
+        if np.any(counts != len(self.cells)):
+            bad = int(np.flatnonzero(counts != len(self.cells))[0])
+            raise PoolingError(
+                f"Image {self.image}: null set {bad} holds {counts[bad]} random cells but "
+                f"the image has {len(self.cells)} cells; each null set must hold exactly one "
+                "random cell per real cell. Re-run the image."
+            )
+
+    def _computed_qc(self) -> dict[str, Any]:
+        return {
+            "n_cells": int(len(self.cells)),
+            "n_dots": int(len(self.dots)),
+            "n_null_sets": self.n_null_sets,
+        }
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_analysis(
+        cls,
+        result,
+        *,
+        image: str,
+        condition: str,
+        replicate: str,
+        qc: dict[str, Any] | None = None,
+    ) -> ImageResult:
+        """The contribution of one :class:`~napari_niche.pipeline.NicheResult`.
+
+        ``qc`` adds to what the result itself says (counts, overlap fractions, warnings),
+        e.g. the tissue volume, which only the caller knows.
+        """
+        record = dict(result.record)
+        params = AnalysisParams.from_dict(record.get("analysis", {}))
+        cells = result.cells.copy()
+        dots = with_null_sets(result.dots.copy(), n_cells=len(cells), params=params)
+        info: dict[str, Any] = {}
+        for row in result.overlap.itertuples():
+            key = "outside_tissue" if row.structure == "outside tissue" else row.structure
+            info[f"overlap_{key}_fraction"] = float(row.fraction_overlapping)
+        info["warnings"] = list(result.warnings)
+        info.update(qc or {})
+        tables = {
+            name: table
+            for name, table in result.tables().items()
+            if name not in ("cells.csv", "dots.csv")
+        }
+        return cls(
+            image=image,
+            condition=condition,
+            replicate=replicate,
+            cells=cells,
+            dots=dots,
+            qc=info,
+            params=params,
+            record=record,
+            tables=tables,
+        )
+
+    # -- files -------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the image's contribution into ``folder`` (files appear all at once).
+
+        ``cells.csv``; ``dots.csv`` with realisation 0 only (null sets
+        ``0 .. dots_per_cell - 1``, enough for plots, and small); ``null_distances.npz``
+        with every null set's distances per structure as float32 (distance maps are
+        float32, so nothing is lost) with ``null_set`` and ``source_label``; ``qc.json``;
+        ``params.json``; and every table in :attr:`tables`.
+        """
+        self.check()
+        dots0 = self.dots[self.dots["null_set"] < self.params.dots_per_cell]
+        arrays: dict[str, np.ndarray] = {
+            "null_set": self.dots["null_set"].to_numpy(np.int32),
+            "structures": np.asarray(self.structures, dtype=str),
+        }
+        if "source_label" in self.dots.columns:
+            arrays["source_label"] = self.dots["source_label"].to_numpy(np.int64)
+        for name in self.structures:
+            col = distance_column(name)
+            arrays[col] = self.dots[col].to_numpy(np.float32)
+        record = dict(self.record) or {
+            "napari_niche_version": __version__,
+            "analysis": self.params.to_dict(),
+        }
+        record.update(self._ids())
+        qc = {**self._ids(), **self.qc}
+
+        def write(out: Path) -> None:
+            for name, table in self.tables.items():
+                table.to_csv(out / name, index=False, float_format=CSV_FLOAT_FORMAT)
+            self.cells.to_csv(out / "cells.csv", index=False, float_format=CSV_FLOAT_FORMAT)
+            dots0.to_csv(out / "dots.csv", index=False, float_format=CSV_FLOAT_FORMAT)
+            np.savez_compressed(out / _NULL_DISTANCES, **arrays)
+            (out / "qc.json").write_text(json.dumps(_jsonable(qc), indent=2) + "\n")
+            (out / "params.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n")
+
+        return write_atomically(folder, write)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ImageResult:
+        """Read back what :meth:`save` wrote (``dots`` from ``null_distances.npz``)."""
+        folder = Path(folder)
+        needed = ("cells.csv", _NULL_DISTANCES, "qc.json", "params.json")
+        missing = [n for n in needed if not (folder / n).exists()]
+        if missing:
+            raise PoolingError(
+                f"{folder}: no complete image result (missing {', '.join(missing)}). "
+                "Run the image again."
+            )
+        try:
+            qc = json.loads((folder / "qc.json").read_text())
+            record = json.loads((folder / "params.json").read_text())
+            params = AnalysisParams.from_json(folder / "params.json")
+            cells = pd.read_csv(folder / "cells.csv")
+            with np.load(folder / _NULL_DISTANCES) as npz:
+                columns = {"null_set": npz["null_set"].astype(np.int64)}
+                if "source_label" in npz:
+                    columns["source_label"] = npz["source_label"]
+                for name in [str(s) for s in npz["structures"]]:
+                    col = distance_column(name)
+                    columns[col] = npz[col].astype(float)
+        except (OSError, ValueError, KeyError) as err:
+            raise PoolingError(f"{folder}: the image result cannot be read ({err}).") from err
+        dots = pd.DataFrame(columns)
+        for name in [c for c in cells.columns if c.startswith("dist_") and c.endswith("_um")]:
+            # CSV keeps 9 significant digits: exact for the float32 distances, once cast back
+            cells[name] = cells[name].astype(np.float32).astype(float)
+        ids = {k: qc.pop(k, record.get(k, "")) for k in ID_COLUMNS}
+        return cls(
+            image=ids["image"] or folder.name,
+            condition=ids["condition"],
+            replicate=ids["replicate"],
+            cells=cells,
+            dots=dots,
+            qc=qc,
+            params=params,
+            record=record,
+        )
+
+    def _ids(self) -> dict[str, str]:
+        return {"image": self.image, "condition": self.condition, "replicate": self.replicate}
+
+
+def with_null_sets(dots: pd.DataFrame, *, n_cells: int, params: AnalysisParams) -> pd.DataFrame:
+    """Add the ``null_set`` column to a dots table that lacks it (older results).
+
+    ``seed_random_cells`` tiles the cell shapes, so realisation ``r`` holds
+    ``dots_per_cell`` consecutive blocks of ``n_cells`` dots, each a complete null set:
+    ``null_set = r * dots_per_cell + (index within the realisation) // n_cells``.
+    """
+    if "null_set" in dots.columns or dots.empty:
+        return dots
+    if n_cells < 1:
+        raise PoolingError("Random cells without real cells cannot be grouped in null sets.")
+    if "realization" in dots.columns:
+        realization = dots["realization"].to_numpy(np.int64)
+        within = dots.groupby("realization").cumcount().to_numpy(np.int64)
+    else:
+        index = np.arange(len(dots))
+        per = n_cells * params.dots_per_cell
+        realization, within = index // per, index % per
+    return dots.assign(null_set=realization * params.dots_per_cell + within // n_cells)
+
+
+# --------------------------------------------------------------------------------------
+# Pooled
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PooledResult:
+    """Every pooled table of an experiment, with what produced them.
+
+    Attributes
+    ----------
+    cells : every cell of every image, ``image, condition, replicate`` in front.
+    dots0 : realisation 0's virtual cells of every image (for plots), same id columns.
+    fold_change : ``condition, structure`` + fold-change columns of the pooled cells over
+        the pooled dots (all null sets used).
+    envelope : ``condition, structure`` + :data:`~napari_niche.core.envelope.ENVELOPE_COLUMNS`
+        (empty for a condition with too few null sets; see ``statistics``).
+    quadrants : ``condition`` + quadrant columns.
+    statistics : the unified statistics table (:data:`~napari_niche.core.compare.STAT_COLUMNS`).
+    replicate_fractions : ``condition, structure`` + per-replicate fractions per bin.
+    density_ratio : :data:`DENSITY_COLUMNS`.
+    qc : one row per image: ids, counts, null sets, overlap fractions, warnings.
+    structures, quadrant_structures, conditions : what was pooled.
+    warnings : sentences for the report (e.g. unequal numbers of null sets).
+    record : parameters and version.
+    """
+
+    cells: pd.DataFrame
+    dots0: pd.DataFrame
+    fold_change: pd.DataFrame
+    envelope: pd.DataFrame
+    quadrants: pd.DataFrame
+    statistics: pd.DataFrame
+    replicate_fractions: pd.DataFrame
+    density_ratio: pd.DataFrame
+    qc: pd.DataFrame
+    structures: list[str]
+    quadrant_structures: tuple[str, str] | None
+    conditions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """File name -> table, in :data:`POOLED_FILES` order."""
+        return {
+            "cells.csv": self.cells,
+            "dots0.csv": self.dots0,
+            "fold_change.csv": self.fold_change,
+            "envelope.csv": self.envelope,
+            "quadrants.csv": self.quadrants,
+            "statistics.csv": self.statistics,
+            "replicate_fractions.csv": self.replicate_fractions,
+            "density_ratio.csv": self.density_ratio,
+            "qc.csv": self.qc,
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write every table as CSV plus ``pooled.json`` (parameters, warnings)."""
+        meta = {
+            **self.record,
+            "structures": list(self.structures),
+            "quadrant_structures": (
+                list(self.quadrant_structures) if self.quadrant_structures else None
+            ),
+            "conditions": list(self.conditions),
+            "warnings": list(self.warnings),
+        }
+
+        def write(out: Path) -> None:
+            for name, table in self.tables().items():
+                table.to_csv(out / name, index=False, float_format=CSV_FLOAT_FORMAT)
+            (out / "pooled.json").write_text(json.dumps(_jsonable(meta), indent=2) + "\n")
+
+        return write_atomically(folder, write)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> PooledResult:
+        """Read back what :meth:`save` wrote (for figures and reports made later)."""
+        folder = Path(folder)
+        missing = [n for n in (*POOLED_FILES, "pooled.json") if not (folder / n).exists()]
+        if missing:
+            raise PoolingError(f"{folder}: no pooled result (missing {', '.join(missing)}).")
+        meta = json.loads((folder / "pooled.json").read_text())
+        tables = {}
+        for name in POOLED_FILES:
+            try:
+                table = pd.read_csv(folder / name, dtype={c: str for c in _TEXT_COLUMNS})
+            except pd.errors.EmptyDataError:
+                table = pd.DataFrame()
+            for col in table.columns.intersection(_TEXT_COLUMNS):
+                table[col] = table[col].fillna("")
+            tables[name[: -len(".csv")]] = table
+        quad = meta.pop("quadrant_structures", None)
+        return cls(
+            **tables,
+            structures=list(meta.pop("structures", [])),
+            quadrant_structures=tuple(quad) if quad else None,
+            conditions=list(meta.pop("conditions", [])),
+            warnings=list(meta.pop("warnings", [])),
+            record=meta,
+        )
+
+
+def pool_results(
+    results: Sequence[ImageResult],
+    *,
+    params: AnalysisParams | None = None,
+    structures: Iterable[str] | None = None,
+    quadrant_structures: tuple[str, str] | None = None,
+    conditions: Sequence[str] | None = None,
+    n_boot: int = 200,
+) -> PooledResult:
+    """Pool images per condition and compute every experiment-level table.
+
+    Parameters
+    ----------
+    results : sequence of ImageResult
+        One per image; image ids must be unique.
+    params : AnalysisParams, optional
+        Bin width, minimum dots per bin, quadrant threshold, ``alpha`` and ``seed`` (for
+        the density-ratio bootstrap) of the pooled analysis; default the first image's.
+    structures : names, optional
+        Default: the structures every image has, in the first image's order.
+    quadrant_structures : (A, B), optional
+        The pair for quadrants; None skips quadrants (no rows, no tests).
+    conditions : names, optional
+        Order of the conditions in every table; default order of first appearance.
+    n_boot : int
+        Bootstrap resamples of the density-ratio band.
+
+    Returns
+    -------
+    PooledResult
+
+    Notes
+    -----
+    Within a condition, null set ``r`` is the union of null set ``r`` of its images (see
+    the module docstring). Where images hold different numbers of null sets, every image
+    contributes its first ``m`` null sets, ``m`` the smallest number among the condition's
+    images (images without cells do not count), and a warning says so.
+    """
+    results = list(results)
+    if not results:
+        raise PoolingError("There is no image result to pool.")
+    ids = [r.image for r in results]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise PoolingError(f"Image ids must be unique; repeated: {', '.join(dupes)}.")
+    params = params or results[0].params
+    alpha = float(getattr(params, "alpha", 0.05))
+    seed = 0 if params.seed is None else int(params.seed)
+    names = _structures(results, structures)
+    quad = tuple(quadrant_structures) if quadrant_structures else None
+    if quad is not None:
+        missing = [q for q in quad if q not in names]
+        if missing or quad[0] == quad[1]:
+            raise PoolingError(
+                f"Quadrant structures {quad} must be two different structures among "
+                f"{', '.join(names)}."
+            )
+    order = list(dict.fromkeys(conditions or [r.condition for r in results]))
+    unknown = sorted({r.condition for r in results} - set(order))
+    if unknown:
+        raise PoolingError(f"Conditions {', '.join(unknown)} are missing from the order given.")
+    for r in results:
+        r.check()
+
+    warnings: list[str] = []
+    n_sets: dict[str, int] = {}
+    cells_parts, dots_parts, dots0_parts = [], [], []
+    for cond in order:
+        mine = [r for r in results if r.condition == cond and len(r.cells)]
+        counts = {r.image: r.n_null_sets for r in mine}
+        n_sets[cond] = min(counts.values()) if counts else 0
+        if len(set(counts.values())) > 1:
+            warnings.append(
+                f"Condition {cond}: images hold different numbers of null sets ("
+                + ", ".join(f"{k}: {v}" for k, v in counts.items())
+                + f"); the pooled envelope and tests use the first {n_sets[cond]} of each."
+            )
+    dist_cols = [distance_column(n) for n in names]
+    for r in results:
+        ids_ = r._ids()
+        cells_parts.append(_with_ids(r.cells, ids_))
+        keep = r.dots["null_set"] < n_sets[r.condition]
+        dot_cols = [
+            "null_set",
+            *(["source_label"] if "source_label" in r.dots else []),
+            *dist_cols,
+        ]
+        dots_parts.append(_with_ids(r.dots.loc[keep, dot_cols], ids_))
+        dots0_parts.append(_with_ids(r.dots[r.dots["null_set"] < r.params.dots_per_cell], ids_))
+    cells = _concat(cells_parts)
+    dots = _concat(dots_parts)
+    dots0 = _concat(dots0_parts)
+
+    fold, env, quads, stats_parts, rep_fracs, dens = [], [], [], [], [], []
+    for cond in order:
+        cc = cells[cells["condition"] == cond]
+        dc = dots[dots["condition"] == cond]
+        n_rep = int(cc["replicate"].nunique())
+        if cc.empty or dc.empty:
+            what = "no cells" if cc.empty else "no random cells (null sets)"
+            stats_parts.append(
+                _skip(_ANALYSIS["cells vs dots"], cond, note=f"{what} in this condition")
+            )
+            continue
+        for name in names:
+            col = distance_column(name)
+            fold.append(
+                _front(
+                    fold_change_by_bin(
+                        cc[col], dc[col], bin_width=params.bin_width_um, min_dots=params.min_dots
+                    ),
+                    condition=cond,
+                    structure=name,
+                )
+            )
+            stats_parts.append(cells_vs_dots_tests(cc, dc, structure=name, condition=cond))
+            table, row = _envelope(cc, dc, name, cond, n_sets[cond], params, alpha)
+            env.append(table)
+            stats_parts.append(row)
+            rep_fracs.append(
+                _front(
+                    replicate_fractions(cc, dc, structure=name, bin_width=params.bin_width_um),
+                    condition=cond,
+                    structure=name,
+                )
+            )
+            if n_rep >= 2:
+                stats_parts.append(
+                    replicate_bin_tests(
+                        cc,
+                        dc,
+                        structure=name,
+                        bin_width=params.bin_width_um,
+                        min_dots=params.min_dots,
+                        condition=cond,
+                    )
+                )
+            else:
+                stats_parts.append(
+                    _skip(
+                        _ANALYSIS["bins"],
+                        cond,
+                        structure=name,
+                        test="Mann-Whitney U (two-sided)",
+                        n_cells=len(cc),
+                        n_dots=len(dc),
+                        n_replicates=n_rep,
+                        note=_few_replicates(n_rep),
+                    )
+                )
+            try:
+                ratio = density_ratio(cc[col], dc[col], n_boot=n_boot, rng=seed)
+            except NicheError as err:
+                warnings.append(f"Condition {cond}: no density ratio for {name}: {err}")
+            else:
+                dens.append(
+                    _front(ratio, condition=cond, structure=name).assign(
+                        bandwidth_um=float(ratio.attrs.get("bandwidth_um", np.nan))
+                    )
+                )
+        if quad is not None:
+            a, b = quad
+            quads.append(
+                _front(
+                    quadrant_table(
+                        cc[distance_column(a)],
+                        cc[distance_column(b)],
+                        dc[distance_column(a)],
+                        dc[distance_column(b)],
+                        threshold_um=params.quadrant_threshold_um,
+                        names=quad,
+                    ),
+                    condition=cond,
+                )
+            )
+            stats_parts.append(
+                quadrant_contingency(
+                    cc,
+                    dc,
+                    structures=quad,
+                    threshold_um=params.quadrant_threshold_um,
+                    condition=cond,
+                )
+            )
+            if n_rep >= 2:
+                stats_parts.append(
+                    replicate_quadrant_tests(
+                        cc,
+                        dc,
+                        structures=quad,
+                        threshold_um=params.quadrant_threshold_um,
+                        condition=cond,
+                    )
+                )
+            else:
+                stats_parts.append(
+                    _skip(
+                        _ANALYSIS["quadrants"],
+                        cond,
+                        test="Mann-Whitney U (two-sided)",
+                        n_cells=len(cc),
+                        n_dots=len(dc),
+                        n_replicates=n_rep,
+                        note=_few_replicates(n_rep),
+                    )
+                )
+    present = [c for c in order if (cells["condition"] == c).any()]
+    for name in names:
+        if len(present) >= 2:
+            stats_parts.append(
+                compare_conditions(
+                    cells[cells["condition"].isin(present)],
+                    structure=name,
+                    bin_width=params.bin_width_um,
+                )
+            )
+        else:
+            stats_parts.append(
+                _skip(
+                    _ANALYSIS["conditions"],
+                    present[0] if present else "",
+                    structure=name,
+                    test="Kolmogorov-Smirnov (two-sided)",
+                    n_cells=len(cells),
+                    note="only one condition with cells: nothing to compare it with",
+                )
+            )
+
+    statistics = _concat(stats_parts, columns=STAT_COLUMNS)
+    record = {
+        "napari_niche_version": __version__,
+        "analysis": params.to_dict(),
+        "n_null_sets": n_sets,
+        "n_boot": int(n_boot),
+        "images": ids,
+    }
+    return PooledResult(
+        cells=cells,
+        dots0=dots0,
+        fold_change=_concat(fold, columns=["condition", "structure", *FOLD_CHANGE_COLUMNS]),
+        envelope=_concat(env, columns=["condition", "structure", *ENVELOPE_COLUMNS]),
+        quadrants=_concat(quads, columns=["condition", *QUADRANT_COLUMNS]),
+        statistics=statistics,
+        replicate_fractions=_concat(rep_fracs),
+        density_ratio=_concat(dens, columns=DENSITY_COLUMNS)[DENSITY_COLUMNS],
+        qc=_qc_table(results),
+        structures=names,
+        quadrant_structures=quad,
+        conditions=order,
+        warnings=warnings,
+        record=record,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------------------
+
+
+def _structures(results: list[ImageResult], structures: Iterable[str] | None) -> list[str]:
+    common = [s for s in results[0].structures if all(s in r.structures for r in results)]
+    if structures is None:
+        if not common:
+            raise PoolingError("The images share no structure: there is nothing to pool.")
+        return common
+    names = list(dict.fromkeys(structures))
+    for r in results:
+        lacking = [s for s in names if s not in r.structures]
+        if lacking:
+            raise PoolingError(
+                f"Image {r.image} has no distances to {', '.join(lacking)} (it has "
+                f"{', '.join(r.structures) or 'none'}); every pooled image needs them."
+            )
+        if not r.dots.empty:
+            lacking = [s for s in names if distance_column(s) not in r.dots.columns]
+            if lacking:
+                raise PoolingError(
+                    f"Image {r.image}: its random cells lack distances to {', '.join(lacking)}."
+                )
+    return names
+
+
+def _envelope(
+    cc: pd.DataFrame,
+    dc: pd.DataFrame,
+    name: str,
+    cond: str,
+    n_sets: int,
+    params: AnalysisParams,
+    alpha: float,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The condition's envelope table and its global-envelope statistics row."""
+    col = distance_column(name)
+    needed = MIN_NULL_SETS(alpha)
+    test_name = envelope_test_name(n_sets)
+    if n_sets < needed:
+        note = (
+            f"needs at least {needed} null sets at alpha {alpha:g}, have {n_sets}: raise "
+            "realizations (or dots per cell) to 99 or more"
+        )
+        row = _skip(
+            _ANALYSIS["envelope"],
+            cond,
+            structure=name,
+            test=test_name,
+            n_cells=len(cc),
+            n_dots=len(dc),
+            note=note,
+        )
+        return pd.DataFrame(columns=["condition", "structure", *ENVELOPE_COLUMNS]), row
+    try:
+        table, test = monte_carlo_envelope(
+            cc[col].to_numpy(float),
+            dc[col].to_numpy(float),
+            dc["null_set"].to_numpy(np.int64),
+            bin_width=params.bin_width_um,
+            min_dots=params.min_dots,
+            alpha=alpha,
+        )
+    except NicheError as err:  # e.g. no bin with enough dots: say so, pool the rest
+        row = _skip(
+            _ANALYSIS["envelope"],
+            cond,
+            structure=name,
+            test=test_name,
+            n_cells=len(cc),
+            n_dots=len(dc),
+            note=str(err),
+        )
+        return pd.DataFrame(columns=["condition", "structure", *ENVELOPE_COLUMNS]), row
+    outside = table["outside"].astype(str)
+    n_out = int((outside != "").sum())
+    lo, hi = test.p_interval
+    row = _stat_row(
+        analysis=_ANALYSIS["envelope"],
+        condition=cond,
+        structure=name,
+        test=test_name,
+        n_cells=len(cc),
+        n_dots=len(dc),
+        statistic=float(test.extreme_rank),
+        p_value=float(test.p_value),
+        note=(
+            f"statistic: smallest two-sided pointwise rank of the cells among {n_sets + 1} "
+            f"curves (1 = most extreme); {n_out} of {len(table)} bins outside the global "
+            f"{1 - alpha:.0%} envelope; extreme-rank p-interval {lo:.3g} to {hi:.3g}; null "
+            "set r pools null set r of every image"
+        ),
+    )
+    return _front(table, condition=cond, structure=name), row
+
+
+def _stat_row(**values: Any) -> pd.DataFrame:
+    """One STAT_COLUMNS row; p_adjusted = p_value and no correction unless given."""
+    row: dict[str, Any] = {
+        "analysis": "",
+        "condition": "",
+        "versus": "",
+        "structure": "",
+        "bin_start_um": np.nan,
+        "bin_end_um": np.nan,
+        "quadrant": "",
+        "test": "",
+        "n_cells": 0,
+        "n_dots": 0,
+        "n_replicates": 0,
+        "n_cells_versus": 0,
+        "n_replicates_versus": 0,
+        "statistic": np.nan,
+        "p_value": np.nan,
+        "p_adjusted": np.nan,
+        "correction": "",
+        "effect_size": np.nan,
+        "effect_size_name": "",
+        "note": "",
+    }
+    row.update(values)
+    if "p_adjusted" not in values:
+        row["p_adjusted"] = row["p_value"]
+    return pd.DataFrame([row]).reindex(columns=STAT_COLUMNS)
+
+
+def _skip(analysis: str, condition: str, *, note: str, **values: Any) -> pd.DataFrame:
+    """A row for a test that could not run, p = NaN, with the reason in ``note``."""
+    return _stat_row(analysis=analysis, condition=condition, note=f"not run: {note}", **values)
+
+
+def _few_replicates(n: int) -> str:
+    return (
+        f"needs at least 2 replicates in the condition, have {n}; the pooled "
+        "cells-vs-dots tests and the envelope still apply"
+    )
+
+
+def _front(table: pd.DataFrame, **ids: Any) -> pd.DataFrame:
+    """``table`` with constant id columns put in front (replacing same-named columns)."""
+    rest = table.drop(columns=[c for c in ids if c in table.columns])
+    front = pd.DataFrame({k: [v] * len(rest) for k, v in ids.items()}, index=rest.index)
+    return pd.concat([front, rest], axis=1).reset_index(drop=True)
+
+
+def _with_ids(table: pd.DataFrame, ids: dict[str, str]) -> pd.DataFrame:
+    return _front(table, **ids)
+
+
+def _concat(parts: list[pd.DataFrame], columns: list[str] | None = None) -> pd.DataFrame:
+    parts = [p for p in parts if p is not None and len(p.columns)]
+    non_empty = [p for p in parts if len(p)]
+    if not non_empty:
+        cols = columns if columns is not None else (list(parts[0].columns) if parts else [])
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(non_empty, ignore_index=True)
+    return out if columns is None else out.reindex(columns=columns)
+
+
+def _qc_table(results: list[ImageResult]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        row: dict[str, Any] = r._ids()
+        for key, value in r.qc.items():
+            if key in row:
+                continue
+            if isinstance(value, (list, tuple, dict)):
+                value = (
+                    "; ".join(map(str, value))
+                    if isinstance(value, (list, tuple))
+                    else (json.dumps(_jsonable(value)))
+                )
+            row[key] = value
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    first = [*ID_COLUMNS, "n_cells", "n_dots", "n_null_sets"]
+    return table[[*first, *[c for c in table.columns if c not in first]]]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value

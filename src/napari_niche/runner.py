@@ -1,0 +1,992 @@
+"""Run an experiment: every image from raw channels or curated masks, then pool and report.
+
+Each image runs in :func:`process_image`, a top-level function of picklable arguments, so it
+can run in this process, in local worker processes or on a dask distributed cluster. A
+failing image (a missing or corrupt file, an empty mask, no cells...) is reported with one
+line naming it while the others complete; its old results, if any, are left out of the
+pooled tables.
+
+Re-running skips an image whose inputs and parameters are unchanged: its fingerprint is a
+hash of the content of every file it reads, of its resolved parameters and of the package
+version, stored in ``images/<id>/fingerprint.json`` after everything else was written (an
+interrupted image therefore runs again).
+
+Output folder::
+
+    images/<id>/   cells.csv, dots.csv (realisation 0), null_distances.npz (every null
+                   set), fold_change.csv, quadrants.csv, stats.csv, overlap.csv,
+                   envelope.csv, params.json, qc.json, masks/*.tif (the masks used),
+                   thumbnail.png, fingerprint.json
+    pooled/        the pooled tables (napari_niche.pooling)
+    figures/       SVG, PDF and PNG figures
+    report.html    parameters, QC, figures, statistics, failed images
+    errors.csv     image, condition, replicate, step, message
+    experiment.toml, run.json   what was run
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .core._validate import as_mask, as_spacing
+from .core.curation import curate_mask, label_cells, tissue_map
+from .core.errors import EmptyMaskError, NicheError, ShapeMismatchError, SpacingError
+from .core.preprocess import preprocess
+from .core.threshold import threshold_value
+from .experiment import Experiment, ExperimentError, ImageSpec, StepParams
+from .io import read_channels, read_image, write_image
+from .params import AnalysisParams
+
+__all__ = [
+    "ERROR_COLUMNS",
+    "ImageOutcome",
+    "ImageTask",
+    "RunSummary",
+    "default_jobs",
+    "image_fingerprint",
+    "load_image_layers",
+    "process_image",
+    "run_experiment",
+]
+
+#: Columns of ``errors.csv``.
+ERROR_COLUMNS = ["image", "condition", "replicate", "step", "message"]
+#: Rough peak memory of one image per voxel (raw channels, masks, labels, a float32
+#: distance map, temporaries), used to keep parallel images within the machine's memory.
+BYTES_PER_VOXEL = 48
+_HASH_CHUNK = 4 << 20
+
+Progress = Callable[[int, int, str], None]
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """Everything one image needs, resolved and picklable (sent to worker processes)."""
+
+    spec: ImageSpec
+    analysis: AnalysisParams
+    steps: StepParams
+    structures: tuple[str, ...]
+    tissue_source: str
+    folder: Path
+    force: bool = False
+    #: (digest, details) of :func:`image_fingerprint` when already computed
+    fingerprint: tuple[str, dict] | None = None
+
+
+@dataclass
+class ImageOutcome:
+    """What happened to one image: ``status`` "done", "skipped" or "failed"."""
+
+    image: str
+    status: str
+    message: str = ""
+    step: str = ""
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    """The result of :func:`run_experiment`.
+
+    Attributes
+    ----------
+    out : the output folder.
+    done, skipped : image ids analysed now, and unchanged since their last run.
+    failed : image id -> one-line message (``"(pooling)"`` etc. for later steps).
+    pooled : the pooled result, or None when nothing could be pooled.
+    kept : images not selected by ``only`` whose earlier results were pooled.
+    report : ``report.html`` if written.
+    figures : figure stem -> files.
+    warnings : per-image and pooling warnings, each naming its image.
+    """
+
+    out: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    pooled: Any = None
+    kept: list[str] = field(default_factory=list)
+    report: Path | None = None
+    figures: dict[str, list[Path]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_HASH_CHUNK):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise NicheError(f"{path}: no such file.") from None
+    except OSError as err:
+        raise NicheError(f"{path}: cannot be read ({err.strerror or err}).") from None
+    return digest.hexdigest()
+
+
+def _needed_roles(task: ImageTask) -> list[str]:
+    roles = ["cells", *task.structures]
+    if task.tissue_source in ("mask", "channel"):
+        roles.append("tissue")
+    return roles
+
+
+def image_fingerprint(task: ImageTask) -> tuple[str, dict[str, Any]]:
+    """The hash deciding whether an image must run again, and what went into it.
+
+    File contents are keyed by role, not by path, so moving the project folder does not
+    re-run anything; only the settings of the steps that actually run count (changing the
+    vessel threshold does not re-run an image whose vessel mask was curated by hand).
+    """
+    spec = task.spec
+    files: dict[str, str] = {}
+    channel_steps: dict[str, Any] = {}
+    for role in _needed_roles(task):
+        source = spec.source(role)
+        if source == "mask":
+            files[f"masks.{role}"] = _file_hash(spec.masks[role])
+        else:
+            c = spec.channels[role]
+            if isinstance(c, Path):
+                files[f"channels.{role}"] = _file_hash(c)
+            else:
+                if "path" not in files:
+                    files["path"] = _file_hash(spec.path)
+                files[f"channels.{role}"] = f"channel {c}"
+            channel_steps[role] = _jsonable(task.steps.channel(role).__dict__)
+    details: dict[str, Any] = {
+        "napari_niche_version": __version__,
+        "image": {
+            "id": spec.id,
+            "condition": spec.condition,
+            "replicate": spec.replicate,
+            "voxel_size": list(spec.voxel_size) if spec.voxel_size else None,
+            "channel_axis": spec.channel_axis,
+        },
+        "structures": list(task.structures),
+        "files": files,
+        "analysis": task.analysis.to_dict(),
+        "steps": channel_steps,
+        "tissue": {"source": task.tissue_source},
+    }
+    if spec.source("cells") == "channel":
+        details["cells"] = _jsonable(task.steps.cells.__dict__)
+    if task.tissue_source == "union":
+        details["tissue"].update(
+            closing_radius_um=task.steps.tissue.closing_radius_um, fill=task.steps.tissue.fill
+        )
+    text = json.dumps(details, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest(), details
+
+
+def _stored_fingerprint(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "fingerprint.json").read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# --------------------------------------------------------------------------- one image
+
+
+class _Step:
+    """The step an image is in, for messages ("reading", "making masks", ...)."""
+
+    def __init__(self):
+        self.name = "checking the files"
+
+
+def process_image(task: ImageTask) -> ImageOutcome:
+    """Run one image end to end and save its results; never raises for a bad image.
+
+    Returns an :class:`ImageOutcome`: "skipped" when the stored fingerprint matches (and
+    ``force`` is off), "done", or "failed" with a one-line message.
+    """
+    start = time.perf_counter()
+    step = _Step()
+    image = task.spec.id
+    folder = Path(task.folder)
+    try:
+        digest, details = task.fingerprint or image_fingerprint(task)
+        if not task.force and _stored_fingerprint(folder) == digest:
+            return ImageOutcome(image, "skipped", seconds=time.perf_counter() - start)
+        (folder / "fingerprint.json").unlink(missing_ok=True)
+        (folder / "error.txt").unlink(missing_ok=True)
+        warnings = _run_image(task, folder, step, start)
+        step.name = "saving"
+        record = {"fingerprint": digest, **details}
+        (folder / "fingerprint.json").write_text(json.dumps(record, indent=2) + "\n")
+        return ImageOutcome(image, "done", seconds=time.perf_counter() - start, warnings=warnings)
+    except NicheError as err:
+        message = str(err)
+    except MemoryError:
+        message = (
+            f"ran out of memory while {step.name}; run fewer images at once (--jobs 1) or "
+            "on a machine with more memory."
+        )
+    except Exception as err:  # a bug or an unforeseen file problem: keep the others going
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / "error.txt"
+        log.write_text(traceback.format_exc())
+        message = f"unexpected {type(err).__name__} while {step.name}: {err} (details in {log})"
+    return ImageOutcome(
+        image, "failed", message=message, step=step.name, seconds=time.perf_counter() - start
+    )
+
+
+def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list[str]:
+    from .pipeline import analyze
+    from .pooling import ImageResult
+
+    spec = task.spec
+    step.name = "reading the images"
+    raw, masks_in, spacing, files = _read_inputs(task)
+    step.name = "making masks"
+    qc: dict[str, Any] = {}
+    masks: dict[str, np.ndarray] = {}
+    for name in task.structures:
+        if name in masks_in:
+            masks[name] = as_mask(masks_in[name], f"{name} mask ({files[name]})")
+        else:
+            masks[name], qc[f"threshold_{name}"] = _mask_from_channel(
+                raw[name], name, task.steps, spacing, files[name]
+            )
+    if "cells" in masks_in:
+        cells = np.asarray(masks_in["cells"])
+        if not cells.any():
+            raise EmptyMaskError(f"{files['cells']}: the cell image holds no cells.")
+    else:
+        cell_mask, qc["threshold_cells"] = _mask_from_channel(
+            raw["cells"], "cells", task.steps, spacing, files["cells"]
+        )
+        c = task.steps.cells
+        cells = label_cells(
+            cell_mask,
+            spacing=spacing,
+            min_volume_um3=c.min_volume_um3,
+            max_volume_um3=np.inf if c.max_volume_um3 is None else c.max_volume_um3,
+            split_touching=c.split_touching,
+            split_radius_um=c.split_radius_um,
+        )
+        if not cells.any():
+            raise EmptyMaskError(
+                f"No cells left after labelling the cell mask of {files['cells']} "
+                f"(volumes {c.min_volume_um3:g} to {c.max_volume_um3 or 'any'} µm³): check "
+                "the [cells] settings."
+            )
+    tissue = None
+    source = task.tissue_source
+    if source == "mask":
+        tissue = as_mask(masks_in["tissue"], f"tissue mask ({files['tissue']})")
+    elif source == "channel":
+        tissue, qc["threshold_tissue"] = _mask_from_channel(
+            raw["tissue"], "tissue", task.steps, spacing, files["tissue"]
+        )
+    elif source == "union":
+        t = task.steps.tissue
+        tissue = tissue_map(
+            [cells != 0, *masks.values()],
+            spacing=spacing,
+            closing_radius_um=t.closing_radius_um,
+            fill=t.fill,
+        )
+
+    step.name = "analysing"
+    result = analyze(cells, masks, spacing=spacing, tissue=tissue, params=task.analysis)
+    voxel_um3 = float(np.prod(spacing))
+    qc.update(
+        tissue_source=source,
+        tissue_volume_um3=(
+            float(np.count_nonzero(tissue)) * voxel_um3
+            if tissue is not None
+            else float(np.prod(np.shape(cells))) * voxel_um3
+        ),
+        image_shape=list(np.shape(cells)),
+        voxel_size_um=list(spacing),
+        **{f"{n}_volume_fraction": float(np.mean(m)) for n, m in masks.items()},
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    result.record["inputs"] = {role: str(p) for role, p in files.items()}
+    result.record["sources"] = {role: spec.source(role) for role in files}
+    result.record["steps"] = {
+        role: task.steps.channel(role).__dict__ for role in files if role not in masks_in
+    }
+
+    step.name = "saving"
+    folder.mkdir(parents=True, exist_ok=True)
+    ImageResult.from_analysis(
+        result, image=spec.id, condition=spec.condition, replicate=spec.replicate, qc=qc
+    ).save(folder)
+    mask_dir = folder / "masks"
+    mask_dir.mkdir(exist_ok=True)
+    used = {"cells": cells, **masks, **({"tissue": tissue} if tissue is not None else {})}
+    for old in mask_dir.glob("*.tif"):
+        if old.stem not in used:
+            old.unlink()
+    for role, array in used.items():
+        write_image(mask_dir / f"{role}.tif", array, spacing=spacing, compression="zlib")
+    warnings = list(result.warnings)
+    backdrop = raw.get("cells", next(iter(raw.values()), None))
+    if backdrop is None:
+        backdrop = (np.asarray(cells) != 0).astype(np.float32)
+    from .experiment_plots import thumbnail
+
+    try:
+        thumbnail(
+            backdrop,
+            {"cells": np.asarray(cells) != 0, **masks},
+            path=folder / "thumbnail.png",
+            spacing=spacing,
+        )
+    except Exception as err:  # a thumbnail is a convenience, not a result
+        warnings.append(f"no thumbnail ({type(err).__name__}: {err})")
+    return warnings
+
+
+def _read_inputs(task: ImageTask):
+    """Raw channels and curated masks of one image, their common shape and voxel size."""
+    spec = task.spec
+    roles = _needed_roles(task)
+    raw: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    files: dict[str, str] = {}
+    found_spacing: list[tuple[tuple[float, ...], Path]] = []
+    indices = {
+        r: spec.channels[r]
+        for r in roles
+        if spec.source(r) == "channel" and isinstance(spec.channels[r], int)
+    }
+    if indices:
+        data, sp = read_channels(
+            spec.path, sorted(set(indices.values())), channel_axis=spec.channel_axis
+        )
+        for role, c in indices.items():
+            raw[role] = data[c]
+            files[role] = f"{spec.path} (channel {c})"
+        if sp is not None:
+            found_spacing.append((sp, spec.path))
+        del data
+    for role in roles:
+        if role in files:
+            continue
+        path = spec.masks[role] if spec.source(role) == "mask" else spec.channels[role]
+        array, sp = read_image(path)
+        (masks if spec.source(role) == "mask" else raw)[role] = array
+        files[role] = str(path)
+        if sp is not None:
+            found_spacing.append((sp, path))
+    # one shape for all
+    first = roles[0]
+    shape = (raw.get(first) if first in raw else masks[first]).shape
+    for role in roles:
+        arr = raw[role] if role in raw else masks[role]
+        if arr.shape != shape:
+            raise ShapeMismatchError(
+                f"{files[role]} ({role}) has shape {arr.shape} but {files[first]} ({first}) "
+                f"has {shape}: every channel and mask of an image must overlay voxel for voxel."
+            )
+    ndim = len(shape)
+    if spec.voxel_size is not None:
+        spacing = as_spacing(spec.voxel_size, ndim)
+    elif found_spacing:
+        sp, where = found_spacing[0]
+        try:
+            spacing = as_spacing(sp, ndim)
+        except SpacingError as err:
+            raise SpacingError(f"{where}: {err}") from None
+    elif task.analysis.voxel_size is not None:
+        spacing = as_spacing(task.analysis.voxel_size, ndim)
+    else:
+        raise SpacingError(
+            f"no voxel size in the metadata of {', '.join(sorted(set(files.values())))}: "
+            "give voxel_size = [z, y, x] in µm for this image in the experiment file."
+        )
+    return raw, masks, spacing, files
+
+
+def _mask_from_channel(image, role: str, steps: StepParams, spacing, where: str):
+    """METHOD.md steps 1-3 for one channel with the role's settings; mask and threshold."""
+    s = steps.channel(role)
+    pre = preprocess(image, spacing=spacing, sigma_um=s.sigma_um, normalize=s.normalize)
+    if s.threshold == "manual":
+        t = float(s.threshold_value)
+    else:
+        try:
+            t = threshold_value(pre, s.threshold)
+        except NicheError as err:
+            raise NicheError(f"{where} ({role}): {err}") from None
+    mask = pre > t
+    del pre
+    mask = curate_mask(
+        mask,
+        spacing=spacing,
+        min_size=s.min_size,
+        unit=s.size_unit,
+        closing_radius_um=s.closing_radius_um,
+        fill=s.fill,
+    )
+    if not mask.any():
+        raise EmptyMaskError(
+            f"The {role} mask is empty after thresholding {where} ({s.threshold}, threshold "
+            f"{t:.4g}) and curation: check that this channel holds the {role} staining, or "
+            f"the [steps.{role}] settings."
+        )
+    return mask, t
+
+
+# --------------------------------------------------------------------------- scheduling
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _voxels(spec: ImageSpec) -> int:
+    """Voxels of one image from a file header (0 when unknown)."""
+    import tifffile
+
+    from .io import channel_info
+
+    try:
+        if spec.path is not None and spec._uses_path():
+            _, shape, _ = channel_info(spec.path, channel_axis=spec.channel_axis)
+            return int(np.prod(shape))
+        for f in spec.files():
+            with tifffile.TiffFile(f) as tif:
+                return int(np.prod(tif.series[0].shape))
+    except Exception:
+        return 0
+    return 0
+
+
+def default_jobs(specs: Iterable[ImageSpec], *, cpus: int | None = None) -> int:
+    """min(2, images, CPUs), lowered so that the images running at once fit in memory."""
+    specs = list(specs)
+    jobs = max(1, min(2, len(specs), cpus or os.cpu_count() or 1))
+    if jobs > 1:
+        biggest = max((_voxels(s) for s in specs), default=0) * BYTES_PER_VOXEL
+        available = _available_memory()
+        if biggest and available:
+            jobs = max(1, min(jobs, available // biggest))
+    return int(jobs)
+
+
+def _triage(task: ImageTask) -> tuple[ImageOutcome | None, ImageTask]:
+    """Skipped or failed (a file missing) without running, else the task with its hash."""
+    start = time.perf_counter()
+    try:
+        fingerprint = image_fingerprint(task)
+    except NicheError as err:
+        return _failed(task, str(err), "checking the files"), task
+    if not task.force and _stored_fingerprint(Path(task.folder)) == fingerprint[0]:
+        outcome = ImageOutcome(task.spec.id, "skipped", seconds=time.perf_counter() - start)
+        return outcome, task
+    return None, replace(task, fingerprint=fingerprint)
+
+
+def _failed(task: ImageTask, message: str, step: str = "") -> ImageOutcome:
+    return ImageOutcome(task.spec.id, "failed", message=message, step=step)
+
+
+def _execute(
+    tasks: list[ImageTask], *, jobs: int, scheduler, report: Callable[[ImageOutcome], None]
+) -> None:
+    if scheduler is not None:
+        _execute_dask(tasks, scheduler, report)
+    elif jobs <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            report(process_image(task))
+    else:
+        _execute_processes(tasks, jobs, report)
+
+
+def _execute_processes(tasks, jobs, report) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    # "spawn": fresh workers, safe even when the caller (napari) runs threads
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(process_image, task): task for task in tasks}
+        try:
+            for future in as_completed(futures):
+                task = futures[future]
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    outcome = _failed(
+                        task,
+                        "the worker process running it died (out of memory?); run again "
+                        "with --jobs 1.",
+                    )
+                except Exception as err:
+                    outcome = _failed(task, f"{type(err).__name__}: {err}")
+                report(outcome)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _execute_dask(tasks, scheduler, report) -> None:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise NicheError(
+            "Running on a dask cluster needs dask's distributed package: "
+            "pip install 'napari-niche[dask]'."
+        ) from None
+    own = not isinstance(scheduler, Client)
+    if own:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as err:
+            raise NicheError(f"Cannot reach the dask scheduler at {scheduler}: {err}.") from None
+    else:
+        client = scheduler
+    try:
+        futures = {}
+        for task in tasks:
+            key = f"napari-niche-{task.spec.id}-{os.urandom(4).hex()}"
+            futures[client.submit(process_image, task, key=key, pure=False)] = task
+        for future in as_completed(list(futures)):
+            task = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as err:  # worker lost, unpicklable...
+                outcome = _failed(task, f"the dask worker failed: {type(err).__name__}: {err}")
+            report(outcome)
+    finally:
+        if own:
+            client.close()
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+def _tasks(exp: Experiment, ids: list[str], out: Path, force: bool) -> list[ImageTask]:
+    tasks = []
+    structures = tuple(exp.structures())
+    for image_id in ids:
+        analysis, steps = exp.params_for(image_id)
+        tasks.append(
+            ImageTask(
+                spec=exp.image(image_id),
+                analysis=analysis,
+                steps=steps,
+                structures=structures,
+                tissue_source=exp.tissue_source(image_id),
+                folder=out / "images" / image_id,
+                force=force,
+            )
+        )
+    return tasks
+
+
+def run_experiment(
+    experiment: Experiment | str | Path,
+    *,
+    out: str | Path | None = None,
+    jobs: int | None = None,
+    scheduler: Any = None,
+    force: bool = False,
+    only: Iterable[str] | None = None,
+    progress: Progress | None = None,
+    figures: bool = True,
+) -> RunSummary:
+    """Analyse every image of an experiment, pool them, draw the figures, write the report.
+
+    Parameters
+    ----------
+    experiment : Experiment or path of an experiment file
+    out : output folder; default the experiment's ``output``.
+    jobs : images analysed at once in local worker processes; default
+        :func:`default_jobs` (at most 2, fewer when memory is short). 1 runs in this
+        process.
+    scheduler : a dask distributed scheduler address (``tcp://host:8786``) or a
+        ``distributed.Client``; images then run on its workers, which must see the files
+        and the output folder at the same paths.
+    force : re-run images even when their inputs and parameters are unchanged.
+    only : image ids to (re-)run; the other images' earlier results are still pooled.
+    progress : called as ``progress(n_finished, n_total, message)`` after each image and
+        step, for a GUI progress bar. Without it a text progress bar goes to stderr (when
+        stderr is a terminal). An exception it raises (a Cancel button) stops the run.
+    figures : False skips the figures (quicker when only the tables are wanted).
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    ExperimentError
+        A bad experiment file or an unknown id in ``only``.
+
+    Notes
+    -----
+    Worker processes are started with "spawn": a script calling this with ``jobs > 1``
+    needs the usual ``if __name__ == "__main__":`` guard.
+    """
+    exp = experiment if isinstance(experiment, Experiment) else Experiment.load(experiment)
+    problems = exp._check()
+    if not exp.images:
+        problems.append(
+            f"{exp._where()}: images: no images: add [[images]] entries (id, condition, "
+            "replicate, channels or masks)."
+        )
+    if problems:
+        raise ExperimentError("\n".join(problems), problems)
+    out = Path(out) if out is not None else exp.output
+    ids = exp.ids()
+    if only is not None:
+        only = list(only)
+        unknown = [i for i in only if i not in ids]
+        if unknown:
+            raise ExperimentError(
+                f"{exp._where()}: no image {', '.join(map(repr, unknown))} "
+                f"(have {', '.join(ids)})."
+            )
+        selected = [i for i in ids if i in only]
+    else:
+        selected = ids
+    tasks = _tasks(exp, selected, out, force)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "images").mkdir(exist_ok=True)
+    summary = RunSummary(out=out)
+    errors: list[dict[str, str]] = []
+    n_total = len(tasks)
+    outcomes: dict[str, ImageOutcome] = {}
+
+    bar = None
+    if progress is None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_total, unit="image", file=sys.stderr, disable=None, leave=False)
+    say = progress or (lambda _i, _n, _m: None)
+    say(0, n_total, f"{n_total} image{'s' if n_total != 1 else ''} to run")
+
+    def report(outcome: ImageOutcome) -> None:
+        outcomes[outcome.image] = outcome
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"{outcome.image} {outcome.status}")
+        text = f"{outcome.image}: {outcome.status}"
+        if outcome.status == "failed":
+            text += f": {outcome.message}"
+        say(len(outcomes), n_total, text)
+
+    try:
+        # unchanged images are found here, so a re-run starts no worker for them
+        to_run = []
+        for task in tasks:
+            outcome, task = _triage(task)
+            if outcome is not None:
+                report(outcome)
+            else:
+                to_run.append(task)
+        n_jobs = jobs if jobs is not None else default_jobs([t.spec for t in to_run])
+        _execute(to_run, jobs=int(n_jobs), scheduler=scheduler, report=report)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    for image_id in selected:
+        o = outcomes.get(image_id) or ImageOutcome(image_id, "failed", "did not run")
+        spec = exp.image(image_id)
+        if o.status == "done":
+            summary.done.append(image_id)
+        elif o.status == "skipped":
+            summary.skipped.append(image_id)
+        else:
+            summary.failed[image_id] = o.message
+            errors.append(
+                dict(
+                    image=image_id,
+                    condition=spec.condition,
+                    replicate=spec.replicate,
+                    step=o.step,
+                    message=o.message,
+                )
+            )
+        summary.warnings += [f"{image_id}: {w}" for w in o.warnings]
+
+    # earlier results of images not selected by `only`
+    for image_id in ids:
+        if image_id not in selected and (out / "images" / image_id / "fingerprint.json").exists():
+            summary.kept.append(image_id)
+
+    _finish(exp, out, summary, errors, say, figures=figures)
+    return summary
+
+
+def _finish(
+    exp: Experiment, out: Path, summary: RunSummary, errors: list, say, *, figures: bool
+) -> None:
+    """Pool, figures, report, errors.csv, run.json."""
+    ok_ids = [i for i in exp.ids() if i in {*summary.done, *summary.skipped, *summary.kept}]
+    n = len(exp.ids())
+
+    def fail(step: str, err: Exception) -> None:
+        if isinstance(err, NicheError):
+            message = str(err)
+        else:  # a bug: keep the traceback for the bug report
+            log = out / f"{step}_error.txt"
+            log.write_text("".join(traceback.format_exception(err)))
+            message = f"unexpected {type(err).__name__}: {err} (details in {log})"
+        summary.failed[f"({step})"] = message
+        errors.append(dict(image="", condition="", replicate="", step=step, message=message))
+
+    results = []
+    for image_id in ok_ids:
+        try:
+            from .pooling import ImageResult
+
+            spec = exp.image(image_id)
+            r = ImageResult.load(out / "images" / image_id)
+            r.condition, r.replicate = spec.condition, spec.replicate
+            results.append(r)
+        except Exception as err:
+            fail("pooling", NicheError(f"{image_id}: {err}"))
+    pooled = None
+    if results:
+        say(n, n, "pooling")
+        try:
+            from .pipeline import resolve_structures
+            from .pooling import pool_results
+
+            _, quad = resolve_structures(exp.structures(), exp.analysis)
+            pooled = pool_results(
+                results,
+                params=exp.analysis,
+                structures=exp.structures(),
+                quadrant_structures=quad,
+                conditions=exp.conditions(),
+            )
+            pooled.save(out / "pooled")
+            summary.warnings += list(pooled.warnings)
+        except Exception as err:
+            pooled = None
+            fail("pooling", err)
+    summary.pooled = pooled
+
+    if pooled is not None and figures:
+        say(n, n, "figures")
+        try:
+            from .experiment_plots import make_figures
+
+            summary.figures = make_figures(pooled, out / "figures", conditions=exp.conditions())
+        except ImportError:
+            pass
+        except Exception as err:
+            fail("figures", err)
+
+    error_table = pd.DataFrame(errors, columns=ERROR_COLUMNS)
+    error_table.to_csv(out / "errors.csv", index=False)
+    record = {
+        "name": exp.name,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "napari_niche_version": __version__,
+        "experiment": exp.name,
+        "experiment_file": str(exp.path) if exp.path else None,
+        "output": str(out),
+        "structures": exp.structures(),
+        "conditions": exp.conditions(),
+        "analysis": exp.analysis.to_dict(),
+        "steps": exp.steps.to_dict(),
+        "n_null_sets": (pooled.record.get("n_null_sets", {}) if pooled is not None else {}),
+        "done": summary.done,
+        "skipped": summary.skipped,
+        "kept": summary.kept,
+        "failed": summary.failed,
+        "warnings": summary.warnings,
+    }
+    copy = out / "experiment.toml"
+    if exp.path is None or copy.resolve() != Path(exp.path).resolve():  # never the source
+        try:
+            import tomli_w
+
+            copy.write_text(tomli_w.dumps(exp.to_dict(base=out)))
+        except (ImportError, OSError, TypeError, ValueError):
+            pass
+
+    say(n, n, "report")
+    try:
+        from . import report as report_module
+    except ImportError:
+        report_module = None
+    if report_module is not None and hasattr(report_module, "write_report"):
+        try:
+            thumbnails = {
+                i: out / "images" / i / "thumbnail.png"
+                for i in ok_ids
+                if (out / "images" / i / "thumbnail.png").exists()
+            }
+            qc = _qc_with_status(exp, pooled, summary)
+            tables = pooled.tables() if pooled is not None else {}
+            summary.report = report_module.write_report(
+                out,
+                record=record,
+                tables=tables,
+                qc=qc,
+                figures=summary.figures,
+                thumbnails=thumbnails,
+                errors=pd.DataFrame(errors, columns=ERROR_COLUMNS),
+            )
+        except Exception as err:
+            fail("report", err)
+    record["failed"] = summary.failed
+    record["report"] = str(summary.report) if summary.report else None
+    pd.DataFrame(errors, columns=ERROR_COLUMNS).to_csv(out / "errors.csv", index=False)
+    (out / "run.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n")
+
+
+def _qc_with_status(exp: Experiment, pooled, summary: RunSummary) -> pd.DataFrame:
+    """One row per image of the experiment: the pooled QC plus a status, failed included."""
+    status = {
+        **{i: "done" for i in summary.done},
+        **{i: "skipped (unchanged)" for i in summary.skipped},
+        **{i: "kept (earlier run)" for i in summary.kept},
+        **{i: "failed" for i in summary.failed},
+    }
+    qc = pooled.qc.copy() if pooled is not None else pd.DataFrame(columns=["image"])
+    known = set(qc["image"]) if len(qc) else set()
+    extra = [
+        {"image": s.id, "condition": s.condition, "replicate": s.replicate}
+        for s in exp.images
+        if s.id in status and s.id not in known
+    ]
+    if extra:
+        qc = pd.concat([qc, pd.DataFrame(extra)], ignore_index=True)
+    qc.insert(min(3, len(qc.columns)), "status", [status.get(i, "") for i in qc["image"]])
+    return qc
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# --------------------------------------------------------------------------- viewing
+
+
+def load_image_layers(
+    experiment: Experiment, image_id: str, *, out: str | Path | None = None
+) -> list[tuple]:
+    """napari layer data tuples for one image: raw channels, the masks used, the cells.
+
+    Raw channels are read from the experiment's files (missing ones are left out); the
+    masks are those the run used (``images/<id>/masks``), or the curated masks the
+    experiment names when the image has not run yet. Names: ``"<id> <role> raw"`` (raw
+    channels, Image), ``"<id> <structure> mask"``, ``"<id> tissue"`` and ``"<id> cells"``
+    (Labels). Every layer carries the voxel size as ``scale`` (with µm ``units`` where
+    napari supports them) and the image id in ``metadata["napari_niche_image"]``.
+    """
+    spec = experiment.image(image_id)
+    out = Path(out) if out is not None else experiment.output
+    mask_dir = out / "images" / image_id / "masks"
+    masks: dict[str, tuple[np.ndarray, tuple | None]] = {}
+    if mask_dir.is_dir():
+        for path in sorted(mask_dir.glob("*.tif")):
+            masks[path.stem] = read_image(path)
+    else:
+        for role, path in spec.masks.items():
+            if path.exists():
+                masks[role] = read_image(path)
+    raw: dict[str, tuple[np.ndarray, tuple | None]] = {}
+    indices = {r: c for r, c in spec.channels.items() if isinstance(c, int)}
+    if indices and spec.path is not None and spec.path.exists():
+        data, sp = read_channels(
+            spec.path, sorted(set(indices.values())), channel_axis=spec.channel_axis
+        )
+        raw.update({r: (data[c], sp) for r, c in indices.items()})
+    for role, c in spec.channels.items():
+        if isinstance(c, Path) and c.exists():
+            raw[role] = read_image(c)
+    spacing = spec.voxel_size
+    if spacing is None:
+        found = [sp for _, sp in [*raw.values(), *masks.values()] if sp is not None]
+        spacing = found[0] if found else experiment.analysis.voxel_size
+    meta = {"napari_niche_image": image_id}
+    common: dict[str, Any] = {"metadata": meta}
+    if spacing is not None:
+        common["scale"] = tuple(spacing)
+        if _napari_has_units():
+            common["units"] = ("µm",) * len(spacing)
+    layers: list[tuple] = []
+    for role, (data, _) in raw.items():
+        kwargs = {"name": f"{image_id} {role} raw", "blending": "additive"}
+        kwargs["visible"] = role == "cells"
+        layers.append((data, {**kwargs, **_copy(common)}, "image"))
+    for role, (data, _) in masks.items():
+        if role == "cells":
+            continue
+        name = f"{image_id} tissue" if role == "tissue" else f"{image_id} {role} mask"
+        mask = (np.asarray(data) != 0).astype(np.uint8)
+        kwargs = {"name": name, "visible": role != "tissue"}
+        layers.append((mask, {**kwargs, **_copy(common)}, "labels"))
+    if "cells" in masks:
+        cells = np.asarray(masks["cells"][0])
+        layers.append((cells, {"name": f"{image_id} cells", **_copy(common)}, "labels"))
+    if not layers:
+        raise NicheError(
+            f"Image {image_id}: none of its files exist and it has no results in {out}."
+        )
+    return layers
+
+
+def _copy(d: dict) -> dict:
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def _napari_has_units() -> bool:
+    """Layers take ``units`` from napari 0.6 on; asked without importing napari."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(p) for p in version("napari").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (0, 6)

@@ -1,0 +1,271 @@
+"""run_experiment: the same tables as the core functions, re-run skip, failures, parallel runs."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_niche.core.curation import curate_mask, label_cells
+from napari_niche.core.preprocess import preprocess
+from napari_niche.core.synthetic import make_bone_marrow
+from napari_niche.core.threshold import threshold_value
+from napari_niche.experiment import Experiment
+from napari_niche.io import read_channels, read_image, write_channels, write_image
+from napari_niche.pipeline import analyze
+from napari_niche.pooling import ImageResult
+from napari_niche.runner import load_image_layers, run_experiment
+
+SPACING = (1.0, 0.57, 0.57)
+SHAPE = (10, 96, 96)
+IMAGES = {
+    "img0": ("A", "vessel"),
+    "img1": ("A", "vessel"),
+    "img2": ("B", "bone"),
+    "img3": ("B", "bone"),
+}
+
+HEADER = """
+name = "synthetic"
+[analysis]
+seed = 5
+realizations = 19
+[steps]
+sigma_um = 0.5
+[steps.cells]
+min_size = 10
+[cells]
+min_volume_um3 = 20.0
+[tissue]
+source = "mask"
+"""
+
+
+def image_entry(image_id, condition, *, path=None, extra=""):
+    path = path or f"data/{image_id}.tif"
+    return f"""
+[[images]]
+id = "{image_id}"
+condition = "{condition}"
+replicate = "{image_id}-mouse"
+path = "{path}"
+channels = {{ cells = 0, vessel = 1, bone = 2 }}
+masks = {{ tissue = "data/{image_id}_tissue.tif" }}
+{extra}"""
+
+
+def write_data(folder):
+    """Three small synthetic volumes as 3-channel ImageJ stacks, plus tissue masks."""
+    data = folder / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for i, (image_id, (_, near)) in enumerate(IMAGES.items()):
+        s = make_bone_marrow(SHAPE, SPACING, n_cells=12, cell_radius_um=3.0, near=near, rng=i)
+        channels = np.stack([s.channels["cells"], s.channels["vessels"], s.channels["bone"]])
+        write_channels(data / f"{image_id}.tif", channels, spacing=s.spacing)
+        write_image(data / f"{image_id}_tissue.tif", s.tissue, spacing=s.spacing)
+    return folder
+
+
+def write_experiment(folder, entries=None, header=HEADER, name="experiment.toml"):
+    entries = (
+        entries if entries is not None else [image_entry(i, c) for i, (c, _) in IMAGES.items()]
+    )
+    path = folder / name
+    path.write_text(header + "".join(entries))
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """The experiment run once with jobs=1: the reference the other tests compare with."""
+    folder = write_data(tmp_path_factory.mktemp("experiment"))
+    path = write_experiment(folder)
+    summary = run_experiment(path, jobs=1, figures=False)
+    return folder, path, summary
+
+
+def tables(out, image_id):
+    r = ImageResult.load(out / "images" / image_id)
+    return r.cells, r.dots
+
+
+def assert_same_images(out_a, out_b, ids):
+    for image_id in ids:
+        cells_a, dots_a = tables(out_a, image_id)
+        cells_b, dots_b = tables(out_b, image_id)
+        pd.testing.assert_frame_equal(cells_a, cells_b)
+        pd.testing.assert_frame_equal(dots_a, dots_b)
+
+
+def test_run_from_raw_channels_matches_the_core_functions(base):
+    folder, path, summary = base
+    assert summary.done == list(IMAGES) and not summary.failed and not summary.skipped
+    exp = Experiment.load(path)
+    analysis, steps = exp.params_for("img0")
+    # the same sequence by hand: pre-process, threshold, curate, label, analyse
+    channels, spacing = read_channels(folder / "data" / "img0.tif")
+    masks = {}
+    for role, index in (("cells", 0), ("vessel", 1), ("bone", 2)):
+        s = steps.channel(role)
+        pre = preprocess(channels[index], spacing=spacing, sigma_um=s.sigma_um)
+        mask = pre > threshold_value(pre, s.threshold)
+        masks[role] = curate_mask(mask, spacing=spacing, min_size=s.min_size)
+    cells = label_cells(masks.pop("cells"), spacing=spacing, min_volume_um3=20.0)
+    tissue, _ = read_image(folder / "data" / "img0_tissue.tif")
+    direct = analyze(cells, masks, spacing=spacing, tissue=tissue, params=analysis)
+
+    out = summary.out
+    assert out == folder / "experiment_results"
+    saved = pd.read_csv(out / "images" / "img0" / "cells.csv")
+    pd.testing.assert_frame_equal(saved, direct.cells, check_dtype=False, rtol=1e-8)
+    r = ImageResult.load(out / "images" / "img0")
+    for name in ("vessel", "bone"):
+        col = f"dist_{name}_um"
+        np.testing.assert_array_equal(r.dots[col].to_numpy(), direct.dots[col].to_numpy())
+    record = json.loads((out / "images" / "img0" / "params.json").read_text())
+    assert record["analysis"]["seed"] == analysis.seed
+    qc = json.loads((out / "images" / "img0" / "qc.json").read_text())
+    assert qc["n_cells"] == len(direct.cells) and qc["tissue_source"] == "mask"
+    assert qc["tissue_volume_um3"] == pytest.approx(np.count_nonzero(tissue) * np.prod(spacing))
+    # the masks actually used are saved, and the pooled tables hold every image
+    used, _ = read_image(out / "images" / "img0" / "masks" / "vessel.tif")
+    np.testing.assert_array_equal(used != 0, masks["vessel"])
+    assert set(summary.pooled.cells["image"]) == set(IMAGES)
+    assert (out / "pooled" / "statistics.csv").exists() and (out / "errors.csv").exists()
+
+
+def test_run_from_curated_masks_gives_the_same_tables(base, tmp_path):
+    folder, _, summary = base
+    entries = []
+    for image_id, (condition, _) in IMAGES.items():
+        curated = tmp_path / "curated" / image_id
+        shutil.copytree(summary.out / "images" / image_id / "masks", curated)
+        masks = ", ".join(
+            f'{role} = "curated/{image_id}/{role}.tif"'
+            for role in ("cells", "vessel", "bone", "tissue")
+        )
+        entries.append(
+            f'\n[[images]]\nid = "{image_id}"\ncondition = "{condition}"\n'
+            f'replicate = "{image_id}-mouse"\nmasks = {{ {masks} }}\n'
+        )
+    path = write_experiment(tmp_path, entries)
+    result = run_experiment(path, jobs=1, figures=False)
+    assert result.done == list(IMAGES)
+    assert_same_images(summary.out, result.out, IMAGES)
+
+
+def test_rerun_skips_unchanged_images_and_reruns_what_changed(base, tmp_path):
+    folder, _, _ = base
+    shutil.copytree(folder / "data", tmp_path / "data")
+    path = write_experiment(tmp_path)
+    first = run_experiment(path, jobs=1, figures=False)
+    assert first.done == list(IMAGES)
+    again = run_experiment(path, jobs=1, figures=False)
+    assert again.skipped == list(IMAGES) and not again.done
+    assert set(again.pooled.cells["image"]) == set(IMAGES)
+
+    # a new modification time alone changes nothing; new content re-runs that image only
+    tissue_file = tmp_path / "data" / "img1_tissue.tif"
+    os.utime(tissue_file, (1, 1))
+    tissue, spacing = read_image(tissue_file)
+    tissue = tissue != 0
+    tissue[:, :, :4] = False
+    write_image(tissue_file, tissue, spacing=spacing)
+    changed = run_experiment(path, jobs=1, figures=False)
+    assert changed.done == ["img1"] and changed.skipped == ["img0", "img2", "img3"]
+
+    # a per-image parameter re-runs that image only
+    exp = Experiment.load(path)
+    exp.image("img2").overrides = {"steps": {"vessel": {"sigma_um": 0.8}}}
+    param = run_experiment(exp, jobs=1, figures=False)
+    assert param.done == ["img2"] and param.skipped == ["img0", "img1", "img3"]
+
+    # only: the others are not checked, their earlier results are pooled; force re-runs
+    only = run_experiment(exp, jobs=1, figures=False, only=["img0"], force=True)
+    assert only.done == ["img0"] and only.kept == ["img1", "img2", "img3"]
+    assert set(only.pooled.cells["image"]) == set(IMAGES)
+
+
+def test_missing_and_corrupt_images_are_named_and_the_others_complete(base, tmp_path):
+    folder, _, summary = base
+    shutil.copytree(folder / "data", tmp_path / "data")
+    (tmp_path / "data" / "broken.tif").write_bytes(b"II*\x00 this is not a TIFF at all")
+    shutil.copy(tmp_path / "data" / "img0_tissue.tif", tmp_path / "data" / "broken_tissue.tif")
+    shutil.copy(tmp_path / "data" / "img0_tissue.tif", tmp_path / "data" / "lost_tissue.tif")
+    flat = np.zeros((3, *SHAPE), np.float32)
+    write_channels(tmp_path / "data" / "flat.tif", flat, spacing=SPACING)
+    shutil.copy(tmp_path / "data" / "img0_tissue.tif", tmp_path / "data" / "flat_tissue.tif")
+    entries = [image_entry(i, c) for i, (c, _) in IMAGES.items()]
+    entries += [image_entry(i, "B") for i in ("lost", "broken", "flat")]
+    path = write_experiment(tmp_path, entries)
+    result = run_experiment(path, jobs=1, figures=False)
+    assert result.done == list(IMAGES)
+    assert set(result.failed) == {"lost", "broken", "flat"}
+    assert str(tmp_path / "data" / "lost.tif") in result.failed["lost"]
+    assert "no such file" in result.failed["lost"]
+    assert "broken.tif" in result.failed["broken"]
+    assert "cannot be read" in result.failed["broken"]
+    assert "flat.tif" in result.failed["flat"] and "constant" in result.failed["flat"]
+    errors = pd.read_csv(result.out / "errors.csv")
+    assert list(errors["image"]) == ["lost", "broken", "flat"]
+    assert set(errors["condition"]) == {"B"}
+    # the good images are pooled exactly as without the bad ones
+    assert set(result.pooled.cells["image"]) == set(IMAGES)
+    assert_same_images(summary.out, result.out, IMAGES)
+    if result.report is not None:
+        html = result.report.read_text()
+        assert "lost" in html and "broken" in html
+
+
+def test_two_processes_give_the_same_tables_as_one(base, tmp_path):
+    _, path, summary = base
+    parallel = run_experiment(path, out=tmp_path / "out", jobs=2, figures=False)
+    assert parallel.done == list(IMAGES)
+    assert_same_images(summary.out, parallel.out, IMAGES)
+    for name in ("statistics.csv", "fold_change.csv", "envelope.csv", "quadrants.csv"):
+        a = pd.read_csv(summary.out / "pooled" / name)
+        b = pd.read_csv(parallel.out / "pooled" / name)
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_progress_reports_each_image_and_a_raising_callback_stops_the_run(base, tmp_path):
+    _, path, _ = base
+    seen = []
+    run_experiment(
+        path, out=tmp_path / "o", jobs=1, figures=False, progress=lambda *a: seen.append(a)
+    )
+    assert seen[0][:2] == (0, 4)
+    assert [m.split(":")[0] for _, _, m in seen[1:5]] == list(IMAGES)
+    assert all(n == 4 for _, n, _ in seen)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total, message):
+        if done == 1:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        run_experiment(path, out=tmp_path / "c", jobs=1, figures=False, progress=cancel)
+
+
+def test_load_image_layers(base):
+    _, path, summary = base
+    layers = load_image_layers(Experiment.load(path), "img1")
+    kinds = {meta["name"]: kind for _, meta, kind in layers}
+    assert kinds == {
+        "img1 cells raw": "image",
+        "img1 vessel raw": "image",
+        "img1 bone raw": "image",
+        "img1 vessel mask": "labels",
+        "img1 bone mask": "labels",
+        "img1 tissue": "labels",
+        "img1 cells": "labels",
+    }
+    for data, meta, _ in layers:
+        assert data.shape == SHAPE
+        assert meta["scale"] == pytest.approx(SPACING)
+    cells = next(d for d, m, _ in layers if m["name"] == "img1 cells")
+    assert cells.max() == len(summary.pooled.cells.query("image == 'img1'"))
