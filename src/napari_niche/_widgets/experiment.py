@@ -1,0 +1,961 @@
+"""6 Experiment: pool the results of many images by condition and replicate.
+
+The dock keeps one experiment file open (the TOML/YAML file ``napari-niche run`` reads)
+and lists its images with their condition, replicate and run status. "Add current
+result" turns the analysis of this viewer into one more image of the experiment: the
+masks the tables came from (labelled cells, each structure, the tissue) are saved as TIFF
+with their voxel size next to the experiment file, the image is added with those masks,
+and it is run headless with the experiment's parameters, exactly as ``napari-niche run``
+would, so the GUI and the command line give the same pooled tables. The pooled fold change
+(with its Monte Carlo envelope and per-replicate points) and the quadrant percentages per
+condition are redrawn after every run. "Open image" brings any image of the experiment
+back into the viewer with its masks, under names the step widgets recognise.
+
+Nothing is computed here: the experiment file is :mod:`napari_niche.experiment`, the runs
+are :func:`napari_niche.runner.run_experiment`, the figures
+:mod:`napari_niche.experiment_plots`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg, NavigationToolbar2QT
+from matplotlib.figure import Figure
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QBrush, QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSizePolicy,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.errors import NicheError
+from ._base import NicheWidget
+from ._layers import layer_array
+from ._session import get_session, structure_file
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..experiment import Experiment, ImageSpec
+
+__all__ = ["ExperimentWidget"]
+
+#: Columns of the images table.
+COLUMNS = ("image", "condition", "replicate", "status", "cells")
+DONE, SKIPPED, FAILED, NOT_RUN = "done", "skipped", "failed", "not run"
+FAILED_COLOUR = "#ff6b6b"  # readable on napari's dark and light themes
+#: Where masks added from napari go, relative to the experiment file.
+MASKS_FOLDER = "masks"
+#: Metadata key on layers opened from an experiment: the image id they belong to (as
+#: :func:`napari_niche.runner.load_image_layers` sets it).
+IMAGE_KEY = "napari_niche_image"
+#: The runner's last steps (after every image) and where they sit on the progress bar.
+_STAGES = {
+    "pooling": (0.8, "Pooling the images by condition…"),
+    "figures": (0.88, "Drawing the figures…"),
+    "report": (0.95, "Writing the report…"),
+}
+_ID_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def image_id_from(name: str) -> str:
+    """A file-safe image id from a layer name: ``"bone 2 (cells)"`` -> ``"bone_2_cells"``."""
+    return _ID_RE.sub("_", name.strip()).strip("._-")[:60]
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    i = 2
+    while f"{name}_{i}" in taken:
+        i += 1
+    return f"{name}_{i}"
+
+
+class _Cancelled(Exception):
+    """Raised inside the runner's progress callback when the user pressed Cancel."""
+
+
+@dataclass
+class _AddJob:
+    """What "Add current result" captured in the GUI thread, written by the worker."""
+
+    experiment: Experiment  # as on disk when the user clicked
+    spec: ImageSpec
+    arrays: dict[str, np.ndarray]  # role -> array, written to spec.masks[role]
+    spacing: tuple[float, ...]
+    figures: bool  # write the figure files (and put them in the report)
+    threads: list  # receives the runner's thread
+
+
+def _call_runner(
+    experiment: Experiment, only, cancel: threading.Event, figures: bool, threads: list
+):
+    """Worker: ``run_experiment`` in a thread of its own, its progress re-yielded here.
+
+    The runner reports progress through a callback, but a napari worker reports (and can
+    be cancelled) only at a ``yield``; the callback puts reports on a queue that this
+    generator drains. Cancel makes the next callback raise, which stops the runner between
+    two reports (after the image it is working on); results are written atomically, so no
+    half result is left behind.
+    """
+    from ..runner import run_experiment
+
+    reports: queue.Queue = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def progress(*args, **kwargs):
+        if cancel.is_set():
+            raise _Cancelled()
+        reports.put(_progress_value(*args, **kwargs))
+
+    def target():
+        try:
+            outcome["summary"] = run_experiment(
+                experiment, only=only, jobs=1, progress=progress, figures=figures
+            )
+        except BaseException as err:  # noqa: BLE001 - handed to the GUI thread below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, name="napari-niche experiment run", daemon=True)
+    threads.append(thread)
+    thread.start()
+    last = (0.0, "Running…")
+    while thread.is_alive() or not reports.empty():
+        try:
+            last = reports.get(timeout=0.1)
+        except queue.Empty:
+            pass
+        yield last
+    thread.join()
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, _Cancelled):
+            raise NicheError("Cancelled: the image stays in the experiment, not run.")
+        raise error
+    return outcome["summary"]
+
+
+def _progress_value(*args, **kwargs) -> tuple[float, str]:
+    """(fraction, message) from whatever the runner's progress callback passes.
+
+    The runner may call ``progress(done, total, message)``, ``progress(fraction, message)``
+    or ``progress(message)``; the bar only needs a fraction and a sentence.
+    """
+    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    texts = [str(a) for a in args if isinstance(a, str)]
+    message = kwargs.get("message") or (texts[0] if texts else "Running…")
+    if message in _STAGES:
+        return _STAGES[message]
+    if len(numbers) >= 2 and numbers[1]:
+        # images take the bar up to where pooling starts
+        fraction = 0.05 + 0.75 * numbers[0] / numbers[1]
+    elif numbers:
+        fraction = numbers[0]
+    else:
+        fraction = kwargs.get("fraction", 0.0)
+    return float(min(max(fraction, 0.0), 1.0)), message
+
+
+def _add_and_run(job: _AddJob, cancel: threading.Event):
+    """Worker: write the masks, add the image to the experiment file, run it."""
+    from ..io import write_image
+
+    experiment = job.experiment
+    base = Path(experiment.path).parent
+    folder = base / MASKS_FOLDER / job.spec.id
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{job.spec.id}-", dir=folder.parent))
+    try:
+        n = len(job.arrays)
+        for i, (role, data) in enumerate(job.arrays.items()):
+            yield 0.02 + 0.08 * i / n, f"Saving the {role} mask ({i + 1} of {n})…"
+            target = staging / Path(job.spec.masks[role]).name
+            # masks and labels shrink many times over with zlib; any TIFF reader opens them
+            write_image(target, data, spacing=job.spacing, compression="zlib")
+        yield 0.1, "Adding the image to the experiment…"
+        experiment.add_image(job.spec)
+        folder.mkdir(exist_ok=True)
+        for item in sorted(staging.iterdir()):
+            os.replace(item, folder / item.name)
+        experiment.save()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    run = _call_runner(experiment, [job.spec.id], cancel, job.figures, job.threads)
+    summary = yield from _scaled(run, 0.1, 1.0)
+    return experiment, summary
+
+
+def _run(experiment: Experiment, only, cancel: threading.Event, figures: bool, threads: list):
+    """Worker: run (part of) an experiment as it is."""
+    summary = yield from _call_runner(experiment, only, cancel, figures, threads)
+    return experiment, summary
+
+
+def _scaled(gen, start: float, stop: float):
+    """Re-yield a worker's progress mapped into ``[start, stop]`` of the bar."""
+    try:
+        value = next(gen)
+        while True:
+            fraction, message = value
+            yield start + (stop - start) * fraction, message
+            value = next(gen)
+    except StopIteration as stop_iteration:
+        return stop_iteration.value
+
+
+class ExperimentWidget(NicheWidget):
+    """6 Experiment: images pooled by condition and replicate, with the pooled plots.
+
+    Attributes
+    ----------
+    experiment : the open experiment (None before New / Open).
+    summary : the :class:`~napari_niche.runner.RunSummary` of the last run in this dock.
+    pooled : the pooled tables drawn in the plots (None before any pooled result).
+    """
+
+    run_text = "Add current result"
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__(napari_viewer)
+        self.session = get_session(napari_viewer)
+        self.experiment: Experiment | None = None
+        self.summary = None
+        self.pooled = None
+        self._status: dict[str, str] = {}  # image id -> status in this dock's last run
+        self._messages: dict[str, str] = {}  # image id -> why it failed
+        self._cancel = threading.Event()
+        self._threads: list[threading.Thread] = []  # runner threads (one at a time)
+        self._added: dict[str, str] = {}  # analysis key -> image id it was added as
+        self._delivered = False
+
+        # -- the experiment file -----------------------------------------------------------
+        self.path_label = QLabel("No experiment open.")
+        self.path_label.setWordWrap(True)
+        self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.new_button = QPushButton("New…")
+        self.new_button.setToolTip(
+            "Create an experiment file (TOML) with this session's parameters"
+        )
+        self.new_button.clicked.connect(self._on_new_clicked)
+        self.open_button = QPushButton("Open…")
+        self.open_button.setToolTip("Open an experiment file (.toml, .yaml)")
+        self.open_button.clicked.connect(self._on_open_clicked)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(20)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # ids can be long
+        header.setStretchLastSection(False)
+        self.table.setMinimumHeight(110)
+        self.table.doubleClicked.connect(lambda _index: self._on_open_image_clicked())
+        self.open_image_button = QPushButton("Open image")
+        self.open_image_button.setToolTip(
+            "Add the selected image's channels and masks to the viewer (double-click a row)"
+        )
+        self.open_image_button.clicked.connect(self._on_open_image_clicked)
+        self.run_all_button = QPushButton("Run experiment")
+        self.run_all_button.setToolTip(
+            "Run every image not yet run or changed since (unchanged images are skipped), "
+            "then pool"
+        )
+        self.run_all_button.clicked.connect(self._on_run_all_clicked)
+
+        file_box = QGroupBox("Experiment")
+        file_layout = QVBoxLayout(file_box)
+        file_row = QHBoxLayout()
+        file_row.addWidget(self.path_label, 1)
+        file_row.addWidget(self.new_button)
+        file_row.addWidget(self.open_button)
+        file_layout.addLayout(file_row)
+        file_layout.addWidget(self.table)
+        image_row = QHBoxLayout()
+        image_row.addWidget(self.open_image_button)
+        image_row.addWidget(self.run_all_button)
+        file_layout.addLayout(image_row)
+
+        # -- add the current result --------------------------------------------------------
+        self.condition = _editable_combo("e.g. B-ALL, healthy, day 7")
+        self.condition.setToolTip("The condition this image belongs to (pick or type a new one)")
+        self.replicate = _editable_combo("e.g. mouse 1, patient 3")
+        self.replicate.setToolTip(
+            "The biological replicate (mouse, patient sample); several bones of one mouse share it"
+        )
+        self.image_id = QLineEdit()
+        self.image_id.setPlaceholderText("unique name of this image")
+        self.image_id.setToolTip(
+            "Unique name of the image in the experiment (its masks folder and result folder)"
+        )
+        add_box = QGroupBox("Add the current result")
+        add_form = QFormLayout(add_box)
+        add_form.addRow("condition", self.condition)
+        add_form.addRow("replicate", self.replicate)
+        add_form.addRow("image id", self.image_id)
+        self.save_figures = QCheckBox("SVG, PDF, PNG with every run")
+        self.save_figures.setChecked(True)
+        self.save_figures.setToolTip(
+            "Untick for quicker runs while adding images one by one: the pooled tables, the "
+            "report and the plots here are still made; the figure files are not."
+        )
+        add_form.addRow("figure files", self.save_figures)
+
+        # -- pooled plots ------------------------------------------------------------------
+        self.plots = QTabWidget()
+        self.fold_page = _PlotPage(_message_figure(""))
+        self.quadrant_page = _PlotPage(_message_figure(""))
+        self.plots.addTab(self.fold_page, "fold change")
+        self.plots.addTab(self.quadrant_page, "quadrants")
+
+        # The base's form, button, progress and status go above the plots, with a splitter
+        # between so the plots can be given the room of the table when needed.
+        layout: QVBoxLayout = self.layout()
+        controls = QWidget()
+        top = QVBoxLayout(controls)
+        top.setContentsMargins(0, 0, 0, 0)
+        top.addWidget(file_box)
+        top.addWidget(add_box)
+        while layout.count():
+            item = layout.takeAt(0)
+            if item.widget() is self.form.native:
+                item.widget().setVisible(False)  # the fields are the group box above
+            elif item.widget() is not None:
+                top.addWidget(item.widget())
+            elif item.layout() is not None:
+                top.addLayout(item.layout())
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(controls)
+        splitter.addWidget(self.plots)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        splitter.setChildrenCollapsible(False)
+        layout.addWidget(splitter)
+        self.splitter = splitter
+        self.run_button.tooltip = (
+            "Save this analysis's masks next to the experiment file, add the image and run "
+            "it with the experiment's parameters"
+        )
+        self.setMinimumWidth(420)
+
+        self.viewer.layers.events.inserted.connect(self._suggest_image_id)
+        self.viewer.layers.events.removed.connect(self._suggest_image_id)
+        self.session.changed.connect(self._suggest_image_id)
+        self.destroyed.connect(self._disconnect)
+        self.refresh()
+
+    def _disconnect(self, *_):
+        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            try:
+                emitter.disconnect(self._suggest_image_id)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        try:
+            self.session.changed.disconnect(self._suggest_image_id)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+
+    # -- the experiment file ----------------------------------------------------------------
+    def new_experiment(self, path: str | Path, *, name: str | None = None) -> Experiment:
+        """Create an experiment file at ``path`` (TOML) with no images and open it.
+
+        Its analysis parameters are this session's (the seed as used, without the voxel
+        size, which each image brings), so the images added later are analysed as this one
+        was; only the number of realisations is raised, if needed, to the fewest null sets
+        a Monte Carlo envelope needs (19 at alpha 0.05), and the status line says so.
+        """
+        from dataclasses import replace
+
+        from ..core.envelope import MIN_NULL_SETS
+        from ..experiment import Experiment
+
+        path = Path(path)
+        if path.suffix.lower() not in (".toml", ".yaml", ".yml"):
+            path = path.with_suffix(".toml")
+        path = path.resolve()
+        if path.exists():
+            raise NicheError(
+                f"{path} exists already: open it instead, or choose another file name."
+            )
+        params = replace(self.session.params, voxel_size=None)
+        need = MIN_NULL_SETS(params.alpha)
+        raised = ""
+        if params.dots_per_cell * params.realizations < need:
+            realizations = -(-need // params.dots_per_cell)
+            raised = (
+                f" Realisations raised from {params.realizations} to {realizations}: the "
+                f"Monte Carlo envelope needs at least {need} null sets per image."
+            )
+            params = replace(params, realizations=realizations)
+        experiment = Experiment(
+            name=name or path.stem,
+            path=path,
+            output=path.parent / f"{path.stem}_results",
+            analysis=params,
+            images=[],
+        )
+        experiment.save(path)
+        experiment = self.open_experiment(path)  # as the file reads back
+        self._set_status(f"Created {path.name}; add images with “Add current result”.{raised}")
+        return experiment
+
+    def open_experiment(self, path: str | Path) -> Experiment:
+        """Open an experiment file and show its images and pooled results."""
+        from ..experiment import Experiment
+
+        experiment = Experiment.load(Path(path))
+        self._show(experiment)
+        return experiment
+
+    def _show(self, experiment: Experiment) -> None:
+        self.experiment = experiment
+        self.summary = None
+        self._status = {}
+        self._messages = _failures(experiment)
+        self.pooled = _read_pooled(experiment)
+        self.refresh()
+
+    # -- adding the current result ----------------------------------------------------------
+    def run(self):
+        """Add the current result (the button): check, then write + add + run in a worker."""
+        try:
+            self._check_idle()
+            job = self._collect()
+        except NicheError as err:
+            self.notify(str(err), error=True)
+            return None
+        self._cancel.clear()
+        worker = self.start(_add_and_run, self._on_done, job, self._cancel)
+        if worker is not None:
+            self._added[self._analysis_key(job.experiment)] = job.spec.id
+        return worker
+
+    def _check_idle(self) -> None:
+        """Refuse a second run while a cancelled one still finishes its current image."""
+        self._threads[:] = [t for t in self._threads if t.is_alive()]
+        if self._threads and self.worker is None:
+            raise NicheError(
+                "The cancelled run is still finishing the image it was working on: try "
+                "again in a moment."
+            )
+
+    def _analysis_key(self, experiment: Experiment) -> str:
+        """The experiment file and the fingerprints of the masks this analysis used."""
+        digests = ";".join(f"{k}={v}" for k, v in sorted(self.session.digests.items()))
+        return f"{experiment.path}|{digests}"
+
+    def add_current_result(
+        self,
+        *,
+        condition: str | None = None,
+        replicate: str | None = None,
+        image_id: str | None = None,
+    ):
+        """Fill the fields (those given) and add the current result; returns the worker."""
+        if condition is not None:
+            self.condition.setCurrentText(condition)
+        if replicate is not None:
+            self.replicate.setCurrentText(replicate)
+        if image_id is not None:
+            self.image_id.setText(image_id)
+        return self.run()
+
+    def _collect(self) -> _AddJob:
+        """Everything the worker needs, or a NicheError saying why not (nothing written)."""
+        from ..core._validate import as_mask
+        from ..experiment import ImageSpec
+
+        if self.experiment is None or self.experiment.path is None:
+            raise NicheError("Open or create an experiment first (New… or Open…).")
+        s = self.session
+        if s.cells_layer is None or s.voxels is None or not s.structures or s.spacing is None:
+            raise NicheError(
+                'There is no analysis to add yet: run "3 Distance maps" and "4 Random dots" '
+                "on this image first."
+            )
+        if s.dot_table is None:
+            raise NicheError(
+                'Run "4 Random dots" first: it decides the tissue where random cells may '
+                "lie, which the experiment must use too."
+            )
+        for layer in s._input_layers().values():
+            if layer not in self.viewer.layers:
+                raise NicheError(
+                    f"The layer {layer.name!r} of this analysis is no longer in the viewer: "
+                    "run the analysis again."
+                )
+        s.check_inputs_unchanged()
+        condition = self.condition.currentText().strip()
+        replicate = self.replicate.currentText().strip()
+        image_id = self.image_id.text().strip()
+        if not condition:
+            raise NicheError("Give the condition this image belongs to (e.g. B-ALL).")
+        if not replicate:
+            raise NicheError(
+                "Give the replicate (the mouse or patient sample) this image comes from."
+            )
+        if not image_id:
+            raise NicheError("Give the image a name (image id), unique in the experiment.")
+        if image_id_from(image_id) != image_id:
+            raise NicheError(
+                f"The image id {image_id!r} is used as a folder name: use letters, digits, "
+                f"'.', '-' or '_' only, e.g. {image_id_from(image_id) or 'bone1'!r}."
+            )
+        # The file may have changed on disk since it was opened: check against it.
+        experiment = self._reload()
+        taken = {spec.id for spec in experiment.images}
+        if image_id in taken:
+            raise NicheError(
+                f"The experiment has an image {image_id!r} already: give this one another "
+                "image id."
+            )
+        previous = self._added.get(self._analysis_key(experiment))
+        if previous in taken:
+            raise NicheError(
+                f"This analysis is in the experiment already, as image {previous!r}: adding "
+                "it twice would count its cells twice. Analyse the next image first."
+            )
+        have = sorted(s.structure_names)
+        existing = sorted(experiment.structures()) if experiment.images else have
+        if existing != have:
+            raise NicheError(
+                f"The images of this experiment have the structures {', '.join(existing)} "
+                f"but this analysis has {', '.join(have)}: pooled tables need the same "
+                "structures in every image."
+            )
+        arrays = {"cells": layer_array(s.cells_layer)}
+        files = {"cells": "cells.tif"}
+        for name, layer in s.structures.items():
+            arrays[name] = as_mask(layer_array(layer), f"{name} mask")
+            files[name] = structure_file(name)
+        if s.tissue_layer is not None:
+            arrays["tissue"] = as_mask(layer_array(s.tissue_layer), "tissue mask")
+            files["tissue"] = "tissue.tif"
+        rel = Path(MASKS_FOLDER) / image_id
+        spec = ImageSpec(
+            id=image_id,
+            condition=condition,
+            replicate=replicate,
+            path=None,
+            channels={},
+            masks={role: rel / file for role, file in files.items()},
+            voxel_size=tuple(float(v) for v in s.spacing),
+        )
+        spacing = tuple(float(v) for v in s.spacing)
+        figures = self.save_figures.isChecked()
+        return _AddJob(experiment, spec, arrays, spacing, figures, self._threads)
+
+    # -- running ----------------------------------------------------------------------------
+    def run_experiment(self, only: list[str] | None = None):
+        """Run the experiment's images (``only`` these ids) in a worker, then pool."""
+        if self.experiment is None:
+            self.notify("Open or create an experiment first (New… or Open…).", error=True)
+            return None
+        if not self.experiment.images:
+            self.notify(
+                "The experiment has no images yet: add the current result first.", error=True
+            )
+            return None
+        self._cancel.clear()
+        try:
+            self._check_idle()
+            experiment = self._reload()
+        except NicheError as err:
+            self.notify(str(err), error=True)
+            return None
+        figures = self.save_figures.isChecked()
+        threads = self._threads
+        return self.start(_run, self._on_done, experiment, only, self._cancel, figures, threads)
+
+    def _reload(self) -> Experiment:
+        """The open experiment as its file now says (it may have been edited by hand)."""
+        from ..experiment import Experiment
+
+        return Experiment.load(self.experiment.path)
+
+    def cancel(self):
+        self._cancel.set()
+        super().cancel()
+
+    def _on_done(self, result) -> None:
+        experiment, summary = result
+        self._delivered = True
+        self.experiment = experiment
+        self.summary = summary
+        self.image_id.setModified(False)  # suggest a new id for the next image
+        for image in summary.done:
+            self._status[image] = DONE
+        for image in summary.skipped:
+            self._status[image] = SKIPPED
+        for image, message in summary.failed.items():
+            self._status[image] = FAILED
+            self._messages[image] = message
+        self.pooled = summary.pooled  # None when nothing could be pooled: no stale plots
+        self.refresh()
+        if summary.failed:
+            lines = [f"{image}: {message}" for image, message in summary.failed.items()]
+            self.notify("Some images failed.\n" + "\n".join(lines), error=True)
+            return
+        ran = ", ".join(summary.done) or "none"
+        self.notify(
+            f"Ran {ran}; skipped {len(summary.skipped)} unchanged. Pooled results in "
+            f"{summary.out}."
+        )
+
+    # -- opening an image -------------------------------------------------------------------
+    def selected_image(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        if not rows:
+            return None
+        return self.table.item(rows[0].row(), 0).text()
+
+    def open_image(self, image_id: str | None = None) -> list:
+        """Add an image's channels and masks to the viewer (the selected one by default).
+
+        Layers already open for that image are left as they are and selected instead of
+        added twice; the user's other layers are never touched.
+        """
+        from napari.layers import Layer
+
+        from ..runner import load_image_layers
+
+        if self.experiment is None:
+            raise NicheError("Open or create an experiment first (New… or Open…).")
+        image_id = image_id or self.selected_image()
+        if image_id is None:
+            raise NicheError("Select an image in the table first.")
+        present = [
+            layer for layer in self.viewer.layers if layer.metadata.get(IMAGE_KEY) == image_id
+        ]
+        if present:
+            self.viewer.layers.selection = set(present)
+            self._set_status(f"{image_id} is open already.")
+            return present
+        added = []
+        for data, meta, layer_type in load_image_layers(self.experiment, image_id):
+            meta = dict(meta)
+            meta["metadata"] = {**meta.get("metadata", {}), IMAGE_KEY: image_id}
+            added.append(Layer.create(data, meta, layer_type))
+        for layer in added:
+            self.viewer.add_layer(layer)
+        self._set_status(f"Opened {image_id}: {', '.join(layer.name for layer in added)}.")
+        return added
+
+    # -- display ----------------------------------------------------------------------------
+    def image_rows(self) -> pd.DataFrame:
+        """The images table as shown (id, condition, replicate, status, n cells)."""
+        if self.experiment is None:
+            return pd.DataFrame(columns=list(COLUMNS))
+        rows = []
+        failures = _failures(self.experiment)
+        for spec in self.experiment.images:
+            status, n_cells = _image_state(self.experiment, spec.id, failures)
+            status = self._status.get(spec.id, status)
+            rows.append((spec.id, spec.condition, spec.replicate, status, n_cells))
+        table = pd.DataFrame(rows, columns=list(COLUMNS))
+        table["cells"] = table["cells"].astype("Int64")  # whole numbers, <NA> when not run
+        return table
+
+    def refresh(self) -> None:
+        """Redraw the images table, the condition/replicate choices and the pooled plots."""
+        selected = self.selected_image()
+        rows = self.image_rows()
+        self.table.setRowCount(len(rows))
+        for i, row in enumerate(rows.itertuples(index=False)):
+            for j, value in enumerate(row):
+                text = "" if value is None or pd.isna(value) else str(value)
+                item = QTableWidgetItem(text)
+                if j == 4:
+                    item.setTextAlignment(
+                        int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                    )
+                if j == 3 and value == FAILED:
+                    item.setForeground(QBrush(QColor(FAILED_COLOUR)))
+                    item.setToolTip(self._messages.get(row[0], "failed in the last run"))
+                self.table.setItem(i, j, item)
+            if row[0] == selected:
+                self.table.selectRow(i)
+        if self.experiment is None:
+            self.path_label.setText("No experiment open: New… or Open… one.")
+        else:
+            n = len(rows)
+            n_cond = rows["condition"].nunique()
+            self.path_label.setText(
+                f"<b>{self.experiment.name}</b> — {n} image{'s' * (n != 1)}, {n_cond} "
+                f"condition{'s' * (n_cond != 1)}<br><small>{self.experiment.path}</small>"
+            )
+            _set_choices(self.condition, sorted(set(rows["condition"])))
+            _set_choices(self.replicate, sorted(set(rows["replicate"])))
+        self.open_image_button.setEnabled(len(rows) > 0)
+        self.run_all_button.setEnabled(len(rows) > 0)
+        self._suggest_image_id()
+        self.redraw()
+
+    def _suggest_image_id(self, _event=None) -> None:
+        """Default image id: the cells layer's name, unique in the experiment."""
+        try:
+            if self.image_id.isModified() and self.image_id.text().strip():
+                return
+            layer = self.session.cells_layer
+            base = image_id_from(layer.name) if layer is not None else ""
+            if not base:
+                return
+            taken = {spec.id for spec in self.experiment.images} if self.experiment else set()
+            self.image_id.setText(_unique(base, taken))
+        except RuntimeError:  # the dock was closed and Qt deleted the widget
+            self._disconnect()
+
+    def redraw(self) -> None:
+        """Draw the pooled fold change and quadrants (or say what is missing)."""
+        fold, quad = _pooled_figures(self.experiment, self.pooled)
+        self.fold_page = self._swap_page(0, self.fold_page, fold, "fold change")
+        self.quadrant_page = self._swap_page(1, self.quadrant_page, quad, "quadrants")
+
+    @property
+    def fold_figure(self) -> Figure:
+        """The pooled fold-change figure on show."""
+        return self.fold_page.canvas.figure
+
+    @property
+    def quadrant_figure(self) -> Figure:
+        """The pooled quadrant figure on show."""
+        return self.quadrant_page.canvas.figure
+
+    def _swap_page(self, index: int, old: _PlotPage, figure: Figure, title: str) -> _PlotPage:
+        """Show a new figure: matplotlib figures are made whole, so the page is replaced."""
+        new = _PlotPage(figure)
+        current = self.plots.currentIndex()
+        self.plots.removeTab(index)
+        self.plots.insertTab(index, new, title)
+        self.plots.setCurrentIndex(current)
+        old.setParent(None)
+        old.deleteLater()
+        new.canvas.draw_idle()
+        return new
+
+    # -- click handlers (file dialogs live here only) ---------------------------------------
+    def _on_new_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "New experiment file", "experiment.toml", "Experiment (*.toml)"
+        )
+        if path:
+            self._try(lambda: self.new_experiment(path), lambda e: f"Created {e.path}.")
+
+    def _on_open_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open an experiment file", "", "Experiment (*.toml *.yaml *.yml)"
+        )
+        if path:
+            self._try(
+                lambda: self.open_experiment(path),
+                lambda e: f"Opened {e.name}: {len(e.images)} images.",
+            )
+
+    def _on_open_image_clicked(self) -> None:
+        self._try(self.open_image, None)
+
+    def _on_run_all_clicked(self) -> None:
+        self.run_experiment()
+
+    def _try(self, action, describe) -> None:
+        try:
+            result = action()
+        except (NicheError, OSError) as err:
+            self.notify(str(err), error=True)
+            return
+        if describe is not None:
+            self.notify(describe(result))
+
+    def _on_finished(self):
+        super()._on_finished()
+        if not self._delivered and self.experiment is not None:
+            # failed or cancelled: the file may hold the new image all the same
+            try:
+                self.experiment = self._reload()
+            except NicheError:
+                pass
+            self.refresh()
+            if self.status.text().startswith("Cancelled"):
+                self._set_status(
+                    "Cancelled. An image added to the experiment stays in it; the pooled "
+                    "plots are those of the last complete run: “Run experiment” brings "
+                    "them up to date (images already done are skipped)."
+                )
+        self._delivered = False
+
+    def _set_busy(self, busy: bool):
+        super()._set_busy(busy)
+        for button in (self.new_button, self.open_button, self.run_all_button):
+            button.setEnabled(not busy)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _editable_combo(placeholder: str) -> QComboBox:
+    combo = QComboBox()
+    combo.setEditable(True)
+    combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+    combo.lineEdit().setPlaceholderText(placeholder)
+    combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+    return combo
+
+
+def _set_choices(combo: QComboBox, items: list[str]) -> None:
+    """Refill an editable combo's list, keeping what the user typed."""
+    text = combo.currentText()
+    if [combo.itemText(i) for i in range(combo.count())] != items:
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(items)
+        combo.setCurrentText(text)
+        combo.blockSignals(False)
+
+
+class _PlotPage(QWidget):
+    """One pooled figure with matplotlib's toolbar (zoom into bins, save the view)."""
+
+    def __init__(self, figure: Figure):
+        super().__init__()
+        self.canvas = FigureCanvasQTAgg(figure)
+        self.canvas.setMinimumSize(300, 280)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.toolbar = NavigationToolbar2QT(self.canvas, self)
+        self.toolbar.setIconSize(self.toolbar.iconSize() * 0.8)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(0)
+        layout.addWidget(self.toolbar)
+        layout.addWidget(self.canvas, 1)
+
+
+def _failures(experiment: Experiment) -> dict[str, str]:
+    """Image id -> message of the images that failed in the last run (``errors.csv``)."""
+    path = Path(experiment.output) / "errors.csv"
+    if not path.exists():
+        return {}
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return {}
+    if not {"image", "message"} <= set(table.columns):
+        return {}
+    return {row.image: row.message for row in table.itertuples() if row.image}
+
+
+def _image_state(
+    experiment: Experiment, image_id: str, failures: dict[str, str]
+) -> tuple[str, int | None]:
+    """Status and cell count of an image from what the output folder holds."""
+    import json
+
+    if image_id in failures:
+        return FAILED, None
+    folder = Path(experiment.output) / "images" / image_id
+    if not (folder / "fingerprint.json").exists():  # written last: the image ran through
+        return NOT_RUN, None
+    try:
+        return DONE, int(json.loads((folder / "qc.json").read_text())["n_cells"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return DONE, None
+
+
+def _read_pooled(experiment: Experiment):
+    """The pooled result of the last run, read back from the output folder, or None."""
+    from ..pooling import PooledResult
+
+    folder = Path(experiment.output) / "pooled"
+    if not (folder / "pooled.json").exists():
+        return None
+    try:
+        return PooledResult.load(folder)
+    except (NicheError, OSError, ValueError):
+        return None
+
+
+def _message_figure(text: str) -> Figure:
+    figure = Figure(figsize=(4, 3), layout="constrained")
+    ax = figure.add_subplot()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9, color="#555555")
+    return figure
+
+
+def _pooled_figures(experiment, pooled) -> tuple[Figure, Figure]:
+    """The fold-change and quadrant figures of the pooled result (helper C's figures).
+
+    Conditions keep the experiment's order, hence the same colour in both figures, in
+    every redraw and in the report.
+    """
+    if experiment is None:
+        text = "Open or create an experiment to see pooled plots."
+        return _message_figure(text), _message_figure(text)
+    if pooled is None or len(pooled.cells) == 0:
+        text = "No pooled result yet:\nadd the current result or run the experiment."
+        return _message_figure(text), _message_figure(text)
+    from .. import experiment_plots as ep
+
+    params = experiment.analysis
+    in_file = [spec.condition for spec in experiment.images]
+    pooled_conditions = list(pooled.conditions) or list(
+        dict.fromkeys(pooled.cells["condition"].astype(str))
+    )
+    conditions = [c for c in dict.fromkeys(in_file) if c in pooled_conditions]
+    conditions += [c for c in pooled_conditions if c not in conditions]
+    colours = ep.Colours.for_experiment(conditions, pooled.structures)
+    common = {"conditions": conditions, "colours": colours}
+    if len(pooled.envelope) or len(pooled.fold_change):
+        fold = ep.fold_change_figure(
+            pooled.envelope,
+            pooled.replicate_fractions,
+            structures=list(pooled.structures),
+            statistics=pooled.statistics,
+            fold_change=pooled.fold_change,
+            bin_width_um=params.bin_width_um,
+            min_dots=params.min_dots,
+            alpha=getattr(params, "alpha", 0.05),
+            **common,
+        )
+    else:
+        fold = _message_figure("No bin holds enough random cells for a fold change.")
+    pair = pooled.quadrant_structures
+    if pair is None:
+        quad = _message_figure("Quadrants need two structures.")
+    else:
+        quad = ep.quadrant_figure(
+            pooled.cells,
+            pooled.dots0,
+            pooled.quadrants,
+            structures=tuple(pair),
+            threshold_um=params.quadrant_threshold_um,
+            **common,
+        )
+    return fold, quad
