@@ -162,6 +162,23 @@ def test_analyze_writes_every_table_with_exact_columns(scene, tmp_path, capsys):
     assert params["inputs"]["cells"] == str(scene["files"]["cells"])
 
 
+def test_alpha_sets_how_many_null_sets_the_envelope_needs(scene, tmp_path, capsys):
+    # alpha 0.1 needs 9 null sets (1/alpha - 1); 5 dots per cell x 2 realisations = 10
+    args = ["--seed", "3", "--dots-per-cell", "5", "--realizations", "2"]
+    code, _, err = run(base_args(scene, tmp_path / "a") + args + ["--alpha", "0.1"], capsys)
+    assert code == 0, err
+    stats = pd.read_csv(tmp_path / "a" / "stats.csv")
+    envelope_rows = stats[stats["test"].str.startswith("global envelope test")]
+    assert len(envelope_rows) == 2 and (envelope_rows["p_value"] >= 1 / 11).all()
+    assert json.loads((tmp_path / "a" / "params.json").read_text())["analysis"]["alpha"] == 0.1
+    # at the default 0.05 the same 10 null sets are too few: no envelope, and no test row
+    code, _, err = run(base_args(scene, tmp_path / "b") + args, capsys)
+    assert code == 0, err
+    stats = pd.read_csv(tmp_path / "b" / "stats.csv")
+    assert not stats["test"].str.startswith("global envelope test").any()
+    assert len(pd.read_csv(tmp_path / "b" / "envelope.csv")) == 0
+
+
 def test_same_seed_same_tables_and_params_file_replays(scene, tmp_path, capsys):
     first, second, replay = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     assert run(base_args(scene, first) + ["--seed", "9"], capsys)[0] == 0
@@ -268,6 +285,8 @@ def _bad(scene, tmp_path, kind):
         return ["analyze", *cells, "--structure", f"vessel={d / 'junk.tif'}", *out], "junk.tif"
     if kind == "unknown excluded structure":
         return ["analyze", *cells, *vessel, "--exclude", "bone", *out], "Cannot exclude bone"
+    if kind == "alpha out of range":
+        return ["analyze", *cells, *vessel, "--alpha", "0.7", *out], "alpha"
     raise AssertionError(kind)
 
 
@@ -284,6 +303,7 @@ def _bad(scene, tmp_path, kind):
         "missing file",
         "not a tiff",
         "unknown excluded structure",
+        "alpha out of range",
     ],
 )
 def test_bad_input_exit_2_one_line_nothing_written(scene, tmp_path, capsys, kind):

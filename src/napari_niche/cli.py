@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--bin-width", type=float, metavar="UM", help="default 5")
     opt.add_argument("--min-dots", type=int, metavar="N", help="default 10")
     opt.add_argument("--quadrant-threshold", type=float, metavar="UM", help="default 10")
+    opt.add_argument(
+        "--alpha",
+        type=float,
+        metavar="A",
+        help="significance level of the Monte Carlo envelope (default 0.05; needs "
+        "realisations x dots per cell >= 1/A - 1)",
+    )
     opt.add_argument("--quadrant-structures", metavar="A,B", help="default vessel,bone")
     a.add_argument("--out", type=Path, required=True, help="output folder")
     a.set_defaults(func=_cmd_analyze)
@@ -135,6 +142,7 @@ def _params_from_args(args) -> AnalysisParams:
         seed=args.seed,
         bin_width_um=args.bin_width,
         min_dots=args.min_dots,
+        alpha=args.alpha,
         quadrant_threshold_um=args.quadrant_threshold,
         quadrant_structures=(
             _parse_names(args.quadrant_structures) if args.quadrant_structures else None
