@@ -623,7 +623,7 @@ def run_experiment(
     experiment: Experiment | str | Path,
     *,
     out: str | Path | None = None,
-    jobs: int | None = None,
+    jobs: int | None = 1,
     scheduler: Any = None,
     force: bool = False,
     only: Iterable[str] | None = None,
@@ -636,9 +636,9 @@ def run_experiment(
     ----------
     experiment : Experiment or path of an experiment file
     out : output folder; default the experiment's ``output``.
-    jobs : images analysed at once in local worker processes; default
-        :func:`default_jobs` (at most 2, fewer when memory is short). 1 runs in this
-        process.
+    jobs : images analysed at once in local worker processes. 1 (the default) runs in
+        this process; None picks :func:`default_jobs` (at most 2, fewer when memory is
+        short), as ``napari-niche run`` does.
     scheduler : a dask distributed scheduler address (``tcp://host:8786``) or a
         ``distributed.Client``; images then run on its workers, which must see the files
         and the output folder at the same paths.
