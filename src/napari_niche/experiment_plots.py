@@ -917,15 +917,27 @@ def save_figure(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    formats = [fmt.lower().lstrip(".") for fmt in formats]
+    for fmt in formats:
+        if fmt not in _METADATA:
+            raise NicheError(f"Cannot save a figure as {fmt!r}: use svg, pdf or png.")
     paths = []
+    engine = fig.get_layout_engine()
     with figure_context():
-        for fmt in formats:
-            fmt = fmt.lower().lstrip(".")
-            if fmt not in _METADATA:
-                raise NicheError(f"Cannot save a figure as {fmt!r}: use svg, pdf or png.")
-            path = folder / f"{stem}.{fmt}"
-            fig.savefig(path, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
-            paths.append(path)
+        # Lay the figure out once for all formats: the constrained layout otherwise runs
+        # again for every format, which was much of the time spent saving. Two passes
+        # settle it, so the same figure saved again gives the same bytes.
+        if engine is not None:
+            fig.draw_without_rendering()
+            fig.draw_without_rendering()
+            fig.set_layout_engine("none")
+        try:
+            for fmt in formats:
+                path = folder / f"{stem}.{fmt}"
+                fig.savefig(path, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
+                paths.append(path)
+        finally:
+            fig.set_layout_engine(engine)
     return paths
 
 
