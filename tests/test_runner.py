@@ -237,7 +237,8 @@ def test_progress_reports_each_image_and_a_raising_callback_stops_the_run(base, 
         path, out=tmp_path / "o", jobs=1, figures=False, progress=lambda *a: seen.append(a)
     )
     assert seen[0][:2] == (0, 4)
-    assert [m.split(":")[0] for _, _, m in seen[1:5]] == list(IMAGES)
+    finished = [(done, m.split(":")[0]) for done, _, m in seen if m.endswith(": done")]
+    assert finished == [(i + 1, image) for i, image in enumerate(IMAGES)]
     assert all(n == 4 for _, n, _ in seen)
 
     class Cancelled(Exception):
@@ -269,3 +270,31 @@ def test_load_image_layers(base):
         assert meta["scale"] == pytest.approx(SPACING)
     cells = next(d for d, m, _ in layers if m["name"] == "img1 cells")
     assert cells.max() == len(summary.pooled.cells.query("image == 'img1'"))
+
+
+def test_cancel_from_the_progress_callback_stops_inside_an_image(base, tmp_path):
+    """A GUI's Cancel raises in the callback: the run stops mid-image, nothing is recorded."""
+    folder, _, _ = base
+    path = write_experiment(folder, name="cancel.toml")
+    out = tmp_path / "out"
+    heard = []
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(done, total, message):
+        heard.append(message)
+        if message.startswith("img0: analysing"):
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        run_experiment(path, out=out, jobs=1, figures=False, progress=progress)
+    # steps inside the image were reported in order, and it stopped at the first analysis one
+    steps = [m.split(": ", 1)[1] for m in heard if m.startswith("img0: ")]
+    assert steps[:2] == ["reading the images", "making masks"]
+    assert steps[-1].startswith("analysing")
+    assert not (out / "images" / "img0" / "fingerprint.json").exists()
+    assert not (out / "images" / "img1").exists()
+    # a later run starts that image afresh
+    again = run_experiment(path, out=out, jobs=1, figures=False, only=["img0"])
+    assert again.done == ["img0"]

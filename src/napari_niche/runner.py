@@ -214,21 +214,50 @@ def _stored_fingerprint(folder: Path) -> str | None:
 # --------------------------------------------------------------------------- one image
 
 
+class _StopRun(BaseException):
+    """Carries an exception raised by the caller's progress callback (a Cancel button) out
+    of :func:`process_image`, which otherwise turns every error into a failed image."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(error)
+        self.error = error
+
+
 class _Step:
-    """The step an image is in, for messages ("reading", "making masks", ...)."""
+    """The step an image is in, for messages ("reading", "making masks", ...).
 
-    def __init__(self):
-        self.name = "checking the files"
+    In this process each new step is also reported to ``on_change``, so a GUI shows what
+    runs and its Cancel button acts between steps, not only between images.
+    """
+
+    def __init__(self, on_change: Callable[[str], None] | None = None):
+        self._on_change = on_change
+        self._name = "checking the files"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+        if self._on_change is not None:
+            try:
+                self._on_change(value)
+            except Exception as err:
+                raise _StopRun(err) from err
 
 
-def process_image(task: ImageTask) -> ImageOutcome:
+def process_image(task: ImageTask, on_step: Callable[[str], None] | None = None) -> ImageOutcome:
     """Run one image end to end and save its results; never raises for a bad image.
 
     Returns an :class:`ImageOutcome`: "skipped" when the stored fingerprint matches (and
-    ``force`` is off), "done", or "failed" with a one-line message.
+    ``force`` is off), "done", or "failed" with a one-line message. ``on_step`` hears each
+    step's name; an exception it raises stops the image (nothing is recorded for it) and
+    propagates.
     """
     start = time.perf_counter()
-    step = _Step()
+    step = _Step(on_step)
     image = task.spec.id
     folder = Path(task.folder)
     try:
@@ -317,7 +346,13 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
         )
 
     step.name = "analysing"
-    result = analyze(cells, masks, spacing=spacing, tissue=tissue, params=task.analysis)
+
+    def analysing(what: str) -> None:
+        step.name = f"analysing: {what[:1].lower()}{what[1:]}"
+
+    result = analyze(
+        cells, masks, spacing=spacing, tissue=tissue, params=task.analysis, progress=analysing
+    )
     voxel_um3 = float(np.prod(spacing))
     qc.update(
         tissue_source=source,
@@ -524,13 +559,23 @@ def _failed(task: ImageTask, message: str, step: str = "") -> ImageOutcome:
 
 
 def _execute(
-    tasks: list[ImageTask], *, jobs: int, scheduler, report: Callable[[ImageOutcome], None]
+    tasks: list[ImageTask],
+    *,
+    jobs: int,
+    scheduler,
+    report: Callable[[ImageOutcome], None],
+    on_step: Callable[[str, str], None],
 ) -> None:
     if scheduler is not None:
         _execute_dask(tasks, scheduler, report)
     elif jobs <= 1 or len(tasks) <= 1:
         for task in tasks:
-            report(process_image(task))
+            image = task.spec.id
+            try:
+                outcome = process_image(task, lambda name, image=image: on_step(image, name))
+            except _StopRun as stop:
+                raise stop.error from None
+            report(outcome)
     else:
         _execute_processes(tasks, jobs, report)
 
@@ -721,7 +766,13 @@ def run_experiment(
             else:
                 to_run.append(task)
         n_jobs = jobs if jobs is not None else default_jobs([t.spec for t in to_run])
-        _execute(to_run, jobs=int(n_jobs), scheduler=scheduler, report=report)
+        _execute(
+            to_run,
+            jobs=int(n_jobs),
+            scheduler=scheduler,
+            report=report,
+            on_step=lambda image, name: say(len(outcomes), n_total, f"{image}: {name}"),
+        )
     finally:
         if bar is not None:
             bar.close()
