@@ -322,7 +322,7 @@ def test_the_readme_example_loads(tmp_path):
     (tmp_path / "session").mkdir()
     AnalysisParams(rule="centroid", dots_per_cell=5).to_json(tmp_path / "session" / "params.json")
     exp = Experiment.load(write(tmp_path, text))
-    assert exp.ids() == ["m1-femur", "m1-tibia", "m4-femur"]
+    assert exp.ids() == ["m1-femur", "m1-tibia", "m2-femur", "m5-femur", "m4-femur"]
     assert exp.analysis.realizations == 99 and exp.analysis.dots_per_cell == 1
     assert exp.analysis.rule == "centroid"  # from the params file, which [analysis] overrides
     assert exp.structures() == ["vessel", "bone"]
