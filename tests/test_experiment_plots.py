@@ -257,6 +257,31 @@ def test_quadrant_figure_writes_the_table_fractions(tables):
     assert axes[0].get_xlim() == axes[1].get_xlim() and axes[0].get_ylim() == axes[1].get_ylim()
 
 
+def test_quadrant_titles_count_in_the_singular_and_plural(tables):
+    # one image of one replicate per condition (the README example): "1 replicate, 1 image"
+    first = {f"{c}-img0" for c in CONDITIONS}
+    cells = tables["cells"][tables["cells"].image.isin(first)]
+    dots = tables["dots0"][tables["dots0"].image.isin(first)]
+    fig = quadrant_figure(cells, dots, None, structures=("vessel", "bone"), threshold_um=8.0)
+    titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_visible()]
+    assert titles == [
+        "B-ALL\nn = 40 cells (1 replicate, 1 image), 120 random cells",
+        "T-ALL\nn = 50 cells (1 replicate, 1 image), 150 random cells",
+    ]
+    one = cells[cells.condition == "B-ALL"].iloc[:1]
+    fig = quadrant_figure(
+        one, dots[dots.image == "B-ALL-img0"].iloc[:1], None, structures=("vessel", "bone"),
+        threshold_um=8.0,
+    )  # fmt: skip
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert ax.get_title(loc="left") == "B-ALL\nn = 1 cell (1 replicate, 1 image), 1 random cell"
+    both = quadrant_figure(
+        tables["cells"], tables["dots0"], tables["quadrants"], structures=("vessel", "bone"),
+        threshold_um=8.0,
+    )  # fmt: skip
+    assert "(2 replicates, 2 images)" in both.axes[0].get_title(loc="left")
+
+
 def test_fold_change_figure_bars_envelope_points_and_omitted_bins(tables):
     env, reps = tables["envelope"], tables["replicate_fractions"]
     fig = fold_change_figure(

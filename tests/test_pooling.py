@@ -152,7 +152,7 @@ def test_pooled_tables_carry_ids(pooled):
     assert list(cells.columns[:3]) == ["image", "condition", "replicate"]
     assert list(cells["image"]) == ["A"] * 3 + ["B"] * 2 + ["C"] * 4
     np.testing.assert_array_equal(cells["dist_vessel_um"], [1, 2, 7, 3, 12, 0, 0, 1, 16])
-    # realisation 0 only (one dot per cell here): 5 + 4 dots
+    # realisation 0 only (one dot per cell here): 5 + 4 dots; statistics use all 20 sets
     assert len(pooled.dots0) == 9 and set(pooled.dots0["null_set"]) == {0}
     assert list(pooled.qc["image"]) == ["A", "B", "C"]
     np.testing.assert_array_equal(pooled.qc["n_null_sets"], [20, 20, 20])
@@ -189,6 +189,85 @@ def test_single_condition_single_replicate_still_works():
     assert conditions["note"].str.contains("only one condition").all()
     assert _rows(st, analysis="replicate bins")["note"].str.startswith("not run").all()
     assert len(_rows(st, analysis="global envelope")) == 2
+
+
+def _d():
+    """A second replicate of Y (r4), vessel distances 2 and 6."""
+    return _image(
+        "D", "Y", "r4", [2.0, 6.0], [9.0, 30.0], lambda r: [3, 11], 15.0,
+    )  # fmt: skip
+
+
+def test_pooled_rows_count_the_replicates_their_cells_come_from(pooled):
+    st = pooled.statistics
+    for analysis in ("cells vs dots", "global envelope", "quadrant contingency"):
+        for cond, n in (("X", 2), ("Y", 1)):
+            rows = _rows(st, analysis=analysis, condition=cond)
+            assert len(rows) and (rows["n_replicates"] == n).all(), (analysis, cond)
+            expected = (
+                "cells of 2 replicates pooled, treated as independent observations"
+                if n == 2
+                else "cells of 1 replicate, treated as independent observations"
+            )
+            assert rows["note"].str.endswith(expected).all(), (analysis, cond)
+
+
+def test_one_replicate_per_condition_is_a_comparison_of_two_animals():
+    result = pool_results([_a(), _c()], params=PARAMS, n_boot=5)  # X: r1 only, Y: r3 only
+    st = result.statistics
+    ks = _rows(st, analysis="conditions")
+    assert len(ks) == 2 and ks["p_value"].notna().all()
+    assert (
+        ks["note"]
+        .str.endswith(
+            "pools cells of n = 1 replicate per condition: a difference between two animals, "
+            "not between conditions"
+        )
+        .all()
+    )
+    # the per-replicate comparison is not run (it would give p = 1), one row per structure
+    bins = _rows(st, analysis="conditions bins")
+    assert len(bins) == 2 and bins["p_value"].isna().all()
+    assert (
+        bins["note"]
+        .str.startswith(
+            "not run: needs at least 2 replicates in each condition, have 1 (X) and 1 (Y)"
+        )
+        .all()
+    )
+    # one warning for the pair (not one per structure), for the run log and the report
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith("Conditions X vs Y: X and Y have 1 replicate each")
+    assert "two animals, not between conditions" in result.warnings[0]
+    # X has 2 replicates, Y 1: the note and the warning name the single one
+    mixed = pool_results([_a(), _b(), _c()], params=PARAMS, n_boot=5)
+    ks = _rows(mixed.statistics, analysis="conditions", structure="vessel")
+    assert "Y pools cells of n = 1 replicate" in ks["note"].iloc[0]
+    assert len(mixed.warnings) == 1 and "Y has 1 replicate (X 2)" in mixed.warnings[0]
+    # two replicates each: no warning, the bins are tested
+    both = pool_results([_a(), _b(), _c(), _d()], params=PARAMS, n_boot=5)
+    assert not both.warnings
+    assert _rows(both.statistics, analysis="conditions bins")["p_value"].notna().any()
+
+
+def test_between_condition_bins_follow_min_dots():
+    # X vessel cells 1, 2, 7, 3, 12 and Y 0, 0, 1, 16, 2, 6: bins 0-5 / 5-10 / 10-15 /
+    # 15-20 hold 7 / 2 / 1 / 1 cells of the two conditions together
+    for min_dots, tested in ((1, [0, 5, 10, 15]), (2, [0, 5]), (5, [0])):
+        result = pool_results(
+            [_a(), _b(), _c(), _d()], params=PARAMS.with_(min_dots=min_dots), n_boot=5
+        )
+        bins = _rows(result.statistics, analysis="conditions bins", structure="vessel")
+        np.testing.assert_array_equal(bins["bin_start_um"], [0, 5, 10, 15])
+        ran = bins[bins["p_value"].notna()]
+        assert list(ran["bin_start_um"]) == tested, min_dots
+        skipped = bins[bins["p_value"].isna()]
+        counts = {0: 7, 5: 2, 10: 1, 15: 1}
+        for start, note in zip(skipped["bin_start_um"], skipped["note"], strict=True):
+            assert note == (
+                f"not run: fewer than {min_dots} cells in the bin across both conditions "
+                f"({counts[int(start)]})"
+            )
 
 
 def test_too_few_null_sets_give_a_reason_not_an_envelope():

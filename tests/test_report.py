@@ -367,3 +367,129 @@ def test_report_without_failures_or_figures(tmp_path):
     assert "Every image completed." in body
     assert "No figure was made." in body and "No statistics were computed." in body
     assert tmp_path.name in body  # the title falls back to the folder name
+
+
+def _small_report(folder, qc, statistics=None, *, min_dots=10):
+    stats_table = (
+        statistics
+        if statistics is not None
+        else pd.DataFrame(
+            [_stat(analysis="cells vs dots", condition="A", test="KS", p_value=0.5)],
+            columns=STAT_COLUMNS,
+        )
+    )
+    path = write_report(
+        folder,
+        record={"name": "x", "analysis": {"min_dots": min_dots}},
+        tables={"statistics.csv": stats_table, "dots0.csv": pd.DataFrame({"a": [1]})},
+        qc=qc,
+        figures={},
+        thumbnails={},
+        errors=pd.DataFrame(),
+    )
+    text = path.read_text(encoding="utf-8")
+    intro = text[text.index('id="statistics"') :]
+    intro = intro[: intro.index("</p>")]
+    return text, " ".join(_parse(text).text), intro
+
+
+def _qc(conditions, replicates, **extra):
+    return pd.DataFrame(
+        {
+            "image": [f"i{k}" for k in range(len(conditions))],
+            "condition": conditions,
+            "replicate": replicates,
+            "n_cells": 10,
+            **extra,
+        }
+    )
+
+
+def test_statistics_intro_quotes_the_replicates_of_this_experiment(tmp_path):
+    # 1 vs 1 (the README example): no "3 against 3", but what a single replicate means
+    _, _, intro = _small_report(tmp_path / "one", _qc(["A", "B"], ["m1", "m2"]))
+    assert "3 against 3" not in intro and "0.1" not in intro
+    assert "Replicates per condition: A 1, B 1." in intro
+    assert "A and B have a single replicate: no per-replicate test is run for them" in intro
+    assert "describe one animal rather than a condition" in intro
+    assert "treat cells as independent observations" in intro
+    # 3 vs 3: the smallest p is 0.1, within and between conditions
+    reps = ["a1", "a2", "a3", "b1", "b2", "b3"]
+    _, _, intro = _small_report(tmp_path / "three", _qc(["A"] * 3 + ["B"] * 3, reps))
+    assert "Replicates per condition: A 3, B 3." in intro
+    assert "3 against 3 values (A and B) cannot give p below 0.1" in intro
+    assert "Between conditions: 3 against 3 replicates not below 0.1." in intro
+    assert "single replicate" not in intro
+    # 2, 4 and 1: each floor from the actual counts (2 vs 2: 1/3; 4 vs 4: 1/35 * 2)
+    qc = _qc(["A"] * 2 + ["B"] * 4 + ["C"], ["a1", "a2", "b1", "b2", "b3", "b4", "c1"])
+    _, _, intro = _small_report(tmp_path / "mixed", qc)
+    assert "2 against 2 values (A) cannot give p below 0.33" in intro
+    assert "of 4 against 4 values (B) cannot give p below 0.029" in intro
+    assert "Between conditions: 2 against 4 replicates not below 0.13." in intro
+    assert "C has a single replicate: no per-replicate test is run for it" in intro
+    # failed images do not count; without a QC table the statistics give the counts
+    qc = _qc(["A", "A"], ["a1", "a2"], status=["done", "failed"])
+    _, _, intro = _small_report(tmp_path / "failed", qc)
+    assert "Replicates per condition: A 1." in intro
+    st = pd.DataFrame(
+        [
+            _stat(analysis="conditions", condition="A", versus="B", n_replicates=2,
+                  n_replicates_versus=5, test="KS", p_value=0.5),
+        ],
+        columns=STAT_COLUMNS,
+    )  # fmt: skip
+    _, _, intro = _small_report(tmp_path / "noqc", pd.DataFrame(), st)
+    assert "Replicates per condition: A 2, B 5." in intro
+
+
+def test_between_condition_bins_state_their_cut_off(tmp_path):
+    st = pd.DataFrame(
+        [
+            _stat(analysis="conditions bins", condition="A", versus="B", test="MWU",
+                  note="not run: fewer than 7 cells in the bin across both conditions (3)"),
+        ],
+        columns=STAT_COLUMNS,
+    )  # fmt: skip
+    _, body, _ = _small_report(tmp_path, _qc(["A", "B"], ["m1", "m2"]), st, min_dots=7)
+    assert "Needs at least 2 replicates in each condition" in body
+    assert "bins holding fewer than 7 cells of the two conditions together" in body
+    assert "not run: fewer than 7 cells in the bin across both conditions (3)" in body
+
+
+@pytest.mark.parametrize(
+    ("extra", "label"),
+    [
+        ({"image_shape": ["200; 500", "200; 500"]}, "tissue area (µm²)"),  # qc.csv
+        ({"image_shape": [[200, 500], [200, 500]]}, "tissue area (µm²)"),  # qc.json
+        ({"ndim": [2, 2]}, "tissue area (µm²)"),
+        ({"image_shape": ["10; 100; 200"] * 2}, "tissue volume (µm³)"),
+        ({"image_shape": ["10; 100; 200", "200; 500"]}, "tissue volume (µm³; area in µm²"),
+        ({}, "tissue volume (µm³)"),
+    ],
+)
+def test_qc_units_follow_the_image_dimension(tmp_path, extra, label):
+    qc = _qc(
+        ["A", "B"],
+        ["m1", "m2"],
+        tissue_volume_um3=[32490.0, 32490.0],
+        vessel_volume_fraction=[0.1, 0.1],
+        voxel_size_um=["0.57; 0.57", "0.57; 0.57"],
+        **extra,
+    )
+    text, body, _ = _small_report(tmp_path, qc)
+    header = text[text.index('id="qc"') :]
+    header = header[: header.index("</thead>")]
+    assert f"<th>{label}" in header
+    flat = label.startswith("tissue area")
+    assert ("µm³" in header) is not flat
+    assert ("<th>vessel area fraction</th>" in header) is flat
+    assert ("<th>pixel size (µm)</th>" in header) is flat
+    assert ("maximum projection along z" in body) is not flat
+
+
+def test_file_list_says_dots0_is_realisation_0_only(tmp_path):
+    text, body, _ = _small_report(tmp_path, _qc(["A"], ["m1"]))
+    files = re.sub(r"\s+", " ", body[body.index("Output folder") :])
+    assert "dots0.csv (1 row; random cells of realisation 0 only, for plots; the" in files
+    assert "use every null set, kept per image in images/<image id>/null_distances.npz" in files
+    assert "dots.csv with the random cells of realisation 0 only" in files

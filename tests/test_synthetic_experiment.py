@@ -188,9 +188,16 @@ def test_conditions_differ_for_both_structures(planted, structure):
     assert (ks["condition"].iloc[0], ks["versus"].iloc[0]) == (VESSEL, BONE)
     assert ks["p_value"].iloc[0] < 0.05
     assert ks["n_replicates"].iloc[0] == 3 and ks["n_replicates_versus"].iloc[0] == 3
-    # the replicate-level bins exist and state that 3 vs 3 cannot go below p = 0.1
+    # the replicate-level bins exist and state that 3 vs 3 cannot go below p = 0.1; bins
+    # with fewer than min_dots cells of both conditions are kept as "not run" rows
     bins = _rows(pooled.statistics, analysis="conditions bins", structure=structure)
-    assert len(bins) and bins["note"].str.contains("3 vs 3 replicates").all()
+    ran = bins[bins["p_value"].notna()]
+    assert len(ran) and ran["note"].str.contains("3 vs 3 replicates").all()
+    sparse = bins[bins["p_value"].isna()]
+    assert sparse["note"].str.startswith("not run: fewer than 10 cells in the bin").all()
+    assert (ran["correction"] == f"Holm over {len(ran)} bins").all()
+    assert (bins["n_replicates"] == 3).all() and (bins["n_replicates_versus"] == 3).all()
+    assert "n = 1" not in ks["note"].iloc[0]
 
 
 @pytest.mark.parametrize(("condition", "other"), [(VESSEL, "bone"), (BONE, "vessel")])
@@ -247,7 +254,47 @@ def test_every_pooled_table_is_filled(planted):
     rep = _rows(pooled.statistics, analysis="replicate bins", condition=VESSEL, structure="vessel")
     assert len(rep) > 3 and (rep["n_replicates"] == 3).all()
     assert rep["correction"].str.startswith("Holm over").all()
+    # pooled tests carry the replicates their cells come from
+    st = pooled.statistics
+    pooled_rows = st[st["analysis"].isin(["cells vs dots", "global envelope"])]
+    assert len(pooled_rows) == 12 and (pooled_rows["n_replicates"] == 3).all()
     assert not pooled.warnings
+
+
+def test_one_replicate_per_condition_compares_animals(tmp_path):
+    """The README example: one mouse per condition. Nothing per-replicate runs, the
+    between-condition KS says it compares two animals, the pooled result warns, and the
+    report quotes the real numbers of replicates."""
+    from napari_niche.report import write_report
+
+    path = make_experiment(
+        tmp_path / "exp", replicates=1, shape=(120, 300), n_cells=10, realizations=19,
+        from_masks=True, rng=3,
+    )  # fmt: skip
+    exp, results = analyze_from_masks(path)
+    pooled = pool_results(
+        results, params=exp.analysis, conditions=exp.conditions(),
+        quadrant_structures=("vessel", "bone"), n_boot=5,
+    )  # fmt: skip
+    st = pooled.statistics
+    per_replicate = st[st["analysis"].isin(["replicate bins", "conditions bins"])]
+    assert len(per_replicate) and per_replicate["p_value"].isna().all()
+    assert per_replicate["note"].str.startswith("not run: needs at least 2 replicates").all()
+    ks = _rows(st, analysis="conditions")
+    assert ks["note"].str.contains("pools cells of n = 1 replicate per condition").all()
+    assert len(pooled.warnings) == 1 and "have 1 replicate each" in pooled.warnings[0]
+    pooled_rows = st[st["analysis"].isin(["cells vs dots", "global envelope"])]
+    assert (pooled_rows["n_replicates"] == 1).all()
+    report = write_report(
+        tmp_path / "out",
+        record={"warnings": pooled.warnings, "analysis": exp.analysis.to_dict()},
+        tables=pooled.tables(),
+        qc=pooled.qc,
+        figures={},
+        thumbnails={},
+        errors=pd.DataFrame(),
+    ).read_text(encoding="utf-8")
+    assert "3 against 3" not in report and "have 1 replicate each" in report
 
 
 # -- determinism ------------------------------------------------------------------------------

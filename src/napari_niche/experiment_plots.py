@@ -182,6 +182,11 @@ def _colours(colours: Colours | None, conditions, structures) -> Colours:
     return base.extended(conditions, structures)
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 replicate"``, ``"3 replicates"``, ``"1,234 cells"``: a count with its noun."""
+    return f"{int(n):,} {noun}{'' if int(n) == 1 else 's'}"
+
+
 def _of(table: pd.DataFrame | None, **where) -> pd.DataFrame:
     """Rows of ``table`` whose columns equal the given values (as strings); empty if absent."""
     if table is None or len(table) == 0:
@@ -334,9 +339,9 @@ def quadrant_figure(
             n_dots = int(quads["n_dots"].sum()) if len(quads) else len(d)
             n_rep = c["replicate"].nunique() if "replicate" in c.columns else 0
             n_img = c["image"].nunique() if "image" in c.columns else 0
-            where = f" ({n_rep} replicates, {n_img} images)" if n_rep else ""
+            where = f" ({_count(n_rep, 'replicate')}, {_count(n_img, 'image')})" if n_rep else ""
             ax.set_title(
-                f"{cond}\nn = {n_cells:,} cells{where}, {n_dots:,} random cells",
+                f"{cond}\nn = {_count(n_cells, 'cell')}{where}, {_count(n_dots, 'random cell')}",
                 fontsize=FONT,
                 color=palette.condition(cond),
                 loc="left",

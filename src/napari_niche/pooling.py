@@ -19,7 +19,19 @@ is simple, reproducible and keeps every null set complete.
 
 Tests that need two or more replicates (or conditions) are not run on fewer; the
 statistics table then holds a row naming the test with p = NaN and a note saying why, so
-a report never silently lacks a test.
+a report never silently lacks a test. That holds between conditions too: per-replicate
+fractions are compared only with at least two replicates in each condition, and distance
+bins with fewer than ``min_dots`` cells of the two conditions together are listed as not
+run.
+
+The pooled tests of a condition (cells against random cells, the global envelope test,
+the quadrant contingency tests) and the Kolmogorov-Smirnov test between conditions pool
+the cells of every replicate and treat cells as independent observations: their p-values
+say how unlikely the pooled pattern is under random placement, not how consistent the
+effect is between animals. Their ``n_replicates`` gives how many replicates the cells come
+from; the per-replicate tests are the ones whose observations are replicates. When a
+condition has a single replicate, a difference between conditions is a difference between
+animals; the note of the test and a warning of the pooled result say so.
 """
 
 from __future__ import annotations
@@ -366,7 +378,10 @@ class PooledResult:
     Attributes
     ----------
     cells : every cell of every image, ``image, condition, replicate`` in front.
-    dots0 : realisation 0's virtual cells of every image (for plots), same id columns.
+    dots0 : the random cells of realisation 0 of every image (null sets
+        ``0 .. dots_per_cell - 1``), same id columns, written as ``dots0.csv``. Only for
+        plots and for looking at: every statistic, the fold change and the envelope use
+        every null set, which each image keeps in ``images/<id>/null_distances.npz``.
     fold_change : ``condition, structure`` + fold-change columns of the pooled cells over
         the pooled dots (all null sets used).
     envelope : ``condition, structure`` + :data:`~napari_niche.core.envelope.ENVELOPE_COLUMNS`
@@ -377,7 +392,8 @@ class PooledResult:
     density_ratio : :data:`DENSITY_COLUMNS`.
     qc : one row per image: ids, counts, null sets, overlap fractions, warnings.
     structures, quadrant_structures, conditions : what was pooled.
-    warnings : sentences for the report (e.g. unequal numbers of null sets).
+    warnings : sentences for the run log and the report (e.g. unequal numbers of null
+        sets, conditions compared with a single replicate).
     record : parameters and version.
     """
 
@@ -523,6 +539,7 @@ def pool_results(
 
     warnings: list[str] = []
     n_sets: dict[str, int] = {}
+    n_reps: dict[str, int] = {}
     cells_parts, dots_parts, dots0_parts = [], [], []
     for cond in order:
         mine = [r for r in results if r.condition == cond and len(r.cells)]
@@ -555,6 +572,7 @@ def pool_results(
         cc = cells[cells["condition"] == cond]
         dc = dots[dots["condition"] == cond]
         n_rep = int(cc["replicate"].nunique())
+        n_reps[cond] = n_rep
         if cc.empty or dc.empty:
             what = "no cells" if cc.empty else "no random cells (null sets)"
             stats_parts.append(
@@ -671,6 +689,7 @@ def pool_results(
                     cells[cells["condition"].isin(present)],
                     structure=name,
                     bin_width=params.bin_width_um,
+                    min_cells=params.min_dots,
                 )
             )
         else:
@@ -685,7 +704,8 @@ def pool_results(
                 )
             )
 
-    statistics = _concat(stats_parts, columns=STAT_COLUMNS)
+    statistics = _with_replicates(_concat(stats_parts, columns=STAT_COLUMNS), n_reps)
+    warnings += _single_replicate_warnings(statistics)
     record = {
         "napari_niche_version": __version__,
         "analysis": params.to_dict(),
@@ -842,6 +862,73 @@ def _stat_row(**values: Any) -> pd.DataFrame:
 def _skip(analysis: str, condition: str, *, note: str, **values: Any) -> pd.DataFrame:
     """A row for a test that could not run, p = NaN, with the reason in ``note``."""
     return _stat_row(analysis=analysis, condition=condition, note=f"not run: {note}", **values)
+
+
+#: Pooled analyses of one condition: cells pooled over replicates, tested as independent.
+_POOLED_ANALYSES = (
+    _ANALYSIS["cells vs dots"],
+    _ANALYSIS["envelope"],
+    _ANALYSIS["contingency"],
+)
+
+
+def _with_replicates(statistics: pd.DataFrame, n_reps: dict[str, int]) -> pd.DataFrame:
+    """Fill ``n_replicates`` of the pooled rows of a condition and say what was pooled.
+
+    The pooled tests treat cells as independent observations, but a reader weighing their
+    p-values needs to know how many animals the cells come from: the pooled rows get the
+    condition's number of replicates, and their note says the cells were pooled.
+    """
+    if statistics.empty:
+        return statistics
+    out = statistics.copy()
+    pooled = out["analysis"].isin(_POOLED_ANALYSES) & (out["versus"] == "")
+    n = out["condition"].map(n_reps)
+    rows = pooled & n.notna()
+    out.loc[rows, "n_replicates"] = n[rows].astype(np.int64)
+    ran = rows & out["p_value"].notna()
+
+    def pooled_note(k: int) -> str:
+        if k == 1:
+            return "cells of 1 replicate, treated as independent observations"
+        return f"cells of {k} replicates pooled, treated as independent observations"
+
+    what = n[ran].astype(int).map(pooled_note)
+    out.loc[ran, "note"] = [
+        f"{note}; {extra}" if note else extra
+        for note, extra in zip(out.loc[ran, "note"], what, strict=True)
+    ]
+    out["n_replicates"] = out["n_replicates"].astype(np.int64)
+    return out
+
+
+def _single_replicate_warnings(statistics: pd.DataFrame) -> list[str]:
+    """One warning per pair of conditions compared with a single replicate on a side."""
+    if statistics.empty:
+        return []
+    between = statistics[
+        (statistics["analysis"] == _ANALYSIS["conditions"])
+        & (statistics["versus"] != "")
+        & ((statistics["n_replicates"] == 1) | (statistics["n_replicates_versus"] == 1))
+    ]
+    out = []
+    for (first, second), rows in between.groupby(["condition", "versus"], sort=False):
+        n1, n2 = int(rows["n_replicates"].iloc[0]), int(rows["n_replicates_versus"].iloc[0])
+        if n1 == 1 and n2 == 1:
+            who = f"{first} and {second} have 1 replicate each"
+            meaning = "a difference between two animals, not between conditions"
+        else:
+            single, other = (first, second) if n1 == 1 else (second, first)
+            who = f"{single} has 1 replicate ({other} {max(n1, n2)})"
+            meaning = f"a difference between one animal and {other}, not between conditions"
+        out.append(
+            f"Conditions {first} vs {second}: {who}. The Kolmogorov-Smirnov test between "
+            f"them takes the cells of a single animal for a condition, so a small p-value "
+            f"means {meaning}; "
+            "the per-replicate tests between them were not run. Add replicates (at least "
+            "2 per condition, better 3 or more) to compare conditions."
+        )
+    return out
 
 
 def _few_replicates(n: int) -> str:

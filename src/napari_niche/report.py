@@ -10,6 +10,8 @@ Statistics are listed with the test, n (cells, random cells, replicates), statis
 p-value, adjusted p-value with its correction and effect size with its name, never as
 stars only: reviewers ask for them, and a p of 0.1 with 3 vs 3 replicates (the smallest a
 Mann-Whitney U test can give) means something different from a p of 0.1 with 300 cells.
+The introduction to the statistics quotes the smallest p the experiment's actual numbers
+of replicates allow, and says which tests pool cells as independent observations.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import itertools
 import math
 import re
 from collections.abc import Mapping
@@ -27,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .core.compare import smallest_mann_whitney_p
 from .plots import format_p
 
 __all__ = ["FIGURE_TITLES", "REPORT_NAME", "figure_caption", "write_report"]
@@ -38,13 +42,15 @@ _ANALYSES = {
     "cells vs dots": (
         "Cells against random cells (pooled per condition)",
         "Two-sided two-sample tests of the distances of all cells of a condition against "
-        "those of its random cells.",
+        "those of its random cells. The cells of every replicate are pooled and treated as "
+        "independent observations; n replicates says how many replicates they come from.",
     ),
     "global envelope": (
         "Global envelope test (Monte Carlo)",
         "One p-value per condition and structure for the whole fold-change curve: the "
         "observed curve ranked among the curves of the null sets by extreme rank length. "
-        "It does not depend on which bins one looks at.",
+        "It does not depend on which bins one looks at. Like the tests above it pools the "
+        "cells of every replicate and treats them as independent observations.",
     ),
     "replicate bins": (
         "Per bin, across replicates",
@@ -59,15 +65,21 @@ _ANALYSES = {
     "quadrant contingency": (
         "Quadrant counts (contingency)",
         "Counts of pooled cells and random cells per quadrant: chi-square test of the 2x4 "
-        "table, then Fisher's exact test of each quadrant against the rest.",
+        "table, then Fisher's exact test of each quadrant against the rest. Cells of every "
+        "replicate are pooled and treated as independent observations.",
     ),
     "conditions": (
         "Between conditions",
-        "Two-sided Kolmogorov-Smirnov test of the pooled cell distances of two conditions.",
+        "Two-sided Kolmogorov-Smirnov test of the pooled cell distances of two conditions, "
+        "cells treated as independent observations. With a single replicate in a condition "
+        "it compares animals, not conditions (see the note).",
     ),
     "conditions bins": (
         "Between conditions, per bin",
-        "Per distance bin: Mann-Whitney U of the per-replicate cell fractions of two conditions.",
+        "Per distance bin: Mann-Whitney U of the per-replicate cell fractions of two "
+        "conditions. Needs at least 2 replicates in each condition; bins holding fewer "
+        "than {min_dots} cells of the two conditions together (the min_dots cut-off) are "
+        "listed as not run.",
     ),
 }
 
@@ -354,24 +366,65 @@ _QC_LABELS = {
 }
 
 
-def _qc_label(column: str) -> str:
+def _ndim(record: Mapping[str, Any]) -> int | None:
+    """Spatial dimensions of one image from its QC row: ``ndim``, else ``image_shape``.
+
+    ``image_shape`` is a list in ``qc.json`` and a ``"a; b"`` string in ``qc.csv``.
+    """
+    value = record.get("ndim")
+    if not _missing(value) and _is_number(value) and float(value) in (2.0, 3.0):
+        return int(value)
+    shape = record.get("image_shape")
+    if isinstance(shape, (list, tuple, np.ndarray)):
+        n = len(shape)
+    elif isinstance(shape, str) and shape.strip():
+        n = len([p for p in re.split(r"[;,x×\s]+", shape.strip("()[] ")) if p])
+    else:
+        return None
+    return n if n in (2, 3) else None
+
+
+def _qc_dims(qc: pd.DataFrame) -> set[int | None]:
+    """The image dimensions found in the QC table (None for rows that do not say)."""
+    return {_ndim(row) for row in qc.to_dict(orient="records")}
+
+
+def _qc_label(column: str, dims: set[int | None] | None = None) -> str:
+    """A column's heading; units of size follow the images' dimension (µm² in 2D)."""
+    dims = {d for d in (dims or set()) if d is not None}
+    flat = dims == {2}
+    if column == "tissue_volume_um3":
+        if flat:
+            return "tissue area (µm²)"
+        if dims == {2, 3}:
+            return "tissue volume (µm³; area in µm² for 2D images)"
+        return "tissue volume (µm³)"
+    if column == "voxel_size_um" and flat:
+        return "pixel size (µm)"
+    if column == "voxel_size_um":
+        return "voxel size (µm)"
     if column in _QC_LABELS:
         return _QC_LABELS[column]
     match = re.fullmatch(r"overlap_(.+)_fraction", column)
     if match:
         what = match.group(1).replace("_", " ")
         return f"cells overlapping {what} (fraction)"
+    match = re.fullmatch(r"(.+)_volume_fraction", column)
+    if match:
+        what = match.group(1).replace("_", " ")
+        return f"{what} {'area' if flat else 'volume'} fraction"
     return column.replace("_", " ")
 
 
 def _qc(qc: pd.DataFrame, thumbnails: Mapping[str, Path]) -> str:
     if qc is None or qc.empty:
         return '<p class="muted">No image result to show.</p>'
+    dims = _qc_dims(qc)
     columns = [c for c in _QC_FIRST if c in qc.columns]
     columns += [c for c in ("tissue_volume_um3",) if c in qc.columns]
     columns += [c for c in qc.columns if c.startswith("overlap_") and c not in columns]
     columns += [c for c in qc.columns if c not in columns]
-    header = ["thumbnail", *(_qc_label(c) for c in columns)]
+    header = ["thumbnail", *(_qc_label(c, dims) for c in columns)]
     rows, classes = [], []
     for record in qc.to_dict(orient="records"):
         image = str(record.get("image", ""))
@@ -551,16 +604,96 @@ def _stat_rows(table: pd.DataFrame) -> str:
     return _table(header, rows)
 
 
-def _statistics(stats: pd.DataFrame | None) -> str:
+def _replicate_counts(qc: pd.DataFrame | None, stats: pd.DataFrame) -> dict[str, int]:
+    """Replicates per condition: from the QC table (images that did not fail), else from
+    the statistics (the largest ``n_replicates`` given for the condition)."""
+    if qc is not None and not qc.empty and {"condition", "replicate"} <= set(qc.columns):
+        ok = qc[~qc["status"].map(_failed)] if "status" in qc.columns else qc
+        counts = ok.groupby(ok["condition"].astype(str), sort=False)["replicate"].nunique()
+        return {str(k): int(v) for k, v in counts.items()}
+    counts: dict[str, int] = {}
+    if {"condition", "n_replicates"} <= set(stats.columns):
+        for side, n in (("condition", "n_replicates"), ("versus", "n_replicates_versus")):
+            if side not in stats.columns or n not in stats.columns:
+                continue
+            for cond, value in zip(stats[side], stats[n], strict=True):
+                if _missing(cond) or not str(cond) or _missing(value) or int(value) < 1:
+                    continue
+                counts[str(cond)] = max(counts.get(str(cond), 0), int(value))
+    return counts
+
+
+def _names(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _replicate_sentence(counts: Mapping[str, int]) -> str:
+    """What the experiment's numbers of replicates allow the per-replicate tests to show."""
+    text = (
+        "Replicates are the biological unit (mouse or patient sample). Tests across "
+        "replicates use one value per replicate, so the smallest p-value they can give is "
+        "set by the number of replicates, whatever the effect; the note of each row gives "
+        "its n and that smallest p."
+    )
+    if not counts:
+        return text
+    text += " Replicates per condition: " + ", ".join(f"{c} {n}" for c, n in counts.items())
+    text += "."
+    by_n: dict[int, list[str]] = {}
+    for cond, n in counts.items():
+        by_n.setdefault(n, []).append(cond)
+    within = [
+        f"{n} against {n} values ({_names(conds)}) cannot give p below "
+        f"{smallest_mann_whitney_p(n, n):.2g}"
+        for n, conds in sorted(by_n.items())
+        if n >= 2
+    ]
+    if within:
+        text += (
+            " Within a condition (cells against random cells, per bin or quadrant), a "
+            "Mann-Whitney U test of " + "; of ".join(within) + "."
+        )
+    multi = [n for n in counts.values() if n >= 2]
+    pairs = sorted({tuple(sorted(p)) for p in itertools.combinations(multi, 2)})
+    if pairs:
+        text += (
+            " Between conditions: "
+            + "; ".join(
+                f"{a} against {b} replicates not below {smallest_mann_whitney_p(a, b):.2g}"
+                for a, b in pairs
+            )
+            + "."
+        )
+    single = [c for c, n in counts.items() if n == 1]
+    if single:
+        one = len(single) == 1
+        text += (
+            f" {_names(single)} {'has' if one else 'have'} a single replicate: no "
+            f"per-replicate test is run for {'it' if one else 'them'} (the rows say not "
+            f"run), and {'its' if one else 'their'} pooled tests, which treat cells as "
+            "independent observations, describe one animal rather than a condition."
+        )
+    return text
+
+
+def _statistics(
+    stats: pd.DataFrame | None,
+    *,
+    qc: pd.DataFrame | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> str:
     if stats is None or stats.empty:
         return '<p class="muted">No statistics were computed.</p>'
+    analysis = dict((record or {}).get("analysis") or {})
+    min_dots = analysis.get("min_dots", 10)
     parts = [
         '<p class="note">Every test with its n, statistic, p-value and, where it applies, '
         "effect size. p-values are two significant digits; where several bins or quadrants "
         "were tested together, the adjusted p-value and the correction (family named) are "
-        "given. A row with an empty p-value was not run; its note says why. Replicates are "
-        "the biological unit (mouse or patient sample); with 3 against 3 replicates a "
-        "Mann-Whitney U test cannot give p below 0.1.</p>"
+        "given. A row with an empty p-value was not run; its note says why. Pooled tests "
+        "(cells against random cells, global envelope, quadrant counts, between conditions) "
+        "treat cells as independent observations; n replicates says how many replicates "
+        "their cells come from. " + _e(_replicate_sentence(_replicate_counts(qc, stats))) + "</p>"
     ]
     kinds = stats["analysis"].astype(str) if "analysis" in stats.columns else None
     order = list(_ANALYSES) + [
@@ -573,6 +706,7 @@ def _statistics(stats: pd.DataFrame | None) -> str:
         if part.empty:
             continue
         title, text = _ANALYSES.get(kind, (kind, ""))
+        text = text.replace("{min_dots}", str(min_dots))
         parts.append(f"<h3>{_e(title)}</h3>")
         if text:
             parts.append(f'<p class="note">{_e(text)}</p>')
@@ -602,6 +736,15 @@ def _errors(errors: pd.DataFrame | None) -> str:
     return intro + _table([c.replace("_", " ") for c in columns], rows)
 
 
+#: What a pooled file holds, where its name does not say it.
+_FILE_NOTES = {
+    "dots0.csv": (
+        "random cells of realisation 0 only, for plots; the statistics, fold change and "
+        "envelope use every null set, kept per image in images/<image id>/null_distances.npz"
+    ),
+}
+
+
 def _files(
     out_dir: Path,
     tables: Mapping[str, pd.DataFrame],
@@ -614,7 +757,9 @@ def _files(
     if tables:
         links = ", ".join(
             f'<a href="{_e(pooled)}/{_e(name)}">{_e(name)}</a> '
-            f'<span class="muted">({len(table):,} rows)</span>'
+            f'<span class="muted">({len(table):,} row{"" if len(table) == 1 else "s"}'
+            + (f"; {_e(_FILE_NOTES[name])}" if name in _FILE_NOTES else "")
+            + ")</span>"
             for name, table in tables.items()
         )
         items.append(f"<li>Pooled tables (CSV) in <code>{_e(pooled)}/</code>: {links}</li>")
@@ -629,9 +774,10 @@ def _files(
         )
     if qc is not None and not qc.empty and "image" in qc.columns:
         items.append(
-            "<li>Per-image results (cells.csv, dots.csv, fold_change.csv, quadrants.csv, "
-            "stats.csv, envelope.csv, masks, qc.json, params.json) in "
-            "<code>images/&lt;image id&gt;/</code></li>"
+            "<li>Per-image results (cells.csv, dots.csv with the random cells of "
+            "realisation 0 only, null_distances.npz with the distances of every null set, "
+            "fold_change.csv, quadrants.csv, stats.csv, envelope.csv, masks, qc.json, "
+            "params.json) in <code>images/&lt;image id&gt;/</code></li>"
         )
     items.append("<li>Failed images and their messages: <code>errors.csv</code></li>")
     return "<ul>" + "".join(items) + "</ul>"
@@ -686,9 +832,9 @@ def write_report(
     sections = [
         ("summary", "Summary", _summary(qc, errors, record)),
         ("parameters", "Parameters", _parameters(record)),
-        ("qc", "Images and quality control", _qc_intro() + _qc(qc, thumbnails)),
+        ("qc", "Images and quality control", _qc_intro(qc) + _qc(qc, thumbnails)),
         ("figures", "Figures", _figures(figures, record, out_dir)),
-        ("statistics", "Statistics", _statistics(_stats_table(tables))),
+        ("statistics", "Statistics", _statistics(_stats_table(tables), qc=qc, record=record)),
         ("failed", "Failed images", _errors(errors)),
         ("files", "Files", _files(out_dir, tables, figures, qc, record)),
     ]
@@ -717,10 +863,12 @@ def write_report(
     return path
 
 
-def _qc_intro() -> str:
+def _qc_intro(qc: pd.DataFrame | None = None) -> str:
+    flat = qc is not None and not qc.empty and _qc_dims(qc) == {2}
+    shown = "the raw channel" if flat else "maximum projection along z of the raw channel"
     return (
-        '<p class="note">One row per image. Thumbnails: maximum projection along z of the '
-        "raw channel with the masks used as outlines (cells magenta, structures in their "
+        f'<p class="note">One row per image. Thumbnails: {shown} '
+        "with the masks used as outlines (cells magenta, structures in their "
         "colours). Overlap: the fraction of real cells that overlap an excluded structure "
         "or leave the tissue; random cells are kept out of these, so a large overlap biases "
         "the comparison (cells then look closer to the structure than chance).</p>"

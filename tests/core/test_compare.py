@@ -202,9 +202,22 @@ def test_compare_conditions_every_pair():
     assert ks["effect_size_name"] == "KS D" and ks["n_cells"] == 180
     assert ks["n_cells_versus"] == 180 and ks["n_replicates"] == 3
     assert ks["n_replicates_versus"] == 3 and ks["n_dots"] == 0
-    bins = ab[ab["analysis"] == "conditions bins"]
+    every = ab[ab["analysis"] == "conditions bins"]
+    bins = every[every["p_value"].notna()]
     assert len(bins) >= 3
     assert set(bins["correction"]) == {f"Holm over {len(bins)} bins"}
+    # sparse bins are kept, not run, with the count and the rule; every bin up to the
+    # pair's farthest cell has a row
+    d_ab = cells.loc[cells.condition.isin(["A", "B"]), "dist_vessel_um"]
+    counts = np.bincount(np.floor(d_ab / 5).astype(int))
+    np.testing.assert_array_equal(every["bin_start_um"], 5.0 * np.arange(counts.size))
+    sparse = every[every["p_value"].isna()]
+    assert len(sparse) == (counts < 10).sum() > 0
+    assert (sparse["correction"] == "").all() and sparse["p_adjusted"].isna().all()
+    k = int(sparse["bin_start_um"].iloc[0] // 5)
+    assert sparse["note"].iloc[0] == (
+        f"not run: fewer than 10 cells in the bin across both conditions ({counts[k]})"
+    )
     first = bins.iloc[0]  # A has more cells in [0, 5) than B in every replicate
     assert first["bin_start_um"] == 0 and first["effect_size"] == 1.0
     assert first["p_value"] == pytest.approx(0.1)
@@ -219,10 +232,38 @@ def test_compare_conditions_with_one_replicate_in_a_condition():
     rows += [("B", "b0", d) for d in rng.exponential(9, 50)]
     cells = pd.DataFrame(rows, columns=["condition", "replicate", "dist_vessel_um"])
     got = compare_conditions(cells, structure="vessel")
+    # 2 vs 1 replicates: the per-replicate bins are one "not run" row, not p-values
     bins = got[got["analysis"] == "conditions bins"]
-    assert len(bins) > 0 and (bins["p_value"] >= 1 / 3 - 1e-12).all()
-    assert "2 vs 1 replicates; smallest possible p 0.67" in bins["note"].iloc[0]
-    assert got.iloc[0]["p_value"] < 1e-3  # the pooled KS still sees the difference
+    assert len(bins) == 1 and bins["p_value"].isna().all() and bins["p_adjusted"].isna().all()
+    expected = "not run: needs at least 2 replicates in each condition, have 2 (A) and 1 (B)"
+    assert bins["note"].iloc[0].startswith(expected)
+    assert (bins["n_replicates"].iloc[0], bins["n_replicates_versus"].iloc[0]) == (2, 1)
+    ks = got.iloc[0]
+    assert ks["p_value"] < 1e-3  # the pooled KS still sees the difference
+    assert "B pools cells of n = 1 replicate" in ks["note"]
+
+
+def test_compare_conditions_one_replicate_each_compares_two_animals():
+    rng = np.random.default_rng(7)
+    rows = [("A", "a0", d) for d in rng.exponential(4, 60)]
+    rows += [("B", "b0", d) for d in rng.exponential(4, 60)]
+    cells = pd.DataFrame(rows, columns=["condition", "replicate", "dist_vessel_um"])
+    got = compare_conditions(cells, structure="vessel")
+    assert got["analysis"].tolist() == ["conditions", "conditions bins"]
+    expected = (
+        "pools cells of n = 1 replicate per condition: a difference between two animals, "
+        "not between conditions"
+    )
+    assert got["note"].iloc[0].endswith(expected)
+    assert np.isnan(got["p_value"].iloc[1]) and "have 1 (A) and 1 (B)" in got["note"].iloc[1]
+    # two replicates each: every bin gets a row again, and the KS note says nothing more
+    rows += [("A", "a1", d) for d in rng.exponential(4, 60)]
+    rows += [("B", "b1", d) for d in rng.exponential(4, 60)]
+    cells = pd.DataFrame(rows, columns=["condition", "replicate", "dist_vessel_um"])
+    got = compare_conditions(cells, structure="vessel")
+    assert "n = 1" not in got["note"].iloc[0]
+    tested = got[(got["analysis"] == "conditions bins") & got["p_value"].notna()]
+    assert len(tested) >= 2 and tested["note"].str.contains("2 vs 2 replicates").all()
 
 
 def test_compare_conditions_needs_two():

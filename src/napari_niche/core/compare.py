@@ -27,6 +27,7 @@ from .errors import NicheError
 from .stats import QUADRANTS, _finite, distance_column, distance_tests, quadrant_of
 
 __all__ = [
+    "MIN_REPLICATES",
     "STAT_COLUMNS",
     "cells_vs_dots_tests",
     "compare_conditions",
@@ -36,6 +37,7 @@ __all__ = [
     "replicate_bin_tests",
     "replicate_fractions",
     "replicate_quadrant_tests",
+    "single_replicate_note",
     "smallest_mann_whitney_p",
 ]
 
@@ -236,6 +238,11 @@ def cells_vs_dots_tests(cells, dots, *, structure: str, condition: str = "") -> 
     ``cells`` and ``dots`` are tables with a ``dist_<structure>_um`` column (or arrays of
     distances). Effect sizes: the KS distance D itself, and the rank-biserial correlation of
     the cells' U (negative when cells sit closer than random cells).
+
+    Both tests treat every cell as an independent observation: cells pooled from several
+    replicates count as one sample, so the p-value does not say how consistent an effect
+    is between animals (the replicate tests do). ``n_replicates`` is left 0 here; pooling
+    fills in how many replicates the cells come from.
     """
     c = _distances_of(cells, structure, "cell")
     d = _distances_of(dots, structure, "random-cell")
@@ -380,11 +387,14 @@ def replicate_bin_tests(
 
 
 def _with_holm(rows: list[dict], family: str) -> pd.DataFrame:
-    adjusted = holm([row["p_value"] for row in rows])
-    m = int(np.isfinite([row["p_value"] for row in rows]).sum()) if rows else 0
-    for row, p_adj in zip(rows, adjusted, strict=True):
+    """Holm-adjust the rows' p-values; rows not run (no p-value) stay uncorrected."""
+    p_values = [row.get("p_value", np.nan) for row in rows]
+    adjusted = holm(p_values)
+    m = int(np.isfinite(p_values).sum()) if rows else 0
+    for row, p, p_adj in zip(rows, p_values, adjusted, strict=True):
         row["p_adjusted"] = p_adj
-        row["correction"] = f"Holm over {m} {family}" if m > 1 else ""
+        tested = m > 1 and bool(np.isfinite(p))
+        row["correction"] = f"Holm over {m} {family}" if tested else ""
     return _stat_table(rows)
 
 
@@ -474,7 +484,8 @@ def quadrant_contingency(
     quadrant a two-sided Fisher exact test of "in this quadrant or not" (cells vs dots),
     effect size the odds ratio (> 1: cells more often in the quadrant than random cells),
     Holm-corrected over the four quadrants. Quadrants holding neither cells nor dots are
-    left out of the chi-square table.
+    left out of the chi-square table. Like :func:`cells_vs_dots_tests`, these tests treat
+    cells as independent observations.
     """
     qc = _quadrant_labels(cells, structures, threshold_um, "cell")
     qd = _quadrant_labels(dots, structures, threshold_um, "random-cell")
@@ -540,6 +551,31 @@ def quadrant_contingency(
 
 
 # -- between conditions -----------------------------------------------------------------------
+#: Replicates each condition needs before per-replicate fractions are compared.
+MIN_REPLICATES = 2
+
+
+def single_replicate_note(first: str, n1: int, second: str, n2: int) -> str:
+    """What a pooled-cell comparison of two conditions means when one has a single replicate.
+
+    With one replicate per condition every cell of a condition comes from the same animal,
+    so a small p-value says the two animals differ; it cannot separate the condition from
+    the animal. Empty when both conditions have two or more replicates.
+    """
+    if n1 == 1 and n2 == 1:
+        return (
+            "pools cells of n = 1 replicate per condition: a difference between two "
+            "animals, not between conditions"
+        )
+    single = [name for name, n in ((first, n1), (second, n2)) if n == 1]
+    if not single:
+        return ""
+    return (
+        f"{single[0]} pools cells of n = 1 replicate: a difference between one animal and "
+        "the other condition, not between conditions"
+    )
+
+
 def compare_conditions(
     cells: pd.DataFrame,
     *,
@@ -555,11 +591,22 @@ def compare_conditions(
     distances (effect size D), and per distance bin a Mann-Whitney U test of the
     per-replicate fractions of cells in the bin (replicates are the observations; effect
     size rank-biserial r, positive when the first condition has more of its cells in the
-    bin), Holm-corrected over the bins of the pair. Bins holding fewer than ``min_cells``
-    cells of the two conditions together are left out.
+    bin), Holm-corrected over the bins tested for the pair.
 
-    Pooled-cell KS treats cells as independent, which they are not when replicates
-    differ: read it together with the replicate-level bins.
+    Nothing is dropped silently; rows that cannot be tested are kept with p = NaN and a
+    note starting "not run:":
+
+    * a bin holding fewer than ``min_cells`` cells of the two conditions together (a
+      fraction of 0 or 1 cell per replicate says nothing; pooling passes the experiment's
+      ``min_dots`` so one cut-off governs every bin);
+    * the per-bin tests of a pair where a condition has fewer than
+      :data:`MIN_REPLICATES` replicates (one row for the pair): a Mann-Whitney U test of
+      1 against n values cannot reach p < 2 / (n + 1), and with 1 against 1 it always
+      gives p = 1.
+
+    The pooled-cell KS treats cells as independent observations, which they are not when
+    replicates differ: read it together with the replicate-level bins. With a single
+    replicate in a condition its ``note`` says the test compares animals, not conditions.
     """
     cond = _column(cells, condition, "cells").astype(str).to_numpy()
     rep = _column(cells, replicate, "cells").astype(str).to_numpy()
@@ -585,6 +632,8 @@ def compare_conditions(
             "n_replicates_versus": len(reps2),
         }
         ks = stats.ks_2samp(d[in1], d[in2], alternative="two-sided", method="auto")
+        note = "pooled cell distances of the two conditions (cells as independent observations)"
+        single = single_replicate_note(first, len(reps1), second, len(reps2))
         rows = [
             {
                 **base,
@@ -594,31 +643,57 @@ def compare_conditions(
                 "p_value": float(ks.pvalue),
                 "effect_size": float(ks.statistic),
                 "effect_size_name": "KS D",
-                "note": "pooled cell distances of the two conditions (cells as independent)",
+                "note": f"{note}; {single}" if single else note,
             }
         ]
+        out.append(_stat_table(rows))
+        if min(len(reps1), len(reps2)) < MIN_REPLICATES:
+            out.append(
+                _stat_table(
+                    [
+                        {
+                            **base,
+                            "analysis": "conditions bins",
+                            "test": MWU,
+                            "note": (
+                                f"not run: needs at least {MIN_REPLICATES} replicates in each "
+                                f"condition, have {len(reps1)} ({first}) and {len(reps2)} "
+                                f"({second}); per-replicate fractions cannot be compared"
+                            ),
+                        }
+                    ]
+                )
+            )
+            continue
         frac1 = _fractions_per_replicate(bins[in1], rep[in1], reps1, n_bins)
         frac2 = _fractions_per_replicate(bins[in2], rep[in2], reps2, n_bins)
         counts = np.bincount(bins[in1 | in2], minlength=n_bins)
         per_bin = []
-        for k in np.flatnonzero(counts >= min_cells):
+        for k in range(int(bins[in1 | in2].max()) + 1):  # up to the pair's farthest cell
+            row = {
+                **base,
+                "analysis": "conditions bins",
+                "bin_start_um": edges[k],
+                "bin_end_um": edges[k + 1],
+                "test": MWU,
+            }
+            if counts[k] < min_cells:
+                row["note"] = (
+                    f"not run: fewer than {min_cells} cells in the bin across both "
+                    f"conditions ({int(counts[k])})"
+                )
+                per_bin.append(row)
+                continue
             u, p, r = _mann_whitney(frac1[:, k], frac2[:, k])
-            per_bin.append(
-                {
-                    **base,
-                    "analysis": "conditions bins",
-                    "bin_start_um": edges[k],
-                    "bin_end_um": edges[k + 1],
-                    "test": MWU,
-                    "statistic": u,
-                    "p_value": p,
-                    "effect_size": r,
-                    "effect_size_name": RANK_BISERIAL,
-                    "note": "per-replicate fraction of cells in the bin; "
-                    + _replicate_note(len(reps1), len(reps2)),
-                }
+            row.update(
+                statistic=u,
+                p_value=p,
+                effect_size=r,
+                effect_size_name=RANK_BISERIAL,
+                note="per-replicate fraction of cells in the bin; "
+                + _replicate_note(len(reps1), len(reps2)),
             )
-        out.append(_stat_table(rows))
+            per_bin.append(row)
         out.append(_with_holm(per_bin, "bins"))
     return pd.concat(out, ignore_index=True)
 
