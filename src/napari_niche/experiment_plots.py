@@ -363,14 +363,8 @@ def quadrant_figure(
                 label=f"near: < {threshold_um:g} µm",
             ),
         ]
-        fig.legend(
-            handles=handles,
-            loc="outside lower center",
-            ncols=min(len(handles), 6),
-            fontsize=SMALL,
-            frameon=False,
-            handlelength=1.6,
-            columnspacing=1.2,
+        _figure_legend(
+            fig, handles, "outside lower center", min(len(handles), 6), 1.6, columnspacing=1.2
         )
     return fig
 
@@ -662,15 +656,8 @@ def fold_change_figure(
                     label=f"left out: {few}",
                 )
             )
-        fig.legend(
-            handles=handles,
-            loc="outside upper center",
-            ncols=int(np.ceil(len(handles) / 2)) if len(handles) > 5 else len(handles),
-            fontsize=SMALL,
-            frameon=False,
-            handlelength=1.4,
-            columnspacing=1.1,
-        )
+        ncols = int(np.ceil(len(handles) / 2)) if len(handles) > 5 else len(handles)
+        _figure_legend(fig, handles, "outside upper center", ncols, 1.4, columnspacing=1.1)
     return fig
 
 
@@ -755,15 +742,21 @@ def cdf_figure(
             Line2D([], [], color="#1e1e21", ls="-", lw=1.2, label="cells"),
             Line2D([], [], color="#1e1e21", ls="--", lw=0.9, label="random cells"),
         ]
-        fig.legend(
-            handles=handles,
-            loc="outside upper center",
-            ncols=len(handles),
-            fontsize=SMALL,
-            frameon=False,
-            handlelength=2.0,
-        )
+        _figure_legend(fig, handles, "outside upper center", len(handles), 2.0)
     return fig
+
+
+def _figure_legend(fig, handles, loc: str, ncols: int, handlelength: float, **kwargs) -> None:
+    """One frameless legend outside the panels, in the figures' small font."""
+    fig.legend(
+        handles=handles,
+        loc=loc,
+        ncols=ncols,
+        fontsize=SMALL,
+        frameon=False,
+        handlelength=handlelength,
+        **kwargs,
+    )
 
 
 # -- conditions compared --------------------------------------------------------------------
@@ -887,14 +880,7 @@ def comparison_figure(
             ),
             Line2D([], [], color="#1e1e21", ls="--", lw=0.7, label="1 = random"),
         ]
-        fig.legend(
-            handles=handles,
-            loc="outside upper center",
-            ncols=len(handles),
-            fontsize=SMALL,
-            frameon=False,
-            handlelength=1.6,
-        )
+        _figure_legend(fig, handles, "outside upper center", len(handles), 1.6)
     return fig
 
 

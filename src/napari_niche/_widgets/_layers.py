@@ -178,3 +178,13 @@ def write_layer(
         kwargs["features"] = features
     add = getattr(viewer, f"add_{layer_type}")
     return add(data, metadata=metadata, **kwargs)
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``, ... if it is taken (structure names, image ids)."""
+    if name not in taken:
+        return name
+    i = 2
+    while f"{name}_{i}" in taken:
+        i += 1
+    return f"{name}_{i}"

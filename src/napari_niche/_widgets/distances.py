@@ -27,7 +27,14 @@ from qtpy.QtWidgets import (
 
 from ..core.errors import NicheError
 from ._base import NicheWidget
-from ._layers import OUTPUT_KEY, check_aligned, layer_array, layer_spacing, write_layer
+from ._layers import (
+    OUTPUT_KEY,
+    check_aligned,
+    layer_array,
+    layer_spacing,
+    unique_name,
+    write_layer,
+)
 from ._session import RESERVED_NAMES, data_digest, get_session
 
 if TYPE_CHECKING:
@@ -140,16 +147,7 @@ class StructureRow(QWidget):
         if self.name_edited or self.layer is None:
             return
         taken = {r.name for r in self.owner.rows if r is not self}
-        self.name_edit.setText(_unique(guess_structure_name(self.layer.name), taken))
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    if name not in taken:
-        return name
-    i = 2
-    while f"{name}_{i}" in taken:
-        i += 1
-    return f"{name}_{i}"
+        self.name_edit.setText(unique_name(guess_structure_name(self.layer.name), taken))
 
 
 @dataclass

@@ -57,7 +57,7 @@ from qtpy.QtWidgets import (
 
 from ..core.errors import NicheError
 from ._base import NicheWidget
-from ._layers import layer_array
+from ._layers import layer_array, unique_name
 from ._session import get_session, structure_file
 
 if TYPE_CHECKING:
@@ -88,15 +88,6 @@ _ID_RE = re.compile(r"[^A-Za-z0-9._-]+")
 def image_id_from(name: str) -> str:
     """A file-safe image id from a layer name: ``"bone 2 (cells)"`` -> ``"bone_2_cells"``."""
     return _ID_RE.sub("_", name.strip()).strip("._-")[:60]
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    if name not in taken:
-        return name
-    i = 2
-    while f"{name}_{i}" in taken:
-        i += 1
-    return f"{name}_{i}"
 
 
 class _Cancelled(Exception):
@@ -731,7 +722,7 @@ class ExperimentWidget(NicheWidget):
             if not base:
                 return
             taken = {spec.id for spec in self.experiment.images} if self.experiment else set()
-            self.image_id.setText(_unique(base, taken))
+            self.image_id.setText(unique_name(base, taken))
         except RuntimeError:  # the dock was closed and Qt deleted the widget
             self._disconnect()
 
