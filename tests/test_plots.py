@@ -226,3 +226,37 @@ def test_fold_change_plot_without_kept_bins():
     plot.draw(empty, structure="bone", bin_width=5, max_distance_um=12, min_dots=10)
     assert len(plot.bars) == 0
     assert [(p.get_x(), p.get_x() + p.get_width()) for p in plot.omitted] == [(0.0, 15.0)]
+
+
+def test_fold_change_plot_shows_the_monte_carlo_envelope():
+    """With enough null sets the single-image view draws each bin's global envelope."""
+    from napari_niche.core.envelope import monte_carlo_envelope
+
+    rng = np.random.default_rng(0)
+    n, sets = 60, 39
+    cells = rng.exponential(3.0, n)  # closer than the dots: outside the envelope near 0
+    dots = rng.exponential(8.0, n * sets)
+    table, test = monte_carlo_envelope(cells, dots, np.repeat(np.arange(sets), n), alpha=0.05)
+    fold = fold_change_by_bin(cells, dots, bin_width=5.0)
+    fig = Figure()
+    plot = fold_change_bars(
+        fig.add_subplot(),
+        fold,
+        structure="vessel",
+        bin_width=5.0,
+        max_distance_um=float(max(cells.max(), dots.max())),
+        min_dots=10,
+        envelope=table.assign(structure="vessel"),
+        alpha=0.05,
+    )
+    assert len(plot.envelope) == len(table) > 0
+    for box, row in zip(plot.envelope, table.itertuples()):
+        assert box.get_x() == pytest.approx(row.bin_start_um)
+        assert box.get_y() == pytest.approx(row.envelope_low)
+        assert box.get_height() == pytest.approx(row.envelope_high - row.envelope_low)
+    labels = [t.get_text() for t in plot.legend.get_texts()]
+    assert "global 95% envelope of random placement" in labels
+    assert test.p_value <= 0.05 and "above" in set(table["outside"])
+    # redrawing without an envelope removes the boxes
+    plot.draw(fold, structure="vessel", bin_width=5.0, max_distance_um=60.0, min_dots=10)
+    assert plot.envelope == [] and all(p.axes is None for p in plot.envelope)

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 __all__ = [
     "DARK",
@@ -322,17 +323,22 @@ def format_p(p: float) -> str:
     return f"{p:.2g}"
 
 
-_SYMBOL = {"Kolmogorov": "D", "Mann": "U", "global envelope": "extreme rank"}
+_SYMBOL = {"Kolmogorov": "D", "Mann": "U"}
 
 
 def stats_text(stats: pd.DataFrame) -> str:
     """The two-sample tests of one structure as lines of text: test, statistic, p, n."""
     lines = []
     for row in stats.itertuples():
-        symbol = next((s for k, s in _SYMBOL.items() if str(row.test).startswith(k)), "stat")
         p = format_p(row.p_value)
         p = f"p {p}" if p.startswith("<") else f"p = {p}"
-        lines.append(f"{row.test}: {symbol} = {row.statistic:.4g}, {p}")
+        test = str(row.test)
+        if test.startswith("global envelope"):
+            # "global envelope test (extreme rank length, 99 null sets)": the p is the result
+            lines.append(f"{test.replace('extreme rank length, ', '')}: {p}")
+            continue
+        symbol = next((s for k, s in _SYMBOL.items() if test.startswith(k)), "stat")
+        lines.append(f"{test}: {symbol} = {row.statistic:.4g}, {p}")
     if len(stats):
         first = stats.iloc[0]
         lines.append(f"n = {int(first.n_cells)} cells, {int(first.n_dots)} random cells")
@@ -371,6 +377,9 @@ class FoldChangePlot:
         One bar per kept bin: left edge at ``bin_start_um``, height ``fold_change``.
     omitted : list of Rectangle
         Hatched bands over the bins left out (too few random cells).
+    envelope : list of Rectangle
+        Per bin, the global Monte Carlo envelope of the fold change (grey box from
+        ``envelope_low`` to ``envelope_high``), when the random cells hold enough null sets.
     one : Line2D
         The dashed line at fold change 1.
     stats : Text
@@ -384,6 +393,7 @@ class FoldChangePlot:
         self.style = style
         self.bars = None
         self.omitted: list = []
+        self.envelope: list = []
         self.legend = None
         style_axes(ax, style)
         self.one = ax.axhline(1.0, color=style.foreground, linestyle="--", linewidth=0.9)
@@ -397,9 +407,10 @@ class FoldChangePlot:
         if self.bars is not None:
             self.bars.remove()
             self.bars = None
-        for patch in self.omitted:
+        for patch in self.omitted + self.envelope:
             patch.remove()
         self.omitted = []
+        self.envelope = []
         if self.legend is not None:
             self.legend.remove()
             self.legend = None
@@ -414,10 +425,15 @@ class FoldChangePlot:
         min_dots: int,
         stats: pd.DataFrame | None = None,
         colour: str | None = None,
+        envelope: pd.DataFrame | None = None,
+        alpha: float = 0.05,
     ) -> None:
         """Draw the kept bins of ``fold`` (rows of one structure) as bars.
 
         Bins not in ``fold`` get no bar; their range is hatched and the legend says why.
+        ``envelope`` (rows of one structure of the envelope table, see
+        :func:`napari_niche.core.envelope.monte_carlo_envelope`) adds the global Monte Carlo
+        envelope (level ``1 - alpha``) as a grey box behind each bar.
         """
         self._clear()
         style = self.style
@@ -436,6 +452,19 @@ class FoldChangePlot:
             label=f"cells / random cells ({structure})",
         )
         top = max(float(heights.max()) if heights.size else 1.0, 1.0)
+        if envelope is not None and len(envelope):
+            for row in envelope.itertuples():
+                box = Rectangle(
+                    (row.bin_start_um, row.envelope_low),
+                    row.bin_end_um - row.bin_start_um,
+                    row.envelope_high - row.envelope_low,
+                    facecolor=(*to_rgb(style.omitted), 0.3),
+                    edgecolor=style.foreground,
+                    linewidth=0.6,
+                    zorder=2.5,  # over the bar, see-through: a bar leaving its box shows
+                )
+                self.envelope.append(self.ax.add_patch(box))
+            top = max(top, float(np.nanmax(envelope["envelope_high"])))
         for lo, hi in omitted_bins(fold, bin_width=bin_width, max_distance_um=max_distance_um):
             self.omitted.append(
                 self.ax.axvspan(
@@ -458,6 +487,16 @@ class FoldChangePlot:
             Patch(facecolor=colour, label="fold change"),
             Line2D([], [], color=style.foreground, linestyle="--", lw=0.9, label="1 = random"),
         ]
+        if self.envelope:
+            level = 1 - float(alpha)
+            handles.append(
+                Patch(
+                    facecolor=(*to_rgb(style.omitted), 0.3),
+                    edgecolor=style.foreground,
+                    linewidth=0.6,
+                    label=f"global {100 * level:g}% envelope of random placement",
+                )
+            )
         if self.omitted:
             handles.append(
                 Patch(
@@ -491,6 +530,8 @@ def fold_change_bars(
     stats: pd.DataFrame | None = None,
     style: PlotStyle = LIGHT,
     colour: str | None = None,
+    envelope: pd.DataFrame | None = None,
+    alpha: float = 0.05,
 ) -> FoldChangePlot:
     """Draw the fold-change view of one structure in one call (see :class:`FoldChangePlot`)."""
     plot = FoldChangePlot(ax, style=style)
@@ -502,6 +543,8 @@ def fold_change_bars(
         min_dots=min_dots,
         stats=stats,
         colour=colour,
+        envelope=envelope,
+        alpha=alpha,
     )
     return plot
 
@@ -520,6 +563,8 @@ def niche_figure(
     quadrant_structures: tuple[str, str] | None = None,
     style: PlotStyle = LIGHT,
     panel_size: tuple[float, float] = (4.2, 3.8),
+    envelope: pd.DataFrame | None = None,
+    alpha: float = 0.05,
 ) -> Figure:
     """A figure of the whole analysis: the quadrant view, then fold change per structure.
 
@@ -559,6 +604,8 @@ def niche_figure(
             stats=stats[stats["structure"] == name],
             style=style,
             colour=style.structure_colour(i),
+            envelope=None if envelope is None else envelope[envelope["structure"] == name],
+            alpha=alpha,
         )
     fig.set_layout_engine("constrained")
     return fig

@@ -480,3 +480,31 @@ def test_shown_window_mouse_lasso_rings_theme_and_screenshot(
     out = DOCS_IMAGES if os.environ.get("NAPARI_NICHE_SCREENSHOTS") else tmp_path
     path = save_screenshot(viewer, widget, out / "widget_niche_plot.png")
     assert path.stat().st_size > 10_000
+
+
+def test_fold_change_view_shows_the_envelope_with_19_realisations(make_napari_viewer, analysis):
+    """Random dots with enough null sets: the view draws the session's Monte Carlo envelope."""
+    sample, spacing = analysis["sample"], analysis["sample"].spacing
+    params = AnalysisParams(seed=1, realizations=19)
+    dots, dot_tab, _ = place_random_cells(
+        analysis["voxels"],
+        spacing=spacing,
+        tissue=sample.tissue,
+        exclude=analysis["masks"],
+        params=params,
+    )
+    for name, mask in analysis["masks"].items():
+        dmap = distance_map_um(mask, spacing=spacing, name=name)
+        dot_tab[distance_column(name)] = dots.min_distance(dmap).astype(float)
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    session = fill_session(viewer, {**analysis, "dots": dots, "dot_table": dot_tab})
+    widget.fold_structure.setCurrentText("vessel")
+    rows = session.envelope[session.envelope["structure"] == "vessel"]
+    assert len(rows) and len(widget.fold_plot.envelope) == len(rows)
+    for box, row in zip(widget.fold_plot.envelope, rows.itertuples()):
+        assert box.get_y() == pytest.approx(row.envelope_low)
+        assert box.get_y() + box.get_height() == pytest.approx(row.envelope_high)
+    legend = [t.get_text() for t in widget.fold_plot.legend.texts]
+    assert "global 95% envelope of random placement" in legend
+    assert "global envelope test" in widget.fold_plot.stats.get_text()

@@ -472,6 +472,8 @@ class NichePlotWidget(QWidget):
             min_dots=s.params.min_dots,
             stats=None if s.stats is None else s.stats[s.stats["structure"] == name],
             colour=plot.style.structure_colour(s.structure_names.index(name)),
+            envelope=None if s.envelope is None else s.envelope[s.envelope["structure"] == name],
+            alpha=s.params.alpha,
         )
 
     # -- controls -> session ------------------------------------------------------------------
@@ -697,6 +699,8 @@ class NichePlotWidget(QWidget):
             min_dots=s.params.min_dots,
             threshold_um=s.params.quadrant_threshold_um,
             quadrant_structures=self._quadrant_pair(),
+            envelope=s.envelope,
+            alpha=s.params.alpha,
         )
 
     def export_figure(self, path: str | Path) -> Path:
