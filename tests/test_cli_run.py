@@ -106,3 +106,24 @@ def test_dask_scheduler_gives_identical_tables(full_run, tmp_path, capsys, no_fi
         pd.testing.assert_frame_equal(
             pd.read_csv(local / "pooled" / name), pd.read_csv(tmp_path / "dask" / "pooled" / name)
         )
+
+
+def test_a_truncated_file_fails_its_image_with_one_line(data, capsys, caplog, no_figures):
+    """Not "cannot tell which axis holds the channels" at load time (exit 2): that image
+    fails when it runs, the others complete (exit 1), and tifffile's own lines stay quiet."""
+    cut = data / "data" / "cut.tif"
+    cut.write_bytes((data / "data" / "img0.tif").read_bytes()[:5000])
+    entries = [image_entry("img0", "A"), image_entry("cut", "B", extra="")]
+    entries[1] = entries[1].replace("data/cut_tissue.tif", "data/img0_tissue.tif")
+    path = write_experiment(data, entries, name="cut.toml")
+    code, stdout, err = run([path, "--jobs", "1"], capsys)
+    assert code == 1, err
+    lines = [line for line in err.splitlines() if line.startswith("napari-niche run: cut")]
+    assert lines == [
+        f"napari-niche run: cut: {cut}: cannot be read: the file is truncated or corrupt "
+        "(it holds 5,000 bytes but its image data needs "
+        f"{lines[0].split('needs ')[1].split(' bytes')[0]} bytes); copy it again from its source."
+    ]
+    assert "tifffile" not in err and "channel_axis" not in err
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")]
+    assert "Images: 1 done, 0 skipped (unchanged), 1 failed." in stdout

@@ -257,7 +257,11 @@ channels = { cells = 0, vessel = 1 }
         ),
         ("[steps.vesel]\nsigma_um = 1.0\n" + ONE, "steps.vesel: unknown role", None),
         ('[steps]\nthreshold = "median"\n' + ONE, "threshold must be one of", None),
-        ("[analysis]\nrealisations = 9\n" + ONE, "analysis: Unknown analysis parameters", None),
+        (
+            "[analysis]\nrealisations = 9\n" + ONE,
+            "analysis.realisations: unknown key; did you mean realizations?",
+            None,
+        ),
         (
             ONE + "[images.overrides.analysis]\nbin_width_um = 2.0\n",
             "overrides.analysis.bin_width_um: is the same for every image",
@@ -283,7 +287,31 @@ channels = { cells = 0, vessel = 1 }
             "bone1",
         ),
         ("images = [", "not valid TOML", None),
-        ("[cells]\nmin_volume = 3\n" + ONE, "cells: unknown key min_volume in [cells]", None),
+        (
+            "[cells]\nmin_volume = 3\n" + ONE,
+            "cells.min_volume: unknown key; did you mean min_volume_um3?",
+            None,
+        ),
+        # a bad value names its own table, not just [steps]
+        ('[steps.vessel]\nfill = "holes"\n' + ONE, "steps.vessel: fill must be one of", None),
+        ("[steps.vessel]\nthreshhold = 3\n" + ONE, "did you mean threshold?", None),
+        ("[steps.vessel]\nfill = true\n" + ONE, "steps.vessel: fill = true does not say", None),
+        ("[steps.vesel]\nsigma_um = 1.0\n" + ONE, "did you mean vessel?", None),
+        (
+            ONE.replace("condition", "condtion"),
+            "condtion: unknown key; did you mean condition?",
+            "bone1",
+        ),
+        (
+            ONE + '[images.overrides.steps.vessel]\nfill = "holes"\n',
+            "overrides.steps.vessel: fill must be one of",
+            "bone1",
+        ),
+        (
+            ONE + "[images.overrides.analysis]\nsed = 3\n",
+            "overrides.analysis.sed: unknown key; did you mean seed?",
+            "bone1",
+        ),
     ],
 )
 def test_every_bad_entry_names_file_image_and_key(folder, text, key, image):
@@ -342,3 +370,34 @@ def test_an_experiment_without_images_loads_but_does_not_run(tmp_path):
     assert again.images == [] and again.name == "new"
     with pytest.raises(ExperimentError, match="images: no images"):
         run_experiment(again)
+
+
+def test_a_yaml_off_is_no_hole_filling_and_yes_no_are_switches(folder):
+    """YAML 1.1 reads unquoted off/no/yes as booleans: accept them where they are clear."""
+    text = YAML.replace("fill: slice", "fill: off").replace(
+        "  threshold: li", "  threshold: li\n  normalize: yes\n  fill: no"
+    )
+    exp = Experiment.load(write(folder, text, "exp.yaml"))
+    assert exp.steps.channel("vessel").fill == "off"
+    assert exp.steps.defaults.fill == "off" and exp.steps.defaults.normalize is True
+    assert exp.steps.roles["vessel"]["fill"] == "off"  # saved as the word, not false
+    again = Experiment.load(exp.save(folder / "again.yaml"))
+    assert again.steps == exp.steps
+    with pytest.raises(ExperimentError, match='steps.vessel: fill = true .* "3d" .* "slice"'):
+        Experiment.load(write(folder, YAML.replace("fill: slice", "fill: on"), "on.yaml"))
+    # a condition called off: a sentence saying to quote it, not "missing"
+    with pytest.raises(ExperimentError, match="condition: read as false.*quotes"):
+        Experiment.load(
+            write(folder, YAML.replace("condition: B-ALL", "condition: off"), "c.yaml")
+        )
+    assert ChannelSteps(fill="3D").fill == "3d"
+
+
+def test_default_minimum_cell_volume_drops_noise_specks():
+    """20 µm³: below any leukemia cell or HSPC, above the specks a noise channel leaves."""
+    from napari_niche.experiment import CellSteps
+
+    assert CellSteps().min_volume_um3 == 20.0
+    assert StepParams().cells.min_volume_um3 == 20.0
+    assert StepParams.from_dict({"cells": {"min_volume_um3": 0}}).cells.min_volume_um3 == 0.0
+    assert 4 / 3 * np.pi * 3.0**3 > 100 > CellSteps().min_volume_um3  # a 6 µm cell is kept

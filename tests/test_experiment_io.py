@@ -81,3 +81,52 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
     bad.write_bytes(b"not a tiff")
     with pytest.raises(ImageReadError, match="bad.tif: cannot be read as a TIFF"):
         channel_info(bad)
+
+
+def truncated_hyperstack(folder, name="cut.tif"):
+    """The first 5000 bytes of a 4-channel ImageJ hyperstack (a copy that stopped early)."""
+    data = np.random.default_rng(1).random((4, 10, 100, 200)).astype(np.float32)
+    whole = write_channels(folder / "whole.tif", data, spacing=(2.0, 0.57, 0.57))
+    cut = folder / name
+    cut.write_bytes(whole.read_bytes()[:5000])
+    return cut
+
+
+def test_a_truncated_hyperstack_is_named_corrupt_and_tifffile_stays_quiet(tmp_path, caplog):
+    import logging
+
+    from napari_niche.io import ChannelAxisError, DamagedFileError
+
+    cut = truncated_hyperstack(tmp_path)
+    log = logging.getLogger("tifffile")
+    handlers, propagate = list(log.handlers), log.propagate
+    caplog.set_level(logging.DEBUG)
+    for read in (channel_info, read_channels, read_voxel_size, read_image):
+        with pytest.raises(DamagedFileError, match="cut.tif: cannot be read: .*truncated") as e:
+            read(cut)
+        assert not isinstance(e.value, ChannelAxisError)  # not the experiment file's fault
+        assert "\n" not in str(e.value)
+    # tifffile's own lines ("ImageJ series metadata invalid...") never reach the user
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")]
+    assert log.handlers == handlers and log.propagate == propagate  # restored after
+
+
+def test_voxel_sizes_read_from_files_are_the_numbers_written(tmp_path):
+    """ImageJ stores 1/0.57 as a fraction: 0.5700000000000001 must come back as 0.57."""
+    data = np.zeros((2, 3, 8, 8), np.uint8)
+    path = write_channels(tmp_path / "c.tif", data, spacing=(2.0, 0.57, 0.57))
+    assert read_channels(path, [0])[1] == (2.0, 0.57, 0.57)
+    assert channel_info(path)[2] == (2.0, 0.57, 0.57)
+    assert read_voxel_size(path) == (2.0, 0.57, 0.57)
+    tifffile.imwrite(
+        tmp_path / "ome.tif",
+        np.zeros((3, 8, 8), np.uint8),
+        ome=True,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeX": 0.1 + 0.2,
+            "PhysicalSizeY": 0.3,
+            "PhysicalSizeZ": 2,
+        },
+    )
+    assert read_image(tmp_path / "ome.tif")[1] == (2.0, 0.3, 0.3)

@@ -128,6 +128,8 @@ def test_run_from_raw_channels_matches_the_core_functions(base):
     assert record["analysis"]["seed"] == analysis.seed
     qc = json.loads((out / "images" / "img0" / "qc.json").read_text())
     assert qc["n_cells"] == len(direct.cells) and qc["tissue_source"] == "mask"
+    assert qc["ndim"] == 3 and qc["median_cell_volume_um3"] > 30
+    assert qc["voxel_size_um"] == [1.0, 0.57, 0.57]  # as written, not 0.5700000000000001
     assert qc["tissue_volume_um3"] == pytest.approx(np.count_nonzero(tissue) * np.prod(spacing))
     # the masks actually used are saved, and the pooled tables hold every image
     used, _ = read_image(out / "images" / "img0" / "masks" / "vessel.tif")
@@ -197,19 +199,27 @@ def test_missing_and_corrupt_images_are_named_and_the_others_complete(base, tmp_
     flat = np.zeros((3, *SHAPE), np.float32)
     write_channels(tmp_path / "data" / "flat.tif", flat, spacing=SPACING)
     shutil.copy(tmp_path / "data" / "img0_tissue.tif", tmp_path / "data" / "flat_tissue.tif")
+    # a copy that stopped early: tifffile sees one 2D plane and no channel axis
+    (tmp_path / "data" / "cut.tif").write_bytes(
+        (tmp_path / "data" / "img0.tif").read_bytes()[:5000]
+    )
+    shutil.copy(tmp_path / "data" / "img0_tissue.tif", tmp_path / "data" / "cut_tissue.tif")
     entries = [image_entry(i, c) for i, (c, _) in IMAGES.items()]
-    entries += [image_entry(i, "B") for i in ("lost", "broken", "flat")]
+    entries += [image_entry(i, "B") for i in ("lost", "broken", "flat", "cut")]
     path = write_experiment(tmp_path, entries)
     result = run_experiment(path, jobs=1, figures=False)
     assert result.done == list(IMAGES)
-    assert set(result.failed) == {"lost", "broken", "flat"}
+    assert set(result.failed) == {"lost", "broken", "flat", "cut"}
+    # the truncated file fails only its image, when it runs, with what is wrong with it
+    assert "cut.tif: cannot be read: the file is truncated or corrupt" in result.failed["cut"]
+    assert "channel" not in result.failed["cut"] and "\n" not in result.failed["cut"]
     assert str(tmp_path / "data" / "lost.tif") in result.failed["lost"]
     assert "no such file" in result.failed["lost"]
     assert "broken.tif" in result.failed["broken"]
     assert "cannot be read" in result.failed["broken"]
     assert "flat.tif" in result.failed["flat"] and "constant" in result.failed["flat"]
     errors = pd.read_csv(result.out / "errors.csv")
-    assert list(errors["image"]) == ["lost", "broken", "flat"]
+    assert list(errors["image"]) == ["lost", "broken", "flat", "cut"]
     assert set(errors["condition"]) == {"B"}
     # the good images are pooled exactly as without the bad ones
     assert set(result.pooled.cells["image"]) == set(IMAGES)
@@ -298,3 +308,63 @@ def test_cancel_from_the_progress_callback_stops_inside_an_image(base, tmp_path)
     # a later run starts that image afresh
     again = run_experiment(path, out=out, jobs=1, figures=False, only=["img0"])
     assert again.done == ["img0"]
+
+
+def test_a_channel_without_cells_fails_instead_of_giving_noise_cells(tmp_path):
+    """Pure noise in the cell channel: the default minimum cell volume (20 µm³) drops its
+    ~170 one-voxel specks; the failure names the real cause, not "tissue too crowded"."""
+    shape, spacing = (10, 100, 200), (2.0, 0.57, 0.57)
+    noise = np.random.default_rng(1).normal(100, 10, shape).astype(np.float32)
+    vessel = np.zeros(shape, np.float32)
+    vessel[:, 40:60, :] = 500
+    (tmp_path / "data").mkdir()
+    write_channels(tmp_path / "data" / "noise.tif", np.stack([noise, vessel]), spacing=spacing)
+    path = tmp_path / "noise.toml"
+    path.write_text(
+        '[steps]\nsigma_um = 0.5\nmin_size = 20.0\nsize_unit = "um3"\n'
+        '[[images]]\nid = "noise"\ncondition = "A"\nreplicate = "m1"\n'
+        'path = "data/noise.tif"\nchannels = { cells = 0, vessel = 1 }\n'
+    )
+    result = run_experiment(path, jobs=1, figures=False)
+    assert list(result.failed) == ["noise"]
+    # its specks are gone; what is left is one object spanning the image, named as such
+    assert "check the cells: the largest cell is" in result.failed["noise"]
+    assert "may hold no cells" in result.failed["noise"]
+
+
+def test_tiny_cells_get_a_qc_warning(base, tmp_path):
+    """A cell mask of specks (median far below any leukemia cell) is flagged as noise."""
+    folder, _, _ = base
+    shutil.copytree(folder / "data", tmp_path / "data")
+    specks = np.zeros(SHAPE, np.int32)
+    specks[2::3, 10::12, 10::12] = np.arange(1, 3 * 8 * 8 + 1).reshape(3, 8, 8)
+    write_image(tmp_path / "data" / "specks.tif", specks, spacing=SPACING)
+    entry = image_entry("img0", "A").replace("masks = {", 'masks = { cells = "data/specks.tif", ')
+    result = run_experiment(write_experiment(tmp_path, [entry]), jobs=1, figures=False)
+    assert result.done == ["img0"]
+    warning = next(w for w in result.warnings if "may be noise" in w)
+    assert warning.startswith("img0: the median cell volume is 0.325 µm³")
+    qc = json.loads((result.out / "images" / "img0" / "qc.json").read_text())
+    assert any("may be noise" in w for w in qc["warnings"])
+    assert qc["median_cell_volume_um3"] == pytest.approx(0.3249)
+
+
+def test_the_text_progress_bar_runs_until_the_report(base, tmp_path, monkeypatch):
+    """On a terminal the bar counts images and shows the step, up to pooling and report."""
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    _, path, _ = base
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    run_experiment(path, out=tmp_path / "o", jobs=1, figures=False)
+    text = screen.getvalue()
+    assert "4/4" in text and "img0: analysing" in text
+    assert "pooling" in text and "report" in text  # the bar is still there at the end
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: no bar at all
+    run_experiment(path, out=tmp_path / "o", jobs=1, figures=False, force=True)
+    assert sys.stderr.getvalue() == ""

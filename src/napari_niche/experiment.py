@@ -13,6 +13,7 @@ reported when that image runs, so the other images still complete.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import sys
@@ -42,6 +43,7 @@ __all__ = [
     "Experiment",
     "ExperimentError",
     "ImageSpec",
+    "SettingError",
     "StepParams",
     "TissueSteps",
 ]
@@ -93,6 +95,32 @@ class ExperimentError(NicheError):
         self.problems = list(problems) if problems else [message]
 
 
+class SettingError(NicheError):
+    """A bad setting in a section of step parameters; ``where`` names the section or key
+    (``"steps.vessel"``, ``"cells.min_volume"``), ``detail`` says what is wrong."""
+
+    def __init__(self, where: str, detail: str):
+        super().__init__(f"{where}: {detail}")
+        self.where = where
+        self.detail = detail
+
+
+def _unknown_key(key: Any, known, what: str = "key") -> str:
+    """ "unknown key; did you mean X? (known: ...)", the hint from :mod:`difflib`.
+
+    A misspelt key (``realisations``, ``threshhold``, ``condtion``) is the commonest
+    mistake in a hand-written file; naming the likely intended key fixes it at a glance.
+    """
+    known = sorted(str(k) for k in known)
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"unknown {what}{hint} (known: {', '.join(known)})."
+
+
+#: YAML 1.1 (PyYAML) reads these words, unquoted, as true or false.
+_YAML_BOOLEAN_WORDS = "on/off, yes/no, true/false"
+
+
 # --------------------------------------------------------------------------- step params
 
 
@@ -125,6 +153,8 @@ class ChannelSteps:
     min_size, size_unit : remove connected objects smaller than this, in "voxels" or "um3".
     closing_radius_um : morphological closing radius in µm (0 = none).
     fill : hole filling, "off", "3d" or "slice" (per z-slice; for lumens open at the top).
+        ``false`` means "off": YAML reads an unquoted ``fill: off`` as false. ``true`` is
+        refused, since it does not say which filling.
     """
 
     sigma_um: float = 0.0
@@ -160,8 +190,20 @@ class ChannelSteps:
         object.__setattr__(
             self, "closing_radius_um", _number(self.closing_radius_um, "closing_radius_um")
         )
-        if self.fill not in FILL_MODES:
+        fill = self.fill
+        if fill is False:
+            fill = "off"
+        elif fill is True:
+            raise NicheError(
+                'fill = true does not say how to fill holes: write fill = "3d" (holes closed '
+                'in 3D) or fill = "slice" (per z-slice, for lumens open at the top), or "off". '
+                f"(YAML reads unquoted {_YAML_BOOLEAN_WORDS} as true or false.)"
+            )
+        elif isinstance(fill, str):
+            fill = fill.strip().lower()
+        if fill not in FILL_MODES:
             raise NicheError(f"fill must be one of {', '.join(FILL_MODES)}, got {self.fill!r}.")
+        object.__setattr__(self, "fill", fill)
 
 
 @dataclass(frozen=True)
@@ -171,9 +213,16 @@ class CellSteps:
     ``min_volume_um3`` / ``max_volume_um3`` (µm² in 2D; None = no maximum) drop debris and
     clumps; ``split_touching`` splits touching cells by a watershed with seeds at least
     ``split_radius_um`` apart. Used only when the cells come from a raw channel.
+
+    The default minimum, 20 µm³, is a ball of 1.7 µm radius: far below the smallest
+    leukemia cell or haematopoietic stem/progenitor cell (about 6-8 µm across, 100-270
+    µm³), but far above the specks of a few voxels that thresholding a channel without
+    cells (pure noise) leaves. Without it such an image yields hundreds of one-voxel
+    "cells" and a wrong answer. In 2D the same number is an area, 20 µm² (a disc of 2.5 µm
+    radius, below the section of any such cell). Set 0 to keep every object.
     """
 
-    min_volume_um3: float = 0.0
+    min_volume_um3: float = 20.0
     max_volume_um3: float | None = None
     split_touching: bool = False
     split_radius_um: float = 3.0
@@ -225,17 +274,20 @@ _CHANNEL_KEYS = tuple(f.name for f in fields(ChannelSteps))
 
 
 def _build(cls, data: Mapping[str, Any], section: str):
-    """``cls(**data)`` with unknown keys and bad values reported under ``section``."""
+    """``cls(**data)``; an unknown key or a bad value raises :class:`SettingError` naming
+    ``section`` (e.g. ``steps.vessel``), so the message points at the right table."""
     if not isinstance(data, Mapping):
-        raise NicheError(f"[{section}] must be a table of settings, got {data!r}.")
+        raise SettingError(section, f"must be a table of settings, got {data!r}.")
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
-        raise NicheError(
-            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in "
-            f"[{section}] (known: {', '.join(sorted(known))})."
-        )
-    return cls(**data)
+        raise SettingError(f"{section}.{unknown[0]}", _unknown_key(unknown[0], known))
+    try:
+        return cls(**data)
+    except SettingError:
+        raise
+    except NicheError as err:
+        raise SettingError(section, str(err)) from None
 
 
 def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -264,8 +316,8 @@ class StepParams:
         for role, overrides in dict(self.roles).items():
             if isinstance(overrides, ChannelSteps):
                 overrides = asdict(overrides)
-            _build(ChannelSteps, {**asdict(self.defaults), **overrides}, f"steps.{role}")
-            roles[str(role)] = dict(overrides)
+            built = _build(ChannelSteps, {**asdict(self.defaults), **overrides}, f"steps.{role}")
+            roles[str(role)] = {k: getattr(built, k) for k in overrides}
         object.__setattr__(self, "roles", roles)
 
     __hash__ = None  # roles is a dict; equality is what matters
@@ -290,23 +342,32 @@ class StepParams:
 
     def merged(self, data: Mapping[str, Any]) -> StepParams:
         """A copy with the settings of ``data`` (file layout, any subset) on top."""
-        unknown = sorted(set(data) - {"steps", "cells", "tissue"})
+        unknown = sorted(set(data) - {"steps", "cells", "tissue"}, key=str)
         if unknown:
-            raise NicheError(f"unknown section {', '.join(unknown)} (use steps, cells, tissue).")
+            raise SettingError(
+                unknown[0], _unknown_key(unknown[0], ("steps", "cells", "tissue"), "section")
+            )
         steps = data.get("steps") or {}
         if not isinstance(steps, Mapping):
-            raise NicheError(f"[steps] must be a table of settings, got {steps!r}.")
+            raise SettingError("steps", f"must be a table of settings, got {steps!r}.")
         flat = {k: v for k, v in steps.items() if not isinstance(v, Mapping)}
         per_role = {k: v for k, v in steps.items() if isinstance(v, Mapping)}
         defaults = _build(ChannelSteps, {**asdict(self.defaults), **flat}, "steps")
         roles = {r: dict(o) for r, o in self.roles.items()}
         for role, overrides in per_role.items():
-            _build(ChannelSteps, {**asdict(defaults), **overrides}, f"steps.{role}")
-            roles[role] = {**roles.get(role, {}), **overrides}
-        cells = _build(CellSteps, {**asdict(self.cells), **(data.get("cells") or {})}, "cells")
-        tissue = _build(
-            TissueSteps, {**asdict(self.tissue), **(data.get("tissue") or {})}, "tissue"
-        )
+            built = _build(ChannelSteps, {**asdict(defaults), **overrides}, f"steps.{role}")
+            # keep the values as validated ("off" for a YAML false, "3d" for "3D")
+            own = {k: getattr(built, k) for k in overrides}
+            roles[role] = {**roles.get(role, {}), **own}
+
+        def section(name: str) -> Mapping[str, Any]:
+            value = data.get(name) or {}
+            if not isinstance(value, Mapping):
+                raise SettingError(name, f"must be a table of settings, got {value!r}.")
+            return value
+
+        cells = _build(CellSteps, {**asdict(self.cells), **section("cells")}, "cells")
+        tissue = _build(TissueSteps, {**asdict(self.tissue), **section("tissue")}, "tissue")
         return StepParams(defaults=defaults, roles=roles, cells=cells, tissue=tissue)
 
     def to_json(self, path: str | Path) -> None:
@@ -598,8 +659,8 @@ class Experiment:
 
         if not isinstance(data, Mapping):
             raise ExperimentError(f"{where}: the file must hold a table of settings.")
-        for key in sorted(set(data) - set(_TOP_KEYS)):
-            bad(key, f"unknown key (known: {', '.join(_TOP_KEYS)}).")
+        for key in sorted(set(data) - set(_TOP_KEYS), key=str):
+            bad(key, _unknown_key(key, _TOP_KEYS))
 
         name = data.get("name", path.stem if path is not None else "experiment")
         if not isinstance(name, str) or not name.strip():
@@ -625,8 +686,12 @@ class Experiment:
                 except NicheError as err:
                     bad("params", str(err))
         section = data.get("analysis") or {}
+        analysis_keys = _analysis_keys()
         if not isinstance(section, Mapping):
             bad("analysis", f"must be a table of settings, got {section!r}.")
+        elif set(section) - analysis_keys - {"format_version"}:
+            for key in sorted(set(section) - analysis_keys - {"format_version"}, key=str):
+                bad(f"analysis.{key}", _unknown_key(key, analysis_keys))
         elif section:
             try:
                 analysis = AnalysisParams.from_dict({**analysis.to_dict(), **section})
@@ -635,9 +700,12 @@ class Experiment:
 
         step_sections = {k: data[k] for k in ("steps", "cells", "tissue") if k in data}
         steps = StepParams()
-        for key, value in step_sections.items():  # each alone, to name the section at fault
+        for key, value in list(step_sections.items()):  # each alone: every bad section named
             try:
                 StepParams.from_dict({key: value})
+            except SettingError as err:
+                bad(err.where, err.detail)
+                step_sections = {}
             except (NicheError, TypeError) as err:
                 bad(key, str(err))
                 step_sections = {}
@@ -779,9 +847,7 @@ class Experiment:
         roles = {*RESERVED_ROLES, *structures}
         for role in self.steps.roles:
             if role not in roles:
-                problems.append(
-                    f"{where}: steps.{role}: unknown role (roles: {', '.join(sorted(roles))})."
-                )
+                problems.append(f"{where}: steps.{role}: {_unknown_key(role, roles, 'role')}")
         for spec in self.images:
             problems += self._check_image(spec, structures, where)
         return problems
@@ -820,24 +886,38 @@ class Experiment:
                 bad(f"channels.{role}", f"channel numbers start at 0, got {c}.")
         # parameters
         overrides = spec.overrides or {}
-        for key in sorted(set(overrides) - set(_OVERRIDE_KEYS)):
-            bad(f"overrides.{key}", f"unknown section (use {', '.join(_OVERRIDE_KEYS)}).")
+        unknown_sections = sorted(set(overrides) - set(_OVERRIDE_KEYS), key=str)
+        for key in unknown_sections:
+            bad(f"overrides.{key}", _unknown_key(key, _OVERRIDE_KEYS, "section"))
         own = overrides.get("analysis") or {}
-        for key in sorted(set(own) - set(PER_IMAGE_ANALYSIS_KEYS)):
+        if not isinstance(own, Mapping):
+            bad("overrides.analysis", f"must be a table of settings, got {own!r}.")
+            return out
+        analysis_keys = _analysis_keys()
+        unknown_analysis = sorted(set(own) - analysis_keys - {"format_version"}, key=str)
+        for key in unknown_analysis:
+            bad(f"overrides.analysis.{key}", _unknown_key(key, PER_IMAGE_ANALYSIS_KEYS))
+        for key in sorted((set(own) & analysis_keys) - set(PER_IMAGE_ANALYSIS_KEYS)):
             bad(
                 f"overrides.analysis.{key}",
                 "is the same for every image (it decides how images are pooled): set it in "
                 f"[analysis]. An image may set {', '.join(PER_IMAGE_ANALYSIS_KEYS)}"
                 + ("; its voxel size goes in voxel_size." if key == "voxel_size" else "."),
             )
+        if unknown_sections or unknown_analysis:
+            return out  # reported above; the parameters cannot be built
         try:
             analysis, steps = self.params_for(spec.id)
+        except SettingError as err:
+            bad(f"overrides.{err.where}", err.detail)
+            return out
         except (NicheError, TypeError) as err:
             bad("overrides", str(err))
             return out
+        known_roles = {*RESERVED_ROLES, *structures}
         for role in steps.roles:
-            if role not in {*RESERVED_ROLES, *structures}:
-                bad(f"overrides.steps.{role}", "unknown role.")
+            if role not in known_roles:
+                bad(f"overrides.steps.{role}", _unknown_key(role, known_roles, "role"))
         try:
             resolve_structures(structures, analysis)
         except NicheError as err:
@@ -899,6 +979,11 @@ class Experiment:
         return out
 
 
+def _analysis_keys() -> set[str]:
+    """The keys ``[analysis]`` takes (the fields of :class:`AnalysisParams`)."""
+    return {f.name for f in fields(AnalysisParams)} - {"_version"}
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml"):
@@ -942,6 +1027,13 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
             ]
             first = files[0] if files else None
         image_id = Path(first).stem if first else None
+    if isinstance(image_id, bool):
+        bad(
+            f"{label}.id",
+            f"read as {str(image_id).lower()}: YAML reads unquoted {_YAML_BOOLEAN_WORDS} as "
+            'true or false; put the id in quotes (e.g. id: "no").',
+        )
+        return None
     if image_id is not None and not isinstance(image_id, str):
         image_id = str(image_id)
     ok = True
@@ -951,14 +1043,23 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
     if not _safe_id(image_id):
         bad("id", 'must be a plain name usable as a folder (no / \\ : * ? " < > |).', image_id)
         return None
-    for key in sorted(set(entry) - set(_IMAGE_KEYS)):
-        bad(key, f"unknown key (known: {', '.join(_IMAGE_KEYS)}).", image_id)
+    for key in sorted(set(entry) - set(_IMAGE_KEYS), key=str):
+        bad(key, _unknown_key(key, _IMAGE_KEYS), image_id)
         ok = False
     values = {}
     for key in ("condition", "replicate"):
         value = entry.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
+        if isinstance(value, bool):
+            bad(
+                key,
+                f"read as {str(value).lower()}: YAML reads unquoted {_YAML_BOOLEAN_WORDS} as "
+                f'true or false; put the name in quotes (e.g. {key}: "off").',
+                image_id,
+            )
+            ok = False
+            continue
+        if isinstance(value, int | float):
+            value = f"{value:g}" if isinstance(value, float) else str(value)
         if not isinstance(value, str) or not value.strip():
             example = "B-ALL" if key == "condition" else "mouse1"
             bad(key, f'missing: every image needs a {key} (e.g. {key} = "{example}").', image_id)

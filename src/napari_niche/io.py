@@ -8,11 +8,14 @@ distance.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,102 @@ class ChannelAxisError(ImageReadError):
     """A multichannel file's channel axis is unknown or does not exist."""
 
 
+class DamagedFileError(ImageReadError):
+    """A TIFF file that is certainly truncated or corrupt (not merely unusual)."""
+
+
+# --------------------------------------------------------------------------- tifffile's log
+
+_TIFFFILE_LOG = logging.getLogger("tifffile")
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_propagate = True
+_quiet_local = threading.local()
+
+
+class _CollectTifffileLog(logging.Handler):
+    """Keeps tifffile's messages for the read that caused them (per thread)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stack = getattr(_quiet_local, "stack", None)
+        if stack:
+            stack[-1].append(_strip_repr(record.getMessage()))
+
+
+_quiet_handler = _CollectTifffileLog(logging.WARNING)
+
+
+def _strip_repr(message: str) -> str:
+    """``"<tifffile.TiffPages @8> invalid page offset 3200384"`` -> ``"invalid page ..."``."""
+    return re.sub(r"^<tifffile\.[^>]*>\s*", "", message)
+
+
+@contextmanager
+def quiet_tifffile() -> Iterator[list[str]]:
+    """Keep tifffile's own log lines off stderr while napari-niche reads a file.
+
+    On a damaged file tifffile logs lines such as ``<tifffile.TiffFile 'x.tif'> ImageJ
+    series metadata invalid or corrupted file`` before we raise one clear error; a user
+    should see only ours. tifffile logs them at ERROR level, so raising the logger's level
+    to ERROR would not hide them: instead its records go, for the duration of the read, to
+    a handler that keeps them (yielded as a list of messages, which tell a truncated file
+    apart) and do not propagate to the root logger. The previous setting is restored after
+    the outermost read, also when reads overlap in threads.
+    """
+    global _quiet_depth, _quiet_propagate
+    messages: list[str] = []
+    stack = _quiet_local.__dict__.setdefault("stack", [])
+    stack.append(messages)
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_propagate = _TIFFFILE_LOG.propagate
+            _TIFFFILE_LOG.addHandler(_quiet_handler)
+            _TIFFFILE_LOG.propagate = False
+        _quiet_depth += 1
+    try:
+        yield messages
+    finally:
+        stack.pop()
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                _TIFFFILE_LOG.removeHandler(_quiet_handler)
+                _TIFFFILE_LOG.propagate = _quiet_propagate
+
+
+def _check_intact(tif: tifffile.TiffFile, path: Path, messages: list[str]) -> None:
+    """Raise :class:`DamagedFileError` when the file certainly ends too early.
+
+    Only evidence that cannot come from an intact file counts: image data or the next
+    image directory lying past the end of the file, or an ImageJ stack whose declared
+    number of planes does not fit in it. tifffile falls back to reading the first plane of
+    such a file, which would otherwise look like a one-channel 2D image and give a
+    misleading message (no channel axis, wrong shape).
+    """
+    size = tif.filehandle.size
+    page = tif.pages.first
+    ends = [
+        int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=False) if c
+    ]
+    need = max(ends, default=0)
+    ij = tif.imagej_metadata or {}
+    images = ij.get("images")
+    if isinstance(images, int) and images > 1 and page.is_contiguous and len(tif.pages) == 1:
+        # one image directory for a whole stack: ImageJ's layout for big files, where the
+        # planes follow the first one contiguously
+        need = max(need, int(page.dataoffsets[0]) + images * int(page.nbytes))
+    reason = None
+    if need > size:
+        reason = f"it holds {size:,} bytes but its image data needs {need:,} bytes"
+    else:
+        reason = next((m for m in messages if "invalid page offset" in m), None)
+    if reason is not None:
+        raise DamagedFileError(
+            f"{path}: cannot be read: the file is truncated or corrupt ({reason}); copy it "
+            "again from its source."
+        )
+
+
 def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """Read a 2D or 3D TIFF and its voxel size in µm (z, y, x), or None if not recorded.
 
@@ -60,8 +159,10 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     if not path.exists():
         raise ImageReadError(f"{path}: no such file.")
     try:
-        with tifffile.TiffFile(path) as tif:
-            data = tif.series[0].asarray()
+        with quiet_tifffile() as messages, tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            _check_intact(tif, path, messages)
+            data = series.asarray()
             spacing = _spacing_from_tiff(tif)
     except NicheError:
         raise
@@ -82,6 +183,24 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
 
 
 def _spacing_from_tiff(tif: tifffile.TiffFile) -> tuple[float, ...] | None:
+    """The voxel size in µm, rounded to 9 significant digits.
+
+    ImageJ stores the pixel width as a resolution (pixels per µm) in a fraction of
+    integers, so 0.57 µm comes back as 0.5700000000000001; rounding gives back the number
+    the microscope wrote (and that reports and qc.csv show) without changing any distance
+    measurably.
+    """
+    spacing = _raw_spacing_from_tiff(tif)
+    if spacing is None:
+        return None
+    return tuple(_tidy(v) for v in spacing)
+
+
+def _tidy(value: float) -> float:
+    return float(f"{float(value):.9g}")
+
+
+def _raw_spacing_from_tiff(tif: tifffile.TiffFile) -> tuple[float, ...] | None:
     page = tif.pages.first
     # 1. Our own writer: JSON description with voxel_size_um.
     meta = tif.shaped_metadata[0] if tif.shaped_metadata else None
@@ -205,6 +324,25 @@ def _channel_axis(axes: str, shape: tuple[int, ...], channel_axis: int | None, p
     )
 
 
+def _find_channel_axis(tif, series, channel_axis: int | None, path, messages) -> int:
+    """:func:`_channel_axis`, unless tifffile found the file's layout inconsistent.
+
+    A file whose ImageJ or OME metadata tifffile had to discard shows only its first
+    plane, so "no channel axis" would blame the experiment file for what may be a damaged
+    file: that is an :class:`ImageReadError` (the image fails when it runs) quoting
+    tifffile, not a :class:`ChannelAxisError` (a mistake in the experiment file).
+    """
+    try:
+        return _channel_axis(series.axes, tuple(series.shape), channel_axis, path)
+    except ChannelAxisError as err:
+        if channel_axis is None and messages:
+            raise ImageReadError(
+                f"{path}: cannot be read: the file may be corrupt ({messages[0]}); only "
+                f"one plane of shape {tuple(series.shape)} could be read."
+            ) from err
+        raise
+
+
 def _spatial_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
     return tuple(s for i, s in enumerate(shape) if i != axis and s != 1)
 
@@ -220,13 +358,16 @@ def channel_info(
     if not path.exists():
         raise ImageReadError(f"{path}: no such file.")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile() as messages, tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            axes, shape = series.axes, tuple(series.shape)
+            shape = tuple(series.shape)
+            _check_intact(tif, path, messages)
             spacing = _spacing_from_tiff(tif)
+            axis = _find_channel_axis(tif, series, channel_axis, path, messages)
+    except NicheError:
+        raise
     except Exception as err:
         raise ImageReadError(f"{path}: cannot be read as a TIFF image ({err}).") from err
-    axis = _channel_axis(axes, shape, channel_axis, path)
     spatial = _spatial_shape(shape, axis)
     return shape[axis], spatial, _fit_spacing(spacing, len(spatial))
 
@@ -237,8 +378,11 @@ def read_voxel_size(path: str | Path) -> tuple[float, ...] | None:
     if not path.exists():
         raise ImageReadError(f"{path}: no such file.")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile() as messages, tifffile.TiffFile(path) as tif:
+            _check_intact(tif, path, messages)
             return _spacing_from_tiff(tif)
+    except NicheError:
+        raise
     except Exception as err:
         raise ImageReadError(f"{path}: cannot be read as a TIFF image ({err}).") from err
 
@@ -286,10 +430,11 @@ def read_channels(
     if not path.exists():
         raise ImageReadError(f"{path}: no such file.")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile() as messages, tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes, shape = series.axes, tuple(series.shape)
-            axis = _channel_axis(axes, shape, channel_axis, path)
+            _check_intact(tif, path, messages)
+            axis = _find_channel_axis(tif, series, channel_axis, path, messages)
             n = shape[axis]
             wanted = list(range(n)) if channels is None else list(channels)
             bad = [c for c in wanted if not 0 <= c < n]

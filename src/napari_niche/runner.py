@@ -64,6 +64,11 @@ __all__ = [
 
 #: Columns of ``errors.csv``.
 ERROR_COLUMNS = ["image", "condition", "replicate", "step", "message"]
+#: Below this median cell volume (µm³ in 3D, µm² in 2D) the cell mask is probably noise:
+#: 30 µm³ is a ball of 1.9 µm radius and 15 µm² a disc of 2.2 µm radius, far below any
+#: leukemia cell or haematopoietic stem/progenitor cell (6-8 µm across), while a channel
+#: without cells thresholds into specks of a few voxels.
+MIN_PLAUSIBLE_MEDIAN_CELL_SIZE = {3: 30.0, 2: 15.0}
 #: Rough peak memory of one image per voxel (raw channels, masks, labels, a float32
 #: distance map, temporaries), used to keep parallel images within the machine's memory.
 BYTES_PER_VOXEL = 48
@@ -323,10 +328,13 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
             split_radius_um=c.split_radius_um,
         )
         if not cells.any():
+            unit = "µm³" if len(spacing) == 3 else "µm²"
             raise EmptyMaskError(
-                f"No cells left after labelling the cell mask of {files['cells']} "
-                f"(volumes {c.min_volume_um3:g} to {c.max_volume_um3 or 'any'} µm³): check "
-                "the [cells] settings."
+                f"No cells left after labelling the cell mask of {files['cells']}: no object "
+                f"has a {'volume' if len(spacing) == 3 else 'area'} between "
+                f"{c.min_volume_um3:g} and {c.max_volume_um3 or 'any'} {unit}. Either the "
+                "channel holds no cells (only noise or background), or the [cells] "
+                "settings (min_volume_um3, max_volume_um3) do not fit these cells."
             )
     tissue = None
     source = task.tissue_source
@@ -350,13 +358,29 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
     def analysing(what: str) -> None:
         step.name = f"analysing: {what[:1].lower()}{what[1:]}"
 
-    result = analyze(
-        cells, masks, spacing=spacing, tissue=tissue, params=task.analysis, progress=analysing
-    )
+    try:
+        result = analyze(
+            cells, masks, spacing=spacing, tissue=tissue, params=task.analysis, progress=analysing
+        )
+    except NicheError as err:
+        doubt = _giant_cell_doubt(cells, spacing)
+        if doubt is None:
+            raise
+        raise NicheError(f"{err} But first check the cells: {doubt}") from None
     voxel_um3 = float(np.prod(spacing))
+    ndim = len(spacing)
+    cell_warning = _small_cells_warning(result.cells, ndim)
+    if cell_warning:
+        result.warnings.append(cell_warning)
+    sizes = result.cells.get("volume_um3" if ndim == 3 else "area_um2")
     qc.update(
+        # 2 or 3: in 2D tissue_volume_um3 and median_cell_volume_um3 are areas in µm²
+        ndim=ndim,
+        median_cell_volume_um3=(
+            _tidy(np.median(sizes)) if sizes is not None and len(sizes) else None
+        ),
         tissue_source=source,
-        tissue_volume_um3=(
+        tissue_volume_um3=_tidy(
             float(np.count_nonzero(tissue)) * voxel_um3
             if tissue is not None
             else float(np.prod(np.shape(cells))) * voxel_um3
@@ -401,6 +425,59 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
     except Exception as err:  # a thumbnail is a convenience, not a result
         warnings.append(f"no thumbnail ({type(err).__name__}: {err})")
     return warnings
+
+
+def _tidy(value) -> float:
+    """9 significant digits: 0.6498 rather than 0.6497999999999999 in qc.json/qc.csv."""
+    return float(f"{float(value):.9g}")
+
+
+#: A "cell" bigger than this (µm³ in 3D, µm² in 2D) is no single leukemia cell or HSPC
+#: (a 27 µm ball; a 36 µm disc): background or noise thresholded into one object.
+MAX_PLAUSIBLE_CELL_SIZE = {3: 10000.0, 2: 1000.0}
+
+
+def _giant_cell_doubt(cells, spacing) -> str | None:
+    """Why the cell mask may be noise when one "cell" is far bigger than any cell.
+
+    Thresholding a channel without cells at Otsu marks about half of its voxels, which
+    join into one object spanning the image; with it the later steps fail for reasons
+    (no room for random cells) that hide the cause.
+    """
+    labels = np.asarray(cells)
+    sizes = np.bincount(labels.ravel())[1:] * float(np.prod(spacing))
+    sizes = sizes[sizes > 0]
+    ndim = len(spacing)
+    if not len(sizes) or sizes.max() <= MAX_PLAUSIBLE_CELL_SIZE[ndim]:
+        return None
+    unit = "µm³" if ndim == 3 else "µm²"
+    return (
+        f"the largest cell is {_tidy(sizes.max()):.4g} {unit}, larger than any single cell "
+        f"(the cell mask covers {np.count_nonzero(labels) / labels.size:.0%} of the image): "
+        "the cell channel may hold no cells (only noise or background) or the threshold "
+        "is too low; set [cells] max_volume_um3 to drop such objects."
+    )
+
+
+def _small_cells_warning(cells: pd.DataFrame, ndim: int) -> str | None:
+    """A QC warning when the median cell is implausibly small: the mask may be noise.
+
+    Thresholding a channel that holds no cells turns its noise into specks, each taken
+    for a cell; their distances then say nothing about real cells, yet no step fails.
+    """
+    column = "volume_um3" if ndim == 3 else "area_um2"
+    if column not in cells or not len(cells):
+        return None
+    median = float(np.median(cells[column]))
+    limit = MIN_PLAUSIBLE_MEDIAN_CELL_SIZE[ndim]
+    if median >= limit:
+        return None
+    unit, what = ("µm³", "volume") if ndim == 3 else ("µm²", "area")
+    return (
+        f"the median cell {what} is {median:.3g} {unit} (below {limit:g} {unit}, smaller "
+        "than any leukemia cell or HSPC): the cell mask may be noise, not cells. Check the "
+        f"cell channel and its threshold, or raise [cells] min_volume_um3."
+    )
 
 
 def _read_inputs(task: ImageTask):
@@ -515,14 +592,14 @@ def _voxels(spec: ImageSpec) -> int:
     """Voxels of one image from a file header (0 when unknown)."""
     import tifffile
 
-    from .io import channel_info
+    from .io import channel_info, quiet_tifffile
 
     try:
         if spec.path is not None and spec._uses_path():
             _, shape, _ = channel_info(spec.path, channel_axis=spec.channel_axis)
             return int(np.prod(shape))
         for f in spec.files():
-            with tifffile.TiffFile(f) as tif:
+            with quiet_tifffile(), tifffile.TiffFile(f) as tif:
                 return int(np.prod(tif.series[0].shape))
     except Exception:
         return 0
@@ -738,19 +815,12 @@ def run_experiment(
     n_total = len(tasks)
     outcomes: dict[str, ImageOutcome] = {}
 
-    bar = None
-    if progress is None:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_total, unit="image", file=sys.stderr, disable=None, leave=False)
-    say = progress or (lambda _i, _n, _m: None)
+    bar = _TextBar(n_total) if progress is None else None
+    say = progress or bar.say
     say(0, n_total, f"{n_total} image{'s' if n_total != 1 else ''} to run")
 
     def report(outcome: ImageOutcome) -> None:
         outcomes[outcome.image] = outcome
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(f"{outcome.image} {outcome.status}")
         text = f"{outcome.image}: {outcome.status}"
         if outcome.status == "failed":
             text += f": {outcome.message}"
@@ -773,10 +843,16 @@ def run_experiment(
             report=report,
             on_step=lambda image, name: say(len(outcomes), n_total, f"{image}: {name}"),
         )
+        _summarise(exp, selected, ids, outcomes, summary, errors, out)
+        _finish(exp, out, summary, errors, say, figures=figures)
     finally:
         if bar is not None:
             bar.close()
+    return summary
 
+
+def _summarise(exp, selected, ids, outcomes, summary, errors, out) -> None:
+    """Sort the outcomes into done / skipped / failed (with errors.csv rows) and kept."""
     for image_id in selected:
         o = outcomes.get(image_id) or ImageOutcome(image_id, "failed", "did not run")
         spec = exp.image(image_id)
@@ -802,8 +878,37 @@ def run_experiment(
         if image_id not in selected and (out / "images" / image_id / "fingerprint.json").exists():
             summary.kept.append(image_id)
 
-    _finish(exp, out, summary, errors, say, figures=figures)
-    return summary
+
+class _TextBar:
+    """The text progress bar of a run without a ``progress`` callback (the command line).
+
+    tqdm on stderr, shown only when stderr is a terminal (``disable=None``), so logs and
+    pipes stay clean. It counts finished images and shows the current step ("img3:
+    analysing: ...", "pooling", "figures", "report") after the bar, so a long image or the
+    figures at the end do not look like a hang; it stays until the report is written, then
+    clears its line (``leave=False``) for the summary the command prints.
+    """
+
+    width = 48  # characters of the step text, so the line does not wrap
+
+    def __init__(self, total: int):
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, unit="image", file=sys.stderr, disable=None, leave=False)
+
+    def say(self, done: int, _total: int, message: str) -> None:
+        if self._bar.disable:
+            return
+        done = min(done, self._bar.total)
+        if done > self._bar.n:
+            self._bar.update(done - self._bar.n)
+        text = message.splitlines()[0] if message else ""
+        if len(text) > self.width:
+            text = text[: self.width - 1] + "…"
+        self._bar.set_postfix_str(text)
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 def _finish(
