@@ -697,11 +697,8 @@ def cdf_figure(
     structures = list(structures)
     conds = _conditions(cells, dots, given=conditions)
     palette = _colours(colours, conds, structures)
-    columns = min(len(structures), 3)
     with figure_context():
-        rows = int(np.ceil(len(structures) / columns))
-        fig = _new_figure(PAGE_WIDTH, panel_height * rows + 0.35)
-        axes = _grid(fig, len(structures), columns=columns)
+        fig, axes = _structure_panels(len(structures), panel_height)
         for ax, name in zip(axes, structures, strict=True):
             _style(ax)
             col = _distance_column(name)
@@ -746,6 +743,14 @@ def cdf_figure(
     return fig
 
 
+def _structure_panels(n: int, panel_height: float):
+    """A page-wide figure with one panel per structure, up to three per row."""
+    columns = min(n, 3)
+    rows = int(np.ceil(n / columns))
+    fig = _new_figure(PAGE_WIDTH, panel_height * rows + 0.35)
+    return fig, _grid(fig, n, columns=columns)
+
+
 def _figure_legend(fig, handles, loc: str, ncols: int, handlelength: float, **kwargs) -> None:
     """One frameless legend outside the panels, in the figures' small font."""
     fig.legend(
@@ -784,11 +789,8 @@ def comparison_figure(
     structures = list(structures)
     conds = _conditions(density_ratio, envelope, given=conditions)
     palette = _colours(colours, conds, structures)
-    columns = min(len(structures), 3)
     with figure_context():
-        rows = int(np.ceil(len(structures) / columns))
-        fig = _new_figure(PAGE_WIDTH, panel_height * rows + 0.35)
-        axes = _grid(fig, len(structures), columns=columns)
+        fig, axes = _structure_panels(len(structures), panel_height)
         for ax, name in zip(axes, structures, strict=True):
             _style(ax)
             top = 1.0
