@@ -42,3 +42,37 @@ def analyze_from_masks(experiment_path):
             )
         )
     return experiment, results
+
+
+# -- napari widget tests (napari imported only when called) ------------------------------
+
+
+def n_notes() -> int:
+    """How many napari notifications were shown so far (to read the new ones later)."""
+    from napari.utils.notifications import notification_manager
+
+    return len(notification_manager.records)
+
+
+def notes_since(start: int) -> list[str]:
+    """The messages of the napari notifications shown since ``n_notes()`` was ``start``."""
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records[start:]]
+
+
+def error_messages() -> list[str]:
+    """Every error notification napari has shown."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    return [
+        str(n.message)
+        for n in notification_manager.records
+        if n.severity == NotificationSeverity.ERROR
+    ]
+
+
+def run_and_wait(widget, qtbot, timeout_ms: int = 30_000) -> None:
+    """Click a step widget's Run button and wait until its worker has finished."""
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout_ms)

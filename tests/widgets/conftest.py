@@ -17,3 +17,11 @@ def sample_layers():
     from napari_niche._sample_data import sample_bone_marrow
 
     return sample_bone_marrow()
+
+
+@pytest.fixture
+def sample_viewer(make_napari_viewer):
+    """A real viewer with the sample opened as File > Open Sample opens it."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-niche", "bone_marrow")
+    return viewer

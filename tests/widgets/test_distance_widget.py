@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import n_notes, notes_since, run_and_wait
 
 from napari_niche.core import cell_table, distance_map_um, min_distance_per_label
 from napari_niche.core.curation import cells_from_image
@@ -34,18 +35,6 @@ def expected(sample):
     return voxels, table, maps
 
 
-def notes_since(start: int) -> list[str]:
-    from napari.utils.notifications import notification_manager
-
-    return [str(n.message) for n in notification_manager.records[start:]]
-
-
-def n_notes() -> int:
-    from napari.utils.notifications import notification_manager
-
-    return len(notification_manager.records)
-
-
 def layer_names(viewer) -> list[str]:
     return [layer.name for layer in viewer.layers]
 
@@ -53,11 +42,6 @@ def layer_names(viewer) -> list[str]:
 def dock_distances(viewer):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Distance maps")
     return widget
-
-
-def run_and_wait(widget, qtbot):
-    widget.run_button.native.click()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
 
 
 @pytest.fixture

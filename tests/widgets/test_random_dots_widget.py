@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import n_notes, notes_since, run_and_wait
 
 from napari_niche.core import distance_map_um
 from napari_niche.core.curation import cells_from_image
@@ -21,7 +22,6 @@ from napari_niche.pipeline import place_random_cells
 
 PLUGIN = "napari-niche"
 SPACING = (2.0, 0.57, 0.57)
-WAIT_MS = 30_000
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
@@ -46,25 +46,8 @@ def expected_dots(sample, maps, params, tissue=None):
     return dots, table
 
 
-def notes_since(start: int) -> list[str]:
-    from napari.utils.notifications import notification_manager
-
-    return [str(n.message) for n in notification_manager.records[start:]]
-
-
-def n_notes() -> int:
-    from napari.utils.notifications import notification_manager
-
-    return len(notification_manager.records)
-
-
 def layer_names(viewer) -> list[str]:
     return [layer.name for layer in viewer.layers]
-
-
-def run_and_wait(widget, qtbot):
-    widget.run_button.native.click()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
 
 
 @pytest.fixture

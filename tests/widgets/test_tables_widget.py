@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import n_notes, notes_since, run_and_wait
 
 from napari_niche.core.errors import NicheError
 from napari_niche.core.synthetic import make_bone_marrow
@@ -22,7 +23,6 @@ from napari_niche.params import AnalysisParams
 
 PLUGIN = "napari-niche"
 SPACING = (2.0, 0.57, 0.57)
-WAIT_MS = 30_000
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 TABS = [
     "cells",
@@ -44,23 +44,6 @@ def viewer(make_napari_viewer, sample_layers):
     for data, meta, kind in sample_layers:
         viewer.add_layer(Layer.create(data.copy(), dict(meta), kind))
     return viewer
-
-
-def run_and_wait(widget, qtbot):
-    widget.run_button.native.click()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
-
-
-def notes_since(start: int) -> list[str]:
-    from napari.utils.notifications import notification_manager
-
-    return [str(n.message) for n in notification_manager.records[start:]]
-
-
-def n_notes() -> int:
-    from napari.utils.notifications import notification_manager
-
-    return len(notification_manager.records)
 
 
 def shown(tab) -> pd.DataFrame:

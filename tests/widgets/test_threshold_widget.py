@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import error_messages
 
 from napari_niche import core
 
@@ -25,23 +26,6 @@ def dock(viewer):
 
 def wait(qtbot, widget):
     qtbot.waitUntil(widget.idle, timeout=TIMEOUT)
-
-
-def error_messages():
-    from napari.utils.notifications import NotificationSeverity, notification_manager
-
-    return [
-        str(n.message)
-        for n in notification_manager.records
-        if n.severity == NotificationSeverity.ERROR
-    ]
-
-
-@pytest.fixture
-def sample_viewer(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "bone_marrow")
-    return viewer
 
 
 def test_otsu_writes_the_channel_mask_equal_to_core(sample_viewer, qtbot):
