@@ -32,7 +32,6 @@ from napari_niche.pooling import (
     PooledResult,
     PoolingError,
     pool_results,
-    with_null_sets,
 )
 
 PARAMS = AnalysisParams(bin_width_um=5.0, min_dots=1, quadrant_threshold_um=10.0, seed=3)
@@ -370,13 +369,11 @@ def test_image_result_from_analysis(analysed):
     assert "fold_change.csv" in r.tables and "cells.csv" not in r.tables
 
 
-def test_null_sets_of_an_older_dots_table(analysed):
-    # a dots table saved before null sets existed gets the same numbers back
-    params = AnalysisParams.from_dict(analysed.record["analysis"])
+def test_random_cells_without_null_sets_are_refused(analysed):
+    # random cells that cannot be grouped into null sets cannot be pooled: say so
     old = analysed.dots.drop(columns="null_set")
-    np.testing.assert_array_equal(
-        with_null_sets(old, n_cells=8, params=params)["null_set"], analysed.dots["null_set"]
-    )
+    with pytest.raises(PoolingError, match="femur1: its random cells have no null_set"):
+        ImageResult("femur1", "B-ALL", "m1", analysed.cells, old)
 
 
 def test_image_result_save_and_load(analysed, tmp_path):

@@ -128,6 +128,25 @@ def test_make_experiment_writes_images_masks_and_a_loadable_file(tmp_path):
         make_experiment(tmp_path / "bad", conditions={"A": "nestin"})
 
 
+def test_truth_csv_keeps_condition_names_with_commas(tmp_path):
+    cond = "T-ALL, after chemo"
+    path = make_experiment(
+        tmp_path / "exp",
+        conditions={cond: None},
+        replicates=2,
+        shape=(120, 300),
+        n_cells=5,
+        realizations=19,
+        rng=2,
+    )
+    truth = pd.read_csv(tmp_path / "exp" / "truth.csv")
+    assert list(truth["condition"]) == [cond, cond]
+    assert list(truth["replicate"]) == [f"{cond}-m1", f"{cond}-m2"]
+    assert list(truth["image"]) == [f"{cond}-m1-b1", f"{cond}-m2-b1"]
+    assert list(truth["n_cells"]) == [5, 5]
+    assert Experiment.load(path).conditions() == [cond]
+
+
 # -- planted effects are found ----------------------------------------------------------------
 
 

@@ -59,10 +59,16 @@ from .core.density import DENSITY_COLUMNS as _RATIO_COLUMNS
 from .core.density import density_ratio
 from .core.envelope import ENVELOPE_COLUMNS, MIN_NULL_SETS, monte_carlo_envelope
 from .core.errors import NicheError
-from .core.stats import FOLD_CHANGE_COLUMNS, QUADRANT_COLUMNS, fold_change_by_bin, quadrant_table
-from .io import CSV_FLOAT_FORMAT, write_atomically
+from .core.stats import (
+    FOLD_CHANGE_COLUMNS,
+    QUADRANT_COLUMNS,
+    distance_column,
+    fold_change_by_bin,
+    quadrant_table,
+)
+from .io import CSV_FLOAT_FORMAT, _jsonable, write_atomically
 from .params import AnalysisParams
-from .pipeline import distance_column, envelope_test_name
+from .pipeline import envelope_test_name
 
 __all__ = [
     "DENSITY_COLUMNS",
@@ -172,9 +178,10 @@ class ImageResult:
             str(self.replicate),
         )
         if "null_set" not in self.dots.columns:
-            self.dots = with_null_sets(self.dots, n_cells=len(self.cells), params=self.params)
-        if self.dots.empty and "null_set" not in self.dots.columns:
-            self.dots = self.dots.assign(null_set=pd.Series(dtype=np.int64))
+            raise PoolingError(
+                f"Image {self.image}: its random cells have no null_set column, so they "
+                "cannot be grouped into null sets. Re-run the image with this version."
+            )
         for key, value in self._computed_qc().items():
             self.qc.setdefault(key, value)
 
@@ -183,11 +190,7 @@ class ImageResult:
     @property
     def structures(self) -> list[str]:
         """Structure names with a distance column in the cell table, in column order."""
-        return [
-            c[len("dist_") : -len("_um")]
-            for c in self.cells.columns
-            if c.startswith("dist_") and c.endswith("_um")
-        ]
+        return _structures_of(self.cells)
 
     @property
     def n_null_sets(self) -> int:
@@ -236,7 +239,6 @@ class ImageResult:
         record = dict(result.record)
         params = AnalysisParams.from_dict(record.get("analysis", {}))
         cells = result.cells.copy()
-        dots = with_null_sets(result.dots.copy(), n_cells=len(cells), params=params)
         info: dict[str, Any] = {}
         for row in result.overlap.itertuples():
             key = "outside_tissue" if row.structure == "outside tissue" else row.structure
@@ -253,7 +255,7 @@ class ImageResult:
             condition=condition,
             replicate=replicate,
             cells=cells,
-            dots=dots,
+            dots=result.dots,
             qc=info,
             params=params,
             record=record,
@@ -314,7 +316,7 @@ class ImageResult:
         try:
             qc = json.loads((folder / "qc.json").read_text())
             record = json.loads((folder / "params.json").read_text())
-            params = AnalysisParams.from_json(folder / "params.json")
+            params = AnalysisParams.from_dict(record.get("analysis", record))
             cells = pd.read_csv(folder / "cells.csv")
             with np.load(folder / _NULL_DISTANCES) as npz:
                 columns = {"null_set": npz["null_set"].astype(np.int64)}
@@ -326,9 +328,9 @@ class ImageResult:
         except (OSError, ValueError, KeyError) as err:
             raise PoolingError(f"{folder}: the image result cannot be read ({err}).") from err
         dots = pd.DataFrame(columns)
-        for name in [c for c in cells.columns if c.startswith("dist_") and c.endswith("_um")]:
+        for col in map(distance_column, _structures_of(cells)):
             # CSV keeps 9 significant digits: exact for the float32 distances, once cast back
-            cells[name] = cells[name].astype(np.float32).astype(float)
+            cells[col] = cells[col].astype(np.float32).astype(float)
         ids = {k: qc.pop(k, record.get(k, "")) for k in ID_COLUMNS}
         return cls(
             image=ids["image"] or folder.name,
@@ -345,25 +347,16 @@ class ImageResult:
         return {"image": self.image, "condition": self.condition, "replicate": self.replicate}
 
 
-def with_null_sets(dots: pd.DataFrame, *, n_cells: int, params: AnalysisParams) -> pd.DataFrame:
-    """Add the ``null_set`` column to a dots table that lacks it (older results).
+def _structures_of(table: pd.DataFrame) -> list[str]:
+    """Structure names of the ``dist_<name>_um`` columns of ``table``, in column order.
 
-    ``seed_random_cells`` tiles the cell shapes, so realisation ``r`` holds
-    ``dots_per_cell`` consecutive blocks of ``n_cells`` dots, each a complete null set:
-    ``null_set = r * dots_per_cell + (index within the realisation) // n_cells``.
+    The inverse of :func:`~napari_niche.core.stats.distance_column`.
     """
-    if "null_set" in dots.columns or dots.empty:
-        return dots
-    if n_cells < 1:
-        raise PoolingError("Random cells without real cells cannot be grouped in null sets.")
-    if "realization" in dots.columns:
-        realization = dots["realization"].to_numpy(np.int64)
-        within = dots.groupby("realization").cumcount().to_numpy(np.int64)
-    else:
-        index = np.arange(len(dots))
-        per = n_cells * params.dots_per_cell
-        realization, within = index // per, index % per
-    return dots.assign(null_set=realization * params.dots_per_cell + within // n_cells)
+    return [
+        c[len("dist_") : -len("_um")]
+        for c in map(str, table.columns)
+        if c.startswith("dist_") and c.endswith("_um")
+    ]
 
 
 # --------------------------------------------------------------------------------------
@@ -977,17 +970,3 @@ def _qc_table(results: list[ImageResult]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     first = [*ID_COLUMNS, "n_cells", "n_dots", "n_null_sets"]
     return table[[*first, *[c for c in table.columns if c not in first]]]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value

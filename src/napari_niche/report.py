@@ -784,13 +784,6 @@ def _files(
 
 
 # -- the report -----------------------------------------------------------------------------
-def _stats_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame | None:
-    for key in ("statistics.csv", "statistics", "stats.csv", "stats"):
-        if key in tables:
-            return tables[key]
-    return None
-
-
 def write_report(
     out_dir: str | Path,
     *,
@@ -834,7 +827,11 @@ def write_report(
         ("parameters", "Parameters", _parameters(record)),
         ("qc", "Images and quality control", _qc_intro(qc) + _qc(qc, thumbnails)),
         ("figures", "Figures", _figures(figures, record, out_dir)),
-        ("statistics", "Statistics", _statistics(_stats_table(tables), qc=qc, record=record)),
+        (
+            "statistics",
+            "Statistics",
+            _statistics(tables.get("statistics.csv"), qc=qc, record=record),
+        ),
         ("failed", "Failed images", _errors(errors)),
         ("files", "Files", _files(out_dir, tables, figures, qc, record)),
     ]

@@ -12,10 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .core.errors import NicheError
 from .core.synthetic import make_bone_marrow
-from .experiment import Experiment, ImageSpec, StepParams
+from .experiment import Experiment, ExperimentError, ImageSpec, StepParams
 from .io import write_image
 from .params import AnalysisParams
 
@@ -169,9 +170,10 @@ def make_experiment(
                         "n_planted": int(sample.planted_near.sum()),
                     }
                 )
-    _write_truth(folder / "truth.csv", rows)
+    pd.DataFrame(rows).to_csv(folder / "truth.csv", index=False)
     experiment = Experiment(
         name=name,
+        path=(folder / EXPERIMENT_FILE).resolve(),
         output=folder / "results",
         analysis=AnalysisParams(
             seed=analysis_seed,
@@ -182,14 +184,9 @@ def make_experiment(
         ),
         steps=StepParams.from_dict(EXPERIMENT_STEPS),
         structure_names=["vessel", "bone"],
+        images=images,
     )
-    experiment.path = (folder / EXPERIMENT_FILE).resolve()
-    for spec in images:
-        experiment.add_image(spec)
+    problems = experiment._check()
+    if problems:
+        raise ExperimentError("\n".join(problems), problems)
     return experiment.save()
-
-
-def _write_truth(path: Path, rows: list[dict]) -> None:
-    columns = list(rows[0])
-    lines = [",".join(columns)] + [",".join(str(r[c]) for c in columns) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
