@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from napari_niche.core import ENVELOPE_COLUMNS, NicheError, monte_carlo_envelope
+from napari_niche.core.random_cells import CellShapes, RandomCells
 from napari_niche.core.synthetic import make_bone_marrow
 from napari_niche.params import AnalysisParams
 from napari_niche.pipeline import (
@@ -14,7 +15,6 @@ from napari_niche.pipeline import (
     RESULT_FILES,
     STATS_COLUMNS,
     analyze,
-    null_set_index,
     summarize,
 )
 
@@ -62,9 +62,30 @@ def test_null_sets_hold_one_virtual_cell_per_real_cell():
     np.testing.assert_array_equal(
         dots["null_set"], dots["realization"] * 3 + (dots["dot"] % 24) // 8
     )
-    # the formula of INTERFACES.md, on a hand-made layout
-    got = null_set_index([0] * 6 + [1] * 6, [0, 1, 2] * 4, n_cells=3, dots_per_cell=2)
+    # the formula of INTERFACES.md, on a hand-made layout (3 cells, 2 dots per cell, 2
+    # realisations)
+    got = hand_made_dots(
+        realization=[0] * 6 + [1] * 6, shape_index=[0, 1, 2] * 4, n_cells=3
+    ).null_set
     assert list(got) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
+def hand_made_dots(*, realization, shape_index, n_cells):
+    """RandomCells laid out as given, with one-voxel shapes (only the layout matters)."""
+    shapes = CellShapes(
+        image_shape=(4, 4),
+        labels=np.arange(1, n_cells + 1),
+        offsets=np.zeros((n_cells, 2), dtype=np.int64),
+        starts=np.arange(n_cells + 1),
+        centroid_offset=np.zeros((n_cells, 2)),
+    )
+    return RandomCells(
+        shapes=shapes,
+        anchors=np.zeros((len(shape_index), 2), dtype=np.int64),
+        shape_index=np.asarray(shape_index),
+        realization=np.asarray(realization),
+        rule="centroid",
+    )
 
 
 def test_envelope_table_stats_row_and_files(tmp_path):

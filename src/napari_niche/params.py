@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .core.envelope import check_alpha
 from .core.errors import NicheError
 from .core.random_cells import RULES
 
@@ -70,14 +71,7 @@ class AnalysisParams:
             raise NicheError("The quadrant threshold must be a non-negative number of µm.")
         if self.quadrant_structures is not None and len(self.quadrant_structures) != 2:
             raise NicheError("Quadrants need exactly two structures, e.g. vessel,bone.")
-        if (
-            isinstance(self.alpha, bool)
-            or not isinstance(self.alpha, int | float)
-            or not 0 < self.alpha < 0.5
-        ):
-            raise NicheError(
-                "The significance level alpha must lie between 0 and 0.5 (e.g. 0.05)."
-            )
+        check_alpha(self.alpha)
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):

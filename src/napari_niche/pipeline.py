@@ -147,7 +147,7 @@ def place_random_cells(
     """METHOD.md step 6 with the analysis parameters: virtual cells, their table, the seed.
 
     Without a seed in ``params`` one is drawn, and returned so that it can be recorded.
-    The table gets a ``null_set`` column (see :func:`null_set_index`) after
+    The table gets a ``null_set`` column (see :attr:`RandomCells.null_set`) after
     ``realization``.
     """
     seed = params.seed
@@ -164,38 +164,8 @@ def place_random_cells(
         rng=seed,
     )
     table = dots.table(spacing=spacing)
-    sets = null_set_index(
-        dots.realization,
-        dots.shape_index,
-        n_cells=voxels.n_cells,
-        dots_per_cell=params.dots_per_cell,
-    )
-    table.insert(int(table.columns.get_loc("realization")) + 1, "null_set", sets)
+    table.insert(int(table.columns.get_loc("realization")) + 1, "null_set", dots.null_set)
     return dots, table, seed
-
-
-def null_set_index(realization, shape_index, *, n_cells: int, dots_per_cell: int) -> np.ndarray:
-    """The null set of each virtual cell: ``realization * dots_per_cell + block``.
-
-    Within a realisation the virtual cells come in ``dots_per_cell`` blocks of one cell
-    per real cell (shape ``i`` of the block is real cell ``i``), so each block is a
-    copy of the real cells placed at random: a *null set*, exchangeable with the real
-    cells under the null hypothesis, which the Monte Carlo envelopes need.
-    """
-    realization = np.asarray(realization, dtype=np.int64)
-    shape_index = np.asarray(shape_index, dtype=np.int64)
-    n = realization.size
-    per = n_cells * dots_per_cell
-    start = np.searchsorted(realization, realization, side="left")
-    within = np.arange(n) - start
-    blocks_ok = (
-        np.all(np.diff(realization) >= 0)
-        and np.all(np.bincount(realization) == per)
-        and np.array_equal(shape_index, within % n_cells)
-    )
-    if not blocks_ok:  # pragma: no cover - a change of seed_random_cells' layout
-        raise RuntimeError("Random cells are not laid out in blocks of one cell per real cell.")
-    return realization * dots_per_cell + within // n_cells
 
 
 @dataclass

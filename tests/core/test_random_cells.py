@@ -98,6 +98,21 @@ def test_same_seed_same_dots_and_realizations_independent(scene):
     assert not np.array_equal(a.anchors[a.realization == 0], a.anchors[a.realization == 1])
 
 
+def test_null_sets_follow_the_layout_of_seed_random_cells(scene):
+    cells = cell_voxels(scene["labels"])
+    dots = seed_random_cells(
+        cells, spacing=SPACING, tissue=scene["tissue"], dots_per_cell=3, realizations=2, rng=4
+    )
+    n = cells.n_cells
+    block = (np.arange(dots.n_dots) % (3 * n)) // n
+    np.testing.assert_array_equal(dots.null_set, dots.realization * 3 + block)
+    # every null set holds each real cell's shape exactly once, within one realisation
+    for s in range(6):
+        members = dots.null_set == s
+        assert sorted(dots.shape_index[members]) == list(range(n))
+        assert np.unique(dots.realization[members]).size == 1
+
+
 def test_dots_borrow_shapes_and_report_the_same_columns_as_cells(scene):
     cells = cell_voxels(scene["labels"])
     dots = seed_random_cells(cells, spacing=SPACING, dots_per_cell=3, rng=0)

@@ -24,7 +24,20 @@ import pandas as pd
 from scipy import stats
 
 from .errors import NicheError
-from .stats import QUADRANTS, _finite, distance_column, distance_tests, quadrant_of
+from .stats import (
+    KS,
+    MWU,
+    QUADRANTS,
+    RANK_BISERIAL,
+    bin_index,
+    distance_bins,
+    distance_column,
+    distance_tests,
+    finite_distances,
+    quadrant_description,
+    quadrant_of,
+    rank_biserial,
+)
 
 __all__ = [
     "MIN_REPLICATES",
@@ -76,11 +89,8 @@ _TEXT_COLUMNS = (
     "note",
 )
 
-MWU = "Mann-Whitney U (two-sided)"
 #: Mann-Whitney U tests with at most this many ways to split the values are exact.
 _EXACT_LIMIT = 20_000
-KS = "Kolmogorov-Smirnov (two-sided)"
-RANK_BISERIAL = "rank-biserial correlation"
 RANK_BISERIAL_NOTE = "rank-biserial r = P(first > second) - P(first < second)"
 
 
@@ -116,18 +126,6 @@ def empty_stat_table() -> pd.DataFrame:
 
 
 # -- small building blocks --------------------------------------------------------------------
-def rank_biserial(u: float, n1: int, n2: int) -> float:
-    """Rank-biserial correlation of a Mann-Whitney U of the first sample.
-
-    ``r = 2 U / (n1 n2) - 1`` = P(first > second) - P(first < second), in [-1, 1]: 0 when
-    neither sample tends to be larger, -1 when every value of the first sample is smaller
-    (for distances: the first group sits closer).
-    """
-    if n1 < 1 or n2 < 1:
-        return float("nan")
-    return float(2.0 * u / (n1 * n2) - 1.0)
-
-
 def holm(p_values) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error rate), NaN left as NaN.
 
@@ -208,8 +206,8 @@ def _distances_of(table, structure: str, what: str) -> np.ndarray:
         col = distance_column(structure)
         if col not in table.columns:
             raise NicheError(f"The {what} table has no distances to {structure} ({col}).")
-        return _finite(table[col], f"{what} distances")
-    return _finite(table, f"{what} distances")
+        return finite_distances(table[col], f"{what} distances")
+    return finite_distances(table, f"{what} distances")
 
 
 def _column(table: pd.DataFrame, name: str, what: str) -> pd.Series:
@@ -218,17 +216,28 @@ def _column(table: pd.DataFrame, name: str, what: str) -> pd.Series:
     return table[name]
 
 
-def _bin_edges(top: float, bin_width: float) -> np.ndarray:
-    if not (bin_width > 0 and np.isfinite(bin_width)):
-        raise NicheError(f"The bin width must be a positive number of µm, got {bin_width}.")
-    n_bins = int(np.floor(top / bin_width)) + 1
-    return np.arange(n_bins + 1) * float(bin_width)
+def _group_codes(*labels: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
+    """Group names in order of first appearance over all ``labels``, and each one's codes.
+
+    ``codes[i][j]`` is the index into ``names`` of ``labels[i][j]``: one factorisation
+    instead of a lookup or a scan per row and group.
+    """
+    arrays = [np.asarray(a, dtype=object).ravel() for a in labels]
+    codes, uniques = pd.factorize(np.concatenate(arrays) if arrays else np.array([], object))
+    parts = np.split(codes.astype(np.int64), np.cumsum([a.size for a in arrays])[:-1])
+    return [str(u) for u in uniques], parts
 
 
-def _bin_counts(distances: np.ndarray, groups: np.ndarray, n_groups: int, n_bins: int):
-    """(n_groups, n_bins) counts of objects per group and bin (bins given as indices)."""
-    flat = groups * n_bins + distances
+def _bin_counts(bins: np.ndarray, groups: np.ndarray, n_groups: int, n_bins: int):
+    """(n_groups, n_bins) counts of objects per group and bin (both given as indices)."""
+    flat = groups * n_bins + bins
     return np.bincount(flat, minlength=n_groups * n_bins).reshape(n_groups, n_bins)
+
+
+def _fractions(counts: np.ndarray) -> np.ndarray:
+    """Each row of ``counts`` over its total (NaN for a row without objects)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return counts / counts.sum(axis=1, keepdims=True)
 
 
 # -- cells vs dots, one image or one pooled condition -----------------------------------------
@@ -249,7 +258,7 @@ def cells_vs_dots_tests(cells, dots, *, structure: str, condition: str = "") -> 
     t = distance_tests(c, d)
     rows = []
     for row in t.itertuples():
-        is_mw = row.test.startswith("Mann")
+        is_mw = row.test == MWU
         rows.append(
             {
                 "analysis": "cells vs dots",
@@ -298,25 +307,13 @@ def replicate_fractions(
     d_rep = _column(dots, replicate, "random cells").astype(str).to_numpy()
     c = _distances_of(cells, structure, "cell")
     d = _distances_of(dots, structure, "random-cell")
-    names = list(dict.fromkeys([*c_rep, *d_rep]))
-    index = {r: i for i, r in enumerate(names)}
-    edges = _bin_edges(max(c.max(), d.max()), bin_width)
+    names, (c_group, d_group) = _group_codes(c_rep, d_rep)
+    edges = distance_bins(max(c.max(), d.max()), bin_width)
     n_bins = edges.size - 1
-    c_counts = _bin_counts(
-        np.floor(c / bin_width).astype(np.int64),
-        np.array([index[r] for r in c_rep], dtype=np.int64),
-        len(names),
-        n_bins,
-    )
-    d_counts = _bin_counts(
-        np.floor(d / bin_width).astype(np.int64),
-        np.array([index[r] for r in d_rep], dtype=np.int64),
-        len(names),
-        n_bins,
-    )
+    c_counts = _bin_counts(bin_index(c, bin_width), c_group, len(names), n_bins)
+    d_counts = _bin_counts(bin_index(d, bin_width), d_group, len(names), n_bins)
+    fc, fd = _fractions(c_counts), _fractions(d_counts)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fc = c_counts / c_counts.sum(axis=1, keepdims=True)
-        fd = d_counts / d_counts.sum(axis=1, keepdims=True)
         fold = np.where(d_counts > 0, fc / fd, np.nan)
     return pd.DataFrame(
         {
@@ -407,15 +404,14 @@ def _quadrant_labels(table: pd.DataFrame, structures, threshold_um: float, what:
     return quadrant_of(da, db, threshold_um=threshold_um)
 
 
+def _quadrant_codes(labels: np.ndarray) -> np.ndarray:
+    """Index into :data:`QUADRANTS` of each quadrant label."""
+    return pd.Categorical(labels, categories=QUADRANTS).codes.astype(np.int64)
+
+
 def _quadrant_note(quadrant: str, structures, threshold_um: float) -> str:
     a, b = structures
-    text = {
-        "Q1": f"near {a} and {b}",
-        "Q2": f"near {b} only",
-        "Q3": "near neither",
-        "Q4": f"near {a} only",
-    }[quadrant]
-    return f"{quadrant} = {text} (< {threshold_um:g} µm)"
+    return f"{quadrant} = {quadrant_description(quadrant, a, b)} (< {threshold_um:g} µm)"
 
 
 def replicate_quadrant_tests(
@@ -437,15 +433,13 @@ def replicate_quadrant_tests(
     qd = _quadrant_labels(dots, structures, threshold_um, "random-cell")
     c_rep = _column(cells, replicate, "cells").astype(str).to_numpy()
     d_rep = _column(dots, replicate, "random cells").astype(str).to_numpy()
-    names = list(dict.fromkeys([*c_rep, *d_rep]))
+    names, (c_group, d_group) = _group_codes(c_rep, d_rep)
+    n_q = len(QUADRANTS)
+    frac_c = _fractions(_bin_counts(_quadrant_codes(qc), c_group, len(names), n_q))
+    frac_d = _fractions(_bin_counts(_quadrant_codes(qd), d_group, len(names), n_q))
     rows = []
-    for quadrant in QUADRANTS:
-        x = np.array(
-            [np.mean(qc[c_rep == r] == quadrant) if (c_rep == r).any() else np.nan for r in names]
-        )
-        y = np.array(
-            [np.mean(qd[d_rep == r] == quadrant) if (d_rep == r).any() else np.nan for r in names]
-        )
+    for j, quadrant in enumerate(QUADRANTS):
+        x, y = frac_c[:, j], frac_d[:, j]
         n1, n2 = int(np.isfinite(x).sum()), int(np.isfinite(y).sum())
         u, p, r = _mann_whitney(x, y)
         rows.append(
@@ -489,7 +483,7 @@ def quadrant_contingency(
     """
     qc = _quadrant_labels(cells, structures, threshold_um, "cell")
     qd = _quadrant_labels(dots, structures, threshold_um, "random-cell")
-    table = np.array([[np.sum(q == name) for name in QUADRANTS] for q in (qc, qd)])
+    table = np.stack([np.bincount(_quadrant_codes(q), minlength=len(QUADRANTS)) for q in (qc, qd)])
     n_cells, n_dots = int(qc.size), int(qd.size)
     used = table.sum(axis=0) > 0
     sub = table[:, used]
@@ -611,17 +605,17 @@ def compare_conditions(
     cond = _column(cells, condition, "cells").astype(str).to_numpy()
     rep = _column(cells, replicate, "cells").astype(str).to_numpy()
     d = _distances_of(cells, structure, "cell")
-    names = list(dict.fromkeys(cond))
+    names, (cond_code,) = _group_codes(cond)
     if len(names) < 2:
         return empty_stat_table()
-    edges = _bin_edges(d.max(), bin_width)
+    edges = distance_bins(d.max(), bin_width)
     n_bins = edges.size - 1
-    bins = np.floor(d / bin_width).astype(np.int64)
+    bins = bin_index(d, bin_width)
     out = []
-    for first, second in itertools.combinations(names, 2):
-        in1, in2 = cond == first, cond == second
-        reps1 = list(dict.fromkeys(rep[in1]))
-        reps2 = list(dict.fromkeys(rep[in2]))
+    for (i1, first), (i2, second) in itertools.combinations(enumerate(names), 2):
+        in1, in2 = cond_code == i1, cond_code == i2
+        reps1, (group1,) = _group_codes(rep[in1])
+        reps2, (group2,) = _group_codes(rep[in2])
         base = {
             "condition": first,
             "versus": second,
@@ -665,8 +659,8 @@ def compare_conditions(
                 )
             )
             continue
-        frac1 = _fractions_per_replicate(bins[in1], rep[in1], reps1, n_bins)
-        frac2 = _fractions_per_replicate(bins[in2], rep[in2], reps2, n_bins)
+        frac1 = _fractions(_bin_counts(bins[in1], group1, len(reps1), n_bins))
+        frac2 = _fractions(_bin_counts(bins[in2], group2, len(reps2), n_bins))
         counts = np.bincount(bins[in1 | in2], minlength=n_bins)
         per_bin = []
         for k in range(int(bins[in1 | in2].max()) + 1):  # up to the pair's farthest cell
@@ -696,11 +690,3 @@ def compare_conditions(
             per_bin.append(row)
         out.append(_with_holm(per_bin, "bins"))
     return pd.concat(out, ignore_index=True)
-
-
-def _fractions_per_replicate(bins: np.ndarray, reps: np.ndarray, names: list[str], n_bins: int):
-    """(n_replicates, n_bins) fraction of each replicate's cells in each bin."""
-    index = {r: i for i, r in enumerate(names)}
-    groups = np.array([index[r] for r in reps], dtype=np.int64)
-    counts = _bin_counts(bins, groups, len(names), n_bins)
-    return counts / counts.sum(axis=1, keepdims=True)

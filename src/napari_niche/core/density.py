@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import NicheError
+from .stats import finite_distances
 
 __all__ = ["DENSITY_COLUMNS", "MIN_BANDWIDTH_UM", "density_ratio", "silverman_bandwidth"]
 
@@ -56,15 +57,6 @@ def silverman_bandwidth(values, *, floor_um: float = MIN_BANDWIDTH_UM) -> float:
     spread = min(sd, (q75 - q25) / 1.34) if q75 > q25 else sd
     h = 0.9 * spread * x.size ** (-0.2)
     return float(max(h, floor_um))
-
-
-def _distances(values, what: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=float).ravel()
-    if arr.size == 0:
-        raise NicheError(f"No {what}: a density needs at least one distance.")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise NicheError(f"The {what} must be finite, non-negative distances in µm.")
-    return arr
 
 
 def density_ratio(
@@ -106,8 +98,8 @@ def density_ratio(
     1/µm; ``attrs["bandwidth_um"]``, ``attrs["n_cells"]``, ``attrs["n_dots"]``,
     ``attrs["level"]`` record how it was made.
     """
-    cells = _distances(cell_distances, "cell distances")
-    dots = _distances(dot_distances, "random-dot distances")
+    cells = finite_distances(cell_distances, "cell distances")
+    dots = finite_distances(dot_distances, "random-dot distances")
     if bandwidth_um is None:
         h = silverman_bandwidth(cells)
     else:

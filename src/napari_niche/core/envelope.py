@@ -28,14 +28,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .errors import NicheError
+from .stats import _check_min_dots, bin_index, distance_bins, finite_distances
 
 __all__ = [
     "ENVELOPE_COLUMNS",
     "EnvelopeTest",
     "MIN_NULL_SETS",
+    "check_alpha",
     "global_envelope_test",
     "monte_carlo_envelope",
 ]
@@ -66,7 +67,7 @@ def MIN_NULL_SETS(alpha: float = 0.05) -> int:
     With ``s`` null sets the smallest possible Monte Carlo p-value is ``1 / (s + 1)``, so
     ``s + 1 >= 1 / alpha`` is needed: 19 null sets for alpha 0.05, 99 for 0.01.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     return max(1, math.ceil(1.0 / alpha - _EPS) - 1)
 
 
@@ -104,8 +105,8 @@ class EnvelopeTest:
     pointwise_high: np.ndarray
     n_sets: int
     alpha: float
-    extreme_rank: float = float("nan")
-    outside: np.ndarray | None = None
+    extreme_rank: float
+    outside: np.ndarray
 
     @property
     def rejected(self) -> bool:
@@ -113,7 +114,8 @@ class EnvelopeTest:
         return bool(self.p_value <= self.alpha + _EPS)
 
 
-def _check_alpha(alpha) -> None:
+def check_alpha(alpha) -> None:
+    """Raise :class:`NicheError` unless ``alpha`` is a number strictly between 0 and 0.5."""
     if isinstance(alpha, bool) or not (isinstance(alpha, numbers.Real) and 0 < alpha < 0.5):
         raise NicheError(f"The significance level alpha must lie between 0 and 0.5, got {alpha}.")
 
@@ -164,7 +166,7 @@ def global_envelope_test(observed, simulated, *, alpha: float = 0.05) -> Envelop
     there, and ``outside`` (strict) then marks no bin although ``p <= alpha``: the
     p-value is the test, the envelope the picture.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     obs = np.asarray(observed, dtype=float)
     sim = np.asarray(simulated, dtype=float)
     if obs.ndim != 1 or obs.size == 0:
@@ -182,6 +184,8 @@ def global_envelope_test(observed, simulated, *, alpha: float = 0.05) -> Envelop
 
     curves = np.vstack([obs[None, :], sim])  # (n, k), row 0 = observed
     n = s + 1
+    from scipy import stats  # here: params.validate imports check_alpha from this module
+
     low_rank = stats.rankdata(curves, method="average", axis=0)
     ranks = np.minimum(low_rank, n + 1 - low_rank)
     sorted_ranks = np.sort(ranks, axis=1)
@@ -218,15 +222,6 @@ def global_envelope_test(observed, simulated, *, alpha: float = 0.05) -> Envelop
         extreme_rank=float(extreme[0]),
         outside=outside,
     )
-
-
-def _distances(values, what: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=float).ravel()
-    if arr.size == 0:
-        raise NicheError(f"No {what}: nothing to compare.")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise NicheError(f"The {what} must be finite, non-negative distances in µm.")
-    return arr
 
 
 def null_set_sizes(null_set) -> tuple[np.ndarray, np.ndarray]:
@@ -284,9 +279,9 @@ def monte_carlo_envelope(
         null sets than :func:`MIN_NULL_SETS` (19 at alpha 0.05), or if no bin keeps
         ``min_dots`` dots.
     """
-    _check_alpha(alpha)
-    cells = _distances(cell_distances, "cell distances")
-    dots = _distances(dot_distances, "random-dot distances")
+    check_alpha(alpha)
+    cells = finite_distances(cell_distances, "cell distances")
+    dots = finite_distances(dot_distances, "random-dot distances")
     sets = np.asarray(null_set).ravel()
     if sets.size != dots.size:
         raise NicheError(
@@ -303,17 +298,12 @@ def monte_carlo_envelope(
         )
     if ids.size < MIN_NULL_SETS(alpha):
         raise _too_few(int(ids.size), alpha)
-    if not (bin_width > 0 and np.isfinite(bin_width)):
-        raise NicheError(f"The bin width must be a positive number of µm, got {bin_width}.")
-    if isinstance(min_dots, bool) or int(min_dots) != min_dots or min_dots < 1:
-        raise NicheError(f"The minimum dot count per bin must be at least 1, got {min_dots}.")
+    edges = distance_bins(max(cells.max(), dots.max()), bin_width)
+    _check_min_dots(min_dots)
 
-    top = max(cells.max(), dots.max())
-    n_bins = int(np.floor(top / bin_width)) + 1
-    edges = np.arange(n_bins + 1) * float(bin_width)
-    cell_bin = np.floor(cells / bin_width).astype(np.int64)
-    dot_bin = np.floor(dots / bin_width).astype(np.int64)
-    cell_counts = np.bincount(cell_bin, minlength=n_bins)
+    n_bins = edges.size - 1
+    dot_bin = bin_index(dots, bin_width)
+    cell_counts = np.bincount(bin_index(cells, bin_width), minlength=n_bins)
     set_index = np.searchsorted(ids, sets)
     set_counts = np.bincount(set_index * n_bins + dot_bin, minlength=ids.size * n_bins)
     set_counts = set_counts.reshape(ids.size, n_bins)

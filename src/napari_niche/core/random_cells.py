@@ -211,6 +211,20 @@ class RandomCells:
     def n_dots(self) -> int:
         return int(self.shape_index.size)
 
+    @property
+    def null_set(self) -> np.ndarray:
+        """(m,) the null set of each virtual cell: ``realization * dots_per_cell + block``.
+
+        :func:`seed_random_cells` lays the virtual cells out by realisation, then in
+        ``dots_per_cell`` blocks of one virtual cell per real cell (shape ``i`` of a block
+        is real cell ``i``), so virtual cell ``j`` belongs to null set ``j // n_cells``.
+        Each block is a copy of the real cells placed at random: a *null set*,
+        exchangeable with the real cells under the null hypothesis, which the Monte Carlo
+        envelopes need.
+        """
+        n_cells = int(self.shapes.labels.size)
+        return np.arange(self.n_dots, dtype=np.int64) // max(n_cells, 1)
+
     @cached_property
     def _anchor_flat(self) -> np.ndarray:
         return np.asarray(self.anchors, dtype=np.int64) @ _strides(self.shapes.image_shape)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .errors import NicheError
 
@@ -38,15 +37,67 @@ def distance_column(structure: str) -> str:
     return f"dist_{structure}_um"
 
 
-def _finite(values, what: str) -> np.ndarray:
+#: Names of the two-sample tests, as their rows' ``test`` reads everywhere.
+KS = "Kolmogorov-Smirnov (two-sided)"
+MWU = "Mann-Whitney U (two-sided)"
+#: Name of the effect size of a Mann-Whitney U test (:func:`rank_biserial`).
+RANK_BISERIAL = "rank-biserial correlation"
+
+
+def finite_distances(values, what: str) -> np.ndarray:
+    """``values`` as a flat float array of distances (µm), or a :class:`NicheError`.
+
+    Distances must be finite and non-negative, and there must be at least one; ``what``
+    (e.g. ``"cell distances"``) names them in the message.
+    """
     arr = np.asarray(values, dtype=float).ravel()
     if arr.size == 0:
         raise NicheError(f"No {what}: nothing to compare.")
     if not np.all(np.isfinite(arr)):
-        raise NicheError(f"The {what} hold NaN or infinite distances.")
+        raise NicheError(
+            f"The {what} must be finite, non-negative distances in µm; some are NaN or infinite."
+        )
     if np.any(arr < 0):
-        raise NicheError(f"The {what} hold negative distances.")
+        raise NicheError(
+            f"The {what} must be finite, non-negative distances in µm; some are negative."
+        )
     return arr
+
+
+def distance_bins(top: float, bin_width: float) -> np.ndarray:
+    """Edges of the distance bins ``[k w, (k + 1) w)`` from 0 that cover ``0 .. top``.
+
+    Every binned table (fold change, envelopes, replicate and condition tests) uses these
+    edges with :func:`bin_index`, so a bin means the same everywhere.
+    """
+    if not (bin_width > 0 and np.isfinite(bin_width)):
+        raise NicheError(f"The bin width must be a positive number of µm, got {bin_width}.")
+    n_bins = int(np.floor(top / bin_width)) + 1
+    return np.arange(n_bins + 1) * float(bin_width)
+
+
+def bin_index(x, bin_width: float) -> np.ndarray:
+    """The bin (index into :func:`distance_bins`) of each distance ``x``."""
+    return np.floor(np.asarray(x, dtype=float) / bin_width).astype(np.int64)
+
+
+def _check_min_dots(min_dots) -> None:
+    if isinstance(min_dots, bool) or int(min_dots) != min_dots or min_dots < 1:
+        raise NicheError(
+            f"The minimum dot count per bin must be a whole number >= 1, got {min_dots}."
+        )
+
+
+def rank_biserial(u: float, n1: int, n2: int) -> float:
+    """Rank-biserial correlation of a Mann-Whitney U of the first sample.
+
+    ``r = 2 U / (n1 n2) - 1`` = P(first > second) - P(first < second), in [-1, 1]: 0 when
+    neither sample tends to be larger, -1 when every value of the first sample is smaller
+    (for distances: the first group sits closer).
+    """
+    if n1 < 1 or n2 < 1:
+        return float("nan")
+    return float(2.0 * u / (n1 * n2) - 1.0)
 
 
 def fold_change_by_bin(
@@ -67,17 +118,13 @@ def fold_change_by_bin(
     -------
     DataFrame with columns :data:`FOLD_CHANGE_COLUMNS`, one row per kept bin.
     """
-    cells = _finite(cell_distances, "cell distances")
-    dots = _finite(dot_distances, "random-dot distances")
-    if not (bin_width > 0 and np.isfinite(bin_width)):
-        raise NicheError(f"The bin width must be a positive number of µm, got {bin_width}.")
-    if min_dots < 1:
-        raise NicheError(f"The minimum dot count per bin must be at least 1, got {min_dots}.")
-    top = max(cells.max(), dots.max())
-    n_bins = int(np.floor(top / bin_width)) + 1
-    edges = np.arange(n_bins + 1) * float(bin_width)
-    cell_counts = np.bincount(np.floor(cells / bin_width).astype(np.int64), minlength=n_bins)
-    dot_counts = np.bincount(np.floor(dots / bin_width).astype(np.int64), minlength=n_bins)
+    cells = finite_distances(cell_distances, "cell distances")
+    dots = finite_distances(dot_distances, "random-dot distances")
+    edges = distance_bins(max(cells.max(), dots.max()), bin_width)
+    _check_min_dots(min_dots)
+    n_bins = edges.size - 1
+    cell_counts = np.bincount(bin_index(cells, bin_width), minlength=n_bins)
+    dot_counts = np.bincount(bin_index(dots, bin_width), minlength=n_bins)
     frac_cells = cell_counts / cells.size
     frac_dots = dot_counts / dots.size
     keep = dot_counts >= min_dots
@@ -97,13 +144,19 @@ def fold_change_by_bin(
     return table[keep].reset_index(drop=True)
 
 
+#: (quadrant, description) with ``{a}`` and ``{b}`` for the two structures' names.
 _QUADRANTS = (
-    ("Q1", "near {a} and {b}", True, True),
-    ("Q2", "near {b} only", False, True),
-    ("Q3", "near neither", False, False),
-    ("Q4", "near {a} only", True, False),
+    ("Q1", "near {a} and {b}"),
+    ("Q2", "near {b} only"),
+    ("Q3", "near neither"),
+    ("Q4", "near {a} only"),
 )
-QUADRANTS = tuple(q for q, *_ in _QUADRANTS)
+QUADRANTS = tuple(q for q, _ in _QUADRANTS)
+
+
+def quadrant_description(quadrant: str, a: str, b: str) -> str:
+    """What a quadrant means for structures ``a`` and ``b``, e.g. ``"near vessel only"``."""
+    return dict(_QUADRANTS)[quadrant].format(a=a, b=b)
 
 
 def quadrant_of(distances_a, distances_b, *, threshold_um: float = 10.0) -> np.ndarray:
@@ -136,8 +189,10 @@ def quadrant_table(
     Q1 = near both, Q2 = near B only, Q3 = near neither, Q4 = near A only (METHOD.md
     step 7), so that a scatter of d_A (x) against d_B (y) reads like the usual quadrants.
     """
-    ca, cb = _finite(cells_a, "cell distances"), _finite(cells_b, "cell distances")
-    da, db = _finite(dots_a, "random-dot distances"), _finite(dots_b, "random-dot distances")
+    ca = finite_distances(cells_a, "cell distances")
+    cb = finite_distances(cells_b, "cell distances")
+    da = finite_distances(dots_a, "random-dot distances")
+    db = finite_distances(dots_b, "random-dot distances")
     if ca.size != cb.size or da.size != db.size:
         raise NicheError("Distances to the two structures must be given for the same objects.")
     if not (threshold_um >= 0 and np.isfinite(threshold_um)):
@@ -146,13 +201,13 @@ def quadrant_table(
     rows = []
     q_cells = quadrant_of(ca, cb, threshold_um=threshold_um)
     q_dots = quadrant_of(da, db, threshold_um=threshold_um)
-    for quadrant, text, _, _ in _QUADRANTS:
+    for quadrant in QUADRANTS:
         in_c = q_cells == quadrant
         in_d = q_dots == quadrant
         rows.append(
             {
                 "quadrant": quadrant,
-                "description": text.format(a=a, b=b),
+                "description": quadrant_description(quadrant, a, b),
                 "structure_a": a,
                 "structure_b": b,
                 "threshold_um": float(threshold_um),
@@ -177,15 +232,17 @@ def distance_tests(cell_distances, dot_distances) -> pd.DataFrame:
     ``2 U / (n_cells n_dots) - 1`` = P(cell farther than dot) - P(cell closer than dot),
     negative when cells sit closer to the structure than random cells.
     """
-    cells = _finite(cell_distances, "cell distances")
-    dots = _finite(dot_distances, "random-dot distances")
+    cells = finite_distances(cell_distances, "cell distances")
+    dots = finite_distances(dot_distances, "random-dot distances")
+    from scipy import stats  # here: checking parameters must not load scipy.stats
+
     ks = stats.ks_2samp(cells, dots, alternative="two-sided", method="auto")
     mw = stats.mannwhitneyu(cells, dots, alternative="two-sided")
-    r = 2.0 * float(mw.statistic) / (cells.size * dots.size) - 1.0
+    r = rank_biserial(float(mw.statistic), cells.size, dots.size)
     return pd.DataFrame(
         [
             (
-                "Kolmogorov-Smirnov (two-sided)",
+                KS,
                 float(ks.statistic),
                 float(ks.pvalue),
                 cells.size,
@@ -194,13 +251,13 @@ def distance_tests(cell_distances, dot_distances) -> pd.DataFrame:
                 "KS D",
             ),
             (
-                "Mann-Whitney U (two-sided)",
+                MWU,
                 float(mw.statistic),
                 float(mw.pvalue),
                 cells.size,
                 dots.size,
                 r,
-                "rank-biserial correlation",
+                RANK_BISERIAL,
             ),
         ],
         columns=TEST_COLUMNS + EFFECT_COLUMNS,

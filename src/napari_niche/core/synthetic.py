@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import edt
 import numpy as np
 from scipy import ndimage
 from scipy.sparse import coo_matrix
@@ -37,6 +36,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial import cKDTree
 
 from ._validate import as_spacing
+from .distance import distance_to_outside_um
 from .errors import InvalidImageError, NicheError, NoRoomError
 
 __all__ = ["BoneMarrowSample", "make_bone_marrow"]
@@ -487,7 +487,7 @@ class _Planter:
         self.r_min = r_min
         self.near = near_distance_um
         self.gen = gen
-        self.fit = _distance_to(self.occupied, sp)
+        self.fit = distance_to_outside_um(~self.occupied, spacing=sp, threads=1)
         self.pools: dict[bool, np.ndarray] = {}
 
     def _pool(self, near: bool, r_max: float) -> np.ndarray:
@@ -501,7 +501,7 @@ class _Planter:
 
     def _refresh(self) -> None:
         """Recompute fit distances with the planted cells, shrinking the pools."""
-        self.fit = _distance_to(self.occupied, self.sp)
+        self.fit = distance_to_outside_um(~self.occupied, spacing=self.sp, threads=1)
         self.pools.clear()
 
     def _prefilter(self, cand: np.ndarray, radius: float, near: bool) -> np.ndarray:
@@ -552,16 +552,6 @@ class _Planter:
         return flat
 
 
-def _distance_to(mask: np.ndarray, sp: np.ndarray) -> np.ndarray:
-    """Distance in µm from each voxel to the nearest voxel of ``mask`` (inf if empty).
-
-    The image edge is not a boundary (``black_border=False``): what lies beyond is unknown,
-    consistent with clipping cells at the edge.
-    """
-    outside = np.ascontiguousarray(~mask).view(np.uint8)
-    return edt.edt(outside, anisotropy=tuple(sp), black_border=False, parallel=1)
-
-
 def _plant_cells(
     tissue: np.ndarray,
     vessel: np.ndarray,
@@ -597,7 +587,9 @@ def _plant_cells(
         )
     forbidden = ~tissue | vessel
     target_distance = (
-        _distance_to(target, sp) if n_near else np.full(tissue.shape, np.inf, np.float32)
+        distance_to_outside_um(~target, spacing=sp, threads=1)
+        if n_near
+        else np.full(tissue.shape, np.inf, np.float32)
     )
     planter = _Planter(forbidden, target_distance, sp, float(radii.min()), near_distance_um, gen)
     # Labels are shuffled so that label order says nothing about how a cell was placed.
