@@ -28,6 +28,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
+from .core.stats import distance_bins
+
 __all__ = [
     "DARK",
     "LIGHT",
@@ -354,7 +356,7 @@ def omitted_bins(
     ``[k w, (k + 1) w)`` from 0 up to the bin holding the largest distance. A bin absent
     from the table held too few random cells to give a ratio.
     """
-    n_bins = int(np.floor(max_distance_um / bin_width)) + 1
+    n_bins = distance_bins(max_distance_um, bin_width).size - 1
     kept = np.zeros(n_bins, dtype=bool)
     k = np.round(np.asarray(fold["bin_start_um"], dtype=float) / bin_width).astype(np.int64)
     kept[k[(k >= 0) & (k < n_bins)]] = True
@@ -477,8 +479,7 @@ class FoldChangePlot:
                     zorder=1,
                 )
             )
-        n_bins = int(np.floor(max_distance_um / bin_width)) + 1
-        self.ax.set_xlim(0, n_bins * bin_width)
+        self.ax.set_xlim(0, distance_bins(max_distance_um, bin_width)[-1])
         # headroom for the legend above the tallest bar
         self.ax.set_ylim(0, top * 1.3)
         self.ax.set_xlabel(f"distance to {structure} (µm), bins of {bin_width:g} µm")
