@@ -1,5 +1,7 @@
 """`napari-niche run`: exit codes, the summary it prints, and the same tables on dask."""
 
+import shutil
+
 import pandas as pd
 import pytest
 from test_runner import IMAGES, assert_same_images, image_entry, write_data, write_experiment
@@ -64,6 +66,24 @@ def test_second_run_skips_and_only_reruns_the_chosen(full_run, capsys, no_figure
         [path, "--out", out, "--only", "img1", "img2", "--force", "--jobs", "1"], capsys
     )
     assert code == 0 and "2 done, 0 skipped (unchanged), 2 kept from earlier runs" in stdout
+
+
+def test_a_failing_step_gives_exit_code_1_without_a_failed_image(
+    full_run, tmp_path, capsys, monkeypatch
+):
+    path, out, _ = full_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figures today")
+
+    monkeypatch.setattr("napari_niche.experiment_plots.make_figures", broken)
+    code, stdout, err = run([path, "--out", copy], capsys)
+    assert code == 1
+    assert "napari-niche run: figures failed: unexpected RuntimeError: no figures today" in err
+    assert "Images: 0 done, 4 skipped (unchanged), 0 failed." in stdout
+    assert f"Errors: {copy / 'errors.csv'}" in stdout
 
 
 def test_a_failing_image_gives_exit_code_1_and_names_it(data, capsys, no_figures):

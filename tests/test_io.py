@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_niche.io import ImageReadError, read_image, write_image
+from napari_niche.core.errors import SpacingError
+from napari_niche.io import ImageReadError, read_image, resolve_spacing, write_image
 
 
 def test_roundtrip_own_metadata(tmp_path):
@@ -69,3 +70,21 @@ def test_unreadable_files(tmp_path):
     )
     with pytest.raises(ImageReadError, match="2D or 3D"):
         read_image(tmp_path / "4d.tif")
+
+
+def test_resolve_spacing_explicit_then_file_then_fallback():
+    files = [(None, "a.tif"), ((2.0, 0.5, 0.5), "b.tif"), ((9.0, 9.0, 9.0), "c.tif")]
+    assert resolve_spacing(
+        3, explicit=(1.0, 0.3, 0.3), from_file=files, fallback=4.0, missing="none"
+    ) == (1.0, 0.3, 0.3)
+    assert resolve_spacing(3, from_file=files, fallback=4.0, missing="none") == (2.0, 0.5, 0.5)
+    assert resolve_spacing(3, from_file=files[:1], fallback=4.0, missing="none") == (4.0,) * 3
+    with pytest.raises(SpacingError, match="^no voxel size here$"):
+        resolve_spacing(2, from_file=files[:1], missing="no voxel size here")
+
+
+def test_resolve_spacing_names_where_a_bad_value_came_from():
+    with pytest.raises(SpacingError, match="^--voxel-size: The voxel size has 2 values"):
+        resolve_spacing(3, explicit=(1.0, 1.0), explicit_where="--voxel-size", missing="x")
+    with pytest.raises(SpacingError, match="^b.tif: The voxel size has 3 values"):
+        resolve_spacing(2, from_file=[((1.0, 1.0, 1.0), "b.tif")], missing="x")

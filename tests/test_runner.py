@@ -368,3 +368,27 @@ def test_the_text_progress_bar_runs_until_the_report(base, tmp_path, monkeypatch
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: no bar at all
     run_experiment(path, out=tmp_path / "o", jobs=1, figures=False, force=True)
     assert sys.stderr.getvalue() == ""
+
+
+def test_a_failing_later_step_is_a_step_error_not_a_failed_image(base, tmp_path, monkeypatch):
+    """Figures (like pooling and the report) failing: no image failed, yet the run is not ok."""
+    import napari_niche.experiment_plots as experiment_plots
+
+    folder, path, summary = base
+    out = tmp_path / "out"
+    shutil.copytree(summary.out, out)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figures today")
+
+    monkeypatch.setattr(experiment_plots, "make_figures", broken)
+    result = run_experiment(path, out=out, figures=True)
+    assert result.skipped == list(IMAGES) and not result.failed and not result.done
+    assert list(result.step_errors) == ["figures"]
+    assert "RuntimeError: no figures today" in result.step_errors["figures"]
+    assert not result.ok and result.report is not None and result.pooled is not None
+    assert (out / "figures_error.txt").exists()
+    errors = pd.read_csv(out / "errors.csv")
+    assert list(errors["step"]) == ["figures"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["failed"] == {} and list(run["step_errors"]) == ["figures"]

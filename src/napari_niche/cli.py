@@ -152,8 +152,8 @@ def _params_from_args(args) -> AnalysisParams:
 
 def _load_inputs(args, params: AnalysisParams):
     """Read and check every file, naming the file in any error."""
-    from .core._validate import as_mask, as_spacing
-    from .io import read_image
+    from .core._validate import as_mask
+    from .io import read_image, resolve_spacing
 
     if args.sample:
         if args.cells or args.structure or args.tissue:
@@ -176,15 +176,17 @@ def _load_inputs(args, params: AnalysisParams):
 
     cells, cell_spacing = _read(read_image, args.cells)
     ndim = cells.ndim
-    if params.voxel_size is not None:
-        spacing = _checked(lambda: as_spacing(params.voxel_size, ndim), "--voxel-size")
-    elif cell_spacing is not None:
-        spacing = _checked(lambda: as_spacing(cell_spacing, ndim), args.cells)
-    else:
-        raise _CliError(
-            f"{args.cells}: no voxel size in the file's metadata; give --voxel-size "
-            + ("Z,Y,X in µm." if ndim == 3 else "Y,X in µm.")
+    try:  # --voxel-size (or the --params file's) wins over the file's metadata
+        spacing = resolve_spacing(
+            ndim,
+            explicit=params.voxel_size,
+            explicit_where="--voxel-size",
+            from_file=[(cell_spacing, args.cells)],
+            missing=f"{args.cells}: no voxel size in the file's metadata; give --voxel-size "
+            + ("Z,Y,X in µm." if ndim == 3 else "Y,X in µm."),
         )
+    except NicheError as err:
+        raise _CliError(str(err)) from None
 
     def load_mask(path: Path, what: str):
         data, _ = _read(read_image, path)
@@ -250,15 +252,13 @@ def _cmd_analyze(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .experiment import Experiment
     from .runner import run_experiment
 
     if args.jobs is not None and args.jobs < 1:
         raise _CliError("--jobs must be 1 or more.")
     try:
-        experiment = Experiment.load(args.experiment)
         summary = run_experiment(
-            experiment,
+            args.experiment,  # loaded, and checked once, by run_experiment
             out=args.out,
             jobs=args.jobs,
             scheduler=args.scheduler,
@@ -269,19 +269,20 @@ def _cmd_run(args) -> int:
         raise _CliError(str(err)) from None
     for image, message in summary.failed.items():
         print(f"napari-niche run: {image}: {message}", file=sys.stderr)
+    for step, message in summary.step_errors.items():
+        print(f"napari-niche run: {step} failed: {message}", file=sys.stderr)
     for warning in summary.warnings:
         print(f"napari-niche run: warning: {warning}", file=sys.stderr)
     parts = [f"{len(summary.done)} done", f"{len(summary.skipped)} skipped (unchanged)"]
     if summary.kept:
         parts.append(f"{len(summary.kept)} kept from earlier runs")
-    n_failed = len([k for k in summary.failed if not k.startswith("(")])
-    parts.append(f"{n_failed} failed")
+    parts.append(f"{len(summary.failed)} failed")
     print(f"Images: {', '.join(parts)}. Results in {summary.out}")
     if summary.report is not None:
         print(f"Report: {summary.report}")
-    if summary.failed:
+    if not summary.ok:
         print(f"Errors: {summary.out / 'errors.csv'}")
-    return 1 if summary.failed else 0
+    return 0 if summary.ok else 1
 
 
 def _cmd_view(args) -> int:

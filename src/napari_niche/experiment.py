@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .core._validate import as_spacing
 from .core.curation import FILL_MODES
 from .core.errors import NicheError
 from .core.threshold import THRESHOLD_METHODS
@@ -353,12 +354,11 @@ class StepParams:
         flat = {k: v for k, v in steps.items() if not isinstance(v, Mapping)}
         per_role = {k: v for k, v in steps.items() if isinstance(v, Mapping)}
         defaults = _build(ChannelSteps, {**asdict(self.defaults), **flat}, "steps")
+        # each role's settings over its earlier ones; __post_init__ checks them against
+        # the new defaults and keeps the values as validated ("off" for a YAML false)
         roles = {r: dict(o) for r, o in self.roles.items()}
         for role, overrides in per_role.items():
-            built = _build(ChannelSteps, {**asdict(defaults), **overrides}, f"steps.{role}")
-            # keep the values as validated ("off" for a YAML false, "3d" for "3D")
-            own = {k: getattr(built, k) for k in overrides}
-            roles[role] = {**roles.get(role, {}), **own}
+            roles[role] = {**roles.get(role, {}), **overrides}
 
         def section(name: str) -> Mapping[str, Any]:
             value = data.get(name) or {}
@@ -369,30 +369,6 @@ class StepParams:
         cells = _build(CellSteps, {**asdict(self.cells), **section("cells")}, "cells")
         tissue = _build(TissueSteps, {**asdict(self.tissue), **section("tissue")}, "tissue")
         return StepParams(defaults=defaults, roles=roles, cells=cells, tissue=tissue)
-
-    def to_json(self, path: str | Path) -> None:
-        import json
-
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> StepParams:
-        import json
-
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise NicheError(f"{path}: cannot read step parameters ({err}).") from err
-        return cls.from_dict(data)
-
-    def to_toml(self) -> str:
-        import tomli_w
-
-        return tomli_w.dumps(self.to_dict())
-
-    @classmethod
-    def from_toml(cls, text: str) -> StepParams:
-        return cls.from_dict(tomllib.loads(text))
 
 
 # --------------------------------------------------------------------------- images
@@ -604,10 +580,13 @@ class Experiment:
             steps = steps.merged(rest)
         return analysis, steps
 
-    def tissue_source(self, image_id: str) -> str:
-        """The tissue source of one image with "auto" resolved."""
+    def tissue_source(self, image_id: str, *, steps: StepParams | None = None) -> str:
+        """The tissue source of one image with "auto" resolved; ``steps``, when given, are
+        the image's own (from :meth:`params_for`), so they are not built again."""
         spec = self.image(image_id)
-        source = self.params_for(image_id)[1].tissue.source
+        if steps is None:
+            steps = self.params_for(image_id)[1]
+        source = steps.tissue.source
         if source == "auto":
             return spec.source("tissue") or "whole"
         return source
@@ -877,9 +856,7 @@ class Experiment:
         for name in structures:
             if name not in roles:
                 bad(f"channels.{name}", f"no {name}: give channels.{name} or masks.{name}.")
-        if spec.path is None and any(
-            isinstance(c, int) and r not in spec.masks for r, c in spec.channels.items()
-        ):
+        if spec.path is None and spec._uses_path():
             bad("path", "channels given as numbers need path = the multichannel file.")
         for role, c in spec.channels.items():
             if isinstance(c, int) and c < 0:
@@ -923,9 +900,9 @@ class Experiment:
         except NicheError as err:
             bad("overrides.analysis", str(err))
         if spec.voxel_size is not None:
-            if len(spec.voxel_size) not in (2, 3) or not all(
-                math.isfinite(v) and v > 0 for v in spec.voxel_size
-            ):
+            try:
+                as_spacing(spec.voxel_size, len(spec.voxel_size))
+            except NicheError:
                 bad("voxel_size", f"must be 2 or 3 positive numbers (µm), got {spec.voxel_size}.")
         source = steps.tissue.source
         if source == "mask" and "tissue" not in spec.masks:

@@ -14,14 +14,16 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
 
-from .core.errors import NicheError
+from .core._validate import as_spacing
+from .core.errors import NicheError, SpacingError
 
 UNIT_TO_UM = {
     "um": 1.0,
@@ -150,36 +152,43 @@ def _check_intact(tif: tifffile.TiffFile, path: Path, messages: list[str]) -> No
         )
 
 
+@contextmanager
+def _open_tiff(path: Path) -> Iterator[tuple[tifffile.TiffFile, list[str]]]:
+    """Open a TIFF with tifffile's log kept quiet: ``(tif, tifffile's messages)``.
+
+    A missing file, and any error tifffile raises in the ``with`` block (it raises many
+    types for corrupt files), become an :class:`ImageReadError` naming the file; our own
+    :class:`NicheError` pass through unchanged.
+    """
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file.")
+    try:
+        with quiet_tifffile() as messages, tifffile.TiffFile(path) as tif:
+            yield tif, messages
+    except NicheError:
+        raise
+    except Exception as err:
+        raise ImageReadError(f"{path}: cannot be read as a TIFF image ({err}).") from err
+
+
 def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """Read a 2D or 3D TIFF and its voxel size in µm (z, y, x), or None if not recorded.
 
     Singleton axes (a single channel or time point) are dropped.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file.")
-    try:
-        with quiet_tifffile() as messages, tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            _check_intact(tif, path, messages)
-            data = series.asarray()
-            spacing = _spacing_from_tiff(tif)
-    except NicheError:
-        raise
-    except Exception as err:  # tifffile raises many types for corrupt files
-        raise ImageReadError(f"{path}: cannot be read as a TIFF image ({err}).") from err
-    full_ndim = data.ndim
+    with _open_tiff(path) as (tif, messages):
+        series = tif.series[0]
+        _check_intact(tif, path, messages)
+        data = series.asarray()
+        spacing = _spacing_from_tiff(tif)
     data = np.squeeze(data)
     if data.ndim not in (2, 3):
         raise ImageReadError(
             f"{path}: expected a 2D or 3D image, got shape {data.shape}. Save one channel "
             "and one time point per file."
         )
-    if spacing is not None:
-        spacing = spacing[-data.ndim :] if len(spacing) >= data.ndim else None
-        if spacing is not None and full_ndim != data.ndim and len(spacing) != data.ndim:
-            spacing = None
-    return data, spacing
+    return data, _fit_spacing(spacing, data.ndim)
 
 
 def _spacing_from_tiff(tif: tifffile.TiffFile) -> tuple[float, ...] | None:
@@ -197,7 +206,23 @@ def _spacing_from_tiff(tif: tifffile.TiffFile) -> tuple[float, ...] | None:
 
 
 def _tidy(value: float) -> float:
+    """9 significant digits: 0.6498 rather than 0.6497999999999999 in JSON and CSV files."""
     return float(f"{float(value):.9g}")
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays, tuples and paths made plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _raw_spacing_from_tiff(tif: tifffile.TiffFile) -> tuple[float, ...] | None:
@@ -355,19 +380,12 @@ def channel_info(
     Reads the header only, so an experiment file can be checked without loading images.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file.")
-    try:
-        with quiet_tifffile() as messages, tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            shape = tuple(series.shape)
-            _check_intact(tif, path, messages)
-            spacing = _spacing_from_tiff(tif)
-            axis = _find_channel_axis(tif, series, channel_axis, path, messages)
-    except NicheError:
-        raise
-    except Exception as err:
-        raise ImageReadError(f"{path}: cannot be read as a TIFF image ({err}).") from err
+    with _open_tiff(path) as (tif, messages):
+        series = tif.series[0]
+        shape = tuple(series.shape)
+        _check_intact(tif, path, messages)
+        spacing = _spacing_from_tiff(tif)
+        axis = _find_channel_axis(tif, series, channel_axis, path, messages)
     spatial = _spatial_shape(shape, axis)
     return shape[axis], spatial, _fit_spacing(spacing, len(spatial))
 
@@ -375,22 +393,57 @@ def channel_info(
 def read_voxel_size(path: str | Path) -> tuple[float, ...] | None:
     """The voxel size recorded in a TIFF's metadata (µm), or None; reads the header only."""
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file.")
-    try:
-        with quiet_tifffile() as messages, tifffile.TiffFile(path) as tif:
-            _check_intact(tif, path, messages)
-            return _spacing_from_tiff(tif)
-    except NicheError:
-        raise
-    except Exception as err:
-        raise ImageReadError(f"{path}: cannot be read as a TIFF image ({err}).") from err
+    with _open_tiff(path) as (tif, messages):
+        _check_intact(tif, path, messages)
+        return _spacing_from_tiff(tif)
 
 
 def _fit_spacing(spacing, ndim: int) -> tuple[float, ...] | None:
     if spacing is None or len(spacing) < ndim:
         return None
     return tuple(spacing[-ndim:])
+
+
+def resolve_spacing(
+    ndim: int,
+    *,
+    explicit: float | Sequence[float] | None = None,
+    explicit_where: str = "",
+    from_file: Iterable[tuple[Sequence[float] | None, str | Path]] = (),
+    fallback: float | Sequence[float] | None = None,
+    missing: str,
+) -> tuple[float, ...]:
+    """The voxel size (µm) of an image, by the one rule every entry point follows.
+
+    1. ``explicit``, the voxel size given for this very image (an experiment image's
+       ``voxel_size``; ``--voxel-size`` or the ``--params`` file of ``napari-niche
+       analyze``), wins over the files: it is how a user corrects wrong metadata;
+    2. else the first voxel size recorded in the files' metadata, ``from_file`` as
+       ``(voxel size or None, file)`` pairs in the order the files are read;
+    3. else ``fallback``, a default for every image (an experiment's ``[analysis]
+       voxel_size``), used only for files that do not record one.
+
+    A malformed or wrongly sized value raises :class:`SpacingError` naming where it
+    came from (``explicit_where`` or the file); none at all raises one saying ``missing``.
+    Never guesses: 1 µm by default would silently scale every distance.
+    """
+
+    def checked(value, where) -> tuple[float, ...]:
+        try:
+            return as_spacing(value, ndim)
+        except SpacingError as err:
+            if not where:
+                raise
+            raise SpacingError(f"{where}: {err}") from None
+
+    if explicit is not None:
+        return checked(explicit, explicit_where)
+    for value, where in from_file:
+        if value is not None:
+            return checked(value, str(where))
+    if fallback is not None:
+        return checked(fallback, "")
+    raise SpacingError(missing)
 
 
 def _read_channel(tif, series, axis: int, channel: int) -> np.ndarray:
@@ -427,34 +480,27 @@ def read_channels(
     dict channel index -> 2D or 3D array, and the voxel size (None if not recorded).
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file.")
-    try:
-        with quiet_tifffile() as messages, tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes, shape = series.axes, tuple(series.shape)
-            _check_intact(tif, path, messages)
-            axis = _find_channel_axis(tif, series, channel_axis, path, messages)
-            n = shape[axis]
-            wanted = list(range(n)) if channels is None else list(channels)
-            bad = [c for c in wanted if not 0 <= c < n]
-            if bad:
-                raise ImageReadError(
-                    f"{path}: has {n} channel{'s' if n != 1 else ''} (0 to {n - 1}); "
-                    f"channel {bad[0]} does not exist."
-                )
-            spatial = _spatial_shape(shape, axis)
-            if len(spatial) not in (2, 3):
-                raise ImageReadError(
-                    f"{path}: expected 2D or 3D channels, got shape {shape} (axes {axes}). "
-                    "Save one time point per file."
-                )
-            out = {c: _read_channel(tif, series, axis, c).reshape(spatial) for c in wanted}
-            spacing = _spacing_from_tiff(tif)
-    except NicheError:
-        raise
-    except Exception as err:  # tifffile raises many types for corrupt files
-        raise ImageReadError(f"{path}: cannot be read as a TIFF image ({err}).") from err
+    with _open_tiff(path) as (tif, messages):
+        series = tif.series[0]
+        axes, shape = series.axes, tuple(series.shape)
+        _check_intact(tif, path, messages)
+        axis = _find_channel_axis(tif, series, channel_axis, path, messages)
+        n = shape[axis]
+        wanted = list(range(n)) if channels is None else list(channels)
+        bad = [c for c in wanted if not 0 <= c < n]
+        if bad:
+            raise ImageReadError(
+                f"{path}: has {n} channel{'s' if n != 1 else ''} (0 to {n - 1}); "
+                f"channel {bad[0]} does not exist."
+            )
+        spatial = _spatial_shape(shape, axis)
+        if len(spatial) not in (2, 3):
+            raise ImageReadError(
+                f"{path}: expected 2D or 3D channels, got shape {shape} (axes {axes}). "
+                "Save one time point per file."
+            )
+        out = {c: _read_channel(tif, series, axis, c).reshape(spatial) for c in wanted}
+        spacing = _spacing_from_tiff(tif)
     return out, _fit_spacing(spacing, len(spatial))
 
 

@@ -41,13 +41,14 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .core._validate import as_mask, as_spacing
+from .core._validate import as_mask
+from .core.cells import size_column
 from .core.curation import curate_mask, label_cells, tissue_map
-from .core.errors import EmptyMaskError, NicheError, ShapeMismatchError, SpacingError
+from .core.errors import EmptyMaskError, NicheError, ShapeMismatchError
 from .core.preprocess import preprocess
 from .core.threshold import threshold_value
 from .experiment import Experiment, ExperimentError, ImageSpec, StepParams
-from .io import read_channels, read_image, write_image
+from .io import _jsonable, _tidy, read_channels, read_image, resolve_spacing, write_image
 from .params import AnalysisParams
 
 __all__ = [
@@ -115,7 +116,9 @@ class RunSummary:
     ----------
     out : the output folder.
     done, skipped : image ids analysed now, and unchanged since their last run.
-    failed : image id -> one-line message (``"(pooling)"`` etc. for later steps).
+    failed : image id -> one-line message, for the images that failed.
+    step_errors : "pooling", "figures" or "report" -> one-line message, for a step after
+        the images that failed.
     pooled : the pooled result, or None when nothing could be pooled.
     kept : images not selected by ``only`` whose earlier results were pooled.
     report : ``report.html`` if written.
@@ -127,6 +130,7 @@ class RunSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    step_errors: dict[str, str] = field(default_factory=dict)
     pooled: Any = None
     kept: list[str] = field(default_factory=list)
     report: Path | None = None
@@ -135,7 +139,8 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        """True when no image and no later step failed."""
+        return not self.failed and not self.step_errors
 
 
 # --------------------------------------------------------------------------- fingerprint
@@ -256,19 +261,20 @@ class _Step:
 def process_image(task: ImageTask, on_step: Callable[[str], None] | None = None) -> ImageOutcome:
     """Run one image end to end and save its results; never raises for a bad image.
 
-    Returns an :class:`ImageOutcome`: "skipped" when the stored fingerprint matches (and
-    ``force`` is off), "done", or "failed" with a one-line message. ``on_step`` hears each
-    step's name; an exception it raises stops the image (nothing is recorded for it) and
-    propagates.
+    ``task.fingerprint`` must be set: :func:`run_experiment` computes it beforehand, and
+    skips unchanged images, without starting a worker for them. Returns an
+    :class:`ImageOutcome`: "done", or "failed" with a one-line message. ``on_step`` hears
+    each step's name; an exception it raises stops the image (nothing is recorded for it)
+    and propagates.
     """
     start = time.perf_counter()
     step = _Step(on_step)
     image = task.spec.id
     folder = Path(task.folder)
+    if task.fingerprint is None:
+        raise ValueError("process_image needs task.fingerprint (see run_experiment).")
+    digest, details = task.fingerprint
     try:
-        digest, details = task.fingerprint or image_fingerprint(task)
-        if not task.force and _stored_fingerprint(folder) == digest:
-            return ImageOutcome(image, "skipped", seconds=time.perf_counter() - start)
         (folder / "fingerprint.json").unlink(missing_ok=True)
         (folder / "error.txt").unlink(missing_ok=True)
         warnings = _run_image(task, folder, step, start)
@@ -369,16 +375,15 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
         raise NicheError(f"{err} But first check the cells: {doubt}") from None
     voxel_um3 = float(np.prod(spacing))
     ndim = len(spacing)
-    cell_warning = _small_cells_warning(result.cells, ndim)
+    sizes = result.cells.get(size_column(ndim))
+    median_size = float(np.median(sizes)) if sizes is not None and len(sizes) else None
+    cell_warning = _small_cells_warning(median_size, ndim)
     if cell_warning:
         result.warnings.append(cell_warning)
-    sizes = result.cells.get("volume_um3" if ndim == 3 else "area_um2")
     qc.update(
         # 2 or 3: in 2D tissue_volume_um3 and median_cell_volume_um3 are areas in µm²
         ndim=ndim,
-        median_cell_volume_um3=(
-            _tidy(np.median(sizes)) if sizes is not None and len(sizes) else None
-        ),
+        median_cell_volume_um3=_tidy(median_size) if median_size is not None else None,
         tissue_source=source,
         tissue_volume_um3=_tidy(
             float(np.count_nonzero(tissue)) * voxel_um3
@@ -427,11 +432,6 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
     return warnings
 
 
-def _tidy(value) -> float:
-    """9 significant digits: 0.6498 rather than 0.6497999999999999 in qc.json/qc.csv."""
-    return float(f"{float(value):.9g}")
-
-
 #: A "cell" bigger than this (µm³ in 3D, µm² in 2D) is no single leukemia cell or HSPC
 #: (a 27 µm ball; a 36 µm disc): background or noise thresholded into one object.
 MAX_PLAUSIBLE_CELL_SIZE = {3: 10000.0, 2: 1000.0}
@@ -459,16 +459,15 @@ def _giant_cell_doubt(cells, spacing) -> str | None:
     )
 
 
-def _small_cells_warning(cells: pd.DataFrame, ndim: int) -> str | None:
-    """A QC warning when the median cell is implausibly small: the mask may be noise.
+def _small_cells_warning(median: float | None, ndim: int) -> str | None:
+    """A QC warning when the median cell (µm³, µm² in 2D) is implausibly small: the mask
+    may be noise.
 
     Thresholding a channel that holds no cells turns its noise into specks, each taken
     for a cell; their distances then say nothing about real cells, yet no step fails.
     """
-    column = "volume_um3" if ndim == 3 else "area_um2"
-    if column not in cells or not len(cells):
+    if median is None:
         return None
-    median = float(np.median(cells[column]))
     limit = MIN_PLAUSIBLE_MEDIAN_CELL_SIZE[ndim]
     if median >= limit:
         return None
@@ -487,7 +486,7 @@ def _read_inputs(task: ImageTask):
     raw: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
     files: dict[str, str] = {}
-    found_spacing: list[tuple[tuple[float, ...], Path]] = []
+    found_spacing: list[tuple[tuple[float, ...] | None, Path]] = []
     indices = {
         r: spec.channels[r]
         for r in roles
@@ -500,8 +499,7 @@ def _read_inputs(task: ImageTask):
         for role, c in indices.items():
             raw[role] = data[c]
             files[role] = f"{spec.path} (channel {c})"
-        if sp is not None:
-            found_spacing.append((sp, spec.path))
+        found_spacing.append((sp, spec.path))
         del data
     for role in roles:
         if role in files:
@@ -510,8 +508,7 @@ def _read_inputs(task: ImageTask):
         array, sp = read_image(path)
         (masks if spec.source(role) == "mask" else raw)[role] = array
         files[role] = str(path)
-        if sp is not None:
-            found_spacing.append((sp, path))
+        found_spacing.append((sp, path))
     # one shape for all
     first = roles[0]
     shape = (raw.get(first) if first in raw else masks[first]).shape
@@ -522,22 +519,14 @@ def _read_inputs(task: ImageTask):
                 f"{files[role]} ({role}) has shape {arr.shape} but {files[first]} ({first}) "
                 f"has {shape}: every channel and mask of an image must overlay voxel for voxel."
             )
-    ndim = len(shape)
-    if spec.voxel_size is not None:
-        spacing = as_spacing(spec.voxel_size, ndim)
-    elif found_spacing:
-        sp, where = found_spacing[0]
-        try:
-            spacing = as_spacing(sp, ndim)
-        except SpacingError as err:
-            raise SpacingError(f"{where}: {err}") from None
-    elif task.analysis.voxel_size is not None:
-        spacing = as_spacing(task.analysis.voxel_size, ndim)
-    else:
-        raise SpacingError(
-            f"no voxel size in the metadata of {', '.join(sorted(set(files.values())))}: "
-            "give voxel_size = [z, y, x] in µm for this image in the experiment file."
-        )
+    spacing = resolve_spacing(
+        len(shape),
+        explicit=spec.voxel_size,
+        from_file=found_spacing,
+        fallback=task.analysis.voxel_size,
+        missing=f"no voxel size in the metadata of {', '.join(sorted(set(files.values())))}: "
+        "give voxel_size = [z, y, x] in µm for this image in the experiment file.",
+    )
     return raw, masks, spacing, files
 
 
@@ -733,7 +722,7 @@ def _tasks(exp: Experiment, ids: list[str], out: Path, force: bool) -> list[Imag
                 analysis=analysis,
                 steps=steps,
                 structures=structures,
-                tissue_source=exp.tissue_source(image_id),
+                tissue_source=exp.tissue_source(image_id, steps=steps),
                 folder=out / "images" / image_id,
                 force=force,
             )
@@ -785,8 +774,12 @@ def run_experiment(
     Worker processes are started with "spawn": a script calling this with ``jobs > 1``
     needs the usual ``if __name__ == "__main__":`` guard.
     """
-    exp = experiment if isinstance(experiment, Experiment) else Experiment.load(experiment)
-    problems = exp._check()
+    if isinstance(experiment, Experiment):
+        exp = experiment
+        problems = exp._check()  # built or changed in code: not checked yet
+    else:
+        exp = Experiment.load(experiment)  # checked while loading
+        problems = []
     if not exp.images:
         problems.append(
             f"{exp._where()}: images: no images: add [[images]] entries (id, condition, "
@@ -925,7 +918,7 @@ def _finish(
             log = out / f"{step}_error.txt"
             log.write_text("".join(traceback.format_exception(err)))
             message = f"unexpected {type(err).__name__}: {err} (details in {log})"
-        summary.failed[f"({step})"] = message
+        summary.step_errors[step] = message
         errors.append(dict(image="", condition="", replicate="", step=step, message=message))
 
     results = []
@@ -967,13 +960,9 @@ def _finish(
             from .experiment_plots import make_figures
 
             summary.figures = make_figures(pooled, out / "figures", conditions=exp.conditions())
-        except ImportError:
-            pass
         except Exception as err:
             fail("figures", err)
 
-    error_table = pd.DataFrame(errors, columns=ERROR_COLUMNS)
-    error_table.to_csv(out / "errors.csv", index=False)
     record = {
         "name": exp.name,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -1003,30 +992,25 @@ def _finish(
 
     say(n, n, "report")
     try:
-        from . import report as report_module
-    except ImportError:
-        report_module = None
-    if report_module is not None and hasattr(report_module, "write_report"):
-        try:
-            thumbnails = {
-                i: out / "images" / i / "thumbnail.png"
-                for i in ok_ids
-                if (out / "images" / i / "thumbnail.png").exists()
-            }
-            qc = _qc_with_status(exp, pooled, summary)
-            tables = pooled.tables() if pooled is not None else {}
-            summary.report = report_module.write_report(
-                out,
-                record=record,
-                tables=tables,
-                qc=qc,
-                figures=summary.figures,
-                thumbnails=thumbnails,
-                errors=pd.DataFrame(errors, columns=ERROR_COLUMNS),
-            )
-        except Exception as err:
-            fail("report", err)
-    record["failed"] = summary.failed
+        from .report import write_report
+
+        thumbnails = {
+            i: out / "images" / i / "thumbnail.png"
+            for i in ok_ids
+            if (out / "images" / i / "thumbnail.png").exists()
+        }
+        summary.report = write_report(
+            out,
+            record=record,
+            tables=pooled.tables() if pooled is not None else {},
+            qc=_qc_with_status(exp, pooled, summary),
+            figures=summary.figures,
+            thumbnails=thumbnails,
+            errors=pd.DataFrame(errors, columns=ERROR_COLUMNS),
+        )
+    except Exception as err:
+        fail("report", err)
+    record["step_errors"] = summary.step_errors
     record["report"] = str(summary.report) if summary.report else None
     pd.DataFrame(errors, columns=ERROR_COLUMNS).to_csv(out / "errors.csv", index=False)
     (out / "run.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n")
@@ -1051,18 +1035,6 @@ def _qc_with_status(exp: Experiment, pooled, summary: RunSummary) -> pd.DataFram
         qc = pd.concat([qc, pd.DataFrame(extra)], ignore_index=True)
     qc.insert(min(3, len(qc.columns)), "status", [status.get(i, "") for i in qc["image"]])
     return qc
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # --------------------------------------------------------------------------- viewing
@@ -1101,10 +1073,19 @@ def load_image_layers(
     for role, c in spec.channels.items():
         if isinstance(c, Path) and c.exists():
             raw[role] = read_image(c)
-    spacing = spec.voxel_size
-    if spacing is None:
-        found = [sp for _, sp in [*raw.values(), *masks.values()] if sp is not None]
-        spacing = found[0] if found else experiment.analysis.voxel_size
+    read = [*raw.values(), *masks.values()]
+    spacing = None
+    if read:
+        try:  # the rule of a run: the image's voxel_size, the files', [analysis]'s
+            spacing = resolve_spacing(
+                np.ndim(read[0][0]),
+                explicit=spec.voxel_size,
+                from_file=[(sp, "") for _, sp in read],
+                fallback=experiment.analysis.voxel_size,
+                missing="no voxel size",
+            )
+        except NicheError:
+            spacing = None  # shown without a scale rather than not at all
     meta = {"napari_niche_image": image_id}
     common: dict[str, Any] = {"metadata": meta}
     if spacing is not None:

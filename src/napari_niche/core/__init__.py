@@ -12,50 +12,110 @@ No Qt and no napari here. Every step of METHOD.md lives in exactly one place:
 - :mod:`.envelope` Monte Carlo envelopes and the global envelope test
 - :mod:`.compare` replicate, contingency and between-condition tests in one table format
 - :mod:`.density` the cell / random-cell density ratio along distance (rhohat-like)
+
+The names below are imported on first use (PEP 562): ``import napari_niche.core.errors``,
+all the command line and the parameter files need, does not pull in scipy, scikit-image
+or edt, while ``from napari_niche.core import cell_table`` works as before.
 """
 
-from .cells import CellVoxels, cell_table, cell_voxels, min_distance_per_label
-from .compare import (
-    STAT_COLUMNS,
-    cells_vs_dots_tests,
-    compare_conditions,
-    holm,
-    quadrant_contingency,
-    rank_biserial,
-    replicate_bin_tests,
-    replicate_fractions,
-    replicate_quadrant_tests,
-)
-from .curation import (
-    close_um,
-    count_small_objects,
-    fill_holes,
-    label_cells,
-    remove_small_objects_um,
-    tissue_map,
-)
-from .density import density_ratio
-from .distance import distance_map_um, distance_maps_um
-from .envelope import (
-    ENVELOPE_COLUMNS,
-    MIN_NULL_SETS,
-    EnvelopeTest,
-    global_envelope_test,
-    monte_carlo_envelope,
-)
-from .errors import (
-    EmptyMaskError,
-    InvalidImageError,
-    NicheError,
-    NoRoomError,
-    NotBinaryError,
-    ShapeMismatchError,
-    SpacingError,
-)
-from .preprocess import normalize_slices, smooth_um
-from .random_cells import RandomCells, overlap_diagnostic, seed_random_cells
-from .stats import distance_column, distance_tests, fold_change_by_bin, quadrant_table
-from .threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cells import CellVoxels, cell_table, cell_voxels, min_distance_per_label
+    from .compare import (
+        STAT_COLUMNS,
+        cells_vs_dots_tests,
+        compare_conditions,
+        holm,
+        quadrant_contingency,
+        rank_biserial,
+        replicate_bin_tests,
+        replicate_fractions,
+        replicate_quadrant_tests,
+    )
+    from .curation import (
+        close_um,
+        count_small_objects,
+        fill_holes,
+        label_cells,
+        remove_small_objects_um,
+        tissue_map,
+    )
+    from .density import density_ratio
+    from .distance import distance_map_um, distance_maps_um
+    from .envelope import (
+        ENVELOPE_COLUMNS,
+        MIN_NULL_SETS,
+        EnvelopeTest,
+        global_envelope_test,
+        monte_carlo_envelope,
+    )
+    from .errors import (
+        EmptyMaskError,
+        InvalidImageError,
+        NicheError,
+        NoRoomError,
+        NotBinaryError,
+        ShapeMismatchError,
+        SpacingError,
+    )
+    from .preprocess import normalize_slices, smooth_um
+    from .random_cells import RandomCells, overlap_diagnostic, seed_random_cells
+    from .stats import distance_column, distance_tests, fold_change_by_bin, quadrant_table
+    from .threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
+
+# name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "CellVoxels": "cells",
+    "cell_table": "cells",
+    "cell_voxels": "cells",
+    "min_distance_per_label": "cells",
+    "STAT_COLUMNS": "compare",
+    "cells_vs_dots_tests": "compare",
+    "compare_conditions": "compare",
+    "holm": "compare",
+    "quadrant_contingency": "compare",
+    "rank_biserial": "compare",
+    "replicate_bin_tests": "compare",
+    "replicate_fractions": "compare",
+    "replicate_quadrant_tests": "compare",
+    "close_um": "curation",
+    "count_small_objects": "curation",
+    "fill_holes": "curation",
+    "label_cells": "curation",
+    "remove_small_objects_um": "curation",
+    "tissue_map": "curation",
+    "density_ratio": "density",
+    "distance_map_um": "distance",
+    "distance_maps_um": "distance",
+    "ENVELOPE_COLUMNS": "envelope",
+    "MIN_NULL_SETS": "envelope",
+    "EnvelopeTest": "envelope",
+    "global_envelope_test": "envelope",
+    "monte_carlo_envelope": "envelope",
+    "EmptyMaskError": "errors",
+    "InvalidImageError": "errors",
+    "NicheError": "errors",
+    "NoRoomError": "errors",
+    "NotBinaryError": "errors",
+    "ShapeMismatchError": "errors",
+    "SpacingError": "errors",
+    "normalize_slices": "preprocess",
+    "smooth_um": "preprocess",
+    "RandomCells": "random_cells",
+    "overlap_diagnostic": "random_cells",
+    "seed_random_cells": "random_cells",
+    "distance_column": "stats",
+    "distance_tests": "stats",
+    "fold_change_by_bin": "stats",
+    "quadrant_table": "stats",
+    "THRESHOLD_METHODS": "threshold",
+    "threshold_mask": "threshold",
+    "threshold_value": "threshold",
+}
 
 __all__ = [
     "ENVELOPE_COLUMNS",
@@ -105,3 +165,16 @@ __all__ = [
     "threshold_value",
     "tissue_map",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
