@@ -11,9 +11,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .core.envelope import check_alpha
+from .core._validate import RULES, check_alpha
 from .core.errors import NicheError
-from .core.random_cells import RULES
 
 
 @dataclass(frozen=True)

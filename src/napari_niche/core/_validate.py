@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,10 +10,21 @@ import numpy as np
 from .errors import (
     EmptyMaskError,
     InvalidImageError,
+    NicheError,
     NotBinaryError,
     ShapeMismatchError,
     SpacingError,
 )
+
+#: The acceptance rules of the random cells (METHOD.md step 6). Here, not in random_cells,
+#: so that the parameters can be checked without loading the placement code.
+RULES: tuple[str, ...] = ("whole-cell", "centroid")
+
+
+def check_alpha(alpha) -> None:
+    """Raise :class:`NicheError` unless ``alpha`` is a number strictly between 0 and 0.5."""
+    if isinstance(alpha, bool) or not (isinstance(alpha, numbers.Real) and 0 < alpha < 0.5):
+        raise NicheError(f"The significance level alpha must lie between 0 and 0.5, got {alpha}.")
 
 
 def as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:

@@ -23,12 +23,13 @@ that bin), so its ranks, its p-value and which bins leave the envelope are the s
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
+from ._validate import check_alpha
 from .errors import NicheError
 from .stats import _check_min_dots, bin_index, distance_bins, finite_distances
 
@@ -114,12 +115,6 @@ class EnvelopeTest:
         return bool(self.p_value <= self.alpha + _EPS)
 
 
-def check_alpha(alpha) -> None:
-    """Raise :class:`NicheError` unless ``alpha`` is a number strictly between 0 and 0.5."""
-    if isinstance(alpha, bool) or not (isinstance(alpha, numbers.Real) and 0 < alpha < 0.5):
-        raise NicheError(f"The significance level alpha must lie between 0 and 0.5, got {alpha}.")
-
-
 def _too_few(n_sets: int, alpha: float) -> NicheError:
     need = MIN_NULL_SETS(alpha)
     return NicheError(
@@ -184,7 +179,6 @@ def global_envelope_test(observed, simulated, *, alpha: float = 0.05) -> Envelop
 
     curves = np.vstack([obs[None, :], sim])  # (n, k), row 0 = observed
     n = s + 1
-    from scipy import stats  # here: params.validate imports check_alpha from this module
 
     low_rank = stats.rankdata(curves, method="average", axis=0)
     ranks = np.minimum(low_rank, n + 1 - low_rank)

@@ -39,13 +39,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ._validate import as_mask, as_spacing, check_same_shape
+from ._validate import RULES, as_mask, as_spacing, check_same_shape
 from .cells import CellVoxels, centroid_columns, size_column
 from .distance import distance_to_outside_um
 from .errors import NicheError, NoRoomError
 
 Rule = Literal["whole-cell", "centroid"]
-RULES: tuple[str, ...] = ("whole-cell", "centroid")
 
 #: Below this fraction of the image, a candidate region is listed instead of rejection-sampled.
 _LIST_BELOW_FRACTION = 1 / 32

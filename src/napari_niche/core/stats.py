@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .errors import NicheError
 
@@ -234,7 +235,6 @@ def distance_tests(cell_distances, dot_distances) -> pd.DataFrame:
     """
     cells = finite_distances(cell_distances, "cell distances")
     dots = finite_distances(dot_distances, "random-dot distances")
-    from scipy import stats  # here: checking parameters must not load scipy.stats
 
     ks = stats.ks_2samp(cells, dots, alternative="two-sided", method="auto")
     mw = stats.mannwhitneyu(cells, dots, alternative="two-sided")
