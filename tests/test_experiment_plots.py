@@ -27,6 +27,7 @@ from napari_niche.experiment_plots import (
     Colours,
     cdf_figure,
     comparison_figure,
+    experiment_figures,
     fold_change_figure,
     make_figures,
     quadrant_figure,
@@ -490,6 +491,25 @@ def test_make_figures_from_pooled_tables(tables, tmp_path):
     for stem, paths in figures.items():
         assert [p.name for p in paths] == [f"{stem}.svg"]
         assert all(p.stat().st_size > 1000 for p in paths)
+    # the dock asks for two of them; the bins are the pooled record's, whatever else says
+    some = experiment_figures(pooled, only=("fold_change", "quadrants"))
+    assert list(some) == ["quadrants", "fold_change"]
+    wide = SimpleNamespace(**{**vars(pooled), "record": {"analysis": {"bin_width_um": 10.0}}})
+    bars = [
+        b.get_width()
+        for ax in experiment_figures(wide, only=("fold_change",))["fold_change"].axes
+        for c in ax.containers
+        if isinstance(c, BarContainer)
+        for b in c
+    ]
+    narrow = [
+        b.get_width()
+        for ax in some["fold_change"].axes
+        for c in ax.containers
+        if isinstance(c, BarContainer)
+        for b in c
+    ]
+    assert bars and narrow and max(bars) > max(narrow)
 
 
 def test_figures_from_the_real_pooling(tmp_path):

@@ -38,6 +38,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
 from .core.errors import NicheError
+from .core.stats import distance_column
 from .plots import LIGHT, QuadrantPlot, format_p
 
 __all__ = [
@@ -157,12 +158,6 @@ class Colours:
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _distance_column(structure: str) -> str:
-    from .pipeline import distance_column
-
-    return distance_column(structure)
-
-
 def _conditions(*tables: pd.DataFrame | None, given: Sequence[str] | None = None) -> list[str]:
     """Conditions to draw: those given, else every condition of the tables in first-seen order."""
     if given is not None:
@@ -305,7 +300,7 @@ def quadrant_figure(
     conditions compare at a glance.
     """
     a, b = structures
-    col_a, col_b = _distance_column(a), _distance_column(b)
+    col_a, col_b = distance_column(a), distance_column(b)
     for name, table in (("cells", cells), ("random cells", dots)):
         missing = [c for c in (col_a, col_b) if c not in table.columns]
         if missing:
@@ -317,7 +312,7 @@ def quadrant_figure(
     with figure_context():
         fig = _new_figure(panel_width * columns, panel_width * 0.95 * rows + 0.35)
         axes = _grid(fig, len(conds), columns=columns)
-        top = np.array([1.2 * threshold_um, 1.2 * threshold_um, 1.0]).max() * np.ones(2)
+        top = np.full(2, max(1.2 * threshold_um, 1.0))
         for ax, cond in zip(axes, conds, strict=True):
             c, d = _of(cells, condition=cond), _of(dots, condition=cond)
             style = replace(LIGHT, cells=palette.condition(cond), font_size=SMALL, marker_size=3)
@@ -701,7 +696,7 @@ def cdf_figure(
         fig, axes = _structure_panels(len(structures), panel_height)
         for ax, name in zip(axes, structures, strict=True):
             _style(ax)
-            col = _distance_column(name)
+            col = distance_column(name)
             notes = []
             for cond in conds:
                 colour = palette.condition(cond)
@@ -1031,6 +1026,73 @@ def thumbnail(
 
 
 # -- everything at once ---------------------------------------------------------------------
+def experiment_figures(
+    pooled,
+    *,
+    conditions: Sequence[str] | None = None,
+    colours: Colours | None = None,
+    only: Sequence[str] | None = None,
+) -> dict[str, Figure]:
+    """Every experiment figure of a pooled result (or those ``only`` names), by stem.
+
+    The bin width, minimum dots, alpha and quadrant threshold come from the pooled
+    result's own ``record["analysis"]``, the parameters its tables were computed with, so
+    a figure never pairs tables with settings edited since. A figure whose tables are
+    empty is left out (no quadrant figure without two quadrant structures).
+    """
+    analysis = dict(getattr(pooled, "record", {}) or {}).get("analysis", {}) or {}
+    structures = list(pooled.structures)
+    order = conditions if conditions is not None else (getattr(pooled, "conditions", None) or None)
+    conds = _conditions(pooled.cells, pooled.envelope, pooled.fold_change, given=order)
+    palette = _colours(colours, conds, structures)
+    common = {"conditions": conds, "colours": palette}
+    alpha = float(analysis.get("alpha", 0.05))
+    figures: dict[str, Figure] = {}
+    wanted = set(FIGURE_STEMS if only is None else only)
+    quad = getattr(pooled, "quadrant_structures", None)
+    if "quadrants" in wanted and quad is not None and len(pooled.cells):
+        t = analysis.get("quadrant_threshold_um")
+        if len(pooled.quadrants) and "threshold_um" in pooled.quadrants:
+            t = float(pooled.quadrants["threshold_um"].iloc[0])
+        figures["quadrants"] = quadrant_figure(
+            pooled.cells,
+            pooled.dots0,
+            pooled.quadrants,
+            structures=tuple(quad),
+            threshold_um=10.0 if t is None else float(t),
+            **common,
+        )
+    if "fold_change" in wanted and (len(pooled.envelope) or len(pooled.fold_change)):
+        figures["fold_change"] = fold_change_figure(
+            pooled.envelope,
+            pooled.replicate_fractions,
+            structures=structures,
+            statistics=pooled.statistics,
+            fold_change=pooled.fold_change,
+            bin_width_um=analysis.get("bin_width_um"),
+            min_dots=analysis.get("min_dots"),
+            alpha=alpha,
+            **common,
+        )
+    if "cdf" in wanted and len(pooled.cells):
+        figures["cdf"] = cdf_figure(
+            pooled.cells,
+            pooled.dots0,
+            structures=structures,
+            statistics=pooled.statistics,
+            **common,
+        )
+    if "comparison" in wanted and (len(pooled.density_ratio) or len(pooled.envelope)):
+        figures["comparison"] = comparison_figure(
+            pooled.envelope,
+            pooled.density_ratio,
+            pooled.statistics,
+            structures=structures,
+            **common,
+        )
+    return figures
+
+
 def make_figures(
     pooled,
     folder: str | Path,
@@ -1048,53 +1110,5 @@ def make_figures(
     structures). Figures are saved as ``folder/<stem>.<format>`` with the stems of
     :data:`FIGURE_STEMS`.
     """
-    analysis = dict(getattr(pooled, "record", {}) or {}).get("analysis", {}) or {}
-    structures = list(pooled.structures)
-    order = conditions if conditions is not None else (getattr(pooled, "conditions", None) or None)
-    conds = _conditions(pooled.cells, pooled.envelope, pooled.fold_change, given=order)
-    palette = _colours(colours, conds, structures)
-    common = {"conditions": conds, "colours": palette}
-    alpha = float(analysis.get("alpha", 0.05))
-    figures: dict[str, Figure] = {}
-    quad = getattr(pooled, "quadrant_structures", None)
-    if quad is not None and len(pooled.cells):
-        t = analysis.get("quadrant_threshold_um")
-        if len(pooled.quadrants) and "threshold_um" in pooled.quadrants:
-            t = float(pooled.quadrants["threshold_um"].iloc[0])
-        figures["quadrants"] = quadrant_figure(
-            pooled.cells,
-            pooled.dots0,
-            pooled.quadrants,
-            structures=tuple(quad),
-            threshold_um=10.0 if t is None else float(t),
-            **common,
-        )
-    if len(pooled.envelope) or len(pooled.fold_change):
-        figures["fold_change"] = fold_change_figure(
-            pooled.envelope,
-            pooled.replicate_fractions,
-            structures=structures,
-            statistics=pooled.statistics,
-            fold_change=pooled.fold_change,
-            bin_width_um=analysis.get("bin_width_um"),
-            min_dots=analysis.get("min_dots"),
-            alpha=alpha,
-            **common,
-        )
-    if len(pooled.cells):
-        figures["cdf"] = cdf_figure(
-            pooled.cells,
-            pooled.dots0,
-            structures=structures,
-            statistics=pooled.statistics,
-            **common,
-        )
-    if len(pooled.density_ratio) or len(pooled.envelope):
-        figures["comparison"] = comparison_figure(
-            pooled.envelope,
-            pooled.density_ratio,
-            pooled.statistics,
-            structures=structures,
-            **common,
-        )
+    figures = experiment_figures(pooled, conditions=conditions, colours=colours)
     return {stem: save_figure(fig, folder, stem, formats=formats) for stem, fig in figures.items()}
