@@ -183,3 +183,17 @@ def test_painting_during_a_curation_run_is_never_discarded(sample_viewer, qtbot)
     np.testing.assert_array_equal(layer.data, edited)
     new = error_messages()[n_errors:]
     assert new and "edited while curating" in new[-1]
+
+
+def test_cell_defaults_are_those_of_the_headless_experiment(make_napari_viewer):
+    """Both doors label cells the same way unless told otherwise."""
+    from napari_niche.core.curation import FILL_MODES
+    from napari_niche.experiment import CellSteps
+
+    widget = dock(make_napari_viewer())
+    steps = CellSteps()
+    assert widget.min_volume.value == steps.min_volume_um3
+    assert widget.max_volume.value == (steps.max_volume_um3 or 0.0)
+    assert widget.split.value == steps.split_touching
+    assert widget.split_radius.value == steps.split_radius_um
+    assert list(widget.fill.choices) == list(FILL_MODES)

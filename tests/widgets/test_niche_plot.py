@@ -95,6 +95,7 @@ def fill_session(viewer, data, *, dots: bool = True):
             features=session.dot_table,
             size=2,
         )
+        session.summarize()  # as the random-dots widget does before it says "dots"
         session.changed.emit("dots")
     return session
 

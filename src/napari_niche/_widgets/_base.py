@@ -9,7 +9,8 @@ results are written only once the work has finished.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, PushButton
@@ -172,6 +173,18 @@ class NicheWidget(QWidget):
 
     def _set_status(self, text: str):
         self.status.setText(text)
+
+    @contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Show a :class:`NicheError` or ``OSError`` of the block as an error notification.
+
+        The rest of the block is skipped and the error goes no further, so a button's
+        handler reads ``with self.reporting(): check inputs; start the work``.
+        """
+        try:
+            yield
+        except (NicheError, OSError) as err:
+            self.notify(str(err), error=True)
 
     def notify(self, message: str, *, error: bool = False):
         """Tell the user in a napari notification and in the widget's status line."""

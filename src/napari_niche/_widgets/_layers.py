@@ -41,12 +41,27 @@ def layer_spacing(layer: Layer) -> tuple[float, ...]:
     scale = np.asarray(layer.scale[-ndim:], float)
     if np.any(scale <= 0):
         raise NicheError(f"Layer {layer.name!r} has a non-positive scale {tuple(scale)}.")
-    units = list(getattr(layer, "units", None) or ())[-ndim:]
-    factors = [_um_per(u) for u in units] if len(units) == ndim else [None] * ndim
-    if all(f is None for f in factors) and np.allclose(scale, 1.0):
+    factors = _um_factors(layer)
+    if not has_voxel_size(layer):
         _warn_unscaled(layer)
     scale = scale * np.asarray([1.0 if f is None else f for f in factors])
     return tuple(float(v) for v in scale)
+
+
+def has_voxel_size(layer: Layer) -> bool:
+    """False for napari's default scale: 1 on every axis, in pixels (no physical size given).
+
+    A unit that is no length (pixel, dimensionless) counts as pixels.
+    """
+    factors = _um_factors(layer)
+    return any(f is not None for f in factors) or not np.allclose(layer.scale, 1.0)
+
+
+def _um_factors(layer: Layer) -> list[float | None]:
+    """µm per unit of each axis of a layer (None: pixels or no length unit)."""
+    ndim = layer.ndim
+    units = list(getattr(layer, "units", None) or ())[-ndim:]
+    return [_um_per(u) for u in units] if len(units) == ndim else [None] * ndim
 
 
 def _um_per(unit) -> float | None:

@@ -12,9 +12,10 @@ import hashlib
 import json
 import shlex
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,24 @@ def data_digest(data) -> str:
     h.update(f"{arr.shape}|{arr.dtype.str}|".encode())
     h.update(memoryview(arr.reshape(-1).view(np.uint8)))
     return h.hexdigest()
+
+
+def first_edited(digests: dict[str, str], inputs: Iterable[tuple[str, Any]]) -> str | None:
+    """The key of the first input whose data no longer match the digest a step recorded.
+
+    ``inputs`` are (key, array) pairs, keys as in :attr:`NicheSession.digests`; inputs
+    without a recorded digest are not checked. None when all match.
+    """
+    for key, data in inputs:
+        expected = digests.get(key)
+        if expected is not None and data_digest(data) != expected:
+            return key
+    return None
+
+
+def input_label(key: str) -> str:
+    """What a digest key names, in words: ``"cells"``, ``"vessel mask"``, ``"tissue mask"``."""
+    return "cells" if key == "cells" else f"{key.split(':', 1)[-1]} mask"
 
 
 def structure_file(name: str) -> str:
@@ -136,17 +155,38 @@ class NicheSession:
         self.fold_change = self.quadrants = self.stats = self.envelope = None
         self.summary_notes = []
 
+    def missing_distances(self) -> str | None:
+        """A sentence if a table lacks a structure's distance column, else None."""
+        from ..pipeline import distance_column
+
+        for name in self.structure_names:
+            col = distance_column(name)
+            if self.cell_table is not None and col not in self.cell_table:
+                return f"The cells have no distance to {name}: run 3 Distance maps again."
+            if self.dot_table is not None and col not in self.dot_table:
+                return (
+                    f"The random cells have no distance to {name}: run 4 Random dots again "
+                    "after 3 Distance maps."
+                )
+        return None
+
     def summarize(self) -> bool:
         """Recompute fold change, statistics, quadrants and envelopes from the current tables.
 
-        Uses :func:`napari_niche.pipeline.summarize`, the same code as ``analyze``.
-        Returns False (and clears the summary) while cells or random cells are missing.
+        The one place the GUI summarises: uses :func:`napari_niche.pipeline.summarize`, the
+        same code as ``analyze``, and emits ``"summary"``. Returns False (and clears the
+        summary) while cells or random cells are missing; raises :class:`NicheError` (and
+        clears the summary) when a table lacks a structure's distances.
         """
         from ..pipeline import resolve_structures, summarize
 
         if self.cell_table is None or self.dot_table is None or not self.structures:
             self.clear_summary()
             return False
+        problem = self.missing_distances()
+        if problem:
+            self.clear_summary()
+            raise NicheError(problem)
         _, quad = resolve_structures(self.structure_names, self.params)
         summary = summarize(
             self.cell_table, self.dot_table, self.structure_names, self.params, quad
@@ -173,18 +213,17 @@ class NicheSession:
         """
         from ._layers import layer_array
 
-        for key, layer in self._input_layers().items():
-            what = key.split(":", 1)[-1]
-            label = "cells" if key == "cells" else f"{what} mask"
+        layers = self._input_layers()
+        key = first_edited(
+            self.digests, ((key, layer_array(layer)) for key, layer in layers.items())
+        )
+        if key is not None:
             step = '"4 Random dots"' if key == "tissue" else '"3 Distance maps"'
-            expected = self.digests.get(key)
-            if expected is None:
-                continue
-            if data_digest(layer_array(layer)) != expected:
-                raise NicheError(
-                    f"The {label} layer {layer.name!r} was edited after {step} used it: run "
-                    f"{step} again (and the steps after it) so the tables match the masks."
-                )
+            raise NicheError(
+                f"The {input_label(key)} layer {layers[key].name!r} was edited after {step} "
+                f"used it: run {step} again (and the steps after it) so the tables match the "
+                "masks."
+            )
 
     def replay_params(self) -> AnalysisParams:
         """The parameters that make ``napari-niche analyze`` reproduce this session."""

@@ -25,6 +25,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from ..core.curation import (
+    FILL_MODES,
     count_small_objects,
     label_cells,
     tissue_map,
@@ -33,8 +34,9 @@ from ..core.curation import (
     curate_mask as core_curate_mask,
 )
 from ..core.errors import NicheError
+from ..experiment import CellSteps
 from ._base import NicheWidget, Progress
-from ._layers import OUTPUT_KEY, layer_spacing, write_layer
+from ._layers import OUTPUT_KEY, check_aligned, layer_spacing, write_layer
 from .threshold import PREVIEW_KEY
 
 if TYPE_CHECKING:
@@ -44,7 +46,10 @@ if TYPE_CHECKING:
 TISSUE_KEY = "tissue"
 CELLS_KEY = "cells"
 COUNT_DEBOUNCE_MS = 250
-FILL_CHOICES = [("off", "off"), ("3D", "3d"), ("per z-slice", "slice")]
+_FILL_LABELS = {"off": "off", "3d": "3D", "slice": "per z-slice"}
+FILL_CHOICES = [(_FILL_LABELS.get(mode, mode), mode) for mode in FILL_MODES]
+#: The cell defaults of ``napari-niche experiment``, so both label cells the same way.
+CELL_DEFAULTS = CellSteps()
 UNIT_CHOICES = [("voxels", "voxels"), ("µm³", "um3")]
 
 Indices = tuple[np.ndarray, ...]
@@ -164,13 +169,23 @@ class CurationWidget(NicheWidget):
 
         # -- cells
         self.cell_mask = self.layer_combo("Cell mask", (Labels,))
-        self.min_volume = FloatSpinBox(label="Min volume (µm³)", value=0.0, min=0.0, max=1e12)
-        self.max_volume = FloatSpinBox(
-            label="Max volume (µm³, 0 = none)", value=0.0, min=0.0, max=1e12
+        cell = CELL_DEFAULTS
+        self.min_volume = FloatSpinBox(
+            label="Min volume (µm³)", value=cell.min_volume_um3, min=0.0, max=1e12
         )
-        self.split = CheckBox(text="Split touching cells", value=False)
+        self.min_volume.tooltip = (
+            "Smaller objects are dropped as debris (µm² in 2D; 0 keeps every object). "
+            "The default is that of napari-niche experiment."
+        )
+        self.max_volume = FloatSpinBox(
+            label="Max volume (µm³, 0 = none)",
+            value=cell.max_volume_um3 or 0.0,
+            min=0.0,
+            max=1e12,
+        )
+        self.split = CheckBox(text="Split touching cells", value=cell.split_touching)
         self.split_radius = FloatSpinBox(
-            label="Split radius (µm)", value=3.0, min=0.1, max=100.0, step=0.5
+            label="Split radius (µm)", value=cell.split_radius_um, min=0.1, max=100.0, step=0.5
         )
         self.cells_button = PushButton(text="Label cells")
         self.cells_button.changed.connect(self.label_cells)
@@ -293,22 +308,19 @@ class CurationWidget(NicheWidget):
         if layer is None:
             self.notify("Choose a mask (a Labels layer) to curate.", error=True)
             return
-        try:
+        with self.reporting():
             spacing = layer_spacing(layer)
-        except NicheError as err:
-            self.notify(str(err), error=True)
-            return
-        self._edited = False
-        self.start(
-            curate_mask,
-            lambda change: self._write_change(layer, change),
-            layer.data,
-            spacing=spacing,
-            min_size=float(self.min_size.value),
-            unit=self.size_unit.value,
-            closing_radius_um=float(self.closing_radius.value),
-            fill=self.fill.value,
-        )
+            self._edited = False
+            self.start(
+                curate_mask,
+                lambda change: self._write_change(layer, change),
+                layer.data,
+                spacing=spacing,
+                min_size=float(self.min_size.value),
+                unit=self.size_unit.value,
+                closing_radius_um=float(self.closing_radius.value),
+                fill=self.fill.value,
+            )
 
     def _write_change(self, layer: Labels, change: tuple[Indices, Indices, int]):
         removed, added, value = change
@@ -345,37 +357,30 @@ class CurationWidget(NicheWidget):
         if not layers:
             self.notify("Choose the masks that make up the tissue (Ctrl+click).", error=True)
             return
-        try:
+        with self.reporting():
             spacing = self._common_spacing(layers)
-        except NicheError as err:
-            self.notify(str(err), error=True)
-            return
-        radius, fill = float(self.tissue_radius.value), bool(self.tissue_fill.value)
-        params = {
-            "masks": [layer.name for layer in layers],
-            "closing_radius_um": radius,
-            "fill_holes": fill,
-        }
-        self.start(
-            build_tissue,
-            lambda tissue: self._write_output(TISSUE_KEY, tissue, layers[0], params),
-            [layer.data for layer in layers],
-            spacing=spacing,
-            closing_radius_um=radius,
-            fill=fill,
-        )
+            radius, fill = float(self.tissue_radius.value), bool(self.tissue_fill.value)
+            params = {
+                "masks": [layer.name for layer in layers],
+                "closing_radius_um": radius,
+                "fill_holes": fill,
+            }
+            self.start(
+                build_tissue,
+                lambda tissue: self._write_output(TISSUE_KEY, tissue, layers[0], params),
+                [layer.data for layer in layers],
+                spacing=spacing,
+                closing_radius_um=radius,
+                fill=fill,
+            )
 
     @staticmethod
     def _common_spacing(layers: list[Labels]) -> tuple[float, ...]:
-        spacings = {layer.name: layer_spacing(layer) for layer in layers}
-        first = next(iter(spacings.values()))
-        for name, spacing in spacings.items():
-            if not np.allclose(spacing, first):
-                raise NicheError(
-                    f"{name!r} has voxel size {spacing} µm but {layers[0].name!r} has "
-                    f"{first} µm: the masks must overlay voxel for voxel."
-                )
-        return first
+        """The voxel size of the first layer, once all of them overlay it voxel for voxel."""
+        first = layers[0]
+        for layer in layers[1:]:
+            check_aligned(first, tissue_mask=layer)
+        return layer_spacing(first)
 
     def _write_output(self, key: str, data: np.ndarray, like: Labels, params: dict):
         layer = write_layer(
@@ -402,26 +407,23 @@ class CurationWidget(NicheWidget):
         if layer is None:
             self.notify("Choose the cell mask (a Labels layer) to label.", error=True)
             return
-        try:
+        with self.reporting():
             spacing = layer_spacing(layer)
-        except NicheError as err:
-            self.notify(str(err), error=True)
-            return
-        max_volume = float(self.max_volume.value) or np.inf
-        params = {
-            "mask": layer.name,
-            "min_volume_um3": float(self.min_volume.value),
-            "max_volume_um3": max_volume,
-            "split_touching": bool(self.split.value),
-            "split_radius_um": float(self.split_radius.value),
-        }
-        self.start(
-            make_cells,
-            lambda cells: self._write_output(CELLS_KEY, cells, layer, params),
-            layer.data,
-            spacing=spacing,
-            min_volume_um3=params["min_volume_um3"],
-            max_volume_um3=max_volume,
-            split_touching=params["split_touching"],
-            split_radius_um=params["split_radius_um"],
-        )
+            max_volume = float(self.max_volume.value) or np.inf
+            params = {
+                "mask": layer.name,
+                "min_volume_um3": float(self.min_volume.value),
+                "max_volume_um3": max_volume,
+                "split_touching": bool(self.split.value),
+                "split_radius_um": float(self.split_radius.value),
+            }
+            self.start(
+                make_cells,
+                lambda cells: self._write_output(CELLS_KEY, cells, layer, params),
+                layer.data,
+                spacing=spacing,
+                min_volume_um3=params["min_volume_um3"],
+                max_volume_um3=max_volume,
+                split_touching=params["split_touching"],
+                split_radius_um=params["split_radius_um"],
+            )

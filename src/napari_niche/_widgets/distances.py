@@ -30,6 +30,7 @@ from ._base import NicheWidget
 from ._layers import (
     OUTPUT_KEY,
     check_aligned,
+    has_voxel_size,
     layer_array,
     layer_spacing,
     unique_name,
@@ -78,13 +79,6 @@ def guess_structure_name(layer_name: str) -> str:
             return name
     words = [w for w in re.findall(r"[a-z0-9]+", low) if w not in _FILLER_WORDS]
     return "_".join(words)[:30] or "structure"
-
-
-def _has_no_scale(layer: Layer) -> bool:
-    """True for napari's default scale: 1 per axis in pixels (no physical size given)."""
-    units = getattr(layer, "units", None) or ()
-    in_pixels = all(str(u) == "pixel" for u in units)
-    return in_pixels and np.allclose(layer.scale, 1.0)
 
 
 def _is_mask_candidate(layer: Layer) -> bool:
@@ -360,7 +354,7 @@ class DistanceWidget(NicheWidget):
         except NicheError:
             return
         self.voxel_size.label = "voxel size (µm) " + ("z, y, x" if len(spacing) == 3 else "y, x")
-        if _has_no_scale(layer):
+        if not has_voxel_size(layer):
             # napari's default (1 pixel): no voxel size known. A silent 1 µm would scale
             # every distance wrongly, so the user has to type it.
             self.voxel_size.value = ""
@@ -433,12 +427,10 @@ class DistanceWidget(NicheWidget):
 
     # -- running ----------------------------------------------------------------------------
     def run(self):
-        try:
+        with self.reporting():
             job = self._collect()
-        except NicheError as err:
-            self.notify(str(err), error=True)
-            return None
-        return self.start(_compute, lambda result: self._on_done(job, result), job)
+            return self.start(_compute, lambda result: self._on_done(job, result), job)
+        return None
 
     def _on_done(self, job: _Job, result: _Result) -> None:
         cmap = distance_colormap()

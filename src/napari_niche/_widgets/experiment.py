@@ -122,10 +122,10 @@ def _call_runner(
     reports: queue.Queue = queue.Queue()
     outcome: dict[str, Any] = {}
 
-    def progress(*args, **kwargs):
+    def progress(done: int, total: int, message: str):
         if cancel.is_set():
             raise _Cancelled()
-        reports.put(_progress_value(*args, **kwargs))
+        reports.put(_progress_value(done, total, message))
 
     def target():
         try:
@@ -154,24 +154,12 @@ def _call_runner(
     return outcome["summary"]
 
 
-def _progress_value(*args, **kwargs) -> tuple[float, str]:
-    """(fraction, message) from whatever the runner's progress callback passes.
-
-    The runner may call ``progress(done, total, message)``, ``progress(fraction, message)``
-    or ``progress(message)``; the bar only needs a fraction and a sentence.
-    """
-    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
-    texts = [str(a) for a in args if isinstance(a, str)]
-    message = kwargs.get("message") or (texts[0] if texts else "Running…")
+def _progress_value(done: int, total: int, message: str) -> tuple[float, str]:
+    """(fraction, message) of the bar from the runner's ``progress(done, total, message)``."""
     if message in _STAGES:
         return _STAGES[message]
-    if len(numbers) >= 2 and numbers[1]:
-        # images take the bar up to where pooling starts
-        fraction = 0.05 + 0.75 * numbers[0] / numbers[1]
-    elif numbers:
-        fraction = numbers[0]
-    else:
-        fraction = kwargs.get("fraction", 0.0)
+    # images take the bar up to where pooling starts
+    fraction = 0.05 + 0.75 * done / total if total else 0.0
     return float(min(max(fraction, 0.0), 1.0)), message
 
 
@@ -439,17 +427,15 @@ class ExperimentWidget(NicheWidget):
     # -- adding the current result ----------------------------------------------------------
     def run(self):
         """Add the current result (the button): check, then write + add + run in a worker."""
-        try:
+        with self.reporting():
             self._check_idle()
             job = self._collect()
-        except NicheError as err:
-            self.notify(str(err), error=True)
-            return None
-        self._cancel.clear()
-        worker = self.start(_add_and_run, self._on_done, job, self._cancel)
-        if worker is not None:
-            self._added[self._analysis_key(job.experiment)] = job.spec.id
-        return worker
+            self._cancel.clear()
+            worker = self.start(_add_and_run, self._on_done, job, self._cancel)
+            if worker is not None:
+                self._added[self._analysis_key(job.experiment)] = job.spec.id
+            return worker
+        return None
 
     def _check_idle(self) -> None:
         """Refuse a second run while a cancelled one still finishes its current image."""
@@ -578,15 +564,15 @@ class ExperimentWidget(NicheWidget):
             )
             return None
         self._cancel.clear()
-        try:
+        with self.reporting():
             self._check_idle()
             experiment = self._reload()
-        except NicheError as err:
-            self.notify(str(err), error=True)
-            return None
-        figures = self.save_figures.isChecked()
-        threads = self._threads
-        return self.start(_run, self._on_done, experiment, only, self._cancel, figures, threads)
+            figures = self.save_figures.isChecked()
+            threads = self._threads
+            return self.start(
+                _run, self._on_done, experiment, only, self._cancel, figures, threads
+            )
+        return None
 
     def _reload(self) -> Experiment:
         """The open experiment as its file now says (it may have been edited by hand)."""
@@ -613,9 +599,11 @@ class ExperimentWidget(NicheWidget):
             self._messages[image] = message
         self.pooled = summary.pooled  # None when nothing could be pooled: no stale plots
         self.refresh()
-        if summary.failed:
+        if not summary.ok:
             lines = [f"{image}: {message}" for image, message in summary.failed.items()]
-            self.notify("Some images failed.\n" + "\n".join(lines), error=True)
+            lines += [f"{step} failed: {message}" for step, message in summary.step_errors.items()]
+            head = "Some images failed." if summary.failed else "The run did not complete."
+            self.notify(head + "\n" + "\n".join(lines), error=True)
             return
         ran = ", ".join(summary.done) or "none"
         self.notify(
@@ -779,13 +767,10 @@ class ExperimentWidget(NicheWidget):
         self.run_experiment()
 
     def _try(self, action, describe) -> None:
-        try:
+        with self.reporting():
             result = action()
-        except (NicheError, OSError) as err:
-            self.notify(str(err), error=True)
-            return
-        if describe is not None:
-            self.notify(describe(result))
+            if describe is not None:
+                self.notify(describe(result))
 
     def _on_finished(self):
         super()._on_finished()
@@ -901,7 +886,7 @@ def _message_figure(text: str) -> Figure:
 
 
 def _pooled_figures(experiment, pooled) -> tuple[Figure, Figure]:
-    """The fold-change and quadrant figures of the pooled result (helper C's figures).
+    """The fold-change and quadrant figures of the pooled result, as the report draws them.
 
     Conditions keep the experiment's order, hence the same colour in both figures, in
     every redraw and in the report.
@@ -914,39 +899,21 @@ def _pooled_figures(experiment, pooled) -> tuple[Figure, Figure]:
         return _message_figure(text), _message_figure(text)
     from .. import experiment_plots as ep
 
-    params = experiment.analysis
     in_file = [spec.condition for spec in experiment.images]
     pooled_conditions = list(pooled.conditions) or list(
         dict.fromkeys(pooled.cells["condition"].astype(str))
     )
     conditions = [c for c in dict.fromkeys(in_file) if c in pooled_conditions]
     conditions += [c for c in pooled_conditions if c not in conditions]
-    colours = ep.Colours.for_experiment(conditions, pooled.structures)
-    common = {"conditions": conditions, "colours": colours}
-    if len(pooled.envelope) or len(pooled.fold_change):
-        fold = ep.fold_change_figure(
-            pooled.envelope,
-            pooled.replicate_fractions,
-            structures=list(pooled.structures),
-            statistics=pooled.statistics,
-            fold_change=pooled.fold_change,
-            bin_width_um=params.bin_width_um,
-            min_dots=params.min_dots,
-            alpha=getattr(params, "alpha", 0.05),
-            **common,
-        )
-    else:
-        fold = _message_figure("No bin holds enough random cells for a fold change.")
-    pair = pooled.quadrant_structures
-    if pair is None:
-        quad = _message_figure("Quadrants need two structures.")
-    else:
-        quad = ep.quadrant_figure(
-            pooled.cells,
-            pooled.dots0,
-            pooled.quadrants,
-            structures=tuple(pair),
-            threshold_um=params.quadrant_threshold_um,
-            **common,
-        )
+    # the settings the pooled tables were computed with, not the file as edited since
+    figures = ep.experiment_figures(
+        pooled,
+        conditions=conditions,
+        colours=ep.Colours.for_experiment(conditions, pooled.structures),
+        only=("fold_change", "quadrants"),
+    )
+    fold = figures.get("fold_change") or _message_figure(
+        "No bin holds enough random cells for a fold change."
+    )
+    quad = figures.get("quadrants") or _message_figure("Quadrants need two structures.")
     return fold, quad

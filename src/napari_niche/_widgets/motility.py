@@ -374,10 +374,8 @@ class MotilityWidget(NicheWidget):
             self, "Load tracks", "", "Tracks (*.csv *.xml *.txt *.tsv);;All files (*)"
         )
         if path:
-            try:
+            with self.reporting():
                 self.load_tracks(path)
-            except (NicheError, OSError) as err:
-                self.notify(str(err), error=True)
 
     def params(self) -> MotilityParams:
         """The analysis parameters set in the form (raises NicheError if impossible)."""
@@ -403,21 +401,19 @@ class MotilityWidget(NicheWidget):
         if layer is None:
             self.notify("Pick a Tracks layer or load a tracks file first.", error=True)
             return None
-        try:
+        with self.reporting():
             params = self.params()
-        except NicheError as err:
-            self.notify(str(err), error=True)
-            return None
-        data = np.array(layer.data, copy=True)
-        args = (
-            data,
-            np.array(layer.scale, dtype=float),
-            np.array(layer.translate, dtype=float),
-            user_features(layer),
-            params,
-            f"Tracks layer {layer.name!r}",
-        )
-        return self.start(_analyse, lambda result: self._show(layer, data, result), *args)
+            data = np.array(layer.data, copy=True)
+            args = (
+                data,
+                np.array(layer.scale, dtype=float),
+                np.array(layer.translate, dtype=float),
+                user_features(layer),
+                params,
+                f"Tracks layer {layer.name!r}",
+            )
+            return self.start(_analyse, lambda result: self._show(layer, data, result), *args)
+        return None
 
     def _show(self, layer: Tracks, data: np.ndarray, result: MotilityResult) -> None:
         self.result = result
@@ -500,10 +496,8 @@ class MotilityWidget(NicheWidget):
             self, "Export the per-track table", "tracks.csv", "CSV (*.csv)"
         )
         if path:
-            try:
+            with self.reporting():
                 self.notify(f"Saved {self.export_csv(path)}")
-            except (NicheError, OSError) as err:
-                self.notify(str(err), error=True)
 
     # -- paired ROI -----------------------------------------------------------------------
     def compare_rois(self) -> pd.DataFrame:
@@ -545,10 +539,8 @@ class MotilityWidget(NicheWidget):
         return self.paired
 
     def _on_roi_clicked(self, _=None) -> None:
-        try:
+        with self.reporting():
             self.compare_rois()
-        except NicheError as err:
-            self.notify(str(err), error=True)
 
 
 def _shape_masks(shapes: Shapes, image: Image, shape: tuple[int, ...]) -> np.ndarray:

@@ -145,7 +145,6 @@ class NichePlotWidget(QWidget):
         self._syncing = False
         self._alive = [True]
         self._additive = False
-        self._cells_xy = np.empty((0, 2))
 
         # -- quadrant page -----------------------------------------------------------------
         self.structure_a = _combo()
@@ -255,8 +254,9 @@ class NichePlotWidget(QWidget):
         self.destroyed.connect(lambda *_: alive.__setitem__(0, False))
 
         self._connect_points()
-        if self.session.cell_table is not None and self.session.fold_change is None:
-            self._summarize()
+        s = self.session
+        if s.cell_table is not None and s.dot_table is not None and s.fold_change is None:
+            self._summarize()  # a session filled before the plot was opened
         self.redraw()
 
     # -- building ---------------------------------------------------------------------------
@@ -331,13 +331,14 @@ class NichePlotWidget(QWidget):
     def _on_session_changed(self, what: str) -> None:
         if not self._alive[0] or self._syncing:
             return
+        # The session summarises (the step that changed the tables asks it to); the plot
+        # only draws what the session holds.
         if what in ("cells", "dots", "params"):
             if what == "cells":
                 self.selected = np.empty(0, dtype=np.int64)
                 self._connect_points()
             self._sync_controls_from_params()
-            if not self._summarize():
-                self.redraw()
+            self.redraw()
         elif what == "summary":
             self.redraw()
 
@@ -352,33 +353,10 @@ class NichePlotWidget(QWidget):
             box.setValue(value)
             box.blockSignals(False)
 
-    def _missing_distances(self) -> str | None:
-        """A sentence if a table lacks a structure's distance column, else None."""
-        s = self.session
-        for name in s.structure_names:
-            col = distance_column(name)
-            if s.cell_table is not None and col not in s.cell_table:
-                return f"The cells have no distance to {name}: run 3 Distance maps again."
-            if s.dot_table is not None and col not in s.dot_table:
-                return (
-                    f"The random cells have no distance to {name}: run 4 Random dots again "
-                    "after 3 Distance maps."
-                )
-        return None
-
     def _summarize(self) -> bool:
-        """Recompute the summary in the session; on a problem, say it and keep the plot."""
-        s = self.session
-        if s.cell_table is None or s.dot_table is None or not s.structures:
-            s.clear_summary()
-            return False
-        problem = self._missing_distances()
-        if problem:
-            s.clear_summary()
-            self._set_status(problem)
-            return False
+        """Ask the session to summarise again; on a problem, say it and keep the plot."""
         try:
-            return s.summarize()
+            return self.session.summarize()
         except NicheError as err:
             self.notify(str(err), error=True)
             return False
@@ -411,21 +389,18 @@ class NichePlotWidget(QWidget):
 
     def _redraw_quadrants(self, pair) -> None:
         s, plot = self.session, self.quadrant_plot
-        problem = self._missing_distances()
+        problem = s.missing_distances()
         if s.cell_table is None or not len(s.cell_table):
-            self._cells_xy = np.empty((0, 2))
             plot.set_message(NO_CELLS)
             self._set_status(NO_CELLS)
             return
         if pair is None:
-            self._cells_xy = np.empty((0, 2))
             plot.set_message(
                 "Quadrants need two structures (e.g. vessel and bone): add a second one in "
                 "3 Distance maps."
             )
             return
         if problem:
-            self._cells_xy = np.empty((0, 2))
             plot.set_message(problem)
             return
         a, b = pair
@@ -436,7 +411,6 @@ class NichePlotWidget(QWidget):
         plot.set_threshold(s.params.quadrant_threshold_um)
         plot.set_data(ca, cb, da, db, names=(a, b))
         plot.set_quadrants(s.quadrants)
-        self._cells_xy = np.column_stack([ca, cb])
         self.selected = self.selected[self.selected < len(ca)]
         plot.set_highlight(self.selected)
         n_dots = 0 if s.dot_table is None else len(s.dot_table)
@@ -451,7 +425,7 @@ class NichePlotWidget(QWidget):
         if s.cell_table is None or not len(s.cell_table):
             plot.set_message(NO_CELLS)
             return
-        problem = self._missing_distances()
+        problem = s.missing_distances()
         if problem:
             plot.set_message(problem)
             return
@@ -522,11 +496,12 @@ class NichePlotWidget(QWidget):
         """Select the cells of one quadrant (``"Q1"`` .. ``"Q4"``) by the rule that counts them."""
         if quadrant not in QUADRANTS:
             raise NicheError(f"Unknown quadrant {quadrant!r}: use one of {', '.join(QUADRANTS)}.")
-        if not len(self._cells_xy):
+        xy = self.quadrant_plot.cells_xy
+        if not len(xy):
             raise NicheError("No cells to select yet: " + NO_CELLS.split(": ", 1)[1])
         which = quadrant_of(
-            self._cells_xy[:, 0],
-            self._cells_xy[:, 1],
+            xy[:, 0],
+            xy[:, 1],
             threshold_um=self.session.params.quadrant_threshold_um,
         )
         indices = np.flatnonzero(which == quadrant)
@@ -551,7 +526,8 @@ class NichePlotWidget(QWidget):
         if isinstance(indices, set | frozenset):
             indices = np.fromiter(indices, dtype=np.int64, count=len(indices))
         idx = np.unique(np.asarray(indices, dtype=np.int64))
-        idx = idx[(idx >= 0) & (idx < len(self._cells_xy))] if len(self._cells_xy) else idx[:0]
+        n_cells = len(self.quadrant_plot.cells_xy)
+        idx = idx[(idx >= 0) & (idx < n_cells)] if n_cells else idx[:0]
         self.selected = idx
         if not keep_quadrant:
             self._set_quadrant_text(None)
@@ -559,13 +535,13 @@ class NichePlotWidget(QWidget):
         self._paint_highlight()
         if update_viewer:
             self._select_in_viewer(idx)
-        if len(self._cells_xy):
-            self._set_status(f"{idx.size} of {len(self._cells_xy)} cells selected.")
+        if n_cells:
+            self._set_status(f"{idx.size} of {n_cells} cells selected.")
         return idx
 
     def _select_in_viewer(self, idx: np.ndarray) -> None:
         layer = self._points
-        if layer is None or len(layer.data) != len(self._cells_xy):
+        if layer is None or len(layer.data) != len(self.quadrant_plot.cells_xy):
             return
         with self._quiet():
             layer.selected_data = set(idx.tolist())
@@ -574,7 +550,8 @@ class NichePlotWidget(QWidget):
 
     def select_in_polygon(self, vertices, *, add: bool = False) -> np.ndarray:
         """Select the cells inside a polygon drawn in the quadrant view (data coordinates)."""
-        inside = MplPath(np.asarray(vertices, dtype=float)).contains_points(self._cells_xy)
+        polygon = MplPath(np.asarray(vertices, dtype=float))
+        inside = polygon.contains_points(self.quadrant_plot.cells_xy)
         indices = np.flatnonzero(inside)
         if add:
             indices = np.union1d(self.selected, indices)
@@ -582,10 +559,11 @@ class NichePlotWidget(QWidget):
 
     def nearest_cell(self, x: float, y: float, *, radius_px: float = PICK_RADIUS_PX):
         """Row of the cell drawn nearest to data point (x, y), if within ``radius_px``."""
-        if not len(self._cells_xy):
+        xy = self.quadrant_plot.cells_xy
+        if not len(xy):
             return None
         to_px = self.quadrant_plot.ax.transData.transform
-        pts = to_px(self._cells_xy)
+        pts = to_px(xy)
         d2 = ((pts - to_px([[x, y]])) ** 2).sum(axis=1)
         i = int(np.argmin(d2))
         return i if d2[i] <= radius_px**2 else None

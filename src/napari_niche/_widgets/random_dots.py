@@ -19,7 +19,7 @@ from ..core.errors import NicheError
 from ..params import AnalysisParams
 from ._base import NicheWidget
 from ._layers import OUTPUT_KEY, check_aligned, find_output, layer_array, write_layer
-from ._session import data_digest, get_session
+from ._session import data_digest, first_edited, get_session, input_label
 
 if TYPE_CHECKING:
     import napari
@@ -77,9 +77,13 @@ def _place(job: _Job):
     from ..pipeline import distance_column, overlap_warnings, place_random_cells
 
     yield 0.0, "Checking the masks…"
-    _check_unchanged("cells", job.cells, job.digests, "cells")
-    for name, mask in job.masks.items():
-        _check_unchanged(f"structure:{name}", mask, job.digests, f"{name} mask")
+    inputs = [("cells", job.cells), *((f"structure:{n}", m) for n, m in job.masks.items())]
+    edited = first_edited(job.digests, inputs)
+    if edited is not None:
+        raise NicheError(
+            f"The {input_label(edited)} changed after the distances were computed: run "
+            '"3 Distance maps" again so cells and random cells are measured on the same masks.'
+        )
     exclude = {n: as_mask(job.masks[n], f"{n} mask", allow_empty=True) for n in job.params.exclude}
     tissue = None if job.tissue is None else as_mask(job.tissue, "tissue mask")
     overlap = overlap_diagnostic(job.voxels, tissue=tissue, exclude=exclude)
@@ -102,14 +106,6 @@ def _place(job: _Job):
     coords = dots.anchors + dots.shapes.centroid_offset[dots.shape_index]
     tissue_digest = None if job.tissue is None else data_digest(job.tissue)
     return _Result(dots, table, seed, overlap, warnings, coords, shapes, tissue_digest)
-
-
-def _check_unchanged(key: str, data: np.ndarray, digests: dict[str, str], what: str) -> None:
-    if key in digests and data_digest(data) != digests[key]:
-        raise NicheError(
-            f'The {what} changed after the distances were computed: run "3 Distance maps" '
-            "again so cells and random cells are measured on the same masks."
-        )
 
 
 def parse_seed(text: str) -> int | None:
@@ -286,13 +282,11 @@ class RandomDotsWidget(NicheWidget):
 
     # -- running ----------------------------------------------------------------------------
     def run(self):
-        try:
+        with self.reporting():
             job = self._collect()
-        except NicheError as err:
-            self.notify(str(err), error=True)
-            return None
-        tissue_layer = self.tissue_combo.value
-        return self.start(_place, lambda result: self._on_done(job, tissue_layer, result), job)
+            tissue_layer = self.tissue_combo.value
+            return self.start(_place, lambda result: self._on_done(job, tissue_layer, result), job)
+        return None
 
     def _on_done(self, job: _Job, tissue_layer: Layer | None, result: _Result) -> None:
         from napari.utils.notifications import show_warning

@@ -16,7 +16,6 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, Label
 from qtpy.QtCore import QTimer
 
-from ..core.errors import NicheError
 from ..core.preprocess import preprocess
 from ..core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
 from ._base import NicheWidget, Progress
@@ -271,25 +270,23 @@ class ThresholdWidget(NicheWidget):
                 self.cancel()
             return
         self._wanted = None
-        try:
+        with self.reporting():
             spacing = layer_spacing(layer)
-        except NicheError as err:
-            self._apply_queued = False
-            self.notify(str(err), error=True)
+            data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+            self._job = "prepare"
+            self.start(
+                prepare_channel,
+                self._on_prepared,
+                data,
+                spacing=spacing,
+                sigma_um=sigma,
+                normalize=normalize,
+                method=method,
+                key=self._key(layer, sigma, normalize),
+                previous=self.prepared,
+            )
             return
-        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-        self._job = "prepare"
-        self.start(
-            prepare_channel,
-            self._on_prepared,
-            data,
-            spacing=spacing,
-            sigma_um=sigma,
-            normalize=normalize,
-            method=method,
-            key=self._key(layer, sigma, normalize),
-            previous=self.prepared,
-        )
+        self._apply_queued = False  # reported above: no preparation to apply after
 
     def _on_prepared(self, prepared: Prepared):
         layer = self.image_layer.value
