@@ -182,8 +182,9 @@ def global_envelope_test(
     two-sided pointwise rank is ``min(rank from below, rank from above)``, so 1 marks the
     lowest or the highest curve; one-sided, only the rank from above (``"greater"``) or
     from below (``"less"``) counts (:func:`pointwise_ranks`). Each curve's ranks are
-    sorted ascending and curves are ordered lexicographically: a curve is more extreme when its smallest rank is smaller,
-    or, at equal smallest rank, when it attains that rank at more points, and so on. The
+    sorted ascending and curves are ordered lexicographically: a curve is more extreme
+    when its smallest rank is smaller, or, at equal smallest rank, when it attains that
+    rank at more points, and so on. The
     p-value counts the curves at least as extreme as the observed one (itself included,
     identical rank vectors count as "as extreme": conservative, valid under ties).
 
