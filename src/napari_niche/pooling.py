@@ -83,7 +83,13 @@ __all__ = [
 #: Columns put in front of every experiment-level table.
 ID_COLUMNS = ["image", "condition", "replicate"]
 #: Columns of the pooled density-ratio table.
-DENSITY_COLUMNS = ["condition", "structure", *_RATIO_COLUMNS, "bandwidth_um"]
+DENSITY_COLUMNS = [
+    "condition",
+    "structure",
+    *_RATIO_COLUMNS,
+    "bandwidth_um",
+    "reference_bandwidth_um",
+]
 #: Files written by :meth:`PooledResult.save`, in the order of :meth:`PooledResult.tables`.
 POOLED_FILES = (
     "cells.csv",
@@ -625,7 +631,10 @@ def pool_results(
             else:
                 dens.append(
                     _front(ratio, condition=cond, structure=name).assign(
-                        bandwidth_um=float(ratio.attrs.get("bandwidth_um", np.nan))
+                        bandwidth_um=float(ratio.attrs.get("bandwidth_um", np.nan)),
+                        reference_bandwidth_um=float(
+                            ratio.attrs.get("reference_bandwidth_um", np.nan)
+                        ),
                     )
                 )
         if quad is not None:
