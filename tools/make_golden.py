@@ -277,8 +277,16 @@ def main() -> None:
         "golden_holm.json": holm_cases(),
     }
     for name, data in files.items():
-        (OUT / name).write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
+        (OUT / name).write_text(_one_case_per_line(data) + "\n")
         print(f"wrote {OUT / name}")
+
+
+def _one_case_per_line(data) -> str:
+    """JSON with one case (list item or dict entry) per line: small, readable diffs."""
+    if isinstance(data, list):
+        return "[\n" + ",\n".join(json.dumps(case) for case in data) + "\n]"
+    lines = [f"{json.dumps(key)}: {_one_case_per_line(value)}" for key, value in data.items()]
+    return "{\n" + ",\n".join(lines) + "\n}"
 
 
 if __name__ == "__main__":
