@@ -689,6 +689,12 @@ def _msd(tracks: pd.DataFrame, lay: _Layout, *, min_pairs: int, max_lag: int | N
     )
 
 
+def _with_min_pairs(msd: _MSD, min_pairs: int) -> _MSD:
+    """The lags of ``msd`` (computed with every pair) that hold at least ``min_pairs``."""
+    keep = msd.n_pairs >= min_pairs
+    return _MSD(msd.track[keep], msd.lag[keep], msd.msd[keep], msd.n_pairs[keep], msd.span)
+
+
 def msd_per_track(
     tracks: pd.DataFrame,
     *,
@@ -1112,12 +1118,13 @@ def ensemble_msd(
     dt = estimate_frame_interval(tracks) if frame_interval is None else float(frame_interval)
     lay = _layout(tracks)
     check_msd_weighting(weighting)
-    msd = _msd(tracks, lay, min_pairs=min_pairs, max_lag=None)
+    every_pair = _msd(tracks, lay, min_pairs=1, max_lag=None)
+    msd = _with_min_pairs(every_pair, min_pairs)
     alpha, _ = alpha_per_track(msd, fit_fraction=fit_fraction, min_fit_lags=min_fit_lags)
     return _ensembles(
         tracks,
         lay,
-        _msd(tracks, lay, min_pairs=1, max_lag=None) if weighting == "pairs" else msd,
+        every_pair if weighting == "pairs" else msd,
         alpha,
         weighting=weighting,
         frame_interval=dt,
@@ -1575,7 +1582,8 @@ def analyze_motility(
     per.insert(1, "parent_track_id", df["parent_track_id"].to_numpy()[lay.starts])
     per.insert(2, "condition", df["condition"].astype(str).to_numpy()[lay.starts])
     say("MSD")
-    msd = _msd(df, lay, min_pairs=params.min_pairs, max_lag=None)
+    every_pair = _msd(df, lay, min_pairs=1, max_lag=None)
+    msd = _with_min_pairs(every_pair, params.min_pairs)
     alpha, n_lags = alpha_per_track(
         msd, fit_fraction=params.fit_fraction, min_fit_lags=params.min_fit_lags
     )
@@ -1605,7 +1613,7 @@ def analyze_motility(
     ens, alpha_tab = _ensembles(
         df,
         lay,
-        _msd(df, lay, min_pairs=1, max_lag=None) if pooled else msd,
+        every_pair if pooled else msd,
         alpha,
         weighting=params.msd_weighting,
         frame_interval=dt,
