@@ -116,7 +116,10 @@ def test_analyze_writes_every_table_with_exact_columns(scene, tmp_path, capsys):
     ]
     # 20 dots per cell x 2 realisations = 40 null sets: a global envelope test per structure
     assert (
-        list(stats["test"]).count("global envelope test (extreme rank length, 40 null sets)") == 2
+        list(stats["test"]).count(
+            "global envelope test (extreme rank length, two-sided, 40 null sets)"
+        )
+        == 2
     )
     envelope = pd.read_csv(out / "envelope.csv")
     assert list(envelope.columns) == [

@@ -7,6 +7,7 @@ No display: figures are plain ``matplotlib.figure.Figure`` objects.
 
 from __future__ import annotations
 
+import io
 import xml.etree.ElementTree as ET
 from types import SimpleNamespace
 
@@ -554,3 +555,21 @@ def test_figures_from_the_real_pooling(tmp_path):
     boxes = _by_gid(fig, "envelope|")
     assert len(boxes) == len(pooled.envelope)
     assert "global envelope test p = " in fig.axes[0].get_title(loc="right")
+
+
+@pytest.mark.parametrize("open_side", ["envelope_low", "envelope_high"])
+def test_one_sided_envelopes_are_drawn_open(tables, open_side):
+    """alternative "greater"/"less" leave -inf/+inf in one column: the figure still draws."""
+    from napari_niche.experiment_plots import fold_change_figure
+
+    env = tables["envelope"].copy()
+    env[open_side] = -np.inf if open_side == "envelope_low" else np.inf
+    fig = fold_change_figure(
+        env,
+        tables["replicate_fractions"],
+        structures=STRUCTURES,
+        statistics=tables["statistics"],
+    )
+    for ax in fig.axes:
+        assert np.all(np.isfinite(ax.get_ylim()))
+    fig.savefig(io.BytesIO(), format="svg")

@@ -285,3 +285,51 @@ def test_add_parser_registers_the_subcommand_on_a_parent_parser(tracks_file, tmp
     assert args.condition_split is None and args.drift_correction is False
     with pytest.raises(SystemExit):  # --frame-interval is required
         parser.parse_args(["motility", str(tracks_file), "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.parametrize(
+    ("option", "weighting", "caption"),
+    [
+        ([], "pairs", "all displacement pairs pooled"),
+        (["--msd-weighting", "pairs"], "pairs", "all displacement pairs pooled"),
+        (["--msd-weighting", "tracks"], "tracks", "tracks weighted equally"),
+    ],
+)
+def test_msd_weighting_option_recorded_in_tables_figures_and_params(
+    tmp_path, capsys, option, weighting, caption
+):
+    # unequal track lengths, so the two weightings give different ensembles
+    df = persistent_tracks(n_tracks=12, n_frames=40, rng=3)
+    df = df[df["frame"] < 8 + 3 * df["track_id"]]
+    path = tmp_path / "unequal.csv"
+    df.to_csv(path, index=False)
+    out = tmp_path / "res"
+    code, _, err = cli(base(path, out, "--seed", 2, *option), capsys)
+    assert code == 0, err
+    record = json.loads((out / "params.json").read_text())
+    assert record["motility"]["msd_weighting"] == weighting
+    msd = pd.read_csv(out / "msd.csv")
+    alpha = pd.read_csv(out / "alpha.csv")
+    assert set(msd["msd_weighting"]) == set(alpha["msd_weighting"]) == {weighting}
+    assert caption in (out / "msd.svg").read_text()
+    assert caption in (out / "alpha.svg").read_text()
+    # the numbers are those of the core with the same weighting
+    from napari_niche.core.motility import MotilityParams, analyze_motility
+    from napari_niche.tracks_io import read_tracks
+
+    expected = analyze_motility(
+        read_tracks(path, frame_interval=DT),
+        MotilityParams(frame_interval_s=DT, n_boot=200, seed=2, msd_weighting=weighting),
+    )
+    np.testing.assert_allclose(msd["msd_um2"], expected.msd["msd_um2"], rtol=1e-6)
+    np.testing.assert_allclose(
+        alpha["alpha_ensemble"], expected.alpha["alpha_ensemble"], rtol=1e-6
+    )
+
+
+def test_unknown_msd_weighting_is_refused(tracks_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["motility", str(tracks_file), "--frame-interval", "30", "--out", str(tmp_path),
+              "--msd-weighting", "mean"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "--msd-weighting" in capsys.readouterr().err

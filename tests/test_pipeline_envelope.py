@@ -112,7 +112,7 @@ def test_envelope_table_stats_row_and_files(tmp_path):
         == [
             "Kolmogorov-Smirnov (two-sided)",
             "Mann-Whitney U (two-sided)",
-            "global envelope test (extreme rank length, 19 null sets)",
+            "global envelope test (extreme rank length, two-sided, 19 null sets)",
         ]
         * 2
     )
@@ -214,3 +214,38 @@ def test_cells_planted_near_vessels_are_rejected():
         first = env[(env["structure"] == "vessel")].iloc[0]
         assert first["bin_start_um"] == 0 and first["fold_change"] > 1.5
         assert first["fold_change"] >= first["envelope_high"]
+
+
+@pytest.mark.parametrize("alternative", ["greater", "less"])
+def test_one_sided_alternative_from_params_to_files(alternative, tmp_path):
+    sample = phantom(2, n_cells=10, near=0.8)
+    result = run(sample, dots_per_cell=19, realizations=1, seed=4, alternative=alternative)
+    name = f"global envelope test (extreme rank length, {alternative}, 19 null sets)"
+    assert list(result.stats["test"]).count(name) == 2
+    _, test = monte_carlo_envelope(
+        result.cells["dist_vessel_um"],
+        result.dots["dist_vessel_um"],
+        result.dots["null_set"],
+        alternative=alternative,
+    )
+    assert envelope_p(result, "vessel") == pytest.approx(test.p_value)
+    open_side = "envelope_low" if alternative == "greater" else "envelope_high"
+    assert np.isinf(result.envelope[open_side]).all()
+    out = result.save(tmp_path / "res")
+    assert json.loads((out / "params.json").read_text())["analysis"]["alternative"] == alternative
+    back = pd.read_csv(out / "envelope.csv")
+    assert np.isinf(back[open_side]).all()
+    # the CLI option and the parameter file agree
+    from napari_niche.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["analyze", "--sample", "--out", str(tmp_path), "--alternative", alternative]
+    )
+    assert args.alternative == alternative
+
+
+@pytest.mark.parametrize("bad", ["closer", "", None, 1])
+def test_alternative_is_checked(bad):
+    with pytest.raises(NicheError, match="alternative"):
+        AnalysisParams(alternative=bad)
+    assert AnalysisParams.from_dict({"alternative": "two.sided"}).alternative == "two-sided"

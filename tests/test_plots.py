@@ -260,3 +260,36 @@ def test_fold_change_plot_shows_the_monte_carlo_envelope():
     # redrawing without an envelope removes the boxes
     plot.draw(fold, structure="vessel", bin_width=5.0, max_distance_um=60.0, min_dots=10)
     assert plot.envelope == [] and all(p.axes is None for p in plot.envelope)
+
+
+@pytest.mark.parametrize("alternative", ["greater", "less"])
+def test_one_sided_envelope_boxes_run_to_the_axis_edge(alternative):
+    """A one-sided envelope is open on one side (+-inf): its box reaches the axis edge."""
+    from napari_niche.core.envelope import monte_carlo_envelope
+
+    rng = np.random.default_rng(0)
+    n, sets = 60, 39
+    cells, dots = rng.exponential(3.0, n), rng.exponential(8.0, n * sets)
+    table, _ = monte_carlo_envelope(
+        cells, dots, np.repeat(np.arange(sets), n), alternative=alternative
+    )
+    fold = fold_change_by_bin(cells, dots, bin_width=5.0)
+    fig = Figure()
+    plot = fold_change_bars(
+        fig.add_subplot(),
+        fold,
+        structure="vessel",
+        bin_width=5.0,
+        max_distance_um=float(max(cells.max(), dots.max())),
+        min_dots=10,
+        envelope=table.assign(structure="vessel"),
+    )
+    bottom, top = plot.ax.get_ylim()
+    assert np.isfinite(top) and bottom == 0
+    for box, row in zip(plot.envelope, table.itertuples(), strict=True):
+        low, high = box.get_y(), box.get_y() + box.get_height()
+        if alternative == "greater":  # open below: from 0
+            assert low == 0 and high == pytest.approx(row.envelope_high)
+        else:  # open above: to the top of the axes
+            assert low == pytest.approx(row.envelope_low) and high == pytest.approx(top)
+    fig.savefig(io.BytesIO(), format="png")

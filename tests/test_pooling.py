@@ -120,7 +120,10 @@ def test_null_set_r_is_the_union_of_set_r_of_every_image(pooled):
     assert len(row) == 1
     # the cells are the single most extreme of 21 curves: p = 1 / 21
     assert row["p_value"].iloc[0] == pytest.approx(1 / 21)
-    assert row["test"].iloc[0] == "global envelope test (extreme rank length, 20 null sets)"
+    assert (
+        row["test"].iloc[0]
+        == "global envelope test (extreme rank length, two-sided, 20 null sets)"
+    )
     assert row["n_cells"].iloc[0] == 5 and row["n_dots"].iloc[0] == 100
 
 

@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="significance level of the Monte Carlo envelope (default 0.05; needs "
         "realisations x dots per cell >= 1/A - 1)",
     )
+    opt.add_argument(
+        "--alternative",
+        choices=["two-sided", "greater", "less"],
+        help="of the global envelope test (as R's GET): two-sided (default), greater (cells "
+        "above the random cells in some bin) or less",
+    )
     opt.add_argument("--quadrant-structures", metavar="A,B", help="default vessel,bone")
     a.add_argument("--out", type=Path, required=True, help="output folder")
     a.set_defaults(func=_cmd_analyze)
@@ -143,6 +149,7 @@ def _params_from_args(args) -> AnalysisParams:
         bin_width_um=args.bin_width,
         min_dots=args.min_dots,
         alpha=args.alpha,
+        alternative=args.alternative,
         quadrant_threshold_um=args.quadrant_threshold,
         quadrant_structures=(
             _parse_names(args.quadrant_structures) if args.quadrant_structures else None

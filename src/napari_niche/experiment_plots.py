@@ -488,6 +488,11 @@ def fold_change_figure(
                 if boxed:
                     for x, row in zip(centres, table.itertuples(), strict=True):
                         lo, hi = float(row.envelope_low), float(row.envelope_high)
+                        lo = lo if np.isfinite(lo) else 0.0  # one-sided: open below
+                        if not np.isfinite(hi):  # open above: past the axis top
+                            hi = lo + 1e6
+                        else:
+                            top_core = max(top_core, hi)
                         box = Rectangle(
                             (x - 0.47 * slot, lo),
                             0.94 * slot,
@@ -500,7 +505,6 @@ def fold_change_figure(
                         )
                         ax.add_patch(box)
                         any_box = True
-                        top_core = max(top_core, hi)
                 # omitted bins of this condition: hatched slot over the full height
                 kept = np.zeros(n_bins, dtype=bool)
                 kept[k] = True
@@ -539,7 +543,8 @@ def fold_change_figure(
                     for x, row in zip(
                         centres[out.to_numpy()], table[out].itertuples(), strict=True
                     ):
-                        y = max(float(row.fold_change), float(row.envelope_high))
+                        high = float(row.envelope_high)
+                        y = max(float(row.fold_change), high if np.isfinite(high) else 0.0)
                         ax.annotate(
                             "*",
                             (x, y),

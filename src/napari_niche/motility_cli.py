@@ -4,7 +4,8 @@
 
     napari-niche motility TRACKS --frame-interval S [--condition-split FRAME]
         [--format auto|trackmate|trackmate-xml|imaris|csv] [--columns track=...,t=...,x=...]
-        [--lattice-spacing UM] [--gap split|interpolate|drop] [--drift-correction] --out DIR
+        [--lattice-spacing UM] [--gap split|interpolate|drop] [--drift-correction]
+        [--msd-weighting pairs|tracks] --out DIR
 
 Writes into DIR: ``tracks.csv`` (one row per track), ``msd.csv`` (ensemble MSD per
 condition and lag, with bootstrap band), ``msd_tracks.csv`` (MSD of every track and lag),
@@ -34,6 +35,8 @@ from . import __version__
 from .core.errors import NicheError
 from .core.motility import (
     GAP_METHODS,
+    MSD_WEIGHTING_TEXT,
+    MSD_WEIGHTINGS,
     SPEED_DEFINITIONS,
     MotilityParams,
     MotilityResult,
@@ -121,6 +124,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="N",
         help="pairs of positions a lag of a track needs (default 3)",
     )
+    p.add_argument(
+        "--msd-weighting",
+        choices=MSD_WEIGHTINGS,
+        default="pairs",
+        help="ensemble MSD: pairs pools every displacement pair of every track (default, as "
+        "celltrackR and trackpy; long tracks weigh more); tracks weighs every track equally",
+    )
     p.add_argument("--n-boot", type=int, default=1000, metavar="N", help="bootstrap resamples")
     p.add_argument(
         "--seed", type=int, metavar="S", help="bootstrap seed; default random, recorded"
@@ -185,6 +195,7 @@ def _compute(args) -> tuple[MotilityResult, dict]:
             diffusive_band=args.diffusive_band,
             n_boot=args.n_boot,
             seed=args.seed,
+            msd_weighting=args.msd_weighting,
         )
     except NicheError as err:
         raise _InputError(_one_line(err)) from None
@@ -337,7 +348,8 @@ def msd_figure(msd: pd.DataFrame, *, ax=None):
     """Ensemble MSD / lag against lag on log-log axes, with the bootstrap band.
 
     MSD / lag is flat for diffusion, falls for confined (sub-diffusive) and rises for
-    directed (super-diffusive) motion, so the eye reads alpha - 1 as the slope.
+    directed (super-diffusive) motion, so the eye reads alpha - 1 as the slope. The title
+    names the weighting of the ensemble (the table's ``msd_weighting``).
     """
     fig, ax = _axes(ax)
     names = list(pd.unique(msd["condition"]))
@@ -358,8 +370,16 @@ def msd_figure(msd: pd.DataFrame, *, ax=None):
     ax.set_ylabel("MSD / lag (µm²/s)")
     if names:
         ax.legend(frameon=False, fontsize=8)
-    ax.set_title("ensemble MSD / lag, 95% bootstrap band", fontsize=9)
+    ax.set_title(f"ensemble MSD / lag{_weighting_text(msd)}, 95% bootstrap band", fontsize=9)
     return fig
+
+
+def _weighting_text(table: pd.DataFrame) -> str:
+    """`` (how the ensemble weighs tracks)`` for a title, from ``table`` (msd or alpha)."""
+    if "msd_weighting" not in table.columns or table.empty:
+        return ""
+    names = [str(w) for w in pd.unique(table["msd_weighting"])]
+    return " (" + ", ".join(MSD_WEIGHTING_TEXT.get(w, w) for w in names) + ")"
 
 
 def _plain_log_labels(ax) -> None:
@@ -398,7 +418,7 @@ def alpha_figure(per_track: pd.DataFrame, alpha: pd.DataFrame, *, band: float = 
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel("MSD exponent α")
-    ax.set_title("per track; ◆ ensemble α with 95% CI", fontsize=9)
+    ax.set_title(f"per track; ◆ ensemble α{_weighting_text(alpha)}, 95% CI", fontsize=9)
     return fig
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .core._validate import RULES, check_alpha
+from .core._validate import RULES, check_alpha, check_alternative
 from .core.errors import NicheError
 
 
@@ -34,6 +34,9 @@ class AnalysisParams:
     alpha : level of the global envelope test and of the Monte Carlo envelopes
         (``1 - alpha`` coverage); it needs ``dots_per_cell * realizations >= 1/alpha - 1``
         null sets (19 at 0.05).
+    alternative : of the global envelope test: ``"two-sided"`` (default), ``"greater"``
+        (cells above the random cells' envelope in some bin) or ``"less"`` (GET's
+        one-sided tests).
     """
 
     voxel_size: tuple[float, ...] | None = None
@@ -47,6 +50,7 @@ class AnalysisParams:
     quadrant_threshold_um: float = 10.0
     quadrant_structures: tuple[str, str] | None = None
     alpha: float = 0.05
+    alternative: str = "two-sided"
     _version: int = field(default=1, repr=False)
 
     def __post_init__(self):
@@ -54,6 +58,7 @@ class AnalysisParams:
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
+        object.__setattr__(self, "alternative", check_alternative(self.alternative))
         self.validate()
 
     def validate(self) -> None:

@@ -198,9 +198,9 @@ class Summary:
     p_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-def envelope_test_name(n_sets: int) -> str:
-    """The ``test`` of a global envelope row in the statistics table."""
-    return f"global envelope test (extreme rank length, {n_sets} null sets)"
+def envelope_test_name(n_sets: int, alternative: str = "two-sided") -> str:
+    """The ``test`` of a global envelope row in the statistics table (names the sides)."""
+    return f"global envelope test (extreme rank length, {alternative}, {n_sets} null sets)"
 
 
 def summarize(
@@ -240,6 +240,7 @@ def summarize(
                 bin_width=params.bin_width_um,
                 min_dots=params.min_dots,
                 alpha=params.alpha,
+                alternative=params.alternative,
             )
         except NicheError as err:
             text = f"No global envelope test for {name}: {err}"
@@ -253,7 +254,7 @@ def summarize(
                 [
                     {
                         "structure": name,
-                        "test": envelope_test_name(test.n_sets),
+                        "test": envelope_test_name(test.n_sets, test.alternative),
                         "statistic": test.extreme_rank,
                         "p_value": test.p_value,
                         "n_cells": len(cell_table),

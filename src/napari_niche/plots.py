@@ -455,18 +455,23 @@ class FoldChangePlot:
         )
         top = max(float(heights.max()) if heights.size else 1.0, 1.0)
         if envelope is not None and len(envelope):
+            highs = envelope["envelope_high"].to_numpy(float)
+            if np.isfinite(highs).any():
+                top = max(top, float(np.nanmax(highs[np.isfinite(highs)])))
             for row in envelope.itertuples():
+                # one-sided envelopes are open on one side (+-inf): draw to the axis edge
+                low = row.envelope_low if np.isfinite(row.envelope_low) else 0.0
+                high = row.envelope_high if np.isfinite(row.envelope_high) else top * 1.3
                 box = Rectangle(
-                    (row.bin_start_um, row.envelope_low),
+                    (row.bin_start_um, low),
                     row.bin_end_um - row.bin_start_um,
-                    row.envelope_high - row.envelope_low,
+                    high - low,
                     facecolor=(*to_rgb(style.omitted), 0.3),
                     edgecolor=style.foreground,
                     linewidth=0.6,
                     zorder=2.5,  # over the bar, see-through: a bar leaving its box shows
                 )
                 self.envelope.append(self.ax.add_patch(box))
-            top = max(top, float(np.nanmax(envelope["envelope_high"])))
         for lo, hi in omitted_bins(fold, bin_width=bin_width, max_distance_um=max_distance_um):
             self.omitted.append(
                 self.ax.axvspan(

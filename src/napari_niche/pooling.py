@@ -83,7 +83,13 @@ __all__ = [
 #: Columns put in front of every experiment-level table.
 ID_COLUMNS = ["image", "condition", "replicate"]
 #: Columns of the pooled density-ratio table.
-DENSITY_COLUMNS = ["condition", "structure", *_RATIO_COLUMNS, "bandwidth_um"]
+DENSITY_COLUMNS = [
+    "condition",
+    "structure",
+    *_RATIO_COLUMNS,
+    "bandwidth_um",
+    "reference_bandwidth_um",
+]
 #: Files written by :meth:`PooledResult.save`, in the order of :meth:`PooledResult.tables`.
 POOLED_FILES = (
     "cells.csv",
@@ -625,7 +631,10 @@ def pool_results(
             else:
                 dens.append(
                     _front(ratio, condition=cond, structure=name).assign(
-                        bandwidth_um=float(ratio.attrs.get("bandwidth_um", np.nan))
+                        bandwidth_um=float(ratio.attrs.get("bandwidth_um", np.nan)),
+                        reference_bandwidth_um=float(
+                            ratio.attrs.get("reference_bandwidth_um", np.nan)
+                        ),
                     )
                 )
         if quad is not None:
@@ -764,7 +773,8 @@ def _envelope(
     """The condition's envelope table and its global-envelope statistics row."""
     col = distance_column(name)
     needed = MIN_NULL_SETS(alpha)
-    test_name = envelope_test_name(n_sets)
+    alternative = getattr(params, "alternative", "two-sided")
+    test_name = envelope_test_name(n_sets, alternative)
     if n_sets < needed:
         note = (
             f"needs at least {needed} null sets at alpha {alpha:g}, have {n_sets}: raise "
@@ -788,6 +798,7 @@ def _envelope(
             bin_width=params.bin_width_um,
             min_dots=params.min_dots,
             alpha=alpha,
+            alternative=alternative,
         )
     except NicheError as err:  # e.g. no bin with enough dots: say so, pool the rest
         row = _skip(
@@ -813,7 +824,8 @@ def _envelope(
         statistic=float(test.extreme_rank),
         p_value=float(test.p_value),
         note=(
-            f"statistic: smallest two-sided pointwise rank of the cells among {n_sets + 1} "
+            f"statistic: smallest {alternative} pointwise rank of the cells among "
+            f"{n_sets + 1} "
             f"curves (1 = most extreme); {n_out} of {len(table)} bins outside the global "
             f"{1 - alpha:.0%} envelope; extreme-rank p-interval {lo:.3g} to {hi:.3g}; null "
             "set r pools null set r of every image"

@@ -306,8 +306,9 @@ def figure_caption(stem: str, record: Mapping[str, Any] | None = None) -> str:
         ),
         "comparison": (
             "Ratio of the density of cells to the density of random "
-            "cells as a smooth function of distance (kernel estimate in the spirit of "
-            "spatstat's rhohat, reflected at 0 µm), one curve per condition, with its 95% "
+            "cells as a smooth function of distance (kernel ratio estimate as spatstat's "
+            "rhohat: cells and random cells each smoothed with its own Silverman bandwidth; "
+            "reflected at 0 µm), one curve per condition, with its 95% "
             "bootstrap band (shaded; resampling cells and random cells). Circles: the binned "
             "fold changes of the same condition; dashed: 1 (random placement). Unlike bars, "
             "the curve does not depend on a bin width. KS: two-sided Kolmogorov-Smirnov test "

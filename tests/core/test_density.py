@@ -39,11 +39,14 @@ def test_bandwidth_rule():
 
 
 def test_identical_distributions_give_one_with_a_band_covering_it():
+    # One shared bandwidth: the smoothing bias cancels in the ratio even where the
+    # density bends sharply (gamma(2): zero density at 0). With rhohat's default of
+    # separate bandwidths it does not there, see test_separate_and_shared_bandwidths.
     cover = []
     for seed in range(30):
         rng = np.random.default_rng(seed)
         cells, dots = rng.gamma(2, 5, 400), rng.gamma(2, 5, 8000)
-        t = density_ratio(cells, dots, n_boot=200, rng=seed)
+        t = density_ratio(cells, dots, n_boot=200, rng=seed, shared_bandwidth=True)
         assert t["distance_um"].iloc[-1] == pytest.approx(np.quantile(dots, 0.95))
         assert (t["low"] <= t["ratio"]).all() and (t["ratio"] <= t["high"]).all()
         inner = t[t["distance_um"] < 15]
@@ -95,3 +98,77 @@ def test_bad_input():
         density_ratio([1.0], [1.0], bandwidth_um=0)
     with pytest.raises(NicheError, match="level"):
         density_ratio([1.0], [1.0], level=1.5)
+
+
+# -- bandwidths: each sample its own (rhohat's default), one shared, or given -----------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_same_smooth_distribution_gives_one_with_separate_bandwidths(seed):
+    rng = np.random.default_rng(seed)
+    cells, dots = rng.exponential(10, 3000), rng.exponential(10, 60_000)
+    t = density_ratio(cells, dots, n_boot=0)
+    assert t.attrs["bandwidth_um"] == pytest.approx(silverman_bandwidth(cells))
+    assert t.attrs["reference_bandwidth_um"] == pytest.approx(silverman_bandwidth(dots))
+    assert t.attrs["reference_bandwidth_um"] < t.attrs["bandwidth_um"]  # 20x the sample
+    assert "separately" in t.attrs["bandwidth_rule"]
+    inner = t[(t["distance_um"] > 3) & (t["distance_um"] < 25)]
+    assert np.abs(inner["ratio"] - 1).max() < 0.15
+
+
+def test_exponential_cells_against_uniform_reference_known_ratio():
+    # Cells Exp(mean 10) truncated to [0, 60], reference uniform on [0, 60]: the true
+    # ratio is 60 exp(-d / 10) / (10 (1 - exp(-6))).
+    rng = np.random.default_rng(4)
+    cells = rng.exponential(10, 40_000)
+    cells = cells[cells < 60]
+    dots = rng.uniform(0, 60, 100_000)
+    t = density_ratio(cells, dots, n_boot=0)
+    d = t["distance_um"].to_numpy()
+    truth = 60 * np.exp(-d / 10) / (10 * (1 - np.exp(-6)))
+    away = (d > 3) & (d < 30)  # reflection at 0 is exact only for a flat density
+    np.testing.assert_allclose(t["ratio"][away], truth[away], rtol=0.1)
+    np.testing.assert_allclose(t["dot_density"][away], 1 / 60, rtol=0.05)
+
+
+def test_separate_and_shared_bandwidths_differ_as_expected():
+    # Identical gamma(2) samples: the density is 0 at 0 and rises linearly, so near 0 a
+    # reflected kernel estimate is proportional to its bandwidth. One shared bandwidth:
+    # the ratio at 0 is ~1. Each its own (rhohat's default): ~ h_cells / h_reference.
+    rng = np.random.default_rng(6)
+    cells, dots = rng.gamma(2, 5, 4000), rng.gamma(2, 5, 200_000)
+    sep = density_ratio(cells, dots, n_boot=0)
+    shared = density_ratio(cells, dots, n_boot=0, shared_bandwidth=True)
+    h, h_ref = sep.attrs["bandwidth_um"], sep.attrs["reference_bandwidth_um"]
+    assert h_ref < h and shared.attrs["reference_bandwidth_um"] == h
+    assert shared.attrs["bandwidth_rule"].startswith("one bandwidth")
+    # the cells' density is the same either way (up to the fine binning, a 40th of the
+    # smaller bandwidth); only the reference's changes
+    np.testing.assert_allclose(sep["cell_density"], shared["cell_density"], rtol=1e-3)
+    assert sep["ratio"].iat[0] == pytest.approx(h / h_ref, rel=0.1)
+    assert shared["ratio"].iat[0] == pytest.approx(1.0, abs=0.1)
+    # away from the bend both agree with 1
+    mid = (sep["distance_um"] > 8) & (sep["distance_um"] < 20)
+    np.testing.assert_allclose(sep["ratio"][mid], 1.0, atol=0.1)
+    np.testing.assert_allclose(shared["ratio"][mid], 1.0, atol=0.1)
+    # the reference density is the reference smoothed alone with its own bandwidth
+    alone = density_ratio(dots, dots, bandwidth_um=h_ref, n_boot=0)
+    np.testing.assert_allclose(sep["dot_density"], alone["dot_density"], rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "cells_h", "ref_h"),
+    [
+        ({"bandwidth_um": 2.0}, 2.0, 2.0),  # one given value serves both (bwref = bw)
+        ({"reference_bandwidth_um": 3.0}, None, 3.0),
+        ({"bandwidth_um": 2.0, "reference_bandwidth_um": 0.5}, 2.0, 0.5),
+        ({"bandwidth_um": 2.0, "shared_bandwidth": True}, 2.0, 2.0),
+    ],
+)
+def test_bandwidths_set_by_the_user(kwargs, cells_h, ref_h):
+    rng = np.random.default_rng(7)
+    cells, dots = rng.gamma(2, 5, 500), rng.gamma(2, 5, 5000)
+    t = density_ratio(cells, dots, n_boot=10, **kwargs)
+    expected = silverman_bandwidth(cells) if cells_h is None else cells_h
+    assert t.attrs["bandwidth_um"] == pytest.approx(expected)
+    assert t.attrs["reference_bandwidth_um"] == pytest.approx(ref_h)
+    with pytest.raises(NicheError, match="reference bandwidth"):
+        density_ratio(cells, dots, reference_bandwidth_um=-1.0)

@@ -14,12 +14,13 @@ from napari_niche.core import (
 )
 
 
-def reference_erl(observed, simulated):
+def reference_erl(observed, simulated, alternative="two-sided"):
     """The ERL p-value straight from Myllymäki et al. (2017), in plain Python.
 
-    Pointwise average ranks counted by hand, two-sided rank min(from below, from above),
-    each curve's ranks sorted, tuples compared lexicographically; p = share of all curves
-    whose sorted ranks are <= the observed curve's.
+    Pointwise average ranks counted by hand: two-sided rank min(from below, from above),
+    "less" the rank from below, "greater" the rank from above (GET); each curve's ranks
+    sorted, tuples compared lexicographically; p = share of all curves whose sorted ranks
+    are <= the observed curve's.
     """
     curves = [list(map(float, observed))] + [list(map(float, row)) for row in simulated]
     n, k = len(curves), len(curves[0])
@@ -30,7 +31,8 @@ def reference_erl(observed, simulated):
             below = sum(curves[j][r] < curves[i][r] for j in range(n))
             equal = sum(curves[j][r] == curves[i][r] for j in range(n))
             low = below + (equal + 1) / 2
-            ranks.append(min(low, n + 1 - low))
+            high = n + 1 - low
+            ranks.append({"two-sided": min(low, high), "less": low, "greater": high}[alternative])
         sorted_ranks.append(tuple(sorted(ranks)))
     p = sum(t <= sorted_ranks[0] for t in sorted_ranks) / n
     return p, sorted_ranks
@@ -51,7 +53,8 @@ def test_one_bin_by_hand():
     sims = np.arange(39, dtype=float)[:, None]  # 0 .. 38
     t = global_envelope_test([100.0], sims, alpha=0.05)
     assert t.p_value == pytest.approx(2 / 40)
-    assert t.p_interval == (pytest.approx(1 / 40), pytest.approx(2 / 40))
+    # GET's p-interval: no curve strictly more extreme (0), two at least as extreme (2/40)
+    assert t.p_interval == (0.0, pytest.approx(2 / 40))
     assert t.extreme_rank == 1
     assert t.low[0] == 1.0 and t.high[0] == 38.0
     assert list(t.outside) == [1] and t.rejected
@@ -68,13 +71,14 @@ def test_erl_breaks_ties_of_the_extreme_rank():
     # Two bins, 19 null curves. The observed curve is the highest in both bins; null
     # curve 0 is the lowest in bin 0 only, null curve 1 the lowest in bin 1 only. All
     # three have extreme rank 1, so the plain extreme rank test cannot tell them apart
-    # (p-interval [1/20, 3/20]); the observed curve reaches rank 1 twice, so ERL ranks it
+    # (p-interval [0, 3/20]: none strictly more extreme, 3 at least as extreme); the
+    # observed curve reaches rank 1 twice, so ERL ranks it
     # strictly more extreme: p = 1/20, and it alone is left out of the envelope.
     rng = np.random.default_rng(3)
     sims = rng.uniform(1, 2, size=(19, 2))
     sims[0, 0] = sims[1, 1] = 0.0
     t = global_envelope_test([5.0, 5.0], sims, alpha=0.05)
-    assert t.p_interval == (pytest.approx(1 / 20), pytest.approx(3 / 20))
+    assert t.p_interval == (0.0, pytest.approx(3 / 20))
     assert t.p_value == pytest.approx(1 / 20)
     assert list(t.outside) == [1, 1]
     np.testing.assert_allclose(t.low, [0.0, 0.0])
@@ -253,3 +257,128 @@ def test_shifted_cells_get_the_smallest_possible_p(n_sets):
         _, test = monte_carlo_envelope(cells, dots, np.repeat(np.arange(n_sets), n))
         assert test.p_value == pytest.approx(1 / (n_sets + 1)), seed
         assert test.rejected
+
+
+# -- GET's p-interval and one-sided tests -----------------------------------------------------
+def reference_p_interval(observed, simulated, alternative="two-sided"):
+    """GET's extreme-rank p-interval (type "rank"): from the definition, by counting.
+
+    Liberal: null curves with a strictly smaller extreme rank / (s + 1); conservative:
+    (1 + null curves with a smaller or equal one) / (s + 1) (GET's estimate_p_value with
+    ties "liberal" and "conservative").
+    """
+    _, sorted_ranks = reference_erl(observed, simulated, alternative)
+    k = [t[0] for t in sorted_ranks]
+    n = len(k)
+    return sum(r < k[0] for r in k[1:]) / n, (1 + sum(r <= k[0] for r in k[1:])) / n
+
+
+def _hand_set():
+    # 19 null curves over 2 bins: null curve j has value j + 1 in bin 0 and 19 - j in bin
+    # 1 (so 1..19, no ties), the observed curve is given per test.
+    j = np.arange(19, dtype=float)
+    return np.column_stack([j + 1, 19 - j])
+
+
+@pytest.mark.parametrize(
+    ("observed", "alternative", "p", "interval", "outside"),
+    [
+        # 20 curves. Observed (20, 9.5): ranks from below (20, 10), from above (1, 11).
+        # Null j: from below (j + 1, 20 - j) for j <= 9, (j + 1, 19 - j) for j >= 10.
+        # Two-sided (min of both): observed sorted (1, 10); null 0 (1, 1), null 18
+        # (1, 2); every other null curve's smallest rank is >= 2. Three curves at least
+        # as extreme: p = 3/20; none with a smaller extreme rank, two with an equal one:
+        # interval [0, 3/20].
+        ([20.0, 9.5], "two-sided", 3 / 20, (0.0, 3 / 20), [0, 0]),
+        # greater (ranks from above): observed (1, 11); null 0 (20, 1) -> (1, 20); every
+        # other null curve >= 2. Only the observed is at least as extreme as itself:
+        # p = 1/20; interval [0, 2/20] (null 0 ties the extreme rank 1). It lies above
+        # the envelope in bin 0 only (bin 1: 9.5 is inside).
+        ([20.0, 9.5], "greater", 1 / 20, (0.0, 2 / 20), [1, 0]),
+        # less (ranks from below): observed (20, 10) -> (10, 20). Null j's smallest rank
+        # is j + 1 (j <= 9) or 19 - j (j >= 10): 18 null curves below 10, and null 9 is
+        # (10, 11), lexicographically smaller than (10, 20). All 19 are more extreme:
+        # p = 20/20; interval [18/20, 20/20].
+        ([20.0, 9.5], "less", 1.0, (18 / 20, 1.0), [0, 0]),
+        # less, observed (9.5, 0): lowest in bin 1, ranks from below (10, 1) -> (1, 10);
+        # null 0 (1, 20) ties the extreme rank, every other null curve >= 2: p = 1/20,
+        # interval [0, 2/20]; below the envelope in bin 1, and never "above" anywhere.
+        ([9.5, 0.0], "less", 1 / 20, (0.0, 2 / 20), [0, -1]),
+    ],
+)
+def test_one_and_two_sided_by_hand(observed, alternative, p, interval, outside):
+    sims = _hand_set()
+    t = global_envelope_test(observed, sims, alpha=0.05, alternative=alternative)
+    assert t.alternative == alternative
+    assert t.p_value == pytest.approx(p)
+    assert t.p_interval == (pytest.approx(interval[0]), pytest.approx(interval[1]))
+    assert list(t.outside) == outside
+    ref_p, _ = reference_erl(observed, sims, alternative)
+    assert ref_p == pytest.approx(p)
+    assert reference_p_interval(observed, sims, alternative) == pytest.approx(interval)
+    if alternative == "greater":
+        assert np.all(t.low == -np.inf) and np.all(np.isfinite(t.high))
+        assert np.all(t.pointwise_low == -np.inf)
+        np.testing.assert_allclose(t.pointwise_high, np.quantile(sims, 0.95, axis=0))
+    elif alternative == "less":
+        assert np.all(t.high == np.inf) and np.all(np.isfinite(t.low))
+        np.testing.assert_allclose(t.pointwise_low, np.quantile(sims, 0.05, axis=0))
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+@pytest.mark.parametrize("integer", [False, True])
+def test_p_value_and_interval_match_the_definition(alternative, integer):
+    rng = np.random.default_rng(21)
+    for case in range(25):
+        s, k = int(rng.choice([19, 24, 39])), int(rng.integers(1, 5))
+        if integer:
+            sims = rng.integers(0, 4, size=(s, k)).astype(float)
+            obs = rng.integers(0, 4, size=k).astype(float)
+        else:
+            sims = rng.normal(size=(s, k))
+            obs = rng.normal(size=k) + (case % 3 - 1) * 1.5
+        t = global_envelope_test(obs, sims, alternative=alternative)
+        p, sorted_ranks = reference_erl(obs, sims, alternative)
+        assert t.p_value == pytest.approx(p), case
+        assert t.extreme_rank == sorted_ranks[0][0]
+        lo, hi = reference_p_interval(obs, sims, alternative)
+        assert t.p_interval == (pytest.approx(lo), pytest.approx(hi)), case
+        assert t.p_interval[0] <= t.p_value <= t.p_interval[1]
+
+
+def test_one_sided_leaves_the_envelope_only_on_its_side():
+    rng = np.random.default_rng(4)
+    for case in range(100):
+        sims = rng.normal(size=(39, 5))
+        obs = rng.normal(size=5)
+        obs[case % 5] += 3.0 * (1 if case % 2 else -1)
+        for alt, side in (("greater", 1), ("less", -1)):
+            t = global_envelope_test(obs, sims, alternative=alt)
+            assert set(t.outside) <= {0, side}
+            assert bool(np.any(t.outside != 0)) == (t.p_value <= 0.05), (case, alt)
+
+
+def test_monte_carlo_envelope_one_sided_tables():
+    rng = np.random.default_rng(1)
+    n, s = 200, 39
+    dots = rng.uniform(0, 50, n * s)
+    cells = np.concatenate([rng.uniform(0, 5, 60), rng.uniform(0, 50, n - 60)])
+    sets = np.repeat(np.arange(s), n)
+    up, t_up = monte_carlo_envelope(cells, dots, sets, alternative="greater")
+    assert t_up.alternative == "greater"
+    assert np.all(up["envelope_low"] == -np.inf) and np.all(up["pointwise_low"] == -np.inf)
+    assert set(up["outside"]) <= {"", "above"}
+    # The cells' excess in bin 0 is paid for by a deficit in the other bins (fractions
+    # sum to 1). Two-sided, that deficit makes the cells the lowest curve in many bins
+    # and the most extreme of all (p = 1/40); one-sided "greater" only sees bin 0, where
+    # it shares rank 1 with the null curves that are the highest in some other bin, and
+    # ERL's tie-break by the next ranks favours them: p = 0.25.
+    assert t_up.p_value == pytest.approx(10 / 40)
+    assert up.iloc[0]["fold_change"] > up.iloc[0]["envelope_high"] or t_up.p_value > 0.05
+    down, t_down = monte_carlo_envelope(cells, dots, sets, alternative="less")
+    assert np.all(down["envelope_high"] == np.inf)
+    assert set(down["outside"]) <= {"", "below"}
+    with pytest.raises(NicheError, match="alternative"):
+        monte_carlo_envelope(cells, dots, sets, alternative="closer")
+    # GET's R spelling is accepted
+    assert global_envelope_test([0.0], np.arange(19.0)[:, None], alternative="two.sided")

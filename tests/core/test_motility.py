@@ -1,5 +1,8 @@
 """Motility metrics against tracks with known answers (METHOD.md "Motility", issue 5)."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -446,3 +449,137 @@ def test_params_round_trip_and_seed_reproducibility():
     pd.testing.assert_frame_equal(a[1], b[1])
     r = analyze_motility(df, MotilityParams(n_boot=20))
     assert isinstance(r.record["motility"]["seed"], int)
+
+
+# ----------------------------------------------------------------------------------------
+# Ensemble MSD weighting: pooled pairs (celltrackR, trackpy) by default, tracks as option
+
+SHARED_DATA = Path(
+    os.environ.get(
+        "NAPARI_NICHE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"
+    )
+)
+TCELLS = SHARED_DATA / "tcells_lymph_node.csv"
+
+
+def two_tracks():
+    """Track 1: 11 positions at 1 µm/frame; track 2: 3 positions at 2 µm/frame (along x)."""
+    long_x = np.arange(11.0)
+    short_x = 100.0 + 2.0 * np.arange(3)
+    return table(
+        [1] * 11 + [2] * 3,
+        list(range(11)) + list(range(3)),
+        np.column_stack([np.zeros(14), np.concatenate([long_x, short_x])]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("weighting", "min_pairs", "expected"),
+    [
+        # lag 1: 10 pairs of 1 µm² and 2 pairs of 4 µm²; lag 2: 9 pairs of 4, 1 pair of 16
+        ("pairs", 1, {1: (10 * 1 + 2 * 4) / 12, 2: (9 * 4 + 16) / 10}),
+        ("pairs", 3, {1: (10 * 1 + 2 * 4) / 12, 2: (9 * 4 + 16) / 10}),  # every pair
+        ("tracks", 1, {1: (1 + 4) / 2, 2: (4 + 16) / 2}),
+        ("tracks", 3, {1: 1.0, 2: 4.0}),  # track 2 has < 3 pairs: left out
+    ],
+)
+def test_two_tracks_analytic_ensemble(weighting, min_pairs, expected):
+    df = check_tracks(two_tracks())
+    ens, _ = ensemble_msd(
+        df, frame_interval=1.0, min_pairs=min_pairs, min_tracks=1, n_boot=0, weighting=weighting
+    )
+    got = ens.set_index("lag_frames")
+    for lag, value in expected.items():
+        assert got.loc[lag, "msd_um2"] == pytest.approx(value, rel=1e-12)
+    assert set(ens["msd_weighting"]) == {weighting}
+    # the pooled value sits near the long track's (1 µm² at lag 1), the mean of the
+    # tracks halfway between the two tracks
+    assert got.loc[1, "n_pairs"] == (12 if weighting == "pairs" or min_pairs == 1 else 10)
+
+
+def test_weightings_agree_for_equal_tracks_and_band_follows_the_weighting():
+    rng = np.random.default_rng(5)
+    df = check_tracks(stack(brownian(15, 25, 1.0, 10.0, rng), 10.0))
+    a = ensemble_msd(df, n_boot=200, rng=3, weighting="pairs")
+    b = ensemble_msd(df, n_boot=200, rng=3, weighting="tracks", min_pairs=1)
+    cols = ["msd_um2", "msd_ci_low_um2", "msd_ci_high_um2"]
+    # every track has the same pairs at every lag: the weightings coincide, band included
+    np.testing.assert_allclose(a[0][cols], b[0][cols], rtol=1e-12)
+    # unequal lengths: they differ, and each band surrounds its own estimate
+    short = df[~((df["track_id"] <= 7) & (df["frame"] >= 10))]
+    p, pa = ensemble_msd(short, n_boot=200, rng=3, weighting="pairs")
+    t, ta = ensemble_msd(short, n_boot=200, rng=3, weighting="tracks", min_pairs=1)
+    assert not np.allclose(p["msd_um2"], t["msd_um2"])
+    for e in (p, t):
+        assert (e["msd_ci_low_um2"] <= e["msd_um2"]).all()
+        assert (e["msd_um2"] <= e["msd_ci_high_um2"]).all()
+    # alpha and D are fitted to that weighting's ensemble
+    for e, al in ((p, pa), (t, ta)):
+        row = al.iloc[0]
+        fit = e[e["lag_frames"] <= row["fit_max_lag_frames"]]
+        slope = np.polyfit(np.log(fit["lag_s"]), np.log(fit["msd_um2"]), 1)[0]
+        assert row["alpha_ensemble"] == pytest.approx(slope, rel=1e-9)
+        lag = fit["lag_s"].to_numpy()
+        d = (fit["msd_um2"].to_numpy() * lag).sum() / (2 * 3 * (lag * lag).sum()) * 60
+        assert row["D_um2_per_min"] == pytest.approx(d, rel=1e-9)
+    assert pa["alpha_ensemble"].iat[0] != ta["alpha_ensemble"].iat[0]
+
+
+def test_weighting_is_a_parameter_recorded_and_checked():
+    p = MotilityParams()
+    assert p.msd_weighting == "pairs"
+    assert MotilityParams.from_dict(p.with_(msd_weighting="tracks").to_dict()).msd_weighting == (
+        "tracks"
+    )
+    old = {k: v for k, v in p.to_dict().items() if k != "msd_weighting"}
+    old["version"] = 1  # a params.json written before the option: tracks weighted then
+    assert MotilityParams.from_dict(old).msd_weighting == "tracks"
+    for bad in ("pair", "", None):
+        with pytest.raises(TrackError, match="MSD weighting"):
+            MotilityParams(msd_weighting=bad)
+    rng = np.random.default_rng(2)
+    df = stack(brownian(6, 20, 1.0, 10.0, rng), 10.0)
+    r = analyze_motility(df, MotilityParams(n_boot=10, seed=1, msd_weighting="tracks"))
+    assert r.record["motility"]["msd_weighting"] == "tracks"
+    assert set(r.msd["msd_weighting"]) == set(r.alpha["msd_weighting"]) == {"tracks"}
+
+
+def pooled_msd_by_hand(tracks: pd.DataFrame, lags) -> dict[int, float]:
+    """celltrackR's aggregate(tracks, squareDisplacement) on gap-free pieces, in loops.
+
+    Each track is cut wherever a frame is missing; per lag k every pair of positions k
+    frames apart within a piece contributes its squared displacement; all are pooled.
+    """
+    sums = {k: 0.0 for k in lags}
+    counts = {k: 0 for k in lags}
+    for _, tr in tracks.sort_values(["track_id", "frame"]).groupby("track_id"):
+        frames = tr["frame"].to_numpy()
+        pos = tr[[c for c in ("z", "y", "x") if c in tr.columns]].to_numpy(float)
+        cuts = np.flatnonzero(np.diff(frames) != 1) + 1
+        for piece in np.split(np.arange(len(frames)), cuts):
+            p = pos[piece]
+            for k in lags:
+                for i in range(len(p) - k):
+                    d = p[i + k] - p[i]
+                    sums[k] += float(d @ d)
+                    counts[k] += 1
+    return {k: sums[k] / counts[k] for k in lags}
+
+
+@pytest.mark.skipif(not TCELLS.exists(), reason=f"real T-cell tracks not found in {SHARED_DATA}")
+def test_default_ensemble_equals_pooled_pairs_on_real_tcells():
+    from napari_niche.tracks_io import read_tracks
+
+    tracks = read_tracks(TCELLS, frame_interval=24.0)
+    result = analyze_motility(tracks, MotilityParams(frame_interval_s=24.0, n_boot=20, seed=0))
+    lags = range(1, 21)
+    expected = pooled_msd_by_hand(check_tracks(tracks), lags)
+    got = result.msd.set_index("lag_frames")["msd_um2"]
+    for k in lags:
+        assert got[k] == pytest.approx(expected[k], rel=1e-6), k
+    assert result.record["motility"]["msd_weighting"] == "pairs"
+    # weighting tracks equally gives 27.96 µm² at lag 1 here instead of 23.55 (issue 14)
+    tracks_weighted = analyze_motility(
+        tracks, MotilityParams(frame_interval_s=24.0, n_boot=20, seed=0, msd_weighting="tracks")
+    )
+    assert tracks_weighted.msd["msd_um2"].iat[0] > got[1] * 1.1

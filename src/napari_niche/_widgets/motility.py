@@ -48,6 +48,7 @@ from ..core.errors import NicheError
 from ..core.intensity import mean_intensity_in_shapes
 from ..core.motility import (
     GAP_METHODS,
+    MSD_WEIGHTINGS,
     MotilityParams,
     MotilityResult,
     analyze_motility,
@@ -230,6 +231,13 @@ class MotilityWidget(NicheWidget):
             "the track. MSD lags are frame differences, so gaps never add false lags."
         )
         self.drift = CheckBox(text="Correct drift (mean displacement per frame)", value=False)
+        self.msd_weighting = ComboBox(
+            label="Ensemble MSD", choices=list(MSD_WEIGHTINGS), value="pairs"
+        )
+        self.msd_weighting.tooltip = (
+            "pairs: every displacement pair of every track pooled (as celltrackR and "
+            "trackpy; long tracks weigh more). tracks: every track weighs the same."
+        )
         self.seed = SpinBox(label="Bootstrap seed", value=0, min=0, max=2**31 - 1)
         self.seed.tooltip = "Seed of the bootstrap confidence bands (same seed, same bands)."
         self.form.extend(
@@ -243,6 +251,7 @@ class MotilityWidget(NicheWidget):
                 self.split_frame,
                 self.gap,
                 self.drift,
+                self.msd_weighting,
                 self.seed,
             ]
         )
@@ -392,6 +401,7 @@ class MotilityWidget(NicheWidget):
             condition_split_frame=int(self.split_frame.value) or None,
             lattice_spacing_um=(float(self.lattice.value),),
             seed=int(self.seed.value),
+            msd_weighting=self.msd_weighting.value,
         )
 
     # -- running --------------------------------------------------------------------------

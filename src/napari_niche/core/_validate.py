@@ -19,6 +19,19 @@ from .errors import (
 #: The acceptance rules of the random cells (METHOD.md step 6). Here, not in random_cells,
 #: so that the parameters can be checked without loading the placement code.
 RULES: tuple[str, ...] = ("whole-cell", "centroid")
+#: Alternatives of the global envelope test, as R's GET names them (with "-" for ".").
+ALTERNATIVES: tuple[str, ...] = ("two-sided", "greater", "less")
+
+
+def check_alternative(alternative) -> str:
+    """``alternative`` as one of :data:`ALTERNATIVES` (GET's ``two.sided`` accepted too)."""
+    value = str(alternative).replace(".", "-") if isinstance(alternative, str) else alternative
+    if value not in ALTERNATIVES:
+        raise NicheError(
+            f"Unknown alternative {alternative!r} for the global envelope test: use "
+            "two-sided, greater (cells above the random cells in some bin) or less."
+        )
+    return value
 
 
 def check_alpha(alpha) -> None:

@@ -1,4 +1,4 @@
-"""Cell density relative to random cells as a smooth function of distance (rhohat-like).
+"""Cell density relative to random cells as a smooth function of distance.
 
 Fold change by bin depends on where the bin edges fall: a 5 µm bin can hide, or create,
 an effect that a 3 µm bin shows differently. The density ratio
@@ -7,19 +7,26 @@ an effect that a 3 µm bin shows differently. The density ratio
 
 is the same quantity without bins (f = probability density of the distance to a
 structure): rho > 1 where cells sit more often than random placement would put them. It
-is the kernel estimate of spatstat's ``rhohat`` with the random cells as the reference,
-and equals the fold change of an infinitely thin bin.
+equals the fold change of an infinitely thin bin.
 
-Kernel details, chosen for distances:
+It follows the ratio estimator of spatstat's ``rhohat`` (``method = "ratio"``,
+``smoother = "kernel"``) with the random cells as the reference, and differs from it
+where noted (``docs/conventions.md``):
 
+- Bandwidths, as ``rhohat``'s defaults (``bw = "nrd0"``, ``bwref = bw``): each density
+  is smoothed with its *own* bandwidth, chosen on its own sample by the same rule,
+  Silverman's rule of thumb ``0.9 min(sd, IQR / 1.34) n^(-1/5)`` (R's ``bw.nrd0``) --
+  the cells' on the cell distances, the reference's on the random-cell distances.
+  Unlike ``bw.nrd0`` the rule is floored at :data:`MIN_BANDWIDTH_UM` (about a voxel:
+  below it the ratio shows the voxel grid). ``shared_bandwidth=True`` smooths both with
+  the cells' bandwidth instead (the smoothing bias then largely cancels in the ratio,
+  at the cost of a rougher reference); ``bandwidth_um`` / ``reference_bandwidth_um`` set
+  them by hand (a given ``bandwidth_um`` serves both, as ``bwref = bw`` in rhohat).
 - Distances are >= 0 and many are exactly 0 (cells touching a structure), so the
   Gaussian kernel is *reflected* at 0: a plain kernel would lose half the mass of every
-  value near 0 below the axis and halve the density at contact.
-- Both densities use the same bandwidth, so the smoothing bias largely cancels in the
-  ratio (identical distributions give 1 at every distance, not a smoothed shape).
-- Default bandwidth: Silverman's rule of thumb ``0.9 min(sd, IQR / 1.34) n^(-1/5)`` on the
-  *cell* distances, the scarcer sample whose noise dominates the ratio, floored at
-  :data:`MIN_BANDWIDTH_UM` (about a voxel: below it the ratio shows the voxel grid).
+  value near 0 below the axis and halve the density at contact. ``rhohat`` does not
+  reflect; with one shared bandwidth the halving cancels in its ratio, with two it does
+  not quite.
 - The ratio is reported up to the 95% quantile of the dot distances: beyond, few random
   cells are left and the ratio is noise.
 - The confidence band is a pointwise percentile bootstrap that resamples cells and dots
@@ -64,6 +71,8 @@ def density_ratio(
     dot_distances,
     *,
     bandwidth_um: float | None = None,
+    reference_bandwidth_um: float | None = None,
+    shared_bandwidth: bool = False,
     max_distance_um: float | None = None,
     n_points: int = 200,
     n_boot: int = 200,
@@ -79,8 +88,14 @@ def density_ratio(
     dot_distances : (m,) array
         Distances of the random cells (all null sets pooled) to the same structure.
     bandwidth_um : float, optional
-        Gaussian kernel standard deviation in µm; default Silverman's rule on the cell
-        distances, at least :data:`MIN_BANDWIDTH_UM`.
+        Gaussian kernel standard deviation (µm) for the cells' density; default
+        Silverman's rule on the cell distances, at least :data:`MIN_BANDWIDTH_UM`.
+    reference_bandwidth_um : float, optional
+        The same for the random cells' (reference) density; default ``bandwidth_um`` when
+        that is given (as rhohat's ``bwref = bw``) or ``shared_bandwidth`` is set, else
+        Silverman's rule on the random-cell distances (rhohat's default).
+    shared_bandwidth : bool
+        Smooth the reference with the cells' bandwidth (one bandwidth for both).
     max_distance_um : float, optional
         Last grid point; default the 95% quantile of the dot distances.
     n_points : int
@@ -95,17 +110,16 @@ def density_ratio(
     Returns
     -------
     DataFrame with columns :data:`DENSITY_COLUMNS`, one row per grid point; densities in
-    1/µm; ``attrs["bandwidth_um"]``, ``attrs["n_cells"]``, ``attrs["n_dots"]``,
-    ``attrs["level"]`` record how it was made.
+    1/µm; ``attrs["bandwidth_um"]`` (cells), ``attrs["reference_bandwidth_um"]`` (random
+    cells), ``attrs["bandwidth_rule"]``, ``attrs["n_cells"]``, ``attrs["n_dots"]``,
+    ``attrs["level"]`` record how it was made. The band resamples with the bandwidths
+    fixed.
     """
     cells = finite_distances(cell_distances, "cell distances")
     dots = finite_distances(dot_distances, "random-dot distances")
-    if bandwidth_um is None:
-        h = silverman_bandwidth(cells)
-    else:
-        h = float(bandwidth_um)
-        if not (h > 0 and np.isfinite(h)):
-            raise NicheError(f"The bandwidth must be a positive number of µm, got {bandwidth_um}.")
+    h, h_ref, rule = _bandwidths(
+        cells, dots, bandwidth_um, reference_bandwidth_um, bool(shared_bandwidth)
+    )
     top = float(np.quantile(dots, MAX_QUANTILE)) if max_distance_um is None else max_distance_um
     if not (np.isfinite(top) and top >= 0):
         raise NicheError(f"The largest distance must be a number of µm >= 0, got {top}.")
@@ -116,13 +130,13 @@ def density_ratio(
     if not 0 < level < 1:
         raise NicheError(f"The band level must lie between 0 and 1, got {level}.")
     if top == 0:
-        top = h  # every dot at 0: still show the neighbourhood of contact
+        top = max(h, h_ref)  # every dot at 0: still show the neighbourhood of contact
     grid = np.linspace(0.0, top, int(n_points))
 
     # Fine binning: nearest fine-grid position (0 stays exactly 0); values beyond the
     # kernel's reach of the grid only count in the totals (last, weightless bin).
-    reach = top + 6.0 * h
-    step = max(h / _FINE_PER_BANDWIDTH, reach / _MAX_FINE_BINS)
+    reach = top + 6.0 * max(h, h_ref)
+    step = max(min(h, h_ref) / _FINE_PER_BANDWIDTH, reach / _MAX_FINE_BINS)
     n_fine = int(np.ceil(reach / step)) + 1
     centres = np.arange(n_fine) * step
 
@@ -132,13 +146,11 @@ def density_ratio(
         return np.bincount(idx, minlength=n_fine + 1).astype(float)
 
     c_counts, d_counts = fine_counts(cells), fine_counts(dots)
-    diff = (grid[:, None] - centres[None, :]) / h
-    summ = (grid[:, None] + centres[None, :]) / h
-    weights = (np.exp(-0.5 * diff**2) + np.exp(-0.5 * summ**2)) / (h * np.sqrt(2 * np.pi))
-    weights = np.hstack([weights, np.zeros((grid.size, 1))])  # (n_points, n_fine + 1)
+    weights = _reflected_kernel(grid, centres, h)  # (n_points, n_fine + 1)
+    ref_weights = weights if h_ref == h else _reflected_kernel(grid, centres, h_ref)
 
     f_cells = weights @ c_counts / cells.size
-    f_dots = weights @ d_counts / dots.size
+    f_dots = ref_weights @ d_counts / dots.size
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = f_cells / f_dots
 
@@ -149,7 +161,7 @@ def density_ratio(
         boot_d = gen.multinomial(dots.size, d_counts / dots.size, size=int(n_boot))
         boot_c, boot_d = boot_c.astype(float), boot_d.astype(float)  # BLAS products
         bc = boot_c @ weights.T / cells.size
-        bd = boot_d @ weights.T / dots.size
+        bd = boot_d @ ref_weights.T / dots.size
         with np.errstate(divide="ignore", invalid="ignore"):
             br = bc / bd
         alpha = 1.0 - level
@@ -168,6 +180,41 @@ def density_ratio(
         columns=DENSITY_COLUMNS,
     )
     table.attrs.update(
-        bandwidth_um=h, n_cells=int(cells.size), n_dots=int(dots.size), level=float(level)
+        bandwidth_um=h,
+        reference_bandwidth_um=h_ref,
+        bandwidth_rule=rule,
+        n_cells=int(cells.size),
+        n_dots=int(dots.size),
+        level=float(level),
     )
     return table
+
+
+def _reflected_kernel(grid: np.ndarray, centres: np.ndarray, h: float) -> np.ndarray:
+    """Gaussian kernel weights (sd ``h``) reflected at 0, plus a weightless last column."""
+    diff = (grid[:, None] - centres[None, :]) / h
+    summ = (grid[:, None] + centres[None, :]) / h
+    weights = (np.exp(-0.5 * diff**2) + np.exp(-0.5 * summ**2)) / (h * np.sqrt(2 * np.pi))
+    return np.hstack([weights, np.zeros((grid.size, 1))])
+
+
+def _check_bandwidth(value, what: str) -> float:
+    h = float(value)
+    if not (h > 0 and np.isfinite(h)):
+        raise NicheError(f"The {what} must be a positive number of µm, got {value}.")
+    return h
+
+
+def _bandwidths(cells, dots, bandwidth_um, reference_bandwidth_um, shared: bool):
+    """(cells' bandwidth, reference bandwidth, how they were chosen), as rhohat does."""
+    if bandwidth_um is None:
+        h, how = silverman_bandwidth(cells), "Silverman's rule on the cell distances"
+    else:
+        h, how = _check_bandwidth(bandwidth_um, "bandwidth"), "given"
+    if reference_bandwidth_um is not None:
+        h_ref = _check_bandwidth(reference_bandwidth_um, "reference bandwidth")
+        return h, h_ref, f"cells: {how}; random cells: given"
+    if shared or bandwidth_um is not None:
+        return h, h, f"one bandwidth for both ({how})"
+    h_ref = silverman_bandwidth(dots)
+    return h, h_ref, "Silverman's rule on each sample (cells and random cells separately)"

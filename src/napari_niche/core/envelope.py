@@ -14,6 +14,12 @@ fold change of the real cells can be ranked among the fold changes of the null s
   leave in some bin exactly when that p-value is at most alpha. Which bins they leave it
   in shows where the deviation lies, without choosing bins after seeing the data.
 
+Two-sided by default; ``alternative="greater"`` (or ``"less"``) asks only whether the cells
+lie *above* (below) the null curves in some bin, with GET's one-sided pointwise ranks:
+only the upper (lower) ranks count, and the global envelope is open on the other side.
+The p-values equal R's ``GET::global_envelope_test(type = "erl")`` and the p-interval its
+``type = "rank"`` p-interval (``docs/conventions.md``).
+
 The test is carried out on per-bin *fractions* (cells in bin / all cells), which are
 exactly exchangeable between the real cells and each null set. The fold change divides
 every curve's fraction in a bin by the same number (the fraction of all pooled dots in
@@ -29,11 +35,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._validate import check_alpha
+from ._validate import ALTERNATIVES, check_alpha, check_alternative
 from .errors import NicheError
 from .stats import _check_min_dots, bin_index, distance_bins, finite_distances
 
 __all__ = [
+    "ALTERNATIVES",
     "ENVELOPE_COLUMNS",
     "EnvelopeTest",
     "MIN_NULL_SETS",
@@ -81,21 +88,26 @@ class EnvelopeTest:
     p_value : float
         ERL p-value, ``(1 + number of null curves at least as extreme) / (s + 1)``.
     p_interval : (float, float)
-        Liberal and conservative p-values of the plain extreme rank test (ties of the
-        smallest pointwise rank broken for, resp. against, the observed curve); the ERL
-        p-value always lies inside.
+        The p-interval of the plain extreme rank test as GET defines it:
+        ``(number of null curves with a strictly smaller extreme rank) / (s + 1)``
+        (liberal) to ``(1 + number with a smaller or equal one) / (s + 1)``
+        (conservative); the ERL p-value always lies inside.
     low, high : (k,) arrays
-        The global ``1 - alpha`` envelope (ERL central region).
+        The global ``1 - alpha`` envelope (ERL central region); ``high`` is ``+inf`` for
+        ``alternative="less"`` and ``low`` is ``-inf`` for ``"greater"`` (as in GET).
     pointwise_low, pointwise_high : (k,) arrays
-        Pointwise ``alpha/2`` and ``1 - alpha/2`` quantiles of the null curves.
+        Pointwise ``alpha/2`` and ``1 - alpha/2`` quantiles of the null curves (one-sided:
+        the ``alpha`` or ``1 - alpha`` quantile, the other side infinite).
     n_sets : int
         Number of null curves ``s``.
     alpha : float
     extreme_rank : float
-        Smallest two-sided pointwise rank of the observed curve (1 = most extreme of all
-        ``s + 1`` curves in some bin; average ranks for ties).
+        Smallest pointwise rank of the observed curve under ``alternative`` (1 = the most
+        extreme of all ``s + 1`` curves in some bin; average ranks for ties).
     outside : (k,) array of int
         +1 where the observed curve lies above the global envelope, -1 below, 0 inside.
+    alternative : str
+        ``"two-sided"``, ``"greater"`` or ``"less"``.
     """
 
     p_value: float
@@ -108,6 +120,7 @@ class EnvelopeTest:
     alpha: float
     extreme_rank: float
     outside: np.ndarray
+    alternative: str = "two-sided"
 
     @property
     def rejected(self) -> bool:
@@ -124,8 +137,27 @@ def _too_few(n_sets: int, alpha: float) -> NicheError:
     )
 
 
-def global_envelope_test(observed, simulated, *, alpha: float = 0.05) -> EnvelopeTest:
-    """Two-sided extreme rank length (ERL) global envelope test.
+def pointwise_ranks(curves: np.ndarray, alternative: str = "two-sided") -> np.ndarray:
+    """Pointwise ranks of every curve (rows) in every bin (columns), 1 = most extreme.
+
+    GET's definitions (``find_calc_pointwiserank``): with ``n`` curves and average ranks
+    ``R`` from below, two-sided ``min(R, n + 1 - R)``; ``"less"`` ``R`` (the lowest curve
+    is the most extreme); ``"greater"`` ``n + 1 - R`` (the highest is).
+    """
+    alternative = check_alternative(alternative)
+    n = curves.shape[0]
+    low_rank = stats.rankdata(curves, method="average", axis=0)
+    if alternative == "less":
+        return low_rank
+    if alternative == "greater":
+        return n + 1 - low_rank
+    return np.minimum(low_rank, n + 1 - low_rank)
+
+
+def global_envelope_test(
+    observed, simulated, *, alpha: float = 0.05, alternative: str = "two-sided"
+) -> EnvelopeTest:
+    """Extreme rank length (ERL) global envelope test, two-sided or one-sided.
 
     Parameters
     ----------
@@ -136,6 +168,9 @@ def global_envelope_test(observed, simulated, *, alpha: float = 0.05) -> Envelop
         the null hypothesis.
     alpha : float
         Level of the test and of the ``1 - alpha`` envelopes.
+    alternative : {"two-sided", "greater", "less"}
+        ``"greater"``: is the observed curve above the null curves in some bin (e.g.
+        cells over-represented at some distance)? ``"less"``: below them in some bin?
 
     Returns
     -------
@@ -145,9 +180,11 @@ def global_envelope_test(observed, simulated, *, alpha: float = 0.05) -> Envelop
     -----
     All ``s + 1`` curves are ranked at every point ``r`` (average ranks for ties); the
     two-sided pointwise rank is ``min(rank from below, rank from above)``, so 1 marks the
-    lowest or the highest curve. Each curve's ranks are sorted ascending and curves are
-    ordered lexicographically: a curve is more extreme when its smallest rank is smaller,
-    or, at equal smallest rank, when it attains that rank at more points, and so on. The
+    lowest or the highest curve; one-sided, only the rank from above (``"greater"``) or
+    from below (``"less"``) counts (:func:`pointwise_ranks`). Each curve's ranks are
+    sorted ascending and curves are ordered lexicographically: a curve is more extreme
+    when its smallest rank is smaller, or, at equal smallest rank, when it attains that
+    rank at more points, and so on. The
     p-value counts the curves at least as extreme as the observed one (itself included,
     identical rank vectors count as "as extreme": conservative, valid under ties).
 
@@ -162,6 +199,7 @@ def global_envelope_test(observed, simulated, *, alpha: float = 0.05) -> Envelop
     p-value is the test, the envelope the picture.
     """
     check_alpha(alpha)
+    alternative = check_alternative(alternative)
     obs = np.asarray(observed, dtype=float)
     sim = np.asarray(simulated, dtype=float)
     if obs.ndim != 1 or obs.size == 0:
@@ -180,8 +218,7 @@ def global_envelope_test(observed, simulated, *, alpha: float = 0.05) -> Envelop
     curves = np.vstack([obs[None, :], sim])  # (n, k), row 0 = observed
     n = s + 1
 
-    low_rank = stats.rankdata(curves, method="average", axis=0)
-    ranks = np.minimum(low_rank, n + 1 - low_rank)
+    ranks = pointwise_ranks(curves, alternative)
     sorted_ranks = np.sort(ranks, axis=1)
 
     # count[i] = number of curves lexicographically <= curve i (at least as extreme)
@@ -196,14 +233,21 @@ def global_envelope_test(observed, simulated, *, alpha: float = 0.05) -> Envelop
 
     p_value = count[0] / n
     extreme = sorted_ranks[:, 0]
-    liberal = (1 + np.sum(extreme[1:] < extreme[0])) / n
+    liberal = np.sum(extreme[1:] < extreme[0]) / n  # GET: strictly more extreme / (s + 1)
     conservative = (1 + np.sum(extreme[1:] <= extreme[0])) / n
 
     central = count > alpha * n + _EPS  # the curves that make the envelope
     low = curves[central].min(axis=0)
     high = curves[central].max(axis=0)
+    if alternative == "less":
+        high = np.full(obs.size, np.inf)
+        pw_low, pw_high = np.quantile(sim, alpha, axis=0), high.copy()
+    elif alternative == "greater":
+        low = np.full(obs.size, -np.inf)
+        pw_low, pw_high = low.copy(), np.quantile(sim, 1 - alpha, axis=0)
+    else:
+        pw_low, pw_high = np.quantile(sim, [alpha / 2, 1 - alpha / 2], axis=0)
     outside = np.where(obs > high, 1, np.where(obs < low, -1, 0))
-    pw_low, pw_high = np.quantile(sim, [alpha / 2, 1 - alpha / 2], axis=0)
     return EnvelopeTest(
         p_value=float(p_value),
         p_interval=(float(liberal), float(conservative)),
@@ -215,6 +259,7 @@ def global_envelope_test(observed, simulated, *, alpha: float = 0.05) -> Envelop
         alpha=float(alpha),
         extreme_rank=float(extreme[0]),
         outside=outside,
+        alternative=alternative,
     )
 
 
@@ -236,6 +281,7 @@ def monte_carlo_envelope(
     bin_width: float = 5.0,
     min_dots: int = 10,
     alpha: float = 0.05,
+    alternative: str = "two-sided",
 ) -> tuple[pd.DataFrame, EnvelopeTest]:
     """Fold change of the cells per bin with its Monte Carlo envelopes under random placement.
 
@@ -254,6 +300,10 @@ def monte_carlo_envelope(
         ``min_dots`` pooled dots are left out (of the table and of the test).
     alpha : float
         Level of the global envelope test and of both envelopes.
+    alternative : {"two-sided", "greater", "less"}
+        Of the global envelope test (:func:`global_envelope_test`); one-sided envelopes
+        are open on the other side (``envelope_high`` = ``inf`` for ``"less"``,
+        ``envelope_low`` = ``-inf`` for ``"greater"``; the same for the pointwise band).
 
     Returns
     -------
@@ -274,6 +324,7 @@ def monte_carlo_envelope(
         ``min_dots`` dots.
     """
     check_alpha(alpha)
+    alternative = check_alternative(alternative)
     cells = finite_distances(cell_distances, "cell distances")
     dots = finite_distances(dot_distances, "random-dot distances")
     sets = np.asarray(null_set).ravel()
@@ -312,7 +363,7 @@ def monte_carlo_envelope(
     frac_cells = cell_counts[keep] / n
     frac_sets = set_counts[:, keep] / n
     frac_dots = dot_counts[keep] / dots.size
-    test = global_envelope_test(frac_cells, frac_sets, alpha=alpha)
+    test = global_envelope_test(frac_cells, frac_sets, alpha=alpha, alternative=alternative)
     outside = np.array(["below", "", "above"], dtype=object)[test.outside + 1]
     table = pd.DataFrame(
         {

@@ -46,6 +46,15 @@ from scipy import stats
 from .errors import NicheError
 
 SPEED_DEFINITIONS: tuple[str, ...] = ("step", "path")
+#: How the ensemble MSD weighs tracks: "pairs" pools every displacement pair of every
+#: track (celltrackR's ``aggregate(tracks, squareDisplacement)``, trackpy's ``emsd``), so
+#: long tracks weigh more; "tracks" averages the per-track time-averaged MSDs.
+MSD_WEIGHTINGS: tuple[str, ...] = ("pairs", "tracks")
+#: What each weighting is called in captions and notes.
+MSD_WEIGHTING_TEXT = {
+    "pairs": "all displacement pairs pooled",
+    "tracks": "tracks weighted equally",
+}
 GAP_METHODS: tuple[str, ...] = ("split", "interpolate", "drop")
 MOTION_CLASSES: tuple[str, ...] = ("sub-diffusive", "diffusive", "super-diffusive")
 NOT_FITTED = "not fitted"
@@ -85,6 +94,7 @@ ENSEMBLE_COLUMNS: tuple[str, ...] = (
     "msd_ci_high_um2",
     "n_tracks",
     "n_pairs",
+    "msd_weighting",
 )
 ALPHA_COLUMNS: tuple[str, ...] = (
     "condition",
@@ -104,6 +114,7 @@ ALPHA_COLUMNS: tuple[str, ...] = (
     "fraction_sub_diffusive",
     "fraction_diffusive",
     "fraction_super_diffusive",
+    "msd_weighting",
 )
 COMPARISON_COLUMNS: tuple[str, ...] = (
     "metric",
@@ -678,6 +689,12 @@ def _msd(tracks: pd.DataFrame, lay: _Layout, *, min_pairs: int, max_lag: int | N
     )
 
 
+def _with_min_pairs(msd: _MSD, min_pairs: int) -> _MSD:
+    """The lags of ``msd`` (computed with every pair) that hold at least ``min_pairs``."""
+    keep = msd.n_pairs >= min_pairs
+    return _MSD(msd.track[keep], msd.lag[keep], msd.msd[keep], msd.n_pairs[keep], msd.span)
+
+
 def msd_per_track(
     tracks: pd.DataFrame,
     *,
@@ -940,6 +957,7 @@ def _ensemble_condition(
     n_boot: int,
     ci: float,
     rng: np.random.Generator,
+    weighting: str = "pairs",
 ) -> _Ensemble:
     n_c = tracks_idx.size
     local = np.full(msd.span.size, -1, dtype=np.int64)
@@ -947,16 +965,24 @@ def _ensemble_condition(
     sel = local[msd.track] >= 0
     rows, lags = local[msd.track[sel]], msd.lag[sel]
     n_lags = int(lags.max()) if lags.size else 0
+    # The ensemble at every lag, and each bootstrap curve, is sum(values) / sum(weights)
+    # over the tracks: per-track MSDs with weight 1 ("tracks"), or per-track sums of
+    # squared displacements with their numbers of pairs as weights ("pairs").
     values = np.zeros((n_c, n_lags))
     valid = np.zeros((n_c, n_lags))
     pairs = np.zeros(n_lags, dtype=np.int64)
     if lags.size:
-        values[rows, lags - 1] = msd.msd[sel]
-        valid[rows, lags - 1] = 1.0
-        pairs = np.bincount(lags - 1, weights=msd.n_pairs[sel], minlength=n_lags).astype(np.int64)
-    n_tr = valid.sum(axis=0).astype(np.int64)
+        n_pairs = msd.n_pairs[sel].astype(float)
+        if weighting == "pairs":
+            values[rows, lags - 1] = msd.msd[sel] * n_pairs
+            valid[rows, lags - 1] = n_pairs
+        else:
+            values[rows, lags - 1] = msd.msd[sel]
+            valid[rows, lags - 1] = 1.0
+        pairs = np.bincount(lags - 1, weights=n_pairs, minlength=n_lags).astype(np.int64)
+    n_tr = (valid > 0).sum(axis=0).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = values.sum(axis=0) / n_tr
+        mean = values.sum(axis=0) / valid.sum(axis=0)
     kept = np.flatnonzero(n_tr >= max(min_tracks, 1))
     k_fit = int(_fit_lags(np.median(msd.span[tracks_idx]), fit_fraction)) if n_c else 0
     fit = kept[(kept + 1) <= k_fit]
@@ -997,6 +1023,7 @@ def _ensemble_condition(
             "msd_ci_high_um2": ci_hi,
             "n_tracks": n_tr[kept],
             "n_pairs": pairs[kept],
+            "msd_weighting": weighting,
         }
     )
 
@@ -1043,6 +1070,7 @@ def _ensemble_condition(
         "fraction_sub_diffusive": frac(MOTION_CLASSES[0]),
         "fraction_diffusive": frac(MOTION_CLASSES[1]),
         "fraction_super_diffusive": frac(MOTION_CLASSES[2]),
+        "msd_weighting": weighting,
     }
     return _Ensemble(table, row)
 
@@ -1060,14 +1088,20 @@ def ensemble_msd(
     n_boot: int = 1000,
     ci: float = 0.95,
     rng: int | np.random.Generator | None = None,
+    weighting: str = "pairs",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Ensemble MSD and alpha per condition, with bootstrap confidence intervals.
 
-    The ensemble MSD at lag k is the mean of the per-track time-averaged MSDs at lag k
+    ``weighting="pairs"`` (default): the ensemble MSD at lag k is the mean squared
+    displacement over **all pairs** of positions k frames apart, of all tracks pooled, so
+    a track weighs by its number of pairs (celltrackR's ``aggregate(tracks,
+    squareDisplacement)``, trackpy's ``emsd``); every pair counts, ``min_pairs`` does not
+    apply. ``weighting="tracks"``: the mean of the per-track time-averaged MSDs at lag k
     (each track weighs the same, however long), over the tracks that have lag k with at
-    least ``min_pairs`` pairs; lags with fewer than ``min_tracks`` tracks are left out.
-    Confidence bands resample **tracks** with replacement (``n_boot`` times): tracks are
-    the independent units, the pairs within a track are not.
+    least ``min_pairs`` pairs. Either way, lags with fewer than ``min_tracks`` tracks are
+    left out, and confidence bands resample **tracks** with replacement (``n_boot``
+    times; each resample pooled with the same weighting): tracks are the independent
+    units, the pairs within a track are not.
 
     The ensemble alpha is the log-log slope of the ensemble MSD over lags 1 ..
     floor(``fit_fraction`` x median track span); its interval comes from the same
@@ -1083,13 +1117,16 @@ def ensemble_msd(
     """
     dt = estimate_frame_interval(tracks) if frame_interval is None else float(frame_interval)
     lay = _layout(tracks)
-    msd = _msd(tracks, lay, min_pairs=min_pairs, max_lag=None)
+    check_msd_weighting(weighting)
+    every_pair = _msd(tracks, lay, min_pairs=1, max_lag=None)
+    msd = _with_min_pairs(every_pair, min_pairs)
     alpha, _ = alpha_per_track(msd, fit_fraction=fit_fraction, min_fit_lags=min_fit_lags)
     return _ensembles(
         tracks,
         lay,
-        msd,
+        every_pair if weighting == "pairs" else msd,
         alpha,
+        weighting=weighting,
         frame_interval=dt,
         condition=condition,
         min_tracks=min_tracks,
@@ -1100,6 +1137,15 @@ def ensemble_msd(
         ci=ci,
         rng=_rng(rng),
     )
+
+
+def check_msd_weighting(weighting) -> None:
+    """Raise :class:`TrackError` unless ``weighting`` is one of :data:`MSD_WEIGHTINGS`."""
+    if weighting not in MSD_WEIGHTINGS:
+        raise TrackError(
+            f"Unknown MSD weighting {weighting!r}: use 'pairs' (every displacement pair "
+            "pooled, as celltrackR and trackpy) or 'tracks' (every track weighs the same)."
+        )
 
 
 def _condition_order(tracks: pd.DataFrame, condition: str) -> list[str]:
@@ -1123,7 +1169,9 @@ def _ensembles(
     n_boot: int,
     ci: float,
     rng: np.random.Generator,
+    weighting: str = "pairs",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Ensemble MSD and alpha of every condition from ``msd`` (every pair for "pairs")."""
     if condition in tracks.columns:
         names = _condition_order(tracks, condition)
         cond_of_track = tracks[condition].astype(str).to_numpy()[lay.starts]
@@ -1148,6 +1196,7 @@ def _ensembles(
             n_boot=n_boot,
             ci=ci,
             rng=rng,
+            weighting=weighting,
         )
         tables.append(e.table)
         rows.append(e.alpha_row)
@@ -1307,8 +1356,12 @@ class MotilityParams:
     condition_split_frame : frames before it are "before", from it on "after"; None
         keeps a ``condition`` column of the tracks, or puts every track in "all".
     lattice_spacing_um : box size of the exploration lattice, one value or (z, y, x).
-    min_pairs : pairs a lag of a track needs to enter the MSD.
+    min_pairs : pairs a lag of a track needs to enter its MSD (per-track curves, alpha
+        and the track-weighted ensemble; the pooled ensemble uses every pair).
     min_tracks : tracks a lag needs to enter the ensemble MSD.
+    msd_weighting : "pairs" (default; every displacement pair of every track pooled, as
+        celltrackR and trackpy) or "tracks" (the mean of the per-track MSDs): the ensemble
+        MSD, its bootstrap band, the ensemble alpha and D.
     fit_fraction : alpha is fitted over lags up to this fraction of a track's span.
     min_fit_lags : fewer usable lags than this leave alpha undetermined (NaN).
     diffusive_band : alpha within 1 +- band is "diffusive".
@@ -1330,7 +1383,8 @@ class MotilityParams:
     n_boot: int = 1000
     ci: float = 0.95
     seed: int | None = None
-    _version: int = field(default=1, repr=False)
+    msd_weighting: str = "pairs"
+    _version: int = field(default=2, repr=False)
 
     def __post_init__(self):
         sp = self.lattice_spacing_um
@@ -1367,6 +1421,7 @@ class MotilityParams:
             raise TrackError(f"n_boot must be >= 0, got {self.n_boot}.")
         if not 0 < self.ci < 1:
             raise TrackError(f"The confidence level must be in (0, 1), got {self.ci}.")
+        check_msd_weighting(self.msd_weighting)
 
     def with_(self, **changes) -> MotilityParams:
         """A copy with the given fields changed; ``None`` values leave a field as it is."""
@@ -1384,7 +1439,10 @@ class MotilityParams:
         unknown = set(d) - known - {"version"}
         if unknown:
             raise TrackError(f"Unknown motility parameter(s): {', '.join(sorted(unknown))}.")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        values = {k: v for k, v in d.items() if k in known}
+        if d.get("version") == 1:  # written before the weighting existed: tracks weighted
+            values.setdefault("msd_weighting", "tracks")
+        return cls(**values)
 
 
 @dataclass
@@ -1524,7 +1582,8 @@ def analyze_motility(
     per.insert(1, "parent_track_id", df["parent_track_id"].to_numpy()[lay.starts])
     per.insert(2, "condition", df["condition"].astype(str).to_numpy()[lay.starts])
     say("MSD")
-    msd = _msd(df, lay, min_pairs=params.min_pairs, max_lag=None)
+    every_pair = _msd(df, lay, min_pairs=1, max_lag=None)
+    msd = _with_min_pairs(every_pair, params.min_pairs)
     alpha, n_lags = alpha_per_track(
         msd, fit_fraction=params.fit_fraction, min_fit_lags=params.min_fit_lags
     )
@@ -1550,11 +1609,13 @@ def analyze_motility(
     seed = params.seed
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**32))
+    pooled = params.msd_weighting == "pairs"
     ens, alpha_tab = _ensembles(
         df,
         lay,
-        msd,
+        every_pair if pooled else msd,
         alpha,
+        weighting=params.msd_weighting,
         frame_interval=dt,
         condition="condition",
         min_tracks=params.min_tracks,
