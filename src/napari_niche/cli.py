@@ -150,10 +150,10 @@ def _params_from_args(args) -> AnalysisParams:
     )
 
 
-def _load_inputs(args, params: AnalysisParams):
-    """Read and check every file, naming the file in any error."""
+def _load_inputs(args, params: AnalysisParams, notes: list[str]):
+    """Read and check every file, naming the file in any error; warnings go to ``notes``."""
     from .core._validate import as_mask
-    from .io import read_image, resolve_spacing
+    from .io import read_image
 
     if args.sample:
         if args.cells or args.structure or args.tissue:
@@ -162,7 +162,7 @@ def _load_inputs(args, params: AnalysisParams):
 
         s = make_bone_marrow(rng=0)
         structures = {"vessel": s.vessel, "bone": s.bone}
-        spacing = params.voxel_size or s.spacing
+        spacing = _spacing(args, params, 3, [(s.spacing, "the sample")], notes)
         return s.cell_labels, structures, s.tissue, spacing, {"sample": "make_bone_marrow(rng=0)"}
 
     if args.cells is None:
@@ -175,34 +175,46 @@ def _load_inputs(args, params: AnalysisParams):
         raise _CliError(f"structure name given twice: {', '.join(dupes)}.")
 
     cells, cell_spacing = _read(read_image, args.cells)
-    ndim = cells.ndim
-    try:  # --voxel-size (or the --params file's) wins over the file's metadata
-        spacing = resolve_spacing(
-            ndim,
-            explicit=params.voxel_size,
-            explicit_where="--voxel-size",
-            from_file=[(cell_spacing, args.cells)],
-            missing=f"{args.cells}: no voxel size in the file's metadata; give --voxel-size "
-            + ("Z,Y,X in µm." if ndim == 3 else "Y,X in µm."),
-        )
-    except NicheError as err:
-        raise _CliError(str(err)) from None
+    found = [(cell_spacing, args.cells)]
 
     def load_mask(path: Path, what: str):
-        data, _ = _read(read_image, path)
+        data, sp = _read(read_image, path)
         if data.shape != cells.shape:
             raise _CliError(
                 f"{path}: shape {data.shape} does not match the cell image {args.cells} "
                 f"{cells.shape}."
             )
+        found.append((sp, path))
         return _checked(lambda: as_mask(data, what), path)
 
     structures = {name: load_mask(path, f"{name} mask") for name, path in args.structure}
     tissue = load_mask(args.tissue, "tissue mask") if args.tissue else None
+    spacing = _spacing(args, params, cells.ndim, found, notes)
     inputs = {"cells": str(args.cells), **{n: str(p) for n, p in args.structure}}
     if args.tissue:
         inputs["tissue"] = str(args.tissue)
     return cells, structures, tissue, spacing, inputs
+
+
+def _spacing(args, params: AnalysisParams, ndim: int, found, notes: list[str]):
+    """io.resolve_spacing's rule: --voxel-size (or --params') wins over every file's."""
+    from .io import resolve_spacing
+
+    axes = "Z,Y,X" if ndim == 3 else "Y,X"
+    where = "--voxel-size" if args.voxel_size else f"{args.params} (voxel_size)"
+    try:
+        return resolve_spacing(
+            ndim,
+            explicit=params.voxel_size,
+            explicit_where=where,
+            from_file=found,
+            missing=f"{args.cells}: no voxel size in the file's metadata; give --voxel-size "
+            f"{axes} in µm.",
+            how=f"give it with --voxel-size {axes} in µm",
+            warn=notes.append,
+        )
+    except NicheError as err:
+        raise _CliError(str(err)) from None
 
 
 def _read(reader, path):
@@ -227,7 +239,10 @@ def _cmd_analyze(args) -> int:
         params = _params_from_args(args)
     except NicheError as err:
         raise _CliError(str(err)) from None
-    cells, structures, tissue, spacing, inputs = _load_inputs(args, params)
+    notes: list[str] = []
+    cells, structures, tissue, spacing, inputs = _load_inputs(args, params, notes)
+    for note in notes:
+        print(f"napari-niche analyze: warning: {note}", file=sys.stderr)
     try:
         result = analyze(cells, structures, spacing=spacing, tissue=tissue, params=params)
     except NicheError as err:

@@ -909,33 +909,58 @@ class Experiment:
             bad("masks.tissue", 'tissue source "mask" needs masks.tissue (a tissue mask file).')
         if source == "channel" and "tissue" not in spec.channels:
             bad("channels.tissue", 'tissue source "channel" needs channels.tissue (e.g. DAPI).')
-        if not out and spec.voxel_size is None and self.analysis.voxel_size is None:
+        if not out:
             out += self._check_voxel_size(spec, where)
         if not out and spec.path is not None and spec._uses_path() and spec.path.exists():
             out += self._check_channels(spec, where)
         return out
 
     def _check_voxel_size(self, spec: ImageSpec, where: str) -> list[str]:
-        from .io import read_voxel_size
+        """The run's voxel-size rule (io.resolve_spacing) on the files' headers.
 
-        files = spec.files()
-        readable = []
-        for f in files:
+        Refuses, before anything runs, an image whose files record different voxel sizes,
+        a single number given for files with their own anisotropic size, no size at all,
+        a colour image or an unknown unit. Missing or corrupt files are reported when the
+        image runs.
+        """
+        from .io import ColourImageError, UnitError, channel_info, image_info, resolve_spacing
+
+        found: list[tuple[tuple[float, ...] | None, Path]] = []
+        ndim = None
+        for f in spec.files():
             if not f.exists():
-                return []  # reported when the image runs
+                return []
             try:
-                if read_voxel_size(f) is not None:
-                    return []
+                if f == spec.path and spec._uses_path():
+                    _, shape, sp = channel_info(f, channel_axis=spec.channel_axis)
+                else:
+                    shape, sp = image_info(f)
+            except (ColourImageError, UnitError) as err:
+                return [f"{where}: image {spec.id!r}: {err}"]
             except NicheError:
-                return []  # a corrupt file is reported when the image runs
-            readable.append(f)
-        if not readable:
+                return []  # a corrupt file or channel axis is reported elsewhere
+            ndim = ndim or len(shape)
+            if len(shape) == ndim:
+                found.append((sp, f))
+        if ndim not in (2, 3):
             return []
-        return [
-            f"{where}: image {spec.id!r}: voxel_size: {readable[0]} has no voxel size in its "
-            "metadata; give voxel_size = [z, y, x] in µm for this image (or [analysis] "
-            "voxel_size for every image)."
-        ]
+        first = found[0][1] if found else "the image"
+        try:
+            resolve_spacing(
+                ndim,
+                explicit=spec.voxel_size,
+                explicit_where="voxel_size",
+                from_file=found,
+                fallback=self.analysis.voxel_size,
+                missing=f"voxel_size: {first} has no voxel size in its metadata; give "
+                "voxel_size = [z, y, x] in µm for this image (or [analysis] voxel_size for "
+                "every image).",
+                how="give voxel_size = [z, y, x] in µm for this image",
+                warn=lambda _note: None,  # said again, with the image, when it runs
+            )
+        except NicheError as err:
+            return [f"{where}: image {spec.id!r}: {err}"]
+        return []
 
     def _check_channels(self, spec: ImageSpec, where: str) -> list[str]:
         from .io import ChannelAxisError, channel_info
