@@ -8,6 +8,7 @@ failed (the others complete and are reported).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -131,8 +132,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The option of ``analyze`` that sets each AnalysisParams field, to name it in errors.
+_FLAGS = {
+    "voxel_size": "--voxel-size",
+    "exclude": "--exclude",
+    "rule": "--rule",
+    "dots_per_cell": "--dots-per-cell",
+    "realizations": "--realizations",
+    "seed": "--seed",
+    "bin_width_um": "--bin-width",
+    "min_dots": "--min-dots",
+    "quadrant_threshold_um": "--quadrant-threshold",
+    "quadrant_structures": "--quadrant-structures",
+}
+
+
 def _params_from_args(args) -> AnalysisParams:
     base = AnalysisParams.from_json(args.params) if args.params else AnalysisParams()
+    try:
+        return _with_flags(base, args)
+    except NicheError as err:
+        from .motility_cli import flag_message
+
+        raise _CliError(flag_message(err, _FLAGS)) from None
+
+
+def _with_flags(base: AnalysisParams, args) -> AnalysisParams:
     return base.with_(
         voxel_size=_parse_floats(args.voxel_size, "--voxel-size") if args.voxel_size else None,
         exclude=_parse_names(args.exclude) if args.exclude is not None else None,
@@ -313,11 +338,36 @@ def _cmd_view(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return guarded(args.command, lambda: args.func(args))
+
+
+def guarded(command: str, run) -> int:
+    """Run a command: bad input is one line and exit 2, a bug one line and exit 1.
+
+    Bad input never reaches the last-resort branch: each is caught where it is read and
+    phrased there (a :class:`NicheError` that slipped through still gets one line and 2).
+    Anything else is a bug, reported in one line with how to see the traceback
+    (``NAPARI_NICHE_DEBUG=1``). KeyboardInterrupt (Ctrl-C) is not an ``Exception``: it
+    is not caught here (its own handling belongs beside this one).
+    """
     try:
-        return args.func(args)
-    except _CliError as err:
-        print(f"napari-niche {args.command}: error: {err}", file=sys.stderr)
+        return run()
+    except (_CliError, NicheError) as err:
+        print(f"napari-niche {command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if os.environ.get("NAPARI_NICHE_DEBUG"):
+            raise
+        print(
+            f"napari-niche {command}: internal error: {type(err).__name__}: {_one_line(err)} "
+            "(please report; run with NAPARI_NICHE_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

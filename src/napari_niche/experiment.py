@@ -1004,10 +1004,45 @@ def _read_file(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+    except _DuplicateKeyError as err:
+        raise ExperimentError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ExperimentError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
     return data if data is not None else {}
+
+
+class _DuplicateKeyError(ValueError):
+    """A key given twice in one YAML mapping."""
+
+
+def _unique_key_loader():
+    """A YAML SafeLoader that refuses a key given twice in one mapping, as TOML does.
+
+    PyYAML keeps the last value silently, so a second ``voxel_size:`` or ``channels:``
+    would replace the first without a word.
+    """
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                    seen[key] = line
+                except TypeError:  # an unhashable key: PyYAML's own error follows
+                    continue
+                if first is not None:
+                    lines = f"line {line}" if first == line else f"lines {first} and {line}"
+                    raise _DuplicateKeyError(
+                        f"the key {key!r} is given twice ({lines}); keep one."
+                    )
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _parse_image(entry, index: int, default_channels, default_axis, bad) -> ImageSpec | None:

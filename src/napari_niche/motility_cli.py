@@ -48,6 +48,28 @@ FIGURES: tuple[str, ...] = ("speed", "msd", "alpha")
 FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
 
 
+#: The option that sets each MotilityParams field, to name it in errors.
+_FLAGS = {
+    "frame_interval_s": "--frame-interval",
+    "speed_definition": "--speed-definition",
+    "condition_split_frame": "--condition-split",
+    "lattice_spacing_um": "--lattice-spacing",
+    "min_pairs": "--min-pairs",
+    "diffusive_band": "--diffusive-band",
+    "n_boot": "--n-boot",
+    "seed": "--seed",
+}
+
+
+def flag_message(err: Exception, flags: dict[str, str]) -> str:
+    """``"seed must be ..."`` -> ``"--seed must be ..."``: name the option the user typed."""
+    text = str(err)
+    field, sep, rest = text.partition(" must be ")
+    if sep and field in flags:
+        return f"{flags[field]} must be {rest}"
+    return text
+
+
 class _InputError(Exception):
     """A user error already phrased for the terminal (``<file or option>: <problem>``)."""
 
@@ -187,7 +209,7 @@ def _compute(args) -> tuple[MotilityResult, dict]:
             seed=args.seed,
         )
     except NicheError as err:
-        raise _InputError(_one_line(err)) from None
+        raise _InputError(_one_line(flag_message(err, _FLAGS))) from None
     try:
         tracks = read_tracks(
             path,
@@ -408,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from .cli import guarded
+
+    return guarded(args.command, lambda: args.func(args))
 
 
 if __name__ == "__main__":  # pragma: no cover
