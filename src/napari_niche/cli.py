@@ -277,8 +277,10 @@ def _cmd_analyze(args) -> int:
         result.save(args.out)
     except OSError as err:
         raise _CliError(f"{args.out}: cannot write the results ({err.strerror or err}).") from None
+    from .core._validate import plain_numbers
+
     for w in result.warnings:
-        print(f"napari-niche: warning: {w}", file=sys.stderr)
+        print(f"napari-niche: warning: {plain_numbers(w)}", file=sys.stderr)
     print(
         f"Analysed {result.record['n_cells']} cells against {result.record['n_dots']} random "
         f"cells; tables in {args.out}"
@@ -307,12 +309,14 @@ def _cmd_run(args) -> int:
         )
     except NicheError as err:
         raise _CliError(str(err)) from None
+    from .core._validate import plain_numbers
+
     for image, message in summary.failed.items():
-        print(f"napari-niche run: {image}: {message}", file=sys.stderr)
+        print(f"napari-niche run: {image}: {plain_numbers(message)}", file=sys.stderr)
     for step, message in summary.step_errors.items():
-        print(f"napari-niche run: {step} failed: {message}", file=sys.stderr)
+        print(f"napari-niche run: {step} failed: {plain_numbers(message)}", file=sys.stderr)
     for warning in summary.warnings:
-        print(f"napari-niche run: warning: {warning}", file=sys.stderr)
+        print(f"napari-niche run: warning: {plain_numbers(warning)}", file=sys.stderr)
     parts = [f"{len(summary.done)} done", f"{len(summary.skipped)} skipped (unchanged)"]
     if summary.kept:
         parts.append(f"{len(summary.kept)} kept from earlier runs")
@@ -367,7 +371,9 @@ def guarded(command: str, run) -> int:
 
 
 def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())
+    from .core._validate import plain_numbers
+
+    return plain_numbers(" ".join(str(err).split()))
 
 
 if __name__ == "__main__":  # pragma: no cover

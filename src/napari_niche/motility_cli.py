@@ -175,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())
+    from .core._validate import plain_numbers
+
+    return plain_numbers(" ".join(str(err).split()))
 
 
 def _compute(args) -> tuple[MotilityResult, dict]:

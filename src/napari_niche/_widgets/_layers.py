@@ -111,10 +111,15 @@ def check_aligned(reference: Layer, **layers: Layer | None) -> None:
             if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-9):
                 raise NicheError(
                     f"The {what.replace('_', ' ')} layer {layer.name!r} has {attr} "
-                    f"{tuple(np.round(b, 4))} but {reference.name!r} has {tuple(np.round(a, 4))}:"
+                    f"{_plain(b)} but {reference.name!r} has {_plain(a)}:"
                     " they do not overlay voxel for voxel. Give them the same voxel size and "
                     "position (Layer properties, or resample one of them)."
                 )
+
+
+def _plain(values) -> str:
+    """``(2, 0.57, 0.57)``: plain numbers (6 significant digits), never numpy reprs."""
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
 
 
 def _edited_since_written(layer: Layer) -> bool:

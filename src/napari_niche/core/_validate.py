@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,6 +57,16 @@ def shown(value) -> str:
     if isinstance(value, dict):
         return "a table {...}"
     return f"a {type(value).__name__}"
+
+
+_NUMPY_REPR = re.compile(r"\bnp\.(?:float|int|uint|complex|bool|str)\w*\(([^()]*)\)")
+
+
+def plain_numbers(text: str) -> str:
+    """``"(np.float64(1.0), np.int64(2))"`` -> ``"(1.0, 2)"``: numpy 2's scalar reprs out of
+    a message, whatever formatted it (the last step before a message is shown)."""
+    text = _NUMPY_REPR.sub(lambda m: m.group(1).strip("'\""), text)
+    return re.sub(r"\bnp\.(True|False)_", r"\1", text)
 
 
 def _item(v) -> str:

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._validate import field_bool, field_choice, field_float, field_int, field_sizes
+from ._validate import field_bool, field_choice, field_float, field_int, field_sizes, shown
 from .errors import NicheError
 
 SPEED_DEFINITIONS: tuple[str, ...] = ("step", "path")
@@ -815,7 +815,7 @@ def sites_visited(
     if sp.size != len(space) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
         raise TrackError(
             f"The lattice spacing must be one positive number of µm or one per axis "
-            f"({', '.join(space)}); got {tuple(np.atleast_1d(lattice_spacing))}."
+            f"({', '.join(space)}); got {shown(np.atleast_1d(lattice_spacing))}."
         )
     lay = _layout(tracks)
     q = _positions(tracks) / sp
