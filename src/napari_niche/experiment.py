@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .core._validate import as_spacing
+from .core._validate import field_sizes, shown
 from .core.curation import FILL_MODES
 from .core.errors import NicheError
 from .core.threshold import THRESHOLD_METHODS
@@ -900,10 +900,14 @@ class Experiment:
         except NicheError as err:
             bad("overrides.analysis", str(err))
         if spec.voxel_size is not None:
-            try:
-                as_spacing(spec.voxel_size, len(spec.voxel_size))
+            try:  # one number (isotropic) is checked against the files' own size below
+                field_sizes("voxel_size", spec.voxel_size, optional=False)
             except NicheError:
-                bad("voxel_size", f"must be 2 or 3 positive numbers (µm), got {spec.voxel_size}.")
+                bad(
+                    "voxel_size",
+                    "must be 3 (or, in 2D, 2) positive numbers of µm, e.g. [2.0, 0.57, 0.57], "
+                    f"got {shown(list(spec.voxel_size))}.",
+                )
         source = steps.tissue.source
         if source == "mask" and "tissue" not in spec.masks:
             bad("masks.tissue", 'tissue source "mask" needs masks.tissue (a tissue mask file).')
