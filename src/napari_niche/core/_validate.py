@@ -74,7 +74,14 @@ def _item(v) -> str:
 
 
 def _bad(field: str, expected: str, value) -> NicheError:
-    return NicheError(f"{field} must be {expected}, got {shown(value)}.")
+    hint = ""
+    if isinstance(value, str):
+        try:
+            float(value)
+            hint = " (write the number without quotes)"
+        except ValueError:
+            pass
+    return NicheError(f"{field} must be {expected}, got {shown(value)}{hint}.")
 
 
 def _is_number(value) -> bool:
@@ -107,16 +114,10 @@ def field_float(
     """A finite number in the given interval (a number of ``unit``), or None when optional."""
     if value is None and optional:
         return None
-    lo = f"greater than {low:g}" if low_open else f"at least {low:g}"
-    rng = (
-        lo
-        if high == np.inf
-        else (
-            f"{'above' if low_open else 'from'} {low:g} "
-            f"{'and below' if high_open else 'to'} {high:g}"
-        )
-    )
-    expected = f"a number{f' of {unit}' if unit else ''} {rng}"
+    lo = f"greater than {low:g}" if low_open else f"{low:g} or more"
+    hi = f"less than {high:g}" if high_open else f"at most {high:g}"
+    rng = lo if high == np.inf else f"{lo} and {hi}"
+    expected = f"a number{f' of {unit},' if unit else ''} {rng}"
     if not _is_number(value) or not np.isfinite(float(value)):
         raise _bad(field, expected, value)
     v = float(value)
