@@ -57,7 +57,6 @@ UNIT_TO_UM = {
     "m": 1e6,
     "meter": 1e6,
     "metre": 1e6,
-    "in": 25400.0,
     "inch": 25400.0,
     "inches": 25400.0,
 }
