@@ -41,8 +41,15 @@ def _structure_arg(text: str) -> tuple[str, Path]:
     return name.strip(), Path(path)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="napari-niche",
         description="Where do cells sit relative to niche structures, against random "
         "placement? Headless analysis and napari launcher.",

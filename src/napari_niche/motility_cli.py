@@ -428,11 +428,12 @@ def alpha_figure(per_track: pd.DataFrame, alpha: pd.DataFrame, *, band: float = 
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m napari_niche.motility_cli``), same as the sub-command."""
-    parser = argparse.ArgumentParser(prog="napari-niche")
+    from .cli import OneLineParser, guarded
+
+    parser = OneLineParser(prog="napari-niche")
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)
     args = parser.parse_args(argv)
-    from .cli import guarded
 
     return guarded(args.command, lambda: args.func(args))
 

@@ -148,6 +148,26 @@ def test_bad_motility_options(tracks, tmp_path, capsys, extra, needles):
     assert_refused(code, err, "napari-niche motility: error: ", *needles, out=out)
 
 
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["analyze", "--seed", "abc", "--out", "o"], "argument --seed: invalid int value: 'abc'"),
+        (["analyze", "--rule", "foo", "--out", "o"], "argument --rule: invalid choice: 'foo'"),
+        (["analyze", "--structure", "vessel", "--out", "o"], "expected NAME=FILE"),
+        (["motility", "t.csv", "--out", "o"], "required: --frame-interval"),
+        (["run"], "required: experiment"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_option_syntax_errors_are_one_line(tmp_path, capsys, argv, needle):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert needle in err and "--help" in err and "usage" not in err
+
+
 # --------------------------------------------------------------------------- --params files
 
 
