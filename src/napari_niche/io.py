@@ -211,6 +211,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
         series = tif.series[0]
         _check_intact(tif, path, messages)
         _refuse_colour(tif, series, path)
+        _refuse_channels(series, path)
         data = series.asarray()
         spacing = _spacing_from_tiff(tif, path)
     data = np.squeeze(data)
@@ -230,9 +231,9 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
 
 _ONE_CHANNEL_HOWTO = (
     "napari-niche needs one channel per file. Split the channels (Fiji: Image > Color > "
-    "Split Channels) and save the one you mean, or, in an experiment file, give the colour "
-    "file as the image's path and pick its channel by number (channels: 0 red, 1 green, "
-    "2 blue)."
+    "Split Channels) and save the one you mean, or, in an experiment file, give the file "
+    "as the image's path and pick its channels by number (for a colour image: 0 red, "
+    "1 green, 2 blue)."
 )
 
 
@@ -249,6 +250,24 @@ def _is_colour(tif: tifffile.TiffFile, series) -> bool:
     photometric = getattr(page, "photometric", None)
     rgb = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
     return rgb or _samples_axis(tif, series) is not None
+
+
+def _refuse_channels(series, path: Path) -> None:
+    """A file whose metadata says it holds several channels or time points is not one
+    image: its channels would otherwise be read as z-slices."""
+    axes, shape = series.axes, tuple(series.shape)
+    for axis, what in (("C", "channels"), ("T", "time points")):
+        if axis in axes and shape[axes.index(axis)] > 1:
+            n = shape[axes.index(axis)]
+            how = _ONE_CHANNEL_HOWTO if axis == "C" else "Save one time point per file."
+            if axis == "C":  # tifffile's ImageJ writer makes channels of (Z, Y, X) data
+                how += (
+                    " If it is a z-stack saved without its axes, save it again as one "
+                    "(Fiji: Image > Hyperstacks > Re-order; tifffile: metadata={'axes': 'ZYX'})."
+                )
+            raise ImageReadError(
+                f"{path}: holds {n} {what} (axes {axes}, shape {shape}), not one image; {how}"
+            )
 
 
 def _refuse_colour(tif: tifffile.TiffFile, series, path: Path) -> None:
@@ -526,6 +545,7 @@ def image_info(path: str | Path) -> tuple[tuple[int, ...], tuple[float, ...] | N
         series = tif.series[0]
         _check_intact(tif, path, messages)
         _refuse_colour(tif, series, path)
+        _refuse_channels(series, path)
         spacing = _spacing_from_tiff(tif, path)
         shape = tuple(s for s in series.shape if s != 1)
     return shape, _fit_spacing(spacing, len(shape))

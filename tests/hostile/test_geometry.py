@@ -262,6 +262,47 @@ channels = {{ cells = 0, vessel = 1 }}
     assert experiment.image("img").channels == {"cells": 0, "vessel": 1}
 
 
+def _multichannel(folder: Path, kind: str) -> Path:
+    path = folder / f"{kind}.tif"
+    data = np.arange(3 * 2 * 16 * 16, dtype=np.uint16).reshape(3, 2, 16, 16)
+    if kind == "imagej CYX":
+        tifffile.imwrite(path, data[:, 0], imagej=True, metadata={"axes": "CYX"})
+    elif kind == "imagej ZCYX":
+        tifffile.imwrite(path, np.moveaxis(data, 0, 1), imagej=True, metadata={"axes": "ZCYX"})
+    elif kind == "tifffile imagej default":
+        tifffile.imwrite(path, data[:, 0], imagej=True)  # tifffile calls (3, Y, X) channels
+    elif kind == "ome CZYX":
+        tifffile.imwrite(path, data, ome=True, metadata={"axes": "CZYX"})
+    elif kind == "imagej TYX":
+        tifffile.imwrite(path, data[:, 0], imagej=True, metadata={"axes": "TYX"})
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind", ["imagej CYX", "imagej ZCYX", "tifffile imagej default", "ome CZYX", "imagej TYX"]
+)
+def test_a_multichannel_file_given_as_one_image_is_refused(tmp_path, capsys, kind):
+    """Its channels (or time points) are never read as z-slices."""
+    path = _multichannel(tmp_path, kind)
+    what = "time points" if "T" in kind.split()[-1] else "channels"
+    with pytest.raises(NicheError, match=f"holds (2|3) {what}"):
+        read_image(path)
+    with pytest.raises(NicheError, match=f"holds (2|3) {what}"):
+        image_info(path)
+    files = scene(tmp_path / "in")
+    out = tmp_path / "out"
+    code, _, err = cli(analyze_args({**files, "cells": path}, out), capsys)
+    assert_refused(code, err, str(path), what, out=out)
+
+
+@pytest.mark.parametrize("kind", ["imagej CYX", "imagej ZCYX", "ome CZYX"])
+def test_the_channels_of_a_multichannel_file_are_read_by_number(tmp_path, kind):
+    data = np.arange(3 * 2 * 16 * 16, dtype=np.uint16).reshape(3, 2, 16, 16)
+    channels, _ = read_channels(_multichannel(tmp_path, kind), [1])
+    expected = data[1, 0] if kind == "imagej CYX" else data[1]
+    np.testing.assert_array_equal(channels[1], expected)
+
+
 # --------------------------------------------------------------------------- voxel sizes
 
 
