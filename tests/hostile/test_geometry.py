@@ -380,6 +380,23 @@ def test_run_refuses_raw_channel_files_with_different_voxel_sizes(tmp_path, caps
     assert_refused(code, err, "raw_vessel.tif 2 × 0.57 × 0.57 µm", out=tmp_path / "results")
 
 
+def test_a_run_with_an_image_voxel_size_warns_naming_each_file(tmp_path, capsys, monkeypatch):
+    # figures have their own tests; here they would only cost time
+    monkeypatch.setattr("napari_niche.experiment_plots.make_figures", lambda *a, **k: {})
+    files = scene(tmp_path, vessel=B)
+    path = _experiment(
+        tmp_path, files, extra_image="voxel_size = [1.0, 0.3, 0.3]", analysis="seed = 1"
+    )
+    code, _, err = cli(["run", path, "--jobs", "1"], capsys)
+    assert code == 0, err
+    warning = next(line for line in err.splitlines() if "metadata" in line)
+    assert warning.startswith("napari-niche run: warning: img: ")
+    assert "vessel.tif records 2 × 0.57 × 0.57 µm" in warning and "cells.tif" not in warning
+    qc = json.loads((tmp_path / "results" / "images" / "img" / "qc.json").read_text())
+    assert qc["voxel_size_um"] == [1.0, 0.3, 0.3]
+    assert any("vessel.tif records" in w for w in qc["warnings"])
+
+
 def test_an_experiment_voxel_size_settles_a_disagreement(tmp_path):
     files = scene(tmp_path, vessel=B)
     path = _experiment(tmp_path, files, extra_image="voxel_size = [1.0, 0.3, 0.3]")
