@@ -523,6 +523,18 @@ def test_every_imagej_spelling_of_the_unit_is_read(tmp_path, unit, factor):
     assert read_voxel_size(path) == pytest.approx(expected, rel=1e-6)
 
 
+def test_imagej_per_axis_units_are_converted_each(tmp_path):
+    path = tmp_path / "zunit.tif"
+    tifffile.imwrite(
+        path,
+        np.zeros((3, 8, 8), np.uint8),
+        imagej=True,
+        resolution=(2, 2),
+        metadata={"axes": "ZYX", "unit": "micron", "spacing": 2000, "zunit": "nm"},
+    )
+    assert read_image(path)[1] == pytest.approx((2.0, 0.5, 0.5))
+
+
 @pytest.mark.parametrize("unit", ["pixel", "pixels", ""])
 def test_pixel_unit_means_no_voxel_size(tmp_path, unit):
     assert read_image(imagej_tiff(tmp_path / "px.tif", unit))[1] is None
