@@ -260,11 +260,13 @@ def _refuse_channels(series, path: Path) -> None:
         if axis in axes and shape[axes.index(axis)] > 1:
             n = shape[axes.index(axis)]
             how = _ONE_CHANNEL_HOWTO if axis == "C" else "Save one time point per file."
-            if axis == "C":  # tifffile's ImageJ writer makes channels of (Z, Y, X) data
-                how += (
-                    " If it is a z-stack saved without its axes, save it again as one "
-                    "(Fiji: Image > Hyperstacks > Re-order; tifffile: metadata={'axes': 'ZYX'})."
-                )
+            # tifffile's ImageJ writer makes channels of (Z, Y, X) data without axes, and
+            # Fiji stacks are sometimes saved with their slices as frames
+            how += (
+                " If they are really z-slices, save the file again as a z-stack (Fiji: "
+                "Image > Properties, or Image > Hyperstacks > Re-order Hyperstack; tifffile: "
+                "metadata={'axes': 'ZYX'})."
+            )
             raise ImageReadError(
                 f"{path}: holds {n} {what} (axes {axes}, shape {shape}), not one image; {how}"
             )
