@@ -1088,6 +1088,7 @@ def load_image_layers(
                 from_file=[(sp, "") for _, sp in read],
                 fallback=experiment.analysis.voxel_size,
                 missing="no voxel size",
+                warn=lambda _note: None,  # the image's own voxel_size: the run warns
             )
         except NicheError:
             spacing = None  # shown without a scale rather than not at all
