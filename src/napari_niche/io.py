@@ -650,13 +650,14 @@ def _check_scalar(value, where: str, recorded, ndim: int) -> None:
     """One number for a file that records its own, different-per-axis size is refused."""
     for sp, w in recorded:
         if not _same_size(sp, value):
+            numbers = [f"{_tidy(v):g}" for v in sp]
+            example = ",".join(numbers) if where.startswith("--") else f"[{', '.join(numbers)}]"
             raise SpacingError(
                 f"{where or 'the voxel size'}: one number ({format_size(value[:1])}) means "
                 f"the same size on every axis, but {w} records {format_size(sp)} "
                 f"({_axes_hint(ndim).lower().replace(',', ', ')}). Give all "
-                f"{ndim} values, {_axes_hint(ndim)} (e.g. "
-                f"{','.join(f'{_tidy(v):g}' for v in sp)}), or leave the voxel size out to "
-                "use the file's."
+                f"{ndim} values, {_axes_hint(ndim)} (e.g. {example}), or leave the voxel "
+                "size out to use the file's."
             )
 
 
