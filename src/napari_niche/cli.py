@@ -363,6 +363,8 @@ def guarded(command: str, run) -> int:
     """
     try:
         return run()
+    except KeyboardInterrupt:
+        raise  # Ctrl-C is no bug: the interrupt handling (one line, exit 130) goes here
     except (_CliError, NicheError) as err:
         print(f"napari-niche {command}: error: {_one_line(err)}", file=sys.stderr)
         return 2

@@ -363,6 +363,18 @@ def test_the_guard_wraps_the_motility_entry_too(tracks, tmp_path, capsys, monkey
     assert "napari-niche motility: internal error: KeyError" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "error, code", [(NicheError, 2), (RuntimeError, 1)], ids=["bad input", "bug"]
+)
+def test_messages_carry_plain_numbers_never_numpy_reprs(capsys, error, code):
+    def fails():
+        raise error(f"sizes {(np.float64(1.5), np.int64(2))} and {[np.float32(0.25)]}")
+
+    assert cli_module.guarded("analyze", fails) == code
+    err = capsys.readouterr().err
+    assert "sizes (1.5, 2) and [0.25]" in err and "np." not in err
+
+
 def test_keyboard_interrupt_is_not_swallowed_by_the_guard():
     def interrupted():
         raise KeyboardInterrupt
