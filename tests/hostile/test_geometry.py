@@ -425,6 +425,18 @@ def test_layers_with_different_voxel_sizes_are_refused_with_both_values():
     assert "(2, 0.57, 0.57)" in text and "(1, 0.3, 0.3)" in text and "np." not in text
 
 
+@pytest.mark.parametrize("samples", [3, 4])
+def test_a_colour_layer_is_refused_as_one_channel(samples):
+    from napari.layers import Image
+
+    from napari_niche._widgets._layers import layer_array, layer_spacing
+
+    layer = Image(_rgb((32, 40, samples), np.uint8), name="photo", rgb=True)
+    for read in (layer_array, layer_spacing):
+        with pytest.raises(NicheError, match="'photo' is a colour .*Split RGB"):
+            read(layer)
+
+
 # --------------------------------------------------------------------------- one number
 
 
