@@ -496,6 +496,14 @@ def _find_channel_axis(tif, series, channel_axis: int | None, path, messages) ->
                 f"one plane of shape {tuple(series.shape)} could be read."
             ) from err
         raise
+    axes, shape = series.axes, tuple(series.shape)
+    if "T" in axes and axes.index("T") != axis and shape[axes.index("T")] > 1:
+        raise ImageReadError(
+            f"{path}: holds {shape[axes.index('T')]} time points (axes {axes}, shape "
+            f"{shape}), not one image per channel; save one time point per file (Fiji: "
+            "Image > Duplicate, one frame), or, if they are really z-slices, save the file "
+            "again as a z-stack (Image > Properties)."
+        )
     samples = _samples_axis(tif, series)
     if samples is not None and axis != samples:
         # the channels would each be a colour image: its red, green and blue read as slices

@@ -295,6 +295,14 @@ def test_a_multichannel_file_given_as_one_image_is_refused(tmp_path, capsys, kin
     assert_refused(code, err, str(path), what, out=out)
 
 
+def test_time_points_are_never_read_as_z_slices_of_channels(tmp_path):
+    path = tmp_path / "tcyx.tif"
+    data = np.zeros((4, 2, 16, 16), np.uint16)
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TCYX"})
+    with pytest.raises(NicheError, match="holds 4 time points"):
+        read_channels(path, [0])
+
+
 @pytest.mark.parametrize("kind", ["imagej CYX", "imagej ZCYX", "ome CZYX"])
 def test_the_channels_of_a_multichannel_file_are_read_by_number(tmp_path, kind):
     data = np.arange(3 * 2 * 16 * 16, dtype=np.uint16).reshape(3, 2, 16, 16)
