@@ -200,14 +200,26 @@ def test_same_seed_same_tables_and_params_file_replays(scene, tmp_path, capsys):
 
 def test_voxel_size_from_file_or_flag(scene, tmp_path, capsys):
     f = scene["files"]
-    args = ["analyze", "--cells", f["cells_nometa"], "--structure", f"vessel={f['vessel']}"]
+    vessel_nometa = write_image(tmp_path / "vessel_nometa.tif", scene["vessel"])
+    args = ["analyze", "--cells", f["cells_nometa"], "--structure", f"vessel={vessel_nometa}"]
     code, _, err = run(args + ["--out", tmp_path / "x"], capsys)
     assert code == 2 and "cells_nometa.tif" in err and "--voxel-size" in err
     assert not (tmp_path / "x").exists()
     code, _, err = run(args + ["--voxel-size", "1,0.5,0.5", "--out", tmp_path / "y"], capsys)
     assert code == 0, err
+    assert "metadata" not in err  # no file records a size: nothing is overridden
     a = json.loads((tmp_path / "y" / "params.json").read_text())["analysis"]
     assert a["voxel_size"] == [1.0, 0.5, 0.5]
+    # one file of the image records the size: it is the image's (the run's rule)
+    args = ["analyze", "--cells", f["cells_nometa"], "--structure", f"vessel={f['vessel']}"]
+    code, _, err = run(args + ["--out", tmp_path / "z"], capsys)
+    assert code == 0, err
+    a = json.loads((tmp_path / "z" / "params.json").read_text())["analysis"]
+    assert a["voxel_size"] == list(SPACING)
+    # --voxel-size wins over it, with a warning naming what the file said
+    code, _, err = run(args + ["--voxel-size", "1,0.5,0.5", "--out", tmp_path / "w"], capsys)
+    assert code == 0, err
+    assert "vessel.tif records 2 × 0.57 × 0.57 µm" in err and "1 × 0.5 × 0.5 µm" in err
 
 
 def test_2d_section(tmp_path, capsys):

@@ -73,10 +73,17 @@ def test_unreadable_files(tmp_path):
 
 
 def test_resolve_spacing_explicit_then_file_then_fallback():
-    files = [(None, "a.tif"), ((2.0, 0.5, 0.5), "b.tif"), ((9.0, 9.0, 9.0), "c.tif")]
+    files = [(None, "a.tif"), ((2.0, 0.5, 0.5), "b.tif"), ((2.0, 0.5, 0.5), "c.tif")]
+    notes = []
     assert resolve_spacing(
-        3, explicit=(1.0, 0.3, 0.3), from_file=files, fallback=4.0, missing="none"
+        3,
+        explicit=(1.0, 0.3, 0.3),
+        from_file=files,
+        fallback=4.0,
+        missing="none",
+        warn=notes.append,
     ) == (1.0, 0.3, 0.3)
+    assert len(notes) == 1 and "b.tif records 2 × 0.5 × 0.5 µm" in notes[0]
     assert resolve_spacing(3, from_file=files, fallback=4.0, missing="none") == (2.0, 0.5, 0.5)
     assert resolve_spacing(3, from_file=files[:1], fallback=4.0, missing="none") == (4.0,) * 3
     with pytest.raises(SpacingError, match="^no voxel size here$"):

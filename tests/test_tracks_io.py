@@ -76,7 +76,7 @@ def test_trackmate_csv_four_header_rows(trackmate_csv):
     assert {"spot_id", "spot_label", "QUALITY", "RADIUS"} <= set(df.columns)
     assert 9 not in set(df["spot_id"])  # the spot in no track
     assert df.attrs["frame_interval_s"] == 30.0 and df.attrs["format"] == "trackmate"
-    res = analyze_motility(df, MotilityParams(min_tracks=1, n_boot=0))
+    res = analyze_motility(df, MotilityParams(min_tracks=1, n_boot=10))
     speed = res.per_track.set_index("track_id")["mean_speed_um_per_min"]
     assert speed[0] == pytest.approx(np.sqrt(1 + 4) / 30 * 60)
     assert speed[1] == pytest.approx((3 + 4) / 2 / 30 * 60)
@@ -306,7 +306,7 @@ def test_napari_tracks_round_trip_and_real_layer(trackmate_csv):
     assert "MEAN_INTENSITY_CH1" in layer.features.columns
 
     # colour by a per-track metric: the metrics ride along as per-point features
-    res = analyze_motility(df, MotilityParams(min_tracks=1, n_boot=0))
+    res = analyze_motility(df, MotilityParams(min_tracks=1, n_boot=10))
     points = res.tracks_with_metrics()
     assert len(points) == len(df) and points["frame"].tolist() == df["frame"].tolist()
     pdata, pkwargs = to_napari_tracks(points)

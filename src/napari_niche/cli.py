@@ -8,6 +8,7 @@ failed (the others complete and are reported).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -40,8 +41,15 @@ def _structure_arg(text: str) -> tuple[str, Path]:
     return name.strip(), Path(path)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="napari-niche",
         description="Where do cells sit relative to niche structures, against random "
         "placement? Headless analysis and napari launcher.",
@@ -137,8 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The option of ``analyze`` that sets each AnalysisParams field, to name it in errors.
+_FLAGS = {
+    "voxel_size": "--voxel-size",
+    "exclude": "--exclude",
+    "rule": "--rule",
+    "dots_per_cell": "--dots-per-cell",
+    "realizations": "--realizations",
+    "seed": "--seed",
+    "bin_width_um": "--bin-width",
+    "min_dots": "--min-dots",
+    "quadrant_threshold_um": "--quadrant-threshold",
+    "quadrant_structures": "--quadrant-structures",
+}
+
+
 def _params_from_args(args) -> AnalysisParams:
     base = AnalysisParams.from_json(args.params) if args.params else AnalysisParams()
+    try:
+        return _with_flags(base, args)
+    except NicheError as err:
+        from .motility_cli import flag_message
+
+        raise _CliError(flag_message(err, _FLAGS)) from None
+
+
+def _with_flags(base: AnalysisParams, args) -> AnalysisParams:
     return base.with_(
         voxel_size=_parse_floats(args.voxel_size, "--voxel-size") if args.voxel_size else None,
         exclude=_parse_names(args.exclude) if args.exclude is not None else None,
@@ -157,10 +189,10 @@ def _params_from_args(args) -> AnalysisParams:
     )
 
 
-def _load_inputs(args, params: AnalysisParams):
-    """Read and check every file, naming the file in any error."""
+def _load_inputs(args, params: AnalysisParams, notes: list[str]):
+    """Read and check every file, naming the file in any error; warnings go to ``notes``."""
     from .core._validate import as_mask
-    from .io import read_image, resolve_spacing
+    from .io import read_image
 
     if args.sample:
         if args.cells or args.structure or args.tissue:
@@ -169,7 +201,7 @@ def _load_inputs(args, params: AnalysisParams):
 
         s = make_bone_marrow(rng=0)
         structures = {"vessel": s.vessel, "bone": s.bone}
-        spacing = params.voxel_size or s.spacing
+        spacing = _spacing(args, params, 3, [(s.spacing, "the sample")], notes)
         return s.cell_labels, structures, s.tissue, spacing, {"sample": "make_bone_marrow(rng=0)"}
 
     if args.cells is None:
@@ -182,34 +214,46 @@ def _load_inputs(args, params: AnalysisParams):
         raise _CliError(f"structure name given twice: {', '.join(dupes)}.")
 
     cells, cell_spacing = _read(read_image, args.cells)
-    ndim = cells.ndim
-    try:  # --voxel-size (or the --params file's) wins over the file's metadata
-        spacing = resolve_spacing(
-            ndim,
-            explicit=params.voxel_size,
-            explicit_where="--voxel-size",
-            from_file=[(cell_spacing, args.cells)],
-            missing=f"{args.cells}: no voxel size in the file's metadata; give --voxel-size "
-            + ("Z,Y,X in µm." if ndim == 3 else "Y,X in µm."),
-        )
-    except NicheError as err:
-        raise _CliError(str(err)) from None
+    found = [(cell_spacing, args.cells)]
 
     def load_mask(path: Path, what: str):
-        data, _ = _read(read_image, path)
+        data, sp = _read(read_image, path)
         if data.shape != cells.shape:
             raise _CliError(
                 f"{path}: shape {data.shape} does not match the cell image {args.cells} "
                 f"{cells.shape}."
             )
+        found.append((sp, path))
         return _checked(lambda: as_mask(data, what), path)
 
     structures = {name: load_mask(path, f"{name} mask") for name, path in args.structure}
     tissue = load_mask(args.tissue, "tissue mask") if args.tissue else None
+    spacing = _spacing(args, params, cells.ndim, found, notes)
     inputs = {"cells": str(args.cells), **{n: str(p) for n, p in args.structure}}
     if args.tissue:
         inputs["tissue"] = str(args.tissue)
     return cells, structures, tissue, spacing, inputs
+
+
+def _spacing(args, params: AnalysisParams, ndim: int, found, notes: list[str]):
+    """io.resolve_spacing's rule: --voxel-size (or --params') wins over every file's."""
+    from .io import resolve_spacing
+
+    axes = "Z,Y,X" if ndim == 3 else "Y,X"
+    where = "--voxel-size" if args.voxel_size else f"{args.params} (voxel_size)"
+    try:
+        return resolve_spacing(
+            ndim,
+            explicit=params.voxel_size,
+            explicit_where=where,
+            from_file=found,
+            missing=f"{args.cells}: no voxel size in the file's metadata; give --voxel-size "
+            f"{axes} in µm.",
+            how=f"give it with --voxel-size {axes} in µm",
+            warn=notes.append,
+        )
+    except NicheError as err:
+        raise _CliError(str(err)) from None
 
 
 def _read(reader, path):
@@ -234,7 +278,10 @@ def _cmd_analyze(args) -> int:
         params = _params_from_args(args)
     except NicheError as err:
         raise _CliError(str(err)) from None
-    cells, structures, tissue, spacing, inputs = _load_inputs(args, params)
+    notes: list[str] = []
+    cells, structures, tissue, spacing, inputs = _load_inputs(args, params, notes)
+    for note in notes:
+        print(f"napari-niche analyze: warning: {note}", file=sys.stderr)
     try:
         result = analyze(cells, structures, spacing=spacing, tissue=tissue, params=params)
     except NicheError as err:
@@ -244,8 +291,10 @@ def _cmd_analyze(args) -> int:
         result.save(args.out)
     except OSError as err:
         raise _CliError(f"{args.out}: cannot write the results ({err.strerror or err}).") from None
+    from .core._validate import plain_numbers
+
     for w in result.warnings:
-        print(f"napari-niche: warning: {w}", file=sys.stderr)
+        print(f"napari-niche: warning: {plain_numbers(w)}", file=sys.stderr)
     print(
         f"Analysed {result.record['n_cells']} cells against {result.record['n_dots']} random "
         f"cells; tables in {args.out}"
@@ -274,12 +323,14 @@ def _cmd_run(args) -> int:
         )
     except NicheError as err:
         raise _CliError(str(err)) from None
+    from .core._validate import plain_numbers
+
     for image, message in summary.failed.items():
-        print(f"napari-niche run: {image}: {message}", file=sys.stderr)
+        print(f"napari-niche run: {image}: {plain_numbers(message)}", file=sys.stderr)
     for step, message in summary.step_errors.items():
-        print(f"napari-niche run: {step} failed: {message}", file=sys.stderr)
+        print(f"napari-niche run: {step} failed: {plain_numbers(message)}", file=sys.stderr)
     for warning in summary.warnings:
-        print(f"napari-niche run: warning: {warning}", file=sys.stderr)
+        print(f"napari-niche run: warning: {plain_numbers(warning)}", file=sys.stderr)
     parts = [f"{len(summary.done)} done", f"{len(summary.skipped)} skipped (unchanged)"]
     if summary.kept:
         parts.append(f"{len(summary.kept)} kept from earlier runs")
@@ -305,11 +356,40 @@ def _cmd_view(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return guarded(args.command, lambda: args.func(args))
+
+
+def guarded(command: str, run) -> int:
+    """Run a command: bad input is one line and exit 2, a bug one line and exit 1.
+
+    Bad input never reaches the last-resort branch: each is caught where it is read and
+    phrased there (a :class:`NicheError` that slipped through still gets one line and 2).
+    Anything else is a bug, reported in one line with how to see the traceback
+    (``NAPARI_NICHE_DEBUG=1``). KeyboardInterrupt (Ctrl-C) is not an ``Exception``: it
+    is not caught here (its own handling belongs beside this one).
+    """
     try:
-        return args.func(args)
-    except _CliError as err:
-        print(f"napari-niche {args.command}: error: {err}", file=sys.stderr)
+        return run()
+    except KeyboardInterrupt:
+        raise  # Ctrl-C is no bug: the interrupt handling (one line, exit 130) goes here
+    except (_CliError, NicheError) as err:
+        print(f"napari-niche {command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if os.environ.get("NAPARI_NICHE_DEBUG"):
+            raise
+        print(
+            f"napari-niche {command}: internal error: {type(err).__name__}: {_one_line(err)} "
+            "(please report; run with NAPARI_NICHE_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(err: Exception) -> str:
+    from .core._validate import plain_numbers
+
+    return plain_numbers(" ".join(str(err).split()))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .core._validate import as_spacing
+from .core._validate import field_sizes, shown
 from .core.curation import FILL_MODES
 from .core.errors import NicheError
 from .core.threshold import THRESHOLD_METHODS
@@ -900,42 +900,71 @@ class Experiment:
         except NicheError as err:
             bad("overrides.analysis", str(err))
         if spec.voxel_size is not None:
-            try:
-                as_spacing(spec.voxel_size, len(spec.voxel_size))
+            try:  # one number (isotropic) is checked against the files' own size below
+                field_sizes("voxel_size", spec.voxel_size, optional=False)
             except NicheError:
-                bad("voxel_size", f"must be 2 or 3 positive numbers (µm), got {spec.voxel_size}.")
+                bad(
+                    "voxel_size",
+                    "must be 3 (or, in 2D, 2) positive numbers of µm, e.g. [2.0, 0.57, 0.57], "
+                    f"got {shown(list(spec.voxel_size))}.",
+                )
         source = steps.tissue.source
         if source == "mask" and "tissue" not in spec.masks:
             bad("masks.tissue", 'tissue source "mask" needs masks.tissue (a tissue mask file).')
         if source == "channel" and "tissue" not in spec.channels:
             bad("channels.tissue", 'tissue source "channel" needs channels.tissue (e.g. DAPI).')
-        if not out and spec.voxel_size is None and self.analysis.voxel_size is None:
+        if not out:
             out += self._check_voxel_size(spec, where)
         if not out and spec.path is not None and spec._uses_path() and spec.path.exists():
             out += self._check_channels(spec, where)
         return out
 
     def _check_voxel_size(self, spec: ImageSpec, where: str) -> list[str]:
-        from .io import read_voxel_size
+        """The run's voxel-size rule (io.resolve_spacing) on the files' headers.
 
-        files = spec.files()
-        readable = []
-        for f in files:
+        Refuses, before anything runs, an image whose files record different voxel sizes,
+        a single number given for files with their own anisotropic size, no size at all,
+        a colour image or an unknown unit. Missing or corrupt files are reported when the
+        image runs.
+        """
+        from .io import ColourImageError, UnitError, channel_info, image_info, resolve_spacing
+
+        found: list[tuple[tuple[float, ...] | None, Path]] = []
+        ndim = None
+        for f in spec.files():
             if not f.exists():
-                return []  # reported when the image runs
+                return []
             try:
-                if read_voxel_size(f) is not None:
-                    return []
+                if f == spec.path and spec._uses_path():
+                    _, shape, sp = channel_info(f, channel_axis=spec.channel_axis)
+                else:
+                    shape, sp = image_info(f)
+            except (ColourImageError, UnitError) as err:
+                return [f"{where}: image {spec.id!r}: {err}"]
             except NicheError:
-                return []  # a corrupt file is reported when the image runs
-            readable.append(f)
-        if not readable:
+                return []  # a corrupt file or channel axis is reported elsewhere
+            ndim = ndim or len(shape)
+            if len(shape) == ndim:
+                found.append((sp, f))
+        if ndim not in (2, 3):
             return []
-        return [
-            f"{where}: image {spec.id!r}: voxel_size: {readable[0]} has no voxel size in its "
-            "metadata; give voxel_size = [z, y, x] in µm for this image (or [analysis] "
-            "voxel_size for every image)."
-        ]
+        first = found[0][1] if found else "the image"
+        try:
+            resolve_spacing(
+                ndim,
+                explicit=spec.voxel_size,
+                explicit_where="voxel_size",
+                from_file=found,
+                fallback=self.analysis.voxel_size,
+                missing=f"voxel_size: {first} has no voxel size in its metadata; give "
+                "voxel_size = [z, y, x] in µm for this image (or [analysis] voxel_size for "
+                "every image).",
+                how="give voxel_size = [z, y, x] in µm for this image",
+                warn=lambda _note: None,  # said again, with the image, when it runs
+            )
+        except NicheError as err:
+            return [f"{where}: image {spec.id!r}: {err}"]
+        return []
 
     def _check_channels(self, spec: ImageSpec, where: str) -> list[str]:
         from .io import ChannelAxisError, channel_info
@@ -979,10 +1008,45 @@ def _read_file(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+    except _DuplicateKeyError as err:
+        raise ExperimentError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ExperimentError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
     return data if data is not None else {}
+
+
+class _DuplicateKeyError(ValueError):
+    """A key given twice in one YAML mapping."""
+
+
+def _unique_key_loader():
+    """A YAML SafeLoader that refuses a key given twice in one mapping, as TOML does.
+
+    PyYAML keeps the last value silently, so a second ``voxel_size:`` or ``channels:``
+    would replace the first without a word.
+    """
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                    seen[key] = line
+                except TypeError:  # an unhashable key: PyYAML's own error follows
+                    continue
+                if first is not None:
+                    lines = f"line {line}" if first == line else f"lines {first} and {line}"
+                    raise _DuplicateKeyError(
+                        f"the key {key!r} is given twice ({lines}); keep one."
+                    )
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _parse_image(entry, index: int, default_channels, default_axis, bad) -> ImageSpec | None:

@@ -8,12 +8,14 @@ distance.
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,22 +27,42 @@ import tifffile
 from .core._validate import as_spacing
 from .core.errors import NicheError, SpacingError
 
+#: µm per unit, for every spelling of a length unit ImageJ, Fiji and OME write (keys in
+#: lower case; ImageJ writes µm as the six characters ``\\u00B5m`` in its description).
 UNIT_TO_UM = {
     "um": 1.0,
-    "µm": 1.0,
-    "μm": 1.0,
+    "µm": 1.0,  # U+00B5 micro sign
+    "μm": 1.0,  # U+03BC Greek small letter mu
+    "\\u00b5m": 1.0,  # ImageJ's escaped micro sign (compared in lower case)
+    "\\u03bcm": 1.0,
     "micron": 1.0,
     "microns": 1.0,
     "micrometer": 1.0,
+    "micrometers": 1.0,
     "micrometre": 1.0,
-    "\\u00B5m": 1.0,
+    "micrometres": 1.0,
     "nm": 1e-3,
     "nanometer": 1e-3,
+    "nanometers": 1e-3,
+    "nanometre": 1e-3,
+    "pm": 1e-6,
+    "å": 1e-4,
+    "angstrom": 1e-4,
     "mm": 1e3,
     "millimeter": 1e3,
+    "millimeters": 1e3,
+    "millimetre": 1e3,
     "cm": 1e4,
+    "centimeter": 1e4,
     "m": 1e6,
+    "meter": 1e6,
+    "metre": 1e6,
+    "inch": 25400.0,
+    "inches": 25400.0,
 }
+
+#: Units that mean "no physical size": the voxel size is unknown, not wrong.
+NO_UNIT = frozenset({"", "pixel", "pixels", "px", "none", "unit", "units"})
 
 
 #: Number format of every CSV written: 9 significant digits round-trip the float32
@@ -58,6 +80,14 @@ class ChannelAxisError(ImageReadError):
 
 class DamagedFileError(ImageReadError):
     """A TIFF file that is certainly truncated or corrupt (not merely unusual)."""
+
+
+class ColourImageError(ImageReadError):
+    """An RGB(A) image (several samples per pixel) given where one channel is needed."""
+
+
+class UnitError(ImageReadError):
+    """A file records its voxel size in a unit napari-niche does not know."""
 
 
 # --------------------------------------------------------------------------- tifffile's log
@@ -180,29 +210,123 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     with _open_tiff(path) as (tif, messages):
         series = tif.series[0]
         _check_intact(tif, path, messages)
+        _refuse_colour(tif, series, path)
+        _refuse_channels(series, path)
         data = series.asarray()
-        spacing = _spacing_from_tiff(tif)
+        spacing = _spacing_from_tiff(tif, path)
     data = np.squeeze(data)
     if data.ndim not in (2, 3):
         raise ImageReadError(
             f"{path}: expected a 2D or 3D image, got shape {data.shape}. Save one channel "
             "and one time point per file."
         )
+    if data.ndim == 3 and data.shape[-1] in (3, 4) and min(data.shape[:-1]) >= 16:
+        raise ColourImageError(
+            f"{path}: its last axis holds only {data.shape[-1]} values (shape "
+            f"{data.shape}), as the colours of an RGB image saved without its colour tag "
+            f"would; {_ONE_CHANNEL_HOWTO}"
+        )
     return data, _fit_spacing(spacing, data.ndim)
 
 
-def _spacing_from_tiff(tif: tifffile.TiffFile) -> tuple[float, ...] | None:
+_ONE_CHANNEL_HOWTO = (
+    "napari-niche needs one channel per file. Split the channels (Fiji: Image > Color > "
+    "Split Channels) and save the one you mean, or, in an experiment file, give the file "
+    "as the image's path and pick its channels by number (for a colour image: 0 red, "
+    "1 green, 2 blue)."
+)
+
+
+def _samples_axis(tif: tifffile.TiffFile, series) -> int | None:
+    """The axis of a series holding several samples per pixel (RGB, RGBA), or None."""
+    axes = series.axes
+    if "S" in axes and series.shape[axes.index("S")] > 1:
+        return axes.index("S")
+    return None
+
+
+def _is_colour(tif: tifffile.TiffFile, series) -> bool:
+    page = tif.pages.first
+    photometric = getattr(page, "photometric", None)
+    rgb = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
+    return rgb or _samples_axis(tif, series) is not None
+
+
+def _refuse_channels(series, path: Path) -> None:
+    """A file whose metadata says it holds several channels or time points is not one
+    image: its channels would otherwise be read as z-slices."""
+    axes, shape = series.axes, tuple(series.shape)
+    for axis, what in (("C", "channels"), ("T", "time points")):
+        if axis in axes and shape[axes.index(axis)] > 1:
+            n = shape[axes.index(axis)]
+            how = _ONE_CHANNEL_HOWTO if axis == "C" else "Save one time point per file."
+            # tifffile's ImageJ writer makes channels of (Z, Y, X) data without axes, and
+            # Fiji stacks are sometimes saved with their slices as frames
+            how += (
+                " If they are really z-slices, save the file again as a z-stack (Fiji: "
+                "Image > Properties, or Image > Hyperstacks > Re-order Hyperstack; tifffile: "
+                "metadata={'axes': 'ZYX'})."
+            )
+            raise ImageReadError(
+                f"{path}: holds {n} {what} (axes {axes}, shape {shape}), not one image; {how}"
+            )
+
+
+def _refuse_colour(tif: tifffile.TiffFile, series, path: Path) -> None:
+    """Raise :class:`ColourImageError` for an RGB(A) TIFF given as one channel.
+
+    Its samples (red, green, blue, alpha) would otherwise be read as 3 or 4 z-slices and
+    analysed as a volume without a word.
+    """
+    if not _is_colour(tif, series):
+        return
+    axis = _samples_axis(tif, series)
+    n = series.shape[axis] if axis is not None else 3
+    kind = {2: "a grey image with transparency", 4: "a colour (RGBA) image"}.get(
+        n, "a colour (RGB) image"
+    )
+    raise ColourImageError(
+        f"{path}: is {kind} ({n} values per pixel), not one channel; {_ONE_CHANNEL_HOWTO}"
+    )
+
+
+def _spacing_from_tiff(tif: tifffile.TiffFile, path: Path) -> tuple[float, ...] | None:
     """The voxel size in µm, rounded to 9 significant digits.
 
     ImageJ stores the pixel width as a resolution (pixels per µm) in a fraction of
     integers, so 0.57 µm comes back as 0.5700000000000001; rounding gives back the number
     the microscope wrote (and that reports and qc.csv show) without changing any distance
-    measurably.
+    measurably. A unit napari-niche does not know raises :class:`UnitError` naming the
+    file: assuming µm could scale every distance by 1000.
     """
-    spacing = _raw_spacing_from_tiff(tif)
+    spacing = _raw_spacing_from_tiff(tif, path)
     if spacing is None:
         return None
     return tuple(_tidy(v) for v in spacing)
+
+
+def um_per_unit(unit: Any, path: str | Path = "", *, default: float | None = None) -> float | None:
+    """µm in one ``unit`` as ImageJ, Fiji or OME spell it; None for pixels (no size).
+
+    ``default`` is returned for a missing unit (OME's default is µm; ImageJ's is pixels).
+    An unknown unit raises :class:`UnitError` naming ``path``.
+    """
+    if unit is None:
+        return default
+    text = html.unescape(str(unit)).strip()
+    key = text.lower()
+    if key in NO_UNIT:
+        return None if key or default is None else default
+    factor = UNIT_TO_UM.get(key)
+    if factor is None:
+        factor = UNIT_TO_UM.get(key.replace("\\u00b5", "µ").replace("\\u03bc", "µ"))
+    if factor is None:
+        raise UnitError(
+            f"{path}: its voxel size is given in the unit {text!r}, which napari-niche does "
+            "not know (it reads µm, micron, um, nm, mm, cm, m and pixel). Set the unit in "
+            "Fiji (Image > Properties) and save again."
+        )
+    return factor
 
 
 def _tidy(value: float) -> float:
@@ -225,7 +349,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _raw_spacing_from_tiff(tif: tifffile.TiffFile) -> tuple[float, ...] | None:
+def _raw_spacing_from_tiff(tif: tifffile.TiffFile, path: Path) -> tuple[float, ...] | None:
     page = tif.pages.first
     # 1. Our own writer: JSON description with voxel_size_um.
     meta = tif.shaped_metadata[0] if tif.shaped_metadata else None
@@ -233,20 +357,22 @@ def _raw_spacing_from_tiff(tif: tifffile.TiffFile) -> tuple[float, ...] | None:
         return tuple(float(v) for v in meta["voxel_size_um"])
     # 2. OME-XML.
     if tif.is_ome and tif.ome_metadata:
-        sp = _spacing_from_ome(tif.ome_metadata)
+        sp = _spacing_from_ome(tif.ome_metadata, path)
         if sp is not None:
             return sp
-    # 3. ImageJ: resolution tags in pixels per unit, z spacing in the description.
+    # 3. ImageJ: resolution tags in pixels per unit, z spacing in the description; the
+    #    unit may be given per axis (yunit, zunit) when they differ.
     ij = tif.imagej_metadata
     if ij is not None:
-        unit = str(ij.get("unit", "")).strip().lower()
-        factor = UNIT_TO_UM.get(unit)
+        x_factor = um_per_unit(ij.get("unit"), path)
         xy = _xy_from_resolution(page)
-        if factor is None or xy is None:
+        if x_factor is None or xy is None:
             return None
-        y, x = (v * factor for v in xy)
+        y_factor = um_per_unit(ij.get("yunit"), path, default=x_factor)
+        y, x = xy[0] * (y_factor or x_factor), xy[1] * x_factor
         if "spacing" in ij:
-            return (float(ij["spacing"]) * factor, y, x)
+            z_factor = um_per_unit(ij.get("zunit"), path, default=x_factor)
+            return (float(ij["spacing"]) * (z_factor or x_factor), y, x)
         return (y, x)
     return None
 
@@ -264,13 +390,17 @@ def _xy_from_resolution(page) -> tuple[float, float] | None:
     return (1.0 / px_y, 1.0 / px_x)
 
 
-def _spacing_from_ome(xml: str) -> tuple[float, ...] | None:
+def _spacing_from_ome(xml: str, path: Path) -> tuple[float, ...] | None:
+    """``PhysicalSize{X,Y,Z}`` of the first ``Pixels`` element, in µm (OME's default unit)."""
+    pixels = re.search(r"<(?:\w+:)?Pixels\b[^>]*>", xml)
+    head = pixels.group(0) if pixels else xml
+
     def grab(axis):
-        m = re.search(rf'PhysicalSize{axis}="([0-9.eE+-]+)"', xml)
+        m = re.search(rf'PhysicalSize{axis}="([0-9.eE+-]+)"', head)
         if not m:
             return None
-        u = re.search(rf'PhysicalSize{axis}Unit="([^"]+)"', xml)
-        factor = UNIT_TO_UM.get(u.group(1).lower() if u else "µm")
+        u = re.search(rf'PhysicalSize{axis}Unit="([^"]+)"', head)
+        factor = um_per_unit(u.group(1) if u else None, path, default=1.0)
         return float(m.group(1)) * factor if factor else None
 
     x, y, z = grab("X"), grab("Y"), grab("Z")
@@ -341,8 +471,8 @@ def _channel_axis(axes: str, shape: tuple[int, ...], channel_axis: int | None, p
         return channel_axis % len(shape)
     if "C" in axes:
         return axes.index("C")
-    if axes.endswith("S") and shape[-1] in (3, 4):  # RGB(A) samples
-        return len(shape) - 1
+    if "S" in axes and shape[axes.index("S")] > 1:  # RGB(A) samples: red 0, green 1, blue 2
+        return axes.index("S")
     raise ChannelAxisError(
         f"{path}: cannot tell which axis holds the channels (axes {axes}, shape {shape}); "
         "give channel_axis, e.g. channel_axis = 0 for (C, Z, Y, X)."
@@ -358,7 +488,7 @@ def _find_channel_axis(tif, series, channel_axis: int | None, path, messages) ->
     tifffile, not a :class:`ChannelAxisError` (a mistake in the experiment file).
     """
     try:
-        return _channel_axis(series.axes, tuple(series.shape), channel_axis, path)
+        axis = _channel_axis(series.axes, tuple(series.shape), channel_axis, path)
     except ChannelAxisError as err:
         if channel_axis is None and messages:
             raise ImageReadError(
@@ -366,6 +496,22 @@ def _find_channel_axis(tif, series, channel_axis: int | None, path, messages) ->
                 f"one plane of shape {tuple(series.shape)} could be read."
             ) from err
         raise
+    axes, shape = series.axes, tuple(series.shape)
+    if "T" in axes and axes.index("T") != axis and shape[axes.index("T")] > 1:
+        raise ImageReadError(
+            f"{path}: holds {shape[axes.index('T')]} time points (axes {axes}, shape "
+            f"{shape}), not one image per channel; save one time point per file (Fiji: "
+            "Image > Duplicate, one frame), or, if they are really z-slices, save the file "
+            "again as a z-stack (Image > Properties)."
+        )
+    samples = _samples_axis(tif, series)
+    if samples is not None and axis != samples:
+        # the channels would each be a colour image: its red, green and blue read as slices
+        raise ColourImageError(
+            f"{path}: each of its channels is a colour (RGB) image ({series.shape[samples]} "
+            f"values per pixel, axes {series.axes}), not one channel; {_ONE_CHANNEL_HOWTO}"
+        )
+    return axis
 
 
 def _spatial_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
@@ -384,7 +530,7 @@ def channel_info(
         series = tif.series[0]
         shape = tuple(series.shape)
         _check_intact(tif, path, messages)
-        spacing = _spacing_from_tiff(tif)
+        spacing = _spacing_from_tiff(tif, path)
         axis = _find_channel_axis(tif, series, channel_axis, path, messages)
     spatial = _spatial_shape(shape, axis)
     return shape[axis], spatial, _fit_spacing(spacing, len(spatial))
@@ -395,13 +541,39 @@ def read_voxel_size(path: str | Path) -> tuple[float, ...] | None:
     path = Path(path)
     with _open_tiff(path) as (tif, messages):
         _check_intact(tif, path, messages)
-        return _spacing_from_tiff(tif)
+        return _spacing_from_tiff(tif, path)
+
+
+def image_info(path: str | Path) -> tuple[tuple[int, ...], tuple[float, ...] | None]:
+    """Shape and voxel size (µm) of a one-channel TIFF as :func:`read_image` returns them.
+
+    Reads the header only and refuses what :func:`read_image` refuses at the header (a
+    colour image, an unknown unit), so an experiment file is checked before any run.
+    """
+    path = Path(path)
+    with _open_tiff(path) as (tif, messages):
+        series = tif.series[0]
+        _check_intact(tif, path, messages)
+        _refuse_colour(tif, series, path)
+        _refuse_channels(series, path)
+        spacing = _spacing_from_tiff(tif, path)
+        shape = tuple(s for s in series.shape if s != 1)
+    return shape, _fit_spacing(spacing, len(shape))
 
 
 def _fit_spacing(spacing, ndim: int) -> tuple[float, ...] | None:
     if spacing is None or len(spacing) < ndim:
         return None
     return tuple(spacing[-ndim:])
+
+
+def format_size(values: Sequence[float], unit: str = "µm") -> str:
+    """``(2.0, 0.57, 0.57)`` -> ``"2 × 0.57 × 0.57 µm"``: plain numbers for messages."""
+    return " × ".join(f"{_tidy(v):g}" for v in values) + (f" {unit}" if unit else "")
+
+
+def _axes_hint(ndim: int) -> str:
+    return "Z,Y,X" if ndim == 3 else "Y,X"
 
 
 def resolve_spacing(
@@ -412,20 +584,29 @@ def resolve_spacing(
     from_file: Iterable[tuple[Sequence[float] | None, str | Path]] = (),
     fallback: float | Sequence[float] | None = None,
     missing: str,
+    how: str = "",
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[float, ...]:
     """The voxel size (µm) of an image, by the one rule every entry point follows.
 
     1. ``explicit``, the voxel size given for this very image (an experiment image's
        ``voxel_size``; ``--voxel-size`` or the ``--params`` file of ``napari-niche
-       analyze``), wins over the files: it is how a user corrects wrong metadata;
-    2. else the first voxel size recorded in the files' metadata, ``from_file`` as
-       ``(voxel size or None, file)`` pairs in the order the files are read;
+       analyze``), wins over the files: it is how a user corrects wrong metadata. When a
+       file records another size, ``warn`` is called with a sentence naming what each
+       file said (:func:`warnings.warn` when ``warn`` is None);
+    2. else the voxel size recorded in the files' metadata, ``from_file`` as ``(voxel
+       size or None, file)`` pairs. Files of one image that record different sizes raise
+       :class:`SpacingError` naming both values and both files;
     3. else ``fallback``, a default for every image (an experiment's ``[analysis]
        voxel_size``), used only for files that do not record one.
 
-    A malformed or wrongly sized value raises :class:`SpacingError` naming where it
-    came from (``explicit_where`` or the file); none at all raises one saying ``missing``.
-    Never guesses: 1 µm by default would silently scale every distance.
+    One number (``--voxel-size 0.57``) means isotropic voxels. It is accepted only when
+    no file records a size, or when the files' size is that number on every axis:
+    otherwise the files' anisotropic size would silently be replaced by a cube.
+    ``how`` says how to give the voxel size where it is used (e.g. ``"give --voxel-size
+    Z,Y,X"``). A malformed or wrongly sized value raises :class:`SpacingError` naming
+    where it came from (``explicit_where`` or the file); none at all raises one saying
+    ``missing``. Never guesses: 1 µm by default would silently scale every distance.
     """
 
     def checked(value, where) -> tuple[float, ...]:
@@ -436,14 +617,56 @@ def resolve_spacing(
                 raise
             raise SpacingError(f"{where}: {err}") from None
 
+    recorded = [(checked(v, str(w)), str(w)) for v, w in from_file if v is not None]
+    how = how or f"give the voxel size as {_axes_hint(ndim)} in µm"
     if explicit is not None:
-        return checked(explicit, explicit_where)
-    for value, where in from_file:
-        if value is not None:
-            return checked(value, str(where))
+        value = checked(explicit, explicit_where)
+        if np.ndim(explicit) == 0 or len(explicit) == 1:
+            _check_scalar(value, explicit_where, recorded, ndim)
+        differ = [(sp, w) for sp, w in recorded if not _same_size(sp, value)]
+        if differ:
+            said = "; ".join(f"{w} records {format_size(sp)}" for sp, w in differ)
+            note = (
+                f"the voxel size {format_size(value)} given in {explicit_where or 'the input'}"
+                f" is used, not the one in the files' metadata ({said})."
+            )
+            if warn is None:
+                warnings.warn(note, stacklevel=2)
+            else:
+                warn(note)
+        return value
+    if recorded:
+        first, where = recorded[0]
+        for sp, w in recorded[1:]:
+            if not _same_size(sp, first):
+                raise SpacingError(
+                    f"the files of this image record different voxel sizes: {where} "
+                    f"{format_size(first)}, {w} {format_size(sp)}. They cannot overlay voxel "
+                    f"for voxel with one size; check which is right and {how}."
+                )
+        return first
     if fallback is not None:
         return checked(fallback, "")
     raise SpacingError(missing)
+
+
+def _same_size(a: Sequence[float], b: Sequence[float]) -> bool:
+    return len(a) == len(b) and bool(np.allclose(a, b, rtol=1e-4, atol=0))
+
+
+def _check_scalar(value, where: str, recorded, ndim: int) -> None:
+    """One number for a file that records its own, different-per-axis size is refused."""
+    for sp, w in recorded:
+        if not _same_size(sp, value):
+            numbers = [f"{_tidy(v):g}" for v in sp]
+            example = ",".join(numbers) if where.startswith("--") else f"[{', '.join(numbers)}]"
+            raise SpacingError(
+                f"{where or 'the voxel size'}: one number ({format_size(value[:1])}) means "
+                f"the same size on every axis, but {w} records {format_size(sp)} "
+                f"({_axes_hint(ndim).lower().replace(',', ', ')}). Give all "
+                f"{ndim} values, {_axes_hint(ndim)} (e.g. {example}), or leave the voxel "
+                "size out to use the file's."
+            )
 
 
 def _read_channel(tif, series, axis: int, channel: int) -> np.ndarray:
@@ -500,7 +723,7 @@ def read_channels(
                 "Save one time point per file."
             )
         out = {c: _read_channel(tif, series, axis, c).reshape(spatial) for c in wanted}
-        spacing = _spacing_from_tiff(tif)
+        spacing = _spacing_from_tiff(tif, path)
     return out, _fit_spacing(spacing, len(spatial))
 
 

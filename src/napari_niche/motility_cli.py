@@ -51,6 +51,28 @@ FIGURES: tuple[str, ...] = ("speed", "msd", "alpha")
 FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
 
 
+#: The option that sets each MotilityParams field, to name it in errors.
+_FLAGS = {
+    "frame_interval_s": "--frame-interval",
+    "speed_definition": "--speed-definition",
+    "condition_split_frame": "--condition-split",
+    "lattice_spacing_um": "--lattice-spacing",
+    "min_pairs": "--min-pairs",
+    "diffusive_band": "--diffusive-band",
+    "n_boot": "--n-boot",
+    "seed": "--seed",
+}
+
+
+def flag_message(err: Exception, flags: dict[str, str]) -> str:
+    """``"seed must be ..."`` -> ``"--seed must be ..."``: name the option the user typed."""
+    text = str(err)
+    field, sep, rest = text.partition(" must be ")
+    if sep and field in flags:
+        return f"{flags[field]} must be {rest}"
+    return text
+
+
 class _InputError(Exception):
     """A user error already phrased for the terminal (``<file or option>: <problem>``)."""
 
@@ -163,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())
+    from .core._validate import plain_numbers
+
+    return plain_numbers(" ".join(str(err).split()))
 
 
 def _compute(args) -> tuple[MotilityResult, dict]:
@@ -198,7 +222,7 @@ def _compute(args) -> tuple[MotilityResult, dict]:
             msd_weighting=args.msd_weighting,
         )
     except NicheError as err:
-        raise _InputError(_one_line(err)) from None
+        raise _InputError(_one_line(flag_message(err, _FLAGS))) from None
     try:
         tracks = read_tracks(
             path,
@@ -424,11 +448,14 @@ def alpha_figure(per_track: pd.DataFrame, alpha: pd.DataFrame, *, band: float = 
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m napari_niche.motility_cli``), same as the sub-command."""
-    parser = argparse.ArgumentParser(prog="napari-niche")
+    from .cli import OneLineParser, guarded
+
+    parser = OneLineParser(prog="napari-niche")
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+
+    return guarded(args.command, lambda: args.func(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,16 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .core._validate import RULES, check_alpha, check_alternative
+from .core._validate import (
+    RULES,
+    check_alpha,
+    check_alternative,
+    field_choice,
+    field_float,
+    field_int,
+    field_names,
+    field_sizes,
+)
 from .core.errors import NicheError
 
 
@@ -54,32 +63,45 @@ class AnalysisParams:
     _version: int = field(default=1, repr=False)
 
     def __post_init__(self):
-        for name in ("voxel_size", "exclude", "quadrant_structures"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
-        object.__setattr__(self, "alternative", check_alternative(self.alternative))
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`NicheError` with a plain sentence for any impossible value."""
-        if self.rule not in RULES:
-            raise NicheError(f"Unknown acceptance rule {self.rule!r}: use one of {RULES}.")
+        """Raise :class:`NicheError` naming the field for any wrong type or impossible value.
+
+        Every field is checked here, whether it came from Python, a ``--params`` JSON or an
+        experiment file: text where a number belongs (``"5"``), one name where a list
+        belongs (``"vessel"`` is not read as letters), null where a value is needed.
+        Lists become tuples.
+        """
+        set_ = object.__setattr__
+        set_(self, "voxel_size", field_sizes("voxel_size", self.voxel_size))
+        set_(self, "exclude", field_names("exclude", self.exclude))
+        field_choice("rule", self.rule, RULES)
         for name in ("dots_per_cell", "realizations", "min_dots"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise NicheError(f"{name.replace('_', ' ')} must be a whole number >= 1.")
-        if not self.bin_width_um > 0:
-            raise NicheError("The bin width must be a positive number of µm.")
-        if not self.quadrant_threshold_um >= 0:
-            raise NicheError("The quadrant threshold must be a non-negative number of µm.")
-        if self.quadrant_structures is not None and len(self.quadrant_structures) != 2:
-            raise NicheError("Quadrants need exactly two structures, e.g. vessel,bone.")
+            set_(self, name, field_int(name, getattr(self, name), minimum=1))
+        set_(self, "seed", field_int("seed", self.seed, minimum=0, optional=True))
+        set_(
+            self, "bin_width_um", field_float("bin_width_um", self.bin_width_um, low=0, unit="µm")
+        )
+        set_(
+            self,
+            "quadrant_threshold_um",
+            field_float(
+                "quadrant_threshold_um",
+                self.quadrant_threshold_um,
+                low=0,
+                low_open=False,
+                unit="µm",
+            ),
+        )
+        set_(
+            self,
+            "quadrant_structures",
+            field_names("quadrant_structures", self.quadrant_structures, length=2),
+        )
         check_alpha(self.alpha)
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int)
-        ):
-            raise NicheError("The seed must be a whole number.")
+        set_(self, "alpha", float(self.alpha))
+        set_(self, "alternative", check_alternative(self.alternative))
 
     def with_(self, **changes: Any) -> AnalysisParams:
         """A copy with some values changed (``None`` values are ignored)."""
@@ -95,9 +117,12 @@ class AnalysisParams:
         data = dict(data)
         data.pop("format_version", None)
         known = {f.name for f in fields(cls)} - {"_version"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)
         if unknown:
-            raise NicheError(f"Unknown analysis parameters: {', '.join(unknown)}.")
+            raise NicheError(
+                f"Unknown analysis parameter{'s' if len(unknown) > 1 else ''}: "
+                f"{', '.join(map(str, unknown))} (known: {', '.join(sorted(known))})."
+            )
         return cls(**data)
 
     def to_json(self, path: str | Path) -> None:
@@ -107,11 +132,30 @@ class AnalysisParams:
     def from_json(cls, path: str | Path) -> AnalysisParams:
         """Read parameters from a JSON file: a bare parameter set or a run's params.json."""
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise NicheError(f"{path}: cannot read analysis parameters ({err}).") from err
+            data = json.loads(Path(path).read_text(), object_pairs_hook=_unique_keys)
+        except OSError as err:
+            raise NicheError(
+                f"{path}: cannot read analysis parameters ({err.strerror or err})."
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise NicheError(f"{path}: not a JSON parameter file ({err}).") from None
+        except NicheError as err:
+            raise NicheError(f"{path}: {err}") from None
         if isinstance(data, dict) and "analysis" in data:
             data = data["analysis"]
         if not isinstance(data, dict):
             raise NicheError(f"{path}: analysis parameters must be a JSON object.")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except NicheError as err:
+            raise NicheError(f"{path}: {err}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (json keeps the last one silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise NicheError(f"the key {key!r} is given twice; keep one.")
+        out[key] = value
+    return out

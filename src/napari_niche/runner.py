@@ -305,7 +305,8 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
 
     spec = task.spec
     step.name = "reading the images"
-    raw, masks_in, spacing, files = _read_inputs(task)
+    spacing_notes: list[str] = []  # an explicit voxel_size overriding the files' own
+    raw, masks_in, spacing, files = _read_inputs(task, spacing_notes.append)
     step.name = "making masks"
     qc: dict[str, Any] = {}
     masks: dict[str, np.ndarray] = {}
@@ -380,6 +381,7 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
     cell_warning = _small_cells_warning(median_size, ndim)
     if cell_warning:
         result.warnings.append(cell_warning)
+    result.warnings[:0] = spacing_notes
     qc.update(
         # 2 or 3: in 2D tissue_volume_um3 and median_cell_volume_um3 are areas in µm²
         ndim=ndim,
@@ -479,7 +481,7 @@ def _small_cells_warning(median: float | None, ndim: int) -> str | None:
     )
 
 
-def _read_inputs(task: ImageTask):
+def _read_inputs(task: ImageTask, warn=None):
     """Raw channels and curated masks of one image, their common shape and voxel size."""
     spec = task.spec
     roles = _needed_roles(task)
@@ -523,9 +525,12 @@ def _read_inputs(task: ImageTask):
         len(shape),
         explicit=spec.voxel_size,
         from_file=found_spacing,
+        explicit_where=f"voxel_size of image {spec.id!r}",
         fallback=task.analysis.voxel_size,
         missing=f"no voxel size in the metadata of {', '.join(sorted(set(files.values())))}: "
         "give voxel_size = [z, y, x] in µm for this image in the experiment file.",
+        how="give voxel_size = [z, y, x] in µm for this image in the experiment file",
+        warn=warn,
     )
     return raw, masks, spacing, files
 
@@ -1083,6 +1088,7 @@ def load_image_layers(
                 from_file=[(sp, "") for _, sp in read],
                 fallback=experiment.analysis.voxel_size,
                 missing="no voxel size",
+                warn=lambda _note: None,  # the image's own voxel_size: the run warns
             )
         except NicheError:
             spacing = None  # shown without a scale rather than not at all

@@ -32,6 +32,7 @@ def layer_spacing(layer: Layer) -> tuple[float, ...]:
     with napari's default (scale 1, in pixels) has no voxel size: the user is warned once
     that sizes typed in µm will be read as pixels.
     """
+    _refuse_rgb(layer)
     ndim = layer.ndim
     if ndim not in (2, 3):
         raise NicheError(
@@ -88,8 +89,19 @@ def _warn_unscaled(layer: Layer) -> None:
     )
 
 
+def _refuse_rgb(layer: Layer) -> None:
+    """A colour (RGB/RGBA) image layer is not one channel: its colours would be read as
+    the last axis of a volume."""
+    if getattr(layer, "rgb", False):
+        raise NicheError(
+            f"Layer {layer.name!r} is a colour (RGB) image, not one channel: split it first "
+            "(right-click the layer > Split RGB) and use the channel you mean."
+        )
+
+
 def layer_array(layer: Layer) -> np.ndarray:
     """The full-resolution data of a layer as a numpy array (dask/zarr are computed)."""
+    _refuse_rgb(layer)
     data = layer.data
     if getattr(layer, "multiscale", False):
         data = data[0]
@@ -111,10 +123,15 @@ def check_aligned(reference: Layer, **layers: Layer | None) -> None:
             if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-9):
                 raise NicheError(
                     f"The {what.replace('_', ' ')} layer {layer.name!r} has {attr} "
-                    f"{tuple(np.round(b, 4))} but {reference.name!r} has {tuple(np.round(a, 4))}:"
+                    f"{_plain(b)} but {reference.name!r} has {_plain(a)}:"
                     " they do not overlay voxel for voxel. Give them the same voxel size and "
                     "position (Layer properties, or resample one of them)."
                 )
+
+
+def _plain(values) -> str:
+    """``(2, 0.57, 0.57)``: plain numbers (6 significant digits), never numpy reprs."""
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
 
 
 def _edited_since_written(layer: Layer) -> bool:

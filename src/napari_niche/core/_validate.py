@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,7 +38,150 @@ def check_alternative(alternative) -> str:
 def check_alpha(alpha) -> None:
     """Raise :class:`NicheError` unless ``alpha`` is a number strictly between 0 and 0.5."""
     if isinstance(alpha, bool) or not (isinstance(alpha, numbers.Real) and 0 < alpha < 0.5):
-        raise NicheError(f"The significance level alpha must lie between 0 and 0.5, got {alpha}.")
+        raise NicheError(
+            f"The significance level alpha must lie between 0 and 0.5, got {shown(alpha)}."
+        )
+
+
+# --------------------------------------------------------------------------- parameters
+# One place checks the type and range of every parameter field (AnalysisParams,
+# MotilityParams), with a message naming the field, what it takes and what it got: a
+# value from a --params JSON, an experiment file or Python never reaches numpy unchecked.
+
+
+def shown(value) -> str:
+    """A value as a user wrote it: plain numbers, text in quotes, JSON's null/true/false."""
+    if value is None:
+        return "null (nothing)"
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'the text "{value}"'
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return f"{float(value):.9g}"
+    if isinstance(value, list | tuple | np.ndarray):
+        return (
+            "["
+            + ", ".join(_item(v) for v in list(value)[:8])
+            + (", ...]" if len(value) > 8 else "]")
+        )
+    if isinstance(value, dict):
+        return "a table {...}"
+    return f"a {type(value).__name__}"
+
+
+_NUMPY_REPR = re.compile(r"\bnp\.(?:float|int|uint|complex|bool|str)\w*\(([^()]*)\)")
+
+
+def plain_numbers(text: str) -> str:
+    """``"(np.float64(1.0), np.int64(2))"`` -> ``"(1.0, 2)"``: numpy 2's scalar reprs out of
+    a message, whatever formatted it (the last step before a message is shown)."""
+    text = _NUMPY_REPR.sub(lambda m: m.group(1).strip("'\""), text)
+    return re.sub(r"\bnp\.(True|False)_", r"\1", text)
+
+
+def _item(v) -> str:
+    return f'"{v}"' if isinstance(v, str) else shown(v)
+
+
+def _bad(field: str, expected: str, value) -> NicheError:
+    hint = ""
+    if isinstance(value, str):
+        try:
+            float(value)
+            hint = " (write the number without quotes)"
+        except ValueError:
+            pass
+    return NicheError(f"{field} must be {expected}, got {shown(value)}{hint}.")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def field_int(field: str, value, *, minimum: int, optional: bool = False, what: str = ""):
+    """A whole number >= ``minimum`` (numpy integers allowed), or None when ``optional``."""
+    if value is None and optional:
+        return None
+    expected = f"a whole number {what}>= {minimum}".replace("  ", " ")
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool | np.bool_):
+        raise _bad(field, expected, value)
+    if value < minimum:
+        raise _bad(field, expected, value)
+    return int(value)
+
+
+def field_float(
+    field: str,
+    value,
+    *,
+    low: float,
+    high: float = np.inf,
+    low_open: bool = True,
+    high_open: bool = True,
+    unit: str = "",
+    optional: bool = False,
+):
+    """A finite number in the given interval (a number of ``unit``), or None when optional."""
+    if value is None and optional:
+        return None
+    lo = f"greater than {low:g}" if low_open else f"{low:g} or more"
+    hi = f"less than {high:g}" if high_open else f"at most {high:g}"
+    rng = lo if high == np.inf else f"{lo} and {hi}"
+    expected = f"a number{f' of {unit},' if unit else ''} {rng}"
+    if not _is_number(value) or not np.isfinite(float(value)):
+        raise _bad(field, expected, value)
+    v = float(value)
+    if (v <= low if low_open else v < low) or (v >= high if high_open else v > high):
+        raise _bad(field, expected, value)
+    return v
+
+
+def field_choice(field: str, value, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise _bad(field, "one of " + ", ".join(f'"{c}"' for c in choices), value)
+    return value
+
+
+def field_bool(field: str, value) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise _bad(field, "true or false", value)
+    return bool(value)
+
+
+def field_names(field: str, value, *, length: int | None = None, optional: bool = True):
+    """A list of names (text), e.g. ``["vessel", "bone"]``; never one text read as letters."""
+    if value is None and optional:
+        return None
+    example = '["vessel", "bone"]' if length != 1 else '["vessel"]'
+    expected = (
+        f"a list of {length} structure names, e.g. {example}"
+        if length
+        else f"a list of structure names, e.g. {example}"
+    )
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _bad(field, expected, value)
+    if length is not None and len(value) != length:
+        raise _bad(field, expected, value)
+    return tuple(value)
+
+
+def field_sizes(field: str, value, *, unit: str = "µm", counts=(1, 2, 3), optional=True):
+    """Positive sizes: one number (the same on every axis) or one per axis (z, y, x)."""
+    if value is None and optional:
+        return None
+    expected = f"one positive number of {unit} or one per axis, e.g. [2.0, 0.57, 0.57]"
+    values = value if isinstance(value, list | tuple | np.ndarray) else [value]
+    if isinstance(value, np.ndarray) and value.ndim != 1:
+        raise _bad(field, expected, value)
+    ok = len(values) in counts and all(
+        _is_number(v) and np.isfinite(float(v)) and float(v) > 0 for v in values
+    )
+    if not ok:
+        raise _bad(field, expected, value)
+    return tuple(float(v) for v in values)
 
 
 def as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
@@ -55,9 +199,18 @@ def as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[floa
             "The voxel size is unknown: give it in µm, "
             + ("as Z,Y,X." if ndim == 3 else "as Y,X.")
         )
-    values = np.atleast_1d(np.asarray(spacing, dtype=float))
+    try:
+        if isinstance(spacing, str | bytes) or (
+            isinstance(spacing, list | tuple) and any(isinstance(v, str | bool) for v in spacing)
+        ):
+            raise TypeError
+        values = np.atleast_1d(np.asarray(spacing, dtype=float))
+    except (TypeError, ValueError):
+        raise SpacingError(
+            f"The voxel size must be numbers of µm (Z,Y,X), got {shown(spacing)}."
+        ) from None
     if values.ndim != 1:
-        raise SpacingError(f"The voxel size must be a list of numbers, got {spacing!r}.")
+        raise SpacingError(f"The voxel size must be a list of numbers, got {shown(spacing)}.")
     if values.size == 1:
         values = np.repeat(values, ndim)
     if values.size != ndim:
@@ -67,7 +220,7 @@ def as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[floa
             f"give {ndim} values ({names}) in µm."
         )
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise SpacingError(f"Voxel sizes must be positive numbers of µm, got {tuple(values)}.")
+        raise SpacingError(f"Voxel sizes must be positive numbers of µm, got {shown(values)}.")
     return tuple(float(v) for v in values)
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._validate import field_bool, field_choice, field_float, field_int, field_sizes, shown
 from .errors import NicheError
 
 SPEED_DEFINITIONS: tuple[str, ...] = ("step", "path")
@@ -831,7 +832,7 @@ def sites_visited(
     if sp.size != len(space) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
         raise TrackError(
             f"The lattice spacing must be one positive number of µm or one per axis "
-            f"({', '.join(space)}); got {tuple(np.atleast_1d(lattice_spacing))}."
+            f"({', '.join(space)}); got {shown(np.atleast_1d(lattice_spacing))}."
         )
     lay = _layout(tracks)
     q = _positions(tracks) / sp
@@ -1387,40 +1388,62 @@ class MotilityParams:
     _version: int = field(default=2, repr=False)
 
     def __post_init__(self):
-        sp = self.lattice_spacing_um
-        sp = tuple(float(v) for v in (sp if isinstance(sp, Iterable) else (sp,)))
-        object.__setattr__(self, "lattice_spacing_um", sp)
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`TrackError` with a plain sentence for any impossible value."""
-        fi = self.frame_interval_s
-        if fi is not None and not (math.isfinite(fi) and fi > 0):
-            raise TrackError(f"The frame interval must be a positive number of seconds: {fi}.")
-        if self.speed_definition not in SPEED_DEFINITIONS:
-            raise TrackError(
-                f"Unknown speed definition {self.speed_definition!r}: use 'step' or 'path'."
-            )
-        if self.gap not in GAP_METHODS:
-            raise TrackError(
-                f"Unknown gap handling {self.gap!r}: use one of {', '.join(GAP_METHODS)}."
-            )
-        sp = self.lattice_spacing_um
-        if len(sp) not in (1, 2, 3) or not all(math.isfinite(v) and v > 0 for v in sp):
-            raise TrackError(f"The lattice spacing must be positive µm, one or per axis: {sp}.")
-        for name in ("min_pairs", "min_tracks", "min_fit_lags"):
-            if int(getattr(self, name)) < 1:
-                raise TrackError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if self.min_fit_lags < 2:
-            raise TrackError("A slope needs at least 2 lags: min_fit_lags must be >= 2.")
-        if not 0 < self.fit_fraction <= 1:
-            raise TrackError(f"fit_fraction must be in (0, 1], got {self.fit_fraction}.")
-        if not (self.diffusive_band >= 0 and math.isfinite(self.diffusive_band)):
-            raise TrackError(f"The diffusive band must be >= 0, got {self.diffusive_band}.")
-        if self.n_boot < 0:
-            raise TrackError(f"n_boot must be >= 0, got {self.n_boot}.")
-        if not 0 < self.ci < 1:
-            raise TrackError(f"The confidence level must be in (0, 1), got {self.ci}.")
+        """Raise :class:`TrackError` naming the field for any wrong type or impossible value.
+
+        The checks (and their messages: field, expected type and unit, value given) are
+        :mod:`napari_niche.core._validate`'s, shared with :class:`AnalysisParams`.
+        """
+        try:
+            self._validate()
+        except TrackError:
+            raise
+        except NicheError as err:
+            raise TrackError(str(err)) from None
+
+    def _validate(self) -> None:
+        set_ = object.__setattr__
+        fi = field_float(
+            "frame_interval_s", self.frame_interval_s, low=0, unit="seconds", optional=True
+        )
+        set_(self, "frame_interval_s", fi)
+        field_choice("speed_definition", self.speed_definition, SPEED_DEFINITIONS)
+        field_choice("gap", self.gap, GAP_METHODS)
+        set_(self, "drift_correction", field_bool("drift_correction", self.drift_correction))
+        split = field_int(
+            "condition_split_frame", self.condition_split_frame, minimum=0, optional=True
+        )
+        set_(self, "condition_split_frame", split)
+        sp = field_sizes("lattice_spacing_um", self.lattice_spacing_um, optional=False)
+        set_(self, "lattice_spacing_um", sp)
+        for name in ("min_pairs", "min_tracks"):
+            set_(self, name, field_int(name, getattr(self, name), minimum=1))
+        set_(
+            self,
+            "min_fit_lags",
+            field_int(
+                "min_fit_lags", self.min_fit_lags, minimum=2, what="of lags (a slope needs 2) "
+            ),
+        )
+        set_(
+            self,
+            "fit_fraction",
+            field_float("fit_fraction", self.fit_fraction, low=0, high=1, high_open=False),
+        )
+        set_(
+            self,
+            "diffusive_band",
+            field_float("diffusive_band", self.diffusive_band, low=0, low_open=False),
+        )
+        set_(
+            self,
+            "n_boot",
+            field_int("n_boot", self.n_boot, minimum=1, what="of bootstrap resamples "),
+        )
+        set_(self, "ci", field_float("ci", self.ci, low=0, high=1))
+        set_(self, "seed", field_int("seed", self.seed, minimum=0, optional=True))
         check_msd_weighting(self.msd_weighting)
 
     def with_(self, **changes) -> MotilityParams:
