@@ -1,8 +1,11 @@
 """The ``napari-niche`` command: the headless door to the same core as the widgets.
 
 Exit codes: 0 success, 2 bad input (one line naming the file and the problem, nothing
-written to the output folder); ``run`` exits with 1 when some image of the experiment
-failed (the others complete and are reported).
+written to the output folder; also an output folder that is a file, read-only, or being
+written by another run); ``run`` exits with 1 when some image of the experiment failed
+(the others complete and are reported) and either command with 1 when it could not write
+(a full disk); 130 after Ctrl-C and 143 after SIGTERM, each with one line, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +21,15 @@ from .params import AnalysisParams
 
 class _CliError(Exception):
     """A user error already phrased for the terminal."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so a run stops as after Ctrl-C (workers ended,
+    temporary files removed, finished results kept)."""
+
+
+def _on_sigterm(_signum, _frame):
+    raise _Terminated()
 
 
 def _parse_floats(text: str, what: str) -> tuple[float, ...]:
@@ -221,22 +233,36 @@ def _checked(fn, where):
 
 
 def _cmd_analyze(args) -> int:
-    from .pipeline import analyze
+    from .io import output_lock
 
     try:
         params = _params_from_args(args)
     except NicheError as err:
         raise _CliError(str(err)) from None
+    try:  # held until the results are in place: a second analysis or run is refused
+        with output_lock(args.out):
+            result = _analyze_and_save(args, params)
+    except NicheError as err:  # the folder is a file, read-only or in use
+        raise _CliError(str(err)) from None
+    _print_analysis(args, result)
+    return 0
+
+
+def _analyze_and_save(args, params: AnalysisParams):
+    from .pipeline import analyze
+
     cells, structures, tissue, spacing, inputs = _load_inputs(args, params)
     try:
         result = analyze(cells, structures, spacing=spacing, tissue=tissue, params=params)
     except NicheError as err:
         raise _CliError(str(err)) from None
     result.record["inputs"] = inputs
-    try:
-        result.save(args.out)
-    except OSError as err:
-        raise _CliError(f"{args.out}: cannot write the results ({err.strerror or err}).") from None
+    result.save(args.out)  # a failed write raises OSError: one line, exit 1 (main)
+    args.saved = True
+    return result
+
+
+def _print_analysis(args, result) -> None:
     for w in result.warnings:
         print(f"napari-niche: warning: {w}", file=sys.stderr)
     print(
@@ -248,7 +274,6 @@ def _cmd_analyze(args) -> int:
             f"  {row.structure:>10}  {row.test:<32} stat={row.statistic:.4g}  "
             f"p={row.p_value:.3g}  (n cells={row.n_cells}, n dots={row.n_dots})"
         )
-    return 0
 
 
 def _cmd_run(args) -> int:
@@ -295,14 +320,44 @@ def _cmd_view(args) -> int:
     return 0
 
 
+def _stopped(args, why: str) -> str:
+    """The one line after Ctrl-C or SIGTERM: what the output folder now holds."""
+    if args.command == "run":
+        return f"{why}; finished images are kept; run again to resume."
+    if args.command == "analyze":
+        if getattr(args, "saved", False):
+            return f"{why} after the results were written to {args.out}."
+        return f"{why}; {args.out} was left as it was (no new results written)."
+    return f"{why}."
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         return args.func(args)
     except _CliError as err:
         print(f"napari-niche {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"napari-niche {args.command}: {_stopped(args, 'Interrupted')}", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print(f"napari-niche {args.command}: {_stopped(args, 'Terminated')}", file=sys.stderr)
+        return 143
+    except OSError as err:  # a write that failed: a full disk, a folder gone read-only
+        from .io import os_error_text
+
+        print(f"napari-niche {args.command}: error: {os_error_text(err)}", file=sys.stderr)
+        return 1
+    finally:
+        if in_main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover
