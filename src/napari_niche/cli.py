@@ -305,7 +305,7 @@ def _cmd_run(args) -> int:
     print(f"Images: {', '.join(parts)}. Results in {summary.out}")
     if summary.report is not None:
         print(f"Report: {summary.report}")
-    if not summary.ok:
+    if not summary.ok and (summary.out / "errors.csv").exists():
         print(f"Errors: {summary.out / 'errors.csv'}")
     return 0 if summary.ok else 1
 

@@ -621,9 +621,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError) and not err.filename:
+            err.filename = str(path)  # name the file a write failed on (a full disk)
         raise
 
 
@@ -703,8 +705,9 @@ def _take_lock(folder: Path) -> int:
         except OSError:
             same = False
         if same:  # not a lock file its owner removed just before we locked it
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            with suppress(OSError):  # who holds it, for the refusal message (a full disk?)
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
             return fd
         os.close(fd)
 

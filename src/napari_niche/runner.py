@@ -985,12 +985,16 @@ def _start(exp: Experiment, out: Path) -> None:
     source = Path(exp.path).resolve() if exp.path else None
     old = [out / n for n in SUMMARY_FILES if os.path.lexists(out / n)]
     old = [p for p in old if p.resolve() != source]  # never the experiment file itself
-    if old:
-        aside = out / f".old-{os.getpid()}-{os.urandom(4).hex()}"
-        aside.mkdir()
-        for path in old:
-            os.replace(path, aside / path.name)
-        shutil.rmtree(aside, ignore_errors=True)
+    for path in old:  # each renamed out of sight at once, then removed (needs no room)
+        gone = out / f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"  # never restored
+        try:
+            os.rename(path, gone)
+        except OSError:
+            gone = path
+        if gone.is_dir() and not gone.is_symlink():
+            shutil.rmtree(gone, ignore_errors=True)
+        else:
+            gone.unlink(missing_ok=True)
     (out / "images").mkdir(exist_ok=True)
 
 
@@ -1105,10 +1109,11 @@ def _finish(
     unwritten: list[str] = []  # steps that could not write: the folder stays unfinished
 
     def fail(step: str, err: Exception) -> None:
+        cause = _os_error_in(err)
         if isinstance(err, NicheError):
             message = str(err)
-        elif isinstance(err, OSError):
-            message = f"could not write: {os_error_text(err)}"
+        elif cause is not None:
+            message = f"could not write: {os_error_text(cause)}"
             unwritten.append(step)
         else:  # a bug: keep the traceback for the bug report
             log = out / f"{step}_error.txt"
@@ -1154,7 +1159,7 @@ def _finish(
             fail("pooling", err)
     summary.pooled = pooled
 
-    if pooled is not None and figures:
+    if pooled is not None and figures and not unwritten:
         say(n, n, "figures")
         try:
             from .experiment_plots import make_figures
@@ -1190,6 +1195,8 @@ def _finish(
         except (ImportError, OSError, TypeError, ValueError):
             pass
 
+    if unwritten:  # the disk is full: the next steps would fail the same way
+        return
     say(n, n, "report")
     try:
         from .report import write_report
@@ -1210,14 +1217,30 @@ def _finish(
         )
     except Exception as err:
         fail("report", err)
-    _record(out, record, errors, summary, unwritten)
+    if not unwritten:
+        _record(out, record, errors, summary)
 
 
-def _record(out: Path, record: dict, errors: list, summary: RunSummary, unwritten: list) -> None:
-    """errors.csv and run.json, then (when every step could write) the end of UNFINISHED."""
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The file-system error behind ``err``, also when a library hid it behind its own.
+
+    matplotlib's PDF writer, for one, meets a full disk and then fails closing its stream
+    with an AttributeError whose context is the ``OSError``.
+    """
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError):
+            return err
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return None
+
+
+def _record(out: Path, record: dict, errors: list, summary: RunSummary) -> None:
+    """errors.csv and run.json, then the end of UNFINISHED: the run is recorded whole."""
     record["step_errors"] = summary.step_errors
     record["report"] = str(summary.report) if summary.report else None
-    record["status"] = "unfinished" if unwritten else "finished"
+    record["status"] = "finished"
     try:
         with atomic_path(out / "errors.csv") as tmp:
             pd.DataFrame(errors, columns=ERROR_COLUMNS).to_csv(tmp, index=False)
@@ -1225,8 +1248,7 @@ def _record(out: Path, record: dict, errors: list, summary: RunSummary, unwritte
     except OSError as err:
         summary.step_errors["record"] = f"could not write: {os_error_text(err)}"
         return
-    if not unwritten:
-        (out / UNFINISHED).unlink(missing_ok=True)
+    (out / UNFINISHED).unlink(missing_ok=True)
 
 
 def _qc_with_status(exp: Experiment, pooled, summary: RunSummary) -> pd.DataFrame:
