@@ -41,6 +41,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -720,7 +721,8 @@ def _execute_processes(tasks, jobs, report) -> None:
         initargs=(os.getpid(),),
     )
     try:
-        futures = {pool.submit(process_image, task): task for task in tasks}
+        with _workers_born_ignoring_ctrl_c():
+            futures = {pool.submit(process_image, task): task for task in tasks}
         for future in as_completed(futures):
             task = futures[future]
             try:
@@ -754,6 +756,28 @@ def _stop_pool(pool) -> None:
         if process.is_alive():
             with _suppress_os_errors():
                 process.kill()
+
+
+@contextmanager
+def _workers_born_ignoring_ctrl_c():
+    """Start the workers (``submit`` spawns them) with Ctrl-C ignored from birth.
+
+    Ctrl-C in a terminal reaches every process of the run; a worker still importing
+    napari-niche, before its initialiser can ignore it, would print a traceback. An
+    ignored signal stays ignored across the spawn, so they never see it; this process
+    stops them instead. Outside the main thread nothing needs doing (no Ctrl-C there).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def _suppress_os_errors():
