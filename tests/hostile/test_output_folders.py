@@ -516,3 +516,24 @@ def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished
         assert main(["run", str(experiment), "--out", str(out), "--jobs", "1"]) == 0
         assert not (out / UNFINISHED).exists() and (out / "report.html").exists()
         assert pooled_tables(out) == pooled_tables(finished)
+
+
+def test_the_experiment_dock_reports_a_locked_folder_as_a_message(experiment, holder):
+    """The dock's worker returns the refusal for a notification (no traceback dialog)."""
+    import threading
+
+    pytest.importorskip("qtpy")
+    from napari_niche._widgets._base import _Failed, _guarded
+    from napari_niche._widgets.experiment import _run
+    from napari_niche.experiment import Experiment
+
+    exp = Experiment.load(experiment)
+    proc = holder(exp.output)
+    work = _guarded(_run)(exp, None, threading.Event(), False, [])
+    try:
+        while True:
+            next(work)
+    except StopIteration as done:
+        result = done.value
+    assert isinstance(result, _Failed)
+    assert f"process {proc.pid}" in result.message and str(exp.output) in result.message

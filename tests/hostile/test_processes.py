@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 import napari_niche
+from napari_niche.cli import main
 from napari_niche.io import LOCK_NAME
 from napari_niche.runner import UNFINISHED, run_experiment
 
@@ -98,7 +99,7 @@ def experiment(tmp_path_factory):
         shape=(24, 160, 160),
         spacing=(1.0, 0.57, 0.57),
         n_cells=40,
-        realizations=299,
+        realizations=199,
         rng=1,
         from_masks=True,
     )
@@ -169,12 +170,11 @@ def test_a_killed_run_leaves_no_process_and_resumes_to_a_clean_result(
 
 def test_an_interrupted_analyze_leaves_the_earlier_result_as_it_was(tmp_path):
     out = tmp_path / "res"
-    first = start("analyze", "--sample", "--seed", "1", "--out", out)
-    assert first.wait(60) == 0
+    assert main(["analyze", "--sample", "--seed", "1", "--out", str(out)]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    proc = start("analyze", "--sample", "--seed", "2", "--realizations", "400", "--out", out)
+    proc = start("analyze", "--sample", "--seed", "2", "--realizations", "200", "--out", out)
     wait_for(lambda: (out / LOCK_NAME).exists(), what="the lock")
-    time.sleep(0.5)
+    time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     err = stderr.decode()
@@ -217,7 +217,7 @@ def test_a_second_run_on_the_same_folder_is_refused_and_the_first_completes(
 
 def test_a_second_analyze_on_the_same_folder_is_refused_and_the_first_completes(tmp_path):
     out = tmp_path / "res"
-    args = ("analyze", "--sample", "--seed", "3", "--realizations", "60")
+    args = ("analyze", "--sample", "--seed", "3", "--realizations", "200")
     first = start(*args, "--out", out)
     wait_for(lambda: (out / LOCK_NAME).exists(), what="the first analysis' lock")
     second = start(*args, "--out", out)
@@ -227,7 +227,7 @@ def test_a_second_analyze_on_the_same_folder_is_refused_and_the_first_completes(
     assert f"process {first.pid}" in stderr.decode()
     assert first.wait(120) == 0
     alone = tmp_path / "alone"
-    assert start(*args, "--out", alone).wait(120) == 0
+    assert main([*args, "--out", str(alone)]) == 0
     for name in ("cells.csv", "dots.csv", "fold_change.csv", "stats.csv", "envelope.csv"):
         assert (out / name).read_bytes() == (alone / name).read_bytes(), name
     assert hidden_anywhere(tmp_path) == []
