@@ -168,19 +168,21 @@ def test_a_killed_run_leaves_no_process_and_resumes_to_a_clean_result(
     assert hidden_anywhere(out) == []
 
 
-def test_an_interrupted_analyze_leaves_the_earlier_result_as_it_was(tmp_path):
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_analyze_leaves_the_earlier_result_as_it_was(tmp_path, how):
     out = tmp_path / "res"
     assert main(["analyze", "--sample", "--seed", "1", "--out", str(out)]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     proc = start("analyze", "--sample", "--seed", "2", "--realizations", "200", "--out", out)
     wait_for(lambda: (out / LOCK_NAME).exists(), what="the lock")
     time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, getattr(signal, how))
     _, stderr = proc.communicate(timeout=30)
     err = stderr.decode()
-    assert proc.returncode == 130, err
+    assert proc.returncode == (130 if how == "SIGINT" else 143), err
+    why = "Interrupted" if how == "SIGINT" else "Terminated"
     assert err.strip().splitlines() == [
-        f"napari-niche analyze: Interrupted; {out} was left as it was (no new results written)."
+        f"napari-niche analyze: {why}; {out} was left as it was (no new results written)."
     ]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert hidden_anywhere(tmp_path) == []
