@@ -126,9 +126,14 @@ def experiment(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished(experiment, tmp_path_factory):
-    """A complete run of ``experiment``, with figures and report, by the command line."""
+    """A complete run of ``experiment`` with its report (figures drawn where needed)."""
+    from napari_niche.runner import run_experiment
+
     out = tmp_path_factory.mktemp("finished") / "out"
-    assert main(["run", str(experiment), "--out", str(out), "--jobs", "1"]) == 0
+    summary = run_experiment(experiment, out=out, jobs=1, figures=False, progress=lambda *a: 0)
+    assert summary.ok and (out / "report.html").exists()
+    (out / "figures").mkdir()
+    (out / "figures" / "cdf.svg").write_text("<svg>an earlier run's figure</svg>\n")
     return out
 
 
@@ -483,9 +488,17 @@ def test_an_interrupted_rerun_leaves_no_old_summary_beside_new_images(
     assert all_hidden(out) == []
 
 
-@pytest.mark.parametrize("free_kb", [0, 24, 300, 880])
+@pytest.mark.parametrize(
+    "free_kb, where",
+    [
+        (0, "UNFINISHED.txt"),
+        (24, "pooling failed"),
+        (300, "figures failed"),
+        (880, "report failed"),
+    ],
+)
 def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished(
-    experiment, finished, tmpfs, capsys, free_kb
+    experiment, finished, tmpfs, capsys, free_kb, where
 ):
     import shutil
 
@@ -501,7 +514,7 @@ def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished
     err = capsys.readouterr().err
     assert code == 1, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    assert "No space left on device" in err
+    assert "No space left on device" in err and where in err, err
     assert {p: p.read_bytes() for p in images} == images  # earlier results never lost
     assert all_hidden(out) == []  # no report.html.tmp, no half SVG under a hidden name
     for svg in (out / "figures").glob("*.svg"):
@@ -512,8 +525,11 @@ def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished
         assert (out / UNFINISHED).exists()
         assert not (out / "report.html").exists() and not (out / "run.json").exists()
     if free_kb == 880:  # room again: the next run completes
+        from napari_niche.runner import run_experiment
+
         (point / "ballast").unlink()
-        assert main(["run", str(experiment), "--out", str(out), "--jobs", "1"]) == 0
+        summary = run_experiment(experiment, out=out, figures=False, progress=lambda *a: 0)
+        assert summary.ok and summary.skipped and not summary.done
         assert not (out / UNFINISHED).exists() and (out / "report.html").exists()
         assert pooled_tables(out) == pooled_tables(finished)
 
