@@ -226,7 +226,7 @@ def _try_lock(folder):
 
 
 @pytest.mark.parametrize("command", ["analyze", "run"])
-@pytest.mark.parametrize("where", ["is a file", "parent is a file", "read-only"])
+@pytest.mark.parametrize("where", ["is a file", "parent is a file", "read-only", "read-only root"])
 def test_an_unusable_output_folder_is_one_line_exit_2(
     command, where, tmp_path, tmpfs, capsys, experiment
 ):
@@ -236,8 +236,10 @@ def test_an_unusable_output_folder_is_one_line_exit_2(
     elif where == "parent is a file":
         (tmp_path / "file").write_text("x")
         out = tmp_path / "file" / "out"
-    else:
+    elif where == "read-only":
         out = tmpfs("1m", "ro") / "out"
+    else:  # an existing folder: the root of a read-only mount
+        out = tmpfs("1m", "ro")
     argv = ["analyze", "--sample", "--out", str(out)]
     if command == "run":
         argv = ["run", str(experiment), "--out", str(out)]
@@ -247,7 +249,7 @@ def test_an_unusable_output_folder_is_one_line_exit_2(
     assert len(err.strip().splitlines()) == 1, err
     assert "cannot write in" in err and str(out) in err
     assert "Traceback" not in err
-    if where == "read-only":
+    if where.startswith("read-only"):
         assert "read-only" in err
 
 
@@ -504,8 +506,7 @@ def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished
 
     from napari_niche.runner import UNFINISHED
 
-    point = tmpfs("3m")
-    out = point / "out"
+    point = out = tmpfs("3m")  # the output folder is the root of a mount point
     shutil.copytree(finished / "images", out / "images")  # pooling, figures, report remain
     images = {p: p.read_bytes() for p in sorted((out / "images").rglob("*")) if p.is_file()}
     capsys.readouterr()
@@ -520,7 +521,7 @@ def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished
     for svg in (out / "figures").glob("*.svg"):
         assert svg.read_text().rstrip().endswith("</svg>"), svg
     if free_kb == 0:  # could not even mark the folder, nor pool: nothing new written
-        assert sorted(p.name for p in out.iterdir()) == ["images"]
+        assert sorted(p.name for p in out.iterdir()) == ["ballast", "images"]
     else:
         assert (out / UNFINISHED).exists()
         assert not (out / "report.html").exists() and not (out / "run.json").exists()
