@@ -714,11 +714,12 @@ def _execute_processes(tasks, jobs, report) -> None:
     context = multiprocessing.get_context("spawn")
     note = _unguarded_note(os.getpid())
     note.unlink(missing_ok=True)
+    started = context.Event()  # set by the first worker that could start
     pool = ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=context,
         initializer=_worker_start,
-        initargs=(os.getpid(),),
+        initargs=(os.getpid(), started),
     )
     try:
         with _workers_born_ignoring_ctrl_c():
@@ -729,11 +730,7 @@ def _execute_processes(tasks, jobs, report) -> None:
                 outcome = future.result()
             except BrokenProcessPool:
                 _raise_if_unguarded(note)
-                outcome = _failed(
-                    task,
-                    "the worker process running it died (out of memory?); run again "
-                    "with --jobs 1.",
-                )
+                outcome = _failed(task, _broken_pool_message(started.is_set()))
             except Exception as err:
                 outcome = _failed(task, f"{type(err).__name__}: {err}")
             report(outcome)
@@ -741,6 +738,16 @@ def _execute_processes(tasks, jobs, report) -> None:
         _stop_pool(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _broken_pool_message(started: bool) -> str:
+    if started:
+        return "the worker process running it died (out of memory?); run again with --jobs 1."
+    return (
+        "the worker processes could not start (see the messages above); run again with "
+        "--jobs 1, and check that a script calling run_experiment has the  if __name__ == "
+        '"__main__":  guard.'
+    )
 
 
 def _stop_pool(pool) -> None:
@@ -786,7 +793,7 @@ def _suppress_os_errors():
     return suppress(OSError, ValueError, AttributeError)
 
 
-def _worker_start(parent: int) -> None:
+def _worker_start(parent: int, started=None) -> None:
     """Initialiser of a worker process: ignore Ctrl-C, and end when the parent ends.
 
     On Linux the kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG``); a
@@ -809,6 +816,8 @@ def _worker_start(parent: int) -> None:
     threading.Thread(
         target=_watch_parent, args=(parent,), name="napari-niche parent watch", daemon=True
     ).start()
+    if started is not None:
+        started.set()
 
 
 def _watch_parent(parent: int) -> None:

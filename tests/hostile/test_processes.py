@@ -240,12 +240,26 @@ def test_a_second_analyze_on_the_same_folder_is_refused_and_the_first_completes(
 # -- a script without the __main__ guard --------------------------------------------------------
 
 
-def test_a_script_without_the_main_guard_is_told_so(experiment, tmp_path):
-    script = tmp_path / "unguarded.py"
+SCRIPTS = {
+    # calls run_experiment at its top level: every worker would run the experiment again
+    "no guard": "{call}\n",
+    # guarded, but its workers cannot start (their import of the script fails)
+    "workers cannot start": (
+        'if __name__ == "__mp_main__":\n    raise SystemExit(3)\n'
+        'if __name__ == "__main__":\n    s = {call}\n    print(s.failed)\n'
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SCRIPTS)
+def test_a_script_whose_workers_cannot_start_is_told_why(experiment, tmp_path, case):
+    script = tmp_path / "script.py"
+    call = (
+        f"run_experiment({str(experiment)!r}, out={str(tmp_path / 'out')!r}, jobs=2, "
+        "figures=False)"
+    )
     script.write_text(
-        "from napari_niche.runner import run_experiment\n"
-        f"run_experiment({str(experiment)!r}, out={str(tmp_path / 'out')!r}, jobs=2,"
-        " figures=False)\n"
+        "from napari_niche.runner import run_experiment\n" + SCRIPTS[case].format(call=call)
     )
     proc = subprocess.Popen(
         [sys.executable, str(script)],
@@ -256,13 +270,16 @@ def test_a_script_without_the_main_guard_is_told_so(experiment, tmp_path):
     )
     family = []
     try:
-        _, stderr = proc.communicate(timeout=90)
+        stdout, stderr = proc.communicate(timeout=90)
     finally:
         family = [p for p in psutil.process_iter() if _in_session(p, proc.pid)]
-    err = stderr.decode()
-    assert proc.returncode != 0
-    assert 'if __name__ == "__main__":' in err and str(script) in err
-    assert "out of memory" not in err
+    said = stdout.decode() + stderr.decode()
+    assert 'if __name__ == "__main__":' in said
+    assert "out of memory" not in said
+    if case == "no guard":
+        assert proc.returncode != 0 and str(script) in said
+    else:
+        assert proc.returncode == 0 and "could not start" in said
     assert_all_gone(family)
 
 
