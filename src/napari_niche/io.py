@@ -647,10 +647,12 @@ def os_error_text(err: OSError) -> str:
 
 def _folder_problem(folder: Path, err: OSError) -> str:
     if isinstance(err, FileExistsError | NotADirectoryError):
-        blocker = next((p for p in [folder, *folder.parents] if p.is_file()), None)
-        if blocker is None or blocker == folder:
-            return f"cannot write in {folder}: it is a file, not a folder; give a folder."
-        return f"cannot write in {folder}: {blocker} is a file, not a folder."
+        paths = [folder, *folder.parents]
+        blocker = next((p for p in paths if p.exists() and not p.is_dir()), folder)
+        what = "a file" if blocker.is_file() or not blocker.exists() else "a special file"
+        if blocker == folder:
+            return f"cannot write in {folder}: it is {what}, not a folder; give a folder."
+        return f"cannot write in {folder}: {blocker} is {what}, not a folder."
     reason = {
         errno.EROFS: "it is on a read-only file system",
         errno.EACCES: "permission denied",

@@ -226,7 +226,9 @@ def _try_lock(folder):
 
 
 @pytest.mark.parametrize("command", ["analyze", "run"])
-@pytest.mark.parametrize("where", ["is a file", "parent is a file", "read-only", "read-only root"])
+@pytest.mark.parametrize(
+    "where", ["is a file", "parent is a file", "a device", "read-only", "read-only root"]
+)
 def test_an_unusable_output_folder_is_one_line_exit_2(
     command, where, tmp_path, tmpfs, capsys, experiment
 ):
@@ -236,6 +238,8 @@ def test_an_unusable_output_folder_is_one_line_exit_2(
     elif where == "parent is a file":
         (tmp_path / "file").write_text("x")
         out = tmp_path / "file" / "out"
+    elif where == "a device":
+        out = Path(os.devnull)
     elif where == "read-only":
         out = tmpfs("1m", "ro") / "out"
     else:  # an existing folder: the root of a read-only mount
