@@ -548,7 +548,7 @@ def _hidden(kind: str, name: str = "", suffix: str = "") -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill would end the process
         return True
     try:
         os.kill(pid, 0)
