@@ -624,7 +624,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException as err:
         with suppress(OSError):
             tmp.unlink()
-        if isinstance(err, OSError) and not err.filename:
+        if isinstance(err, OSError) and err.errno is not None and not err.filename:
             err.filename = str(path)  # name the file a write failed on (a full disk)
         raise
 
