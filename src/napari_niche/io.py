@@ -703,7 +703,7 @@ def _take_lock(folder: Path) -> int:
                 "has finished, or give another output folder."
             ) from None
         try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            same = _same_file(os.fstat(fd), os.stat(path))
         except OSError:
             same = False
         if same:  # not a lock file its owner removed just before we locked it
@@ -714,9 +714,13 @@ def _take_lock(folder: Path) -> int:
         os.close(fd)
 
 
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def _release_lock(fd: int, path: Path) -> None:
     with suppress(OSError):
-        if os.fstat(fd).st_ino == os.stat(path).st_ino:
+        if _same_file(os.fstat(fd), os.stat(path)):
             path.unlink()
     os.close(fd)
 
