@@ -775,7 +775,7 @@ def _lock_also(folder: Path, new: Path) -> None:
         entry[1].append((_take_lock(new), folder / LOCK_NAME))
 
 
-def remove_leftovers(folder: str | Path, *, name: str | None = None, recursive: bool = False):
+def remove_leftovers(folder: str | Path, *, name: str | None = None) -> None:
     """Remove the staging folders and temporary files dead processes left in ``folder``.
 
     Only hidden entries named by :func:`_hidden` whose process has ended are touched (``name``
@@ -792,8 +792,6 @@ def remove_leftovers(folder: str | Path, *, name: str | None = None, recursive: 
         match = _LEFTOVER.match(entry.name)
         is_dir = entry.is_dir(follow_symlinks=False)
         if match is None:
-            if recursive and is_dir and not entry.name.startswith("."):
-                remove_leftovers(entry.path, recursive=True)
             continue
         if (name is not None and match["name"] != name) or _pid_alive(int(match["pid"])):
             continue
@@ -802,7 +800,7 @@ def remove_leftovers(folder: str | Path, *, name: str | None = None, recursive: 
         if match["kind"] == "old" and target is not None and not os.path.lexists(target):
             with suppress(OSError):
                 os.rename(path, target)
-                continue
+            continue  # put back, or kept: never removed while it is the only copy
         if is_dir:
             shutil.rmtree(path, ignore_errors=True)
         else:

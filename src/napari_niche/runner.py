@@ -1006,7 +1006,10 @@ def run_experiment(
 
 def _start(exp: Experiment, out: Path) -> None:
     """Mark ``out`` unfinished, then take the previous run's summary out of it."""
-    remove_leftovers(out, recursive=True)  # what a killed run left, if any
+    # what a killed run left, if any: only where a run writes (--out may hold much else)
+    images = [out / "images" / i for i in exp.ids()]
+    for folder in [out, out / "images", *images, *(f / "masks" for f in images)]:
+        remove_leftovers(folder)
     atomic_write_text(
         out / UNFINISHED,
         f"napari-niche run (process {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')})"
