@@ -1,8 +1,11 @@
 """The ``napari-niche`` command: the headless door to the same core as the widgets.
 
 Exit codes: 0 success, 2 bad input (one line naming the file and the problem, nothing
-written to the output folder); ``run`` exits with 1 when some image of the experiment
-failed (the others complete and are reported).
+written to the output folder; also an output folder that is a file, read-only, or being
+written by another run); ``run`` exits with 1 when some image of the experiment failed
+(the others complete and are reported) and either command with 1 when it could not write
+(a full disk); 130 after Ctrl-C and 143 after SIGTERM, each with one line, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +22,15 @@ from .params import AnalysisParams
 
 class _CliError(Exception):
     """A user error already phrased for the terminal."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so a run stops as after Ctrl-C (workers ended,
+    temporary files removed, finished results kept)."""
+
+
+def _on_sigterm(_signum, _frame):
+    raise _Terminated()
 
 
 def _parse_floats(text: str, what: str) -> tuple[float, ...]:
@@ -272,12 +284,24 @@ def _checked(fn, where):
 
 
 def _cmd_analyze(args) -> int:
-    from .pipeline import analyze
+    from .io import output_lock
 
     try:
         params = _params_from_args(args)
     except NicheError as err:
         raise _CliError(str(err)) from None
+    try:  # held until the results are in place: a second analysis or run is refused
+        with output_lock(args.out):
+            result = _analyze_and_save(args, params)
+    except NicheError as err:  # the folder is a file, read-only or in use
+        raise _CliError(str(err)) from None
+    _print_analysis(args, result)
+    return 0
+
+
+def _analyze_and_save(args, params: AnalysisParams):
+    from .pipeline import analyze
+
     notes: list[str] = []
     cells, structures, tissue, spacing, inputs = _load_inputs(args, params, notes)
     for note in notes:
@@ -287,10 +311,12 @@ def _cmd_analyze(args) -> int:
     except NicheError as err:
         raise _CliError(str(err)) from None
     result.record["inputs"] = inputs
-    try:
-        result.save(args.out)
-    except OSError as err:
-        raise _CliError(f"{args.out}: cannot write the results ({err.strerror or err}).") from None
+    result.save(args.out)  # a failed write raises OSError: one line, exit 1 (guarded)
+    args.saved = True
+    return result
+
+
+def _print_analysis(args, result) -> None:
     from .core._validate import plain_numbers
 
     for w in result.warnings:
@@ -304,7 +330,6 @@ def _cmd_analyze(args) -> int:
             f"  {row.structure:>10}  {row.test:<32} stat={row.statistic:.4g}  "
             f"p={row.p_value:.3g}  (n cells={row.n_cells}, n dots={row.n_dots})"
         )
-    return 0
 
 
 def _cmd_run(args) -> int:
@@ -338,7 +363,7 @@ def _cmd_run(args) -> int:
     print(f"Images: {', '.join(parts)}. Results in {summary.out}")
     if summary.report is not None:
         print(f"Report: {summary.report}")
-    if not summary.ok:
+    if not summary.ok and (summary.out / "errors.csv").exists():
         print(f"Errors: {summary.out / 'errors.csv'}")
     return 0 if summary.ok else 1
 
@@ -353,28 +378,55 @@ def _cmd_view(args) -> int:
     return 0
 
 
+def _stopped(args, why: str) -> str:
+    """The one line after Ctrl-C or SIGTERM: what the output folder now holds."""
+    if args.command == "run":
+        return f"{why}; finished images are kept; run again to resume."
+    if args.command == "analyze":
+        if getattr(args, "saved", False):
+            return f"{why} after the results were written to {args.out}."
+        return f"{why}; {args.out} was left as it was (no new results written)."
+    return f"{why}."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return guarded(args.command, lambda: args.func(args))
+    return guarded(args.command, lambda: args.func(args), stopped=lambda why: _stopped(args, why))
 
 
-def guarded(command: str, run) -> int:
+def guarded(command: str, run, *, stopped=None) -> int:
     """Run a command: bad input is one line and exit 2, a bug one line and exit 1.
 
     Bad input never reaches the last-resort branch: each is caught where it is read and
     phrased there (a :class:`NicheError` that slipped through still gets one line and 2).
-    Anything else is a bug, reported in one line with how to see the traceback
-    (``NAPARI_NICHE_DEBUG=1``). KeyboardInterrupt (Ctrl-C) is not an ``Exception``: it
-    is not caught here (its own handling belongs beside this one).
+    A failed write (a full disk, a folder gone read-only) is one line and exit 1; Ctrl-C
+    is one line and 130, SIGTERM one line and 143, ``stopped(why)`` saying what the
+    output folder now holds. Anything else is a bug, reported in one line with how to see
+    the traceback (``NAPARI_NICHE_DEBUG=1``).
     """
+    import signal
+    import threading
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    stopped = stopped or (lambda why: f"{why}.")
     try:
         return run()
     except KeyboardInterrupt:
-        raise  # Ctrl-C is no bug: the interrupt handling (one line, exit 130) goes here
+        print(f"napari-niche {command}: {stopped('Interrupted')}", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print(f"napari-niche {command}: {stopped('Terminated')}", file=sys.stderr)
+        return 143
     except (_CliError, NicheError) as err:
         print(f"napari-niche {command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:
+        from .io import os_error_text
+
+        print(f"napari-niche {command}: error: {os_error_text(err)}", file=sys.stderr)
+        return 1
     except Exception as err:
         if os.environ.get("NAPARI_NICHE_DEBUG"):
             raise
@@ -384,6 +436,9 @@ def guarded(command: str, run) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        if in_main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(err: Exception) -> str:

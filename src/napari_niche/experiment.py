@@ -789,7 +789,9 @@ class Experiment:
 
             text = tomli_w.dumps(data)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        from .io import atomic_write_text  # a failed save never truncates the user's file
+
+        atomic_write_text(path, text)
         self.path = path
         return path
 

@@ -39,6 +39,7 @@ from matplotlib.ticker import MaxNLocator, MultipleLocator
 
 from .core.errors import NicheError
 from .core.stats import distance_column
+from .io import atomic_path
 from .plots import LIGHT, QuadrantPlot, format_p
 
 __all__ = [
@@ -927,7 +928,8 @@ def save_figure(
         try:
             for fmt in formats:
                 path = folder / f"{stem}.{fmt}"
-                fig.savefig(path, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
+                with atomic_path(path) as tmp:  # never a truncated figure under its name
+                    fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
                 paths.append(path)
         finally:
             fig.set_layout_engine(engine)
@@ -1024,9 +1026,10 @@ def thumbnail(
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(
-        path, format="png", dpi=dpi, facecolor=fig.get_facecolor(), metadata=_METADATA["png"]
-    )
+    with atomic_path(path) as tmp:
+        fig.savefig(
+            tmp, format="png", dpi=dpi, facecolor=fig.get_facecolor(), metadata=_METADATA["png"]
+        )
     return path
 
 

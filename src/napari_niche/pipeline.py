@@ -96,8 +96,10 @@ class NicheResult:
     def save(self, out_dir: str | Path) -> Path:
         """Write every table as CSV plus ``params.json`` into ``out_dir``.
 
-        Files are written to a temporary folder first and moved into place only once all
-        of them exist, so an interrupted run never leaves half a result behind.
+        Files are written to a staging folder first and swapped in whole once all of them
+        exist (:func:`~napari_niche.io.write_atomically`), with ``out_dir`` locked against
+        another process writing it, so an interrupted run never leaves half a result or new
+        tables beside old parameters.
         """
 
         def write(folder: Path) -> None:
@@ -105,7 +107,7 @@ class NicheResult:
                 table.to_csv(folder / name, index=False, float_format=CSV_FLOAT_FORMAT)
             (folder / "params.json").write_text(json.dumps(self.record, indent=2) + "\n")
 
-        return write_atomically(out_dir, write)
+        return write_atomically(out_dir, write, lock=True)
 
 
 def resolve_structures(

@@ -442,7 +442,7 @@ class PooledResult:
                 table.to_csv(out / name, index=False, float_format=CSV_FLOAT_FORMAT)
             (out / "pooled.json").write_text(json.dumps(_jsonable(meta), indent=2) + "\n")
 
-        return write_atomically(folder, write)
+        return write_atomically(folder, write, commit="pooled.json")
 
     @classmethod
     def load(cls, folder: str | Path) -> PooledResult:

@@ -31,6 +31,7 @@ import pandas as pd
 
 from . import __version__
 from .core.compare import smallest_mann_whitney_p
+from .io import atomic_write_text
 from .plots import format_p
 
 __all__ = ["FIGURE_TITLES", "REPORT_NAME", "figure_caption", "write_report"]
@@ -854,11 +855,7 @@ def write_report(
         f'<p class="meta">napari-niche {_e(version)} · {_e(date)}</p></header>'
         f"<nav><ol>{nav}</ol></nav>{body}</body></html>\n"
     )
-    path = out_dir / REPORT_NAME
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(out_dir / REPORT_NAME, page)
 
 
 def _qc_intro(qc: pd.DataFrame | None = None) -> str:

@@ -22,6 +22,13 @@ Output folder::
     report.html    parameters, QC, figures, statistics, failed images
     errors.csv     image, condition, replicate, step, message
     experiment.toml, run.json   what was run
+    UNFINISHED.txt while a run writes the folder (and after one that was killed or could
+                   not write everything): the pooled tables, figures and report are then
+                   missing, never those of an earlier run beside new images
+
+While it runs, the folder is locked (:func:`napari_niche.io.output_lock`): a second run
+or analysis of the same folder is refused at once. Every file is written through a
+temporary file and renamed, and every image's results are swapped in whole.
 """
 
 from __future__ import annotations
@@ -29,10 +36,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +57,19 @@ from .core.errors import EmptyMaskError, NicheError, ShapeMismatchError
 from .core.preprocess import preprocess
 from .core.threshold import threshold_value
 from .experiment import Experiment, ExperimentError, ImageSpec, StepParams
-from .io import _jsonable, _tidy, read_channels, read_image, resolve_spacing, write_image
+from .io import (
+    _jsonable,
+    _tidy,
+    atomic_path,
+    atomic_write_text,
+    os_error_text,
+    output_lock,
+    read_channels,
+    read_image,
+    remove_leftovers,
+    resolve_spacing,
+    write_image,
+)
 from .params import AnalysisParams
 
 __all__ = [
@@ -63,6 +84,22 @@ __all__ = [
     "run_experiment",
 ]
 
+#: The marker of an output folder whose summary (pooled tables, figures, report) is being
+#: written or was left incomplete; removed once ``run.json`` records a complete run.
+UNFINISHED = "UNFINISHED.txt"
+#: The previous run's summary, removed before a new run writes any image: a killed run
+#: never leaves it beside new image results as if it described them.
+SUMMARY_FILES = (
+    "report.html",
+    "run.json",
+    "errors.csv",
+    "pooled",
+    "figures",
+    "pooling_error.txt",
+    "figures_error.txt",
+    "report_error.txt",
+    "experiment.toml",
+)
 #: Columns of ``errors.csv``.
 ERROR_COLUMNS = ["image", "condition", "replicate", "step", "message"]
 #: Below this median cell volume (µm³ in 3D, µm² in 2D) the cell mask is probably noise:
@@ -280,7 +317,7 @@ def process_image(task: ImageTask, on_step: Callable[[str], None] | None = None)
         warnings = _run_image(task, folder, step, start)
         step.name = "saving"
         record = {"fingerprint": digest, **details}
-        (folder / "fingerprint.json").write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_text(folder / "fingerprint.json", json.dumps(record, indent=2) + "\n")
         return ImageOutcome(image, "done", seconds=time.perf_counter() - start, warnings=warnings)
     except NicheError as err:
         message = str(err)
@@ -290,13 +327,28 @@ def process_image(task: ImageTask, on_step: Callable[[str], None] | None = None)
             "on a machine with more memory."
         )
     except Exception as err:  # a bug or an unforeseen file problem: keep the others going
-        folder.mkdir(parents=True, exist_ok=True)
-        log = folder / "error.txt"
-        log.write_text(traceback.format_exc())
-        message = f"unexpected {type(err).__name__} while {step.name}: {err} (details in {log})"
+        message = _unexpected(err, folder, step.name)
     return ImageOutcome(
         image, "failed", message=message, step=step.name, seconds=time.perf_counter() - start
     )
+
+
+def _unexpected(err: Exception, folder: Path, doing: str) -> str:
+    """The one line for an error nobody raised on purpose while an image was ``doing``.
+
+    A file-system error (a full disk, a read-only folder) is named as such; anything else
+    is a bug, whose traceback goes to ``error.txt`` for the bug report.
+    """
+    if isinstance(err, OSError):
+        return f"while {doing}: {os_error_text(err)}"
+    log = folder / "error.txt"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(log, traceback.format_exc())
+        details = f" (details in {log})"
+    except OSError:
+        details = ""
+    return f"unexpected {type(err).__name__} while {doing}: {err}{details}"
 
 
 def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list[str]:
@@ -415,7 +467,8 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
         if old.stem not in used:
             old.unlink()
     for role, array in used.items():
-        write_image(mask_dir / f"{role}.tif", array, spacing=spacing, compression="zlib")
+        with atomic_path(mask_dir / f"{role}.tif") as tmp:
+            write_image(tmp, array, spacing=spacing, compression="zlib")
     warnings = list(result.warnings)
     backdrop = raw.get("cells", next(iter(raw.values()), None))
     if backdrop is None:
@@ -652,32 +705,170 @@ def _execute(
 
 
 def _execute_processes(tasks, jobs, report) -> None:
+    """Images in ``jobs`` worker processes, which end with this process however it ends.
+
+    Workers ignore Ctrl-C (this process stops them) and die with their parent (a killed
+    run leaves no worker finishing images for minutes and racing the next run); when this
+    process stops for any reason the pool is cancelled and its workers are ended.
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     # "spawn": fresh workers, safe even when the caller (napari) runs threads
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(process_image, task): task for task in tasks}
+    note = _unguarded_note(os.getpid())
+    note.unlink(missing_ok=True)
+    started = context.Event()  # set by the first worker that could start
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=context,
+        initializer=_worker_start,
+        initargs=(os.getpid(), started),
+    )
+    try:
+        with _workers_born_ignoring_ctrl_c():
+            futures = {pool.submit(process_image, task): task for task in tasks}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                outcome = future.result()
+            except BrokenProcessPool:
+                _raise_if_unguarded(note)
+                outcome = _failed(task, _broken_pool_message(started.is_set()))
+            except Exception as err:
+                outcome = _failed(task, f"{type(err).__name__}: {err}")
+            report(outcome)
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _broken_pool_message(started: bool) -> str:
+    if started:
+        return "the worker process running it died (out of memory?); run again with --jobs 1."
+    return (
+        "the worker processes could not start (see the messages above); run again with "
+        "--jobs 1, and check that a script calling run_experiment has the  if __name__ == "
+        '"__main__":  guard.'
+    )
+
+
+def _stop_pool(pool) -> None:
+    """Cancel what has not started and end the workers now (not after their images)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        with _suppress_os_errors():
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + 5
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            with _suppress_os_errors():
+                process.kill()
+
+
+@contextmanager
+def _workers_born_ignoring_ctrl_c():
+    """Start the workers (``submit`` spawns them) with Ctrl-C ignored from birth.
+
+    Ctrl-C in a terminal reaches every process of the run; a worker still importing
+    napari-niche, before its initialiser can ignore it, would print a traceback. An
+    ignored signal stays ignored across the spawn, so they never see it; this process
+    stops them instead. Outside the main thread nothing needs doing (no Ctrl-C there).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
+def _suppress_os_errors():
+    from contextlib import suppress
+
+    return suppress(OSError, ValueError, AttributeError)
+
+
+def _worker_start(parent: int, started=None) -> None:
+    """Initialiser of a worker process: ignore Ctrl-C, and end when the parent ends.
+
+    On Linux the kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG``); a
+    thread watching the parent's process id does it elsewhere, and covers a parent that
+    died before the worker got here.
+    """
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
         try:
-            for future in as_completed(futures):
-                task = futures[future]
-                try:
-                    outcome = future.result()
-                except BrokenProcessPool:
-                    outcome = _failed(
-                        task,
-                        "the worker process running it died (out of memory?); run again "
-                        "with --jobs 1.",
-                    )
-                except Exception as err:
-                    outcome = _failed(task, f"{type(err).__name__}: {err}")
-                report(outcome)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(
+        target=_watch_parent, args=(parent,), name="napari-niche parent watch", daemon=True
+    ).start()
+    if started is not None:
+        started.set()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _unguarded_note(parent: int) -> Path:
+    """Where a worker says it was started by a script without the ``__main__`` guard."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"napari-niche-unguarded-{parent}.txt"
+
+
+def _refuse_in_worker_start_up() -> None:
+    """Stop a worker process that is importing a script which calls run_experiment at its
+    top level (no ``if __name__ == "__main__":`` guard).
+
+    A "spawn" worker imports the caller's main script before it can work; without the guard
+    the script runs the experiment again in every worker. The worker leaves a note for its
+    parent, which then stops with a message saying so, and exits without a traceback.
+    """
+    from multiprocessing import process
+
+    if not getattr(process.current_process(), "_inheriting", False):
+        return
+    main = sys.modules.get("__mp_main__") or sys.modules.get("__main__")
+    script = getattr(main, "__file__", None) or "the main script"
+    try:
+        _unguarded_note(os.getppid()).write_text(str(script))
+    finally:
+        os._exit(1)
+
+
+def _raise_if_unguarded(note: Path) -> None:
+    try:
+        script = note.read_text().strip()
+    except OSError:
+        return
+    note.unlink(missing_ok=True)
+    raise NicheError(
+        f"The worker processes could not start: {script} calls run_experiment at its top "
+        "level, so each worker, which imports the script, would run the experiment again. "
+        'Put the call under  if __name__ == "__main__":  (or use jobs=1).'
+    )
 
 
 def _execute_dask(tasks, scheduler, report) -> None:
@@ -777,8 +968,15 @@ def run_experiment(
     Notes
     -----
     Worker processes are started with "spawn": a script calling this with ``jobs > 1``
-    needs the usual ``if __name__ == "__main__":`` guard.
+    needs the usual ``if __name__ == "__main__":`` guard (without it the run stops with a
+    :class:`NicheError` saying so).
+
+    The output folder is locked for the whole run (another run or analysis of it raises
+    :class:`~napari_niche.io.OutputBusyError` at once; a file or read-only folder raises
+    :class:`~napari_niche.io.OutputFolderError`). The previous run's summary is removed
+    first and ``UNFINISHED.txt`` marks the folder until ``run.json`` records the new run.
     """
+    _refuse_in_worker_start_up()
     if isinstance(experiment, Experiment):
         exp = experiment
         problems = exp._check()  # built or changed in code: not checked yet
@@ -806,8 +1004,42 @@ def run_experiment(
     else:
         selected = ids
     tasks = _tasks(exp, selected, out, force)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        _start(exp, out)
+        return _run_locked(exp, out, tasks, selected, ids, jobs, scheduler, progress, figures)
+
+
+def _start(exp: Experiment, out: Path) -> None:
+    """Mark ``out`` unfinished, then take the previous run's summary out of it."""
+    # what a killed run left, if any: only where a run writes (--out may hold much else)
+    images = [out / "images" / i for i in exp.ids()]
+    for folder in [out, out / "images", *images, *(f / "masks" for f in images)]:
+        remove_leftovers(folder)
+    atomic_write_text(
+        out / UNFINISHED,
+        f"napari-niche run (process {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')})"
+        " writes this folder. Until this file is removed at the end of the run, the pooled\n"
+        "tables, figures and report are missing or incomplete. If no run is going any more,\n"
+        "it was interrupted or could not write (a full disk?): run the experiment again;\n"
+        "images already finished are kept and skipped.\n",
+    )
+    source = Path(exp.path).resolve() if exp.path else None
+    old = [out / n for n in SUMMARY_FILES if os.path.lexists(out / n)]
+    old = [p for p in old if p.resolve() != source]  # never the experiment file itself
+    for path in old:  # each renamed out of sight at once, then removed (needs no room)
+        gone = out / f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"  # never restored
+        try:
+            os.rename(path, gone)
+        except OSError:
+            gone = path
+        if gone.is_dir() and not gone.is_symlink():
+            shutil.rmtree(gone, ignore_errors=True)
+        else:
+            gone.unlink(missing_ok=True)
     (out / "images").mkdir(exist_ok=True)
+
+
+def _run_locked(exp, out, tasks, selected, ids, jobs, scheduler, progress, figures):
     summary = RunSummary(out=out)
     errors: list[dict[str, str]] = []
     n_total = len(tasks)
@@ -915,14 +1147,23 @@ def _finish(
     """Pool, figures, report, errors.csv, run.json."""
     ok_ids = [i for i in exp.ids() if i in {*summary.done, *summary.skipped, *summary.kept}]
     n = len(exp.ids())
+    unwritten: list[str] = []  # steps that could not write: the folder stays unfinished
 
     def fail(step: str, err: Exception) -> None:
+        cause = _os_error_in(err)
         if isinstance(err, NicheError):
             message = str(err)
+        elif cause is not None:
+            message = f"could not write: {os_error_text(cause)}"
+            unwritten.append(step)
         else:  # a bug: keep the traceback for the bug report
             log = out / f"{step}_error.txt"
-            log.write_text("".join(traceback.format_exception(err)))
-            message = f"unexpected {type(err).__name__}: {err} (details in {log})"
+            try:
+                atomic_write_text(log, "".join(traceback.format_exception(err)))
+                details = f" (details in {log})"
+            except OSError:
+                details = ""
+            message = f"unexpected {type(err).__name__}: {err}{details}"
         summary.step_errors[step] = message
         errors.append(dict(image="", condition="", replicate="", step=step, message=message))
 
@@ -959,7 +1200,7 @@ def _finish(
             fail("pooling", err)
     summary.pooled = pooled
 
-    if pooled is not None and figures:
+    if pooled is not None and figures and not unwritten:
         say(n, n, "figures")
         try:
             from .experiment_plots import make_figures
@@ -991,10 +1232,12 @@ def _finish(
         try:
             import tomli_w
 
-            copy.write_text(tomli_w.dumps(exp.to_dict(base=out)))
+            atomic_write_text(copy, tomli_w.dumps(exp.to_dict(base=out)))
         except (ImportError, OSError, TypeError, ValueError):
             pass
 
+    if unwritten:  # the disk is full: the next steps would fail the same way
+        return
     say(n, n, "report")
     try:
         from .report import write_report
@@ -1015,10 +1258,38 @@ def _finish(
         )
     except Exception as err:
         fail("report", err)
+    if not unwritten:
+        _record(out, record, errors, summary)
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The file-system error behind ``err``, also when a library hid it behind its own.
+
+    matplotlib's PDF writer, for one, meets a full disk and then fails closing its stream
+    with an AttributeError whose context is the ``OSError``.
+    """
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError):
+            return err
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return None
+
+
+def _record(out: Path, record: dict, errors: list, summary: RunSummary) -> None:
+    """errors.csv and run.json, then the end of UNFINISHED: the run is recorded whole."""
     record["step_errors"] = summary.step_errors
     record["report"] = str(summary.report) if summary.report else None
-    pd.DataFrame(errors, columns=ERROR_COLUMNS).to_csv(out / "errors.csv", index=False)
-    (out / "run.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n")
+    record["status"] = "finished"
+    try:
+        with atomic_path(out / "errors.csv") as tmp:
+            pd.DataFrame(errors, columns=ERROR_COLUMNS).to_csv(tmp, index=False)
+        atomic_write_text(out / "run.json", json.dumps(_jsonable(record), indent=2) + "\n")
+    except OSError as err:
+        summary.step_errors["record"] = f"could not write: {os_error_text(err)}"
+        return
+    (out / UNFINISHED).unlink(missing_ok=True)
 
 
 def _qc_with_status(exp: Experiment, pooled, summary: RunSummary) -> pd.DataFrame:
