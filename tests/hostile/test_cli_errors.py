@@ -375,12 +375,17 @@ def test_messages_carry_plain_numbers_never_numpy_reprs(capsys, error, code):
     assert "sizes (1.5, 2) and [0.25]" in err and "np." not in err
 
 
-def test_keyboard_interrupt_is_not_swallowed_by_the_guard():
+@pytest.mark.parametrize("command", ["analyze", "motility"])
+def test_keyboard_interrupt_is_one_line_exit_130_not_a_bug(command, capsys):
     def interrupted():
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        cli_module.guarded("analyze", interrupted)
+    assert cli_module.guarded(command, interrupted) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"napari-niche {command}: Interrupted."]
+    stopped = "Interrupted; results/x was left as it was (no new results written)."
+    assert cli_module.guarded(command, interrupted, stopped=lambda why: stopped) == 130
+    assert capsys.readouterr().err.strip() == f"napari-niche {command}: {stopped}"
 
 
 # --------------------------------------------------------------------------- a real user
