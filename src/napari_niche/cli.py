@@ -228,8 +228,16 @@ def _cmd_analyze(args) -> int:
     except NicheError as err:
         raise _CliError(str(err)) from None
     cells, structures, tissue, spacing, inputs = _load_inputs(args, params)
+    early: list[str] = []  # warnings known before the long steps: printed at once
+
+    def warn_now(text: str) -> None:
+        early.append(text)
+        print(f"napari-niche: warning: {text}", file=sys.stderr, flush=True)
+
     try:
-        result = analyze(cells, structures, spacing=spacing, tissue=tissue, params=params)
+        result = analyze(
+            cells, structures, spacing=spacing, tissue=tissue, params=params, on_warning=warn_now
+        )
     except NicheError as err:
         raise _CliError(str(err)) from None
     result.record["inputs"] = inputs
@@ -238,7 +246,8 @@ def _cmd_analyze(args) -> int:
     except OSError as err:
         raise _CliError(f"{args.out}: cannot write the results ({err.strerror or err}).") from None
     for w in result.warnings:
-        print(f"napari-niche: warning: {w}", file=sys.stderr)
+        if w not in early:
+            print(f"napari-niche: warning: {w}", file=sys.stderr)
     print(
         f"Analysed {result.record['n_cells']} cells against {result.record['n_dots']} random "
         f"cells; tables in {args.out}"

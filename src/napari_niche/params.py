@@ -7,12 +7,32 @@ identically with ``napari-niche analyze --params FILE``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .core._validate import RULES, check_alpha
 from .core.errors import NicheError
+
+#: Upper bounds of the counts that multiply the random cells: beyond them a run costs
+#: hours and gigabytes and gains nothing (p-values resolve to 1 / (null sets + 1)).
+MAX_COUNTS = {"dots_per_cell": 100_000, "realizations": 100_000}
+_WHY_FEWER = (
+    "each realisation costs memory and time, and more than a few thousand null sets "
+    "(dots per cell x realisations) add nothing to the tests; 99 or 999 are usual."
+)
+#: Narrower distance bins are below any light microscope's resolution: a typo, not a choice.
+MIN_BIN_WIDTH_UM = 0.01
+
+
+def _check_um(what: str, name: str, value, minimum: float) -> None:
+    """A length in µm: a finite number above ``minimum`` (strictly when it is 0)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or value <= 0:
+        bound = f"at least {minimum:g} µm" if minimum > 0 else "a positive number of µm"
+        got = f"{value:g} µm" if ok or isinstance(value, float) else repr(value)
+        raise NicheError(f"The {what} ({name}) must be {bound}, got {got}.")
 
 
 @dataclass(frozen=True)
@@ -64,10 +84,13 @@ class AnalysisParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise NicheError(f"{name.replace('_', ' ')} must be a whole number >= 1.")
-        if not self.bin_width_um > 0:
-            raise NicheError("The bin width must be a positive number of µm.")
-        if not self.quadrant_threshold_um >= 0:
-            raise NicheError("The quadrant threshold must be a non-negative number of µm.")
+            if name in MAX_COUNTS and value > MAX_COUNTS[name]:
+                raise NicheError(
+                    f"{name.replace('_', ' ').capitalize()} ({name}) is {value:,}, more "
+                    f"than {MAX_COUNTS[name]:,}: {_WHY_FEWER}"
+                )
+        _check_um("bin width", "bin_width_um", self.bin_width_um, MIN_BIN_WIDTH_UM)
+        _check_um("quadrant threshold", "quadrant_threshold_um", self.quadrant_threshold_um, 0.0)
         if self.quadrant_structures is not None and len(self.quadrant_structures) != 2:
             raise NicheError("Quadrants need exactly two structures, e.g. vessel,bone.")
         check_alpha(self.alpha)

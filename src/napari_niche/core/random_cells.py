@@ -68,8 +68,9 @@ MAX_ROOM_SHARE = 0.5
 #: Voxel tests (one voxel of one candidate) per second, measured here under load (the
 #: padded test runs at 1.5-3.5e8, the plain one at 1e8); only for estimates in messages.
 VOXEL_TESTS_PER_SECOND = 1e8
-#: Expected voxel tests above which placement is refused up front (about 30 minutes).
-MAX_PLACEMENT_TESTS = 2e11
+#: Expected voxel tests above which a scarce-room placement is refused up front (about
+#: 10 to 15 minutes here).
+MAX_PLACEMENT_TESTS = 5e10
 #: Placement stops (with the same error) once it has spent this many times its estimate,
 #: or this many voxel tests (a few seconds) when that is more: the estimate is an average
 #: over shapes and may miss one rare shape that fits almost nowhere.
@@ -869,12 +870,13 @@ def _expected_tests(
     hits, m, k = worst
     # Refused for scarce room only: the cost of many dots alone is the pipeline's to judge.
     if total > MAX_PLACEMENT_TESTS and hits / m < _BLIND_MIN_ACCEPTANCE:
-        share = f"{hits / m:.2%} of" if hits else f"none of {m:,}"
+        share = f"{100 * hits / m:.2g}% of" if hits else f"none of {m:,}"
         raise ScarceRoomError(
             f"Only {share} the random positions tried in {where} fit a whole virtual cell "
             f"shaped like cell {shapes.labels[k]} ({shapes.sizes[k]:,} voxels): placing "
             f"{shapes.labels.size:,} x {copies:,} random cells would need about "
-            f"{total / (sizes.mean() + _TRY_OVERHEAD):.1e} tries ({_duration(total / VOXEL_TESTS_PER_SECOND)}). "
+            f"{total / (sizes.mean() + _TRY_OVERHEAD):.1e} tries "
+            f"({_duration(total / VOXEL_TESTS_PER_SECOND)}). "
             "Use fewer dots per cell or realisations, a larger tissue mask, fewer excluded "
             "structures, or the centroid-only rule."
         )
