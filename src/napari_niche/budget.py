@@ -43,17 +43,36 @@ LONG_SECONDS = 300.0
 
 
 def available_memory() -> int | None:
-    """Memory (bytes) this machine can give without swapping, or None when unknown."""
+    """Memory (bytes) this machine can give without swapping, or None when unknown.
+
+    The smaller of the system's available memory and what is left under this process's
+    cgroup limit (a container or a cluster job sees the host's memory in /proc/meminfo).
+    """
+    found = [_cgroup_room()]
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
         pass
+    if found[-1] is None:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    known = [v for v in found if v is not None]
+    return min(known) if known else None
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under the cgroup (v2) memory limit, or None without a limit."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit == "max":
+            return None
+        return max(0, int(limit) - int(open("/sys/fs/cgroup/memory.current").read()))
+    except (OSError, ValueError):
         return None
 
 

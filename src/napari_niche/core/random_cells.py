@@ -69,12 +69,12 @@ MAX_ROOM_SHARE = 0.5
 #: padded test runs at 1.5-3.5e8, the plain one at 1e8); only for estimates in messages.
 VOXEL_TESTS_PER_SECOND = 1e8
 #: Expected voxel tests above which a scarce-room placement is refused up front (about
-#: 10 to 15 minutes here).
-MAX_PLACEMENT_TESTS = 5e10
+#: 5 minutes here).
+MAX_PLACEMENT_TESTS = 3e10
 #: Placement stops (with the same error) once it has spent this many times its estimate,
 #: or this many voxel tests (a few seconds) when that is more: the estimate is an average
 #: over shapes and may miss one rare shape that fits almost nowhere.
-_OVERRUN_FACTOR = 8
+_OVERRUN_FACTOR = 4
 _MIN_TEST_CAP = 2e8
 #: What testing one candidate costs besides its voxels, in voxel tests (measured).
 _TRY_OVERHEAD = 64

@@ -82,7 +82,7 @@ def distance_bins(top: float, bin_width: float) -> np.ndarray:
         raise NicheError(
             f"Bins of {bin_width:g} µm over distances up to {top:.4g} µm would make "
             f"{n_bins:,.0f} bins (at most {MAX_BINS:,}): use a bin width of at least "
-            f"{_nice_up(top / MAX_BINS):g} µm (the default is 5 µm)."
+            f"{_nice_up(top / (MAX_BINS - 1) * 1.001):g} µm (the default is 5 µm)."
         )
     return np.arange(int(n_bins) + 1) * float(bin_width)
 
