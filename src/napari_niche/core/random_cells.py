@@ -15,6 +15,12 @@ from any forbidden voxel, from one distance transform; where that superset is a 
 of the image its voxels are listed, costing memory only in proportion to it. Either way
 the first candidate that fits is uniform over all positions that fit.
 
+Pathological inputs fail within seconds instead of being retried for minutes: a cell
+larger than the room (in voxels, or along an axis of the room's bounding box) is refused
+by exact checks, a scarce room by a pilot estimate of the tries needed, and whatever the
+estimate misses by a cap on the work placement may spend. None of these checks draws from
+the realisations' random streams, so a seed gives the same dots as before.
+
 Many realisations (a Monte Carlo null of 99 or more) cost little more than one:
 
 - every realisation draws its candidates from its own random stream exactly as it would
@@ -652,7 +658,12 @@ def seed_random_cells(
         Seed or generator; the same seed gives the same dots.
     max_attempts : int
         Candidate positions tried per virtual cell before giving up with
-        :class:`NoRoomError` (never loops forever).
+        :class:`NoRoomError` (never loops forever). Placement as a whole also stops, with
+        :class:`~napari_niche.core.errors.ScarceRoomError`, once it has spent a few times
+        the work a pilot estimated; and it is refused before it starts when that estimate
+        is beyond :data:`MAX_PLACEMENT_TESTS`, or when a cell takes more than
+        :data:`MAX_ROOM_SHARE` of the room or is longer than the room along an axis
+        (:class:`~napari_niche.core.errors.CellTooLargeError`).
     threads : int, optional
         Threads for the distance transform needed when room is scarce.
 
