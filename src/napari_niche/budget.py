@@ -38,6 +38,9 @@ SECONDS_PER_DOT_STRUCTURE = 1e-5
 SECONDS_PER_REALIZATION = 6e-4
 #: Voxels per second of one distance map.
 VOXELS_PER_SECOND = 4e7
+#: The share of the available memory a request may plan for: the rest is for the other
+#: programs, and for the second image a ``run`` may analyse at the same time.
+MEMORY_SHARE = 0.8
 #: An estimate above this many seconds gets a warning (never a refusal).
 LONG_SECONDS = 300.0
 
@@ -122,7 +125,8 @@ def check_request(
     *,
     available: int | None = None,
 ) -> list[str]:
-    """Refuse a request that needs more memory than is available; warn when it is long.
+    """Refuse a request needing more than :data:`MEMORY_SHARE` of the available memory;
+    warn when it is long.
 
     Raises :class:`~napari_niche.core.errors.TooCostlyError` naming the estimate and
     the largest number of null sets (dots per cell x realisations) that would fit;
@@ -135,7 +139,8 @@ def check_request(
         f"{n_cells:,} cells x {params.dots_per_cell:,} dots per cell x "
         f"{params.realizations:,} realisations = {cost.n_dots:,} random cells"
     )
-    if available is not None and cost.memory > available:
+    spare = None if available is None else MEMORY_SHARE * available
+    if spare is not None and cost.memory > spare:
         sets = params.dots_per_cell * params.realizations
         fixed = request_cost(
             n_cells,
@@ -144,10 +149,18 @@ def check_request(
             n_structures,
             params.with_(dots_per_cell=1, realizations=1),
         ).memory
-        fit = int(max(0.0, available - fixed) / max(cost.memory - fixed, 1.0) * sets)
+        if fixed > spare:
+            raise TooCostlyError(
+                f"This image ({math.prod(image_shape):,} voxels) needs about {_gb(fixed)} of "
+                f"memory even with one random cell per cell, more than the {_gb(spare)} "
+                f"this machine can spare ({MEMORY_SHARE:.0%} of the {_gb(available)} "
+                "available): crop it, or use a machine with more memory."
+            )
+        fit = int((spare - fixed) / max(cost.memory - fixed, 1.0) * sets)
         raise TooCostlyError(
-            f"{what} would need about {_gb(cost.memory)} of memory, but this machine has "
-            f"{_gb(available)} available: use fewer realisations or dots per cell (dots "
+            f"{what} would need about {_gb(cost.memory)} of memory, more than the "
+            f"{_gb(spare)} this machine can spare ({MEMORY_SHARE:.0%} of the "
+            f"{_gb(available)} available): use fewer realisations or dots per cell (dots "
             f"per cell x realisations of at most about {max(fit, 1):,} would fit)."
         )
     if cost.seconds > LONG_SECONDS:

@@ -172,7 +172,7 @@ def test_scarce_room_is_refused_from_the_estimate(dots_per_cell, realizations):
 )
 def test_requests_beyond_memory_are_refused_with_what_fits(dots_per_cell, realizations):
     params = AnalysisParams(dots_per_cell=dots_per_cell, realizations=realizations)
-    available = 2 * 10**9
+    available = 4 * 10**9
     with pytest.raises(TooCostlyError) as info:
         check_request(5000, (100, 1000, 1000), SP, 2, params, available=available)
     message = str(info.value)
@@ -181,6 +181,11 @@ def test_requests_beyond_memory_are_refused_with_what_fits(dots_per_cell, realiz
     # the suggestion is honest: that many null sets pass the same check
     smaller = params.with_(dots_per_cell=1, realizations=fit)
     check_request(5000, (100, 1000, 1000), SP, 2, smaller, available=available)
+
+
+def test_an_image_too_large_for_the_machine_is_refused_as_such():
+    with pytest.raises(TooCostlyError, match=r"This image \(100,000,000 voxels\).*crop it"):
+        check_request(50, (100, 1000, 1000), SP, 2, AnalysisParams(), available=10**9)
 
 
 def test_long_requests_are_warned_about_not_refused():
@@ -331,7 +336,12 @@ voxel_size = [2.0, 0.57, 0.57]
 masks = {{ cells = "{cells}", vessel = "{vessel}", bone = "{bone}" }}
 """
     header = 'name = "budgets"\n[analysis]\nseed = 1\n[tissue]\nsource = "whole"\n'
-    images = [("good1", "A", "cells"), ("ones", "A", "ones"), ("good2", "B", "cells")]
+    images = [
+        ("good1", "A", "cells"),
+        ("ones", "A", "ones"),
+        ("inverted", "B", "inverted"),
+        ("good2", "B", "cells"),
+    ]
     text = header + "".join(
         image.format(id=i, cond=c, cells=files[k], vessel=files["vessel"], bone=files["bone"])
         for i, c, k in images
@@ -341,12 +351,30 @@ masks = {{ cells = "{cells}", vessel = "{vessel}", bone = "{bone}" }}
     code = main(["run", str(path), "--out", str(tmp_path / "res"), "--jobs", "1"])
     assert code == 1
     errors = pd.read_csv(tmp_path / "res" / "errors.csv")
-    assert list(errors["image"]) == ["ones"]
-    message = errors["message"].iloc[0]
-    assert "Cell 1 has" in message and "\n" not in message
+    assert list(errors["image"]) == ["ones", "inverted"]
+    for message in errors["message"]:
+        assert "Cell 1 has" in message and "\n" not in message
     for good in ("good1", "good2"):
         assert (tmp_path / "res" / "images" / good / "cells.csv").exists()
-    assert not (tmp_path / "res" / "images" / "ones" / "cells.csv").exists()
+    for bad in ("ones", "inverted"):
+        assert not (tmp_path / "res" / "images" / bad / "cells.csv").exists()
+
+
+def test_analyze_command_prints_a_long_request_warning_first_and_once(
+    files, tmp_path, monkeypatch, capsys
+):
+    from napari_niche.cli import main
+
+    monkeypatch.setattr("napari_niche.budget.LONG_SECONDS", 0.0)  # every request is "long"
+    out = tmp_path / "out"
+    code = main(
+        ["analyze", "--cells", str(files["cells"]), "--structure", f"vessel={files['vessel']}",
+         "--seed", "1", "--out", str(out)]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and (out / "dots.csv").exists()
+    assert err.count("will take a long time") == 1
+    assert err.splitlines()[0].startswith("napari-niche: warning: 6 cells x 1 dots per cell")
 
 
 # -- the Random dots widget (a real viewer; run under xvfb-run) --------------------------------
@@ -378,7 +406,7 @@ def test_random_dots_widget_refuses_beyond_memory_and_warns_when_long(
     start = n_notes()
     widget.run_button.native.click()
     assert widget.worker is None  # refused before any work started
-    assert any("GB of memory" in m and "1 GB available" in m for m in notes_since(start))
+    assert any("GB of memory" in m and "of the 1 GB available" in m for m in notes_since(start))
     assert [layer.name for layer in viewer.layers] == before
     # an ordinary request passes; one estimated to be long is placed, with a warning first
     monkeypatch.setattr("napari_niche.budget.LONG_SECONDS", 0.0)
