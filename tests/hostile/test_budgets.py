@@ -64,6 +64,7 @@ def _cases():
     slab = (z >= 4) & (z < 8)
     pocket = np.ones(SHAPE, bool)
     pocket[5:8, 20:26, 20:26] = False  # the vessel fills all but one small pocket
+    speckle = np.random.default_rng(0).random(SHAPE) < 0.2  # room enough, but in crumbs
     return {
         "all-ones cell mask": (np.ones(SHAPE, np.uint8), None, structures, "whole-cell",
                                CellTooLargeError, ["Cell 1", "inverted or background"]),
@@ -83,6 +84,8 @@ def _cases():
                                               CellTooLargeError, ["along z"]),
         "tissue almost all excluded": (cells, None, {"vessel": pocket}, "whole-cell",
                                        CellTooLargeError, ["Only", "tissue mask"]),
+        "room only in scattered voxels": (cells, speckle, structures, "whole-cell",
+                                          NoRoomError, ["No position", "leaves no room"]),
     }  # fmt: skip
 
 
