@@ -112,6 +112,17 @@ def test_2d_all_ones_cell_mask_is_refused():
         analyze(cells, {"vessel": vessel}, params=AnalysisParams(seed=0, voxel_size=(1, 1)))
 
 
+def test_a_thin_cell_spanning_the_image_is_refused_before_padding():
+    """Thin enough to pass the volume check, long enough on every axis to need a padded
+    copy of the image many times its size for the whole-cell test."""
+    labels = np.zeros((40, 120, 120), np.uint16)
+    i = np.arange(120)
+    labels[i // 3, i, i] = 1  # a diagonal thread through the whole volume
+    labels[20, 60, 5:115] = 1
+    with pytest.raises(CellTooLargeError, match="most of the image .* along every axis"):
+        seed_random_cells(cell_voxels(labels), spacing=SP, rng=0)
+
+
 def test_a_label_in_pieces_is_not_refused_for_its_extent():
     """The extent check is exact only for shapes without gaps: a split label may still fit."""
     labels = np.zeros((20, 60), np.int32)

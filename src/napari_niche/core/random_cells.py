@@ -71,6 +71,9 @@ _GATHER_VOXELS = 1 << 16
 #: A single object taking more than this share of the room left for random cells is no
 #: cell (an inverted or background cell mask), and copies of it could barely move.
 MAX_ROOM_SHARE = 0.5
+#: The whole-cell test works on the image padded by the farthest any shape reaches: a
+#: "cell" needing a padded copy this many times the image spans most of it on every axis.
+MAX_PAD_GROWTH = 4.0
 #: Voxel tests (one voxel of one candidate) per second, measured here under load (the
 #: padded test runs at 1.5-3.5e8, the plain one at 1e8); only for estimates in messages.
 VOXEL_TESTS_PER_SECOND = 1e8
@@ -722,6 +725,7 @@ def seed_random_cells(
             where=where,
         )
         cap = max(_MIN_TEST_CAP, _OVERRUN_FACTOR * expected)
+        _check_reach(shapes)
         placer = _CappedFits(_Placer(shapes, allowed).fits, shapes, cap, where)
     n_per = cells.n_cells * dots_per_cell
     shape_index = np.tile(np.arange(cells.n_cells), dots_per_cell)
@@ -821,6 +825,29 @@ def _check_extents(
                 "is no room for a whole random cell of that shape. Check the cell and tissue "
                 "masks, or use the centroid-only rule."
             )
+
+
+def _check_reach(shapes: CellShapes) -> None:
+    """Refuse a shape spanning most of the image along every axis.
+
+    The whole-cell test pads the image by the farthest any shape reaches, so that such
+    a "cell" (noise or background joined into one object, thin enough to pass the
+    volume check) would need a padded copy many times the image's size.
+    """
+    lo, hi = shapes.extent
+    reach = np.maximum(-lo, hi)  # (n, ndim)
+    image = np.asarray(shapes.image_shape, dtype=float)
+    grow = np.prod(1 + 2 * reach / image, axis=1)
+    k = int(np.argmax(grow))
+    if grow[k] > MAX_PAD_GROWTH:
+        extent = " x ".join(str(int(v)) for v in hi[k] - lo[k] + 1)
+        raise CellTooLargeError(
+            f"Cell {shapes.labels[k]} spans {extent} voxels, most of the image "
+            f"({' x '.join(map(str, shapes.image_shape))}) along every axis: testing whole "
+            f"random copies of it would need a copy of the image {grow[k]:.0f} times its "
+            "size. Such a cell is usually noise or background joined into one object: "
+            "check the cell mask, or drop objects larger than any cell."
+        )
 
 
 def _samplers(shapes, anywhere, allowed, spacing, *, whole_cell, rng, threads):
