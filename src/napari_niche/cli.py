@@ -292,10 +292,10 @@ def _cmd_analyze(args) -> int:
         raise _CliError(str(err)) from None
     try:  # held until the results are in place: a second analysis or run is refused
         with output_lock(args.out):
-            result = _analyze_and_save(args, params)
+            result, early = _analyze_and_save(args, params)
     except NicheError as err:  # the folder is a file, read-only or in use
         raise _CliError(str(err)) from None
-    _print_analysis(args, result)
+    _print_analysis(args, result, early)
     return 0
 
 
@@ -306,21 +306,32 @@ def _analyze_and_save(args, params: AnalysisParams):
     cells, structures, tissue, spacing, inputs = _load_inputs(args, params, notes)
     for note in notes:
         print(f"napari-niche analyze: warning: {note}", file=sys.stderr)
+    early: list[str] = []  # warnings known before the long steps: printed at once
+
+    def warn_now(text: str) -> None:
+        from .core._validate import plain_numbers
+
+        early.append(text)
+        print(f"napari-niche: warning: {plain_numbers(text)}", file=sys.stderr, flush=True)
+
     try:
-        result = analyze(cells, structures, spacing=spacing, tissue=tissue, params=params)
+        result = analyze(
+            cells, structures, spacing=spacing, tissue=tissue, params=params, on_warning=warn_now
+        )
     except NicheError as err:
         raise _CliError(str(err)) from None
     result.record["inputs"] = inputs
     result.save(args.out)  # a failed write raises OSError: one line, exit 1 (guarded)
     args.saved = True
-    return result
+    return result, early
 
 
-def _print_analysis(args, result) -> None:
+def _print_analysis(args, result, early: list[str]) -> None:
     from .core._validate import plain_numbers
 
     for w in result.warnings:
-        print(f"napari-niche: warning: {plain_numbers(w)}", file=sys.stderr)
+        if w not in early:
+            print(f"napari-niche: warning: {plain_numbers(w)}", file=sys.stderr)
     print(
         f"Analysed {result.record['n_cells']} cells against {result.record['n_dots']} random "
         f"cells; tables in {args.out}"

@@ -23,6 +23,16 @@ from .core._validate import (
 )
 from .core.errors import NicheError
 
+#: Upper bounds of the counts that multiply the random cells: beyond them a run costs
+#: hours and gigabytes and gains nothing (p-values resolve to 1 / (null sets + 1)).
+MAX_COUNTS = {"dots_per_cell": 100_000, "realizations": 100_000}
+_WHY_FEWER = (
+    "each realisation costs memory and time, and more than a few thousand null sets "
+    "(dots per cell x realisations) add nothing to the tests; 99 or 999 are usual."
+)
+#: Narrower distance bins are below any light microscope's resolution: a typo, not a choice.
+MIN_BIN_WIDTH_UM = 0.01
+
 
 @dataclass(frozen=True)
 class AnalysisParams:
@@ -79,20 +89,23 @@ class AnalysisParams:
         field_choice("rule", self.rule, RULES)
         for name in ("dots_per_cell", "realizations", "min_dots"):
             set_(self, name, field_int(name, getattr(self, name), minimum=1))
+            if name in MAX_COUNTS and getattr(self, name) > MAX_COUNTS[name]:
+                raise NicheError(
+                    f"{name.replace('_', ' ').capitalize()} ({name}) is "
+                    f"{getattr(self, name):,}, more than {MAX_COUNTS[name]:,}: {_WHY_FEWER}"
+                )
         set_(self, "seed", field_int("seed", self.seed, minimum=0, optional=True))
-        set_(
-            self, "bin_width_um", field_float("bin_width_um", self.bin_width_um, low=0, unit="µm")
-        )
+        bin_width = field_float("bin_width_um", self.bin_width_um, low=0, unit="µm")
+        if bin_width < MIN_BIN_WIDTH_UM:
+            raise NicheError(
+                f"The bin width (bin_width_um) must be at least {MIN_BIN_WIDTH_UM:g} µm, got "
+                f"{bin_width:g} µm: narrower bins are below any light microscope's resolution."
+            )
+        set_(self, "bin_width_um", bin_width)
         set_(
             self,
             "quadrant_threshold_um",
-            field_float(
-                "quadrant_threshold_um",
-                self.quadrant_threshold_um,
-                low=0,
-                low_open=False,
-                unit="µm",
-            ),
+            field_float("quadrant_threshold_um", self.quadrant_threshold_um, low=0, unit="µm"),
         )
         set_(
             self,

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .budget import check_request
 from .core._validate import as_mask, as_spacing, check_same_shape
 from .core.cells import CellVoxels, cell_table, min_distance_per_label
 from .core.curation import cells_from_image
@@ -38,10 +39,13 @@ from .core.stats import (
     distance_tests,
     fold_change_by_bin,
     quadrant_table,
+    width_keeping_a_bin,
 )
 from .io import CSV_FLOAT_FORMAT, write_atomically
 from .params import AnalysisParams
 
+#: The default distance bin width (µm); far narrower bins that leave every bin out are refused.
+DEFAULT_BIN_WIDTH_UM = AnalysisParams().bin_width_um
 #: Real cells overlapping an excluded structure above this fraction trigger a warning.
 OVERLAP_WARNING_FRACTION = 0.05
 
@@ -145,13 +149,18 @@ def place_random_cells(
     tissue: np.ndarray | None,
     exclude: Mapping[str, np.ndarray],
     params: AnalysisParams,
+    n_structures: int | None = None,
 ) -> tuple[RandomCells, pd.DataFrame, int]:
     """METHOD.md step 6 with the analysis parameters: virtual cells, their table, the seed.
 
     Without a seed in ``params`` one is drawn, and returned so that it can be recorded.
     The table gets a ``null_set`` column (see :attr:`RandomCells.null_set`) after
-    ``realization``.
+    ``realization``. A request larger than the machine's memory is refused first
+    (:func:`~napari_niche.budget.check_request`; ``n_structures``, the distance columns
+    to come, defaults to the excluded structures).
     """
+    n_structures = max(1, len(exclude)) if n_structures is None else n_structures
+    check_request(voxels.n_cells, voxels.shape, spacing, n_structures, params)
     seed = params.seed
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**32))
@@ -268,6 +277,7 @@ def summarize(
             )
         )
     fold_tab = pd.concat(fold, ignore_index=True)[["structure", *FOLD_CHANGE_COLUMNS]]
+    _check_fold_change(fold_tab, dot_table, names, params, notes, warnings)
     stats_tab = pd.concat(tests, ignore_index=True)[STATS_COLUMNS]
     env_tab = (
         pd.concat(envelopes, ignore_index=True)[ENVELOPE_TABLE_COLUMNS]
@@ -287,6 +297,49 @@ def summarize(
             names=(a, b),
         )
     return Summary(fold_tab, stats_tab, quad_tab, env_tab, n_sets, notes, warnings, intervals)
+
+
+def _check_fold_change(fold_tab, dot_table, names, params, notes, warnings) -> None:
+    """Never an empty fold change without a word (METHOD.md step 8 leaves bins out).
+
+    Every bin left out because the bins are far narrower than the default is a mistake
+    worth refusing, with a width that keeps bins; too few random cells in all, or one
+    structure's bins all left out, is worth a warning (and a note in the record).
+    """
+    empty = [n for n in names if not (fold_tab["structure"] == n).any()]
+    if not empty:
+        return
+    n_dots, min_dots, width = len(dot_table), params.min_dots, params.bin_width_um
+    if n_dots < min_dots:
+        text = (
+            f"No fold change: there are {n_dots} random cells in all, fewer than the "
+            f"{min_dots} a distance bin needs (min_dots), so every bin was left out; "
+            "draw more random cells (dots per cell) or lower the minimum dots per bin."
+        )
+    else:
+        needed = [
+            width_keeping_a_bin(dot_table[distance_column(n)], min_dots, at_least=width)
+            for n in empty
+        ]
+        suggest = max(w for w in needed if w is not None)
+        if (
+            len(empty) == len(names)
+            and width < DEFAULT_BIN_WIDTH_UM
+            and suggest <= (DEFAULT_BIN_WIDTH_UM)
+        ):
+            raise NicheError(
+                f"Every distance bin was left out: no bin of {width:g} µm holds the "
+                f"{min_dots} random cells it needs (min_dots), so the fold change would be "
+                f"empty. Use a bin width of at least {suggest:g} µm (the default is "
+                f"{DEFAULT_BIN_WIDTH_UM:g} µm) or lower the minimum dots per bin."
+            )
+        text = (
+            f"No fold change for {', '.join(empty)}: no bin of {width:g} µm holds the "
+            f"{min_dots} random cells it needs (min_dots), so every bin was left out; "
+            f"bins of {suggest:g} µm, or more dots per cell, would keep some."
+        )
+    notes.append(text)
+    warnings.append(text)
 
 
 def _null_sets(dot_table: pd.DataFrame, alpha: float) -> tuple[int, list[str], list[str]]:
@@ -314,6 +367,7 @@ def analyze(
     tissue: np.ndarray | None = None,
     params: AnalysisParams | None = None,
     progress: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> NicheResult:
     """Run METHOD.md steps 4–9 on one image.
 
@@ -329,6 +383,9 @@ def analyze(
     params : AnalysisParams
     progress : callable, optional
         Called with a short description before each step (for progress bars).
+    on_warning : callable, optional
+        Called at once with each warning known before the long steps (e.g. that the
+        request will take long); every warning is also in ``NicheResult.warnings``.
 
     Returns
     -------
@@ -355,14 +412,22 @@ def analyze(
 
     say("Measuring cells")
     voxels = cells_from_image(cells)
+    warnings = check_request(voxels.n_cells, voxels.shape, spacing, len(names), params)
+    for text in warnings:
+        (on_warning or (lambda _w: None))(text)
     cell_tab = cell_table(voxels, spacing=spacing)
     exclude = {n: masks[n] for n in exclude_names}
     overlap = overlap_diagnostic(voxels, tissue=tissue_mask, exclude=exclude)
-    warnings = overlap_warnings(overlap, params.rule)
+    warnings += overlap_warnings(overlap, params.rule)
 
     say("Placing random cells")
     dots, dot_tab, seed = place_random_cells(
-        voxels, spacing=spacing, tissue=tissue_mask, exclude=exclude, params=params
+        voxels,
+        spacing=spacing,
+        tissue=tissue_mask,
+        exclude=exclude,
+        params=params,
+        n_structures=len(names),
     )
 
     for name in names:

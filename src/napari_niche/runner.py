@@ -622,17 +622,9 @@ def _mask_from_channel(image, role: str, steps: StepParams, spacing, where: str)
 
 
 def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    from .budget import available_memory  # one helper, shared with the request budget
+
+    return available_memory()
 
 
 def _voxels(spec: ImageSpec) -> int:

@@ -267,6 +267,7 @@ class RandomDotsWidget(NicheWidget):
         tissue = None if tissue_layer is None else layer_array(tissue_layer)
         check_same_shape(s.voxels.shape, "cell image", tissue_mask=tissue)
         check_aligned(s.cells_layer, tissue=tissue_layer)
+        self._check_cost(params, len(masks))
         maps = {name: self._reusable_map(name, s.voxels.shape) for name in masks}
         return _Job(
             voxels=s.voxels,
@@ -279,6 +280,18 @@ class RandomDotsWidget(NicheWidget):
             digests=dict(s.digests),
             show_shapes=bool(self.show_shapes.value),
         )
+
+    def _check_cost(self, params: AnalysisParams, n_structures: int) -> None:
+        """Refuse (NicheError) a request beyond this machine's memory; warn if it is long."""
+        from napari.utils.notifications import show_warning
+
+        from ..budget import check_request
+
+        s = self.session
+        for text in check_request(
+            s.voxels.n_cells, s.voxels.shape, s.spacing, n_structures, params
+        ):
+            show_warning(text)
 
     # -- running ----------------------------------------------------------------------------
     def run(self):

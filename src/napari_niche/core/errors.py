@@ -32,3 +32,15 @@ class InvalidImageError(NicheError):
 
 class NoRoomError(NicheError):
     """Random virtual cells cannot be placed: the tissue leaves no room for them."""
+
+
+class CellTooLargeError(NoRoomError):
+    """A cell is larger, in volume or along an axis, than the room random cells may use."""
+
+
+class TooCostlyError(NicheError):
+    """A request would need more memory or time than the machine can give: say what to change."""
+
+
+class ScarceRoomError(NoRoomError, TooCostlyError):
+    """So few positions fit the virtual cells that placing them all would take too long."""

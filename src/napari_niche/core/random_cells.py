@@ -15,6 +15,12 @@ from any forbidden voxel, from one distance transform; where that superset is a 
 of the image its voxels are listed, costing memory only in proportion to it. Either way
 the first candidate that fits is uniform over all positions that fit.
 
+Pathological inputs fail within seconds instead of being retried for minutes: a cell
+larger than the room (in voxels, or along an axis of the room's bounding box) is refused
+by exact checks, a scarce room by a pilot estimate of the tries needed, and whatever the
+estimate misses by a cap on the work placement may spend. None of these checks draws from
+the realisations' random streams, so a seed gives the same dots as before.
+
 Many realisations (a Monte Carlo null of 99 or more) cost little more than one:
 
 - every realisation draws its candidates from its own random stream exactly as it would
@@ -42,7 +48,7 @@ import pandas as pd
 from ._validate import RULES, as_mask, as_spacing, check_same_shape
 from .cells import CellVoxels, centroid_columns, size_column
 from .distance import distance_to_outside_um
-from .errors import NicheError, NoRoomError
+from .errors import CellTooLargeError, NicheError, NoRoomError, ScarceRoomError
 
 Rule = Literal["whole-cell", "centroid"]
 
@@ -59,6 +65,32 @@ _SURFACE_MIN_USES = 4
 #: Voxels gathered at once: small enough for the temporaries to stay in cache and to be
 #: reused from the heap rather than mapped afresh for every chunk.
 _GATHER_VOXELS = 1 << 16
+
+# Budgets: pathological inputs (a "cell" as large as the tissue, room for almost no whole
+# virtual cell) are refused within seconds instead of being retried for minutes.
+#: A single object taking more than this share of the room left for random cells is no
+#: cell (an inverted or background cell mask), and copies of it could barely move.
+MAX_ROOM_SHARE = 0.5
+#: The whole-cell test works on the image padded by the farthest any shape reaches: a
+#: "cell" needing a padded copy this many times the image spans most of it on every axis.
+MAX_PAD_GROWTH = 4.0
+#: Voxel tests (one voxel of one candidate) per second, measured here under load (the
+#: padded test runs at 1.5-3.5e8, the plain one at 1e8); only for estimates in messages.
+VOXEL_TESTS_PER_SECOND = 1e8
+#: Expected voxel tests above which a scarce-room placement is refused up front (about
+#: 5 minutes here).
+MAX_PLACEMENT_TESTS = 3e10
+#: Placement stops (with the same error) once it has spent this many times its estimate,
+#: or this many voxel tests (a few seconds) when that is more: the estimate is an average
+#: over shapes and may miss one rare shape that fits almost nowhere.
+_OVERRUN_FACTOR = 4
+_MIN_TEST_CAP = 2e8
+#: What testing one candidate costs besides its voxels, in voxel tests (measured).
+_TRY_OVERHEAD = 64
+#: Voxel tests a pilot may spend: its candidates are fewer only for giant shapes.
+_PILOT_TESTS = 2e8
+#: Voxel tests the estimate of a scarce-room placement may spend on its own pilots.
+_ESTIMATE_TESTS = 2e7
 
 
 def _strides(shape: Sequence[int]) -> np.ndarray:
@@ -629,7 +661,12 @@ def seed_random_cells(
         Seed or generator; the same seed gives the same dots.
     max_attempts : int
         Candidate positions tried per virtual cell before giving up with
-        :class:`NoRoomError` (never loops forever).
+        :class:`NoRoomError` (never loops forever). Placement as a whole also stops, with
+        :class:`~napari_niche.core.errors.ScarceRoomError`, once it has spent a few times
+        the work a pilot estimated; and it is refused before it starts when that estimate
+        is beyond :data:`MAX_PLACEMENT_TESTS`, or when a cell takes more than
+        :data:`MAX_ROOM_SHARE` of the room or is longer than the room along an axis
+        (:class:`~napari_niche.core.errors.CellTooLargeError`).
     threads : int, optional
         Threads for the distance transform needed when room is scarce.
 
@@ -645,6 +682,7 @@ def seed_random_cells(
         raise NicheError("Dots per cell and realisations must be whole numbers of at least 1.")
     dots_per_cell, realizations = int(dots_per_cell), int(realizations)
     allowed = allowed_region(cells.shape, tissue=tissue, exclude=exclude)
+    where = _room_words(tissue, exclude)
     if not allowed.any():
         raise NoRoomError(
             "The tissue has no room for random cells: every tissue voxel lies in an excluded "
@@ -652,38 +690,45 @@ def seed_random_cells(
         )
     shapes = CellShapes.from_cells(cells)
     allowed_flat = allowed.reshape(-1)
+    anywhere = _RegionSampler(allowed_flat.view(np.uint8), 1)
+    _check_sizes(shapes, anywhere.count, where, tissue)
+    whole_cell = rule == "whole-cell"
+    if whole_cell:
+        _check_extents(shapes, allowed, spacing, where)
     generator = np.random.default_rng(rng)
     pilot_rng = generator.spawn(1)[0]
-    streams = generator.spawn(realizations)
 
-    anywhere = _RegionSampler(allowed_flat.view(np.uint8), 1)
-    level_of_shape = np.zeros(shapes.labels.size, dtype=np.int64)
-    samplers = [anywhere]
-    if rule == "whole-cell" and _pilot_acceptance(shapes, anywhere, allowed_flat, pilot_rng) < (
-        _BLIND_MIN_ACCEPTANCE
-    ):
-        # Little room: draw only among voxels far enough from anything forbidden to
-        # possibly hold each shape (one distance transform), instead of retrying blindly.
-        room = distance_to_outside_um(allowed, spacing=spacing, threads=threads).reshape(-1)
-        radii = shapes.inscribed_radii_um(spacing)
-        levels = np.unique(np.quantile(radii, np.linspace(0.0, 1.0, 9)[:-1]))
-        level_of_shape = np.searchsorted(levels, radii, side="right") - 1
-        # A tiny positive floor keeps every candidate inside the allowed region.
-        samplers = [_RegionSampler(room, max(r - 1e-4, 1e-6)) for r in levels]
-
+    samplers, level_of_shape, blind = _samplers(
+        shapes, anywhere, allowed, spacing, whole_cell=whole_cell, rng=pilot_rng, threads=threads
+    )
     for level, sampler in enumerate(samplers):
         if sampler.count == 0:
             worst = np.flatnonzero(level_of_shape == level)[0]
             raise NoRoomError(
                 f"No position in the tissue can hold a whole virtual cell shaped like cell "
-                f"{shapes.labels[worst]} ({shapes.sizes[worst]} voxels): the tissue minus the "
-                "excluded structures leaves no room. Use a larger tissue mask, exclude fewer "
-                "structures, or the centroid-only rule."
+                f"{shapes.labels[worst]} ({shapes.sizes[worst]} voxels): {where} leaves no "
+                f"room ({anywhere.count:,} voxels, {anywhere.fraction:.2%} of the image). Use "
+                "a larger tissue mask, exclude fewer structures, or the centroid-only rule."
             )
 
+    placer = None
+    if whole_cell:
+        # A stream of its own (a child of the pilot's): the realisations' dots stay the same.
+        expected = _expected_tests(
+            shapes,
+            level_of_shape,
+            samplers,
+            allowed_flat,
+            copies=dots_per_cell * realizations,
+            blind_acceptance=blind,
+            rng=pilot_rng.spawn(1)[0],
+            where=where,
+        )
+        cap = max(_MIN_TEST_CAP, _OVERRUN_FACTOR * expected)
+        _check_reach(shapes)
+        placer = _CappedFits(_Placer(shapes, allowed).fits, shapes, cap, where)
     n_per = cells.n_cells * dots_per_cell
     shape_index = np.tile(np.arange(cells.n_cells), dots_per_cell)
-    whole_cell = rule == "whole-cell"
     steps = [
         _place(
             shapes,
@@ -694,10 +739,9 @@ def seed_random_cells(
             rng=stream,
             max_attempts=max_attempts,
         )
-        for stream in streams
+        for stream in generator.spawn(realizations)
     ]
-    placer = _Placer(shapes, allowed) if whole_cell else None
-    placed = _run_together(steps, placer.fits if placer else None)
+    placed = _run_together(steps, placer)
     del placer
     anchors = np.empty((realizations * n_per, ndim), dtype=np.int64)
     for r, flat in enumerate(placed):
@@ -710,6 +754,206 @@ def seed_random_cells(
         rule=rule,
         allowed_bits=np.packbits(allowed_flat),
     )
+
+
+def _room_words(tissue, exclude) -> str:
+    """Where random cells may lie, in words: "the tissue minus vessel, bone"."""
+    base = "the image" if tissue is None else "the tissue"
+    names = [name for name, _ in _named(exclude)]
+    return f"{base} minus {', '.join(names)}" if names else base
+
+
+def _check_sizes(shapes: CellShapes, room: int, where: str, tissue) -> None:
+    """Refuse a cell that takes more than :data:`MAX_ROOM_SHARE` of the room (any rule).
+
+    Either the cell is no cell (it fills the tissue: an inverted or background mask) or
+    the room is what is missing (the excluded structures cover nearly all the tissue).
+    """
+    k = int(np.argmax(shapes.sizes))
+    size = int(shapes.sizes[k])
+    if size <= MAX_ROOM_SHARE * room:
+        return
+    label = shapes.labels[k]
+    base = int(np.prod(shapes.image_shape)) if tissue is None else int(np.count_nonzero(tissue))
+    if size > MAX_ROOM_SHARE * base:
+        raise CellTooLargeError(
+            f"Cell {label} has {size:,} voxels, {size / room:.0%} of the {room:,} voxels of "
+            f"{where} where random cells may lie: there is no room for random cells of that "
+            "shape. Such a cell is usually an inverted or background cell mask (0 must be "
+            "the background): check the cell mask, or drop objects larger than any cell."
+        )
+    raise CellTooLargeError(
+        f"Only {room:,} voxels ({room / base:.2%} of {where.split(' minus ')[0]}) are left "
+        f"for random cells in {where}, less than twice the {size:,} voxels of cell {label}: "
+        "there is no room for random cells of that shape. Check the tissue mask and the "
+        "structures to exclude (a mask covering the tissue may be inverted), or use the "
+        "centroid-only rule."
+    )
+
+
+def _check_extents(
+    shapes: CellShapes, allowed: np.ndarray, spacing: Sequence[float], where: str
+) -> None:
+    """Refuse a shape longer along an axis than the allowed region's bounding box.
+
+    Exact for shapes whose voxels cover every plane between their ends along the axis
+    (all connected cells): where the region stops short of an image edge, a whole virtual
+    cell cannot reach past it, and beyond an image edge it is clipped.
+    """
+    lo, hi = shapes.extent
+    ndim = allowed.ndim
+    for j, axis in enumerate("zyx"[3 - ndim :]):
+        planes = np.flatnonzero(allowed.any(axis=tuple(i for i in range(ndim) if i != j)))
+        a_lo, a_hi, last = int(planes[0]), int(planes[-1]), allowed.shape[j] - 1
+        if a_lo > 0 and a_hi < last:
+            need, how = hi[:, j] - lo[:, j], "spans {} µm along {}"
+        elif a_lo > 0:
+            need, how = -lo[:, j], "reaches {} µm from its centre towards lower {}"
+        elif a_hi < last:
+            need, how = hi[:, j], "reaches {} µm from its centre towards higher {}"
+        else:
+            continue
+        for k in np.flatnonzero(need > a_hi - a_lo)[np.argsort(-need[need > a_hi - a_lo])]:
+            own = np.unique(shapes.offsets[shapes.starts[k] : shapes.starts[k + 1], j])
+            if own.size != hi[k, j] - lo[k, j] + 1:
+                continue  # a label in pieces: a gap may straddle the forbidden planes
+            cell_um = (need[k] + 1) * spacing[j]
+            room_um = (a_hi - a_lo + 1) * spacing[j]
+            raise CellTooLargeError(
+                f"Cell {shapes.labels[k]} {how.format(f'{cell_um:.3g}', axis)}, but {where} "
+                f"spans only {room_um:.3g} µm along {axis} (planes {a_lo} to {a_hi}): there "
+                "is no room for a whole random cell of that shape. Check the cell and tissue "
+                "masks, or use the centroid-only rule."
+            )
+
+
+def _check_reach(shapes: CellShapes) -> None:
+    """Refuse a shape spanning most of the image along every axis.
+
+    The whole-cell test pads the image by the farthest any shape reaches, so that such
+    a "cell" (noise or background joined into one object, thin enough to pass the
+    volume check) would need a padded copy many times the image's size.
+    """
+    lo, hi = shapes.extent
+    reach = np.maximum(-lo, hi)  # (n, ndim)
+    image = np.asarray(shapes.image_shape, dtype=float)
+    grow = np.prod(1 + 2 * reach / image, axis=1)
+    k = int(np.argmax(grow))
+    if grow[k] > MAX_PAD_GROWTH:
+        extent = " x ".join(str(int(v)) for v in hi[k] - lo[k] + 1)
+        raise CellTooLargeError(
+            f"Cell {shapes.labels[k]} spans {extent} voxels, most of the image "
+            f"({' x '.join(map(str, shapes.image_shape))}) along every axis: testing whole "
+            f"random copies of it would need a copy of the image {grow[k]:.0f} times its "
+            "size. Such a cell is usually noise or background joined into one object: "
+            "check the cell mask, or drop objects larger than any cell."
+        )
+
+
+def _samplers(shapes, anywhere, allowed, spacing, *, whole_cell, rng, threads):
+    """Where candidates come from: ``(samplers, level_of_shape, blind_acceptance)``.
+
+    Blind candidates (any allowed voxel) where the pilot shows that whole cells fit at a
+    fair share of them (``blind_acceptance`` is then that share, else None); else one
+    sampler per level of inscribed radius, among voxels with room for it.
+    """
+    level_of_shape = np.zeros(shapes.labels.size, dtype=np.int64)
+    if not whole_cell:
+        return [anywhere], level_of_shape, 1.0
+    allowed_flat = allowed.reshape(-1)
+    acceptance = _pilot_acceptance(shapes, anywhere, allowed_flat, rng)
+    if acceptance >= _BLIND_MIN_ACCEPTANCE:
+        return [anywhere], level_of_shape, acceptance
+    # Little room: draw only among voxels far enough from anything forbidden to
+    # possibly hold each shape (one distance transform), instead of retrying blindly.
+    room = distance_to_outside_um(allowed, spacing=spacing, threads=threads).reshape(-1)
+    radii = shapes.inscribed_radii_um(spacing)
+    levels = np.unique(np.quantile(radii, np.linspace(0.0, 1.0, 9)[:-1]))
+    level_of_shape = np.searchsorted(levels, radii, side="right") - 1
+    # A tiny positive floor keeps every candidate inside the allowed region.
+    return [_RegionSampler(room, max(r - 1e-4, 1e-6)) for r in levels], level_of_shape, None
+
+
+def _expected_tests(
+    shapes, level_of_shape, samplers, allowed_flat, *, copies, blind_acceptance, rng, where
+) -> float:
+    """Voxel tests that placing ``copies`` virtual cells of every shape should take.
+
+    Blind sampling reuses the pilot's acceptance; room-map sampling gets a pilot per
+    level. Raises :class:`ScarceRoomError` when the estimate exceeds
+    :data:`MAX_PLACEMENT_TESTS`, naming the shape that fitted least often.
+    """
+    sizes = shapes.sizes.astype(float)
+    if blind_acceptance is not None:
+        return copies * float((sizes + _TRY_OVERHEAD).sum()) / blind_acceptance
+    total, worst = 0.0, None
+    budget = _ESTIMATE_TESTS / len(samplers)
+    for lv, sampler in enumerate(samplers):
+        members = np.flatnonzero(level_of_shape == lv)
+        if not members.size:
+            continue
+        cost = sizes[members].mean() + _TRY_OVERHEAD
+        # Batches grow until enough fits are seen to trust the share, or the budget is spent.
+        hits, m, batch = 0, 0, int(min(2000, max(64, budget // cost)))
+        missed = np.zeros(shapes.labels.size, dtype=np.int64)
+        while hits < 16 and (m == 0 or (m + batch) * cost <= budget):
+            pick = members[rng.integers(members.size, size=batch)]
+            ok = _fits(shapes, pick, sampler.draw(batch, rng), allowed_flat)
+            hits, m = hits + int(ok.sum()), m + batch
+            missed += np.bincount(pick[~ok], minlength=shapes.labels.size)
+            batch *= 4
+        total += copies * float((sizes[members] + _TRY_OVERHEAD).sum()) * m / max(hits, 1)
+        if worst is None or hits / m < worst[0] / worst[1]:
+            worst = (hits, m, int(missed.argmax()))
+    hits, m, k = worst
+    # Refused for scarce room only: the cost of many dots alone is the pipeline's to judge.
+    if total > MAX_PLACEMENT_TESTS and hits / m < _BLIND_MIN_ACCEPTANCE:
+        share = f"{100 * hits / m:.2g}% of" if hits else f"none of {m:,}"
+        raise ScarceRoomError(
+            f"Only {share} the random positions tried in {where} fit a whole virtual cell "
+            f"shaped like cell {shapes.labels[k]} ({shapes.sizes[k]:,} voxels): placing "
+            f"{shapes.labels.size:,} x {copies:,} random cells would need about "
+            f"{total / (sizes.mean() + _TRY_OVERHEAD):.1e} tries "
+            f"({_duration(total / VOXEL_TESTS_PER_SECOND)}). "
+            "Use fewer dots per cell or realisations, a larger tissue mask, fewer excluded "
+            "structures, or the centroid-only rule."
+        )
+    return total
+
+
+def _duration(seconds: float) -> str:
+    """A rough duration in words: "about 3 minutes"."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"about {seconds / size:.0f} {unit}"
+    return f"about {max(seconds, 1):.0f} seconds"
+
+
+class _CappedFits:
+    """The whole-cell test with a hard cap on the voxel tests it may spend in all.
+
+    Raises :class:`ScarceRoomError` rather than retrying for minutes when a shape fits
+    almost nowhere (a case the up-front estimate, an average over shapes, can miss).
+    """
+
+    def __init__(self, fits, shapes: CellShapes, cap: float, where: str):
+        self.fits, self.shapes, self.cap, self.where = fits, shapes, cap, where
+        self.spent = 0
+        self.tries = 0
+
+    def __call__(self, shape_index: np.ndarray, anchor_flat: np.ndarray) -> np.ndarray:
+        self.spent += int(self.shapes.sizes[shape_index].sum()) + _TRY_OVERHEAD * shape_index.size
+        self.tries += int(shape_index.size)
+        if self.spent > self.cap:
+            k = int(np.bincount(shape_index).argmax())  # the shape most still unplaced
+            raise ScarceRoomError(
+                f"Random cells shaped like cell {self.shapes.labels[k]} "
+                f"({self.shapes.sizes[k]:,} voxels) fit almost nowhere in {self.where}: "
+                f"{self.tries:,} tries have not placed them all. Use a larger tissue mask, "
+                "exclude fewer structures, check that cell (it may be a merged or "
+                "misshapen object), or use the centroid-only rule."
+            )
+        return self.fits(shape_index, anchor_flat)
 
 
 def _run_together(steps: list, fits) -> list[np.ndarray]:
@@ -827,7 +1071,12 @@ def _pilot_acceptance(
     rng: np.random.Generator,
     n: int = 2000,
 ) -> float:
-    """Fraction of uniformly drawn allowed positions where a random real shape fits whole."""
+    """Fraction of uniformly drawn allowed positions where a random real shape fits whole.
+
+    Giant shapes get fewer candidates (at least 64), so the pilot never costs more than
+    about :data:`_PILOT_TESTS` voxel tests.
+    """
+    n = int(min(n, max(64, _PILOT_TESTS // max(1.0, float(shapes.sizes.mean())))))
     shape_index = rng.integers(shapes.labels.size, size=n)
     return float(_fits(shapes, shape_index, sampler.draw(n, rng), allowed_flat).mean())
 

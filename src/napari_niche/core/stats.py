@@ -38,6 +38,10 @@ def distance_column(structure: str) -> str:
     return f"dist_{structure}_um"
 
 
+#: Most distance bins a table may have: beyond, the bin width is a mistake (a table of
+#: millions of rows, most left out for holding too few dots).
+MAX_BINS = 10_000
+
 #: Names of the two-sample tests, as their rows' ``test`` reads everywhere.
 KS = "Kolmogorov-Smirnov (two-sided)"
 MWU = "Mann-Whitney U (two-sided)"
@@ -73,8 +77,35 @@ def distance_bins(top: float, bin_width: float) -> np.ndarray:
     """
     if not (bin_width > 0 and np.isfinite(bin_width)):
         raise NicheError(f"The bin width must be a positive number of µm, got {bin_width}.")
-    n_bins = int(np.floor(top / bin_width)) + 1
-    return np.arange(n_bins + 1) * float(bin_width)
+    n_bins = np.floor(top / bin_width) + 1
+    if n_bins > MAX_BINS:
+        raise NicheError(
+            f"Bins of {bin_width:g} µm over distances up to {top:.4g} µm would make "
+            f"{n_bins:,.0f} bins (at most {MAX_BINS:,}): use a bin width of at least "
+            f"{_nice_up(top / (MAX_BINS - 1) * 1.001):g} µm (the default is 5 µm)."
+        )
+    return np.arange(int(n_bins) + 1) * float(bin_width)
+
+
+def _nice_up(x: float) -> float:
+    """The smallest of 1, 2, 5 x 10^k that is at least ``x``."""
+    k = np.floor(np.log10(x))
+    for m in (1, 2, 5, 10):
+        if m * 10**k >= x:
+            return float(m * 10**k)
+    return float(10 ** (k + 1))
+
+
+def width_keeping_a_bin(dot_distances, min_dots: int, *, at_least: float) -> float | None:
+    """The smallest width of 1, 2, 5 x 10^k µm (from ``at_least``) at which some bin
+    holds ``min_dots`` dots, or None when there are fewer dots than that in all."""
+    dots = np.asarray(dot_distances, dtype=float).ravel()
+    if dots.size < min_dots:
+        return None
+    width = _nice_up(at_least)
+    while np.bincount(bin_index(dots, width)).max() < min_dots:
+        width = _nice_up(width * 1.01)
+    return width
 
 
 def bin_index(x, bin_width: float) -> np.ndarray:
@@ -196,8 +227,11 @@ def quadrant_table(
     db = finite_distances(dots_b, "random-dot distances")
     if ca.size != cb.size or da.size != db.size:
         raise NicheError("Distances to the two structures must be given for the same objects.")
-    if not (threshold_um >= 0 and np.isfinite(threshold_um)):
-        raise NicheError(f"The quadrant threshold must be a number of µm, got {threshold_um}.")
+    if not (threshold_um > 0 and np.isfinite(threshold_um)):
+        raise NicheError(
+            f"The quadrant threshold must be a positive number of µm, got {threshold_um} "
+            "(at 0 nothing is near anything)."
+        )
     a, b = names
     rows = []
     q_cells = quadrant_of(ca, cb, threshold_um=threshold_um)
