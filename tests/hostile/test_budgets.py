@@ -230,10 +230,10 @@ def test_analyze_refuses_a_request_no_machine_holds():
         ("bin_width_um", float("nan"), "bin_width_um"),
         ("quadrant_threshold_um", 0.0, "quadrant_threshold_um"),
         ("quadrant_threshold_um", -5.0, "quadrant_threshold_um"),
-        ("min_dots", 0, "min dots"),
+        ("min_dots", 0, "min_dots must be a whole number >= 1"),
         ("alpha", 1.0, "alpha"),
         ("alpha", 0.0, "alpha"),
-        ("dots_per_cell", 0, "dots per cell"),
+        ("dots_per_cell", 0, "dots_per_cell must be a whole number >= 1"),
         ("realizations", -3, "realizations"),
         ("realizations", 1_000_000, "Realizations (realizations) is 1,000,000"),
         ("dots_per_cell", 10**7, "Dots per cell (dots_per_cell)"),
@@ -314,7 +314,7 @@ CLI_CASES = {
         ["--bin-width", "0.02", "--dots-per-cell", "20"],
         "Every distance bin was left out",
     ),
-    "quadrant threshold 0": (["--quadrant-threshold", "0"], "quadrant_threshold_um"),
+    "quadrant threshold 0": (["--quadrant-threshold", "0"], "--quadrant-threshold must be"),
 }
 
 
