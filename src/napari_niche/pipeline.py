@@ -39,6 +39,7 @@ from .core.stats import (
     fold_change_by_bin,
     quadrant_table,
 )
+from .core.tissue_check import check_tissue_map
 from .io import CSV_FLOAT_FORMAT, write_atomically
 from .params import AnalysisParams
 
@@ -356,6 +357,11 @@ def analyze(
     exclude = {n: masks[n] for n in exclude_names}
     overlap = overlap_diagnostic(voxels, tissue=tissue_mask, exclude=exclude)
     warnings = overlap_warnings(overlap, params.rule)
+    tissue_check = None
+    if tissue_mask is not None:  # a map of only the analysed masks erases real effects
+        tissue_check = check_tissue_map(tissue_mask, [cells, *masks.values()], spacing=spacing)
+        if tissue_check.message:
+            warnings.append(tissue_check.message)
 
     say("Placing random cells")
     dots, dot_tab, seed = place_random_cells(
@@ -383,6 +389,7 @@ def analyze(
         "image_shape": list(voxels.shape),
         "structures": names,
         "tissue": "given" if tissue is not None else "whole image",
+        "tissue_check": None if tissue_check is None else tissue_check.to_dict(),
         "n_cells": int(voxels.n_cells),
         "n_dots": int(dots.n_dots),
         "null_sets": summary.n_null_sets,
