@@ -36,7 +36,7 @@ from ..core.curation import (
 from ..core.errors import NicheError
 from ..experiment import CellSteps
 from ._base import NicheWidget, Progress
-from ._layers import OUTPUT_KEY, check_aligned, layer_spacing, write_layer
+from ._layers import CELL_WORDS, OUTPUT_KEY, check_aligned, layer_spacing, write_layer
 from .threshold import PREVIEW_KEY
 
 if TYPE_CHECKING:
@@ -121,6 +121,11 @@ def _counting(data: Any, min_size: float, spacing: Sequence[float], unit: str):
         return str(err)
 
 
+def _thresholded(layer) -> bool:
+    """A mask written by "1 Channel thresholding" (the step before this one)."""
+    return "napari_niche_threshold" in layer.metadata
+
+
 def _group(title: str, *widgets) -> QGroupBox:
     box = QGroupBox(title)
     layout = QVBoxLayout(box)
@@ -140,7 +145,8 @@ class CurationWidget(NicheWidget):
 
         super().__init__(napari_viewer)
         # -- curation of one mask, in place
-        self.mask_layer = self.layer_combo("Mask", (Labels,))
+        # the masks "1 Channel thresholding" wrote, visible ones before hidden references
+        self.mask_layer = self.layer_combo("Mask", (Labels,), prefer=_thresholded)
         self.min_size = FloatSpinBox(label="Remove objects <", value=0.0, min=0.0, max=1e12)
         self.size_unit = ComboBox(label="Size unit", choices=UNIT_CHOICES, value="voxels")
         self.count_label = Label(label="", value="")
@@ -168,7 +174,9 @@ class CurationWidget(NicheWidget):
         )
 
         # -- cells
-        self.cell_mask = self.layer_combo("Cell mask", (Labels,))
+        self.cell_mask = self.layer_combo(
+            "Cell mask", (Labels,), words=CELL_WORDS, prefer=_thresholded
+        )
         cell = CELL_DEFAULTS
         self.min_volume = FloatSpinBox(
             label="Min volume (µm³)", value=cell.min_volume_um3, min=0.0, max=1e12

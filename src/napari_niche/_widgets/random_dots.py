@@ -134,7 +134,12 @@ class RandomDotsWidget(NicheWidget):
         from napari.layers import Labels
 
         self.session = get_session(napari_viewer)
-        self.tissue_combo = self.layer_combo("tissue mask", (Labels,), optional=True)
+        self.tissue_combo = self.layer_combo(
+            "tissue mask",
+            (Labels,),
+            optional=True,
+            prefer=lambda layer: layer.metadata.get(OUTPUT_KEY) == "tissue",
+        )
         self.tissue_combo.tooltip = (
             "Where cells can be (e.g. the tissue map of 2 Mask curation); (none) = the whole image"
         )
@@ -168,8 +173,6 @@ class RandomDotsWidget(NicheWidget):
         )
         self._checked: dict[str, bool] = {}
         self._boxes: dict[str, CheckBox] = {}
-        self._pick_default_tissue()
-        self.viewer.layers.events.inserted.connect(self._pick_default_tissue)
         self.session.changed.connect(self._on_session_changed)
         self._rebuild_excludes()
         self.destroyed.connect(self._disconnect)
@@ -181,15 +184,6 @@ class RandomDotsWidget(NicheWidget):
             pass
 
     # -- inputs -----------------------------------------------------------------------------
-    def _pick_default_tissue(self, _event=None) -> None:
-        """The tissue map of "2 Mask curation", when there is one and none is chosen."""
-        if self.tissue_combo.value is not None:
-            return
-        for layer in self.viewer.layers:
-            if layer.metadata.get(OUTPUT_KEY) == "tissue":
-                self.tissue_combo.value = layer
-                return
-
     def _on_session_changed(self, what: str) -> None:
         if what == "cells":
             self._rebuild_excludes()
