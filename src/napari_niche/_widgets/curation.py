@@ -34,9 +34,20 @@ from ..core.curation import (
     curate_mask as core_curate_mask,
 )
 from ..core.errors import NicheError
+from ..core.preprocess import preprocess
+from ..core.threshold import THRESHOLD_METHODS, threshold_mask
+from ..core.tissue_check import check_tissue_map
 from ..experiment import CellSteps
 from ._base import NicheWidget, Progress
-from ._layers import CELL_WORDS, OUTPUT_KEY, check_aligned, layer_spacing, write_layer
+from ._layers import (
+    CELL_WORDS,
+    NUCLEAR_WORDS,
+    OUTPUT_KEY,
+    check_aligned,
+    layer_array,
+    layer_spacing,
+    write_layer,
+)
 from .threshold import PREVIEW_KEY
 
 if TYPE_CHECKING:
@@ -44,6 +55,8 @@ if TYPE_CHECKING:
     from napari.layers import Labels
 
 TISSUE_KEY = "tissue"
+WARNING_COLOR = "#ffb347"
+TISSUE_SOURCES = [("a nuclear channel (DAPI)", "channel"), ("masks only", "masks")]
 CELLS_KEY = "cells"
 COUNT_DEBOUNCE_MS = 250
 _FILL_LABELS = {"off": "off", "3d": "3D", "slice": "per z-slice"}
@@ -97,14 +110,37 @@ def curate_mask(
 
 
 def build_tissue(
-    masks: list[Any], *, spacing: Sequence[float], closing_radius_um: float, fill: bool
-) -> Generator[Progress, None, np.ndarray]:
-    """The tissue map of the chosen layers (label layers count as masks: label > 0)."""
-    yield 0.05, "Union of the masks…"
-    binary = [np.asarray(m) != 0 for m in masks]
-    yield 0.2, f"Closing (radius {closing_radius_um:g} µm) and filling…"
-    tissue = tissue_map(binary, spacing=spacing, closing_radius_um=closing_radius_um, fill=fill)
-    return tissue.view(np.uint8)
+    masks: list[Any],
+    *,
+    spacing: Sequence[float],
+    closing_radius_um: float,
+    fill: bool,
+    channel: np.ndarray | None = None,
+    sigma_um: float = 1.0,
+    method: str = "otsu",
+) -> Generator[Progress, None, tuple[np.ndarray, str | None]]:
+    """The tissue map: a nuclear channel thresholded and/or masks (label > 0), their union
+    closed and filled; with the warning of :func:`check_tissue_map` when the masks alone
+    seem to make it (it then leaves out the marrow between them)."""
+    parts = [np.asarray(m) != 0 for m in masks]
+    if channel is not None:
+        yield 0.05, f"Smoothing the nuclear channel (σ = {sigma_um:g} µm)…"
+        smooth = preprocess(channel, spacing=spacing, sigma_um=sigma_um, normalize=False)
+        yield 0.3, f"{method.capitalize()} threshold of the nuclear channel…"
+        parts.insert(0, threshold_mask(smooth, method=method))
+        del smooth
+    yield 0.4, f"Union, closing (radius {closing_radius_um:g} µm) and filling…"
+    tissue = tissue_map(parts, spacing=spacing, closing_radius_um=closing_radius_um, fill=fill)
+    warning = None
+    if masks:
+        yield 0.9, "Checking the map against the masks…"
+        check = check_tissue_map(tissue, masks, spacing=spacing)
+        if check.suspect:
+            warning = (
+                f"{check.message} Here: Build from 'a nuclear channel (DAPI)', or in "
+                "4 Random dots choose tissue '(none)' (the whole image)."
+            )
+    return tissue.view(np.uint8), warning
 
 
 def make_cells(data: Any, **kwargs: Any) -> Generator[Progress, None, np.ndarray]:
@@ -159,19 +195,8 @@ class CurationWidget(NicheWidget):
             + [self.closing_radius, self.fill]
         )
 
-        # -- tissue map
-        self.tissue_masks = Select(label="Masks", choices=self._labels_choices)
-        self.tissue_masks.native.setMaximumHeight(110)
-        self._layer_combos.append(self.tissue_masks)
-        self.tissue_radius = FloatSpinBox(
-            label="Closing radius (µm)", value=10.0, min=0.0, max=1000.0, step=1.0
-        )
-        self.tissue_fill = CheckBox(text="Fill holes", value=True)
-        self.tissue_button = PushButton(text="Build tissue map")
-        self.tissue_button.changed.connect(self.build_tissue)
-        tissue_form = Container(
-            widgets=[self.tissue_masks, self.tissue_radius, self.tissue_fill], labels=True
-        )
+        # -- tissue map: from a nuclear channel first (the marrow), masks only on request
+        self._build_tissue_form()
 
         # -- cells
         self.cell_mask = self.layer_combo(
@@ -204,7 +229,9 @@ class CurationWidget(NicheWidget):
         )
 
         layout = self.layout()
-        layout.insertWidget(2, _group("Tissue map", tissue_form, self.tissue_button))
+        layout.insertWidget(
+            2, _group("Tissue map", self.tissue_form, self.tissue_button, self.tissue_note)
+        )
         layout.insertWidget(3, _group("Cells", cells_form, self.cells_button))
 
         self.small_count: tuple[int, int] | None = None
@@ -221,6 +248,63 @@ class CurationWidget(NicheWidget):
         self.min_size.changed.connect(self._schedule_count)
         self.size_unit.changed.connect(self._schedule_count)
         self._mask_changed(self.mask_layer.value)
+
+    def _build_tissue_form(self) -> None:
+        from napari.layers import Image
+
+        self.tissue_source = ComboBox(label="Build from", choices=TISSUE_SOURCES, value="channel")
+        self.tissue_source.tooltip = (
+            "Random cells go only where the tissue map is: it must cover all the marrow. A "
+            "nuclear (DAPI) channel does; a map of only the analysed cells, vessels and bone "
+            "leaves out the marrow between them and erases real effects."
+        )
+        self.tissue_channel = self.layer_combo("Nuclear channel", (Image,), words=NUCLEAR_WORDS)
+        self.tissue_method = ComboBox(
+            label="Threshold",
+            choices=[(m.capitalize(), m) for m in THRESHOLD_METHODS],
+            value="otsu",
+        )
+        self.tissue_sigma = FloatSpinBox(
+            label="Smoothing σ (µm)", value=1.0, min=0.0, max=100.0, step=0.5
+        )
+        self.tissue_masks = Select(label="Masks", choices=self._labels_choices)
+        self.tissue_masks.native.setMaximumHeight(110)
+        self.tissue_masks.tooltip = (
+            "From a channel: masks added to it (e.g. bone); from masks: the masks whose union, "
+            "closed and filled, is the tissue"
+        )
+        self._layer_combos.append(self.tissue_masks)
+        self.tissue_radius = FloatSpinBox(
+            label="Closing radius (µm)", value=10.0, min=0.0, max=1000.0, step=1.0
+        )
+        self.tissue_fill = CheckBox(text="Fill holes", value=True)
+        self.tissue_button = PushButton(text="Build tissue map")
+        self.tissue_button.changed.connect(self.build_tissue)
+        self.tissue_form = Container(
+            widgets=[
+                self.tissue_source,
+                self.tissue_channel,
+                self.tissue_method,
+                self.tissue_sigma,
+                self.tissue_masks,
+                self.tissue_radius,
+                self.tissue_fill,
+            ],
+            labels=True,
+        )
+        # what the tissue check found, kept in view (the status line moves on)
+        self.tissue_note = Label(value="")
+        self.tissue_note.native.setWordWrap(True)
+        self.tissue_note.native.setStyleSheet(f"color: {WARNING_COLOR};")
+        self.tissue_note.visible = False
+        self.tissue_source.changed.connect(self._tissue_source_changed)
+        self._tissue_source_changed()
+
+    def _tissue_source_changed(self, _=None) -> None:
+        from_channel = self.tissue_source.value == "channel"
+        for w in (self.tissue_channel, self.tissue_method, self.tissue_sigma):
+            w.visible = from_channel
+        self.tissue_masks.label = "Add masks" if from_channel else "Masks"
 
     def _labels_choices(self, _widget=None):
         """Labels layers that can make up the tissue (not the threshold widget's preview)."""
@@ -360,30 +444,61 @@ class CurationWidget(NicheWidget):
 
     # -- tissue map ----------------------------------------------------------------------------
     def build_tissue(self, _=None):
-        """Union of the chosen masks, closed and filled → Labels layer "tissue"."""
+        """A nuclear channel thresholded (plus any chosen masks), or the masks' union,
+        closed and filled → Labels layer "tissue"."""
         layers = list(self.tissue_masks.value)
-        if not layers:
+        channel = self.tissue_channel.value if self.tissue_source.value == "channel" else None
+        if self.tissue_source.value == "channel" and channel is None:
+            self.notify(
+                "Choose the nuclear (DAPI) channel the tissue map is made from, or build it "
+                "from masks.",
+                error=True,
+            )
+            return
+        if channel is None and not layers:
             self.notify("Choose the masks that make up the tissue (Ctrl+click).", error=True)
             return
         with self.reporting():
-            spacing = self._common_spacing(layers)
+            reference = channel if channel is not None else layers[0]
+            spacing = self._common_spacing([reference, *layers])
             radius, fill = float(self.tissue_radius.value), bool(self.tissue_fill.value)
             params = {
+                "source": self.tissue_source.value,
                 "masks": [layer.name for layer in layers],
                 "closing_radius_um": radius,
                 "fill_holes": fill,
             }
+            if channel is not None:
+                params.update(
+                    channel=channel.name,
+                    threshold=self.tissue_method.value,
+                    sigma_um=float(self.tissue_sigma.value),
+                )
             self.start(
                 build_tissue,
-                lambda tissue: self._write_output(TISSUE_KEY, tissue, layers[0], params),
+                lambda out: self._on_tissue(out, reference, params),
                 [layer.data for layer in layers],
                 spacing=spacing,
                 closing_radius_um=radius,
                 fill=fill,
+                channel=None if channel is None else layer_array(channel),
+                sigma_um=params.get("sigma_um", 0.0),
+                method=params.get("threshold", "otsu"),
             )
 
+    def _on_tissue(self, out: tuple[np.ndarray, str | None], like, params: dict) -> None:
+        from napari.utils.notifications import show_warning
+
+        tissue, warning = out
+        self._write_output(TISSUE_KEY, tissue, like, params)
+        self.tissue_note.value = "" if warning is None else "⚠ " + warning
+        self.tissue_note.visible = warning is not None
+        if warning:
+            self._set_status(f"{self.status.text()} {warning}")
+            show_warning(warning)
+
     @staticmethod
-    def _common_spacing(layers: list[Labels]) -> tuple[float, ...]:
+    def _common_spacing(layers: list) -> tuple[float, ...]:
         """The voxel size of the first layer, once all of them overlay it voxel for voxel."""
         first = layers[0]
         for layer in layers[1:]:
