@@ -242,9 +242,9 @@ class NicheWidget(QWidget):
         except (NicheError, OSError) as err:
             self.notify(str(err), error=True)
 
-    def notify(self, message: str, *, error: bool = False):
+    def notify(self, message: str, *, error: bool = False, warning: bool = False):
         """Tell the user in a napari notification and in the widget's status line."""
-        from napari.utils.notifications import show_error, show_info
+        from napari.utils.notifications import show_error, show_info, show_warning
 
         self._set_status(message)
-        (show_error if error else show_info)(message)
+        (show_error if error else show_warning if warning else show_info)(message)

@@ -157,6 +157,16 @@ def _counting(data: Any, min_size: float, spacing: Sequence[float], unit: str):
         return str(err)
 
 
+def _no_cells_message(params: dict) -> str:
+    high = params["max_volume_um3"]
+    return (
+        f"No cells: no object of {params['mask']!r} has a volume between "
+        f"{params['min_volume_um3']:g} and {'any' if high == np.inf else f'{high:g}'} µm³, "
+        'so the "cells" layer is empty. Check that the cell mask holds cells (threshold '
+        "the cell channel again) or widen the volume range."
+    )
+
+
 def _thresholded(layer) -> bool:
     """A mask written by "1 Channel thresholding" (the step before this one)."""
     return "napari_niche_threshold" in layer.metadata
@@ -518,6 +528,8 @@ class CurationWidget(NicheWidget):
         if key == CELLS_KEY:
             n = int(data.max()) if data.size else 0
             self._set_status(f'"cells": {n:,} cells labelled.')
+            if n == 0:
+                self.notify(_no_cells_message(params), warning=True)
         else:
             frac = float(np.count_nonzero(data)) / max(data.size, 1)
             self._set_status(f'"tissue": {100 * frac:.1f}% of the volume.')

@@ -91,6 +91,23 @@ def _is_mask_candidate(layer: Layer) -> bool:
     return isinstance(layer, Labels) and layer.metadata.get(OUTPUT_KEY) != "random cell shapes"
 
 
+def _wrong_layer(layer: Layer, cells_layer: Layer) -> str | None:
+    """What a layer picked as a structure holds when it is no structure (else None)."""
+    key = layer.metadata.get(OUTPUT_KEY)
+    if layer is cells_layer or key == "cells":
+        return "the cells"
+    if key == "tissue":
+        return "the tissue map"
+    name = guess_structure_name(layer.name)
+    if name in dict(_KNOWN_STRUCTURES):  # "nestin cells" are a structure
+        return None
+    if name == "tissue":
+        return "the tissue map"
+    if name == "cells" or any(w in layer.name.lower() for w in CELL_WORDS):
+        return "cells"
+    return None
+
+
 class StructureRow(QWidget):
     """One structure: a mask layer and its name, with a button to remove the row."""
 
@@ -402,6 +419,13 @@ class DistanceWidget(NicheWidget):
         layers: dict[str, Layer] = {}
         for row in rows:
             name = row.name
+            wrong = _wrong_layer(row.layer, cells_layer)
+            if wrong is not None and not row.name_edited:
+                raise NicheError(
+                    f"A structure row has the layer {row.layer.name!r}, which holds {wrong}, "
+                    "not a structure: pick the structure's own mask there (e.g. a vessel or "
+                    "bone mask), or remove the row with '−'."
+                )
             check_structure_name(name)
             if name in RESERVED_NAMES:
                 raise NicheError(

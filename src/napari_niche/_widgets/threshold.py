@@ -34,6 +34,39 @@ HIST_BINS = 256
 DEBOUNCE_MS = 250
 
 
+#: Kept fractions of the voxels outside this range get a warning after Apply.
+FRACTION_LOW, FRACTION_HIGH = 0.001, 0.6
+METHOD_ADVICE = (
+    "Li or Triangle suit thin or sparse bright structures such as vessels (on a real "
+    "light-sheet vessel volume: Li Dice 0.83, Otsu 0.54, Yen 0.02); Otsu suits clearly "
+    "bright objects that fill a good part of the image, such as cells or nuclei; Yen can "
+    "keep almost nothing on a noisy volume."
+)
+
+
+def kept_fraction_warning(n_kept: int, size: int, method: str, channel: str) -> str | None:
+    """What to tell the user when a threshold keeps nothing, almost nothing or most voxels."""
+    fraction = n_kept / max(size, 1)
+    how = f"{METHOD_LABELS[method]} threshold" if method != "manual" else "The threshold"
+    if n_kept == 0:
+        return (
+            f"{how} selects no voxel of {channel!r}: its mask is empty. "
+            + ("Lower the threshold." if method == "manual" else "Try another method.")
+            + f" {METHOD_ADVICE}"
+        )
+    if fraction < FRACTION_LOW:
+        return (
+            f"{how} keeps only {100 * fraction:.2g}% of the voxels of {channel!r} "
+            f"({n_kept:,}): it probably misses most of the structure. {METHOD_ADVICE}"
+        )
+    if fraction > FRACTION_HIGH:
+        return (
+            f"{how} keeps {100 * fraction:.0f}% of the voxels of {channel!r}: background is "
+            f"probably included. {METHOD_ADVICE}"
+        )
+    return None
+
+
 def mask_key(channel: str) -> str:
     """Output key (and layer name) of a channel's mask: re-running updates that layer."""
     return f"{channel} mask"
@@ -132,6 +165,7 @@ class ThresholdWidget(NicheWidget):
         self.method = ComboBox(
             label="Method", choices=[(METHOD_LABELS[m], m) for m in METHODS], value="manual"
         )
+        self.method.tooltip = METHOD_ADVICE
         self.threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, value=0.5)
         self.threshold.enabled = False
         self.value_label = Label(label="", value="")
@@ -500,6 +534,11 @@ class ThresholdWidget(NicheWidget):
                 self._quiet = False
         self._set_value_text()
         n = int(np.count_nonzero(mask))
+        warning = kept_fraction_warning(n, mask.size, method, layer.name)
+        if warning:
+            from napari.utils.notifications import show_warning
+
+            show_warning(warning)
         self._set_status(
             f"{written.name!r}: {n:,} of {mask.size:,} voxels above {value:.4g} "
             f"({METHOD_LABELS[method]}, σ = {sigma:g} µm)."
@@ -508,6 +547,7 @@ class ThresholdWidget(NicheWidget):
                 if written.name != name and name in self.viewer.layers
                 else ""
             )
+            + (f" {warning}" if warning else "")
         )
 
     def _on_layer_removed(self, event):
