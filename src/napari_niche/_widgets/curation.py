@@ -48,6 +48,7 @@ from ._layers import (
     layer_spacing,
     write_layer,
 )
+from ._voxel import UnitLabels, VoxelSizeBar, unit_names
 from .threshold import PREVIEW_KEY
 
 if TYPE_CHECKING:
@@ -258,6 +259,35 @@ class CurationWidget(NicheWidget):
         self.min_size.changed.connect(self._schedule_count)
         self.size_unit.changed.connect(self._schedule_count)
         self._mask_changed(self.mask_layer.value)
+        self._build_units()
+
+    def _build_units(self) -> None:
+        """µm / px in the labels after the mask's voxel size, and a way to set one."""
+        self.units = UnitLabels()
+        for widget, template in (
+            (self.closing_radius, "Closing radius ({um})"),
+            (self.min_volume, "Min volume ({um3})"),
+            (self.max_volume, "Max volume ({um3}, 0 = none)"),
+            (self.split_radius, "Split radius ({um})"),
+            (self.tissue_sigma, "Smoothing σ ({um})"),
+            (self.tissue_radius, "Closing radius ({um})"),
+        ):
+            self.units.add(widget, template)
+        self.voxel_bar = VoxelSizeBar(self, on_set=self._refresh_units)
+        self.layout().insertWidget(0, self.voxel_bar)
+        self.mask_layer.changed.connect(self._refresh_units)
+        self.cell_mask.changed.connect(self._refresh_units)
+        self._refresh_units()
+
+    def _units_layer(self):
+        """The layer whose voxel size the sizes refer to: the mask, else the cell mask."""
+        return self.mask_layer.value or self.cell_mask.value
+
+    def _refresh_units(self, _=None) -> None:
+        layer = self._units_layer()
+        self.unit_text = self.units.refresh(layer)
+        self.voxel_bar.show_for(layer)
+        self._schedule_count()
 
     def _build_tissue_form(self) -> None:
         from napari.layers import Image
@@ -394,7 +424,7 @@ class CurationWidget(NicheWidget):
             return
         self.small_count = result
         n_small, n_total = result
-        unit_text = "voxels" if unit == "voxels" else "µm³"
+        unit_text = "voxels" if unit == "voxels" else unit_names(self._units_layer())["um3"]
         self.count_label.value = (
             f"would remove {n_small:,} of {n_total:,} objects "
             f"(< {self.min_size.value:g} {unit_text})"

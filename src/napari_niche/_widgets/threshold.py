@@ -20,6 +20,7 @@ from ..core.preprocess import preprocess
 from ..core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
 from ._base import NicheWidget, Progress
 from ._layers import find_output, layer_spacing, write_layer
+from ._voxel import UnitLabels, VoxelSizeBar, unit_names
 
 if TYPE_CHECKING:
     import napari
@@ -181,6 +182,13 @@ class ThresholdWidget(NicheWidget):
         )
         self._make_histogram()
         self.layout().insertWidget(1, self.canvas)
+        # units follow the channel: px when it has no voxel size, with a way to give one
+        self.units = UnitLabels()
+        self.units.add(self.sigma, "Smoothing σ ({um})")
+        self.voxel_bar = VoxelSizeBar(self, on_set=self._on_voxel_size_set)
+        self.layout().insertWidget(1, self.voxel_bar)
+        self.image_layer.changed.connect(self._refresh_units)
+        self._refresh_units()
 
         self.prepared: Prepared | None = None
         self._quiet = False  # True while the widget itself moves the slider
@@ -201,6 +209,15 @@ class ThresholdWidget(NicheWidget):
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         if self.image_layer.value is not None:
             self._timer.start()
+
+    def _refresh_units(self, _=None) -> None:
+        layer = self.image_layer.value
+        self.units.refresh(layer)
+        self.voxel_bar.show_for(layer)
+
+    def _on_voxel_size_set(self) -> None:
+        self._refresh_units()
+        self._settings_changed()  # smoothing in µm now means other voxel counts
 
     # -- histogram -----------------------------------------------------------------------------
     def _make_histogram(self):
@@ -541,7 +558,7 @@ class ThresholdWidget(NicheWidget):
             show_warning(warning)
         self._set_status(
             f"{written.name!r}: {n:,} of {mask.size:,} voxels above {value:.4g} "
-            f"({METHOD_LABELS[method]}, σ = {sigma:g} µm)."
+            f"({METHOD_LABELS[method]}, σ = {sigma:g} {unit_names(layer)['um']})."
             + (
                 f" Your edited {name!r} was kept as it is."
                 if written.name != name and name in self.viewer.layers
