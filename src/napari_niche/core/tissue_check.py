@@ -45,7 +45,7 @@ LEFT_OUT_LIMIT = 0.25
 SHARE_LIMIT = 0.9
 #: Gaps in the tissue map narrower than twice this radius count as enclosed space.
 ENCLOSE_RADIUS_UM = 25.0
-_MAX_VOXELS = 2_000_000
+_MAX_VOXELS = 500_000
 
 ADVICE = (
     "Use a tissue map made from a nuclear (DAPI) channel, the whole image, or a region "
@@ -86,19 +86,22 @@ def check_tissue_map(
     enclose_radius_um : radius (µm) of the closing that defines the enclosed space.
     max_voxels : the coarse grid holds at most about this many voxels.
     """
-    tissue = as_mask(tissue, "tissue mask", allow_empty=True)
+    tissue = np.asarray(tissue)
+    if tissue.ndim not in (2, 3):
+        tissue = as_mask(tissue, "tissue mask", allow_empty=True)  # says what is wrong
     spacing = as_spacing(spacing, tissue.ndim)
     masks = [np.asarray(m) for m in masks]
     check_same_shape(
         tissue.shape, "tissue mask", **{f"mask {i + 1}": m for i, m in enumerate(masks)}
     )
-    union = np.zeros(tissue.shape, dtype=bool)
-    for m in masks:
-        union |= m != 0
     factors = _coarse_factors(tissue.shape, spacing, max_voxels)
     coarse_spacing = tuple(s * f for s, f in zip(spacing, factors, strict=True))
-    t = _block_reduce(tissue, factors, "mean") >= 0.5
-    u = _block_reduce(union, factors, "any")
+    # the tissue sampled at block centres (it is smooth); a structure counts in a block if
+    # any voxel of the block holds it (thin vessels must not vanish)
+    t = _block_centres(tissue, factors) != 0
+    u = np.zeros(t.shape, dtype=bool)
+    for m in masks:
+        u |= _block_any(m, factors)
     n_tissue = int(np.count_nonzero(t))
     if n_tissue == 0:
         return TissueCheck(0.0, 0.0, False, None)
@@ -148,15 +151,31 @@ def _coarse_factors(
     return tuple(max(1, int(voxel / s)) for s in spacing)
 
 
-def _block_reduce(mask: np.ndarray, factors: tuple[int, ...], how: str) -> np.ndarray:
-    """Block-wise mean (float) or any (bool) of a mask; edge blocks are padded by copying."""
-    if all(f == 1 for f in factors):
-        return mask.astype(float) if how == "mean" else mask
-    pad = [(0, (-n) % f) for n, f in zip(mask.shape, factors, strict=True)]
-    padded = np.pad(mask, pad, mode="edge")
-    shape = []
-    for n, f in zip(padded.shape, factors, strict=True):
-        shape += [n // f, f]
-    blocks = padded.reshape(shape)
-    axes = tuple(range(1, 2 * mask.ndim, 2))
-    return blocks.mean(axis=axes) if how == "mean" else blocks.any(axis=axes)
+def _blocks(shape: tuple[int, ...], factors: tuple[int, ...], offsets) -> tuple[slice, ...]:
+    """Every ``factor``-th voxel from ``offset``, cropped to whole blocks."""
+    return tuple(
+        slice(o, o + (n // f) * f, f) for n, f, o in zip(shape, factors, offsets, strict=True)
+    )
+
+
+def _block_centres(a: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
+    return a[_blocks(a.shape, factors, [f // 2 for f in factors])]
+
+
+def _block_any(a: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
+    """Whether any voxel of each block is non-zero, one axis at a time (the largest
+    reduction first, so later passes read a smaller array)."""
+    out = None
+    for axis in np.argsort(factors)[::-1]:
+        f = int(factors[axis])
+        src = a if out is None else out
+        n = (src.shape[axis] // f) * f
+        reduced = None
+        for o in range(f):
+            index = [slice(None)] * src.ndim
+            index[axis] = slice(o, n, f)
+            part = src[tuple(index)]
+            part = part if part.dtype == bool else part != 0
+            reduced = part.copy() if reduced is None else np.logical_or(reduced, part, out=reduced)
+        out = reduced
+    return out
