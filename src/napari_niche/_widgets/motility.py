@@ -513,7 +513,7 @@ class MotilityWidget(NicheWidget):
         if missing:
             self._set_status(
                 f"{missing:,} of {len(layer.features):,} track points have no "
-                f"{name} value (too short a track, say): drawn in grey."
+                f"{name} value (e.g. a track too short or left out): drawn in grey."
             )
 
     def stats_summary(self) -> str:

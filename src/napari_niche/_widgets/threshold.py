@@ -45,6 +45,10 @@ METHOD_ADVICE = (
 )
 
 
+#: The short form, for warnings (the tooltip of the method holds the long one).
+SHORT_ADVICE = "Li or Triangle suit thin vessels, Otsu bright cells or nuclei."
+
+
 def kept_fraction_warning(n_kept: int, size: int, method: str, channel: str) -> str | None:
     """What to tell the user when a threshold keeps nothing, almost nothing or most voxels."""
     fraction = n_kept / max(size, 1)
@@ -53,17 +57,17 @@ def kept_fraction_warning(n_kept: int, size: int, method: str, channel: str) -> 
         return (
             f"{how} selects no voxel of {channel!r}: its mask is empty. "
             + ("Lower the threshold." if method == "manual" else "Try another method.")
-            + f" {METHOD_ADVICE}"
+            + f" {SHORT_ADVICE}"
         )
     if fraction < FRACTION_LOW:
         return (
             f"{how} keeps only {100 * fraction:.2g}% of the voxels of {channel!r} "
-            f"({n_kept:,}): it probably misses most of the structure. {METHOD_ADVICE}"
+            f"({n_kept:,}): it probably misses most of the structure. {SHORT_ADVICE}"
         )
     if fraction > FRACTION_HIGH:
         return (
             f"{how} keeps {100 * fraction:.0f}% of the voxels of {channel!r}: background is "
-            f"probably included. {METHOD_ADVICE}"
+            f"probably included. {SHORT_ADVICE}"
         )
     return None
 
