@@ -55,7 +55,7 @@ def sample_bone_marrow() -> list[tuple[Any, dict[str, Any], str]]:
                     "contrast_limits": (float(low), float(high)),
                     "metadata": {"synthetic_params": dict(sample.params)},
                     # dimmer: full-strength DAPI would wash out the other colours
-                    "opacity": 0.35 if key == "nuclei" else 1.0,
+                    "opacity": 0.25 if key == "nuclei" else 1.0,
                 },
                 "image",
             )
