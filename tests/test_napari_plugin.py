@@ -14,11 +14,12 @@ PLUGIN = "napari-niche"
 SAMPLE_KEY = "bone_marrow"
 SAMPLE_COMMAND = "napari-niche.sample_bone_marrow"
 SPACING = (2.0, 0.57, 0.57)  # µm, z y x: the sample's anisotropic voxel size
-# What a user sees in the layer list: three raw channels, then the hidden ground truth.
+# What a user sees in the layer list: four raw channels, then the hidden ground truth.
 LAYERS = (
     ("cells (hCD45)", "image"),
     ("vessels (endoglin)", "image"),
     ("bone (collagen I)", "image"),
+    ("nuclei (DAPI)", "image"),
     ("true vessel mask", "labels"),
     ("true bone mask", "labels"),
     ("true cells", "labels"),

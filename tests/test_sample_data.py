@@ -9,7 +9,7 @@ import pytest
 from napari_niche._sample_data import sample_bone_marrow
 from napari_niche.core.synthetic import make_bone_marrow
 
-IMAGES = ["cells (hCD45)", "vessels (endoglin)", "bone (collagen I)"]
+IMAGES = ["cells (hCD45)", "vessels (endoglin)", "bone (collagen I)", "nuclei (DAPI)"]
 TRUTH = ["true vessel mask", "true bone mask", "true cells", "true tissue (marrow)"]
 
 
@@ -26,7 +26,7 @@ def reference():
 
 def test_names_kinds_and_order(layers):
     assert [meta["name"] for _, meta, _ in layers] == IMAGES + TRUTH
-    assert [kind for *_, kind in layers] == ["image"] * 3 + ["labels"] * len(TRUTH)
+    assert [kind for *_, kind in layers] == ["image"] * 4 + ["labels"] * len(TRUTH)
 
 
 def test_every_layer_is_scaled_in_um_and_overlays_the_others(layers, reference):
@@ -39,7 +39,7 @@ def test_every_layer_is_scaled_in_um_and_overlays_the_others(layers, reference):
 
 def test_images_are_additive_with_distinct_colours_and_sensible_limits(layers):
     images = [(d, m) for d, m, kind in layers if kind == "image"]
-    assert len({m["colormap"] for _, m in images}) == 3
+    assert len({m["colormap"] for _, m in images}) == 4
     for data, meta in images:
         assert data.dtype == np.float32
         assert meta["blending"] == "additive"

@@ -22,14 +22,17 @@ _CHANNELS = (
     ("cells", "cells (hCD45)", "magenta"),
     ("vessels", "vessels (endoglin)", "green"),
     ("bone", "bone (collagen I)", "bop blue"),
+    # Nuclei of every marrow cell: threshold, close and fill it for the tissue map.
+    ("nuclei", "nuclei (DAPI)", "gray"),
 )
 
 
 def sample_bone_marrow() -> list[tuple[Any, dict[str, Any], str]]:
     """Return the synthetic bone-marrow sample as napari layer-data tuples.
 
-    Three raw channels (additive images in distinct colours) and, hidden, the true vessel,
-    bone and cell masks as Labels, all scaled by the voxel size in µm so that napari's
+    Four raw channels (additive images in distinct colours; the nuclear DAPI channel, from
+    which the tissue map is built, dimmed) and, hidden, the true vessel, bone and cell
+    masks and the marrow as Labels, all scaled by the voxel size in µm so that napari's
     rulers and every distance read off the layers are in µm. The seed is fixed so the sample
     is the same each time it is opened.
     """
@@ -51,6 +54,8 @@ def sample_bone_marrow() -> list[tuple[Any, dict[str, Any], str]]:
                     "blending": "additive",
                     "contrast_limits": (float(low), float(high)),
                     "metadata": {"synthetic_params": dict(sample.params)},
+                    # dimmer: full-strength DAPI would wash out the other colours
+                    "opacity": 0.25 if key == "nuclei" else 1.0,
                 },
                 "image",
             )

@@ -41,6 +41,7 @@ from .core.stats import (
     quadrant_table,
     width_keeping_a_bin,
 )
+from .core.tissue_check import check_tissue_map
 from .io import CSV_FLOAT_FORMAT, write_atomically
 from .params import AnalysisParams
 
@@ -413,12 +414,17 @@ def analyze(
     say("Measuring cells")
     voxels = cells_from_image(cells)
     warnings = check_request(voxels.n_cells, voxels.shape, spacing, len(names), params)
-    for text in warnings:
-        (on_warning or (lambda _w: None))(text)
     cell_tab = cell_table(voxels, spacing=spacing)
     exclude = {n: masks[n] for n in exclude_names}
     overlap = overlap_diagnostic(voxels, tissue=tissue_mask, exclude=exclude)
     warnings += overlap_warnings(overlap, params.rule)
+    tissue_check = None
+    if tissue_mask is not None:  # a map of only the analysed masks erases real effects
+        tissue_check = check_tissue_map(tissue_mask, [cells, *masks.values()], spacing=spacing)
+        if tissue_check.message:
+            warnings.append(tissue_check.message)
+    for text in warnings:  # said before the long steps, while the user can still stop
+        (on_warning or (lambda _w: None))(text)
 
     say("Placing random cells")
     dots, dot_tab, seed = place_random_cells(
@@ -451,6 +457,7 @@ def analyze(
         "image_shape": list(voxels.shape),
         "structures": names,
         "tissue": "given" if tissue is not None else "whole image",
+        "tissue_check": None if tissue_check is None else tissue_check.to_dict(),
         "n_cells": int(voxels.n_cells),
         "n_dots": int(dots.n_dots),
         "null_sets": summary.n_null_sets,

@@ -439,6 +439,9 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
         ndim=ndim,
         median_cell_volume_um3=_tidy(median_size) if median_size is not None else None,
         tissue_source=source,
+        # the tissue map looks built from the analysed masks (see core.tissue_check)
+        tissue_map_suspect=bool((result.record.get("tissue_check") or {}).get("suspect")),
+        tissue_left_out=(result.record.get("tissue_check") or {}).get("left_out"),
         tissue_volume_um3=_tidy(
             float(np.count_nonzero(tissue)) * voxel_um3
             if tissue is not None

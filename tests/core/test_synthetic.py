@@ -61,7 +61,7 @@ def test_layout_types_and_fractions(which, request):
     ndim = s.cell_labels.ndim
     assert ndim == (3 if which == "default3d" else 2)
     assert len(s.spacing) == ndim
-    assert set(s.channels) == {"cells", "vessels", "bone"}
+    assert set(s.channels) == {"cells", "vessels", "bone", "nuclei"}
     for name, img in s.channels.items():
         assert img.dtype == np.float32 and img.shape == s.cell_labels.shape, name
         assert np.isfinite(img).all() and img.min() >= 0 and 300 < img.max() < 2000, name
@@ -74,6 +74,18 @@ def test_layout_types_and_fractions(which, request):
     assert 0.03 <= s.vessel[s.tissue].mean() <= 0.12
     # bone is the low-y slab: the first rows are bone, the last rows are not
     assert s.bone[..., 0, :].all() and not s.bone[..., -1, :].any()
+
+
+@pytest.mark.parametrize("which", ["default3d", "sample2d"])
+def test_the_nuclear_channel_marks_the_marrow_not_bone_or_vessel_lumens(which, request):
+    """The DAPI-like channel: bright nuclei through the marrow and in every planted cell."""
+    s = request.getfixturevalue(which)
+    nuclei = s.channels["nuclei"]
+    marrow = s.tissue & ~s.vessel
+    far_from_marrow = ~ndimage.binary_dilation(marrow, iterations=3)
+    assert np.median(nuclei[marrow]) > 1.3 * np.median(nuclei[far_from_marrow & s.bone])
+    centres = tuple(s.cell_centres.T)
+    assert np.median(nuclei[centres]) > np.percentile(nuclei[s.bone], 99)
 
 
 @pytest.mark.parametrize("which", ["default3d", "sample2d"])

@@ -116,6 +116,7 @@ def test_tissue_map_and_cells_equal_core(sample_viewer, qtbot):
     viewer = sample_viewer
     widget = dock(viewer)
     names = ["true vessel mask", "true bone mask", "true cells"]
+    widget.tissue_source.value = "masks"
     widget.tissue_masks.value = [viewer.layers[n] for n in names]
     widget.tissue_radius.value = 8.0
     widget.build_tissue()

@@ -228,3 +228,42 @@ def test_own_csv_loaded_with_a_column_mapping(make_napari_viewer, tmp_path):
     widget.columns.value = "track=Nope"
     with pytest.raises(NicheError):
         widget.load_tracks(tmp_path / "mine.csv")
+
+
+def test_colouring_by_any_metric_keeps_every_track_drawn(make_napari_viewer, qtbot):
+    """On the real T-cell tracks some metrics are NaN for some points (e.g. alpha of short
+    tracks): napari would then draw no track at all. Each must give finite colours, with
+    the points without a value in grey and counted in the dock."""
+    if not TCELLS.is_file():
+        pytest.skip(f"T-cell tracks not available at {TCELLS}")
+    from napari_niche._widgets.motility import NO_VALUE_GREY
+
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    widget.load_tracks(TCELLS)
+    layer = viewer.layers[-1]
+    widget.lattice.value = 8.0
+    run(widget, qtbot)
+    metrics = [m for m in widget.color_by.choices if m != "track_id"]
+    assert len(metrics) >= 5
+    with_nan = 0
+    for metric in metrics:
+        widget.color_by.value = metric
+        assert layer.color_by == metric
+        colors = np.asarray(layer.track_colors)
+        assert colors.shape == (len(layer.data), 4)
+        assert np.isfinite(colors).all(), metric
+        assert (colors[:, 3] > 0).all(), metric  # nothing transparent
+        values = np.asarray(layer.features[metric], dtype=float)
+        nan = ~np.isfinite(values)
+        if nan.any():
+            with_nan += 1
+            np.testing.assert_allclose(colors[nan], [NO_VALUE_GREY] * int(nan.sum()))
+            assert f"{int(nan.sum()):,} of {len(values):,} track points have no" in (
+                widget.status.text()
+            )
+        if (~nan).sum() > 1 and np.ptp(values[~nan]) > 0:  # a real colour scale
+            assert len(np.unique(colors[~nan].round(3), axis=0)) > 2, metric
+    assert with_nan >= 1  # the case that used to blank every track is exercised
+    widget.color_by.value = "track_id"
+    assert np.isfinite(np.asarray(layer.track_colors)).all()

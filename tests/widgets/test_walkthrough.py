@@ -87,7 +87,9 @@ def test_sample_to_tables_equals_napari_niche_analyze(
     wait_idle(qtbot, curation)
     curation.run()
     wait_idle(qtbot, curation)
-    curation.tissue_masks.value = [viewer.layers[m] for m in CHANNELS.values()]
+    # the tissue map from the nuclear channel (the default): the marrow, not the masks
+    assert curation.tissue_source.value == "channel"
+    assert curation.tissue_channel.value is viewer.layers["nuclei (DAPI)"]
     curation.build_tissue()
     wait_idle(qtbot, curation)
     curation.cell_mask.value = viewer.layers["cells (hCD45) mask"]

@@ -17,12 +17,17 @@ from magicgui.widgets import ComboBox, Container, PushButton
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..core.errors import NicheError
-from ._layers import OUTPUT_KEY, TRANSIENT_OUTPUTS
+from ._layers import OUTPUT_KEY, TRANSIENT_OUTPUTS, default_layer
 
 if TYPE_CHECKING:
     import napari
 
 Progress = tuple[float, str]
+
+
+def _choice_values(combo) -> list:
+    """The values a magicgui ComboBox offers (its choices are values or (text, value))."""
+    return [c[1] if isinstance(c, tuple) else c for c in combo.choices]
 
 
 class _Failed:
@@ -74,13 +79,29 @@ class NicheWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         self._layer_combos: list[ComboBox] = []
+        self._defaults: dict[int, tuple] = {}  # id(combo) -> how to choose its default
+        self._user_chosen: dict[int, Any] = {}  # id(combo) -> the layer the user picked
+        self._choosing = False
         self.viewer.layers.events.inserted.connect(self._reset_choices)
         self.viewer.layers.events.removed.connect(self._reset_choices)
         self.viewer.layers.events.moved.connect(self._reset_choices)
 
     # -- layer pickers --------------------------------------------------------------------
-    def layer_combo(self, label: str, layer_types: tuple[type, ...], *, optional=False):
-        """A combo box of the viewer's layers of the given types, kept up to date."""
+    def layer_combo(
+        self,
+        label: str,
+        layer_types: tuple[type, ...],
+        *,
+        optional=False,
+        words: tuple[str, ...] = (),
+        prefer=None,
+    ):
+        """A combo box of the viewer's layers of the given types, kept up to date.
+
+        It starts on :func:`default_layer` (``words``, ``prefer``) and follows new layers
+        until the user picks one; an optional one starts on "(none)" unless a layer
+        ``prefer`` accepts exists.
+        """
 
         def choices(_widget=None):
             layers = [
@@ -95,12 +116,47 @@ class NicheWidget(QWidget):
         # a second, blank-looking "-----" entry for the same value.
         combo = ComboBox(label=label, choices=choices, nullable=False)
         self._layer_combos.append(combo)
+        self.follow_default(combo, words=words, prefer=prefer, optional=optional)
         return combo
+
+    def follow_default(self, combo, *, words=(), prefer=None, optional=False) -> None:
+        """Keep ``combo`` on the best layer (see :func:`default_layer`) until a user choice."""
+        self._defaults[id(combo)] = (combo, words, prefer, optional)
+        combo.changed.connect(lambda _v, c=combo: self._on_combo_changed(c))
+        self._choose_default(combo)
+
+    def _on_combo_changed(self, combo) -> None:
+        if not self._choosing:
+            self._user_chosen[id(combo)] = combo.value
+
+    def _choose_default(self, combo) -> None:
+        _, words, prefer, optional = self._defaults[id(combo)]
+        current = combo.value
+        if id(combo) in self._user_chosen:
+            if self._user_chosen[id(combo)] is current:
+                return  # the user's choice stands
+            del self._user_chosen[id(combo)]  # their layer was removed
+        layers = [v for v in _choice_values(combo) if v is not None]
+        best = default_layer(layers, words=words, prefer=prefer)
+        if optional and (best is None or prefer is None or not prefer(best)):
+            best = None
+        if best is not current and (best is not None or optional):
+            self._choosing = True
+            try:
+                combo.value = best
+            finally:
+                self._choosing = False
 
     def _reset_choices(self, event=None):
         try:
-            for combo in self._layer_combos:
-                combo.reset_choices()
+            self._choosing = True  # a value moved by a layer change is no user choice
+            try:
+                for combo in self._layer_combos:
+                    combo.reset_choices()
+            finally:
+                self._choosing = False
+            for combo, *_ in list(self._defaults.values()):
+                self._choose_default(combo)
         except RuntimeError:  # the dock was closed and Qt deleted the widget
             self._disconnect_viewer()
 
@@ -186,9 +242,9 @@ class NicheWidget(QWidget):
         except (NicheError, OSError) as err:
             self.notify(str(err), error=True)
 
-    def notify(self, message: str, *, error: bool = False):
+    def notify(self, message: str, *, error: bool = False, warning: bool = False):
         """Tell the user in a napari notification and in the widget's status line."""
-        from napari.utils.notifications import show_error, show_info
+        from napari.utils.notifications import show_error, show_info, show_warning
 
         self._set_status(message)
-        (show_error if error else show_info)(message)
+        (show_error if error else show_warning if warning else show_info)(message)

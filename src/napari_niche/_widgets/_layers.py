@@ -8,6 +8,7 @@ another key) is never overwritten even if it has the same name.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,43 @@ OUTPUT_KEY = "napari_niche_output"
 WRITTEN_KEY = "napari_niche_written"
 #: Outputs that only show work in progress (never an input to another step).
 TRANSIENT_OUTPUTS = frozenset({"threshold preview"})
+
+
+#: Words in layer names that mark a cell layer or a nuclear stain (case-insensitive).
+CELL_WORDS = ("cell", "cd45", "leuk", "blast")
+NUCLEAR_WORDS = ("dapi", "nucle", "hoechst", "draq", "sytox", "tissue")
+
+
+def is_ours(layer: Layer) -> bool:
+    """A layer napari-niche wrote (an output, or a mask the thresholding made)."""
+    return OUTPUT_KEY in layer.metadata or any(
+        str(k).startswith("napari_niche_") for k in layer.metadata
+    )
+
+
+def default_layer(
+    candidates: Sequence[Layer],
+    *,
+    words: Sequence[str] = (),
+    prefer: Callable[[Layer], bool] | None = None,
+) -> Layer | None:
+    """The layer a chooser should start on, the same rule in every dock.
+
+    In order: a layer whose name holds one of ``words`` (the right kind: "cell" for a cell
+    mask); a visible layer before a hidden one, so hidden reference layers (the sample's
+    ``true ...`` masks) are taken only when nothing visible fits; a layer ``prefer``
+    accepts (what the previous step wrote), the newest first; else the first in the list.
+    """
+
+    def rank(item: tuple[int, Layer]):
+        i, layer = item
+        name = layer.name.lower()
+        word = 0 if words and any(w in name for w in words) else 1
+        preferred = prefer is not None and prefer(layer)
+        return (word, not layer.visible, not preferred, -i if preferred else i)
+
+    ranked = sorted(enumerate(candidates), key=rank)
+    return ranked[0][1] if ranked else None
 
 
 def layer_spacing(layer: Layer) -> tuple[float, ...]:

@@ -34,9 +34,21 @@ from ..core.curation import (
     curate_mask as core_curate_mask,
 )
 from ..core.errors import NicheError
+from ..core.preprocess import preprocess
+from ..core.threshold import THRESHOLD_METHODS, threshold_mask
+from ..core.tissue_check import check_tissue_map
 from ..experiment import CellSteps
 from ._base import NicheWidget, Progress
-from ._layers import OUTPUT_KEY, check_aligned, layer_spacing, write_layer
+from ._layers import (
+    CELL_WORDS,
+    NUCLEAR_WORDS,
+    OUTPUT_KEY,
+    check_aligned,
+    layer_array,
+    layer_spacing,
+    write_layer,
+)
+from ._voxel import UnitLabels, VoxelSizeBar, unit_names
 from .threshold import PREVIEW_KEY
 
 if TYPE_CHECKING:
@@ -44,6 +56,8 @@ if TYPE_CHECKING:
     from napari.layers import Labels
 
 TISSUE_KEY = "tissue"
+WARNING_COLOR = "#ffb347"
+TISSUE_SOURCES = [("a nuclear channel (DAPI)", "channel"), ("masks only", "masks")]
 CELLS_KEY = "cells"
 COUNT_DEBOUNCE_MS = 250
 _FILL_LABELS = {"off": "off", "3d": "3D", "slice": "per z-slice"}
@@ -97,14 +111,37 @@ def curate_mask(
 
 
 def build_tissue(
-    masks: list[Any], *, spacing: Sequence[float], closing_radius_um: float, fill: bool
-) -> Generator[Progress, None, np.ndarray]:
-    """The tissue map of the chosen layers (label layers count as masks: label > 0)."""
-    yield 0.05, "Union of the masks…"
-    binary = [np.asarray(m) != 0 for m in masks]
-    yield 0.2, f"Closing (radius {closing_radius_um:g} µm) and filling…"
-    tissue = tissue_map(binary, spacing=spacing, closing_radius_um=closing_radius_um, fill=fill)
-    return tissue.view(np.uint8)
+    masks: list[Any],
+    *,
+    spacing: Sequence[float],
+    closing_radius_um: float,
+    fill: bool,
+    channel: np.ndarray | None = None,
+    sigma_um: float = 1.0,
+    method: str = "otsu",
+) -> Generator[Progress, None, tuple[np.ndarray, str | None]]:
+    """The tissue map: a nuclear channel thresholded and/or masks (label > 0), their union
+    closed and filled; with the warning of :func:`check_tissue_map` when the masks alone
+    seem to make it (it then leaves out the marrow between them)."""
+    parts = [np.asarray(m) != 0 for m in masks]
+    if channel is not None:
+        yield 0.05, f"Smoothing the nuclear channel (σ = {sigma_um:g} µm)…"
+        smooth = preprocess(channel, spacing=spacing, sigma_um=sigma_um, normalize=False)
+        yield 0.3, f"{method.capitalize()} threshold of the nuclear channel…"
+        parts.insert(0, threshold_mask(smooth, method=method))
+        del smooth
+    yield 0.4, f"Union, closing (radius {closing_radius_um:g} µm) and filling…"
+    tissue = tissue_map(parts, spacing=spacing, closing_radius_um=closing_radius_um, fill=fill)
+    warning = None
+    if masks:
+        yield 0.9, "Checking the map against the masks…"
+        check = check_tissue_map(tissue, masks, spacing=spacing)
+        if check.suspect:
+            warning = (
+                f"{check.message} Here: Build from 'a nuclear channel (DAPI)', or in "
+                "4 Random dots choose tissue '(none)' (the whole image)."
+            )
+    return tissue.view(np.uint8), warning
 
 
 def make_cells(data: Any, **kwargs: Any) -> Generator[Progress, None, np.ndarray]:
@@ -119,6 +156,21 @@ def _counting(data: Any, min_size: float, spacing: Sequence[float], unit: str):
         return count_small_objects(np.asarray(data), min_size, spacing=spacing, unit=unit)
     except NicheError as err:
         return str(err)
+
+
+def _no_cells_message(params: dict) -> str:
+    high = params["max_volume_um3"]
+    return (
+        f"No cells: no object of {params['mask']!r} has a volume between "
+        f"{params['min_volume_um3']:g} and {'any' if high == np.inf else f'{high:g}'} µm³, "
+        'so the "cells" layer is empty. Check that the cell mask holds cells (threshold '
+        "the cell channel again) or widen the volume range."
+    )
+
+
+def _thresholded(layer) -> bool:
+    """A mask written by "1 Channel thresholding" (the step before this one)."""
+    return "napari_niche_threshold" in layer.metadata
 
 
 def _group(title: str, *widgets) -> QGroupBox:
@@ -140,7 +192,8 @@ class CurationWidget(NicheWidget):
 
         super().__init__(napari_viewer)
         # -- curation of one mask, in place
-        self.mask_layer = self.layer_combo("Mask", (Labels,))
+        # the masks "1 Channel thresholding" wrote, visible ones before hidden references
+        self.mask_layer = self.layer_combo("Mask", (Labels,), prefer=_thresholded)
         self.min_size = FloatSpinBox(label="Remove objects <", value=0.0, min=0.0, max=1e12)
         self.size_unit = ComboBox(label="Size unit", choices=UNIT_CHOICES, value="voxels")
         self.count_label = Label(label="", value="")
@@ -153,22 +206,13 @@ class CurationWidget(NicheWidget):
             + [self.closing_radius, self.fill]
         )
 
-        # -- tissue map
-        self.tissue_masks = Select(label="Masks", choices=self._labels_choices)
-        self.tissue_masks.native.setMaximumHeight(110)
-        self._layer_combos.append(self.tissue_masks)
-        self.tissue_radius = FloatSpinBox(
-            label="Closing radius (µm)", value=10.0, min=0.0, max=1000.0, step=1.0
-        )
-        self.tissue_fill = CheckBox(text="Fill holes", value=True)
-        self.tissue_button = PushButton(text="Build tissue map")
-        self.tissue_button.changed.connect(self.build_tissue)
-        tissue_form = Container(
-            widgets=[self.tissue_masks, self.tissue_radius, self.tissue_fill], labels=True
-        )
+        # -- tissue map: from a nuclear channel first (the marrow), masks only on request
+        self._build_tissue_form()
 
         # -- cells
-        self.cell_mask = self.layer_combo("Cell mask", (Labels,))
+        self.cell_mask = self.layer_combo(
+            "Cell mask", (Labels,), words=CELL_WORDS, prefer=_thresholded
+        )
         cell = CELL_DEFAULTS
         self.min_volume = FloatSpinBox(
             label="Min volume (µm³)", value=cell.min_volume_um3, min=0.0, max=1e12
@@ -196,7 +240,9 @@ class CurationWidget(NicheWidget):
         )
 
         layout = self.layout()
-        layout.insertWidget(2, _group("Tissue map", tissue_form, self.tissue_button))
+        layout.insertWidget(
+            2, _group("Tissue map", self.tissue_form, self.tissue_button, self.tissue_note)
+        )
         layout.insertWidget(3, _group("Cells", cells_form, self.cells_button))
 
         self.small_count: tuple[int, int] | None = None
@@ -213,6 +259,92 @@ class CurationWidget(NicheWidget):
         self.min_size.changed.connect(self._schedule_count)
         self.size_unit.changed.connect(self._schedule_count)
         self._mask_changed(self.mask_layer.value)
+        self._build_units()
+
+    def _build_units(self) -> None:
+        """µm / px in the labels after the mask's voxel size, and a way to set one."""
+        self.units = UnitLabels()
+        for widget, template in (
+            (self.closing_radius, "Closing radius ({um})"),
+            (self.min_volume, "Min volume ({um3})"),
+            (self.max_volume, "Max volume ({um3}, 0 = none)"),
+            (self.split_radius, "Split radius ({um})"),
+            (self.tissue_sigma, "Smoothing σ ({um})"),
+            (self.tissue_radius, "Closing radius ({um})"),
+        ):
+            self.units.add(widget, template)
+        self.voxel_bar = VoxelSizeBar(self, on_set=self._refresh_units)
+        self.layout().insertWidget(0, self.voxel_bar)
+        self.mask_layer.changed.connect(self._refresh_units)
+        self.cell_mask.changed.connect(self._refresh_units)
+        self._refresh_units()
+
+    def _units_layer(self):
+        """The layer whose voxel size the sizes refer to: the mask, else the cell mask."""
+        return self.mask_layer.value or self.cell_mask.value
+
+    def _refresh_units(self, _=None) -> None:
+        layer = self._units_layer()
+        self.unit_text = self.units.refresh(layer)
+        self.voxel_bar.show_for(layer)
+        self._schedule_count()
+
+    def _build_tissue_form(self) -> None:
+        from napari.layers import Image
+
+        self.tissue_source = ComboBox(label="Build from", choices=TISSUE_SOURCES, value="channel")
+        self.tissue_source.tooltip = (
+            "Random cells go only where the tissue map is: it must cover all the marrow. A "
+            "nuclear (DAPI) channel does; a map of only the analysed cells, vessels and bone "
+            "leaves out the marrow between them and erases real effects."
+        )
+        self.tissue_channel = self.layer_combo("Nuclear channel", (Image,), words=NUCLEAR_WORDS)
+        self.tissue_method = ComboBox(
+            label="Threshold",
+            choices=[(m.capitalize(), m) for m in THRESHOLD_METHODS],
+            value="otsu",
+        )
+        self.tissue_sigma = FloatSpinBox(
+            label="Smoothing σ (µm)", value=1.0, min=0.0, max=100.0, step=0.5
+        )
+        self.tissue_masks = Select(label="Masks", choices=self._labels_choices)
+        self.tissue_masks.native.setMaximumHeight(110)
+        self.tissue_masks.tooltip = (
+            "From a channel: masks added to it (e.g. bone); from masks: the masks whose union, "
+            "closed and filled, is the tissue"
+        )
+        self._layer_combos.append(self.tissue_masks)
+        self.tissue_radius = FloatSpinBox(
+            label="Closing radius (µm)", value=10.0, min=0.0, max=1000.0, step=1.0
+        )
+        self.tissue_fill = CheckBox(text="Fill holes", value=True)
+        self.tissue_button = PushButton(text="Build tissue map")
+        self.tissue_button.changed.connect(self.build_tissue)
+        self.tissue_form = Container(
+            widgets=[
+                self.tissue_source,
+                self.tissue_channel,
+                self.tissue_method,
+                self.tissue_sigma,
+                self.tissue_masks,
+                self.tissue_radius,
+                self.tissue_fill,
+            ],
+            labels=True,
+        )
+        # what the tissue check found, kept in view (the status line moves on)
+        self.tissue_note = Label(value="")
+        self.tissue_note.native.setWordWrap(True)
+        self.tissue_note.native.setStyleSheet(f"color: {WARNING_COLOR};")
+        self.tissue_note.visible = False
+        self.tissue_source.changed.connect(self._tissue_source_changed)
+        self._tissue_source_changed()
+
+    def _tissue_source_changed(self, _=None) -> None:
+        from_channel = self.tissue_source.value == "channel"
+        for w in (self.tissue_channel, self.tissue_method, self.tissue_sigma):
+            w.visible = from_channel
+        self.tissue_masks.label = "Add masks" if from_channel else "Masks"
 
     def _labels_choices(self, _widget=None):
         """Labels layers that can make up the tissue (not the threshold widget's preview)."""
@@ -292,7 +424,7 @@ class CurationWidget(NicheWidget):
             return
         self.small_count = result
         n_small, n_total = result
-        unit_text = "voxels" if unit == "voxels" else "µm³"
+        unit_text = "voxels" if unit == "voxels" else unit_names(self._units_layer())["um3"]
         self.count_label.value = (
             f"would remove {n_small:,} of {n_total:,} objects "
             f"(< {self.min_size.value:g} {unit_text})"
@@ -352,30 +484,61 @@ class CurationWidget(NicheWidget):
 
     # -- tissue map ----------------------------------------------------------------------------
     def build_tissue(self, _=None):
-        """Union of the chosen masks, closed and filled → Labels layer "tissue"."""
+        """A nuclear channel thresholded (plus any chosen masks), or the masks' union,
+        closed and filled → Labels layer "tissue"."""
         layers = list(self.tissue_masks.value)
-        if not layers:
+        channel = self.tissue_channel.value if self.tissue_source.value == "channel" else None
+        if self.tissue_source.value == "channel" and channel is None:
+            self.notify(
+                "Choose the nuclear (DAPI) channel the tissue map is made from, or build it "
+                "from masks.",
+                error=True,
+            )
+            return
+        if channel is None and not layers:
             self.notify("Choose the masks that make up the tissue (Ctrl+click).", error=True)
             return
         with self.reporting():
-            spacing = self._common_spacing(layers)
+            reference = channel if channel is not None else layers[0]
+            spacing = self._common_spacing([reference, *layers])
             radius, fill = float(self.tissue_radius.value), bool(self.tissue_fill.value)
             params = {
+                "source": self.tissue_source.value,
                 "masks": [layer.name for layer in layers],
                 "closing_radius_um": radius,
                 "fill_holes": fill,
             }
+            if channel is not None:
+                params.update(
+                    channel=channel.name,
+                    threshold=self.tissue_method.value,
+                    sigma_um=float(self.tissue_sigma.value),
+                )
             self.start(
                 build_tissue,
-                lambda tissue: self._write_output(TISSUE_KEY, tissue, layers[0], params),
+                lambda out: self._on_tissue(out, reference, params),
                 [layer.data for layer in layers],
                 spacing=spacing,
                 closing_radius_um=radius,
                 fill=fill,
+                channel=None if channel is None else layer_array(channel),
+                sigma_um=params.get("sigma_um", 0.0),
+                method=params.get("threshold", "otsu"),
             )
 
+    def _on_tissue(self, out: tuple[np.ndarray, str | None], like, params: dict) -> None:
+        from napari.utils.notifications import show_warning
+
+        tissue, warning = out
+        self._write_output(TISSUE_KEY, tissue, like, params)
+        self.tissue_note.value = "" if warning is None else "⚠ " + warning
+        self.tissue_note.visible = warning is not None
+        if warning:
+            self._set_status(f"{self.status.text()} {warning}")
+            show_warning(warning)
+
     @staticmethod
-    def _common_spacing(layers: list[Labels]) -> tuple[float, ...]:
+    def _common_spacing(layers: list) -> tuple[float, ...]:
         """The voxel size of the first layer, once all of them overlay it voxel for voxel."""
         first = layers[0]
         for layer in layers[1:]:
@@ -395,6 +558,8 @@ class CurationWidget(NicheWidget):
         if key == CELLS_KEY:
             n = int(data.max()) if data.size else 0
             self._set_status(f'"cells": {n:,} cells labelled.')
+            if n == 0:
+                self.notify(_no_cells_message(params), warning=True)
         else:
             frac = float(np.count_nonzero(data)) / max(data.size, 1)
             self._set_status(f'"tissue": {100 * frac:.1f}% of the volume.')

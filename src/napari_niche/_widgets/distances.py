@@ -28,9 +28,12 @@ from qtpy.QtWidgets import (
 from ..core.errors import NicheError
 from ._base import NicheWidget
 from ._layers import (
+    CELL_WORDS,
     OUTPUT_KEY,
     check_aligned,
+    default_layer,
     has_voxel_size,
+    is_ours,
     layer_array,
     layer_spacing,
     unique_name,
@@ -64,7 +67,7 @@ _KNOWN_STRUCTURES = (
 )
 _FILLER_WORDS = {"true", "mask", "masks", "label", "labels", "binary", "curated", "the", "of"}
 _STRUCTURE_WORDS = tuple(k for _, keys in _KNOWN_STRUCTURES for k in keys)
-_CELL_WORDS = ("cell", "cd45", "leuk", "blast")
+_CELL_WORDS = CELL_WORDS
 
 
 def guess_structure_name(layer_name: str) -> str:
@@ -86,6 +89,23 @@ def _is_mask_candidate(layer: Layer) -> bool:
     from napari.layers import Labels
 
     return isinstance(layer, Labels) and layer.metadata.get(OUTPUT_KEY) != "random cell shapes"
+
+
+def _wrong_layer(layer: Layer, cells_layer: Layer) -> str | None:
+    """What a layer picked as a structure holds when it is no structure (else None)."""
+    key = layer.metadata.get(OUTPUT_KEY)
+    if layer is cells_layer or key == "cells":
+        return "the cells"
+    if key == "tissue":
+        return "the tissue map"
+    name = guess_structure_name(layer.name)
+    if name in dict(_KNOWN_STRUCTURES):  # "nestin cells" are a structure
+        return None
+    if name == "tissue":
+        return "the tissue map"
+    if name == "cells" or any(w in layer.name.lower() for w in CELL_WORDS):
+        return "cells"
+    return None
 
 
 class StructureRow(QWidget):
@@ -275,7 +295,13 @@ class DistanceWidget(NicheWidget):
         box.addLayout(self._rows_box)
         self.layout().insertWidget(1, panel)
 
-        self._pick_default_cells()
+        # the labelled cells of "2 Mask curation", else a visible cell layer (not a hidden
+        # reference such as the sample's "true cells" when a visible one exists)
+        self.follow_default(
+            self.cells_combo,
+            words=_CELL_WORDS,
+            prefer=lambda layer: layer.metadata.get(OUTPUT_KEY) == "cells",
+        )
         self._on_cells_changed()
         self._add_default_structures()
 
@@ -289,6 +315,12 @@ class DistanceWidget(NicheWidget):
         self._layer_combos.append(row.combo)
         self.rows.append(row)
         self._rows_box.addWidget(row)
+        # follows newer masks of its structure (a visible one before a hidden reference)
+        # until the user picks one
+        words = dict(_KNOWN_STRUCTURES).get(row.name, ())
+        self.follow_default(row.combo, words=words, prefer=is_ours)
+        if layer is not None and row.combo.value is not layer:
+            self._user_chosen[id(row.combo)] = row.combo.value = layer
         return row
 
     def remove_structure(self, row: StructureRow) -> None:
@@ -297,49 +329,30 @@ class DistanceWidget(NicheWidget):
             return
         self.rows.remove(row)
         self._layer_combos.remove(row.combo)
+        self._defaults.pop(id(row.combo), None)
+        self._user_chosen.pop(id(row.combo), None)
         self._rows_box.removeWidget(row)
         row.setParent(None)
         row.deleteLater()
-
-    def _pick_default_cells(self) -> None:
-        """Prefer the labelled cells of "2 Mask curation", then a cell layer not named a mask."""
-
-        def rank(layer: Layer) -> int:
-            name = layer.name.lower()
-            if layer.metadata.get(OUTPUT_KEY) == "cells":
-                return 0
-            if any(w in name for w in _CELL_WORDS):
-                return 1 if "mask" not in name else 2
-            return 3
-
-        ranked = sorted(
-            (rank(layer), i, layer) for i, (_, layer) in enumerate(self._mask_choices())
-        )
-        if ranked and ranked[0][0] < 3:
-            self.cells_combo.value = ranked[0][2]
 
     def _add_default_structures(self) -> None:
         """One row per structure found among the masks (vessel, bone, ...), else one row.
 
         Where several masks look like the same structure (a thresholded vessel mask and a
-        hidden reference), the one napari-niche made, then a visible one, then the newest
-        is taken; the user can change any row.
+        hidden reference), :func:`default_layer` picks: a visible one, then the newest that
+        napari-niche made; the user can change any row.
         """
-        best: dict[str, tuple[tuple[int, int], Layer]] = {}
-        for i, (name, layer) in enumerate(self._mask_choices()):
+        found: dict[str, list[Layer]] = {}
+        for name, layer in self._mask_choices():
             low = name.lower()
             if layer is self.cells_combo.value or not any(k in low for k in _STRUCTURE_WORDS):
                 continue
             if any(w in low for w in _CELL_WORDS) or layer.metadata.get(OUTPUT_KEY) == "tissue":
                 continue
-            ours = OUTPUT_KEY in layer.metadata or any(
-                k.startswith("napari_niche_") for k in layer.metadata
-            )
-            rank = (0 if ours else 1 if layer.visible else 2, -i)
-            structure = guess_structure_name(name)
-            if structure not in best or rank < best[structure][0]:
-                best[structure] = (rank, layer)
-        for structure, (_, layer) in sorted(best.items(), key=lambda kv: -kv[1][0][1]):
+            found.setdefault(guess_structure_name(name), []).append(layer)
+        order = [layer for _, layer in self._mask_choices()]
+        chosen = {name: default_layer(layers, prefer=is_ours) for name, layers in found.items()}
+        for structure, layer in sorted(chosen.items(), key=lambda kv: order.index(kv[1])):
             self.add_structure(layer, structure)
         if not self.rows:
             self.add_structure()
@@ -406,6 +419,13 @@ class DistanceWidget(NicheWidget):
         layers: dict[str, Layer] = {}
         for row in rows:
             name = row.name
+            wrong = _wrong_layer(row.layer, cells_layer)
+            if wrong is not None and not row.name_edited:
+                raise NicheError(
+                    f"A structure row has the layer {row.layer.name!r}, which holds {wrong}, "
+                    "not a structure: pick the structure's own mask there (e.g. a vessel or "
+                    "bone mask), or remove the row with '−'."
+                )
             check_structure_name(name)
             if name in RESERVED_NAMES:
                 raise NicheError(

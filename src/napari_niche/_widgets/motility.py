@@ -146,6 +146,34 @@ def _set_features(layer: Tracks, features: pd.DataFrame) -> None:
     layer.features = features.reset_index(drop=True)
 
 
+NO_VALUE_GREY = (0.55, 0.55, 0.55, 1.0)
+
+
+def finite_range_colormap(values: np.ndarray, colormap: str):
+    """A napari colormap for raw ``values``: scaled over their finite range, NaN in grey."""
+    from napari.utils.colormaps import Colormap
+    from napari.utils.colormaps.colormap_utils import AVAILABLE_COLORMAPS
+
+    finite = values[np.isfinite(values)]
+    low = float(finite.min()) if finite.size else 0.0
+    high = float(finite.max()) if finite.size else 1.0
+
+    class _FiniteRange(Colormap):
+        def map(self, v):
+            v = np.asarray(v, dtype=float)
+            scaled = (v - low) / max(high - low, 1e-10)
+            return super().map(np.where(np.isfinite(v), np.clip(scaled, 0, 1), np.nan))
+
+    base = AVAILABLE_COLORMAPS[colormap]
+    return _FiniteRange(
+        colors=base.colors,
+        controls=base.controls,
+        interpolation=base.interpolation,
+        name=f"{colormap} (finite range)",
+        nan_color=NO_VALUE_GREY,
+    )
+
+
 class _Canvas(QWidget):
     """One matplotlib figure in a tab."""
 
@@ -477,8 +505,26 @@ class MotilityWidget(NicheWidget):
         layer = self.analysed_layer
         if layer is None or layer not in self.viewer.layers:
             return
-        if self.color_by.value in layer.properties_to_color_by:
-            layer.color_by = self.color_by.value
+        name = self.color_by.value
+        if name not in layer.properties_to_color_by:
+            return
+        missing = 0
+        if name != "track_id":
+            # napari scales a metric by its min and max: one NaN (a track too short for an
+            # MSD exponent, say) makes every colour NaN and every track vanish. Scale over
+            # the values there are and draw points without one in grey.
+            values = np.asarray(layer.features[name], dtype=float)
+            missing = int(np.count_nonzero(~np.isfinite(values)))
+            layer.colormaps_dict = {
+                **layer.colormaps_dict,
+                name: finite_range_colormap(values, layer.colormap),
+            }
+        layer.color_by = name
+        if missing:
+            self._set_status(
+                f"{missing:,} of {len(layer.features):,} track points have no "
+                f"{name} value (e.g. a track too short or left out): drawn in grey."
+            )
 
     def stats_summary(self) -> str:
         """The comparison tests as sentences: test, statistic, p and n per metric."""

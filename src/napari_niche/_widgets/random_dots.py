@@ -31,7 +31,12 @@ if TYPE_CHECKING:
 DOTS_KEY = "random cells"
 SHAPES_KEY = "random cell shapes"
 DOT_COLOR = "#b4b4b4"  # grey: chance, next to the amber real cells
-SHAPE_COLOR = "#8c8c8c"  # every random cell alike, unlike the real cells' label colours
+SHAPE_COLOR = "#8c8c8c"
+WARNING_COLOR = "#ffb347"
+TISSUE_ADVICE = (
+    " Here: choose tissue '(none)' (the whole image), or build the tissue map from a nuclear "
+    "channel in 2 Mask curation (Build from: a nuclear channel (DAPI))."
+)  # every random cell alike, unlike the real cells' label colours
 
 RUN_DISTANCES_FIRST = (
     'Run "3 Distance maps" first: random cells borrow the shapes of the segmented cells '
@@ -55,6 +60,7 @@ class _Job:
     params: AnalysisParams
     digests: dict[str, str]
     show_shapes: bool
+    tissue_warning: str | None = None
 
 
 @dataclass
@@ -134,10 +140,22 @@ class RandomDotsWidget(NicheWidget):
         from napari.layers import Labels
 
         self.session = get_session(napari_viewer)
-        self.tissue_combo = self.layer_combo("tissue mask", (Labels,), optional=True)
-        self.tissue_combo.tooltip = (
-            "Where cells can be (e.g. the tissue map of 2 Mask curation); (none) = the whole image"
+        self.tissue_combo = self.layer_combo(
+            "tissue mask",
+            (Labels,),
+            optional=True,
+            prefer=lambda layer: layer.metadata.get(OUTPUT_KEY) == "tissue",
         )
+        self.tissue_combo.tooltip = (
+            "Where cells can be: all the marrow (e.g. the tissue map 2 Mask curation builds "
+            "from a nuclear channel); (none) = the whole image"
+        )
+        # what the tissue check found (a map of only the analysed masks), kept in view
+        self.tissue_note = Label(value="")
+        self.tissue_note.native.setWordWrap(True)
+        self.tissue_note.native.setStyleSheet(f"color: {WARNING_COLOR};")
+        self.tissue_note.visible = False
+        self.tissue_combo.changed.connect(self._clear_tissue_note)
         self.exclude_box = Container(label="exclude", layout="vertical", labels=False)
         self.exclude_box.tooltip = "Structures random cells may not overlap"
         self.rule = ComboBox(label="rule", choices=_RULES, value="whole-cell")
@@ -157,6 +175,7 @@ class RandomDotsWidget(NicheWidget):
         self.form.extend(
             [
                 self.tissue_combo,
+                self.tissue_note,
                 self.exclude_box,
                 self.rule,
                 self.dots_per_cell,
@@ -168,8 +187,6 @@ class RandomDotsWidget(NicheWidget):
         )
         self._checked: dict[str, bool] = {}
         self._boxes: dict[str, CheckBox] = {}
-        self._pick_default_tissue()
-        self.viewer.layers.events.inserted.connect(self._pick_default_tissue)
         self.session.changed.connect(self._on_session_changed)
         self._rebuild_excludes()
         self.destroyed.connect(self._disconnect)
@@ -181,15 +198,6 @@ class RandomDotsWidget(NicheWidget):
             pass
 
     # -- inputs -----------------------------------------------------------------------------
-    def _pick_default_tissue(self, _event=None) -> None:
-        """The tissue map of "2 Mask curation", when there is one and none is chosen."""
-        if self.tissue_combo.value is not None:
-            return
-        for layer in self.viewer.layers:
-            if layer.metadata.get(OUTPUT_KEY) == "tissue":
-                self.tissue_combo.value = layer
-                return
-
     def _on_session_changed(self, what: str) -> None:
         if what == "cells":
             self._rebuild_excludes()
@@ -293,10 +301,33 @@ class RandomDotsWidget(NicheWidget):
         ):
             show_warning(text)
 
+    def _clear_tissue_note(self, _=None) -> None:
+        self.tissue_note.value = ""
+        self.tissue_note.visible = False
+
+    def check_tissue(self, job: _Job) -> str | None:
+        """Warn (notification and dock text) when the tissue map looks built from the masks."""
+        from napari.utils.notifications import show_warning
+
+        from ..core.tissue_check import check_tissue_map
+
+        self._clear_tissue_note()
+        if job.tissue is None:
+            return None
+        check = check_tissue_map(job.tissue, [job.cells, *job.masks.values()], spacing=job.spacing)
+        if not check.suspect:
+            return None
+        text = check.message + TISSUE_ADVICE
+        self.tissue_note.value = "⚠ " + text
+        self.tissue_note.visible = True
+        show_warning(text)
+        return text
+
     # -- running ----------------------------------------------------------------------------
     def run(self):
         with self.reporting():
             job = self._collect()
+            job.tissue_warning = self.check_tissue(job)
             tissue_layer = self.tissue_combo.value
             return self.start(_place, lambda result: self._on_done(job, tissue_layer, result), job)
         return None
@@ -346,6 +377,8 @@ class RandomDotsWidget(NicheWidget):
         s.dot_table = result.table
         s.overlap = result.overlap
         s.warnings = list(result.warnings)
+        if job.tissue_warning:
+            s.warnings.append(job.tissue_warning)
         if result.tissue_digest is not None:
             s.digests["tissue"] = result.tissue_digest
         else:
@@ -361,6 +394,7 @@ class RandomDotsWidget(NicheWidget):
         self._set_status(
             f"{result.dots.n_dots} random cells ({job.params.realizations} realisation(s) of "
             f"{n_real}), seed {result.seed}, rule {job.params.rule}."
+            + (" Check the tissue map (see above)." if job.tissue_warning else "")
         )
         for message in result.warnings:
             show_warning(message)

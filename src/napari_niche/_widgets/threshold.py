@@ -20,6 +20,7 @@ from ..core.preprocess import preprocess
 from ..core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
 from ._base import NicheWidget, Progress
 from ._layers import find_output, layer_spacing, write_layer
+from ._voxel import UnitLabels, VoxelSizeBar, unit_names
 
 if TYPE_CHECKING:
     import napari
@@ -32,6 +33,43 @@ PREVIEW_KEY = "threshold preview"
 PREVIEW_COLOR = "#ffd400"
 HIST_BINS = 256
 DEBOUNCE_MS = 250
+
+
+#: Kept fractions of the voxels outside this range get a warning after Apply.
+FRACTION_LOW, FRACTION_HIGH = 0.001, 0.6
+METHOD_ADVICE = (
+    "Li or Triangle suit thin or sparse bright structures such as vessels (on a real "
+    "light-sheet vessel volume: Li Dice 0.83, Otsu 0.54, Yen 0.02); Otsu suits clearly "
+    "bright objects that fill a good part of the image, such as cells or nuclei; Yen can "
+    "keep almost nothing on a noisy volume."
+)
+
+
+#: The short form, for warnings (the tooltip of the method holds the long one).
+SHORT_ADVICE = "Li or Triangle suit thin vessels, Otsu bright cells or nuclei."
+
+
+def kept_fraction_warning(n_kept: int, size: int, method: str, channel: str) -> str | None:
+    """What to tell the user when a threshold keeps nothing, almost nothing or most voxels."""
+    fraction = n_kept / max(size, 1)
+    how = f"{METHOD_LABELS[method]} threshold" if method != "manual" else "The threshold"
+    if n_kept == 0:
+        return (
+            f"{how} selects no voxel of {channel!r}: its mask is empty. "
+            + ("Lower the threshold." if method == "manual" else "Try another method.")
+            + f" {SHORT_ADVICE}"
+        )
+    if fraction < FRACTION_LOW:
+        return (
+            f"{how} keeps only {100 * fraction:.2g}% of the voxels of {channel!r} "
+            f"({n_kept:,}): it probably misses most of the structure. {SHORT_ADVICE}"
+        )
+    if fraction > FRACTION_HIGH:
+        return (
+            f"{how} keeps {100 * fraction:.0f}% of the voxels of {channel!r}: background is "
+            f"probably included. {SHORT_ADVICE}"
+        )
+    return None
 
 
 def mask_key(channel: str) -> str:
@@ -132,6 +170,7 @@ class ThresholdWidget(NicheWidget):
         self.method = ComboBox(
             label="Method", choices=[(METHOD_LABELS[m], m) for m in METHODS], value="manual"
         )
+        self.method.tooltip = METHOD_ADVICE
         self.threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, value=0.5)
         self.threshold.enabled = False
         self.value_label = Label(label="", value="")
@@ -147,6 +186,13 @@ class ThresholdWidget(NicheWidget):
         )
         self._make_histogram()
         self.layout().insertWidget(1, self.canvas)
+        # units follow the channel: px when it has no voxel size, with a way to give one
+        self.units = UnitLabels()
+        self.units.add(self.sigma, "Smoothing σ ({um})")
+        self.voxel_bar = VoxelSizeBar(self, on_set=self._on_voxel_size_set)
+        self.layout().insertWidget(1, self.voxel_bar)
+        self.image_layer.changed.connect(self._refresh_units)
+        self._refresh_units()
 
         self.prepared: Prepared | None = None
         self._quiet = False  # True while the widget itself moves the slider
@@ -167,6 +213,15 @@ class ThresholdWidget(NicheWidget):
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         if self.image_layer.value is not None:
             self._timer.start()
+
+    def _refresh_units(self, _=None) -> None:
+        layer = self.image_layer.value
+        self.units.refresh(layer)
+        self.voxel_bar.show_for(layer)
+
+    def _on_voxel_size_set(self) -> None:
+        self._refresh_units()
+        self._settings_changed()  # smoothing in µm now means other voxel counts
 
     # -- histogram -----------------------------------------------------------------------------
     def _make_histogram(self):
@@ -500,14 +555,20 @@ class ThresholdWidget(NicheWidget):
                 self._quiet = False
         self._set_value_text()
         n = int(np.count_nonzero(mask))
+        warning = kept_fraction_warning(n, mask.size, method, layer.name)
+        if warning:
+            from napari.utils.notifications import show_warning
+
+            show_warning(warning)
         self._set_status(
             f"{written.name!r}: {n:,} of {mask.size:,} voxels above {value:.4g} "
-            f"({METHOD_LABELS[method]}, σ = {sigma:g} µm)."
+            f"({METHOD_LABELS[method]}, σ = {sigma:g} {unit_names(layer)['um']})."
             + (
                 f" Your edited {name!r} was kept as it is."
                 if written.name != name and name in self.viewer.layers
                 else ""
             )
+            + (f" {warning}" if warning else "")
         )
 
     def _on_layer_removed(self, event):
