@@ -414,6 +414,8 @@ def analyze(
     say("Measuring cells")
     voxels = cells_from_image(cells)
     warnings = check_request(voxels.n_cells, voxels.shape, spacing, len(names), params)
+    for text in warnings:  # said before the long steps, while the user can still stop
+        (on_warning or (lambda _w: None))(text)
     cell_tab = cell_table(voxels, spacing=spacing)
     exclude = {n: masks[n] for n in exclude_names}
     overlap = overlap_diagnostic(voxels, tissue=tissue_mask, exclude=exclude)
@@ -423,8 +425,6 @@ def analyze(
         tissue_check = check_tissue_map(tissue_mask, [cells, *masks.values()], spacing=spacing)
         if tissue_check.message:
             warnings.append(tissue_check.message)
-    for text in warnings:  # said before the long steps, while the user can still stop
-        (on_warning or (lambda _w: None))(text)
 
     say("Placing random cells")
     dots, dot_tab, seed = place_random_cells(
