@@ -14,7 +14,17 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, PushButton
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core.errors import NicheError
 from ._layers import OUTPUT_KEY, TRANSIENT_OUTPUTS
@@ -43,6 +53,52 @@ def _guarded(fn: Callable[..., Generator[Progress, None, Any]]):
     return run
 
 
+#: The height below which a dock scrolls instead of pushing the main window taller: three
+#: docks at this height, with their title bars, fit a 1080-px screen next to napari's own.
+MIN_DOCK_HEIGHT = 160
+
+
+class _VerticalScroll(QScrollArea):
+    """A scroll area that scrolls vertically only and is as wide as its content needs.
+
+    A plain ``QScrollArea`` reports a small minimum size in both directions, so a dock would
+    get a horizontal scroll bar too; this one keeps the content's minimum width and asks for
+    only :data:`MIN_DOCK_HEIGHT` of height, however tall its content is.
+    """
+
+    def __init__(self, content: QWidget):
+        super().__init__()
+        self.setWidget(content)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+    def _extra_width(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def minimumSizeHint(self) -> QSize:
+        content = self.widget().minimumSizeHint()
+        return QSize(content.width() + self._extra_width(), min(content.height(), MIN_DOCK_HEIGHT))
+
+    def sizeHint(self) -> QSize:
+        content = self.widget().sizeHint()
+        return QSize(content.width() + self._extra_width(), content.height())
+
+
+def scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """Give ``widget`` a vertical scroll area and return the layout inside it.
+
+    Every dock builds its content into this layout, so its minimum height is small and
+    any three docks open together fit a laptop screen; taller content scrolls.
+    """
+    content = QWidget()
+    inner = QVBoxLayout(content)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(_VerticalScroll(content))
+    return inner
+
+
 class NicheWidget(QWidget):
     """A dock widget with a magicgui form, a run button, a progress bar and Cancel."""
 
@@ -67,7 +123,7 @@ class NicheWidget(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.progress)
         row.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = self._content_layout = scrolling_layout(self)
         layout.addWidget(self.form.native)
         layout.addWidget(self.run_button.native)
         layout.addLayout(row)
@@ -77,6 +133,10 @@ class NicheWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._reset_choices)
         self.viewer.layers.events.removed.connect(self._reset_choices)
         self.viewer.layers.events.moved.connect(self._reset_choices)
+
+    def layout(self) -> QVBoxLayout:
+        """The layout inside the dock's scroll area, where subclasses add their controls."""
+        return self._content_layout
 
     # -- layer pickers --------------------------------------------------------------------
     def layer_combo(self, label: str, layer_types: tuple[type, ...], *, optional=False):

@@ -46,6 +46,7 @@ from ..core.stats import QUADRANTS, quadrant_of
 from ..io import CSV_FLOAT_FORMAT
 from ..pipeline import distance_column, resolve_structures
 from ..plots import DARK, LIGHT, FoldChangePlot, PlotStyle, QuadrantPlot, niche_figure
+from ._base import scrolling_layout
 from ._layers import find_output
 from ._session import get_session
 
@@ -223,7 +224,7 @@ class NichePlotWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.export_figure_button)
         buttons.addWidget(self.export_tables_button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.tabs, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
