@@ -10,6 +10,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from napari_niche.core.stats import (
@@ -146,8 +147,9 @@ def test_fold_change_bars_and_absent_bins(distances):
     assert plot.ax.get_xlim() == (0.0, n_bins * 4.0)
     text = plot.stats.get_text()
     for row in stats.itertuples():
-        assert f"{row.test}: " in text and f"p = {row.p_value:.2g}" in text
-    assert f"n = {len(cells)} cells, {len(dots)} random cells" in text
+        name = row.test.replace(" (two-sided)", "")
+        assert f"{name}: " in text and f"p = {row.p_value:.2g}" in text
+    assert f"n = {len(cells)} cells, {len(dots)} random cells; two-sided" in text
     # redrawing replaces the bars instead of piling them up
     plot.draw(fold.iloc[:1], structure="vessel", bin_width=4, max_distance_um=top, min_dots=8)
     assert len(plot.bars) == 1 and len(plot.ax.patches) == 1 + len(plot.omitted)
@@ -172,9 +174,9 @@ def test_stats_text_and_p_format():
         }
     )
     assert stats_text(stats).splitlines() == [
-        "Kolmogorov-Smirnov (two-sided): D = 0.6533, p = 1.6e-30",
-        "Mann-Whitney U (two-sided): U = 4234, p < 1e-300",
-        "n = 150 cells, 300 random cells",
+        "Kolmogorov-Smirnov: D = 0.6533, p = 1.6e-30",
+        "Mann-Whitney U: U = 4234, p < 1e-300",
+        "n = 150 cells, 300 random cells; two-sided",
     ]
     assert format_p(0.04999) == "0.05" and format_p(0.2) == "0.2"
 
@@ -255,8 +257,163 @@ def test_fold_change_plot_shows_the_monte_carlo_envelope():
         assert box.get_y() == pytest.approx(row.envelope_low)
         assert box.get_height() == pytest.approx(row.envelope_high - row.envelope_low)
     labels = [t.get_text() for t in plot.legend.get_texts()]
-    assert "global 95% envelope of random placement" in labels
+    assert "95% envelope (* outside)" in labels
     assert test.p_value <= 0.05 and "above" in set(table["outside"])
     # redrawing without an envelope removes the boxes
     plot.draw(fold, structure="vessel", bin_width=5.0, max_distance_um=60.0, min_dots=10)
     assert plot.envelope == [] and all(p.axes is None for p in plot.envelope)
+
+
+# -- readable plots (issue 10 §5) -------------------------------------------------------------
+def _envelope_case(n_sets=19, n=150):
+    """Cells much nearer than random: bins near 0 lie outside the envelope."""
+    from napari_niche.core.envelope import monte_carlo_envelope
+
+    rng = np.random.default_rng(0)
+    cells = rng.exponential(3.0, n)
+    dots = rng.exponential(8.0, n * n_sets)
+    table, test = monte_carlo_envelope(cells, dots, np.repeat(np.arange(n_sets), n), alpha=0.05)
+    fold = fold_change_by_bin(cells, dots, bin_width=5.0)
+    stats = distance_tests(cells, dots)
+    stats.loc[len(stats)] = {
+        "test": f"global envelope test (extreme rank length, {n_sets} null sets)",
+        "statistic": np.nan,
+        "p_value": test.p_value,
+        "n_cells": n,
+        "n_dots": n * n_sets,
+    }
+    return fold, table.assign(structure="vessel"), stats, float(max(cells.max(), dots.max()))
+
+
+def _drawn_fold_plot(size=(4.0, 4.3), *, envelope=True, style=LIGHT):
+    fold, table, stats, top = _envelope_case()
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    plot = fold_change_bars(
+        fig.add_subplot(),
+        fold,
+        structure="vessel",
+        bin_width=5.0,
+        max_distance_um=top,
+        min_dots=10,
+        stats=stats,
+        envelope=table if envelope else None,
+        style=style,
+    )
+    fig.canvas.draw()
+    return plot, table
+
+
+def test_envelope_is_drawn_behind_narrower_bars():
+    plot, table = _drawn_fold_plot()
+    bars = list(plot.bars)
+    assert plot.envelope and bars
+    boxes = {round(b.get_x(), 9): b for b in plot.envelope}
+    for bar in bars:
+        box = boxes[round(bar.get_x() - 0.2 * 5.0, 9)]  # the bar sits in its bin's box
+        assert box.get_zorder() < bar.get_zorder()
+        assert box.get_x() < bar.get_x() < bar.get_x() + bar.get_width() < box.get_x() + 5.0
+        assert bar.get_width() == pytest.approx(0.6 * 5.0)
+
+
+def test_bins_outside_the_envelope_get_an_asterisk():
+    plot, table = _drawn_fold_plot()
+    out = table[table["outside"].isin(["above", "below"])]
+    assert len(out) >= 2 and len(out) < len(table)  # some outside, some inside
+    assert [t.get_text() for t in plot.outside] == ["*"] * len(out)
+    centres = sorted(t.xy[0] for t in plot.outside)
+    np.testing.assert_allclose(centres, sorted((out.bin_start_um + out.bin_end_um) / 2))
+    for star, row in zip(plot.outside, out.itertuples(), strict=True):
+        assert star.xy[1] >= max(row.fold_change, row.envelope_high) - 1e-9  # over bar and box
+    assert "95% envelope (* outside)" in [t.get_text() for t in plot.legend.get_texts()]
+
+
+@pytest.mark.parametrize("envelope", [True, False])
+@pytest.mark.parametrize("size", [(4.0, 4.3), (3.4, 4.0), (7.0, 4.0)])
+def test_legend_and_statistics_stay_off_the_data(envelope, size):
+    """At dock sizes the legend and the tests sit above the axes: no overlap with the bars
+    or the envelope, all inside the figure, and the axes keep most of the width."""
+    plot, _ = _drawn_fold_plot(size, envelope=envelope)
+    fig = plot.ax.figure
+    renderer = fig.canvas.get_renderer()
+    axes_box = plot.ax.get_window_extent(renderer)
+    legend_box = plot.legend.get_window_extent(renderer)
+    stats_box = plot.stats.get_window_extent(renderer)
+    assert legend_box.y0 >= axes_box.y1 - 1  # above every bar, box and '*'
+    assert stats_box.y0 >= legend_box.y1 - 1
+    for artist in [*plot.bars, *plot.envelope, *plot.outside]:
+        assert not artist.get_window_extent(renderer).overlaps(legend_box)
+    figure_box = fig.bbox
+    for box in (legend_box, stats_box):
+        assert box.x0 >= figure_box.x0 - 1 and box.x1 <= figure_box.x1 + 1
+        assert box.y1 <= figure_box.y1 + 1
+    assert axes_box.width >= 0.6 * figure_box.width
+
+
+def test_statistics_text_is_at_least_9_pt():
+    plot, _ = _drawn_fold_plot()
+    assert plot.stats.get_fontsize() >= 9
+    assert "global envelope test (19 null sets): p = 0.05" in plot.stats.get_text()
+
+
+@pytest.mark.parametrize(
+    ("p", "n_sets", "expected"),
+    [
+        (0.05, 19, "0.05 is the smallest p possible with 19 null sets: use 99 null sets"),
+        (1 / 40, 39, "0.025 is the smallest p possible with 39 null sets: use 99 null sets"),
+        (0.01, 99, "0.01 is the smallest p possible with 99 null sets: use 999 null sets"),
+        (0.001, 999, "0.001 is the smallest p possible with 999 null sets: use 9999 null sets"),
+        (0.1, 19, ""),
+        (0.06, 19, ""),
+        (0.011, 99, ""),
+    ],
+)
+def test_the_smallest_monte_carlo_p_is_named(p, n_sets, expected):
+    from napari_niche.plots import min_p_note
+
+    note = min_p_note(p, n_sets)
+    assert note.startswith(expected) if expected else note == ""
+    stats = pd.DataFrame(
+        {
+            "test": [
+                "Kolmogorov-Smirnov (two-sided)",
+                f"global envelope test (extreme rank length, {n_sets} null sets)",
+            ],
+            "statistic": [0.5, 0.05],
+            "p_value": [1e-37, p],
+            "n_cells": [100, 100],
+            "n_dots": [100 * n_sets] * 2,
+        }
+    )
+    text = stats_text(stats)
+    assert ("smallest p possible" in text) == bool(expected)
+    assert all(len(line) <= 55 for line in text.splitlines()), text
+
+
+def test_quadrant_labels_leave_the_threshold_line_and_the_near_band_visible():
+    """The exported figure: no opaque label boxes; the dashed threshold line under the Q1/Q2
+    labels is drawn over them (its pixels stay dark)."""
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(0, 200, 400), rng.uniform(0, 200, 400)
+    quadrants = quadrant_table(
+        a, b, rng.uniform(0, 200, 800), rng.uniform(0, 200, 800), threshold_um=8.0
+    )
+    fig = Figure(figsize=(4.2, 3.8), dpi=100, facecolor="white")
+    FigureCanvasAgg(fig)
+    plot = quadrant_scatter(
+        fig.add_subplot(), a, b, threshold_um=8.0, names=("vessel", "bone"), quadrants=quadrants
+    )
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(float) / 255
+    y_line = plot.ax.transData.transform((0, 8.0))[1]
+    row = int(round(fig.bbox.height - y_line))
+    for q in ("Q1", "Q2"):
+        label = plot.labels[q]
+        assert label.get_bbox_patch() is None
+        assert label.get_zorder() < plot.hline.get_zorder()
+        box = label.get_window_extent(renderer)
+        assert box.y0 < y_line < box.y1, "the label straddles the threshold line here"
+        pixels = image[row - 1 : row + 2, int(box.x0) + 2 : int(box.x1) - 2].min(axis=0)
+        dark = (pixels.mean(axis=1) < 0.45).mean()
+        assert dark > 0.4, f"{q}: only {dark:.0%} of the line shows through"

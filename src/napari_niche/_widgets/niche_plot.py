@@ -310,12 +310,20 @@ class NichePlotWidget(QWidget):
             return
         highlight = self.quadrant_plot.highlight
         if self._background is None:
+            # Neither the rings nor the lasso's line may be in the saved picture: the
+            # lasso calls back before it hides its line, and a line saved here would come
+            # back with every later blit (even after Clear selection).
+            hidden = [highlight, *self.lasso.artists]
+            shown = [artist.get_visible() for artist in hidden]
             self._capturing = True
-            highlight.set_visible(False)
+            for artist in hidden:
+                artist.set_visible(False)
             try:
                 canvas.draw()
                 self._background = canvas.copy_from_bbox(canvas.figure.bbox)
             finally:
+                for artist, visible in zip(hidden, shown, strict=True):
+                    artist.set_visible(visible)
                 highlight.set_visible(True)
                 self._capturing = False
         canvas.restore_region(self._background)
