@@ -143,12 +143,14 @@ def place_random_cells(
     tissue: np.ndarray | None,
     exclude: Mapping[str, np.ndarray],
     params: AnalysisParams,
+    progress: Callable[[float, str], None] | None = None,
 ) -> tuple[RandomCells, pd.DataFrame, int]:
     """METHOD.md step 6 with the analysis parameters: virtual cells, their table, the seed.
 
     Without a seed in ``params`` one is drawn, and returned so that it can be recorded.
     The table gets a ``null_set`` column (see :attr:`RandomCells.null_set`) after
-    ``realization``.
+    ``realization``. ``progress(fraction, message)`` hears each batch of realisations
+    placed and may raise to stop (see :func:`~napari_niche.core.random_cells.seed_random_cells`).
     """
     seed = params.seed
     if seed is None:
@@ -162,6 +164,7 @@ def place_random_cells(
         dots_per_cell=params.dots_per_cell,
         realizations=params.realizations,
         rng=seed,
+        progress=progress,
     )
     table = dots.table(spacing=spacing)
     table.insert(int(table.columns.get_loc("realization")) + 1, "null_set", dots.null_set)

@@ -9,12 +9,13 @@ results are written only once the work has finished.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, PushButton
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -35,11 +36,26 @@ if TYPE_CHECKING:
 Progress = tuple[float, str]
 
 
+class Cancelled(Exception):
+    """Raised by a dock's :meth:`NicheWidget.report_progress` once Cancel was pressed.
+
+    Not a :class:`NicheError`: it is no mistake of the user's, and it unwinds a core
+    function (e.g. random-cell placement between two batches) back to the worker.
+    """
+
+
+class _Relay(QObject):
+    """Carries progress reported in a worker thread to the dock in the GUI thread."""
+
+    progress = Signal(object)
+
+
 class _Failed:
     """Returned by a worker instead of raising, so napari shows no traceback dialog."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, cancelled: bool = False):
         self.message = message
+        self.cancelled = cancelled
 
 
 def _guarded(fn: Callable[..., Generator[Progress, None, Any]]):
@@ -48,6 +64,8 @@ def _guarded(fn: Callable[..., Generator[Progress, None, Any]]):
             result = yield from fn(*args, **kwargs)
         except NicheError as err:
             return _Failed(str(err))
+        except Cancelled:
+            return _Failed("", cancelled=True)
         return result
 
     return run
@@ -119,6 +137,9 @@ class NicheWidget(QWidget):
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self.cancel)
         self.worker = None
+        self._stop = threading.Event()
+        self._relay = _Relay()
+        self._relay.progress.connect(self._on_progress)
 
         row = QHBoxLayout()
         row.addWidget(self.progress)
@@ -193,9 +214,10 @@ class NicheWidget(QWidget):
             self.notify("The previous run is still going: wait or cancel it first.")
             return None
         worker = create_worker(_guarded(work), *args, _start_thread=False, **kwargs)
+        self._stop.clear()
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda result: self._on_returned(result, on_done))
-        worker.aborted.connect(lambda: self._set_status("Cancelled; no layer was changed."))
+        worker.aborted.connect(self._on_cancelled)
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self._set_busy(True)
@@ -203,8 +225,23 @@ class NicheWidget(QWidget):
         return worker
 
     def cancel(self):
+        self._stop.set()  # a core function stops at its next report_progress
         if self.worker is not None:
-            self.worker.quit()
+            self.worker.quit()  # the worker stops at its next yield
+
+    def report_progress(self, fraction: float, message: str) -> None:
+        """The project's progress callback for core functions run in this dock's worker.
+
+        Safe to call from the worker thread: the bar and status follow through a queued
+        Qt signal. After Cancel it raises :class:`Cancelled`, so long core work (random
+        cells at 999 realisations) stops at its next report instead of running to the end.
+        """
+        if self._stop.is_set():
+            raise Cancelled()
+        self._relay.progress.emit((float(fraction), str(message)))
+
+    def _on_cancelled(self):
+        self._set_status("Cancelled; no layer was changed.")
 
     def _on_progress(self, value: Progress):
         fraction, message = value
@@ -213,7 +250,10 @@ class NicheWidget(QWidget):
 
     def _on_returned(self, result, on_done):
         if isinstance(result, _Failed):
-            self.notify(result.message, error=True)
+            if result.cancelled:
+                self._on_cancelled()
+            else:
+                self.notify(result.message, error=True)
             return
         try:
             on_done(result)
@@ -221,6 +261,8 @@ class NicheWidget(QWidget):
             self.notify(str(err), error=True)
 
     def _on_finished(self):
+        if self._stop.is_set():  # a progress report queued before Cancel came in after it
+            self._on_cancelled()
         self.worker = None
         self._set_busy(False)
 

@@ -31,7 +31,7 @@ Many realisations (a Monte Carlo null of 99 or more) cost little more than one:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -53,6 +53,10 @@ _BLIND_MIN_ACCEPTANCE = 0.05
 #: Sets how many candidates a cell may try at once (part of the sampling algorithm: changing
 #: it changes which random numbers are drawn, hence the dots of a given seed).
 _CHUNK_VOXELS = 1 << 22
+#: Virtual cells placed per batch of realisations when a ``progress`` callback listens:
+#: each batch is one report (and a point where the callback can stop the work), small
+#: enough to take well under a second, large enough to keep the reads vectorised.
+DOTS_PER_BATCH = 20_000
 #: Reading only the surface of virtual cells pays once each shape is used this many times:
 #: finding the surfaces (once) costs about as much as reading every voxel of each shape.
 _SURFACE_MIN_USES = 4
@@ -604,6 +608,7 @@ def seed_random_cells(
     rng: int | np.random.Generator | None = None,
     max_attempts: int = 100_000,
     threads: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
 ) -> RandomCells:
     """Place random virtual cells with the shapes of the real cells.
 
@@ -632,6 +637,11 @@ def seed_random_cells(
         :class:`NoRoomError` (never loops forever).
     threads : int, optional
         Threads for the distance transform needed when room is scarce.
+    progress : callable, optional
+        ``progress(fraction, message)``, called after each batch of realisations (about
+        :data:`DOTS_PER_BATCH` virtual cells); an exception it raises (a Cancel button)
+        stops the placement there. Batching does not change the dots: each realisation
+        draws from its own stream.
 
     Returns
     -------
@@ -697,7 +707,7 @@ def seed_random_cells(
         for stream in streams
     ]
     placer = _Placer(shapes, allowed) if whole_cell else None
-    placed = _run_together(steps, placer.fits if placer else None)
+    placed = _run_in_batches(steps, placer.fits if placer else None, n_per, progress)
     del placer
     anchors = np.empty((realizations * n_per, ndim), dtype=np.int64)
     for r, flat in enumerate(placed):
@@ -710,6 +720,18 @@ def seed_random_cells(
         rule=rule,
         allowed_bits=np.packbits(allowed_flat),
     )
+
+
+def _run_in_batches(steps: list, fits, n_per: int, progress) -> list[np.ndarray]:
+    """:func:`_run_together` over all realisations, or in batches reporting ``progress``."""
+    if progress is None:
+        return _run_together(steps, fits)
+    per_batch = max(1, DOTS_PER_BATCH // max(1, n_per))
+    placed: list[np.ndarray] = []
+    for start in range(0, len(steps), per_batch):
+        placed += _run_together(steps[start : start + per_batch], fits)
+        progress(len(placed) / len(steps), f"Placed {len(placed)} of {len(steps)} realisations")
+    return placed
 
 
 def _run_together(steps: list, fits) -> list[np.ndarray]:
