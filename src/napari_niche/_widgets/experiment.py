@@ -938,7 +938,7 @@ def session_steps(session, viewer) -> tuple[StepParams, str]:
 
 
 def _describe(settings: dict[str, Any]) -> str:
-    """"σ 1.5 µm, li, min size 20 voxels": what a role's recorded settings change."""
+    """What a role's recorded settings change, e.g. "σ 1.5 µm, li, min size 20 voxels"."""
     parts = []
     if "sigma_um" in settings:
         parts.append(f"σ {settings['sigma_um']:g} µm")
