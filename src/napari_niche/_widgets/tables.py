@@ -35,6 +35,51 @@ if TYPE_CHECKING:
 #: CSV number format shared with :meth:`napari_niche.pipeline.NicheResult.save`.
 FLOAT_FORMAT = CSV_FLOAT_FORMAT  # the same numbers as napari-niche analyze
 
+#: Shown first: what a row is about ...
+IDENTIFYING = ("label", "structure", "quadrant", "test", "bin_start_um")
+#: ... then the answers people look for, so a dock of default width shows them without
+#: scrolling sideways (the CSV files keep the tables' own column order).
+KEY_COLUMNS = (
+    "fold_change",
+    "p_value",
+    "outside",
+    "envelope_low",
+    "envelope_high",
+    "fraction_cells",
+    "fraction_dots",
+    "fraction_overlapping",
+    "statistic",
+)
+#: The widest a column opens (px): long text ("Kolmogorov-Smirnov (two-sided)") is
+#: elided, its tooltip says it in full, and the columns after it stay in view.
+MAX_COLUMN_WIDTH = 130
+
+
+def display_header(name: str) -> str:
+    """A column name as a narrow two-line header: ``"bin_start_um"`` -> ``"bin start\n(µm)"``.
+
+    The header's tooltip keeps the CSV name (see :meth:`DataFrameModel.headerData`).
+    """
+    unit = ""
+    for suffix, text in (("_um3", "µm³"), ("_um2", "µm²"), ("_um", "µm")):
+        if name.endswith(suffix):
+            name, unit = name[: -len(suffix)], text
+            break
+    words = name.split("_")
+    if unit:
+        return " ".join(words) + f"\n({unit})"
+    if len(words) > 1 and min(len(w) for w in words) > 2:
+        half = (len(words) + 1) // 2
+        return " ".join(words[:half]) + "\n" + " ".join(words[half:])
+    return " ".join(words)
+
+
+def display_order(columns) -> list:
+    """The table's columns as the view shows them: identifying, key answers, the rest."""
+    columns = list(columns)
+    first = [c for c in (*IDENTIFYING, *KEY_COLUMNS) if c in columns]
+    return first + [c for c in columns if c not in first]
+
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
     """Write a table as ``napari-niche analyze`` does (no index, 7 significant digits)."""
@@ -60,7 +105,8 @@ class DataFrameModel(QAbstractTableModel):
 
     def set_table(self, table: pd.DataFrame | None) -> None:
         self.beginResetModel()
-        self._table = pd.DataFrame() if table is None else table.reset_index(drop=True)
+        table = pd.DataFrame() if table is None else table.reset_index(drop=True)
+        self._table = table[display_order(table.columns)]
         self._columns = [self._table[c].to_numpy() for c in self._table.columns]
         self.endResetModel()
 
@@ -73,7 +119,7 @@ class DataFrameModel(QAbstractTableModel):
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
-        if role == Qt.ItemDataRole.DisplayRole:
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
             return format_value(self._columns[index.column()][index.row()])
         if role == Qt.ItemDataRole.TextAlignmentRole:
             value = self._columns[index.column()][index.row()]
@@ -84,10 +130,11 @@ class DataFrameModel(QAbstractTableModel):
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
-        if role != Qt.ItemDataRole.DisplayRole:
+        if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
             return None
         if orientation == Qt.Orientation.Horizontal:
-            return str(self._table.columns[section])
+            name = str(self._table.columns[section])
+            return display_header(name) if role == Qt.ItemDataRole.DisplayRole else name
         return str(section + 1)
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
@@ -161,7 +208,22 @@ class TableTab(QWidget):
             self.size_label.setText(" ".join(self.owner.session.summary_notes))
         else:
             self.size_label.setText(f"{len(table)} rows × {table.shape[1]} columns")
+        self.fit_columns()
+
+    def fit_columns(self) -> None:
+        """Columns as wide as their contents, at most :data:`MAX_COLUMN_WIDTH`.
+
+        Done again when the tab is shown: a hidden view measures its headers wrong.
+        """
         self.view.resizeColumnsToContents()
+        header = self.view.horizontalHeader()
+        for column in range(self.model.columnCount()):
+            if header.sectionSize(column) > MAX_COLUMN_WIDTH:
+                header.resizeSection(column, MAX_COLUMN_WIDTH)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self.fit_columns()
 
     def export(self, path: str | Path) -> Path:
         """Save this table (as the session holds it, unsorted) to ``path`` as CSV."""
