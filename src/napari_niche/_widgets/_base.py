@@ -9,6 +9,7 @@ results are written only once the work has finished.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,20 @@ if TYPE_CHECKING:
     import napari
 
 Progress = tuple[float, str]
+
+
+_NUMPY_SCALAR = re.compile(r"np\.[a-z]+\d*_?\((['\"]?)(.*?)\1\)")
+_NUMPY_BOOL = re.compile(r"np\.(True|False)_")
+
+
+def plain_text(message: str) -> str:
+    """A message with numpy scalar reprs written as plain values.
+
+    ``"scale (np.float64(1.0), np.int64(3))"`` -> ``"scale (1.0, 3)"``. Every dock passes
+    what it shows (notifications, status lines) through this, so a number formatted with
+    ``repr`` anywhere below (numpy 2 prints its scalars so) never reaches the user as code.
+    """
+    return _NUMPY_BOOL.sub(r"\1", _NUMPY_SCALAR.sub(r"\2", str(message)))
 
 
 class Cancelled(Exception):
@@ -274,7 +289,7 @@ class NicheWidget(QWidget):
             self.progress.setValue(0)
 
     def _set_status(self, text: str):
-        self.status.setText(text)
+        self.status.setText(plain_text(text))
 
     @contextmanager
     def reporting(self) -> Iterator[None]:
@@ -292,5 +307,6 @@ class NicheWidget(QWidget):
         """Tell the user in a napari notification and in the widget's status line."""
         from napari.utils.notifications import show_error, show_info
 
+        message = plain_text(message)
         self._set_status(message)
         (show_error if error else show_info)(message)

@@ -25,6 +25,11 @@ WRITTEN_KEY = "napari_niche_written"
 TRANSIENT_OUTPUTS = frozenset({"threshold preview"})
 
 
+def numbers(values) -> str:
+    """Numbers as a person writes them, ``(2, 0.57, 0.57)``: never ``np.float64(2.0)``."""
+    return "(" + ", ".join(f"{float(v):.4g}" for v in np.ravel(values)) + ")"
+
+
 def layer_spacing(layer: Layer) -> tuple[float, ...]:
     """The voxel size of a layer in µm: its ``scale`` over the spatial axes (z, y, x).
 
@@ -40,7 +45,7 @@ def layer_spacing(layer: Layer) -> tuple[float, ...]:
         )
     scale = np.asarray(layer.scale[-ndim:], float)
     if np.any(scale <= 0):
-        raise NicheError(f"Layer {layer.name!r} has a non-positive scale {tuple(scale)}.")
+        raise NicheError(f"Layer {layer.name!r} has a non-positive scale {numbers(scale)}.")
     factors = _um_factors(layer)
     if not has_voxel_size(layer):
         _warn_unscaled(layer)
@@ -111,7 +116,7 @@ def check_aligned(reference: Layer, **layers: Layer | None) -> None:
             if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-9):
                 raise NicheError(
                     f"The {what.replace('_', ' ')} layer {layer.name!r} has {attr} "
-                    f"{tuple(np.round(b, 4))} but {reference.name!r} has {tuple(np.round(a, 4))}:"
+                    f"{numbers(b)} but {reference.name!r} has {numbers(a)}:"
                     " they do not overlay voxel for voxel. Give them the same voxel size and "
                     "position (Layer properties, or resample one of them)."
                 )

@@ -46,7 +46,7 @@ from ..core.stats import QUADRANTS, quadrant_of
 from ..io import CSV_FLOAT_FORMAT
 from ..pipeline import distance_column, resolve_structures
 from ..plots import DARK, LIGHT, FoldChangePlot, PlotStyle, QuadrantPlot, niche_figure
-from ._base import scrolling_layout
+from ._base import plain_text, scrolling_layout
 from ._layers import find_output
 from ._session import get_session
 
@@ -764,11 +764,12 @@ class NichePlotWidget(QWidget):
             return None
 
     def _set_status(self, text: str) -> None:
-        self.status.setText(text)
+        self.status.setText(plain_text(text))
 
     def notify(self, message: str, *, error: bool = False) -> None:
         """Tell the user in a napari notification and in the widget's status line."""
         from napari.utils.notifications import show_error, show_info
 
+        message = plain_text(message)
         self._set_status(message)
         (show_error if error else show_info)(message)

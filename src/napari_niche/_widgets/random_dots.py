@@ -18,7 +18,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, Spi
 
 from ..core.errors import NicheError
 from ..params import AnalysisParams
-from ._base import NicheWidget
+from ._base import NicheWidget, plain_text
 from ._layers import OUTPUT_KEY, check_aligned, find_output, layer_array, write_layer
 from ._session import data_digest, first_edited, get_session, input_label
 
@@ -383,4 +383,4 @@ class RandomDotsWidget(NicheWidget):
             )
         )
         for message in result.warnings:
-            show_warning(message)
+            show_warning(plain_text(message))

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..core.errors import NicheError
 from ..io import CSV_FLOAT_FORMAT
+from ._base import plain_text
 from ._session import TABLES, get_session
 
 if TYPE_CHECKING:
@@ -325,11 +326,11 @@ class TablesWidget(QWidget):
         try:
             result = action()
         except (NicheError, OSError) as err:
-            message = str(err)
+            message = plain_text(str(err))
             self.status.setText(message)
             show_error(message)
             return
-        message = describe(result)
+        message = plain_text(describe(result))
         self.status.setText(message)
         show_info(message)
 
