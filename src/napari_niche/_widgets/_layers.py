@@ -172,7 +172,11 @@ def write_layer(
     if existing is not None and key in TRANSIENT_OUTPUTS and other_image:
         viewer.layers.remove(existing)  # a preview of another image: nothing to keep
         existing = None
-    elif existing is not None and (other_image or _edited_since_written(existing)):
+    elif (
+        existing is not None
+        and key not in TRANSIENT_OUTPUTS  # a preview is updated in place: never the user's
+        and (other_image or _edited_since_written(existing))
+    ):
         # Painted or curated by hand since we wrote it, or the result of another image:
         # it is the user's now. Keep it and write the new result beside it (napari
         # suffixes the name).
