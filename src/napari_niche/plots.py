@@ -87,11 +87,14 @@ DARK = PlotStyle(
 #: both is lower-left, Q2 (near B only) lower-right, Q3 (near neither) upper-right,
 #: Q4 (near A only) upper-left.
 _LABEL_PLACES = {
-    "Q1": (0.02, 0.02, "left", "bottom"),
-    "Q2": (0.98, 0.02, "right", "bottom"),
-    "Q3": (0.98, 0.98, "right", "top"),
-    "Q4": (0.02, 0.98, "left", "top"),
+    "Q1": (0.01, 0.01, "left", "bottom"),
+    "Q2": (0.99, 0.01, "right", "bottom"),
+    "Q3": (0.99, 0.99, "right", "top"),
+    "Q4": (0.01, 0.99, "left", "top"),
 }
+#: The empty strips below distance 0 and above the largest distance, as a share of the
+#: data range: the quadrant labels sit there, never over the near band or the threshold.
+_LABEL_STRIP = 0.16
 
 
 def style_axes(ax: Axes, style: PlotStyle) -> None:
@@ -253,7 +256,7 @@ class QuadrantPlot:
         # each axis to its own range: distances to vessels and to bone differ in scale
         (x, y) = self._max * 1.05
         self.ax.set_xlim(-0.03 * x, x)
-        self.ax.set_ylim(-0.03 * y, y)
+        self.ax.set_ylim(-_LABEL_STRIP * y, (1 + _LABEL_STRIP) * y)
 
     def set_threshold(self, threshold_um: float) -> None:
         """Move the two threshold lines (µm)."""

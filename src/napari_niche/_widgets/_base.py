@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, PushButton
-from qtpy.QtCore import QObject, QSize, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -92,11 +92,11 @@ MIN_DOCK_HEIGHT = 160
 
 
 class _VerticalScroll(QScrollArea):
-    """A scroll area that scrolls vertically only and is as wide as its content needs.
+    """A scroll area that scrolls vertically and is as wide as its content needs.
 
     A plain ``QScrollArea`` reports a small minimum size in both directions, so a dock would
-    get a horizontal scroll bar too; this one keeps the content's minimum width and asks for
-    only :data:`MIN_DOCK_HEIGHT` of height, however tall its content is.
+    scroll sideways too; this one keeps the content's minimum width and asks for only
+    :data:`MIN_DOCK_HEIGHT` of height, however tall its content is.
     """
 
     def __init__(self, content: QWidget):
@@ -104,7 +104,15 @@ class _VerticalScroll(QScrollArea):
         self.setWidget(content)
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # The dock keeps the content's width (minimumSizeHint below); should it be made
+        # narrower all the same, a scroll bar appears instead of cutting controls off.
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        content.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content's size changed: the dock must hear of it
+        return super().eventFilter(watched, event)
 
     def _extra_width(self) -> int:
         return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
