@@ -138,8 +138,15 @@ def _maybe_screenshot(viewer, widget, filename: str) -> None:
     folder = DOCS_IMAGES
     from qtpy.QtWidgets import QApplication
 
-    viewer.window._qt_window.resize(1400, 900)
-    viewer.window._qt_window.show()
+    window = viewer.window._qt_window
+    window.resize(1400, 900)
+    window.show()
+    # the docks were added to a small hidden window: give each the height it asks for
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget
+
+    docks = [d for d in window.findChildren(QDockWidget) if "napari-niche" in d.objectName()]
+    window.resizeDocks(docks, [d.widget().sizeHint().height() for d in docks], Qt.Vertical)
     for layer in viewer.layers:
         layer.visible = layer.name in {
             "vessels (endoglin)",

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -107,6 +108,9 @@ class _VerticalScroll(QScrollArea):
         # The dock keeps the content's width (minimumSizeHint below); should it be made
         # narrower all the same, a scroll bar appears instead of cutting controls off.
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        # Preferred, not a scroll area's Expanding: room beyond what a dock asks for is
+        # shared between the docks instead of going to whichever was added last
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         content.installEventFilter(self)
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
