@@ -381,3 +381,18 @@ def test_one_image_moves_the_bar_with_its_steps(message, low, high):
     values = [_progress_value(0, 1, f"bone1: {s}")[0] for s in steps]
     assert values == sorted(values) and len(set(values)) == len(values)
     assert _progress_value(1, 1, "bone1: done")[0] == pytest.approx(0.8)
+
+
+def test_the_status_line_wraps_instead_of_being_cut_off(make_napari_viewer, qtbot):
+    """A long message (several failed images) shows in full below the plots' splitter."""
+    viewer = make_napari_viewer(show=True)
+    widget = experiment_dock(viewer)
+    message = "Some images failed.\n" + "\n".join(
+        f"bone{i}: the cell mask of masks/bone{i}/cells.tif is empty" for i in range(6)
+    )
+    widget._set_status(message)
+    qtbot.wait(50)
+    status = widget.status
+    assert status.wordWrap() and status.text() == message
+    assert not widget.splitter.isAncestorOf(status)  # not squeezed by the splitter
+    assert status.height() >= status.heightForWidth(status.width()) > 6 * 10

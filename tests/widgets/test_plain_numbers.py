@@ -33,6 +33,7 @@ NUMPY_REPR = re.compile(r"np\.[A-Za-z_]+\d*|numpy\.[a-z]+\d*\(|array\(")
         ("flag np.True_ and np.False_", "flag True and False"),
         ("name np.str_('vessel')", "name vessel"),
         ("no numpy here: (2.0, 1)", "no numpy here: (2.0, 1)"),
+        ("np.sum(x) is code, not a number: kept", "np.sum(x) is code, not a number: kept"),
     ],
 )
 def test_plain_text_writes_numpy_scalars_as_plain_values(raw, plain):

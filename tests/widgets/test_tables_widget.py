@@ -288,7 +288,7 @@ def test_table_model_is_fast_for_50000_rows(qtbot):
         }
     )
     t0 = time.perf_counter()
-    model = DataFrameModel(table)
+    model = DataFrameModel(table, compact=True)
     view = QTableView()
     qtbot.addWidget(view)
     view.setModel(model)
@@ -375,6 +375,6 @@ def test_headers_are_short_and_keep_the_csv_name_as_tooltip(name, shown):
     from napari_niche._widgets.tables import DataFrameModel, display_header
 
     assert display_header(name) == shown
-    model = DataFrameModel(pd.DataFrame({name: [1.0]}))
+    model = DataFrameModel(pd.DataFrame({name: [1.0]}), compact=True)
     assert model.headerData(0, _horizontal()) == shown
     assert model.headerData(0, _horizontal(), Qt.ItemDataRole.ToolTipRole) == name

@@ -38,7 +38,10 @@ if TYPE_CHECKING:
 Progress = tuple[float, str]
 
 
-_NUMPY_SCALAR = re.compile(r"np\.[a-z]+\d*_?\((['\"]?)(.*?)\1\)")
+_NUMPY_SCALAR = re.compile(
+    r"np\.(?:float|int|uint|complex|longdouble|str_|bytes_|bool_?|datetime|timedelta)\d*_?"
+    r"\((['\"]?)(.*?)\1\)"
+)
 _NUMPY_BOOL = re.compile(r"np\.(True|False)_")
 
 

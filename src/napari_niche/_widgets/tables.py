@@ -94,8 +94,11 @@ def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
 class DataFrameModel(QAbstractTableModel):
     """A read-only Qt model over a DataFrame; formats a cell only when it is drawn."""
 
-    def __init__(self, table: pd.DataFrame | None = None):
+    def __init__(self, table: pd.DataFrame | None = None, *, compact: bool = False):
         super().__init__()
+        # compact: columns in display_order() and short headers (display_header()), so a
+        # narrow dock shows the answers; off, the table's own order and names
+        self._compact = compact
         self._table = pd.DataFrame()
         self._columns: list[np.ndarray] = []
         self.set_table(table)
@@ -107,7 +110,7 @@ class DataFrameModel(QAbstractTableModel):
     def set_table(self, table: pd.DataFrame | None) -> None:
         self.beginResetModel()
         table = pd.DataFrame() if table is None else table.reset_index(drop=True)
-        self._table = table[display_order(table.columns)]
+        self._table = table[display_order(table.columns)] if self._compact else table
         self._columns = [self._table[c].to_numpy() for c in self._table.columns]
         self.endResetModel()
 
@@ -135,7 +138,8 @@ class DataFrameModel(QAbstractTableModel):
             return None
         if orientation == Qt.Orientation.Horizontal:
             name = str(self._table.columns[section])
-            return display_header(name) if role == Qt.ItemDataRole.DisplayRole else name
+            short = self._compact and role == Qt.ItemDataRole.DisplayRole
+            return display_header(name) if short else name
         return str(section + 1)
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
@@ -171,7 +175,7 @@ class TableTab(QWidget):
     def __init__(self, owner: TablesWidget, attr: str, title: str, filename: str):
         super().__init__()
         self.owner, self.attr, self.title, self.filename = owner, attr, title, filename
-        self.model = DataFrameModel()
+        self.model = DataFrameModel(compact=True)
         self.view = QTableView()
         self.view.setModel(self.model)
         # No sort indicator at first: rows start in the session's order (Qt would otherwise
