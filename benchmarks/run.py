@@ -691,7 +691,7 @@ def _mem_available() -> int:
 
 
 #: Benchmarks of other parts, each a module here with ``rows() -> list[dict]``.
-EXTRA_BENCHMARKS = ("bench_preview", "bench_plot", "bench_motility")
+EXTRA_BENCHMARKS = ("bench_preview", "bench_plot", "bench_motility", "bench_cancel")
 
 
 def extra_rows(module: str) -> list[dict]:

@@ -10,6 +10,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from napari_niche.core.stats import (
@@ -146,8 +147,9 @@ def test_fold_change_bars_and_absent_bins(distances):
     assert plot.ax.get_xlim() == (0.0, n_bins * 4.0)
     text = plot.stats.get_text()
     for row in stats.itertuples():
-        assert f"{row.test}: " in text and f"p = {row.p_value:.2g}" in text
-    assert f"n = {len(cells)} cells, {len(dots)} random cells" in text
+        name = row.test.replace(" (two-sided)", "")
+        assert f"{name}: " in text and f"p = {row.p_value:.2g}" in text
+    assert f"n = {len(cells)} cells, {len(dots)} random cells; two-sided" in text
     # redrawing replaces the bars instead of piling them up
     plot.draw(fold.iloc[:1], structure="vessel", bin_width=4, max_distance_um=top, min_dots=8)
     assert len(plot.bars) == 1 and len(plot.ax.patches) == 1 + len(plot.omitted)
@@ -172,9 +174,9 @@ def test_stats_text_and_p_format():
         }
     )
     assert stats_text(stats).splitlines() == [
-        "Kolmogorov-Smirnov (two-sided): D = 0.6533, p = 1.6e-30",
-        "Mann-Whitney U (two-sided): U = 4234, p < 1e-300",
-        "n = 150 cells, 300 random cells",
+        "Kolmogorov-Smirnov: D = 0.6533, p = 1.6e-30",
+        "Mann-Whitney U: U = 4234, p < 1e-300",
+        "n = 150 cells, 300 random cells; two-sided",
     ]
     assert format_p(0.04999) == "0.05" and format_p(0.2) == "0.2"
 
@@ -255,7 +257,7 @@ def test_fold_change_plot_shows_the_monte_carlo_envelope():
         assert box.get_y() == pytest.approx(row.envelope_low)
         assert box.get_height() == pytest.approx(row.envelope_high - row.envelope_low)
     labels = [t.get_text() for t in plot.legend.get_texts()]
-    assert "global 95% envelope of random placement" in labels
+    assert "95% envelope (* outside)" in labels
     assert test.p_value <= 0.05 and "above" in set(table["outside"])
     # redrawing without an envelope removes the boxes
     plot.draw(fold, structure="vessel", bin_width=5.0, max_distance_um=60.0, min_dots=10)
@@ -293,3 +295,169 @@ def test_one_sided_envelope_boxes_run_to_the_axis_edge(alternative):
         else:  # open above: to the top of the axes
             assert low == pytest.approx(row.envelope_low) and high == pytest.approx(top)
     fig.savefig(io.BytesIO(), format="png")
+
+
+# -- readable plots (issue 10 §5) -------------------------------------------------------------
+def _envelope_case(n_sets=19, n=150):
+    """Cells much nearer than random: bins near 0 lie outside the envelope."""
+    from napari_niche.core.envelope import monte_carlo_envelope
+
+    rng = np.random.default_rng(0)
+    cells = rng.exponential(3.0, n)
+    dots = rng.exponential(8.0, n * n_sets)
+    table, test = monte_carlo_envelope(cells, dots, np.repeat(np.arange(n_sets), n), alpha=0.05)
+    fold = fold_change_by_bin(cells, dots, bin_width=5.0)
+    stats = distance_tests(cells, dots)
+    stats.loc[len(stats)] = {
+        "test": f"global envelope test (extreme rank length, {n_sets} null sets)",
+        "statistic": np.nan,
+        "p_value": test.p_value,
+        "n_cells": n,
+        "n_dots": n * n_sets,
+    }
+    return fold, table.assign(structure="vessel"), stats, float(max(cells.max(), dots.max()))
+
+
+def _drawn_fold_plot(size=(4.0, 4.3), *, envelope=True, style=LIGHT):
+    fold, table, stats, top = _envelope_case()
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    plot = fold_change_bars(
+        fig.add_subplot(),
+        fold,
+        structure="vessel",
+        bin_width=5.0,
+        max_distance_um=top,
+        min_dots=10,
+        stats=stats,
+        envelope=table if envelope else None,
+        style=style,
+    )
+    fig.canvas.draw()
+    return plot, table
+
+
+def test_envelope_is_drawn_behind_narrower_bars():
+    plot, table = _drawn_fold_plot()
+    bars = list(plot.bars)
+    assert plot.envelope and bars
+    boxes = {round(b.get_x(), 9): b for b in plot.envelope}
+    for bar in bars:
+        box = boxes[round(bar.get_x() - 0.2 * 5.0, 9)]  # the bar sits in its bin's box
+        assert box.get_zorder() < bar.get_zorder()
+        assert box.get_x() < bar.get_x() < bar.get_x() + bar.get_width() < box.get_x() + 5.0
+        assert bar.get_width() == pytest.approx(0.6 * 5.0)
+
+
+def test_bins_outside_the_envelope_get_an_asterisk():
+    plot, table = _drawn_fold_plot()
+    out = table[table["outside"].isin(["above", "below"])]
+    assert len(out) >= 2 and len(out) < len(table)  # some outside, some inside
+    assert [t.get_text() for t in plot.outside] == ["*"] * len(out)
+    centres = sorted(t.xy[0] for t in plot.outside)
+    np.testing.assert_allclose(centres, sorted((out.bin_start_um + out.bin_end_um) / 2))
+    for star, row in zip(plot.outside, out.itertuples(), strict=True):
+        assert star.xy[1] >= max(row.fold_change, row.envelope_high) - 1e-9  # over bar and box
+    assert "95% envelope (* outside)" in [t.get_text() for t in plot.legend.get_texts()]
+
+
+@pytest.mark.parametrize("envelope", [True, False])
+@pytest.mark.parametrize("size", [(4.0, 4.3), (3.4, 4.0), (7.0, 4.0)])
+def test_legend_and_statistics_stay_off_the_data(envelope, size):
+    """At dock sizes the legend and the tests sit above the axes: no overlap with the bars
+    or the envelope, all inside the figure, and the axes keep most of the width."""
+    plot, _ = _drawn_fold_plot(size, envelope=envelope)
+    fig = plot.ax.figure
+    renderer = fig.canvas.get_renderer()
+    axes_box = plot.ax.get_window_extent(renderer)
+    legend_box = plot.legend.get_window_extent(renderer)
+    stats_box = plot.stats.get_window_extent(renderer)
+    assert legend_box.y0 >= axes_box.y1 - 1  # above every bar, box and '*'
+    assert stats_box.y0 >= legend_box.y1 - 1
+    for artist in [*plot.bars, *plot.envelope, *plot.outside]:
+        assert not artist.get_window_extent(renderer).overlaps(legend_box)
+    figure_box = fig.bbox
+    for box in (legend_box, stats_box):
+        assert box.x0 >= figure_box.x0 - 1 and box.x1 <= figure_box.x1 + 1
+        assert box.y1 <= figure_box.y1 + 1
+    assert axes_box.width >= 0.6 * figure_box.width
+
+
+def test_statistics_text_is_at_least_9_pt():
+    plot, _ = _drawn_fold_plot()
+    assert plot.stats.get_fontsize() >= 9
+    assert "global envelope test (19 null sets): p = 0.05" in plot.stats.get_text()
+
+
+@pytest.mark.parametrize(
+    ("p", "n_sets", "expected"),
+    [
+        (0.05, 19, "0.05 is the smallest p possible with 19 null sets: use 99 null sets"),
+        (1 / 40, 39, "0.025 is the smallest p possible with 39 null sets: use 99 null sets"),
+        (0.01, 99, "0.01 is the smallest p possible with 99 null sets: use 999 null sets"),
+        (0.001, 999, "0.001 is the smallest p possible with 999 null sets: use 9999 null sets"),
+        (0.1, 19, ""),
+        (0.06, 19, ""),
+        (0.011, 99, ""),
+    ],
+)
+def test_the_smallest_monte_carlo_p_is_named(p, n_sets, expected):
+    from napari_niche.plots import min_p_note
+
+    note = min_p_note(p, n_sets)
+    assert note.startswith(expected) if expected else note == ""
+    stats = pd.DataFrame(
+        {
+            "test": [
+                "Kolmogorov-Smirnov (two-sided)",
+                f"global envelope test (extreme rank length, {n_sets} null sets)",
+            ],
+            "statistic": [0.5, 0.05],
+            "p_value": [1e-37, p],
+            "n_cells": [100, 100],
+            "n_dots": [100 * n_sets] * 2,
+        }
+    )
+    text = stats_text(stats)
+    assert ("smallest p possible" in text) == bool(expected)
+    assert all(len(line) <= 55 for line in text.splitlines()), text
+
+
+@pytest.mark.parametrize("threshold", [5.0, 10.0, 30.0])
+def test_quadrant_labels_leave_the_threshold_line_and_the_near_band_visible(threshold):
+    """The exported figure: the Q labels sit in empty strips below distance 0 and above the
+    largest distance, without opaque boxes, so no point of the near band and no part of
+    the threshold line is under a label."""
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(0, 200, 400), rng.uniform(0, 120, 400)
+    quadrants = quadrant_table(
+        a, b, rng.uniform(0, 200, 800), rng.uniform(0, 120, 800), threshold_um=threshold
+    )
+    fig = Figure(figsize=(4.2, 3.8), dpi=100, facecolor="white", layout="constrained")
+    FigureCanvasAgg(fig)
+    plot = quadrant_scatter(
+        fig.add_subplot(),
+        a,
+        b,
+        threshold_um=threshold,
+        names=("vessel", "bone"),
+        quadrants=quadrants,
+    )
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    to_px = plot.ax.transData.transform
+    points = to_px(np.column_stack([a, b]))
+    line_y = to_px((0, threshold))[1]
+    for q, label in plot.labels.items():
+        assert label.get_bbox_patch() is None
+        assert label.get_zorder() < plot.hline.get_zorder()
+        box = label.get_window_extent(renderer)
+        assert not (box.y0 < line_y < box.y1), f"{q} covers the threshold line"
+        inside = (
+            (points[:, 0] > box.x0)
+            & (points[:, 0] < box.x1)
+            & (points[:, 1] > box.y0)
+            & (points[:, 1] < box.y1)
+        )
+        assert not inside.any(), f"{q} covers {inside.sum()} cells"
+        assert plot.ax.bbox.y0 - 1 <= box.y0 and box.y1 <= plot.ax.bbox.y1 + 1

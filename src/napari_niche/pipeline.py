@@ -151,6 +151,7 @@ def place_random_cells(
     exclude: Mapping[str, np.ndarray],
     params: AnalysisParams,
     n_structures: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
 ) -> tuple[RandomCells, pd.DataFrame, int]:
     """METHOD.md step 6 with the analysis parameters: virtual cells, their table, the seed.
 
@@ -158,7 +159,9 @@ def place_random_cells(
     The table gets a ``null_set`` column (see :attr:`RandomCells.null_set`) after
     ``realization``. A request larger than the machine's memory is refused first
     (:func:`~napari_niche.budget.check_request`; ``n_structures``, the distance columns
-    to come, defaults to the excluded structures).
+    to come, defaults to the excluded structures). ``progress(fraction, message)`` hears
+    each batch of realisations placed and may raise to stop (see
+    :func:`~napari_niche.core.random_cells.seed_random_cells`).
     """
     n_structures = max(1, len(exclude)) if n_structures is None else n_structures
     check_request(voxels.n_cells, voxels.shape, spacing, n_structures, params)
@@ -174,6 +177,7 @@ def place_random_cells(
         dots_per_cell=params.dots_per_cell,
         realizations=params.realizations,
         rng=seed,
+        progress=progress,
     )
     table = dots.table(spacing=spacing)
     table.insert(int(table.columns.get_loc("realization")) + 1, "null_set", dots.null_set)

@@ -17,16 +17,18 @@ and PDF exports stay small.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.transforms import blended_transform_factory
 
 from .core.stats import distance_bins
 
@@ -38,6 +40,7 @@ __all__ = [
     "QuadrantPlot",
     "fold_change_bars",
     "format_p",
+    "min_p_note",
     "niche_figure",
     "omitted_bins",
     "quadrant_scatter",
@@ -63,6 +66,8 @@ class PlotStyle:
     structures: tuple[str, ...] = ("#2e9d5b", "#3f6fd8", "#d08c2a", "#8e44ad", "#c0392b")
     marker_size: float = 8.0
     font_size: float = 8.0
+    #: the statistics printed on a plot: at least 9 pt, they are read, not glanced at
+    stats_font_size: float = 9.0
 
     def structure_colour(self, index: int) -> str:
         return self.structures[index % len(self.structures)]
@@ -82,11 +87,14 @@ DARK = PlotStyle(
 #: both is lower-left, Q2 (near B only) lower-right, Q3 (near neither) upper-right,
 #: Q4 (near A only) upper-left.
 _LABEL_PLACES = {
-    "Q1": (0.02, 0.02, "left", "bottom"),
-    "Q2": (0.98, 0.02, "right", "bottom"),
-    "Q3": (0.98, 0.98, "right", "top"),
-    "Q4": (0.02, 0.98, "left", "top"),
+    "Q1": (0.01, 0.01, "left", "bottom"),
+    "Q2": (0.99, 0.01, "right", "bottom"),
+    "Q3": (0.99, 0.99, "right", "top"),
+    "Q4": (0.01, 0.99, "left", "top"),
 }
+#: The empty strips below distance 0 and above the largest distance, as a share of the
+#: data range: the quadrant labels sit there, never over the near band or the threshold.
+_LABEL_STRIP = 0.16
 
 
 def style_axes(ax: Axes, style: PlotStyle) -> None:
@@ -109,6 +117,11 @@ def _xy(a, b) -> np.ndarray:
     a = np.asarray(a, dtype=float).ravel()
     b = np.asarray(b, dtype=float).ravel()
     return np.column_stack([a, b])
+
+
+def _halo(style: PlotStyle) -> patheffects.AbstractPathEffect:
+    """A thin outline in the background colour around text drawn over data."""
+    return patheffects.withStroke(linewidth=2.0, foreground=style.background, alpha=0.8)
 
 
 def _legend(ax: Axes, handles, style: PlotStyle, **kwargs):
@@ -185,6 +198,7 @@ class QuadrantPlot:
             label="selected",
         )
         line = {"color": style.foreground, "linestyle": "--", "linewidth": 0.9, "zorder": 4}
+        # (the quadrant labels sit at zorder 3.5, under these lines)
         self.vline = ax.axvline(threshold_um, **line)
         self.hline = ax.axhline(threshold_um, **line)
         self.labels = {}
@@ -198,13 +212,10 @@ class QuadrantPlot:
                 va=va,
                 fontsize=style.font_size,
                 color=style.foreground,
-                zorder=5,
-                bbox={
-                    "boxstyle": "round,pad=0.25",
-                    "facecolor": style.background,
-                    "edgecolor": "none",
-                    "alpha": 0.8,
-                },
+                # over the points but under the threshold lines, with no box: a thin halo
+                # keeps the words readable while the near band and the lines stay visible
+                zorder=3.5,
+                path_effects=[_halo(style)],
             )
         self.message = _message(ax, style)
         self.legend = _legend(
@@ -245,7 +256,7 @@ class QuadrantPlot:
         # each axis to its own range: distances to vessels and to bone differ in scale
         (x, y) = self._max * 1.05
         self.ax.set_xlim(-0.03 * x, x)
-        self.ax.set_ylim(-0.03 * y, y)
+        self.ax.set_ylim(-_LABEL_STRIP * y, (1 + _LABEL_STRIP) * y)
 
     def set_threshold(self, threshold_um: float) -> None:
         """Move the two threshold lines (µm)."""
@@ -326,11 +337,33 @@ def format_p(p: float) -> str:
 
 
 _SYMBOL = {"Kolmogorov": "D", "Mann": "U"}
+_NULL_SETS = re.compile(r"(\d+) null sets")
+
+
+def min_p_note(p: float, n_sets: int) -> str:
+    """What to add when a Monte Carlo p-value is the smallest its null sets allow.
+
+    With ``s`` null sets the observed curve can at best rank first of ``s + 1``, so the
+    smallest p is ``1 / (s + 1)`` (0.05 with 19 sets): a p that small says "as extreme as
+    this test can tell", not "barely significant". Empty when p is above that floor.
+    """
+    if n_sets < 1 or float(p) > (1.0 + 1e-9) / (n_sets + 1):
+        return ""
+    more = next(k for k in (99, 999, 9999, 99999, 10**9) if k > n_sets)
+    return (
+        f"{format_p(p)} is the smallest p possible with {n_sets} null sets: "
+        f"use {more} null sets for a finer p"
+    )
 
 
 def stats_text(stats: pd.DataFrame) -> str:
-    """The two-sample tests of one structure as lines of text: test, statistic, p, n."""
+    """The two-sample tests of one structure as short lines: test, statistic, p, n.
+
+    Lines stay under about 50 characters so they fit above a plot in a narrow dock; the
+    tests are two-sided (the table's ``test`` column says so in full).
+    """
     lines = []
+    two_sided = False
     for row in stats.itertuples():
         p = format_p(row.p_value)
         p = f"p {p}" if p.startswith("<") else f"p = {p}"
@@ -338,12 +371,22 @@ def stats_text(stats: pd.DataFrame) -> str:
         if test.startswith("global envelope"):
             # "global envelope test (extreme rank length, 99 null sets)": the p is the result
             lines.append(f"{test.replace('extreme rank length, ', '')}: {p}")
+            sets = _NULL_SETS.search(test)
+            note = min_p_note(row.p_value, int(sets.group(1))) if sets else ""
+            if note:
+                first, second = note.split(": ", 1)
+                lines += [f"  ({first}:", f"  {second})"]
             continue
+        two_sided |= "(two-sided)" in test
+        name = test.replace(" (two-sided)", "")
         symbol = next((s for k, s in _SYMBOL.items() if test.startswith(k)), "stat")
-        lines.append(f"{test}: {symbol} = {row.statistic:.4g}, {p}")
+        lines.append(f"{name}: {symbol} = {row.statistic:.4g}, {p}")
     if len(stats):
         first = stats.iloc[0]
-        lines.append(f"n = {int(first.n_cells)} cells, {int(first.n_dots)} random cells")
+        lines.append(
+            f"n = {int(first.n_cells)} cells, {int(first.n_dots)} random cells"
+            + ("; two-sided" if two_sided else "")
+        )
     return "\n".join(lines)
 
 
@@ -370,22 +413,35 @@ def omitted_bins(
     return runs
 
 
+#: The bars' share of a bin's width when the envelope is drawn: the grey envelope box fills
+#: the whole bin behind the bar, so its range shows on both sides of the bar.
+ENVELOPE_BAR_WIDTH = 0.6
+
+
 class FoldChangePlot:
     """The fold-change view of one structure on one Axes.
+
+    The legend and the test results go above the axes (the results over the legend), so
+    neither ever hides a bar.
 
     Attributes
     ----------
     bars : BarContainer or None
-        One bar per kept bin: left edge at ``bin_start_um``, height ``fold_change``.
+        One bar per kept bin, ``fold_change`` high. It spans the bin (left edge at
+        ``bin_start_um``) or, with an envelope, the middle :data:`ENVELOPE_BAR_WIDTH` of it.
     omitted : list of Rectangle
         Hatched bands over the bins left out (too few random cells).
     envelope : list of Rectangle
         Per bin, the global Monte Carlo envelope of the fold change (grey box from
-        ``envelope_low`` to ``envelope_high``), when the random cells hold enough null sets.
+        ``envelope_low`` to ``envelope_high`` across the bin, behind the bar), when the
+        random cells hold enough null sets.
+    outside : list of Annotation
+        A ``*`` over each bin whose bar lies outside the envelope (as in the experiment
+        figure).
     one : Line2D
         The dashed line at fold change 1.
     stats : Text
-        The test results with their n.
+        The test results with their n (at least 9 pt).
     message : Text
         Says what is missing when there is nothing to plot.
     """
@@ -396,26 +452,47 @@ class FoldChangePlot:
         self.bars = None
         self.omitted: list = []
         self.envelope: list = []
+        self.outside: list = []
         self.legend = None
         style_axes(ax, style)
         self.one = ax.axhline(1.0, color=style.foreground, linestyle="--", linewidth=0.9)
-        # the tests go above the plot as a left-aligned title, so layout engines make room
-        self.stats = ax.set_title(
-            "", loc="left", fontsize=style.font_size - 0.5, color=style.foreground
-        )
+        self.stats = self._stats_text("", above=None)
         self.message = _message(ax, style)
+
+    def _stats_text(self, text: str, *, above):
+        """The tests as a left-aligned block just above ``above`` (the legend) or the axes.
+
+        Anchored to the legend's box, so the two never overlap however many lines either
+        has; layout engines see both and make room.
+        """
+        anchor = above if above is not None else self.ax.transAxes
+        return self.ax.annotate(
+            text,
+            xy=(0, 1),
+            xycoords=anchor,
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="left",
+            va="bottom",
+            fontsize=max(self.style.stats_font_size, 9.0),
+            color=self.style.foreground,
+            annotation_clip=False,
+            wrap=True,  # a line too long for a narrow dock breaks at the figure's edge
+        )
 
     def _clear(self):
         if self.bars is not None:
             self.bars.remove()
             self.bars = None
-        for patch in self.omitted + self.envelope:
-            patch.remove()
+        for artist in self.omitted + self.envelope + self.outside:
+            artist.remove()
         self.omitted = []
         self.envelope = []
+        self.outside = []
         if self.legend is not None:
             self.legend.remove()
             self.legend = None
+        self.stats.remove()
 
     def draw(
         self,
@@ -435,17 +512,20 @@ class FoldChangePlot:
         Bins not in ``fold`` get no bar; their range is hatched and the legend says why.
         ``envelope`` (rows of one structure of the envelope table, see
         :func:`napari_niche.core.envelope.monte_carlo_envelope`) adds the global Monte Carlo
-        envelope (level ``1 - alpha``) as a grey box behind each bar.
+        envelope (level ``1 - alpha``) as a grey box behind each bar and a ``*`` over the
+        bins outside it.
         """
         self._clear()
         style = self.style
         colour = colour or style.structure_colour(0)
+        boxed = envelope is not None and len(envelope) > 0
+        share = ENVELOPE_BAR_WIDTH if boxed else 1.0
         starts = np.asarray(fold["bin_start_um"], dtype=float)
         heights = np.asarray(fold["fold_change"], dtype=float)
         self.bars = self.ax.bar(
-            starts,
+            starts + (1 - share) / 2 * bin_width,
             heights,
-            width=bin_width,
+            width=share * bin_width,
             align="edge",
             color=colour,
             edgecolor=style.background,
@@ -454,24 +534,9 @@ class FoldChangePlot:
             label=f"cells / random cells ({structure})",
         )
         top = max(float(heights.max()) if heights.size else 1.0, 1.0)
-        if envelope is not None and len(envelope):
-            highs = envelope["envelope_high"].to_numpy(float)
-            if np.isfinite(highs).any():
-                top = max(top, float(np.nanmax(highs[np.isfinite(highs)])))
-            for row in envelope.itertuples():
-                # one-sided envelopes are open on one side (+-inf): draw to the axis edge
-                low = row.envelope_low if np.isfinite(row.envelope_low) else 0.0
-                high = row.envelope_high if np.isfinite(row.envelope_high) else top * 1.3
-                box = Rectangle(
-                    (row.bin_start_um, low),
-                    row.bin_end_um - row.bin_start_um,
-                    high - low,
-                    facecolor=(*to_rgb(style.omitted), 0.3),
-                    edgecolor=style.foreground,
-                    linewidth=0.6,
-                    zorder=2.5,  # over the bar, see-through: a bar leaving its box shows
-                )
-                self.envelope.append(self.ax.add_patch(box))
+        open_above: list = []
+        if boxed:
+            top = max(top, self._draw_envelope(envelope, colour, open_above))
         for lo, hi in omitted_bins(fold, bin_width=bin_width, max_distance_um=max_distance_um):
             self.omitted.append(
                 self.ax.axvspan(
@@ -485,22 +550,97 @@ class FoldChangePlot:
                 )
             )
         self.ax.set_xlim(0, distance_bins(max_distance_um, bin_width)[-1])
-        # headroom for the legend above the tallest bar
-        self.ax.set_ylim(0, top * 1.3)
+        self.ax.set_ylim(0, top * (1.2 if self.outside else 1.08))  # room for the '*'
+        for box in open_above:  # a one-sided envelope open above reaches the axis top
+            box.set_height(self.ax.get_ylim()[1] - box.get_y())
         self.ax.set_xlabel(f"distance to {structure} (µm), bins of {bin_width:g} µm")
-        self.ax.set_ylabel("fold change (cells / random cells)")
-        handles = [
-            Patch(facecolor=colour, label="fold change"),
-            Line2D([], [], color=style.foreground, linestyle="--", lw=0.9, label="1 = random"),
-        ]
+        self.ax.set_ylabel("fold change (1 = random)")
+        self.legend = _legend(
+            self.ax,
+            self._handles(colour, alpha, min_dots),
+            style,
+            loc="lower left",
+            **self._legend_anchor(),
+            ncols=2,  # two short columns: narrow docks keep the plot wide
+            borderaxespad=0.3,
+            columnspacing=0.9,
+            handlelength=1.4,
+            handletextpad=0.4,
+        )
+        self.stats = self._stats_text(
+            "" if stats is None else stats_text(stats), above=self.legend
+        )
+        self.message.set_text("")
+        self.one.set_visible(True)
+
+    def _legend_anchor(self) -> dict:
+        """Where the legend and tests start: the figure's left edge when the plot is alone
+        in its figure (a dock: the text may use the y label's width too), else the axes'
+        left edge (a panel of a wider figure)."""
+        if len(self.ax.figure.axes) == 1:
+            transform = blended_transform_factory(self.ax.figure.transFigure, self.ax.transAxes)
+            return {"bbox_to_anchor": (0.01, 1.0), "bbox_transform": transform}
+        return {"bbox_to_anchor": (0.0, 1.0), "bbox_transform": self.ax.transAxes}
+
+    def _draw_envelope(self, envelope: pd.DataFrame, colour: str, open_above: list) -> float:
+        """Boxes behind the bars and '*' over bins outside; returns the highest point.
+
+        A one-sided envelope is open on one side (GET's +-inf): its box starts at 0 or
+        reaches the axis top (the boxes open above are put in ``open_above`` for that).
+        """
+        style = self.style
+        highs = envelope["envelope_high"].to_numpy(float)
+        top = float(highs[np.isfinite(highs)].max()) if np.isfinite(highs).any() else 0.0
+        for row in envelope.itertuples():
+            low = row.envelope_low if np.isfinite(row.envelope_low) else 0.0
+            high = row.envelope_high if np.isfinite(row.envelope_high) else max(top, low)
+            box = Rectangle(
+                (row.bin_start_um, low),
+                row.bin_end_um - row.bin_start_um,
+                high - low,
+                facecolor=(*to_rgb(style.omitted), 0.35),
+                edgecolor=style.foreground,
+                linewidth=0.6,
+                zorder=1.5,  # behind the bar, wider than it: the range shows either side
+            )
+            self.envelope.append(self.ax.add_patch(box))
+            if not np.isfinite(row.envelope_high):
+                open_above.append(box)
+        if "outside" in envelope.columns:
+            out = envelope["outside"].fillna("").astype(str).isin(["above", "below"])
+            for row in envelope[out.to_numpy()].itertuples():
+                high = float(row.envelope_high) if np.isfinite(row.envelope_high) else 0.0
+                y = max(float(row.fold_change), high)
+                self.outside.append(
+                    self.ax.annotate(
+                        "*",
+                        ((row.bin_start_um + row.bin_end_um) / 2, y),
+                        xytext=(0, 0.5),
+                        textcoords="offset points",
+                        ha="center",
+                        va="bottom",
+                        fontsize=style.stats_font_size + 4,
+                        fontweight="bold",
+                        color=style.foreground,
+                        zorder=5,
+                        gid=f"outside|{row.bin_start_um:g}",
+                    )
+                )
+                top = max(top, y)
+        return top
+
+    def _handles(self, colour: str, alpha: float, min_dots: int) -> list:
+        """Short labels (the dashed line at 1 is named on the y axis)."""
+        style = self.style
+        handles = [Patch(facecolor=colour, label="fold change")]
         if self.envelope:
-            level = 1 - float(alpha)
+            level = f"{100 * (1 - float(alpha)):g}%"
             handles.append(
                 Patch(
-                    facecolor=(*to_rgb(style.omitted), 0.3),
+                    facecolor=(*to_rgb(style.omitted), 0.35),
                     edgecolor=style.foreground,
                     linewidth=0.6,
-                    label=f"global {100 * level:g}% envelope of random placement",
+                    label=f"{level} envelope" + (" (* outside)" if self.outside else ""),
                 )
             )
         if self.omitted:
@@ -509,18 +649,15 @@ class FoldChangePlot:
                     facecolor="none",
                     edgecolor=style.omitted,
                     hatch="///",
-                    label=f"n/a: < {min_dots} random cells",
+                    label=f"n/a (< {min_dots} random)",
                 )
             )
-        self.legend = _legend(self.ax, handles, style, loc="upper right")
-        self.stats.set_text("" if stats is None else stats_text(stats))
-        self.message.set_text("")
-        self.one.set_visible(True)
+        return handles
 
     def set_message(self, message: str) -> None:
         """Replace the plot with a sentence saying what is missing."""
         self._clear()
-        self.stats.set_text("")
+        self.stats = self._stats_text("", above=None)
         self.one.set_visible(False)
         self.message.set_text(message)
 

@@ -116,7 +116,8 @@ def test_add_current_result_runs_pools_and_opens(analysed, qtbot, tmp_path):
     assert experiment.images == []
     assert experiment.analysis.realizations == NULL_SETS  # the session's parameters
     assert experiment.analysis.seed == 7 and experiment.analysis.voxel_size is None
-    assert widget.image_id.text() == "true_cells"  # from the cells layer's name
+    # layers made in code carry no file or sample name: a neutral id, never a role word
+    assert widget.image_id.text() == "image"
 
     # -- refusals: layers and file untouched --------------------------------------------
     before, text = layer_state(viewer), path.read_bytes()
@@ -189,7 +190,7 @@ def test_add_current_result_runs_pools_and_opens(analysed, qtbot, tmp_path):
     assert [widget.condition.itemText(i) for i in range(widget.condition.count())] == ["B-ALL"]
 
     # -- the same id, or the same analysis under a new id, is refused --------------------
-    assert widget.image_id.text() == "true_cells"  # a fresh suggestion for the next image
+    assert widget.image_id.text() == "image"  # a fresh suggestion for the next image
     text = path.read_bytes()
     assert widget.add_current_result(image_id="bone1") is None
     assert "already" in widget.status.text()
@@ -252,3 +253,146 @@ def test_add_current_result_runs_pools_and_opens(analysed, qtbot, tmp_path):
     assert "cells.tif" in fresh.table.item(2, 3).toolTip()
     texts = figure_texts(fresh.fold_figure)
     assert "B-ALL" in texts and "T-ALL" in texts
+
+
+# -- image ids, the steps recorded, progress per step (issue 10 §6) -----------------------------
+def test_image_id_names_the_image_not_what_a_layer_holds(make_napari_viewer, tmp_path):
+    """The sample opened from the menu is "bone_marrow", a file is its stem, an image
+    opened from an experiment keeps its id; a layer name such as "cells" is never used."""
+    from napari_niche._widgets.experiment import IMAGE_KEY, image_name_of
+    from napari_niche.io import write_image
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "bone_marrow")
+    cells = viewer.layers["true cells"]
+    assert image_name_of([cells]) == "bone_marrow"
+
+    path = tmp_path / "femur_3.ome.tif"
+    write_image(path, np.zeros((4, 8, 8), np.uint8), spacing=SPACING)
+    (opened,) = viewer.open(str(path), plugin="napari")
+    assert image_name_of([opened, cells]) == "femur_3"
+
+    mine = viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="cells")
+    assert image_name_of([mine]) == ""  # "cells" says what it holds, not which image
+    mine.metadata[IMAGE_KEY] = "bone7"
+    assert image_name_of([mine, opened]) == "bone7"
+
+
+def test_the_dock_suggests_the_sample_name_as_image_id(make_napari_viewer, tmp_path):
+    from napari_niche._widgets._session import get_session
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "bone_marrow")
+    session = get_session(viewer)
+    session.cells_layer = viewer.layers["true cells"]
+    session.structures = {"vessel": viewer.layers["true vessel mask"]}
+    widget = experiment_dock(viewer)
+    widget.new_experiment(tmp_path / "exp.toml")
+    assert widget.image_id.text() == "bone_marrow"
+
+
+def test_new_experiment_records_the_steps_the_docks_used(make_napari_viewer, qtbot, tmp_path):
+    """Threshold (σ, method), curation (min size, closing), cell labelling (min volume) and
+    the tissue map (closing) made in the docks go into the experiment file, not 0s."""
+    from napari_niche._widgets._session import get_session
+    from napari_niche.experiment import Experiment
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "bone_marrow")
+    _, threshold = viewer.window.add_plugin_dock_widget(PLUGIN, "1 Channel thresholding")
+    made = {}
+    for channel, sigma, method in (
+        ("vessels (endoglin)", 1.5, "li"),
+        ("cells (hCD45)", 0.5, "otsu"),
+    ):
+        before = set(viewer.layers)
+        threshold.image_layer.value = viewer.layers[channel]
+        threshold.sigma.value = sigma
+        threshold.method.value = method
+        qtbot.waitUntil(threshold.idle, timeout=WAIT_MS)
+        threshold.run()
+        qtbot.waitUntil(
+            lambda before=before: (
+                threshold.idle()
+                and any(
+                    "napari_niche_threshold" in x.metadata for x in set(viewer.layers) - before
+                )
+            ),
+            timeout=WAIT_MS,
+        )
+        (made[channel],) = [
+            layer
+            for layer in set(viewer.layers) - before
+            if "napari_niche_threshold" in layer.metadata
+        ]
+    vessel, cell_mask = made["vessels (endoglin)"], made["cells (hCD45)"]
+    _, curation = viewer.window.add_plugin_dock_widget(PLUGIN, "2 Mask curation")
+    curation.mask_layer.value = vessel
+    curation.min_size.value = 20
+    curation.closing_radius.value = 1.0
+    curation.run()
+    qtbot.waitUntil(curation.idle, timeout=WAIT_MS)
+    curation.cell_mask.value = cell_mask
+    curation.min_volume.value = 30.0
+    curation.label_cells()
+    qtbot.waitUntil(lambda: curation.idle() and "cells" in viewer.layers, timeout=WAIT_MS)
+    curation.tissue_masks.value = [vessel, viewer.layers["true bone mask"]]
+    curation.tissue_radius.value = 6.0
+    curation.build_tissue()
+    qtbot.waitUntil(lambda: curation.idle() and "tissue" in viewer.layers, timeout=WAIT_MS)
+
+    session = get_session(viewer)  # what "3 Distance maps" and "4 Random dots" would set
+    session.cells_layer = viewer.layers["cells"]
+    session.structures = {"vessel": vessel, "bone": viewer.layers["true bone mask"]}
+    session.tissue_layer = viewer.layers["tissue"]
+    widget = experiment_dock(viewer)
+    path = tmp_path / "exp.toml"
+    widget.new_experiment(path)
+    steps = Experiment.load(path).steps
+    v = steps.channel("vessel")
+    assert (v.sigma_um, v.threshold, v.min_size, v.size_unit) == (1.5, "li", 20.0, "voxels")
+    assert v.closing_radius_um == 1.0
+    c = steps.channel("cells")
+    assert (c.sigma_um, c.threshold) == (0.5, "otsu")
+    assert steps.cells.min_volume_um3 == 30.0 and steps.cells.max_volume_um3 is None
+    assert steps.tissue.closing_radius_um == 6.0
+    assert steps.channel("bone") == steps.defaults  # a truth mask: no dock made it
+    assert "vessel (σ 1.5 µm, li" in widget.status.text()
+
+
+@pytest.mark.parametrize(
+    ("message", "low", "high"),
+    [
+        ("bone1: reading the images", 0.05, 0.1),
+        ("bone1: analysing: placing random cells", 0.3, 0.4),
+        ("bone1: analysing: distances to vessel", 0.4, 0.55),
+        ("bone1: saving", 0.7, 0.8),
+    ],
+)
+def test_one_image_moves_the_bar_with_its_steps(message, low, high):
+    from napari_niche._widgets.experiment import _progress_value
+
+    fraction, text = _progress_value(0, 1, message)
+    assert low < fraction < high and text == message
+    # steps in order move the bar forward, never back
+    steps = ["reading the images", "making masks", "analysing", "analysing: measuring cells"]
+    steps += ["analysing: placing random cells", "analysing: distances to bone"]
+    steps += ["analysing: statistics", "saving"]
+    values = [_progress_value(0, 1, f"bone1: {s}")[0] for s in steps]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert _progress_value(1, 1, "bone1: done")[0] == pytest.approx(0.8)
+
+
+def test_the_status_line_wraps_instead_of_being_cut_off(make_napari_viewer, qtbot):
+    """A long message (several failed images) shows in full below the plots' splitter."""
+    viewer = make_napari_viewer(show=True)
+    widget = experiment_dock(viewer)
+    message = "Some images failed.\n" + "\n".join(
+        f"bone{i}: the cell mask of masks/bone{i}/cells.tif is empty" for i in range(6)
+    )
+    widget._set_status(message)
+    qtbot.wait(50)
+    status = widget.status
+    assert status.wordWrap() and status.text() == message
+    assert not widget.splitter.isAncestorOf(status)  # not squeezed by the splitter
+    assert status.height() >= status.heightForWidth(status.width()) > 6 * 10

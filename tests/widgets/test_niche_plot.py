@@ -209,7 +209,7 @@ def test_fold_change_view_draws_the_table(docked):
         for start in x:
             assert not any(b.x0 < start + 2.5 < b.x1 for b in bands), start
         legend = [t.get_text() for t in widget.fold_plot.legend.texts]
-        assert "n/a: < 25 random cells" in legend
+        assert "n/a (< 25 random)" in legend
         assert list(widget.fold_plot.one.get_ydata()) == [1.0, 1.0]
         # the tests, with statistic, p and n, as in the stats table
         text = widget.fold_plot.stats.get_text()
@@ -217,7 +217,7 @@ def test_fold_change_view_draws_the_table(docked):
         expected = distance_tests(_dist(cells, structure), _dist(dots, structure))
         np.testing.assert_allclose(stats["p_value"], expected["p_value"])
         for row in stats.itertuples():
-            assert row.test in text
+            assert row.test.replace(" (two-sided)", "") in text
             assert f"p = {row.p_value:.2g}" in text
             assert f"{row.statistic:.4g}" in text
         assert f"n = {len(cells)} cells, {len(dots)} random cells" in text
@@ -507,5 +507,45 @@ def test_fold_change_view_shows_the_envelope_with_19_realisations(make_napari_vi
         assert box.get_y() == pytest.approx(row.envelope_low)
         assert box.get_y() + box.get_height() == pytest.approx(row.envelope_high)
     legend = [t.get_text() for t in widget.fold_plot.legend.texts]
-    assert "global 95% envelope of random placement" in legend
+    assert "95% envelope (* outside)" in legend
     assert "global envelope test" in widget.fold_plot.stats.get_text()
+
+
+def _near_colour(widget, colour, tolerance=60) -> np.ndarray:
+    """(h, w) True where the quadrant canvas shows ``colour`` (antialiased edges included)."""
+    from matplotlib.colors import to_rgba_array
+
+    rgba = np.asarray(widget.quadrant_page.canvas.buffer_rgba())[..., :3].astype(int)
+    target = (to_rgba_array(colour)[0, :3] * 255).round()
+    return np.abs(rgba - target).sum(axis=-1) < tolerance
+
+
+def test_lasso_outline_is_gone_after_clear_selection(make_napari_viewer, analysis):
+    """The lasso's line must not be baked into the picture the rings are blitted on."""
+    from napari.qt import get_qapp
+
+    viewer = make_napari_viewer(show=True)
+    fill_session(viewer, analysis)
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    canvas = widget.quadrant_page.canvas
+    canvas.draw()
+    get_qapp().processEvents()
+    ax = widget.quadrant_plot.ax
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    # a lasso in empty space far from the cells' corner, so no ring can be mistaken for it
+    verts = [(0.6, 0.6), (0.9, 0.6), (0.9, 0.9), (0.6, 0.9), (0.6, 0.6)]
+    verts = [(x0 + u * (x1 - x0), y0 + v * (y1 - y0)) for u, v in verts]
+    px = ax.transData.transform(verts)
+    _mouse(canvas, "button_press_event", px[0])
+    for a, b in zip(px[:-1], px[1:], strict=True):
+        for t in np.linspace(0, 1, 8)[1:]:
+            _mouse(canvas, "motion_notify_event", a + t * (b - a))
+    get_qapp().processEvents()
+    colour = widget.quadrant_plot.style.highlight
+    drawn = _near_colour(widget, colour).sum()
+    assert drawn > 100  # the lasso's line is on the canvas while dragging
+    _mouse(canvas, "button_release_event", px[-1])
+    get_qapp().processEvents()
+    widget.clear_button.click()
+    get_qapp().processEvents()
+    assert _near_colour(widget, colour).sum() == 0

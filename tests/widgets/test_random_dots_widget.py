@@ -138,8 +138,15 @@ def _maybe_screenshot(viewer, widget, filename: str) -> None:
     folder = DOCS_IMAGES
     from qtpy.QtWidgets import QApplication
 
-    viewer.window._qt_window.resize(1400, 900)
-    viewer.window._qt_window.show()
+    window = viewer.window._qt_window
+    window.resize(1400, 900)
+    window.show()
+    # the docks were added to a small hidden window: give each the height it asks for
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget
+
+    docks = [d for d in window.findChildren(QDockWidget) if "napari-niche" in d.objectName()]
+    window.resizeDocks(docks, [d.widget().sizeHint().height() for d in docks], Qt.Vertical)
     for layer in viewer.layers:
         layer.visible = layer.name in {
             "vessels (endoglin)",
@@ -260,3 +267,75 @@ def test_bad_seed_is_a_notification(docked):
     assert widget.worker is None
     assert any("seed must be a whole number" in m for m in notes_since(start))
     assert layer_names(viewer) == before
+
+
+# -- many realisations: realisation 0 in the viewer, progress per batch, Cancel ---------------
+def test_the_viewer_shows_realisation_0_and_the_rest_on_demand(docked, qtbot):
+    viewer, _, widget = docked
+    widget.realizations.value = 5
+    widget.seed.value = "2"
+    run_and_wait(widget, qtbot)
+    layer = viewer.layers["random cells"]
+    realisation = layer.features["realization"].to_numpy()
+    assert set(realisation) == set(range(5))
+    np.testing.assert_array_equal(layer.shown, realisation == 0)
+    widget.show_all.value = True
+    assert layer.shown.all()
+    widget.show_all.value = False
+    np.testing.assert_array_equal(layer.shown, realisation == 0)
+    # placing again keeps the choice, and every realisation is still in the table
+    widget.show_all.value = True
+    run_and_wait(widget, qtbot)
+    layer = viewer.layers["random cells"]
+    assert layer.shown.all() and len(layer.data) == len(widget.session.dot_table)
+
+
+def test_placement_reports_progress_per_batch(docked, qtbot, monkeypatch):
+    from napari_niche.core import random_cells
+
+    viewer, _, widget = docked
+    n_cells = widget.session.voxels.n_cells
+    monkeypatch.setattr(random_cells, "DOTS_PER_BATCH", 3 * n_cells)  # 3 realisations each
+    seen = []
+    widget._relay.progress.connect(lambda value: seen.append(value))
+    widget.realizations.value = 30
+    run_and_wait(widget, qtbot)
+    placing = [(f, m) for f, m in seen if m.startswith("Placing random cells: Placed")]
+    assert len(placing) == 10
+    assert [m for _, m in placing][-1] == "Placing random cells: Placed 30 of 30 realisations…"
+    fractions = [f for f, _ in placing]
+    assert fractions == sorted(fractions) and 0.1 < fractions[0] and fractions[-1] == 0.4
+    assert "random cells" in [layer.name for layer in viewer.layers]
+
+
+def test_cancel_stops_placement_between_batches_and_keeps_the_layers(docked, qtbot, monkeypatch):
+    """Cancel pressed while the first batch is placed: no later batch runs, no layer is
+    written, the dock says so (the core's stop is deterministic; its latency is benchmarked
+    in benchmarks/bench_cancel.py)."""
+    from napari_niche.core import random_cells
+
+    viewer, _, widget = docked
+    n_cells = widget.session.voxels.n_cells
+    monkeypatch.setattr(random_cells, "DOTS_PER_BATCH", 2 * n_cells)
+    before = [layer.name for layer in viewer.layers]
+    reports = []
+    report = widget.report_progress
+
+    def press_cancel_during_first_batch(fraction, message):
+        reports.append(message)
+        if len(reports) == 1:
+            widget.cancel()  # what the Cancel button does, at this exact moment
+        report(fraction, message)
+
+    monkeypatch.setattr(widget, "report_progress", press_cancel_during_first_batch)
+    widget.realizations.value = 40
+    run_and_wait(widget, qtbot)
+    assert reports == ["Placing random cells: Placed 2 of 40 realisations…"]
+    assert [layer.name for layer in viewer.layers] == before
+    assert widget.session.dot_table is None
+    assert widget.status.text() == "Cancelled; no layer was changed."
+    # the dock is ready again: a new run is not refused
+    monkeypatch.setattr(widget, "report_progress", report)
+    widget.realizations.value = 2
+    run_and_wait(widget, qtbot)
+    assert "random cells" in [layer.name for layer in viewer.layers]

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from helpers import n_notes, notes_since, run_and_wait
 
+from napari_niche._widgets.tables import display_order
 from napari_niche.core.errors import NicheError
 from napari_niche.core.synthetic import make_bone_marrow
 from napari_niche.io import read_image
@@ -50,7 +51,7 @@ def shown(tab) -> pd.DataFrame:
     """What the view shows, read back through the Qt model (strings)."""
     model = tab.model
     rows, cols = model.rowCount(), model.columnCount()
-    header = [model.headerData(c, _horizontal()) for c in range(cols)]
+    header = [str(c) for c in model.table.columns]  # the CSV names (headers show them short)
     values = [[model.index(r, c).data() for c in range(cols)] for r in range(rows)]
     return pd.DataFrame(values, columns=header)
 
@@ -88,7 +89,7 @@ def test_tabs_follow_the_session(analysed, qtbot):
     assert cells.export_button.isEnabled()
     assert cells.size_label.text() == "150 rows × 7 columns"
     view = shown(cells)
-    assert list(view.columns) == list(session.cell_table.columns)
+    assert list(view.columns) == display_order(session.cell_table.columns)
     assert view["label"].tolist() == [str(v) for v in session.cell_table["label"]]
     np.testing.assert_allclose(
         view["dist_vessel_um"].astype(float), session.cell_table["dist_vessel_um"], rtol=1e-3
@@ -108,7 +109,7 @@ def test_tabs_follow_the_session(analysed, qtbot):
         tab = tables.tab[title]
         assert tab.model.rowCount() == len(table) > 0, title
         view = shown(tab)
-        assert list(view.columns) == list(table.columns), title
+        assert list(view.columns) == display_order(table.columns), title
         for col in table.columns:
             if pd.api.types.is_float_dtype(table[col]):
                 got = pd.to_numeric(view[col].replace("", np.nan))
@@ -287,7 +288,7 @@ def test_table_model_is_fast_for_50000_rows(qtbot):
         }
     )
     t0 = time.perf_counter()
-    model = DataFrameModel(table)
+    model = DataFrameModel(table, compact=True)
     view = QTableView()
     qtbot.addWidget(view)
     view.setModel(model)
@@ -298,9 +299,82 @@ def test_table_model_is_fast_for_50000_rows(qtbot):
     assert elapsed < 1.0, elapsed
     assert model.rowCount() == n and model.columnCount() == 8
     assert model.index(0, 0).data() == "1"
-    assert model.index(n - 1, 7).data() == "vessel"
-    assert model.index(3, 1).data() == f"{table['c0'][3]:.4g}"
+    # (the view shows what a row is about first: label, structure, then the rest)
+    assert model.index(n - 1, 1).data() == "vessel"
+    assert model.index(3, 2).data() == f"{table['c0'][3]:.4g}"
     t0 = time.perf_counter()
-    model.sort(1, Qt.SortOrder.AscendingOrder)
+    model.sort(2, Qt.SortOrder.AscendingOrder)
     assert time.perf_counter() - t0 < 1.0
-    assert model.index(0, 1).data() == f"{table['c0'].min():.4g}"
+    assert model.index(0, 2).data() == f"{table['c0'].min():.4g}"
+
+
+# -- the answers in view at the default width (issue 10 §6) ------------------------------------
+@pytest.mark.parametrize(
+    "columns", [["label", "x", "fold_change"], ["structure", "test", "statistic", "p_value"]]
+)
+def test_display_order_puts_the_answers_first(columns):
+    order = display_order(columns)
+    assert sorted(order) == sorted(columns)
+    key = [c for c in ("fold_change", "p_value") if c in columns]
+    assert order.index(key[0]) <= 2
+
+
+def test_p_values_and_fold_changes_are_in_view_at_the_default_width(
+    make_napari_viewer, sample_layers, qtbot
+):
+    """In a shown window at its default size, the Tables dock shows the p-value and
+    fold-change columns of every table that has them without scrolling sideways."""
+    from napari.layers import Layer
+
+    viewer = make_napari_viewer(show=True)
+    for data, meta, kind in sample_layers:
+        viewer.add_layer(Layer.create(data.copy(), dict(meta), kind))
+    _, tables = viewer.window.add_plugin_dock_widget(PLUGIN, "Tables")
+    distances_dock, distances = viewer.window.add_plugin_dock_widget(PLUGIN, "3 Distance maps")
+    run_and_wait(distances, qtbot)
+    dots_dock, dots = viewer.window.add_plugin_dock_widget(PLUGIN, "4 Random dots")
+    dots.realizations.value = 19  # an envelope table too
+    dots.seed.value = "3"
+    run_and_wait(dots, qtbot)
+    viewer.window.remove_dock_widget(dots_dock)  # Tables alone, at its default width
+    viewer.window.remove_dock_widget(distances_dock)
+    qtbot.wait(50)
+    wanted = {
+        "statistics": ["test", "p_value", "statistic"],
+        "fold change": ["fold_change"],
+        "envelope": ["fold_change", "outside"],
+        "quadrants": ["fraction_cells", "fraction_dots"],
+    }
+    for title, columns in wanted.items():
+        tab = tables.tab[title]
+        tables.tabs.setCurrentWidget(tab)
+        qtbot.wait(20)
+        assert tab.model.rowCount() > 0, title
+        viewport = tab.view.viewport().rect()
+        header = [str(c) for c in tab.model.table.columns]
+        for name in columns:
+            rect = tab.view.visualRect(tab.model.index(0, header.index(name)))
+            assert rect.width() > 20, (title, name)
+            assert viewport.contains(rect), (title, name, rect, viewport)
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("bin_start_um", "bin start\n(µm)"),
+        ("fold_change", "fold\nchange"),
+        ("p_value", "p value"),
+        ("volume_um3", "volume\n(µm³)"),
+        ("fraction_overlapping", "fraction\noverlapping"),
+        ("label", "label"),
+    ],
+)
+def test_headers_are_short_and_keep_the_csv_name_as_tooltip(name, shown):
+    from qtpy.QtCore import Qt
+
+    from napari_niche._widgets.tables import DataFrameModel, display_header
+
+    assert display_header(name) == shown
+    model = DataFrameModel(pd.DataFrame({name: [1.0]}), compact=True)
+    assert model.headerData(0, _horizontal()) == shown
+    assert model.headerData(0, _horizontal(), Qt.ItemDataRole.ToolTipRole) == name

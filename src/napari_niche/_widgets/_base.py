@@ -9,12 +9,25 @@ results are written only once the work has finished.
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, PushButton
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
+from qtpy.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core.errors import NicheError
 from ._layers import OUTPUT_KEY, TRANSIENT_OUTPUTS, default_layer
@@ -30,11 +43,43 @@ def _choice_values(combo) -> list:
     return [c[1] if isinstance(c, tuple) else c for c in combo.choices]
 
 
+_NUMPY_SCALAR = re.compile(
+    r"np\.(?:float|int|uint|complex|longdouble|str_|bytes_|bool_?|datetime|timedelta)\d*_?"
+    r"\((['\"]?)(.*?)\1\)"
+)
+_NUMPY_BOOL = re.compile(r"np\.(True|False)_")
+
+
+def plain_text(message: str) -> str:
+    """A message with numpy scalar reprs written as plain values.
+
+    ``"scale (np.float64(1.0), np.int64(3))"`` -> ``"scale (1.0, 3)"``. Every dock passes
+    what it shows (notifications, status lines) through this, so a number formatted with
+    ``repr`` anywhere below (numpy 2 prints its scalars so) never reaches the user as code.
+    """
+    return _NUMPY_BOOL.sub(r"\1", _NUMPY_SCALAR.sub(r"\2", str(message)))
+
+
+class Cancelled(Exception):
+    """Raised by a dock's :meth:`NicheWidget.report_progress` once Cancel was pressed.
+
+    Not a :class:`NicheError`: it is no mistake of the user's, and it unwinds a core
+    function (e.g. random-cell placement between two batches) back to the worker.
+    """
+
+
+class _Relay(QObject):
+    """Carries progress reported in a worker thread to the dock in the GUI thread."""
+
+    progress = Signal(object)
+
+
 class _Failed:
     """Returned by a worker instead of raising, so napari shows no traceback dialog."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, cancelled: bool = False):
         self.message = message
+        self.cancelled = cancelled
 
 
 def _guarded(fn: Callable[..., Generator[Progress, None, Any]]):
@@ -43,9 +88,68 @@ def _guarded(fn: Callable[..., Generator[Progress, None, Any]]):
             result = yield from fn(*args, **kwargs)
         except NicheError as err:
             return _Failed(str(err))
+        except Cancelled:
+            return _Failed("", cancelled=True)
         return result
 
     return run
+
+
+#: The height below which a dock scrolls instead of pushing the main window taller: three
+#: docks at this height, with their title bars, fit a 1080-px screen next to napari's own.
+MIN_DOCK_HEIGHT = 160
+
+
+class _VerticalScroll(QScrollArea):
+    """A scroll area that scrolls vertically and is as wide as its content needs.
+
+    A plain ``QScrollArea`` reports a small minimum size in both directions, so a dock would
+    scroll sideways too; this one keeps the content's minimum width and asks for only
+    :data:`MIN_DOCK_HEIGHT` of height, however tall its content is.
+    """
+
+    def __init__(self, content: QWidget):
+        super().__init__()
+        self.setWidget(content)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        # The dock keeps the content's width (minimumSizeHint below); should it be made
+        # narrower all the same, a scroll bar appears instead of cutting controls off.
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        # Preferred, not a scroll area's Expanding: room beyond what a dock asks for is
+        # shared between the docks instead of going to whichever was added last
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        content.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content's size changed: the dock must hear of it
+        return super().eventFilter(watched, event)
+
+    def _extra_width(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def minimumSizeHint(self) -> QSize:
+        content = self.widget().minimumSizeHint()
+        return QSize(content.width() + self._extra_width(), min(content.height(), MIN_DOCK_HEIGHT))
+
+    def sizeHint(self) -> QSize:
+        content = self.widget().sizeHint()
+        return QSize(content.width() + self._extra_width(), content.height())
+
+
+def scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """Give ``widget`` a vertical scroll area and return the layout inside it.
+
+    Every dock builds its content into this layout, so its minimum height is small and
+    any three docks open together fit a laptop screen; taller content scrolls.
+    """
+    content = QWidget()
+    inner = QVBoxLayout(content)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(_VerticalScroll(content))
+    return inner
 
 
 class NicheWidget(QWidget):
@@ -68,11 +172,14 @@ class NicheWidget(QWidget):
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self.cancel)
         self.worker = None
+        self._stop = threading.Event()
+        self._relay = _Relay()
+        self._relay.progress.connect(self._on_progress)
 
         row = QHBoxLayout()
         row.addWidget(self.progress)
         row.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = self._content_layout = scrolling_layout(self)
         layout.addWidget(self.form.native)
         layout.addWidget(self.run_button.native)
         layout.addLayout(row)
@@ -85,6 +192,10 @@ class NicheWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._reset_choices)
         self.viewer.layers.events.removed.connect(self._reset_choices)
         self.viewer.layers.events.moved.connect(self._reset_choices)
+
+    def layout(self) -> QVBoxLayout:
+        """The layout inside the dock's scroll area, where subclasses add their controls."""
+        return self._content_layout
 
     # -- layer pickers --------------------------------------------------------------------
     def layer_combo(
@@ -189,9 +300,10 @@ class NicheWidget(QWidget):
             self.notify("The previous run is still going: wait or cancel it first.")
             return None
         worker = create_worker(_guarded(work), *args, _start_thread=False, **kwargs)
+        self._stop.clear()
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda result: self._on_returned(result, on_done))
-        worker.aborted.connect(lambda: self._set_status("Cancelled; no layer was changed."))
+        worker.aborted.connect(self._on_cancelled)
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self._set_busy(True)
@@ -199,8 +311,23 @@ class NicheWidget(QWidget):
         return worker
 
     def cancel(self):
+        self._stop.set()  # a core function stops at its next report_progress
         if self.worker is not None:
-            self.worker.quit()
+            self.worker.quit()  # the worker stops at its next yield
+
+    def report_progress(self, fraction: float, message: str) -> None:
+        """The project's progress callback for core functions run in this dock's worker.
+
+        Safe to call from the worker thread: the bar and status follow through a queued
+        Qt signal. After Cancel it raises :class:`Cancelled`, so long core work (random
+        cells at 999 realisations) stops at its next report instead of running to the end.
+        """
+        if self._stop.is_set():
+            raise Cancelled()
+        self._relay.progress.emit((float(fraction), str(message)))
+
+    def _on_cancelled(self):
+        self._set_status("Cancelled; no layer was changed.")
 
     def _on_progress(self, value: Progress):
         fraction, message = value
@@ -209,7 +336,10 @@ class NicheWidget(QWidget):
 
     def _on_returned(self, result, on_done):
         if isinstance(result, _Failed):
-            self.notify(result.message, error=True)
+            if result.cancelled:
+                self._on_cancelled()
+            else:
+                self.notify(result.message, error=True)
             return
         try:
             on_done(result)
@@ -217,6 +347,8 @@ class NicheWidget(QWidget):
             self.notify(str(err), error=True)
 
     def _on_finished(self):
+        if self._stop.is_set():  # a progress report queued before Cancel came in after it
+            self._on_cancelled()
         self.worker = None
         self._set_busy(False)
 
@@ -228,7 +360,7 @@ class NicheWidget(QWidget):
             self.progress.setValue(0)
 
     def _set_status(self, text: str):
-        self.status.setText(text)
+        self.status.setText(plain_text(text))
 
     @contextmanager
     def reporting(self) -> Iterator[None]:
@@ -246,5 +378,6 @@ class NicheWidget(QWidget):
         """Tell the user in a napari notification and in the widget's status line."""
         from napari.utils.notifications import show_error, show_info, show_warning
 
+        message = plain_text(message)
         self._set_status(message)
         (show_error if error else show_warning if warning else show_info)(message)

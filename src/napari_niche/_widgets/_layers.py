@@ -63,6 +63,11 @@ def default_layer(
     return ranked[0][1] if ranked else None
 
 
+def numbers(values) -> str:
+    """Numbers as a person writes them, ``(2, 0.57, 0.57)``: never ``np.float64(2.0)``."""
+    return "(" + ", ".join(f"{float(v):.4g}" for v in np.ravel(values)) + ")"
+
+
 def layer_spacing(layer: Layer) -> tuple[float, ...]:
     """The voxel size of a layer in µm: its ``scale`` over the spatial axes (z, y, x).
 
@@ -79,7 +84,7 @@ def layer_spacing(layer: Layer) -> tuple[float, ...]:
         )
     scale = np.asarray(layer.scale[-ndim:], float)
     if np.any(scale <= 0):
-        raise NicheError(f"Layer {layer.name!r} has a non-positive scale {tuple(scale)}.")
+        raise NicheError(f"Layer {layer.name!r} has a non-positive scale {numbers(scale)}.")
     factors = _um_factors(layer)
     if not has_voxel_size(layer):
         _warn_unscaled(layer)
@@ -161,15 +166,10 @@ def check_aligned(reference: Layer, **layers: Layer | None) -> None:
             if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-9):
                 raise NicheError(
                     f"The {what.replace('_', ' ')} layer {layer.name!r} has {attr} "
-                    f"{_plain(b)} but {reference.name!r} has {_plain(a)}:"
+                    f"{numbers(b)} but {reference.name!r} has {numbers(a)}:"
                     " they do not overlay voxel for voxel. Give them the same voxel size and "
                     "position (Layer properties, or resample one of them)."
                 )
-
-
-def _plain(values) -> str:
-    """``(2, 0.57, 0.57)``: plain numbers (6 significant digits), never numpy reprs."""
-    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
 
 
 def _edited_since_written(layer: Layer) -> bool:
@@ -222,7 +222,11 @@ def write_layer(
     if existing is not None and key in TRANSIENT_OUTPUTS and other_image:
         viewer.layers.remove(existing)  # a preview of another image: nothing to keep
         existing = None
-    elif existing is not None and (other_image or _edited_since_written(existing)):
+    elif (
+        existing is not None
+        and key not in TRANSIENT_OUTPUTS  # a preview is updated in place: never the user's
+        and (other_image or _edited_since_written(existing))
+    ):
         # Painted or curated by hand since we wrote it, or the result of another image:
         # it is the user's now. Keep it and write the new result beside it (napari
         # suffixes the name).

@@ -443,9 +443,15 @@ class CurationWidget(NicheWidget):
         with self.reporting():
             spacing = layer_spacing(layer)
             self._edited = False
+            settings = {  # recorded on the layer: an experiment made from here reuses them
+                "min_size": float(self.min_size.value),
+                "size_unit": self.size_unit.value,
+                "closing_radius_um": float(self.closing_radius.value),
+                "fill": self.fill.value,
+            }
             self.start(
                 curate_mask,
-                lambda change: self._write_change(layer, change),
+                lambda change: self._write_change(layer, change, settings),
                 layer.data,
                 spacing=spacing,
                 min_size=float(self.min_size.value),
@@ -454,7 +460,9 @@ class CurationWidget(NicheWidget):
                 fill=self.fill.value,
             )
 
-    def _write_change(self, layer: Labels, change: tuple[Indices, Indices, int]):
+    def _write_change(
+        self, layer: Labels, change: tuple[Indices, Indices, int], settings: dict | None = None
+    ):
         removed, added, value = change
         if layer not in self.viewer.layers:
             raise NicheError(f"The layer {layer.name!r} was removed; nothing was changed.")
@@ -475,6 +483,8 @@ class CurationWidget(NicheWidget):
             finally:
                 self._writing = False
             layer.refresh()
+        if settings is not None:
+            layer.metadata = {**layer.metadata, "napari_niche_curation": settings}
         self._set_status(
             f"{layer.name!r}: {n_removed:,} voxels cleared, {n_added:,} set "
             "(Ctrl+Z in the viewer undoes it)."

@@ -63,7 +63,7 @@ from ._session import get_session, structure_file
 if TYPE_CHECKING:
     import napari
 
-    from ..experiment import Experiment, ImageSpec
+    from ..experiment import Experiment, ImageSpec, StepParams
 
 __all__ = ["ExperimentWidget"]
 
@@ -88,6 +88,35 @@ _ID_RE = re.compile(r"[^A-Za-z0-9._-]+")
 def image_id_from(name: str) -> str:
     """A file-safe image id from a layer name: ``"bone 2 (cells)"`` -> ``"bone_2_cells"``."""
     return _ID_RE.sub("_", name.strip()).strip("._-")[:60]
+
+
+def image_name_of(layers) -> str:
+    """The name of the image the layers come from: the file it was read from, the sample
+    it is, or the experiment image it was opened as; "" when none says.
+
+    Layers are searched in order; the first with a file, sample or image id names the
+    image (``"bone_marrow"`` for the bundled sample, ``"femur_3"`` for ``femur_3.tif``).
+    Layer names are not used: they say what a layer holds ("cells"), and an image called
+    "cells" reopens as layers "cells cells", "cells vessel", ...
+    """
+    for layer in layers:
+        if layer is None:
+            continue
+        opened_as = layer.metadata.get(IMAGE_KEY)
+        if opened_as:
+            return str(opened_as)
+        source = getattr(layer, "source", None)
+        path = getattr(source, "path", None)
+        if path:
+            name = Path(str(path)).name
+            for ext in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+                if name.lower().endswith(ext):
+                    return name[: -len(ext)]
+            return Path(name).stem
+        sample = getattr(source, "sample", None)
+        if sample:
+            return str(sample[-1])
+    return ""
 
 
 class _Cancelled(Exception):
@@ -154,12 +183,37 @@ def _call_runner(
     return outcome["summary"]
 
 
+#: How far through one image each of the runner's steps (``"<image>: <step>"``) starts.
+_IMAGE_STEPS = (
+    ("checking", 0.0),
+    ("reading", 0.03),
+    ("making masks", 0.1),
+    ("analysing: measuring cells", 0.25),
+    ("analysing: placing random cells", 0.35),
+    ("analysing: distances", 0.55),
+    ("analysing: statistics", 0.8),
+    ("analysing", 0.2),
+    ("saving", 0.9),
+)
+
+
+def _step_fraction(message: str) -> float:
+    """How far through its image a runner message ``"<image>: <step>"`` is (0 if unknown)."""
+    step = message.split(": ", 1)[1] if ": " in message else ""
+    return next((f for name, f in _IMAGE_STEPS if step.startswith(name)), 0.0)
+
+
 def _progress_value(done: int, total: int, message: str) -> tuple[float, str]:
-    """(fraction, message) of the bar from the runner's ``progress(done, total, message)``."""
+    """(fraction, message) of the bar from the runner's ``progress(done, total, message)``.
+
+    Images take the bar up to where pooling starts; within the image being run, the bar
+    moves with its steps (reading, masks, random cells, distances, statistics, saving), so
+    one image does not sit at one place for its whole run.
+    """
     if message in _STAGES:
         return _STAGES[message]
-    # images take the bar up to where pooling starts
-    fraction = 0.05 + 0.75 * done / total if total else 0.0
+    within = _step_fraction(message) if done < total else 0.0
+    fraction = 0.05 + 0.75 * (done + within) / total if total else 0.0
     return float(min(max(fraction, 0.0), 1.0)), message
 
 
@@ -329,6 +383,8 @@ class ExperimentWidget(NicheWidget):
             item = layout.takeAt(0)
             if item.widget() is self.form.native:
                 item.widget().setVisible(False)  # the fields are the group box above
+            elif item.widget() is self.status:
+                pass  # below the splitter: a long message wraps instead of being cut off
             elif item.widget() is not None:
                 top.addWidget(item.widget())
             elif item.layout() is not None:
@@ -339,7 +395,9 @@ class ExperimentWidget(NicheWidget):
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
         splitter.setChildrenCollapsible(False)
-        layout.addWidget(splitter)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.status)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.splitter = splitter
         self.run_button.tooltip = (
             "Save this analysis's masks next to the experiment file, add the image and run "
@@ -369,9 +427,12 @@ class ExperimentWidget(NicheWidget):
         """Create an experiment file at ``path`` (TOML) with no images and open it.
 
         Its analysis parameters are this session's (the seed as used, without the voxel
-        size, which each image brings), so the images added later are analysed as this one
-        was; only the number of realisations is raised, if needed, to the fewest null sets
-        a Monte Carlo envelope needs (19 at alpha 0.05), and the status line says so.
+        size, which each image brings), and its ``[steps]``, ``[cells]`` and ``[tissue]``
+        settings are those the docks used on this image's layers (σ, threshold method,
+        minimum object size, cell volumes, tissue closing; see :func:`session_steps`), so
+        the images added later are analysed as this one was; only the number of
+        realisations is raised, if needed, to the fewest null sets a Monte Carlo envelope
+        needs (19 at alpha 0.05), and the status line says so.
         """
         from dataclasses import replace
 
@@ -396,16 +457,23 @@ class ExperimentWidget(NicheWidget):
                 f"Monte Carlo envelope needs at least {need} null sets per image."
             )
             params = replace(params, realizations=realizations)
+        steps, used = session_steps(self.session, self.viewer)
         experiment = Experiment(
             name=name or path.stem,
             path=path,
             output=path.parent / f"{path.stem}_results",
             analysis=params,
             images=[],
+            steps=steps,
+            # the structures named, so the file may hold their [steps.<name>] already
+            structure_names=list(self.session.structure_names) if steps.roles else [],
         )
         experiment.save(path)
         experiment = self.open_experiment(path)  # as the file reads back
-        self._set_status(f"Created {path.name}; add images with “Add current result”.{raised}")
+        recorded = f" Settings recorded from this session: {used}." if used else ""
+        self._set_status(
+            f"Created {path.name}; add images with “Add current result”.{raised}{recorded}"
+        )
         return experiment
 
     def open_experiment(self, path: str | Path) -> Experiment:
@@ -701,14 +769,17 @@ class ExperimentWidget(NicheWidget):
         self.redraw()
 
     def _suggest_image_id(self, _event=None) -> None:
-        """Default image id: the cells layer's name, unique in the experiment."""
+        """Default image id: the image's name (its file, the sample), unique in the
+        experiment; "image" when nothing names it. Never a role such as "cells"."""
         try:
             if self.image_id.isModified() and self.image_id.text().strip():
                 return
-            layer = self.session.cells_layer
-            base = image_id_from(layer.name) if layer is not None else ""
-            if not base:
+            s = self.session
+            if s.cells_layer is None:
                 return
+            images = [layer for layer in self.viewer.layers if layer._type_string == "image"]
+            layers = [s.cells_layer, *s.structures.values(), s.tissue_layer, *images]
+            base = image_id_from(image_name_of(layers)) or "image"
             taken = {spec.id for spec in self.experiment.images} if self.experiment else set()
             self.image_id.setText(unique_name(base, taken))
         except RuntimeError:  # the dock was closed and Qt deleted the widget
@@ -796,6 +867,96 @@ class ExperimentWidget(NicheWidget):
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _channel_settings(layer) -> dict[str, Any]:
+    """The channel steps a mask layer was made with, from what the docks recorded on it:
+    threshold (σ, normalisation, method, value) and in-place curation (size, closing,
+    holes). Empty for a mask no dock made (drawn, or opened from a file)."""
+    settings: dict[str, Any] = {}
+    made = layer.metadata.get("napari_niche_threshold") or {}
+    if made:
+        settings.update(
+            sigma_um=float(made.get("sigma_um", 0.0)),
+            normalize=bool(made.get("normalize_slices", False)),
+            threshold=str(made.get("method", "otsu")),
+        )
+        if settings["threshold"] == "manual":
+            settings["threshold_value"] = float(made["threshold"])
+    curated = layer.metadata.get("napari_niche_curation") or {}
+    for key in ("min_size", "size_unit", "closing_radius_um", "fill"):
+        if key in curated:
+            settings[key] = curated[key]
+    return settings
+
+
+def session_steps(session, viewer) -> tuple[StepParams, str]:
+    """The experiment's step settings as the docks used them on this session's layers.
+
+    Roles get the threshold and curation settings recorded on their mask layers (the
+    cells role: the cell mask the labelled cells were made from); ``[cells]`` the
+    labelling settings of the cells layer; ``[tissue]`` the closing and hole filling of a
+    tissue map built in "2 Mask curation". What no dock recorded keeps the experiment
+    defaults. Also returns a short description for the status line.
+    """
+    from dataclasses import replace
+
+    from ..experiment import CellSteps, StepParams, TissueSteps
+
+    masks = dict(session.structures)
+    cells_made = {} if session.cells_layer is None else session.cells_layer.metadata
+    cells_made = cells_made.get("napari_niche_cells") or {}
+    by_name = {layer.name: layer for layer in viewer.layers}
+    if cells_made.get("mask") in by_name:
+        masks = {"cells": by_name[cells_made["mask"]], **masks}
+    if session.tissue_layer is not None:
+        masks["tissue"] = session.tissue_layer
+    roles = {role: _channel_settings(layer) for role, layer in masks.items()}
+    roles = {role: settings for role, settings in roles.items() if settings}
+    described = [f"{role} ({_describe(settings)})" for role, settings in roles.items()]
+    cells = CellSteps()
+    if cells_made:
+        largest = float(cells_made.get("max_volume_um3", np.inf))
+        cells = CellSteps(
+            min_volume_um3=float(cells_made.get("min_volume_um3", cells.min_volume_um3)),
+            max_volume_um3=None if not np.isfinite(largest) else largest,
+            split_touching=bool(cells_made.get("split_touching", False)),
+            split_radius_um=float(cells_made.get("split_radius_um", cells.split_radius_um)),
+        )
+        described.append(f"cell labelling (min {cells.min_volume_um3:g} µm³)")
+    tissue = TissueSteps()
+    tissue_made = {}
+    if session.tissue_layer is not None:
+        tissue_made = session.tissue_layer.metadata.get("napari_niche_tissue") or {}
+    if tissue_made:
+        tissue = replace(
+            tissue,
+            closing_radius_um=float(tissue_made.get("closing_radius_um", 0.0)),
+            fill=bool(tissue_made.get("fill_holes", True)),
+        )
+        described.append(f"tissue map (closing {tissue.closing_radius_um:g} µm)")
+    steps = StepParams(roles=roles, cells=cells, tissue=tissue)
+    return steps, "; ".join(described)
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    """What a role's recorded settings change, e.g. "σ 1.5 µm, li, min size 20 voxels"."""
+    parts = []
+    if "sigma_um" in settings:
+        parts.append(f"σ {settings['sigma_um']:g} µm")
+    if settings.get("normalize"):
+        parts.append("slices normalised")
+    if "threshold" in settings:
+        value = settings.get("threshold_value")
+        parts.append(settings["threshold"] + (f" at {value:g}" if value is not None else ""))
+    if settings.get("min_size", 0) > 0:
+        unit = "µm³" if settings.get("size_unit") == "um3" else "voxels"
+        parts.append(f"min size {settings['min_size']:g} {unit}")
+    if settings.get("closing_radius_um", 0) > 0:
+        parts.append(f"closing {settings['closing_radius_um']:g} µm")
+    if settings.get("fill", "off") != "off":
+        parts.append(f"holes filled ({settings['fill']})")
+    return ", ".join(parts)
+
+
 def _editable_combo(placeholder: str) -> QComboBox:
     combo = QComboBox()
     combo.setEditable(True)

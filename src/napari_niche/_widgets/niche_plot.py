@@ -46,6 +46,7 @@ from ..core.stats import QUADRANTS, quadrant_of
 from ..io import CSV_FLOAT_FORMAT
 from ..pipeline import distance_column, resolve_structures
 from ..plots import DARK, LIGHT, FoldChangePlot, PlotStyle, QuadrantPlot, niche_figure
+from ._base import plain_text, scrolling_layout
 from ._layers import find_output
 from ._session import get_session
 
@@ -223,7 +224,7 @@ class NichePlotWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.export_figure_button)
         buttons.addWidget(self.export_tables_button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.tabs, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
@@ -309,12 +310,20 @@ class NichePlotWidget(QWidget):
             return
         highlight = self.quadrant_plot.highlight
         if self._background is None:
+            # Neither the rings nor the lasso's line may be in the saved picture: the
+            # lasso calls back before it hides its line, and a line saved here would come
+            # back with every later blit (even after Clear selection).
+            hidden = [highlight, *self.lasso.artists]
+            shown = [artist.get_visible() for artist in hidden]
             self._capturing = True
-            highlight.set_visible(False)
+            for artist in hidden:
+                artist.set_visible(False)
             try:
                 canvas.draw()
                 self._background = canvas.copy_from_bbox(canvas.figure.bbox)
             finally:
+                for artist, visible in zip(hidden, shown, strict=True):
+                    artist.set_visible(visible)
                 highlight.set_visible(True)
                 self._capturing = False
         canvas.restore_region(self._background)
@@ -755,11 +764,12 @@ class NichePlotWidget(QWidget):
             return None
 
     def _set_status(self, text: str) -> None:
-        self.status.setText(text)
+        self.status.setText(plain_text(text))
 
     def notify(self, message: str, *, error: bool = False) -> None:
         """Tell the user in a napari notification and in the widget's status line."""
         from napari.utils.notifications import show_error, show_info
 
+        message = plain_text(message)
         self._set_status(message)
         (show_error if error else show_info)(message)

@@ -8,6 +8,7 @@ maps of the same masks, else they are recomputed with the same core function.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, Spi
 
 from ..core.errors import NicheError
 from ..params import AnalysisParams
-from ._base import NicheWidget
+from ._base import NicheWidget, plain_text
 from ._layers import OUTPUT_KEY, check_aligned, find_output, layer_array, write_layer
 from ._session import data_digest, first_edited, get_session, input_label
 
@@ -61,6 +62,7 @@ class _Job:
     digests: dict[str, str]
     show_shapes: bool
     tissue_warning: str | None = None
+    progress: Callable[[float, str], None] | None = None  # the dock's report_progress
 
 
 @dataclass
@@ -96,8 +98,17 @@ def _place(job: _Job):
     warnings = overlap_warnings(overlap, job.params.rule)
 
     yield 0.1, "Placing random cells…"
+
+    def placing(fraction: float, message: str) -> None:  # per batch of realisations
+        job.progress(0.1 + 0.3 * fraction, f"Placing random cells: {message}…")
+
     dots, table, seed = place_random_cells(
-        job.voxels, spacing=job.spacing, tissue=tissue, exclude=exclude, params=job.params
+        job.voxels,
+        spacing=job.spacing,
+        tissue=tissue,
+        exclude=exclude,
+        params=job.params,
+        progress=placing if job.progress is not None else None,
     )
     n = len(job.masks)
     for i, (name, mask) in enumerate(job.masks.items()):
@@ -171,6 +182,12 @@ class RandomDotsWidget(NicheWidget):
         self.seed.native.setPlaceholderText("blank = random")
         self.seed.tooltip = "The same seed gives the same random cells"
         self.show_shapes = CheckBox(text="show shapes of realisation 0 (Labels)", value=False)
+        self.show_all = CheckBox(text="show every realisation as points", value=False)
+        self.show_all.tooltip = (
+            "Off: the viewer shows realisation 0 only, so many realisations do not bury the "
+            "real cells; every realisation is measured either way"
+        )
+        self.show_all.changed.connect(self._show_realisations)
         self.seed_used = Label(label="seed used", value="")
         self.form.extend(
             [
@@ -182,6 +199,7 @@ class RandomDotsWidget(NicheWidget):
                 self.realizations,
                 self.seed,
                 self.show_shapes,
+                self.show_all,
                 self.seed_used,
             ]
         )
@@ -287,6 +305,7 @@ class RandomDotsWidget(NicheWidget):
             params=params,
             digests=dict(s.digests),
             show_shapes=bool(self.show_shapes.value),
+            progress=self.report_progress,
         )
 
     def _check_cost(self, params: AnalysisParams, n_structures: int) -> None:
@@ -323,6 +342,14 @@ class RandomDotsWidget(NicheWidget):
         show_warning(text)
         return text
 
+    def _show_realisations(self, _value=None, *, layer=None) -> None:
+        """Show realisation 0 of the random cells, or all of them when ticked."""
+        layer = layer if layer is not None else find_output(self.viewer, DOTS_KEY)
+        if layer is None or "realization" not in layer.features:
+            return
+        first = layer.features["realization"].to_numpy() == 0
+        layer.shown = np.ones(len(first), bool) if self.show_all.value else first
+
     # -- running ----------------------------------------------------------------------------
     def run(self):
         with self.reporting():
@@ -344,7 +371,7 @@ class RandomDotsWidget(NicheWidget):
                 "again so they borrow the current cells' shapes."
             )
         like = s.cells_layer
-        write_layer(
+        dots_layer = write_layer(
             self.viewer,
             DOTS_KEY,
             result.coords.astype(float),
@@ -356,6 +383,7 @@ class RandomDotsWidget(NicheWidget):
             border_width=0,
             size=marker_size(result.table, like),
         )
+        self._show_realisations(layer=dots_layer)
         if result.shapes is not None:
             write_layer(
                 self.viewer,
@@ -395,6 +423,11 @@ class RandomDotsWidget(NicheWidget):
             f"{result.dots.n_dots} random cells ({job.params.realizations} realisation(s) of "
             f"{n_real}), seed {result.seed}, rule {job.params.rule}."
             + (" Check the tissue map (see above)." if job.tissue_warning else "")
+            + (
+                " The viewer shows realisation 0 (tick 'show every realisation' for all)."
+                if job.params.realizations > 1 and not self.show_all.value
+                else ""
+            )
         )
         for message in result.warnings:
-            show_warning(message)
+            show_warning(plain_text(message))

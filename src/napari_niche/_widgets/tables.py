@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..core.errors import NicheError
 from ..io import CSV_FLOAT_FORMAT
+from ._base import plain_text
 from ._session import TABLES, get_session
 
 if TYPE_CHECKING:
@@ -34,6 +35,51 @@ if TYPE_CHECKING:
 
 #: CSV number format shared with :meth:`napari_niche.pipeline.NicheResult.save`.
 FLOAT_FORMAT = CSV_FLOAT_FORMAT  # the same numbers as napari-niche analyze
+
+#: Shown first: what a row is about ...
+IDENTIFYING = ("label", "structure", "quadrant", "test", "bin_start_um")
+#: ... then the answers people look for, so a dock of default width shows them without
+#: scrolling sideways (the CSV files keep the tables' own column order).
+KEY_COLUMNS = (
+    "fold_change",
+    "p_value",
+    "outside",
+    "envelope_low",
+    "envelope_high",
+    "fraction_cells",
+    "fraction_dots",
+    "fraction_overlapping",
+    "statistic",
+)
+#: The widest a column opens (px): long text ("Kolmogorov-Smirnov (two-sided)") is
+#: elided, its tooltip says it in full, and the columns after it stay in view.
+MAX_COLUMN_WIDTH = 130
+
+
+def display_header(name: str) -> str:
+    """A column name as a narrow two-line header: ``"bin_start_um"`` -> ``"bin start\n(µm)"``.
+
+    The header's tooltip keeps the CSV name (see :meth:`DataFrameModel.headerData`).
+    """
+    unit = ""
+    for suffix, text in (("_um3", "µm³"), ("_um2", "µm²"), ("_um", "µm")):
+        if name.endswith(suffix):
+            name, unit = name[: -len(suffix)], text
+            break
+    words = name.split("_")
+    if unit:
+        return " ".join(words) + f"\n({unit})"
+    if len(words) > 1 and min(len(w) for w in words) > 2:
+        half = (len(words) + 1) // 2
+        return " ".join(words[:half]) + "\n" + " ".join(words[half:])
+    return " ".join(words)
+
+
+def display_order(columns) -> list:
+    """The table's columns as the view shows them: identifying, key answers, the rest."""
+    columns = list(columns)
+    first = [c for c in (*IDENTIFYING, *KEY_COLUMNS) if c in columns]
+    return first + [c for c in columns if c not in first]
 
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
@@ -48,8 +94,11 @@ def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
 class DataFrameModel(QAbstractTableModel):
     """A read-only Qt model over a DataFrame; formats a cell only when it is drawn."""
 
-    def __init__(self, table: pd.DataFrame | None = None):
+    def __init__(self, table: pd.DataFrame | None = None, *, compact: bool = False):
         super().__init__()
+        # compact: columns in display_order() and short headers (display_header()), so a
+        # narrow dock shows the answers; off, the table's own order and names
+        self._compact = compact
         self._table = pd.DataFrame()
         self._columns: list[np.ndarray] = []
         self.set_table(table)
@@ -60,7 +109,8 @@ class DataFrameModel(QAbstractTableModel):
 
     def set_table(self, table: pd.DataFrame | None) -> None:
         self.beginResetModel()
-        self._table = pd.DataFrame() if table is None else table.reset_index(drop=True)
+        table = pd.DataFrame() if table is None else table.reset_index(drop=True)
+        self._table = table[display_order(table.columns)] if self._compact else table
         self._columns = [self._table[c].to_numpy() for c in self._table.columns]
         self.endResetModel()
 
@@ -73,7 +123,7 @@ class DataFrameModel(QAbstractTableModel):
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
-        if role == Qt.ItemDataRole.DisplayRole:
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
             return format_value(self._columns[index.column()][index.row()])
         if role == Qt.ItemDataRole.TextAlignmentRole:
             value = self._columns[index.column()][index.row()]
@@ -84,10 +134,12 @@ class DataFrameModel(QAbstractTableModel):
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
-        if role != Qt.ItemDataRole.DisplayRole:
+        if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
             return None
         if orientation == Qt.Orientation.Horizontal:
-            return str(self._table.columns[section])
+            name = str(self._table.columns[section])
+            short = self._compact and role == Qt.ItemDataRole.DisplayRole
+            return display_header(name) if short else name
         return str(section + 1)
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
@@ -123,7 +175,7 @@ class TableTab(QWidget):
     def __init__(self, owner: TablesWidget, attr: str, title: str, filename: str):
         super().__init__()
         self.owner, self.attr, self.title, self.filename = owner, attr, title, filename
-        self.model = DataFrameModel()
+        self.model = DataFrameModel(compact=True)
         self.view = QTableView()
         self.view.setModel(self.model)
         # No sort indicator at first: rows start in the session's order (Qt would otherwise
@@ -161,7 +213,22 @@ class TableTab(QWidget):
             self.size_label.setText(" ".join(self.owner.session.summary_notes))
         else:
             self.size_label.setText(f"{len(table)} rows × {table.shape[1]} columns")
+        self.fit_columns()
+
+    def fit_columns(self) -> None:
+        """Columns as wide as their contents, at most :data:`MAX_COLUMN_WIDTH`.
+
+        Done again when the tab is shown: a hidden view measures its headers wrong.
+        """
         self.view.resizeColumnsToContents()
+        header = self.view.horizontalHeader()
+        for column in range(self.model.columnCount()):
+            if header.sectionSize(column) > MAX_COLUMN_WIDTH:
+                header.resizeSection(column, MAX_COLUMN_WIDTH)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self.fit_columns()
 
     def export(self, path: str | Path) -> Path:
         """Save this table (as the session holds it, unsorted) to ``path`` as CSV."""
@@ -263,11 +330,11 @@ class TablesWidget(QWidget):
         try:
             result = action()
         except (NicheError, OSError) as err:
-            message = str(err)
+            message = plain_text(str(err))
             self.status.setText(message)
             show_error(message)
             return
-        message = describe(result)
+        message = plain_text(describe(result))
         self.status.setText(message)
         show_info(message)
 

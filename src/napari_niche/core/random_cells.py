@@ -37,7 +37,7 @@ Many realisations (a Monte Carlo null of 99 or more) cost little more than one:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -91,6 +91,10 @@ _TRY_OVERHEAD = 64
 _PILOT_TESTS = 2e8
 #: Voxel tests the estimate of a scarce-room placement may spend on its own pilots.
 _ESTIMATE_TESTS = 2e7
+#: Virtual cells placed per batch of realisations when a ``progress`` callback listens:
+#: each batch is one report (and a point where the callback can stop the work), small
+#: enough to take well under a second, large enough to keep the reads vectorised.
+DOTS_PER_BATCH = 20_000
 
 
 def _strides(shape: Sequence[int]) -> np.ndarray:
@@ -636,6 +640,7 @@ def seed_random_cells(
     rng: int | np.random.Generator | None = None,
     max_attempts: int = 100_000,
     threads: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
 ) -> RandomCells:
     """Place random virtual cells with the shapes of the real cells.
 
@@ -669,6 +674,11 @@ def seed_random_cells(
         (:class:`~napari_niche.core.errors.CellTooLargeError`).
     threads : int, optional
         Threads for the distance transform needed when room is scarce.
+    progress : callable, optional
+        ``progress(fraction, message)``, called after each batch of realisations (about
+        :data:`DOTS_PER_BATCH` virtual cells); an exception it raises (a Cancel button)
+        stops the placement there. Batching does not change the dots: each realisation
+        draws from its own stream.
 
     Returns
     -------
@@ -741,7 +751,7 @@ def seed_random_cells(
         )
         for stream in generator.spawn(realizations)
     ]
-    placed = _run_together(steps, placer)
+    placed = _run_in_batches(steps, placer, n_per, progress)
     del placer
     anchors = np.empty((realizations * n_per, ndim), dtype=np.int64)
     for r, flat in enumerate(placed):
@@ -954,6 +964,18 @@ class _CappedFits:
                 "misshapen object), or use the centroid-only rule."
             )
         return self.fits(shape_index, anchor_flat)
+
+
+def _run_in_batches(steps: list, fits, n_per: int, progress) -> list[np.ndarray]:
+    """:func:`_run_together` over all realisations, or in batches reporting ``progress``."""
+    if progress is None:
+        return _run_together(steps, fits)
+    per_batch = max(1, DOTS_PER_BATCH // max(1, n_per))
+    placed: list[np.ndarray] = []
+    for start in range(0, len(steps), per_batch):
+        placed += _run_together(steps[start : start + per_batch], fits)
+        progress(len(placed) / len(steps), f"Placed {len(placed)} of {len(steps)} realisations")
+    return placed
 
 
 def _run_together(steps: list, fits) -> list[np.ndarray]:
