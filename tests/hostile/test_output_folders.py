@@ -494,17 +494,40 @@ def test_an_interrupted_rerun_leaves_no_old_summary_beside_new_images(
     assert all_hidden(out) == []
 
 
+def _on_disk(path: Path) -> int:
+    """Bytes a file or folder takes on a tmpfs (each file rounded up to whole pages)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(-(-p.stat().st_size // 4096) * 4096 for p in files)
+
+
+@pytest.fixture(scope="module")
+def step_bytes(experiment, finished, tmp_path_factory):
+    """What pooling, figures and the report of ``experiment`` write, measured by a full
+    run (figures included) beside ``finished``'s images: the full-disk test puts the disk's
+    end in the middle of each step whatever the figures' sizes become."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("measured") / "out"
+    shutil.copytree(finished / "images", out / "images")
+    assert main(["run", str(experiment), "--out", str(out), "--jobs", "1"]) == 0
+    return {
+        "pooling": _on_disk(out / "pooled"),
+        "figures": _on_disk(out / "figures"),
+        "report": _on_disk(out / "report.html"),
+    }
+
+
 @pytest.mark.parametrize(
-    "free_kb, where",
+    "step, where",
     [
-        (0, "UNFINISHED.txt"),
-        (24, "pooling failed"),
-        (300, "figures failed"),
-        (880, "report failed"),
+        (None, "UNFINISHED.txt"),
+        ("pooling", "pooling failed"),
+        ("figures", "figures failed"),
+        ("report", "report failed"),
     ],
 )
 def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished(
-    experiment, finished, tmpfs, capsys, free_kb, where
+    experiment, finished, step_bytes, tmpfs, capsys, step, where
 ):
     import shutil
 
@@ -514,7 +537,12 @@ def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished
     shutil.copytree(finished / "images", out / "images")  # pooling, figures, report remain
     images = {p: p.read_bytes() for p in sorted((out / "images").rglob("*")) if p.is_file()}
     capsys.readouterr()
-    fill(point, free_kb * 1024)
+    free = 0  # the disk ends half-way through ``step``, after the marker and the steps before
+    if step is not None:
+        order = ["pooling", "figures", "report"]
+        before = sum(step_bytes[s] for s in order[: order.index(step)])
+        free = 4096 + before + step_bytes[step] // 2
+    fill(point, free)
     code = main(["run", str(experiment), "--out", str(out), "--jobs", "1"])
     err = capsys.readouterr().err
     assert code == 1, err
@@ -524,12 +552,12 @@ def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished
     assert all_hidden(out) == []  # no report.html.tmp, no half SVG under a hidden name
     for svg in (out / "figures").glob("*.svg"):
         assert svg.read_text().rstrip().endswith("</svg>"), svg
-    if free_kb == 0:  # could not even mark the folder, nor pool: nothing new written
+    if step is None:  # could not even mark the folder, nor pool: nothing new written
         assert sorted(p.name for p in out.iterdir()) == ["ballast", "images"]
     else:
         assert (out / UNFINISHED).exists()
         assert not (out / "report.html").exists() and not (out / "run.json").exists()
-    if free_kb == 880:  # room again: the next run completes
+    if step == "report":  # room again: the next run completes
         from napari_niche.runner import run_experiment
 
         (point / "ballast").unlink()
