@@ -78,7 +78,6 @@ def _voxel_sets(dots, realization=0):
 
 
 FRACTIONS = (0.1, 0.2, 0.3)
-N_SEEDS = 360
 BIN_UM = 3.0
 
 
@@ -101,7 +100,7 @@ def _null_run(seed: int, fraction: float, crowding: str):
     return test.rejected, (dc < BIN_UM).sum(), dc.size, (dd < BIN_UM).sum(), dd.size
 
 
-def calibration(crowding: str, seeds=range(N_SEEDS)):
+def calibration(crowding: str, seeds):
     """Rejection rate at alpha 0.05, and first-bin fold change - 1 pooled per fraction."""
     runs = np.array(
         [_null_run(s, FRACTIONS[s % len(FRACTIONS)], crowding) for s in seeds], dtype=float
@@ -227,16 +226,20 @@ def test_hard_core_needs_the_whole_cell_rule():
 
 
 def test_hard_core_null_is_calibrated_on_crowded_null_phantoms():
-    """5% +- 2% false rejections and no first-bin bias where the default null has +20%."""
-    rate, bias, per_fraction = calibration("hard-core")
-    # measured: 6.4% over 360 seeds (23 rejections); crowded first-bin bias -0.9%
-    # (per fraction 0.1 / 0.2 / 0.3: +4.5%, -2.7%, +0.2%)
+    """5% +- 2% false rejections and no first-bin bias where the default null has +26%."""
+    rate, bias, per_fraction = calibration("hard-core", range(1200))
+    # measured: 4.0% (48 of 1200; seeds 0-599 alone 3.0%, 600-1199 5.0%: 1200 seeds
+    # keep the noise at +-0.6%). The ERL test itself rejects 4.3% here when the observed
+    # curve is one more hard-core null set (exactly exchangeable): ties between the
+    # discrete curves count against it (GET's conservative convention).
+    # First-bin bias -1.7% (per fraction 0.1 / 0.2 / 0.3: -3.8%, -1.8%, -1.7%).
     assert 0.03 <= rate <= 0.07, (rate, per_fraction)
     assert abs(bias) <= 0.05, (bias, per_fraction)
+    assert all(abs(b) <= 0.05 for b in per_fraction.values()), per_fraction
     # the default null on the same phantoms: real cells look attracted to the vessel
     # (measured +26% in the first bin at 20-30%, +34% at 30%) and the test is
     # conservative (1.9% rejections), as issue 14 reported
-    rate0, bias0, per_fraction0 = calibration("ignore")
+    rate0, bias0, per_fraction0 = calibration("ignore", range(360))
     assert bias0 >= 0.15, (bias0, per_fraction0)
     assert per_fraction0[0.3] >= 0.2, per_fraction0
     assert rate0 < 0.04, rate0

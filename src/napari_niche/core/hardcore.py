@@ -18,8 +18,10 @@ random non-overlapping arrangement of the real cells' shapes in the tissue:
   18% cell fraction and cannot be placed at all at 25%.)
 
 Each null set draws from its own random stream (spawned from its realisation's stream),
-so the dots depend only on the seed. The null sets are placed together, a group of up to
-64 at a time sharing one occupancy array with one bit per null set.
+so the dots depend only on the seed. The null sets are placed together (as many as a
+memory budget allows, one bit per null set and voxel): round after round, every null set
+places its next cell, so the Python work grows with the number of cells, not of null
+sets.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import NoRoomError
-from .random_cells import CellShapes, _flat_chunks, _Placer, _RegionSampler
+from .random_cells import _GATHER_VOXELS, CellShapes, _flat_chunks, _Placer, _RegionSampler
 
-#: Memory allowed for the occupancy bits of one group of null sets (bytes).
-_OCCUPANCY_BYTES = 1 << 30
+#: Memory allowed for the occupancy bits of the null sets placed together (bytes): 99 null
+#: sets of a 150 x 1024 x 1024 image (13 bytes per voxel) fit, so they are placed at once.
+_OCCUPANCY_BYTES = 2_200_000_000
+#: Candidates a null set draws from its stream at a time (and keeps for later tries).
+_DRAW_AHEAD = 256
 #: Most candidates one virtual cell tries at once (grows 1, 4, 16, ... up to this).
 _MAX_TRIES_AT_ONCE = 4096
 #: Random sequential packing of discs jams near 55% of the area, of balls near 38%.
@@ -99,15 +104,31 @@ def _check_room(shapes: CellShapes, n_room: int) -> None:
 
 
 def _group_size(padded_size: int, n_sets: int) -> int:
-    """Null sets placed together: bits of the widest occupancy dtype within the budget."""
-    for bits in (64, 32, 16, 8):
-        if padded_size * bits // 8 <= _OCCUPANCY_BYTES or bits == 8:
-            return max(1, min(bits, n_sets))
-    return 1  # pragma: no cover
+    """Null sets placed together: one bit each, as many as the memory budget holds."""
+    n_bytes = max(1, min(-(-n_sets // 8), _OCCUPANCY_BYTES // max(padded_size, 1)))
+    return max(1, min(n_sets, 8 * n_bytes))
 
 
-def _occupancy_dtype(n: int):
-    return next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if np.iinfo(d).bits >= n)
+class _Candidates:
+    """Uniform candidate anchors of one null set, drawn ahead in blocks from its stream.
+
+    What a null set gets depends only on its own stream, never on the other null sets of
+    its group (nor on how many null sets are placed together).
+    """
+
+    def __init__(self, rng: np.random.Generator, samplers: Sequence[_RegionSampler]):
+        self.rng, self.samplers = rng, samplers
+        self.buffers = [np.empty(0, dtype=np.int64) for _ in samplers]
+        self.used = [0] * len(samplers)
+
+    def take(self, level: int, n: int) -> np.ndarray:
+        buffer, used = self.buffers[level], self.used[level]
+        if used + n > buffer.size:
+            fresh = self.samplers[level].draw(max(_DRAW_AHEAD, n), self.rng)
+            buffer, used = np.concatenate([buffer[used:], fresh]), 0
+            self.buffers[level] = buffer
+        self.used[level] = used + n
+        return buffer[used : used + n]
 
 
 def _place_group(
@@ -122,15 +143,18 @@ def _place_group(
 ) -> list[np.ndarray]:
     """Random sequential placement of the null sets of one group, side by side.
 
-    Every round, each unfinished null set tries candidates for its next cell (drawn from
-    its own stream, 1, 4, 16, ... at a time) and keeps the first that fits the allowed
-    region and overlaps none of its own cells so far (one bit per null set).
+    Every round, each unfinished null set tries candidates for its next cell (from its
+    own stream, 1, 4, 16, ... at a time) and keeps the first that fits the allowed
+    region and overlaps none of its own cells so far: null set ``g`` owns bit ``g % 8``
+    of byte ``g // 8`` of every voxel's bytes in ``occupied``.
     """
     n_cells = shapes.labels.size
     m = len(rngs)
-    dtype = _occupancy_dtype(m)
-    occupied = np.zeros(placer.padded_flat.size, dtype=dtype)
-    bit = (np.ones(m, dtype=dtype) << np.arange(m, dtype=dtype)).astype(dtype)
+    n_bytes = -(-m // 8)
+    occupied = np.zeros(placer.padded_flat.size * n_bytes, dtype=np.uint8)
+    byte = np.arange(m, dtype=np.int64) // 8
+    bit = (np.uint8(1) << (np.arange(m) % 8).astype(np.uint8)).astype(np.uint8)
+    draws = [_Candidates(rng, samplers) for rng in rngs]
     order = [rng.permutation(n_cells) for rng in rngs]
     step = np.zeros(m, dtype=np.int64)  # how many cells each null set has placed
     tries = np.ones(m, dtype=np.int64)
@@ -142,24 +166,24 @@ def _place_group(
         k = np.minimum(tries[active], max_attempts - attempts[active])
         cand = np.concatenate(
             [
-                samplers[level_of_shape[c]].draw(int(n), rngs[g])
+                draws[g].take(level_of_shape[c], int(n))
                 for g, c, n in zip(active, cell, k, strict=True)
             ]
         )
-        owner = np.repeat(np.arange(active.size), k)
-        si = cell[owner]
+        owner = active[np.repeat(np.arange(active.size), k)]
+        si = np.repeat(cell, k)
         ok = placer.fits(si, cand)
         padded = _padded(placer, cand)
         hit = np.flatnonzero(ok)
         ok[hit] &= ~_overlaps(
-            placer, shapes, occupied, padded[hit], si[hit], bit[active[owner[hit]]]
+            placer, occupied, n_bytes, padded[hit], si[hit], byte[owner[hit]], bit[owner[hit]]
         )
         first = _first_true(ok, k)
         done = first >= 0
-        for j in np.flatnonzero(done):
-            g, at = active[j], first[j]
-            out[g][cell[j]] = cand[at]
-        _mark(placer, shapes, occupied, padded[first[done]], cell[done], bit[active[done]])
+        at = first[done]
+        for g, c, a in zip(active[done], cell[done], cand[at], strict=True):
+            out[g][c] = a
+        _mark(placer, occupied, n_bytes, padded[at], cell[done], byte[owner[at]], bit[owner[at]])
         attempts[active] += k
         step[active[done]] += 1
         attempts[active[done]] = 0
@@ -177,18 +201,36 @@ def _padded(placer: _Placer, anchor_flat: np.ndarray) -> np.ndarray:
     return sum((c + p) * s for c, p, s in zip(coords, placer.pad, placer.strides, strict=True))
 
 
-def _overlaps(placer, shapes, occupied, padded, shape_index, bits) -> np.ndarray:
-    """Whether each placed shape covers a voxel its own null set (``bits``) occupies."""
+def _own_bytes(placer, n_bytes, padded, shape_index, byte, bit):
+    """Chunks of (cells, index of each voxel's own byte in ``occupied``, its bit, seg)."""
+    starts = placer.shapes.starts
+    # chunks no larger than needed: few cells per round, and each chunk costs a ramp
+    chunk = int(min(_GATHER_VOXELS, max(1, placer.shapes.sizes[shape_index].sum())))
+    for sl, flat, seg in _flat_chunks(placer.flat_offsets, starts, padded, shape_index, chunk):
+        sizes = np.diff(seg)
+        flat *= n_bytes
+        flat += np.repeat(byte[sl], sizes)
+        yield sl, flat, np.repeat(bit[sl], sizes), seg
+
+
+def _overlaps(placer, occupied, n_bytes, padded, shape_index, byte, bit) -> np.ndarray:
+    """Whether each placed shape covers a voxel its own null set already occupies."""
     out = np.zeros(padded.size, dtype=bool)
-    for sl, flat, seg in _flat_chunks(placer.flat_offsets, shapes.starts, padded, shape_index):
-        mine = np.repeat(bits[sl], np.diff(seg))
-        out[sl] = np.logical_or.reduceat((occupied[flat] & mine) != 0, seg[:-1])
+    for sl, index, mine, seg in _own_bytes(placer, n_bytes, padded, shape_index, byte, bit):
+        out[sl] = np.logical_or.reduceat((occupied[index] & mine) != 0, seg[:-1])
     return out
 
 
-def _mark(placer, shapes, occupied, padded, shape_index, bits) -> None:
-    for sl, flat, seg in _flat_chunks(placer.flat_offsets, shapes.starts, padded, shape_index):
-        np.bitwise_or.at(occupied, flat, np.repeat(bits[sl], np.diff(seg)))
+def _mark(placer, occupied, n_bytes, padded, shape_index, byte, bit) -> None:
+    """Set each placed shape's bit on its voxels.
+
+    One pass per bit position: within a pass every null set writes its own byte, so no
+    two writes of one fancy-index ``|=`` hit the same byte (none is lost).
+    """
+    for _, index, mine, _ in _own_bytes(placer, n_bytes, padded, shape_index, byte, bit):
+        for b in np.unique(mine):
+            sel = mine == b
+            occupied[index[sel]] |= b
 
 
 def _first_true(ok: np.ndarray, counts: np.ndarray) -> np.ndarray:
