@@ -34,8 +34,8 @@ from .errors import NoRoomError
 from .random_cells import _GATHER_VOXELS, CellShapes, _flat_chunks, _Placer, _RegionSampler
 
 #: Memory allowed for the occupancy bits of the null sets placed together (bytes): 99 null
-#: sets of a 150 x 1024 x 1024 image (13 bytes per voxel) fit, so they are placed at once.
-_OCCUPANCY_BYTES = 2_200_000_000
+#: sets of a 150 x 1024 x 1024 image (13 bytes per voxel, 2.2 GB) fit: placed at once.
+_OCCUPANCY_BYTES = 2_500_000_000
 #: Candidates a null set draws from its stream at a time (and keeps for later tries).
 _DRAW_AHEAD = 256
 #: Most candidates one virtual cell tries at once (grows 1, 4, 16, ... up to this).
