@@ -226,7 +226,7 @@ def test_hard_core_needs_the_whole_cell_rule():
 
 
 def test_hard_core_null_is_calibrated_on_crowded_null_phantoms():
-    """5% +- 2% false rejections and no first-bin bias where the default null has +26%."""
+    """5% +- 2% false rejections and no first-bin bias where the default null has +23%."""
     rate, bias, per_fraction = calibration("hard-core", range(1200))
     # measured: 4.0% (48 of 1200; seeds 0-599 alone 3.0%, 600-1199 5.0%: 1200 seeds
     # keep the noise at +-0.6%). The ERL test itself rejects 4.3% here when the observed
@@ -236,9 +236,10 @@ def test_hard_core_null_is_calibrated_on_crowded_null_phantoms():
     assert 0.03 <= rate <= 0.07, (rate, per_fraction)
     assert abs(bias) <= 0.05, (bias, per_fraction)
     assert all(abs(b) <= 0.05 for b in per_fraction.values()), per_fraction
-    # the default null on the same phantoms: real cells look attracted to the vessel
-    # (measured +26% in the first bin at 20-30%, +34% at 30%) and the test is
-    # conservative (1.9% rejections), as issue 14 reported
+    # the default null on the same phantoms: real cells look attracted to the vessel and
+    # the test is conservative, as issue 14 reported. Measured on these 360 seeds: +26%
+    # in the first bin at 20-30% (+34% at 30%), 1.9% rejections; on 1200 seeds +4%, +15%,
+    # +29% at 10%, 20%, 30%, 1.9% rejections.
     rate0, bias0, per_fraction0 = calibration("ignore", range(360))
     assert bias0 >= 0.15, (bias0, per_fraction0)
     assert per_fraction0[0.3] >= 0.2, per_fraction0
