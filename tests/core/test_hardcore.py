@@ -244,3 +244,31 @@ def test_hard_core_null_is_calibrated_on_crowded_null_phantoms():
     assert bias0 >= 0.15, (bias0, per_fraction0)
     assert per_fraction0[0.3] >= 0.2, per_fraction0
     assert rate0 < 0.04, rate0
+
+
+def test_hard_core_where_little_room_is_left():
+    # Free tissue mostly in one-voxel lines no cell fits in, plus 12 pockets: whole cells
+    # fit at under 5% of the allowed voxels, so candidates come from the room map (the
+    # placer's other sampling path).
+    size = 200
+    vessel = np.ones((size, size), bool)
+    vessel[::2, :] = False
+    pockets = [(y, x) for y in range(11, size - 10, 50) for x in range(10, size - 20, 60)]
+    labels = np.zeros((size, size), np.int32)
+    for i, (y, x) in enumerate(pockets):
+        vessel[y : y + 8, x : x + 16] = False  # room for two discs side by side
+        disk = _disk(2 + i % 2) + (y + 4, x + 4)
+        labels[tuple(disk.T)] = i + 1
+    room = ~vessel
+    smallest = np.zeros((5, 5), bool)
+    smallest[tuple((_disk(2) + 2).T)] = True
+    fits = ndimage.binary_erosion(room, structure=smallest, border_value=0)
+    assert fits.sum() < 0.05 * room.sum()  # the scarce-room path, even for the small discs
+
+    dots = _place(labels, None, {"vessel": vessel}, 1.0, dots_per_cell=2, rng=2)
+    _, voxels = _voxel_sets(dots)
+    for s in range(2):
+        mine = [v for v, k in zip(voxels, dots.null_set, strict=True) if k == s]
+        together = np.concatenate(mine)
+        assert np.unique(together).size == together.size
+        assert room.reshape(-1)[together].all()
