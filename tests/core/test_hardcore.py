@@ -272,3 +272,29 @@ def test_hard_core_where_little_room_is_left():
         together = np.concatenate(mine)
         assert np.unique(together).size == together.size
         assert room.reshape(-1)[together].all()
+
+
+def test_hard_core_reports_progress_and_stops_when_cancelled(monkeypatch):
+    from napari_niche.core import random_cells
+
+    tissue, vessel, labels = crowded_phantom(4, 0.2)
+    n = cell_voxels(labels).n_cells
+    monkeypatch.setattr(random_cells, "DOTS_PER_BATCH", 5 * 19)  # a report every 5 rounds
+    seen = []
+    dots = _place(
+        labels, tissue, {"vessel": vessel}, 1.0, dots_per_cell=19, rng=1,
+        progress=lambda f, m: seen.append((f, m)),
+    )  # fmt: skip
+    fractions = [f for f, _ in seen]
+    assert len(seen) >= n // 5 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert seen[-1][1] == f"Placed {19 * n:,} of {19 * n:,} non-overlapping random cells"
+    assert dots.n_dots == 19 * n
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(fraction, message):
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        _place(labels, tissue, {"vessel": vessel}, 1.0, dots_per_cell=19, rng=1, progress=cancel)

@@ -28,12 +28,19 @@ sets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from . import random_cells
 from .errors import NoRoomError
-from .random_cells import _GATHER_VOXELS, CellShapes, _flat_chunks, _Placer, _RegionSampler
+from .random_cells import (
+    _GATHER_VOXELS,
+    CellShapes,
+    _flat_chunks,
+    _Placer,
+    _RegionSampler,
+)
 
 #: Memory allowed for the occupancy bits of the null sets placed together (bytes): 99 null
 #: sets of a 150 x 1024 x 1024 image (13 bytes per voxel, 2.2 GB) fit: placed at once.
@@ -55,6 +62,7 @@ def place_hard_core(
     *,
     dots_per_cell: int,
     max_attempts: int,
+    progress: Callable[[float, str], None] | None = None,
 ) -> list[np.ndarray]:
     """Flat anchor voxels of every realisation, each null set a hard-core arrangement.
 
@@ -62,7 +70,9 @@ def place_hard_core(
     structures); ``shape_index`` is one realisation's layout (``dots_per_cell`` blocks of
     one virtual cell per real cell); the result has one such array per stream. A virtual cell that
     finds no room in ``max_attempts`` tries raises :class:`NoRoomError` saying how full
-    the tissue is.
+    the tissue is. ``progress(fraction, message)`` is called about every
+    :data:`~napari_niche.core.random_cells.DOTS_PER_BATCH` virtual cells placed; an
+    exception it raises (a Cancel button) stops the placement there.
     """
     shapes = placer.shapes
     n_cells = shapes.labels.size
@@ -77,8 +87,15 @@ def place_hard_core(
     ]
     placed = [np.empty(shape_index.size, dtype=np.int64) for _ in streams]
     per_group = _group_size(placer.padded_flat.size, len(sets))
+    total = len(sets) * n_cells
     for g0 in range(0, len(sets), per_group):
         group = sets[g0 : g0 + per_group]
+
+        def report(done: int, before: int = g0 * n_cells) -> None:
+            if progress is not None:
+                n = before + done
+                progress(n / total, f"Placed {n:,} of {total:,} non-overlapping random cells")
+
         anchors = _place_group(
             placer,
             shapes,
@@ -87,6 +104,7 @@ def place_hard_core(
             [rng for _, _, rng in group],
             max_attempts=max_attempts,
             n_room=n_room,
+            report=report,
         )
         for (r, k, _), flat in zip(group, anchors, strict=True):
             placed[r][k * n_cells : (k + 1) * n_cells] = flat
@@ -142,6 +160,7 @@ def _place_group(
     *,
     max_attempts: int,
     n_room: int,
+    report: Callable[[int], None],
 ) -> list[np.ndarray]:
     """Random sequential placement of the null sets of one group, side by side.
 
@@ -163,7 +182,12 @@ def _place_group(
     attempts = np.zeros(m, dtype=np.int64)
     out = [np.empty(n_cells, dtype=np.int64) for _ in range(m)]
     active = np.arange(m)
+    every = max(1, random_cells.DOTS_PER_BATCH // m)  # rounds between progress reports
+    rounds = 0
     while active.size:
+        rounds += 1
+        if rounds % every == 0:
+            report(int(step.sum()))
         cell = np.array([order[g][step[g]] for g in active])
         k = np.minimum(tries[active], max_attempts - attempts[active])
         cand = np.concatenate(
@@ -195,6 +219,7 @@ def _place_group(
         if stuck.size:
             raise _too_full(shapes, step[stuck[0]], order[stuck[0]], n_room, max_attempts)
         active = active[step[active] < n_cells]
+    report(int(step.sum()))
     return out
 
 

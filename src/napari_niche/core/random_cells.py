@@ -752,7 +752,7 @@ def seed_random_cells(
         hard_core = place_hard_core(
             _Placer(shapes, allowed), shape_index, level_of_shape, samplers,
             generator.spawn(realizations), dots_per_cell=dots_per_cell,
-            max_attempts=max_attempts,
+            max_attempts=max_attempts, progress=progress,
         )  # fmt: skip
     steps = [
         _place(
