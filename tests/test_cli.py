@@ -361,3 +361,44 @@ def test_console_script_runs_the_sample(tmp_path):
         exe + ["analyze", "--out", tmp_path / "t"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and "--cells" in bad.stderr
+
+
+def test_analyze_crowding_hard_core_is_recorded_and_replayed(scene, tmp_path, capsys):
+    from napari_niche.core.random_cells import seed_random_cells
+
+    out = tmp_path / "hc"
+    args = ["--seed", "4", "--dots-per-cell", "19", "--crowding", "hard-core"]
+    code, _, err = run(base_args(scene, out) + args, capsys)
+    assert code == 0, err
+    analysis = json.loads((out / "params.json").read_text())["analysis"]
+    assert analysis["crowding"] == "hard-core"
+    # the dots written are the hard-core null sets of that seed (not the default placement)
+    table = pd.read_csv(next(out.glob("*dots*.csv")))
+    expected = seed_random_cells(
+        cell_voxels(scene["labels"]), spacing=SPACING, tissue=np.ones(SHAPE, bool),
+        exclude={"vessel": scene["vessel"], "bone": scene["bone"]}, dots_per_cell=19,
+        rng=4, crowding="hard-core",
+    ).table(spacing=SPACING)  # fmt: skip
+    assert np.allclose(table["centroid_z_um"], expected["centroid_z_um"])
+    assert table["null_set"].nunique() == 19
+    # replaying params.json reproduces it
+    replay = tmp_path / "replay"
+    assert run(base_args(scene, replay) + ["--params", out / "params.json"], capsys)[0] == 0
+    pd.testing.assert_frame_equal(pd.read_csv(next(replay.glob("*dots*.csv"))), table)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--crowding", "hard-core", "--rule", "centroid"], "whole-cell rule"),
+        (["--crowding", "soft"], "invalid choice"),
+    ],
+)
+def test_analyze_bad_crowding_is_one_line_exit_2(scene, tmp_path, capsys, extra, message):
+    try:
+        code, _, err = run(base_args(scene, tmp_path / "bad") + extra, capsys)
+    except SystemExit as stop:  # argparse's own choices check
+        code, err = stop.code, capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err

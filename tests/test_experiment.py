@@ -409,3 +409,21 @@ def test_default_minimum_cell_volume_drops_noise_specks():
     assert StepParams().cells.min_volume_um3 == 20.0
     assert StepParams.from_dict({"cells": {"min_volume_um3": 0}}).cells.min_volume_um3 == 0.0
     assert 4 / 3 * np.pi * 3.0**3 > 100 > CellSteps().min_volume_um3  # a 6 µm cell is kept
+
+
+@pytest.mark.parametrize(
+    ("analysis", "expected", "error"),
+    [
+        ('crowding = "hard-core"', "hard-core", None),
+        ("", "ignore", None),
+        ('crowding = "soft"', None, 'analysis: crowding must be one of "ignore", "hard-core"'),
+        ('crowding = "hard-core"\nrule = "centroid"', None, "needs the whole-cell rule"),
+    ],
+)
+def test_analysis_crowding_from_the_experiment_file(folder, analysis, expected, error):
+    path = write(folder, f"[analysis]\n{analysis}\n" + ONE)
+    if error is None:
+        assert Experiment.load(path).analysis.crowding == expected
+    else:
+        with pytest.raises(ExperimentError, match=error.replace("(", r"\(")):
+            Experiment.load(path)

@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     opt = a.add_argument_group("analysis (override --params)")
     opt.add_argument("--exclude", help="structures random cells may not overlap (default: all)")
     opt.add_argument("--rule", choices=["whole-cell", "centroid"], help="default whole-cell")
+    opt.add_argument(
+        "--crowding",
+        choices=["ignore", "hard-core"],
+        help="hard-core: each null set of random cells is a non-overlapping arrangement "
+        "(for densely packed cells; whole-cell rule only); default ignore",
+    )
     opt.add_argument("--dots-per-cell", type=int, metavar="K", help="default 1")
     opt.add_argument("--realizations", type=int, metavar="R", help="default 1")
     opt.add_argument("--seed", type=int, metavar="S", help="default: random, recorded")
@@ -162,6 +168,7 @@ _FLAGS = {
     "voxel_size": "--voxel-size",
     "exclude": "--exclude",
     "rule": "--rule",
+    "crowding": "--crowding",
     "dots_per_cell": "--dots-per-cell",
     "realizations": "--realizations",
     "seed": "--seed",
@@ -187,6 +194,7 @@ def _with_flags(base: AnalysisParams, args) -> AnalysisParams:
         voxel_size=_parse_floats(args.voxel_size, "--voxel-size") if args.voxel_size else None,
         exclude=_parse_names(args.exclude) if args.exclude is not None else None,
         rule=args.rule,
+        crowding=args.crowding,
         dots_per_cell=args.dots_per_cell,
         realizations=args.realizations,
         seed=args.seed,

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from .core._validate import (
+    CROWDING,
     RULES,
     check_alpha,
     check_alternative,
+    check_crowding,
     field_choice,
     field_float,
     field_int,
@@ -43,6 +45,9 @@ class AnalysisParams:
     voxel_size : (z, y, x) or (y, x) in µm, or None to read it from the images.
     exclude : structures random cells may not overlap; None means every structure.
     rule : ``"whole-cell"`` (default) or ``"centroid"`` (the published rule).
+    crowding : ``"ignore"`` (default: virtual cells placed independently, as published) or
+        ``"hard-core"`` (each null set a random non-overlapping arrangement of the real
+        cells' shapes; whole-cell rule only; METHOD.md step 6, "Crowding").
     dots_per_cell : random virtual cells per real cell and realisation.
     realizations : independent realisations of the random cells.
     seed : seed of the random generator; None draws one, which is then recorded.
@@ -70,6 +75,7 @@ class AnalysisParams:
     quadrant_structures: tuple[str, str] | None = None
     alpha: float = 0.05
     alternative: str = "two-sided"
+    crowding: str = "ignore"
     _version: int = field(default=1, repr=False)
 
     def __post_init__(self):
@@ -87,6 +93,8 @@ class AnalysisParams:
         set_(self, "voxel_size", field_sizes("voxel_size", self.voxel_size))
         set_(self, "exclude", field_names("exclude", self.exclude))
         field_choice("rule", self.rule, RULES)
+        field_choice("crowding", self.crowding, CROWDING)
+        check_crowding(self.crowding, self.rule)
         for name in ("dots_per_cell", "realizations", "min_dots"):
             set_(self, name, field_int(name, getattr(self, name), minimum=1))
             if name in MAX_COUNTS and getattr(self, name) > MAX_COUNTS[name]:

@@ -174,6 +174,7 @@ def place_random_cells(
         tissue=tissue,
         exclude=exclude,
         rule=params.rule,
+        crowding=params.crowding,
         dots_per_cell=params.dots_per_cell,
         realizations=params.realizations,
         rng=seed,

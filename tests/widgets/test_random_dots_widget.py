@@ -339,3 +339,41 @@ def test_cancel_stops_placement_between_batches_and_keeps_the_layers(docked, qtb
     widget.realizations.value = 2
     run_and_wait(widget, qtbot)
     assert "random cells" in [layer.name for layer in viewer.layers]
+
+
+def test_hard_core_crowding_from_the_dock(docked, qtbot, sample, maps):
+    """The crowding combo places non-overlapping null sets, equal to the pipeline's; with the
+    centroid rule it is refused with a notification and no layer."""
+    from napari_niche._widgets._session import get_session
+
+    viewer, _, widget = docked
+    widget.crowding.value = "hard-core"
+    widget.dots_per_cell.value = 2
+    widget.seed.value = "13"
+    run_and_wait(widget, qtbot)
+    params = AnalysisParams(
+        voxel_size=SPACING, exclude=("vessel", "bone"), crowding="hard-core", seed=13,
+        dots_per_cell=2,
+    )  # fmt: skip
+    assert get_session(viewer).params == params
+    dots, table = expected_dots(sample, maps, params)
+    features = viewer.layers["random cells"].features
+    pd.testing.assert_frame_equal(features, table, check_dtype=False)
+    for s in (0, 1):  # no two virtual cells of a null set share a voxel
+        painted = np.zeros(sample.cell_labels.shape, np.int32)
+        starts = dots.shapes.starts
+        for d in np.flatnonzero(dots.null_set == s):
+            k = dots.shape_index[d]
+            one = dots.shapes.offsets[starts[k] : starts[k + 1]] + dots.anchors[d]
+            one = one[np.all((one >= 0) & (one < painted.shape), axis=1)]
+            painted[tuple(one.T)] += 1
+        assert painted.max() == 1
+    assert "crowding hard-core" in widget.status.text()
+
+    viewer.layers.remove("random cells")
+    widget.rule.value = "centroid"
+    start = n_notes()
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: any("whole-cell rule" in m for m in notes_since(start)), timeout=5000)
+    assert any("whole-cell rule" in m for m in notes_since(start))
+    assert "random cells" not in layer_names(viewer)

@@ -175,6 +175,12 @@ class RandomDotsWidget(NicheWidget):
             "excluded structures (unbiased); centroid: only its centre is tested, as "
             "published (random cells may overlap vessels)"
         )
+        self.crowding = ComboBox(label="crowding", choices=["ignore", "hard-core"])
+        self.crowding.tooltip = (
+            "ignore: random cells placed independently (published); hard-core: the random "
+            "cells of each null set overlap neither each other (nor vessels/bone), like real "
+            "cells in densely packed tissue (whole-cell rule only; slower)"
+        )
         self.dots_per_cell = SpinBox(label="dots per cell", value=1, min=1, max=1000)
         self.dots_per_cell.tooltip = "Random cells per real cell and realisation"
         self.realizations = SpinBox(label="realisations", value=1, min=1, max=1000)
@@ -195,6 +201,7 @@ class RandomDotsWidget(NicheWidget):
                 self.tissue_note,
                 self.exclude_box,
                 self.rule,
+                self.crowding,
                 self.dots_per_cell,
                 self.realizations,
                 self.seed,
@@ -253,6 +260,7 @@ class RandomDotsWidget(NicheWidget):
             voxel_size=tuple(s.spacing),
             exclude=self.excluded,
             rule=self.rule.value,
+            crowding=self.crowding.value,
             dots_per_cell=int(self.dots_per_cell.value),
             realizations=int(self.realizations.value),
         )
@@ -421,7 +429,8 @@ class RandomDotsWidget(NicheWidget):
         n_real = result.dots.n_dots // max(1, job.params.realizations)
         self._set_status(
             f"{result.dots.n_dots} random cells ({job.params.realizations} realisation(s) of "
-            f"{n_real}), seed {result.seed}, rule {job.params.rule}."
+            f"{n_real}), seed {result.seed}, rule {job.params.rule}, crowding "
+            f"{job.params.crowding}."
             + (" Check the tissue map (see above)." if job.tissue_warning else "")
             + (
                 " The viewer shows realisation 0 (tick 'show every realisation' for all)."

@@ -20,6 +20,8 @@ from .errors import (
 #: The acceptance rules of the random cells (METHOD.md step 6). Here, not in random_cells,
 #: so that the parameters can be checked without loading the placement code.
 RULES: tuple[str, ...] = ("whole-cell", "centroid")
+#: How the random cells treat crowding (METHOD.md step 6, "Crowding"; core/hardcore.py).
+CROWDING: tuple[str, ...] = ("ignore", "hard-core")
 #: Alternatives of the global envelope test, as R's GET names them (with "-" for ".").
 ALTERNATIVES: tuple[str, ...] = ("two-sided", "greater", "less")
 
@@ -33,6 +35,22 @@ def check_alternative(alternative) -> str:
             "two-sided, greater (cells above the random cells in some bin) or less."
         )
     return value
+
+
+def check_crowding(crowding, rule: str) -> str:
+    """``crowding`` as one of :data:`CROWDING`; hard-core needs the whole-cell rule."""
+    if crowding not in CROWDING:
+        raise NicheError(
+            f"Unknown crowding {crowding!r} for the random cells: use ignore (virtual cells "
+            "placed independently) or hard-core (each null set a non-overlapping arrangement)."
+        )
+    if crowding == "hard-core" and rule != "whole-cell":
+        raise NicheError(
+            "Crowding 'hard-core' needs the whole-cell rule: it keeps virtual cells from "
+            "overlapping each other, which means nothing when only centroids are tested. "
+            "Use rule whole-cell, or crowding ignore to reproduce published centroid numbers."
+        )
+    return crowding
 
 
 def check_alpha(alpha) -> None:

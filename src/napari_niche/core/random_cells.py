@@ -45,7 +45,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ._validate import RULES, as_mask, as_spacing, check_same_shape
+from ._validate import RULES, as_mask, as_spacing, check_crowding, check_same_shape
 from .cells import CellVoxels, centroid_columns, size_column
 from .distance import distance_to_outside_um
 from .errors import CellTooLargeError, NicheError, NoRoomError, ScarceRoomError
@@ -641,6 +641,7 @@ def seed_random_cells(
     max_attempts: int = 100_000,
     threads: int | None = None,
     progress: Callable[[float, str], None] | None = None,
+    crowding: str = "ignore",
 ) -> RandomCells:
     """Place random virtual cells with the shapes of the real cells.
 
@@ -679,6 +680,10 @@ def seed_random_cells(
         :data:`DOTS_PER_BATCH` virtual cells); an exception it raises (a Cancel button)
         stops the placement there. Batching does not change the dots: each realisation
         draws from its own stream.
+    crowding : ``"ignore"`` (default) or ``"hard-core"``
+        ``"hard-core"``: each null set (one virtual cell per real cell) is a random
+        non-overlapping arrangement of the real cells' shapes (whole-cell rule only); see
+        :mod:`napari_niche.core.hardcore`.
 
     Returns
     -------
@@ -691,6 +696,7 @@ def seed_random_cells(
     if int(dots_per_cell) < 1 or int(realizations) < 1:
         raise NicheError("Dots per cell and realisations must be whole numbers of at least 1.")
     dots_per_cell, realizations = int(dots_per_cell), int(realizations)
+    check_crowding(crowding, rule)  # issue 14 §4 (hard-core null sets)
     allowed = allowed_region(cells.shape, tissue=tissue, exclude=exclude)
     where = _room_words(tissue, exclude)
     if not allowed.any():
@@ -739,6 +745,15 @@ def seed_random_cells(
         placer = _CappedFits(_Placer(shapes, allowed).fits, shapes, cap, where)
     n_per = cells.n_cells * dots_per_cell
     shape_index = np.tile(np.arange(cells.n_cells), dots_per_cell)
+    hard_core = None
+    if crowding == "hard-core":  # issue 14 §4: see core/hardcore.py
+        from .hardcore import place_hard_core
+
+        hard_core = place_hard_core(
+            _Placer(shapes, allowed), shape_index, level_of_shape, samplers,
+            generator.spawn(realizations), dots_per_cell=dots_per_cell,
+            max_attempts=max_attempts, progress=progress,
+        )  # fmt: skip
     steps = [
         _place(
             shapes,
@@ -751,7 +766,7 @@ def seed_random_cells(
         )
         for stream in generator.spawn(realizations)
     ]
-    placed = _run_in_batches(steps, placer, n_per, progress)
+    placed = _run_in_batches(steps, placer, n_per, progress) if hard_core is None else hard_core
     del placer
     anchors = np.empty((realizations * n_per, ndim), dtype=np.int64)
     for r, flat in enumerate(placed):
