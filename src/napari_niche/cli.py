@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
@@ -34,10 +36,12 @@ def _on_sigterm(_signum, _frame):
 
 
 def _parse_floats(text: str, what: str) -> tuple[float, ...]:
+    from .core._validate import parse_numbers
+
     try:
-        return tuple(float(v) for v in text.replace(" ", "").split(",") if v != "")
-    except ValueError:
-        raise _CliError(f"{what} must be numbers separated by commas, got {text!r}.") from None
+        return parse_numbers(text, what)
+    except NicheError as err:
+        raise _CliError(str(err)) from None
 
 
 def _parse_names(text: str) -> tuple[str, ...]:
@@ -57,6 +61,9 @@ class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (no usage block), exit code 2."""
 
     def error(self, message: str):
+        if message.endswith("expected one argument"):
+            # argparse reads a value starting with "-" (--voxel-size -1,1,1) as an option
+            message += " (a value starting with '-' is written --option=VALUE)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -184,7 +191,9 @@ def _params_from_args(args) -> AnalysisParams:
 
 def _with_flags(base: AnalysisParams, args) -> AnalysisParams:
     return base.with_(
-        voxel_size=_parse_floats(args.voxel_size, "--voxel-size") if args.voxel_size else None,
+        voxel_size=(
+            _parse_floats(args.voxel_size, "--voxel-size") if args.voxel_size is not None else None
+        ),
         exclude=_parse_names(args.exclude) if args.exclude is not None else None,
         rule=args.rule,
         dots_per_cell=args.dots_per_cell,
@@ -252,7 +261,7 @@ def _spacing(args, params: AnalysisParams, ndim: int, found, notes: list[str]):
     from .io import resolve_spacing
 
     axes = "Z,Y,X" if ndim == 3 else "Y,X"
-    where = "--voxel-size" if args.voxel_size else f"{args.params} (voxel_size)"
+    where = "--voxel-size" if args.voxel_size is not None else f"{args.params} (voxel_size)"
     try:
         return resolve_spacing(
             ndim,
@@ -412,7 +421,8 @@ def guarded(command: str, run, *, stopped=None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     stopped = stopped or (lambda why: f"{why}.")
     try:
-        return run()
+        with _warnings_one_line(command):
+            return run()
     except KeyboardInterrupt:
         print(f"napari-niche {command}: {stopped('Interrupted')}", file=sys.stderr)
         return 130
@@ -439,6 +449,22 @@ def guarded(command: str, run, *, stopped=None) -> int:
     finally:
         if in_main and previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _warnings_one_line(command: str):
+    """Every Python warning raised on the way (numpy's, matplotlib's, ...) is one line
+    ``napari-niche <command>: warning: ...``, never a file name, line number and source."""
+    if os.environ.get("NAPARI_NICHE_DEBUG"):
+        yield
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"napari-niche {command}: warning: {_one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _one_line(err: Exception) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .core._validate import parse_numbers
 from .core.errors import NicheError
 from .core.motility import (
     GAP_METHODS,
@@ -202,8 +203,8 @@ def _compute(args) -> tuple[MotilityResult, dict]:
             raise _InputError(f"--columns applies to --format csv, not {args.format}.")
     fmt = "csv" if columns is not None else args.format
     try:
-        spacing = tuple(float(v) for v in str(args.lattice_spacing).split(",") if v.strip())
-    except ValueError:
+        spacing = parse_numbers(str(args.lattice_spacing), "--lattice-spacing")
+    except NicheError:
         raise _InputError(
             f"--lattice-spacing: expected µm as one number or Z,Y,X, got {args.lattice_spacing!r}."
         ) from None
@@ -388,7 +389,8 @@ def msd_figure(msd: pd.DataFrame, *, ax=None):
                 lag[ok], lo[ok] / lag[ok], hi[ok] / lag[ok], color=color, alpha=0.25, lw=0
             )
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    if (msd["msd_um2"].to_numpy(float) > 0).any():  # cells that never move: MSD all 0
+        ax.set_yscale("log")
     _plain_log_labels(ax)
     ax.set_xlabel("lag (s)")
     ax.set_ylabel("MSD / lag (µm²/s)")
@@ -410,7 +412,7 @@ def _plain_log_labels(ax) -> None:
     """Ticks at 1, 2, 5 x 10^k labelled as plain numbers; no crowded minor-tick labels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    for axis in (ax.xaxis, ax.yaxis):
+    for axis in (a for a in (ax.xaxis, ax.yaxis) if a.get_scale() == "log"):
         axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         axis.set_minor_formatter(NullFormatter())
