@@ -871,7 +871,14 @@ def os_error_text(err: OSError) -> str:
 def _folder_problem(folder: Path, err: OSError) -> str:
     if isinstance(err, FileExistsError | NotADirectoryError):
         paths = [folder, *folder.parents]
-        blocker = next((p for p in paths if p.exists() and not p.is_dir()), folder)
+        blocker = next(
+            (p for p in paths if (p.exists() or p.is_symlink()) and not p.is_dir()), folder
+        )
+        if blocker.is_symlink() and not blocker.exists():
+            return (
+                f"cannot write in {folder}: {blocker} is a link to {os.readlink(blocker)}, "
+                "which does not exist; make that folder or give another."
+            )
         what = "a file" if blocker.is_file() or not blocker.exists() else "a special file"
         if blocker == folder:
             return f"cannot write in {folder}: it is {what}, not a folder; give a folder."
@@ -1114,6 +1121,11 @@ def _swap_contents(staging: Path, out_dir: Path, commit: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _remove_if_empty(folder: Path) -> None:
+    with suppress(OSError):
+        folder.rmdir()  # fails, as it should, unless the folder is empty
+
+
 def write_atomically(
     out_dir: str | Path,
     write: Callable[[Path], None],
@@ -1137,8 +1149,8 @@ def write_atomically(
     with ExitStack() as stack:
         if lock:
             stack.enter_context(output_lock(out_dir))
-        else:
-            _make_folder(out_dir)
+        elif _make_folder(out_dir):  # made here: a failed write leaves no empty folder
+            stack.callback(_remove_if_empty, out_dir)
         remove_leftovers(out_dir)
         staging = _staging_folder(out_dir)
         try:

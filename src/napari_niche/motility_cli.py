@@ -44,7 +44,7 @@ from .core.motility import (
     analyze_motility,
     spatial_columns,
 )
-from .io import CSV_FLOAT_FORMAT, write_atomically
+from .io import CSV_FLOAT_FORMAT, OutputFolderError, write_atomically
 from .tracks_io import FORMATS, parse_column_mapping, read_tracks
 
 PROG = "napari-niche motility"
@@ -172,10 +172,9 @@ def run(args: argparse.Namespace) -> int:
         record = _record(result, inputs)
         try:
             write_results(result, args.out, record)
-        except OSError as err:
-            raise _InputError(
-                f"{args.out}: cannot write the results ({err.strerror or err})."
-            ) from None
+        except OutputFolderError as err:  # a file, read-only, busy: bad --out, exit 2
+            raise _InputError(str(err)) from None
+        # any other OSError (a full disk) reaches the CLI guard: one line, exit 1
     except _InputError as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 2
