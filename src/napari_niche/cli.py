@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from .core.errors import NicheError
+from .motility_cli import folder_arg
 from .params import AnalysisParams
 
 
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "above the random cells in some bin) or less",
     )
     opt.add_argument("--quadrant-structures", metavar="A,B", help="default vessel,bone")
-    a.add_argument("--out", type=Path, required=True, help="output folder")
+    a.add_argument("--out", type=folder_arg, required=True, help="output folder")
     a.set_defaults(func=_cmd_analyze)
 
     r = sub.add_parser(
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bad experiment file.",
     )
     r.add_argument("experiment", type=Path, help="experiment file (.toml, .yaml or .yml)")
-    r.add_argument("--out", type=Path, help="output folder (default: the file's output)")
+    r.add_argument("--out", type=folder_arg, help="output folder (default: the file's output)")
     r.add_argument(
         "--jobs", type=int, metavar="N", help="images at once on this machine (default 2)"
     )

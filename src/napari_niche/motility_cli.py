@@ -74,6 +74,14 @@ def flag_message(err: Exception, flags: dict[str, str]) -> str:
     return text
 
 
+def folder_arg(text: str) -> Path:
+    """``--out``'s type: an empty text (an unset shell variable) is refused, never read as
+    the current folder, where results would mix with whatever is there."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty text")
+    return Path(text)
+
+
 class _InputError(Exception):
     """A user error already phrased for the terminal (``<file or option>: <problem>``)."""
 
@@ -160,7 +168,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--space-unit", metavar="UNIT", help="override the file's length unit (um, nm)")
     p.add_argument("--time-unit", metavar="UNIT", help="override the file's time unit (s, min)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=folder_arg, required=True, help="output folder")
     p.set_defaults(func=run)
     return p
 

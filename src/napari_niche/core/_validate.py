@@ -106,6 +106,9 @@ def field_int(field: str, value, *, minimum: int, optional: bool = False, what: 
     if value is None and optional:
         return None
     expected = f"a whole number {what}>= {minimum}".replace("  ", " ")
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral | bool):
+        if np.isfinite(float(value)) and float(value).is_integer():  # JSON's 1e3 or 1000.0
+            expected += " (written without a decimal point or exponent)"
     if not isinstance(value, numbers.Integral) or isinstance(value, bool | np.bool_):
         raise _bad(field, expected, value)
     if value < minimum:
