@@ -69,6 +69,7 @@ from .io import (
     remove_leftovers,
     resolve_spacing,
     write_image,
+    writing_inside,
 )
 from .params import AnalysisParams
 
@@ -338,7 +339,8 @@ def process_image(task: ImageTask, on_step: Callable[[str], None] | None = None)
     try:
         (folder / "fingerprint.json").unlink(missing_ok=True)
         (folder / "error.txt").unlink(missing_ok=True)
-        warnings = _run_image(task, folder, step, start)
+        with writing_inside(folder.parent.parent):  # the run's folder, held by the run
+            warnings = _run_image(task, folder, step, start)
         step.name = "saving"
         record = {"fingerprint": digest, "outputs": _outputs(folder), **details}
         atomic_write_text(folder / "fingerprint.json", json.dumps(record, indent=2) + "\n")
