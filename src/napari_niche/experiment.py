@@ -1035,6 +1035,12 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data if data is not None else {}
 
 
+#: Keys whose values are names, even when typed as numbers (``replicate: 010``).
+_NAME_KEYS = frozenset({"id", "condition", "replicate", "name"})
+_YAML_INT = "tag:yaml.org,2002:int"
+_YAML_FLOAT = "tag:yaml.org,2002:float"
+
+
 class _DuplicateKeyError(ValueError):
     """A key given twice in one YAML mapping."""
 
@@ -1049,6 +1055,16 @@ def _unique_key_loader():
 
     class UniqueKeyLoader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
+            for key_node, value_node in node.value:
+                # a name typed as a number is kept as typed: YAML reads 010 as 8, 1_0 as
+                # 10 and 1.10 as 1.1, which would merge two mice into one replicate
+                if (
+                    getattr(key_node, "value", None) in _NAME_KEYS
+                    and isinstance(value_node, yaml.ScalarNode)
+                    and value_node.style is None
+                    and value_node.tag in (_YAML_INT, _YAML_FLOAT)
+                ):
+                    value_node.tag = "tag:yaml.org,2002:str"
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
@@ -1122,8 +1138,16 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
             )
             ok = False
             continue
-        if isinstance(value, int | float):
-            value = f"{value:g}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):  # 1.10 would become "1.1", the name of another mouse
+            bad(
+                key,
+                f'a number with a decimal point: put the name in quotes (e.g. {key} = "1.10").',
+                image_id,
+            )
+            ok = False
+            continue
+        if isinstance(value, int):
+            value = str(value)
         if not isinstance(value, str) or not value.strip():
             example = "B-ALL" if key == "condition" else "mouse1"
             what = "missing" if value is None or isinstance(value, str) else f"got {value!r}"

@@ -13,6 +13,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pandas as pd
 import pytest
 import tifffile
 
+import napari_niche
 from napari_niche import cli as cli_module
 from napari_niche import motility_cli
 from napari_niche.cli import main
@@ -525,3 +528,85 @@ def test_a_float_for_a_whole_number_says_how_to_write_it(files, tmp_path, capsys
     code, _, err = cli(analyze_argv(files, out, "--params", p), capsys)
     assert_one_line(code, err, 2, "realizations", "without a decimal point or exponent")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- 9. a folder inside a busy one
+
+
+@pytest.fixture
+def holder():
+    """Another process holding an output folder's lock until killed."""
+    procs = []
+
+    def hold(folder: Path) -> subprocess.Popen:
+        code = (
+            "import sys, time\n"
+            "from napari_niche.io import output_lock\n"
+            "lock = output_lock(sys.argv[1]); lock.__enter__()\n"
+            "print('held', flush=True); time.sleep(60)\n"
+        )
+        src = str(Path(napari_niche.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, env=env
+        )
+        assert proc.stdout.readline().strip() == b"held"
+        procs.append(proc)
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("below", ["images/m1", "images", "a/b/c"])
+def test_analyze_inside_a_folder_a_run_is_writing_is_refused(
+    files, tmp_path, capsys, holder, below
+):
+    run_out = tmp_path / "results"
+    proc = holder(run_out)
+    out = run_out / below
+    code, _, err = cli(analyze_argv(files, out), capsys)
+    # was: accepted, its tables swapped in under the run's record of that image
+    assert_one_line(code, err, 2, "is inside", f"process {proc.pid}")
+    assert not out.exists() and no_leftovers(run_out) == [".napari-niche.lock"]  # the run's
+
+
+def test_inside_its_own_run_or_an_allowed_one_a_process_writes_freely(files, tmp_path, holder):
+    from napari_niche.io import output_lock, writing_inside
+
+    mine = tmp_path / "mine"
+    with output_lock(mine):  # this process's own run: its images are written inside
+        assert main([str(a) for a in analyze_argv(files, mine / "images" / "a")]) == 0
+    theirs = tmp_path / "theirs"
+    holder(theirs)
+    with writing_inside(theirs):  # a worker of the run that holds it
+        assert main([str(a) for a in analyze_argv(files, theirs / "images" / "a")]) == 0
+    assert (theirs / "images" / "a" / "params.json").exists()
+
+
+# ---------------------------------------------------------------- 10. names typed as numbers
+
+YAML = """name: t
+analysis: {{seed: 1, realizations: 1}}
+images:
+  - {{id: a, condition: A, replicate: {a}, masks: {{cells: cells.tif, vessel: vessel.tif}}}}
+  - {{id: b, condition: A, replicate: {b}, masks: {{cells: cells.tif, vessel: vessel.tif}}}}
+"""
+
+
+@pytest.mark.parametrize("a, b", [("010", "8"), ("1.10", "1.1"), ("1_0", "10"), ("0x10", "16")])
+def test_yaml_replicates_typed_as_numbers_keep_their_text(project, a, b):
+    # was: 010 read as 8, 1.10 as 1.1 ...: two mice pooled silently as one replicate
+    (project / "e.yaml").write_text(YAML.format(a=a, b=b))
+    exp = Experiment.load(project / "e.yaml")
+    assert [s.replicate for s in exp.images] == [a, b]
+
+
+@pytest.mark.parametrize("value", ["1.10", "2.0", "1e3"])
+def test_a_toml_replicate_with_a_decimal_point_must_be_quoted(project, capsys, value):
+    (project / "e.toml").write_text(BASE_TOML.replace('replicate = "m1"', f"replicate = {value}"))
+    code, _, err = cli(["run", project / "e.toml", "--out", project / "o", "--jobs", "1"], capsys)
+    assert_one_line(code, err, 2, "replicate: a number with a decimal point", "quotes")
+    assert not (project / "o").exists()
