@@ -261,7 +261,8 @@ def tracks(tmp_path_factory):
 
 
 def motility_argv(path, out, *extra):
-    return ["motility", path, "--frame-interval", "30", "--n-boot", "10", *extra, "--out", out]
+    boot = [] if "--n-boot" in extra else ["--n-boot", "10"]
+    return ["motility", path, "--frame-interval", "30", *boot, *extra, "--out", out]
 
 
 @pytest.mark.parametrize(
@@ -610,3 +611,13 @@ def test_a_toml_replicate_with_a_decimal_point_must_be_quoted(project, capsys, v
     code, _, err = cli(["run", project / "e.toml", "--out", project / "o", "--jobs", "1"], capsys)
     assert_one_line(code, err, 2, "replicate: a number with a decimal point", "quotes")
     assert not (project / "o").exists()
+
+
+@pytest.mark.parametrize("n_boot", ["1", "2"])
+def test_very_few_bootstrap_resamples_still_give_tables_and_figures(
+    tracks, tmp_path, capsys, n_boot
+):
+    out = tmp_path / "out"
+    code, _, err = cli(motility_argv(tracks / "base.csv", out, "--n-boot", n_boot), capsys)
+    assert code == 0, err  # was: internal error, "'yerr' must not contain negative values"
+    assert (out / "alpha.svg").stat().st_size > 0 and (out / "alpha.csv").exists()
