@@ -261,7 +261,7 @@ def test_bad_frame_interval_is_one_line(tracks_file, tmp_path, capsys):
         ["motility", tracks_file, "--frame-interval", -5, "--out", tmp_path / "o"], capsys
     )
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "--frame-interval must be a number of seconds, greater than 0, got -5" in err
+    assert "--frame-interval must be a number of seconds, 1e-06 or more" in err and "got -5" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -269,7 +269,7 @@ def test_unwritable_output_is_one_line(tracks_file, tmp_path, capsys):
     blocker = write(tmp_path, "taken", "a file where the output folder should go")
     code, _, err = cli(base(tracks_file, blocker, "--n-boot", 10), capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "taken: cannot write the results" in err
+    assert "cannot write in" in err and "taken: it is a file" in err
     assert blocker.read_text().startswith("a file")
 
 

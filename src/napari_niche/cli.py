@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
 from .core.errors import NicheError
+from .motility_cli import folder_arg
 from .params import AnalysisParams
 
 
@@ -34,10 +37,12 @@ def _on_sigterm(_signum, _frame):
 
 
 def _parse_floats(text: str, what: str) -> tuple[float, ...]:
+    from .core._validate import parse_numbers
+
     try:
-        return tuple(float(v) for v in text.replace(" ", "").split(",") if v != "")
-    except ValueError:
-        raise _CliError(f"{what} must be numbers separated by commas, got {text!r}.") from None
+        return parse_numbers(text, what)
+    except NicheError as err:
+        raise _CliError(str(err)) from None
 
 
 def _parse_names(text: str) -> tuple[str, ...]:
@@ -57,6 +62,9 @@ class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (no usage block), exit code 2."""
 
     def error(self, message: str):
+        if message.endswith("expected one argument"):
+            # argparse reads a value starting with "-" (--voxel-size -1,1,1) as an option
+            message += " (a value starting with '-' is written --option=VALUE)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -127,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "above the random cells in some bin) or less",
     )
     opt.add_argument("--quadrant-structures", metavar="A,B", help="default vessel,bone")
-    a.add_argument("--out", type=Path, required=True, help="output folder")
+    a.add_argument("--out", type=folder_arg, required=True, help="output folder")
     a.set_defaults(func=_cmd_analyze)
 
     r = sub.add_parser(
@@ -140,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bad experiment file.",
     )
     r.add_argument("experiment", type=Path, help="experiment file (.toml, .yaml or .yml)")
-    r.add_argument("--out", type=Path, help="output folder (default: the file's output)")
+    r.add_argument("--out", type=folder_arg, help="output folder (default: the file's output)")
     r.add_argument(
         "--jobs", type=int, metavar="N", help="images at once on this machine (default 2)"
     )
@@ -191,7 +199,9 @@ def _params_from_args(args) -> AnalysisParams:
 
 def _with_flags(base: AnalysisParams, args) -> AnalysisParams:
     return base.with_(
-        voxel_size=_parse_floats(args.voxel_size, "--voxel-size") if args.voxel_size else None,
+        voxel_size=(
+            _parse_floats(args.voxel_size, "--voxel-size") if args.voxel_size is not None else None
+        ),
         exclude=_parse_names(args.exclude) if args.exclude is not None else None,
         rule=args.rule,
         crowding=args.crowding,
@@ -260,7 +270,7 @@ def _spacing(args, params: AnalysisParams, ndim: int, found, notes: list[str]):
     from .io import resolve_spacing
 
     axes = "Z,Y,X" if ndim == 3 else "Y,X"
-    where = "--voxel-size" if args.voxel_size else f"{args.params} (voxel_size)"
+    where = "--voxel-size" if args.voxel_size is not None else f"{args.params} (voxel_size)"
     try:
         return resolve_spacing(
             ndim,
@@ -431,7 +441,8 @@ def guarded(command: str, run, *, stopped=None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     stopped = stopped or (lambda why: f"{why}.")
     try:
-        return run()
+        with _warnings_one_line(command):
+            return run()
     except KeyboardInterrupt:
         print(f"napari-niche {command}: {stopped('Interrupted')}", file=sys.stderr)
         return 130
@@ -458,6 +469,22 @@ def guarded(command: str, run, *, stopped=None) -> int:
     finally:
         if in_main and previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _warnings_one_line(command: str):
+    """Every Python warning raised on the way (numpy's, matplotlib's, ...) is one line
+    ``napari-niche <command>: warning: ...``, never a file name, line number and source."""
+    if os.environ.get("NAPARI_NICHE_DEBUG"):
+        yield
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"napari-niche {command}: warning: {_one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _one_line(err: Exception) -> str:

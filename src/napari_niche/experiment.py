@@ -17,6 +17,7 @@ import difflib
 import math
 import os
 import sys
+import unicodedata
 import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -488,8 +489,14 @@ def _safe_id(image_id: str) -> bool:
         bool(image_id)
         and image_id not in (".", "..")
         and not any(c in image_id for c in '/\\:*?"<>|')
+        and not any(ord(c) < 32 or ord(c) == 127 for c in image_id)  # NUL, newline, tab
         and image_id == image_id.strip()
     )
+
+
+def _folder_key(image_id: str) -> str:
+    """Two ids that name one folder on macOS and Windows (``m1`` and ``M1``) are one id."""
+    return unicodedata.normalize("NFC", image_id).casefold()
 
 
 def derived_seed(seed: int, image_id: str) -> int:
@@ -599,7 +606,7 @@ class Experiment:
         Raises :class:`ExperimentError` for a duplicate id or an incomplete entry.
         """
         spec = spec.resolved(self.base)
-        if spec.id in self.ids():
+        if _folder_key(spec.id) in {_folder_key(i) for i in self.ids()}:
             raise ExperimentError(
                 f"{self._where()}: image {spec.id!r}: id: already used by another image; "
                 "every image needs its own id."
@@ -717,10 +724,16 @@ class Experiment:
             spec = _parse_image(entry, i, default_channels, default_axis, bad)
             if spec is None:
                 continue
-            if spec.id in seen:
-                bad("id", "used by two images; every image needs its own id.", spec.id)
+            if _folder_key(spec.id) in seen:
+                bad(
+                    "id",
+                    "used by two images (ids differing only in upper and lower case, or in how "
+                    "an accent is encoded, name one folder on macOS and Windows); every image "
+                    "needs its own id.",
+                    spec.id,
+                )
                 continue
-            seen.add(spec.id)
+            seen.add(_folder_key(spec.id))
             images.append(spec.resolved(base))
 
         exp = cls(
@@ -840,7 +853,11 @@ class Experiment:
             out.append(f"{where}: image {spec.id!r}: {key}: {message}")
 
         if not _safe_id(spec.id):
-            bad("id", 'must be a plain name usable as a folder (no / \\ : * ? " < > |).')
+            bad(
+                "id",
+                'must be a plain name usable as a folder (no / \\ : * ? " < > |, tab or line '
+                "break).",
+            )
         for key in ("condition", "replicate"):
             value = getattr(spec, key)
             if not isinstance(value, str) or not value.strip():
@@ -997,7 +1014,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     if suffix not in (".toml", ".yaml", ".yml"):
         raise ExperimentError(f"{path}: an experiment file must end in .toml, .yaml or .yml.")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Windows editors may start with a BOM
     except FileNotFoundError:
         raise ExperimentError(f"{path}: no such experiment file.") from None
     except OSError as err:
@@ -1018,6 +1035,12 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data if data is not None else {}
 
 
+#: Keys whose values are names, even when typed as numbers (``replicate: 010``).
+_NAME_KEYS = frozenset({"id", "condition", "replicate", "name"})
+_YAML_INT = "tag:yaml.org,2002:int"
+_YAML_FLOAT = "tag:yaml.org,2002:float"
+
+
 class _DuplicateKeyError(ValueError):
     """A key given twice in one YAML mapping."""
 
@@ -1032,6 +1055,16 @@ def _unique_key_loader():
 
     class UniqueKeyLoader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
+            for key_node, value_node in node.value:
+                # a name typed as a number is kept as typed: YAML reads 010 as 8, 1_0 as
+                # 10 and 1.10 as 1.1, which would merge two mice into one replicate
+                if (
+                    getattr(key_node, "value", None) in _NAME_KEYS
+                    and isinstance(value_node, yaml.ScalarNode)
+                    and value_node.style is None
+                    and value_node.tag in (_YAML_INT, _YAML_FLOAT)
+                ):
+                    value_node.tag = "tag:yaml.org,2002:str"
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
@@ -1084,7 +1117,11 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
         bad(f"{label}.id", "missing, and there is no path to take it from.")
         return None
     if not _safe_id(image_id):
-        bad("id", 'must be a plain name usable as a folder (no / \\ : * ? " < > |).', image_id)
+        bad(
+            "id",
+            'must be a plain name usable as a folder (no / \\ : * ? " < > |, tab or line break).',
+            image_id,
+        )
         return None
     for key in sorted(set(entry) - set(_IMAGE_KEYS), key=str):
         bad(key, _unknown_key(key, _IMAGE_KEYS), image_id)
@@ -1101,14 +1138,23 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
             )
             ok = False
             continue
-        if isinstance(value, int | float):
-            value = f"{value:g}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):  # 1.10 would become "1.1", the name of another mouse
+            bad(
+                key,
+                f'a number with a decimal point: put the name in quotes (e.g. {key} = "1.10").',
+                image_id,
+            )
+            ok = False
+            continue
+        if isinstance(value, int):
+            value = str(value)
         if not isinstance(value, str) or not value.strip():
             example = "B-ALL" if key == "condition" else "mouse1"
-            bad(key, f'missing: every image needs a {key} (e.g. {key} = "{example}").', image_id)
+            what = "missing" if value is None or isinstance(value, str) else f"got {value!r}"
+            bad(key, f'{what}: every image needs a {key} (e.g. {key} = "{example}").', image_id)
             ok = False
         values[key] = value
-    if path is not None and not isinstance(path, str):
+    if path is not None and (not isinstance(path, str) or not path.strip()):
         bad("path", f"must be a file path, got {path!r}.", image_id)
         ok = False
     channels = entry.get("channels") or {}
@@ -1123,7 +1169,7 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
         ok = False
     else:
         for role, c in channels.items():
-            if isinstance(c, bool) or not isinstance(c, int | str):
+            if isinstance(c, bool) or not isinstance(c, int | str) or str(c).strip() == "":
                 bad(
                     f"channels.{role}",
                     f"must be a channel number or a file path, got {c!r}.",
@@ -1138,7 +1184,7 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
         ok = False
     else:
         for role, m in masks.items():
-            if not isinstance(m, str):
+            if not isinstance(m, str) or not m.strip():
                 bad(f"masks.{role}", f"must be a file path, got {m!r}.", image_id)
                 ok = False
             else:

@@ -871,7 +871,14 @@ def os_error_text(err: OSError) -> str:
 def _folder_problem(folder: Path, err: OSError) -> str:
     if isinstance(err, FileExistsError | NotADirectoryError):
         paths = [folder, *folder.parents]
-        blocker = next((p for p in paths if p.exists() and not p.is_dir()), folder)
+        blocker = next(
+            (p for p in paths if (p.exists() or p.is_symlink()) and not p.is_dir()), folder
+        )
+        if blocker.is_symlink() and not blocker.exists():
+            return (
+                f"cannot write in {folder}: {blocker} is a link to {os.readlink(blocker)}, "
+                "which does not exist; make that folder or give another."
+            )
         what = "a file" if blocker.is_file() or not blocker.exists() else "a special file"
         if blocker == folder:
             return f"cannot write in {folder}: it is {what}, not a folder; give a folder."
@@ -965,6 +972,7 @@ def output_lock(folder: str | Path) -> Iterator[Path]:
         Another process holds the folder.
     """
     folder = Path(folder)
+    _refuse_inside_a_busy_folder(folder)
     created = _make_folder(folder)
     key = (threading.get_ident(), os.path.realpath(folder))
     with _held_guard:
@@ -989,6 +997,54 @@ def output_lock(folder: str | Path) -> Iterator[Path]:
             if created:
                 with suppress(OSError):
                     folder.rmdir()  # only if empty
+
+
+#: Folders whose lock this process may write inside although another process holds it:
+#: the output folder of the run whose images a worker process writes.
+_INSIDE_ALLOWED: set[str] = set()
+
+
+@contextmanager
+def writing_inside(folder: str | Path) -> Iterator[None]:
+    """Let this process write below ``folder`` while its run (another process) holds it."""
+    key = os.path.realpath(folder)
+    _INSIDE_ALLOWED.add(key)
+    try:
+        yield
+    finally:
+        _INSIDE_ALLOWED.discard(key)
+
+
+def _refuse_inside_a_busy_folder(folder: Path) -> None:
+    """Raise OutputBusyError if a folder above ``folder`` is locked by another process.
+
+    ``analyze --out results/images/m1`` while ``run`` writes ``results`` would swap its
+    tables in under the run's record of that image, and the run would pool them.
+    """
+    if fcntl is None:
+        return
+    with _held_guard:
+        mine = {real for _thread, real in _held} | _INSIDE_ALLOWED
+    for parent in Path(os.path.realpath(folder)).parents:
+        if str(parent) in mine:
+            continue
+        try:
+            fd = os.open(parent / LOCK_NAME, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            owner = os.read(fd, 32).decode(errors="replace").strip()
+            who = f" (process {owner})" if owner.isdigit() else ""
+            raise OutputBusyError(
+                f"{folder} is inside {parent}, which is being written by another "
+                f"napari-niche run{who}: wait until it has finished, or give a folder "
+                "outside it."
+            ) from None
+        finally:
+            os.close(fd)
 
 
 def _lock_also(folder: Path, new: Path) -> None:
@@ -1114,6 +1170,11 @@ def _swap_contents(staging: Path, out_dir: Path, commit: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _remove_if_empty(folder: Path) -> None:
+    with suppress(OSError):
+        folder.rmdir()  # fails, as it should, unless the folder is empty
+
+
 def write_atomically(
     out_dir: str | Path,
     write: Callable[[Path], None],
@@ -1137,8 +1198,8 @@ def write_atomically(
     with ExitStack() as stack:
         if lock:
             stack.enter_context(output_lock(out_dir))
-        else:
-            _make_folder(out_dir)
+        elif _make_folder(out_dir):  # made here: a failed write leaves no empty folder
+            stack.callback(_remove_if_empty, out_dir)
         remove_leftovers(out_dir)
         staging = _staging_folder(out_dir)
         try:

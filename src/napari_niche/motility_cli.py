@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .core._validate import parse_numbers
 from .core.errors import NicheError
 from .core.motility import (
     GAP_METHODS,
@@ -43,7 +44,7 @@ from .core.motility import (
     analyze_motility,
     spatial_columns,
 )
-from .io import CSV_FLOAT_FORMAT, write_atomically
+from .io import CSV_FLOAT_FORMAT, OutputFolderError, write_atomically
 from .tracks_io import FORMATS, parse_column_mapping, read_tracks
 
 PROG = "napari-niche motility"
@@ -71,6 +72,14 @@ def flag_message(err: Exception, flags: dict[str, str]) -> str:
     if sep and field in flags:
         return f"{flags[field]} must be {rest}"
     return text
+
+
+def folder_arg(text: str) -> Path:
+    """``--out``'s type: an empty text (an unset shell variable) is refused, never read as
+    the current folder, where results would mix with whatever is there."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty text")
+    return Path(text)
 
 
 class _InputError(Exception):
@@ -159,7 +168,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--space-unit", metavar="UNIT", help="override the file's length unit (um, nm)")
     p.add_argument("--time-unit", metavar="UNIT", help="override the file's time unit (s, min)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=folder_arg, required=True, help="output folder")
     p.set_defaults(func=run)
     return p
 
@@ -171,10 +180,9 @@ def run(args: argparse.Namespace) -> int:
         record = _record(result, inputs)
         try:
             write_results(result, args.out, record)
-        except OSError as err:
-            raise _InputError(
-                f"{args.out}: cannot write the results ({err.strerror or err})."
-            ) from None
+        except OutputFolderError as err:  # a file, read-only, busy: bad --out, exit 2
+            raise _InputError(str(err)) from None
+        # any other OSError (a full disk) reaches the CLI guard: one line, exit 1
     except _InputError as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 2
@@ -202,8 +210,8 @@ def _compute(args) -> tuple[MotilityResult, dict]:
             raise _InputError(f"--columns applies to --format csv, not {args.format}.")
     fmt = "csv" if columns is not None else args.format
     try:
-        spacing = tuple(float(v) for v in str(args.lattice_spacing).split(",") if v.strip())
-    except ValueError:
+        spacing = parse_numbers(str(args.lattice_spacing), "--lattice-spacing")
+    except NicheError:
         raise _InputError(
             f"--lattice-spacing: expected µm as one number or Z,Y,X, got {args.lattice_spacing!r}."
         ) from None
@@ -388,7 +396,8 @@ def msd_figure(msd: pd.DataFrame, *, ax=None):
                 lag[ok], lo[ok] / lag[ok], hi[ok] / lag[ok], color=color, alpha=0.25, lw=0
             )
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    if (msd["msd_um2"].to_numpy(float) > 0).any():  # cells that never move: MSD all 0
+        ax.set_yscale("log")
     _plain_log_labels(ax)
     ax.set_xlabel("lag (s)")
     ax.set_ylabel("MSD / lag (µm²/s)")
@@ -410,7 +419,7 @@ def _plain_log_labels(ax) -> None:
     """Ticks at 1, 2, 5 x 10^k labelled as plain numbers; no crowded minor-tick labels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    for axis in (ax.xaxis, ax.yaxis):
+    for axis in (a for a in (ax.xaxis, ax.yaxis) if a.get_scale() == "log"):
         axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         axis.set_minor_formatter(NullFormatter())
@@ -431,14 +440,11 @@ def alpha_figure(per_track: pd.DataFrame, alpha: pd.DataFrame, *, band: float = 
         row = alpha[alpha["condition"] == name].iloc[0]
         if np.isfinite(row["alpha_ensemble"]):
             lo, hi = row["alpha_ensemble_ci_low"], row["alpha_ensemble_ci_high"]
-            err = (
-                [[row["alpha_ensemble"] - lo], [hi - row["alpha_ensemble"]]]
-                if np.isfinite(lo) and np.isfinite(hi)
-                else None
-            )
-            ax.errorbar(
-                i + 0.3, row["alpha_ensemble"], yerr=err, fmt="D", color="k", capsize=3, ms=4
-            )
+            if np.isfinite(lo) and np.isfinite(hi):  # drawn as is: with few resamples
+                # (--n-boot 2) a percentile CI need not contain the estimate
+                ax.vlines(i + 0.3, lo, hi, color="k", lw=1)
+                ax.hlines([lo, hi], i + 0.25, i + 0.35, color="k", lw=1)
+            ax.plot(i + 0.3, row["alpha_ensemble"], "D", color="k", ms=4)
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel("MSD exponent α")

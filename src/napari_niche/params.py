@@ -155,7 +155,9 @@ class AnalysisParams:
     def from_json(cls, path: str | Path) -> AnalysisParams:
         """Read parameters from a JSON file: a bare parameter set or a run's params.json."""
         try:
-            data = json.loads(Path(path).read_text(), object_pairs_hook=_unique_keys)
+            data = json.loads(
+                Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys
+            )
         except OSError as err:
             raise NicheError(
                 f"{path}: cannot read analysis parameters ({err.strerror or err})."

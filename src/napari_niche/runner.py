@@ -69,6 +69,7 @@ from .io import (
     remove_leftovers,
     resolve_spacing,
     write_image,
+    writing_inside,
 )
 from .params import AnalysisParams
 
@@ -251,11 +252,35 @@ def image_fingerprint(task: ImageTask) -> tuple[str, dict[str, Any]]:
     return hashlib.sha256(text.encode()).hexdigest(), details
 
 
-def _stored_fingerprint(folder: Path) -> str | None:
+#: Files of an image folder that are not its result: the record itself, a bug report.
+_NOT_OUTPUTS = frozenset({"fingerprint.json", "error.txt"})
+
+
+def _outputs(folder: Path) -> dict[str, str]:
+    """The sha256 of every file of an image's result (hidden temporary files left out)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if rel.as_posix() in _NOT_OUTPUTS or any(p.startswith(".") for p in rel.parts):
+            continue
+        if path.is_file():
+            found[rel.as_posix()] = _file_hash(path)
+    return found
+
+
+def _unchanged(folder: Path, digest: str) -> bool:
+    """The image ran with these inputs and settings and its result is still as written.
+
+    A result file deleted, damaged or replaced since (e.g. by ``napari-niche analyze``
+    into the image's folder) makes the image run again instead of being pooled as is.
+    """
     try:
-        return json.loads((folder / "fingerprint.json").read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        record = json.loads((folder / "fingerprint.json").read_text())
+        if record["fingerprint"] != digest or not isinstance(record["outputs"], dict):
+            return False
+        return all(_file_hash(folder / rel) == sha for rel, sha in record["outputs"].items())
+    except (OSError, ValueError, KeyError, TypeError, NicheError):
+        return False
 
 
 # --------------------------------------------------------------------------- one image
@@ -314,9 +339,10 @@ def process_image(task: ImageTask, on_step: Callable[[str], None] | None = None)
     try:
         (folder / "fingerprint.json").unlink(missing_ok=True)
         (folder / "error.txt").unlink(missing_ok=True)
-        warnings = _run_image(task, folder, step, start)
+        with writing_inside(folder.parent.parent):  # the run's folder, held by the run
+            warnings = _run_image(task, folder, step, start)
         step.name = "saving"
-        record = {"fingerprint": digest, **details}
+        record = {"fingerprint": digest, "outputs": _outputs(folder), **details}
         atomic_write_text(folder / "fingerprint.json", json.dumps(record, indent=2) + "\n")
         return ImageOutcome(image, "done", seconds=time.perf_counter() - start, warnings=warnings)
     except NicheError as err:
@@ -667,7 +693,7 @@ def _triage(task: ImageTask) -> tuple[ImageOutcome | None, ImageTask]:
         fingerprint = image_fingerprint(task)
     except NicheError as err:
         return _failed(task, str(err), "checking the files"), task
-    if not task.force and _stored_fingerprint(Path(task.folder)) == fingerprint[0]:
+    if not task.force and _unchanged(Path(task.folder), fingerprint[0]):
         outcome = ImageOutcome(task.spec.id, "skipped", seconds=time.perf_counter() - start)
         return outcome, task
     return None, replace(task, fingerprint=fingerprint)

@@ -318,6 +318,11 @@ def _interval_from_times(df: pd.DataFrame, t: np.ndarray, path: Path) -> float:
     return float(np.median(steps))
 
 
+#: No microscope images positions a kilometre apart: beyond, a column is not a position
+#: (or its unit is wrong), and squared displacements would overflow.
+MAX_POSITION_UM = 1e9
+
+
 def _positions_um(
     df: pd.DataFrame, cols: Mapping[str, str], scale: float, path: Path
 ) -> dict[str, np.ndarray]:
@@ -327,7 +332,14 @@ def _positions_um(
         if not np.all(np.isfinite(v)):
             n = int((~np.isfinite(v)).sum())
             raise TrackError(f"{path}: {n} position(s) have a missing or non-numeric {col}.")
-        out[axis] = v * scale
+        v = v * scale
+        if np.any(np.abs(v) > MAX_POSITION_UM):
+            n = int((np.abs(v) > MAX_POSITION_UM).sum())
+            raise TrackError(
+                f"{path}: {n} position(s) in {col} lie more than {MAX_POSITION_UM:g} µm (1 km) "
+                "from the origin: check the column and its unit."
+            )
+        out[axis] = v
     return out
 
 

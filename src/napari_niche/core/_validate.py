@@ -124,6 +124,9 @@ def field_int(field: str, value, *, minimum: int, optional: bool = False, what: 
     if value is None and optional:
         return None
     expected = f"a whole number {what}>= {minimum}".replace("  ", " ")
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral | bool):
+        if np.isfinite(float(value)) and float(value).is_integer():  # JSON's 1e3 or 1000.0
+            expected += " (written without a decimal point or exponent)"
     if not isinstance(value, numbers.Integral) or isinstance(value, bool | np.bool_):
         raise _bad(field, expected, value)
     if value < minimum:
@@ -186,8 +189,44 @@ def field_names(field: str, value, *, length: int | None = None, optional: bool 
     return tuple(value)
 
 
+#: The voxel sizes (and lattice boxes) a microscope image can have, in µm: 0.1 nm to 1 cm.
+#: Outside, a size is a typo or in the wrong unit, and distances would overflow or vanish.
+SIZE_RANGE_UM = (1e-4, 1e4)
+
+
+def _size_out_of_range(values) -> bool:
+    lo, hi = SIZE_RANGE_UM
+    return any(not lo <= float(v) <= hi for v in values)
+
+
+def _range_error(field: str, value, unit: str = "µm") -> str:
+    lo, hi = SIZE_RANGE_UM
+    return (
+        f"{field} must be between {lo:g} and {hi:g} {unit} on every axis, "
+        f"got {shown(value)}: is it in {unit}?"
+    )
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf)", re.I)
+
+
+def parse_numbers(text: str, what: str, example: str = "2,0.57,0.57") -> tuple[float, ...]:
+    """``"2, 0.57,0.57"`` -> ``(2.0, 0.57, 0.57)``; a typed list of numbers, read strictly.
+
+    An empty item (``1,,0.5``), an empty text, ``1_0`` or ``0x10`` is refused, never read
+    as fewer numbers or as Python's literals (the range is checked by the field).
+    """
+    items = str(text).split(",")
+    if not all(_NUMBER.fullmatch(v.strip()) for v in items):
+        raise NicheError(
+            f"{what} must be numbers separated by commas (e.g. {example}), got {text!r}."
+        )
+    return tuple(float(v) for v in items)
+
+
 def field_sizes(field: str, value, *, unit: str = "µm", counts=(1, 2, 3), optional=True):
-    """Positive sizes: one number (the same on every axis) or one per axis (z, y, x)."""
+    """Positive sizes: one number (the same on every axis) or one per axis (z, y, x),
+    each within :data:`SIZE_RANGE_UM`."""
     if value is None and optional:
         return None
     expected = f"one positive number of {unit} or one per axis, e.g. [2.0, 0.57, 0.57]"
@@ -199,6 +238,8 @@ def field_sizes(field: str, value, *, unit: str = "µm", counts=(1, 2, 3), optio
     )
     if not ok:
         raise _bad(field, expected, value)
+    if _size_out_of_range(values):
+        raise NicheError(_range_error(field, value, unit))
     return tuple(float(v) for v in values)
 
 
@@ -239,6 +280,8 @@ def as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[floa
         )
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise SpacingError(f"Voxel sizes must be positive numbers of µm, got {shown(values)}.")
+    if _size_out_of_range(values):
+        raise SpacingError(_range_error("The voxel size", list(values)))
     return tuple(float(v) for v in values)
 
 

@@ -1405,8 +1405,15 @@ class MotilityParams:
 
     def _validate(self) -> None:
         set_ = object.__setattr__
-        fi = field_float(
-            "frame_interval_s", self.frame_interval_s, low=0, unit="seconds", optional=True
+        fi = field_float(  # a microsecond to a year: beyond, a typo or a wrong unit
+            "frame_interval_s",
+            self.frame_interval_s,
+            low=1e-6,
+            high=3.2e7,
+            low_open=False,
+            high_open=False,
+            unit="seconds",
+            optional=True,
         )
         set_(self, "frame_interval_s", fi)
         field_choice("speed_definition", self.speed_definition, SPEED_DEFINITIONS)
