@@ -1,6 +1,37 @@
-"""Shapes with analytic answers, shared by the tests."""
+"""Shapes with analytic answers and ways to run the command line, shared by the tests."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def cli(argv, capsys):
+    """``napari-niche ARGV`` in this process: (exit code, stdout, stderr)."""
+    from napari_niche.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def real_cli(argv, cwd):
+    """``python -m napari_niche ARGV`` as a user runs it: (exit code, stdout, stderr)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("NAPARI_NICHE_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_niche", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def balls(shape, centres, radius_um, spacing, dtype=np.int32):

@@ -9,13 +9,11 @@ error"), which is tested on its own.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli, real_cli
 
 from napari_niche import cli as cli_module
 from napari_niche.cli import main
@@ -24,29 +22,8 @@ from napari_niche.core.motility import MotilityParams, TrackError
 from napari_niche.io import write_image
 from napari_niche.params import AnalysisParams
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 SPACING = (1.0, 0.5, 0.5)
 SHAPE = (5, 24, 24)
-
-
-def cli(argv, capsys):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def real_cli(argv, cwd):
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    env.pop("NAPARI_NICHE_DEBUG", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "napari_niche", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 def assert_refused(code, err, *needles, out: Path | None = None, prefix="napari-niche"):

@@ -9,16 +9,13 @@ experiment files checked by ``napari-niche run`` before anything runs, and napar
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from helpers import cli, real_cli
 
-from napari_niche.cli import main
 from napari_niche.core.errors import NicheError, SpacingError
 from napari_niche.experiment import Experiment
 from napari_niche.io import (
@@ -32,31 +29,9 @@ from napari_niche.io import (
     write_image,
 )
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 SHAPE = (6, 32, 32)
 A = (1.0, 0.3, 0.3)
 B = (2.0, 0.57, 0.57)
-
-
-def cli(argv, capsys):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def real_cli(argv, tmp_path):
-    """``python -m napari_niche ...`` as a user runs it: (exit code, stdout, stderr)."""
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    env.pop("NAPARI_NICHE_DEBUG", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "napari_niche", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 def assert_refused(code, err, *needles, out: Path | None = None):

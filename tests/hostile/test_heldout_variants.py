@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from helpers import cli
 
 import napari_niche
 from napari_niche import cli as cli_module
@@ -38,12 +39,6 @@ from napari_niche.runner import run_experiment
 SPACING = (1.0, 0.5, 0.5)
 SHAPE = (5, 24, 24)
 FAST = ["--realizations", "1", "--seed", "1"]
-
-
-def cli(argv, capsys):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def assert_one_line(code, err, expected_code=2, *needles):
