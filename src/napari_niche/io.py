@@ -214,25 +214,34 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """
     path = Path(path)
     with _open_tiff(path) as (tif, messages):
-        series = tif.series[0]
-        _check_intact(tif, path, messages)
-        _refuse_colour(tif, series, path)
-        _refuse_channels(series, path)
-        data = series.asarray()
-        spacing = _spacing_from_tiff(tif, path)
-    data = np.squeeze(data)
-    if data.ndim not in (2, 3):
+        series, spacing = _one_image_series(tif, path, messages)
+        data = np.squeeze(series.asarray())
+    return data, _fit_spacing(spacing, data.ndim)
+
+
+def _one_image_series(tif, path: Path, messages: list[str]):
+    """The file's one-channel 2D or 3D series and its voxel size, from the header alone.
+
+    Refuses a damaged file, a colour image (tagged or not), several channels or time
+    points, and anything that is not 2D or 3D once single axes are dropped.
+    """
+    series = tif.series[0]
+    _check_intact(tif, path, messages)
+    _refuse_colour(tif, series, path)
+    _refuse_channels(series, path)
+    shape = tuple(s for s in series.shape if s != 1)
+    if len(shape) not in (2, 3):
         raise ImageReadError(
-            f"{path}: expected a 2D or 3D image, got shape {data.shape}. Save one channel "
+            f"{path}: expected a 2D or 3D image, got shape {shape}. Save one channel "
             "and one time point per file."
         )
-    if data.ndim == 3 and data.shape[-1] in (3, 4) and min(data.shape[:-1]) >= 16:
+    if len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:-1]) >= 16:
         raise ColourImageError(
-            f"{path}: its last axis holds only {data.shape[-1]} values (shape "
-            f"{data.shape}), as the colours of an RGB image saved without its colour tag "
+            f"{path}: its last axis holds only {shape[-1]} values (shape "
+            f"{shape}), as the colours of an RGB image saved without its colour tag "
             f"would; {_ONE_CHANNEL_HOWTO}"
         )
-    return data, _fit_spacing(spacing, data.ndim)
+    return series, _spacing_from_tiff(tif, path)
 
 
 _ONE_CHANNEL_HOWTO = (
@@ -558,11 +567,7 @@ def image_info(path: str | Path) -> tuple[tuple[int, ...], tuple[float, ...] | N
     """
     path = Path(path)
     with _open_tiff(path) as (tif, messages):
-        series = tif.series[0]
-        _check_intact(tif, path, messages)
-        _refuse_colour(tif, series, path)
-        _refuse_channels(series, path)
-        spacing = _spacing_from_tiff(tif, path)
+        series, spacing = _one_image_series(tif, path, messages)
         shape = tuple(s for s in series.shape if s != 1)
     return shape, _fit_spacing(spacing, len(shape))
 
