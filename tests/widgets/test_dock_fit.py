@@ -94,3 +94,21 @@ def test_a_tall_dock_scrolls_when_squeezed(make_napari_viewer, qtbot):
     last = widget.status  # the status line is the last control
     bottom = last.mapTo(area.viewport(), last.rect().bottomLeft()).y()
     assert bottom <= area.viewport().height()
+
+
+def test_the_readme_path_with_every_dock_open_fits_a_1080_px_screen(make_napari_viewer, qtbot):
+    """A newcomer docks the steps in order and keeps them open: with steps 1-6, Tables and
+    Motility all docked (one column), the window still fits 1080 px (six docks made it
+    1170 px and all eight 1591 px)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample(PLUGIN, "bone_marrow")
+    for layer in viewer.layers:
+        layer.visible = False
+    window = viewer.window._qt_window
+    window.resize(1920, SCREEN_HEIGHT)
+    heights = []
+    for name in DOCKS:
+        viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        qtbot.wait(5)
+        heights.append(max(window.minimumSizeHint().height(), window.height()))
+    assert max(heights) <= SCREEN_HEIGHT, dict(zip(DOCKS, heights, strict=True))
