@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 PLUGIN = "napari-niche"
 DOCKS = [
     "1 Channel thresholding",
@@ -112,3 +114,21 @@ def test_the_readme_path_with_every_dock_open_fits_a_1080_px_screen(make_napari_
         qtbot.wait(5)
         heights.append(max(window.minimumSizeHint().height(), window.height()))
     assert max(heights) <= SCREEN_HEIGHT, dict(zip(DOCKS, heights, strict=True))
+
+
+@pytest.mark.parametrize("name", ["5 Niche plot", "Tables", "Motility", "6 Experiment"])
+def test_a_plot_or_table_dock_fills_its_height(make_napari_viewer, qtbot, name):
+    """Alone in a 1080-px window, the dock's scroll area takes the dock's whole height, so
+    a plot or table grows with the dock (the niche plot used to stay about 250 px tall
+    above 400 px of empty dock: napari adds a stretch under a widget that does not ask to
+    expand)."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1920, SCREEN_HEIGHT)
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    qtbot.wait(50)
+    area = widget.findChild(QScrollArea)
+    assert widget.height() > 800
+    assert area.height() >= widget.height() - 4, (area.height(), widget.height())

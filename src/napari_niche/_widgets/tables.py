@@ -278,7 +278,7 @@ class TablesWidget(QWidget):
         buttons.addWidget(self.export_all_button)
         buttons.addWidget(self.save_button)
         self.setMinimumWidth(420)  # room for a few columns of numbers
-        layout = scrolling_layout(self)  # a small minimum height, like every dock
+        layout = scrolling_layout(self, grow=True)  # a small minimum height, like every dock
         layout.addWidget(self.tabs, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
