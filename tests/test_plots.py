@@ -461,3 +461,22 @@ def test_quadrant_labels_leave_the_threshold_line_and_the_near_band_visible(thre
         )
         assert not inside.any(), f"{q} covers {inside.sum()} cells"
         assert plot.ax.bbox.y0 - 1 <= box.y0 and box.y1 <= plot.ax.bbox.y1 + 1
+
+
+@pytest.mark.parametrize(("top_a", "top_b"), [(45.0, 140.0), (8.0, 3.0), (600.0, 20.0)])
+def test_quadrant_axes_tick_no_negative_distance(top_a, top_b):
+    """The strip below 0 holds the Q1/Q2 labels: its axis shows no tick such as '-20',
+    which a reader would take for a negative distance (seen in the dock at 1920 x 1080)."""
+    rng = np.random.default_rng(2)
+    a, b = rng.uniform(0, top_a, 200), rng.uniform(0, top_b, 200)
+    fig = Figure(figsize=(4.2, 3.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    plot = quadrant_scatter(fig.add_subplot(), a, b, threshold_um=2.0, names=("vessel", "bone"))
+    fig.canvas.draw()
+    for axis in (plot.ax.xaxis, plot.ax.yaxis):
+        low, high = axis.get_view_interval()
+        assert low < 0  # the label strip is still there
+        shown = [t for t in axis.get_majorticklocs() if low <= t <= high]
+        assert min(shown) == 0 and len(shown) >= 3, shown
+        labels = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+        assert not any(s.startswith(("-", "\u2212")) for s in labels), labels

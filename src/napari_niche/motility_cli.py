@@ -403,7 +403,8 @@ def msd_figure(msd: pd.DataFrame, *, ax=None):
     ax.set_ylabel("MSD / lag (µm²/s)")
     if names:
         ax.legend(frameon=False, fontsize=8)
-    ax.set_title(f"ensemble MSD / lag{_weighting_text(msd)}, 95% bootstrap band", fontsize=9)
+    # two lines: one line was wider than the Motility dock and ran off the figure
+    ax.set_title(f"ensemble MSD / lag, 95% bootstrap band{_weighting_line(msd)}", fontsize=9)
     return fig
 
 
@@ -413,6 +414,12 @@ def _weighting_text(table: pd.DataFrame) -> str:
         return ""
     names = [str(w) for w in pd.unique(table["msd_weighting"])]
     return " (" + ", ".join(MSD_WEIGHTING_TEXT.get(w, w) for w in names) + ")"
+
+
+def _weighting_line(table: pd.DataFrame) -> str:
+    """The weighting (:func:`_weighting_text`) as a second title line, if any."""
+    text = _weighting_text(table).strip()
+    return f"\n{text}" if text else ""
 
 
 def _plain_log_labels(ax) -> None:
@@ -448,7 +455,7 @@ def alpha_figure(per_track: pd.DataFrame, alpha: pd.DataFrame, *, band: float = 
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel("MSD exponent α")
-    ax.set_title(f"per track; ◆ ensemble α{_weighting_text(alpha)}, 95% CI", fontsize=9)
+    ax.set_title(f"per track; ◆ ensemble α, 95% CI{_weighting_line(alpha)}", fontsize=9)
     return fig
 
 

@@ -28,6 +28,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
 from .core.stats import distance_bins
@@ -97,6 +98,17 @@ _LABEL_PLACES = {
 _LABEL_STRIP = 0.16
 
 
+class _DistanceLocator(MaxNLocator):
+    """Ticks at 0 and above only: the strips below 0 hold labels, not negative distances."""
+
+    def __init__(self):
+        super().__init__(nbins="auto", steps=[1, 2, 2.5, 5, 10])
+
+    def tick_values(self, vmin, vmax):
+        ticks = super().tick_values(vmin, vmax)
+        return ticks[ticks >= 0]
+
+
 def style_axes(ax: Axes, style: PlotStyle) -> None:
     """Give an Axes the style's background and foreground (text, ticks, frame)."""
     ax.set_facecolor(style.background)
@@ -160,6 +172,8 @@ class QuadrantPlot:
         self.ax = ax
         self.style = style
         style_axes(ax, style)
+        ax.xaxis.set_major_locator(_DistanceLocator())
+        ax.yaxis.set_major_locator(_DistanceLocator())
         # Line2D markers, not scatter: every point has the same size and colour, and Agg
         # stamps one rendered marker per point, ~5x faster than a PathCollection
         size = np.sqrt(style.marker_size)

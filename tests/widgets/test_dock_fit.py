@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 PLUGIN = "napari-niche"
 DOCKS = [
     "1 Channel thresholding",
@@ -94,3 +96,39 @@ def test_a_tall_dock_scrolls_when_squeezed(make_napari_viewer, qtbot):
     last = widget.status  # the status line is the last control
     bottom = last.mapTo(area.viewport(), last.rect().bottomLeft()).y()
     assert bottom <= area.viewport().height()
+
+
+def test_the_readme_path_with_every_dock_open_fits_a_1080_px_screen(make_napari_viewer, qtbot):
+    """A newcomer docks the steps in order and keeps them open: with steps 1-6, Tables and
+    Motility all docked (one column), the window still fits 1080 px (six docks made it
+    1170 px and all eight 1591 px)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample(PLUGIN, "bone_marrow")
+    for layer in viewer.layers:
+        layer.visible = False
+    window = viewer.window._qt_window
+    window.resize(1920, SCREEN_HEIGHT)
+    heights = []
+    for name in DOCKS:
+        viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        qtbot.wait(5)
+        heights.append(max(window.minimumSizeHint().height(), window.height()))
+    assert max(heights) <= SCREEN_HEIGHT, dict(zip(DOCKS, heights, strict=True))
+
+
+@pytest.mark.parametrize("name", ["5 Niche plot", "Tables", "Motility", "6 Experiment"])
+def test_a_plot_or_table_dock_fills_its_height(make_napari_viewer, qtbot, name):
+    """Alone in a 1080-px window, the dock's scroll area takes the dock's whole height, so
+    a plot or table grows with the dock (the niche plot used to stay about 250 px tall
+    above 400 px of empty dock: napari adds a stretch under a widget that does not ask to
+    expand)."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1920, SCREEN_HEIGHT)
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    qtbot.wait(50)
+    area = widget.findChild(QScrollArea)
+    assert widget.height() > 800
+    assert area.height() >= widget.height() - 4, (area.height(), widget.height())

@@ -269,3 +269,34 @@ def test_colouring_by_any_metric_keeps_every_track_drawn(make_napari_viewer, qtb
     assert with_nan >= 1  # the case that used to blank every track is exercised
     widget.color_by.value = "track_id"
     assert np.isfinite(np.asarray(layer.track_colors)).all()
+
+
+@pytest.mark.parametrize("weighting", ["pairs", "tracks"])
+def test_plot_titles_fit_the_dock(make_napari_viewer, qtbot, weighting):
+    """At the dock's narrowest (seen at 1920 x 1080: the MSD title ran off the figure as
+    'ensemble MSD / lag (all displacement pairs pooled), 95% bootstrap ba'), every title
+    and axis label of the three plots lies inside its figure."""
+    viewer = make_napari_viewer(show=True)
+    widget = dock(viewer)
+    viewer.add_tracks(synthetic_tracks(), scale=(30.0, 1.0, 1.0), name="tracks")
+    widget.tracks_layer.value = viewer.layers["tracks"]
+    widget.frame_interval.value = 30.0
+    widget.split_frame.value = 15  # two conditions: the plots' legends too
+    widget.msd_weighting.value = weighting
+    run(widget, qtbot)
+    widget.resize(widget.minimumSizeHint().width(), 900)
+    for canvas in (widget.speed_plot, widget.msd_plot, widget.alpha_plot):
+        widget.tabs.setCurrentIndex(widget.tabs.indexOf(canvas))
+        qtbot.wait(50)
+        canvas.canvas.draw()
+        fig = canvas.figure
+        renderer = fig.canvas.get_renderer()
+        (ax,) = fig.axes
+        texts = [ax.title, ax.xaxis.label, ax.yaxis.label]
+        for text in texts:
+            if not text.get_text():
+                continue
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= -1 and box.x1 <= fig.bbox.x1 + 1, (text.get_text(), box, fig.bbox)
+            assert box.y0 >= -1 and box.y1 <= fig.bbox.y1 + 1, (text.get_text(), box, fig.bbox)
+    assert "bootstrap band" in widget.msd_plot.figure.axes[0].get_title()

@@ -224,7 +224,7 @@ class NichePlotWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.export_figure_button)
         buttons.addWidget(self.export_tables_button)
-        layout = scrolling_layout(self)
+        layout = scrolling_layout(self, grow=True)
         layout.addWidget(self.tabs, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.status)

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..core.errors import NicheError
 from ..io import CSV_FLOAT_FORMAT
-from ._base import plain_text
+from ._base import plain_text, scrolling_layout
 from ._session import TABLES, get_session
 
 if TYPE_CHECKING:
@@ -278,7 +278,7 @@ class TablesWidget(QWidget):
         buttons.addWidget(self.export_all_button)
         buttons.addWidget(self.save_button)
         self.setMinimumWidth(420)  # room for a few columns of numbers
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self, grow=True)  # a small minimum height, like every dock
         layout.addWidget(self.tabs, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.status)

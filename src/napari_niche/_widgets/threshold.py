@@ -19,6 +19,7 @@ from qtpy.QtCore import QTimer
 
 from ..core.preprocess import preprocess
 from ..core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
+from ..experiment import ChannelSteps
 from ._base import NicheWidget, Progress
 from ._layers import find_output, layer_spacing, write_layer
 from ._voxel import UnitLabels, VoxelSizeBar, unit_names
@@ -168,8 +169,12 @@ class ThresholdWidget(NicheWidget):
         self.sigma = FloatSpinBox(label="Smoothing σ (µm)", value=1.0, min=0.0, max=100.0)
         self.sigma.step = 0.1
         self.normalize = CheckBox(text="Normalise each z-slice by its mean", value=False)
+        # the method ``napari-niche run`` uses by default (Otsu): a slider left at the middle
+        # of the range lost half of the sample's cells and inflated their enrichment
         self.method = ComboBox(
-            label="Method", choices=[(METHOD_LABELS[m], m) for m in METHODS], value="manual"
+            label="Method",
+            choices=[(METHOD_LABELS[m], m) for m in METHODS],
+            value=ChannelSteps().threshold,
         )
         self.method.tooltip = METHOD_ADVICE
         self.threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, value=0.5)
