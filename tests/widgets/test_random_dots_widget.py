@@ -377,3 +377,22 @@ def test_hard_core_crowding_from_the_dock(docked, qtbot, sample, maps):
     qtbot.waitUntil(lambda: any("whole-cell rule" in m for m in notes_since(start)), timeout=5000)
     assert any("whole-cell rule" in m for m in notes_since(start))
     assert "random cells" not in layer_names(viewer)
+
+
+def test_an_empty_fold_change_is_said_not_left_blank(docked, qtbot):
+    """Too few random cells for any bin (a single 2D slice, one realisation): the fold
+    change is empty, and a notification says why and what to change."""
+    from dataclasses import replace
+
+    from napari_niche._widgets._session import get_session
+
+    viewer, _, widget = docked
+    session = get_session(viewer)
+    session.params = replace(session.params, min_dots=1000)  # 150 random cells in all
+    widget.realizations.value = 1
+    start = n_notes()
+    run_and_wait(widget, qtbot)
+    assert session.fold_change is not None and session.fold_change.empty
+    said = [m for m in notes_since(start) if "No fold change" in m]
+    assert said and "150 random cells in all" in said[0] and "dots per cell" in said[0]
+    assert session.summary_warnings == said[:1]

@@ -98,6 +98,8 @@ class NicheSession:
     envelope : fold change with its Monte Carlo envelopes (no rows with too few null sets).
     summary_notes : what the last summary could not compute and why (e.g. too few null
         sets for the global envelope test).
+    summary_warnings : the part of ``summary_notes`` a user must be shown at once (e.g. a
+        fold change left empty because no bin holds enough random cells).
     overlap : how many real cells overlap each excluded structure (or leave the tissue).
     warnings : overlap warnings of the last random-cell placement.
     digests : fingerprints of the layer data each step used (``"cells"``,
@@ -120,6 +122,7 @@ class NicheSession:
     stats: pd.DataFrame | None = None
     envelope: pd.DataFrame | None = None
     summary_notes: list[str] = field(default_factory=list)
+    summary_warnings: list[str] = field(default_factory=list)
     overlap: pd.DataFrame | None = None
     warnings: list[str] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)
@@ -154,6 +157,7 @@ class NicheSession:
         """Forget fold change, statistics, quadrants and envelopes (and why any is missing)."""
         self.fold_change = self.quadrants = self.stats = self.envelope = None
         self.summary_notes = []
+        self.summary_warnings = []
 
     def missing_distances(self) -> str | None:
         """A sentence if a table lacks a structure's distance column, else None."""
@@ -194,6 +198,7 @@ class NicheSession:
         self.fold_change, self.stats = summary.fold_change, summary.stats
         self.quadrants, self.envelope = summary.quadrants, summary.envelope
         self.summary_notes = list(summary.notes)
+        self.summary_warnings = list(summary.warnings)
         self.changed.emit("summary")
         return True
 

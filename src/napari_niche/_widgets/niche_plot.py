@@ -365,10 +365,13 @@ class NichePlotWidget(QWidget):
     def _summarize(self) -> bool:
         """Ask the session to summarise again; on a problem, say it and keep the plot."""
         try:
-            return self.session.summarize()
+            done = self.session.summarize()
         except NicheError as err:
             self.notify(str(err), error=True)
             return False
+        for message in self.session.summary_warnings:  # e.g. every bin left out
+            self.notify(message, warning=True)
+        return done
 
     def _quadrant_pair(self) -> tuple[str, str] | None:
         s = self.session

@@ -438,5 +438,5 @@ class RandomDotsWidget(NicheWidget):
                 else ""
             )
         )
-        for message in result.warnings:
+        for message in [*result.warnings, *s.summary_warnings]:
             show_warning(plain_text(message))
