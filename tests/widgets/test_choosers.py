@@ -112,3 +112,22 @@ def test_a_user_choice_stands_and_a_removed_one_falls_back(make_napari_viewer, q
     assert curation.mask_layer.value is viewer.layers["true bone mask"]
     viewer.layers.remove("true bone mask")
     assert curation.mask_layer.value.visible
+
+
+def test_the_tissue_mask_list_offers_visible_masks_first_and_marks_hidden_ones(sample_viewer):
+    """The curation dock's mask list (not a single chooser: nothing is ticked) lists the
+    masks a user made before the sample's hidden references, which say they are hidden."""
+    viewer = sample_viewer
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="bone mask")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "2 Mask curation")
+    texts = [
+        widget.tissue_masks.native.item(i).text()
+        for i in range(widget.tissue_masks.native.count())
+    ]
+    layers = list(widget.tissue_masks.choices)
+    assert texts[0] == "bone mask" and layers[0] is viewer.layers["bone mask"]
+    hidden = [t for t in texts if t.startswith("true ")]
+    assert hidden and all(t.endswith(" (hidden)") for t in hidden)
+    first_hidden = texts.index(hidden[0])
+    assert all(not t.endswith(" (hidden)") for t in texts[:first_hidden])
+    assert widget.tissue_masks.value == []

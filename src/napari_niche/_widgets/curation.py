@@ -347,13 +347,22 @@ class CurationWidget(NicheWidget):
         self.tissue_masks.label = "Add masks" if from_channel else "Masks"
 
     def _labels_choices(self, _widget=None):
-        """Labels layers that can make up the tissue (not the threshold widget's preview)."""
+        """Labels layers that can make up the tissue (not the threshold widget's preview).
+
+        Visible layers come first; hidden ones (the sample's ``true ...`` references) last
+        and marked, so a newcomer does not take one by its place at the top.
+        """
         from napari.layers import Labels
 
-        return [
-            (layer.name, layer)
+        layers = [
+            layer
             for layer in self.viewer.layers
             if isinstance(layer, Labels) and layer.metadata.get(OUTPUT_KEY) != PREVIEW_KEY
+        ]
+        layers.sort(key=lambda layer: not layer.visible)  # stable: list order otherwise
+        return [
+            (layer.name if layer.visible else f"{layer.name} (hidden)", layer)
+            for layer in layers
         ]
 
     def idle(self) -> bool:
