@@ -510,6 +510,22 @@ def test_fold_change_view_shows_the_envelope_with_19_realisations(make_napari_vi
     assert "95% envelope (* outside)" in legend
     assert "global envelope test" in widget.fold_plot.stats.get_text()
 
+    # one-sided from the dock: the session's parameters, the test and the boxes follow
+    assert widget.alternative.currentText() == "two-sided"
+    widget.alternative.setCurrentText("greater")
+    assert session.params.alternative == "greater"
+    test = session.stats[session.stats["test"].str.startswith("global envelope test")]
+    assert test["test"].str.contains("greater").all()
+    rows = session.envelope[session.envelope["structure"] == "vessel"]
+    assert np.isinf(rows["envelope_low"]).all()  # open below: cells above chance only
+    top = widget.fold_plot.ax.get_ylim()[1]
+    for box, row in zip(widget.fold_plot.envelope, rows.itertuples()):
+        assert box.get_y() == 0 and box.get_y() + box.get_height() == pytest.approx(
+            row.envelope_high
+        )
+        assert np.isfinite(top)
+    assert "greater" in widget.fold_plot.stats.get_text()
+
 
 def _near_colour(widget, colour, tolerance=60) -> np.ndarray:
     """(h, w) True where the quadrant canvas shows ``colour`` (antialiased edges included)."""

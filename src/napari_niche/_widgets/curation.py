@@ -361,8 +361,7 @@ class CurationWidget(NicheWidget):
         ]
         layers.sort(key=lambda layer: not layer.visible)  # stable: list order otherwise
         return [
-            (layer.name if layer.visible else f"{layer.name} (hidden)", layer)
-            for layer in layers
+            (layer.name if layer.visible else f"{layer.name} (hidden)", layer) for layer in layers
         ]
 
     def idle(self) -> bool:

@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import __version__
+from ..core._validate import ALTERNATIVES
 from ..core.errors import NicheError
 from ..core.stats import QUADRANTS, quadrant_of
 from ..io import CSV_FLOAT_FORMAT
@@ -198,12 +199,21 @@ class NichePlotWidget(QWidget):
         self.min_dots.setToolTip(
             "Bins holding fewer random cells give no ratio: they are left out (hatched)."
         )
+        self.alternative = _combo()
+        self.alternative.addItems(ALTERNATIVES)
+        self.alternative.setCurrentText(self.session.params.alternative)
+        self.alternative.setToolTip(
+            "Sides of the global envelope test (GET's alternative): two-sided, or one-sided "
+            "'greater' (cells above random in some bin) / 'less'. Per-bin fractions sum to "
+            "1, so an excess in one bin is a deficit elsewhere: see docs/conventions.md."
+        )
         f_controls = QWidget()
         f_form = QFormLayout(f_controls)
         f_form.setContentsMargins(0, 0, 0, 0)
         f_form.addRow("Structure", self.fold_structure)
         f_form.addRow("Bin width", self.bin_width)
         f_form.addRow("Min. random cells per bin", self.min_dots)
+        f_form.addRow("Envelope test", self.alternative)
         self.fold_page = _PlotPage(f_controls)
 
         self.tabs = QTabWidget()
@@ -237,6 +247,9 @@ class NichePlotWidget(QWidget):
         self.threshold.valueChanged.connect(self._on_threshold_changed)
         self.bin_width.valueChanged.connect(self._on_bins_changed)
         self.min_dots.valueChanged.connect(self._on_bins_changed)
+        self.alternative.currentTextChanged.connect(
+            lambda text: self._edit_params(alternative=text)
+        )
         self.fold_structure.currentTextChanged.connect(lambda _: self.redraw())
         self.tabs.currentChanged.connect(self._paint_visible)
         q_canvas = self.quadrant_page.canvas
@@ -361,6 +374,9 @@ class NichePlotWidget(QWidget):
             box.blockSignals(True)
             box.setValue(value)
             box.blockSignals(False)
+        self.alternative.blockSignals(True)
+        self.alternative.setCurrentText(params.alternative)
+        self.alternative.blockSignals(False)
 
     def _summarize(self) -> bool:
         """Ask the session to summarise again; on a problem, say it and keep the plot."""
@@ -769,10 +785,10 @@ class NichePlotWidget(QWidget):
     def _set_status(self, text: str) -> None:
         self.status.setText(plain_text(text))
 
-    def notify(self, message: str, *, error: bool = False) -> None:
+    def notify(self, message: str, *, error: bool = False, warning: bool = False) -> None:
         """Tell the user in a napari notification and in the widget's status line."""
-        from napari.utils.notifications import show_error, show_info
+        from napari.utils.notifications import show_error, show_info, show_warning
 
         message = plain_text(message)
         self._set_status(message)
-        (show_error if error else show_info)(message)
+        (show_error if error else show_warning if warning else show_info)(message)
