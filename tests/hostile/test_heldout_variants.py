@@ -13,8 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -24,7 +22,6 @@ import pytest
 import tifffile
 from helpers import cli
 
-import napari_niche
 from napari_niche import cli as cli_module
 from napari_niche import motility_cli
 from napari_niche.cli import main
@@ -527,33 +524,6 @@ def test_a_float_for_a_whole_number_says_how_to_write_it(files, tmp_path, capsys
 
 
 # ---------------------------------------------------------------- 9. a folder inside a busy one
-
-
-@pytest.fixture
-def holder():
-    """Another process holding an output folder's lock until killed."""
-    procs = []
-
-    def hold(folder: Path) -> subprocess.Popen:
-        code = (
-            "import sys, time\n"
-            "from napari_niche.io import output_lock\n"
-            "lock = output_lock(sys.argv[1]); lock.__enter__()\n"
-            "print('held', flush=True); time.sleep(60)\n"
-        )
-        src = str(Path(napari_niche.__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, env=env
-        )
-        assert proc.stdout.readline().strip() == b"held"
-        procs.append(proc)
-        return proc
-
-    yield hold
-    for proc in procs:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.mark.parametrize("below", ["images/m1", "images", "a/b/c"])

@@ -61,31 +61,6 @@ def dead_pid() -> int:
 
 
 @pytest.fixture
-def holder(tmp_path):
-    """Another process holding an output folder's lock until killed."""
-    procs = []
-
-    def hold(folder: Path) -> subprocess.Popen:
-        code = (
-            "import sys, time\n"
-            "from napari_niche.io import output_lock\n"
-            "lock = output_lock(sys.argv[1]); lock.__enter__()\n"
-            "print('held', flush=True); time.sleep(60)\n"
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, env=env()
-        )
-        assert proc.stdout.readline().strip() == b"held"
-        procs.append(proc)
-        return proc
-
-    yield hold
-    for proc in procs:
-        proc.kill()
-        proc.wait()
-
-
-@pytest.fixture
 def tmpfs(tmp_path):
     """Mount a small tmpfs (root only); skip where mounting is not permitted."""
     mounted = []
