@@ -85,13 +85,13 @@ def rows(n_tracks: int = N_TRACKS, n_points: int = N_POINTS) -> list[dict]:
         _layout,
         _msd,
         alpha_per_track,
-        analyze_motility,
         check_tracks,
         ensemble_msd,
         msd_per_track,
         sites_visited,
         track_metrics,
     )
+    from napari_niche.motility.pipeline import analyze_motility
 
     meter = _peak_meter()
     raw = make_tracks(n_tracks, n_points)

@@ -321,8 +321,8 @@ def _prepare(step: str, d: Path, spacing):
     from napari_niche.core.distance import distance_map_um
     from napari_niche.core.random_cells import seed_random_cells
     from napari_niche.core.stats import distance_tests, fold_change_by_bin, quadrant_table
+    from napari_niche.niche.pipeline import analyze
     from napari_niche.params import AnalysisParams
-    from napari_niche.pipeline import analyze
 
     info: dict = {}
     if step == "distance_map":

@@ -51,10 +51,10 @@ def analyze_from_masks(experiment_path):
     size) and its true masks, so pooling can be tested on ``make_experiment`` output
     without the runner (no thresholds, no files written).
     """
-    from napari_niche.experiment import Experiment
+    from napari_niche.experiment.pooling import ImageResult
+    from napari_niche.experiment.spec import Experiment
     from napari_niche.io import read_image
-    from napari_niche.pipeline import analyze
-    from napari_niche.pooling import ImageResult
+    from napari_niche.niche.pipeline import analyze
 
     experiment = Experiment.load(experiment_path)
     results = []

@@ -17,7 +17,7 @@ def data(tmp_path_factory):
 @pytest.fixture
 def no_figures(monkeypatch):
     """Figures have their own tests; here they would only cost time."""
-    monkeypatch.setattr("napari_niche.experiment_plots.make_figures", lambda *a, **k: {})
+    monkeypatch.setattr("napari_niche.experiment.figures.make_figures", lambda *a, **k: {})
 
 
 def run(argv, capsys):
@@ -78,7 +78,7 @@ def test_a_failing_step_gives_exit_code_1_without_a_failed_image(
     def broken(*args, **kwargs):
         raise RuntimeError("no figures today")
 
-    monkeypatch.setattr("napari_niche.experiment_plots.make_figures", broken)
+    monkeypatch.setattr("napari_niche.experiment.figures.make_figures", broken)
     code, stdout, err = run([path, "--out", copy], capsys)
     assert code == 1
     assert "napari-niche run: figures failed: unexpected RuntimeError: no figures today" in err

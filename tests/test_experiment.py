@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tomli_w
 
-from napari_niche.experiment import (
+from napari_niche.experiment.spec import (
     ChannelSteps,
     Experiment,
     ExperimentError,
@@ -370,7 +370,7 @@ def test_the_readme_example_loads(tmp_path):
 
 
 def test_an_experiment_without_images_loads_but_does_not_run(tmp_path):
-    from napari_niche.runner import run_experiment
+    from napari_niche.experiment.runner import run_experiment
 
     exp = Experiment(name="new", path=tmp_path / "new.toml", output=tmp_path / "out")
     exp.save()
@@ -403,7 +403,7 @@ def test_a_yaml_off_is_no_hole_filling_and_yes_no_are_switches(folder):
 
 def test_default_minimum_cell_volume_drops_noise_specks():
     """20 µm³: below any leukemia cell or HSPC, above the specks a noise channel leaves."""
-    from napari_niche.experiment import CellSteps
+    from napari_niche.experiment.spec import CellSteps
 
     assert CellSteps().min_volume_um3 == 20.0
     assert StepParams().cells.min_volume_um3 == 20.0

@@ -23,7 +23,7 @@ from napari_niche.core.compare import STAT_COLUMNS
 from napari_niche.core.envelope import ENVELOPE_COLUMNS
 from napari_niche.core.errors import NicheError
 from napari_niche.core.stats import QUADRANT_COLUMNS, quadrant_table
-from napari_niche.experiment_plots import (
+from napari_niche.experiment.figures import (
     CONDITION_COLOURS,
     Colours,
     cdf_figure,
@@ -35,7 +35,7 @@ from napari_niche.experiment_plots import (
     save_figure,
     thumbnail,
 )
-from napari_niche.plots import format_p
+from napari_niche.niche.plots import format_p
 
 CONDITIONS = ["B-ALL", "T-ALL"]
 STRUCTURES = ["vessel", "bone"]
@@ -515,8 +515,8 @@ def test_make_figures_from_pooled_tables(tables, tmp_path):
 
 def test_figures_from_the_real_pooling(tmp_path):
     """pool_results' own tables (not hand-made ones) draw without surprises."""
+    from napari_niche.experiment.pooling import ImageResult, pool_results
     from napari_niche.params import AnalysisParams
-    from napari_niche.pooling import ImageResult, pool_results
 
     rng = np.random.default_rng(3)
     params = AnalysisParams(realizations=19, seed=1, min_dots=5)
@@ -560,7 +560,7 @@ def test_figures_from_the_real_pooling(tmp_path):
 @pytest.mark.parametrize("open_side", ["envelope_low", "envelope_high"])
 def test_one_sided_envelopes_are_drawn_open(tables, open_side):
     """alternative "greater"/"less" leave -inf/+inf in one column: the figure still draws."""
-    from napari_niche.experiment_plots import fold_change_figure
+    from napari_niche.experiment.figures import fold_change_figure
 
     env = tables["envelope"].copy()
     env[open_side] = -np.inf if open_side == "envelope_low" else np.inf

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from napari_niche import __version__
+from napari_niche.cli.motility import add_parser, main, run
 from napari_niche.core.motility import (
     ALPHA_COLUMNS,
     COMPARISON_COLUMNS,
@@ -16,7 +17,6 @@ from napari_niche.core.motility import (
     MSD_TRACK_COLUMNS,
     PER_TRACK_COLUMNS,
 )
-from napari_niche.motility_cli import add_parser, main, run
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TCELLS = DATA / "tcells_lymph_node.csv"
@@ -314,8 +314,9 @@ def test_msd_weighting_option_recorded_in_tables_figures_and_params(
     assert caption in (out / "msd.svg").read_text()
     assert caption in (out / "alpha.svg").read_text()
     # the numbers are those of the core with the same weighting
-    from napari_niche.core.motility import MotilityParams, analyze_motility
-    from napari_niche.tracks_io import read_tracks
+    from napari_niche.core.motility import MotilityParams
+    from napari_niche.io.tracks import read_tracks
+    from napari_niche.motility.pipeline import analyze_motility
 
     expected = analyze_motility(
         read_tracks(path, frame_interval=DT),

@@ -9,14 +9,14 @@ import pytest
 from napari_niche.core import ENVELOPE_COLUMNS, NicheError, monte_carlo_envelope
 from napari_niche.core.random_cells import CellShapes, RandomCells
 from napari_niche.core.synthetic import make_bone_marrow
-from napari_niche.params import AnalysisParams
-from napari_niche.pipeline import (
+from napari_niche.niche.pipeline import (
     ENVELOPE_TABLE_COLUMNS,
     RESULT_FILES,
     STATS_COLUMNS,
     analyze,
     summarize,
 )
+from napari_niche.params import AnalysisParams
 
 SHAPE, SPACING = (240, 240), (0.5, 0.5)
 

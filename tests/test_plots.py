@@ -18,7 +18,7 @@ from napari_niche.core.stats import (
     fold_change_by_bin,
     quadrant_table,
 )
-from napari_niche.plots import (
+from napari_niche.niche.plots import (
     LIGHT,
     FoldChangePlot,
     QuadrantPlot,
@@ -402,7 +402,7 @@ def test_statistics_text_is_at_least_9_pt():
     ],
 )
 def test_the_smallest_monte_carlo_p_is_named(p, n_sets, expected):
-    from napari_niche.plots import min_p_note
+    from napari_niche.niche.plots import min_p_note
 
     note = min_p_note(p, n_sets)
     assert note.startswith(expected) if expected else note == ""

@@ -23,9 +23,7 @@ import pandas as pd
 import pytest
 
 from napari_niche.core.synthetic import make_bone_marrow
-from napari_niche.params import AnalysisParams
-from napari_niche.pipeline import analyze
-from napari_niche.pooling import (
+from napari_niche.experiment.pooling import (
     DENSITY_COLUMNS,
     POOLED_FILES,
     ImageResult,
@@ -33,6 +31,8 @@ from napari_niche.pooling import (
     PoolingError,
     pool_results,
 )
+from napari_niche.niche.pipeline import analyze
+from napari_niche.params import AnalysisParams
 
 PARAMS = AnalysisParams(bin_width_um=5.0, min_dots=1, quadrant_threshold_um=10.0, seed=3)
 N_SETS = 20

@@ -18,9 +18,9 @@ from matplotlib.figure import Figure
 
 from napari_niche import __version__
 from napari_niche.core.compare import STAT_COLUMNS
-from napari_niche.experiment_plots import save_figure, thumbnail
-from napari_niche.plots import format_p
-from napari_niche.report import figure_caption, write_report
+from napari_niche.experiment.figures import save_figure, thumbnail
+from napari_niche.experiment.report import figure_caption, write_report
+from napari_niche.niche.plots import format_p
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source"}
 

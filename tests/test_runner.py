@@ -12,11 +12,11 @@ from napari_niche.core.curation import curate_mask, label_cells
 from napari_niche.core.preprocess import preprocess
 from napari_niche.core.synthetic import make_bone_marrow
 from napari_niche.core.threshold import threshold_value
-from napari_niche.experiment import Experiment
+from napari_niche.experiment.pooling import ImageResult
+from napari_niche.experiment.runner import load_image_layers, run_experiment
+from napari_niche.experiment.spec import Experiment
 from napari_niche.io import read_channels, read_image, write_channels, write_image
-from napari_niche.pipeline import analyze
-from napari_niche.pooling import ImageResult
-from napari_niche.runner import load_image_layers, run_experiment
+from napari_niche.niche.pipeline import analyze
 
 SPACING = (1.0, 0.57, 0.57)
 SHAPE = (10, 96, 96)
@@ -372,7 +372,7 @@ def test_the_text_progress_bar_runs_until_the_report(base, tmp_path, monkeypatch
 
 def test_a_failing_later_step_is_a_step_error_not_a_failed_image(base, tmp_path, monkeypatch):
     """Figures (like pooling and the report) failing: no image failed, yet the run is not ok."""
-    import napari_niche.experiment_plots as experiment_plots
+    import napari_niche.experiment.figures as experiment_plots
 
     folder, path, summary = base
     out = tmp_path / "out"

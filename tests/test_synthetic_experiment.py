@@ -20,10 +20,10 @@ from napari_niche.core import cell_voxels, distance_map_um, min_distance_per_lab
 from napari_niche.core.errors import NicheError, NoRoomError
 from napari_niche.core.random_cells import seed_random_cells
 from napari_niche.core.synthetic import make_bone_marrow
-from napari_niche.experiment import Experiment
+from napari_niche.experiment.pooling import ImageResult, pool_results
+from napari_niche.experiment.spec import Experiment
+from napari_niche.experiment.synthetic import make_experiment
 from napari_niche.io import read_image
-from napari_niche.pooling import ImageResult, pool_results
-from napari_niche.synthetic_experiment import make_experiment
 
 SHAPE = (200, 500)
 SPACING = (0.57, 0.57)
@@ -284,7 +284,7 @@ def test_one_replicate_per_condition_compares_animals(tmp_path):
     """The README example: one mouse per condition. Nothing per-replicate runs, the
     between-condition KS says it compares two animals, the pooled result warns, and the
     report quotes the real numbers of replicates."""
-    from napari_niche.report import write_report
+    from napari_niche.experiment.report import write_report
 
     path = make_experiment(
         tmp_path / "exp", replicates=1, shape=(120, 300), n_cells=10, realizations=19,
@@ -409,7 +409,7 @@ def test_null_experiment_rejects_in_about_5_percent_of_seeds():
 
 def test_run_experiment_from_raw_channels_finds_the_planted_effects(tmp_path):
     """``napari-niche run`` on make_experiment output: thresholds, masks, pooling, report."""
-    from napari_niche.runner import run_experiment
+    from napari_niche.experiment.runner import run_experiment
 
     path = make_experiment(
         tmp_path / "exp",

@@ -8,10 +8,10 @@ import pytest
 from napari_niche.cli import main
 from napari_niche.core.curation import tissue_map
 from napari_niche.core.synthetic import make_bone_marrow
+from napari_niche.experiment.runner import run_experiment
 from napari_niche.io import write_channels, write_image
+from napari_niche.niche.pipeline import analyze
 from napari_niche.params import AnalysisParams
-from napari_niche.pipeline import analyze
-from napari_niche.runner import run_experiment
 
 SHAPE, SPACING = (10, 96, 96), (1.0, 0.57, 0.57)
 LEFT_OUT = "leaves out"

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_niche.core.motility import MotilityParams, TrackError, analyze_motility, find_gaps
-from napari_niche.tracks_io import (
+from napari_niche.core.motility import MotilityParams, TrackError, find_gaps
+from napari_niche.io.tracks import (
     detect_format,
     from_napari_tracks,
     napari_get_reader,
@@ -16,6 +16,7 @@ from napari_niche.tracks_io import (
     read_tracks,
     to_napari_tracks,
 )
+from napari_niche.motility.pipeline import analyze_motility
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TCELLS = DATA / "tcells_lymph_node.csv"

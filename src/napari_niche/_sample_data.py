@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.synthetic import make_bone_marrow
+from napari_niche.core.synthetic import make_bone_marrow
 
 __all__ = ["sample_bone_marrow"]
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .core._validate import (
+from napari_niche.core._validate import (
     CROWDING,
     RULES,
     check_alpha,
@@ -23,7 +23,7 @@ from .core._validate import (
     field_names,
     field_sizes,
 )
-from .core.errors import NicheError
+from napari_niche.core.errors import NicheError
 
 #: Upper bounds of the counts that multiply the random cells: beyond them a run costs
 #: hours and gigabytes and gains nothing (p-values resolve to 1 / (null sets + 1)).
@@ -147,7 +147,7 @@ class AnalysisParams:
         return cls(**data)
 
     def to_json(self, path: str | Path) -> None:
-        from .io import atomic_write_text  # never a truncated parameter file
+        from napari_niche.io import atomic_write_text  # never a truncated parameter file
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 

@@ -11,7 +11,6 @@ from scipy import stats
 from napari_niche.core.motility import (
     MotilityParams,
     TrackError,
-    analyze_motility,
     check_tracks,
     classify_alpha,
     compare_conditions,
@@ -26,7 +25,8 @@ from napari_niche.core.motility import (
     split_at_frame,
     track_metrics,
 )
-from napari_niche.tracks_io import from_napari_tracks
+from napari_niche.io.tracks import from_napari_tracks
+from napari_niche.motility.pipeline import analyze_motility
 
 FAST = dict(n_boot=200, seed=0)
 
@@ -568,7 +568,7 @@ def pooled_msd_by_hand(tracks: pd.DataFrame, lags) -> dict[int, float]:
 
 @pytest.mark.skipif(not TCELLS.exists(), reason=f"real T-cell tracks not found in {SHARED_DATA}")
 def test_default_ensemble_equals_pooled_pairs_on_real_tcells():
-    from napari_niche.tracks_io import read_tracks
+    from napari_niche.io.tracks import read_tracks
 
     tracks = read_tracks(TCELLS, frame_interval=24.0)
     result = analyze_motility(tracks, MotilityParams(frame_interval_s=24.0, n_boot=20, seed=0))

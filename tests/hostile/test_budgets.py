@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 from helpers import balls
 
-from napari_niche.budget import check_request, request_cost
 from napari_niche.core import cell_voxels, seed_random_cells
 from napari_niche.core.errors import (
     CellTooLargeError,
@@ -31,8 +30,9 @@ from napari_niche.core.errors import (
 )
 from napari_niche.core.stats import MAX_BINS, distance_bins
 from napari_niche.io import write_image
+from napari_niche.niche.budget import check_request, request_cost
+from napari_niche.niche.pipeline import analyze
 from napari_niche.params import AnalysisParams
-from napari_niche.pipeline import analyze
 
 SP = (2.0, 0.57, 0.57)
 SHAPE = (12, 48, 48)
@@ -340,7 +340,7 @@ def test_analyze_command_refuses_in_seconds_with_one_line(files, tmp_path, name)
 def test_run_fails_the_pathological_image_alone(files, tmp_path, monkeypatch):
     from napari_niche.cli import main
 
-    monkeypatch.setattr("napari_niche.experiment_plots.make_figures", lambda *a, **k: {})
+    monkeypatch.setattr("napari_niche.experiment.figures.make_figures", lambda *a, **k: {})
     image = """
 [[images]]
 id = "{id}"
@@ -379,7 +379,7 @@ def test_analyze_command_prints_a_long_request_warning_first_and_once(
 ):
     from napari_niche.cli import main
 
-    monkeypatch.setattr("napari_niche.budget.LONG_SECONDS", 0.0)  # every request is "long"
+    monkeypatch.setattr("napari_niche.niche.budget.LONG_SECONDS", 0.0)  # every request is "long"
     out = tmp_path / "out"
     code = main(
         ["analyze", "--cells", str(files["cells"]), "--structure", f"vessel={files['vessel']}",
@@ -414,7 +414,7 @@ def test_random_dots_widget_refuses_beyond_memory_and_warns_when_long(
     viewer, widget = dots_widget
     before = [layer.name for layer in viewer.layers]
     # a machine with 1 GB free: 150 cells x 1000 x 1000 random cells do not fit
-    monkeypatch.setattr("napari_niche.budget.available_memory", lambda: 10**9)
+    monkeypatch.setattr("napari_niche.niche.budget.available_memory", lambda: 10**9)
     widget.dots_per_cell.value = 1000
     widget.realizations.value = 1000
     start = n_notes()
@@ -423,7 +423,7 @@ def test_random_dots_widget_refuses_beyond_memory_and_warns_when_long(
     assert any("GB of memory" in m and "of the 1 GB available" in m for m in notes_since(start))
     assert [layer.name for layer in viewer.layers] == before
     # an ordinary request passes; one estimated to be long is placed, with a warning first
-    monkeypatch.setattr("napari_niche.budget.LONG_SECONDS", 0.0)
+    monkeypatch.setattr("napari_niche.niche.budget.LONG_SECONDS", 0.0)
     widget.dots_per_cell.value = 1
     widget.realizations.value = 1
     start = n_notes()

@@ -314,7 +314,7 @@ def test_an_unexpected_exception_is_one_line_exit_1(files, tmp_path, capsys, mon
     def broken(*args, **kwargs):
         raise RuntimeError("something\nunforeseen")
 
-    monkeypatch.setattr("napari_niche.pipeline.analyze", broken)
+    monkeypatch.setattr("napari_niche.niche.pipeline.analyze", broken)
     monkeypatch.delenv("NAPARI_NICHE_DEBUG", raising=False)
     code, _, err = cli(analyze(files, tmp_path / "out"), capsys)
     assert code == 1
@@ -328,7 +328,7 @@ def test_an_unexpected_exception_is_one_line_exit_1(files, tmp_path, capsys, mon
 
 
 def test_the_guard_wraps_the_motility_entry_too(tracks, tmp_path, capsys, monkeypatch):
-    from napari_niche import motility_cli
+    from napari_niche.cli import motility as motility_cli
 
     def broken(*args, **kwargs):
         raise KeyError("x")

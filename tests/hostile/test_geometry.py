@@ -17,7 +17,7 @@ import tifffile
 from helpers import cli, real_cli
 
 from napari_niche.core.errors import NicheError, SpacingError
-from napari_niche.experiment import Experiment
+from napari_niche.experiment.spec import Experiment
 from napari_niche.io import (
     ColourImageError,
     UnitError,
@@ -365,7 +365,7 @@ def test_run_refuses_raw_channel_files_with_different_voxel_sizes(tmp_path, caps
 
 def test_a_run_with_an_image_voxel_size_warns_naming_each_file(tmp_path, capsys, monkeypatch):
     # figures have their own tests; here they would only cost time
-    monkeypatch.setattr("napari_niche.experiment_plots.make_figures", lambda *a, **k: {})
+    monkeypatch.setattr("napari_niche.experiment.figures.make_figures", lambda *a, **k: {})
     files = scene(tmp_path, vessel=B)
     path = _experiment(
         tmp_path, files, extra_image="voxel_size = [1.0, 0.3, 0.3]", analysis="seed = 1"

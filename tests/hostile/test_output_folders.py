@@ -85,7 +85,7 @@ def tmpfs(tmp_path):
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     """Two small 2D images from curated masks: a run takes a few seconds."""
-    from napari_niche.synthetic_experiment import make_experiment
+    from napari_niche.experiment.synthetic import make_experiment
 
     return make_experiment(
         tmp_path_factory.mktemp("exp"),
@@ -102,7 +102,7 @@ def experiment(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finished(experiment, tmp_path_factory):
     """A complete run of ``experiment`` with its report (figures drawn where needed)."""
-    from napari_niche.runner import run_experiment
+    from napari_niche.experiment.runner import run_experiment
 
     out = tmp_path_factory.mktemp("finished") / "out"
     summary = run_experiment(experiment, out=out, jobs=1, figures=False, progress=lambda *a: 0)
@@ -154,7 +154,7 @@ def test_a_locked_folder_is_refused_at_once_naming_the_holder(
     proc = holder(out)
     start = time.monotonic()
     if command == "api":
-        from napari_niche.pipeline import NicheResult
+        from napari_niche.niche.pipeline import NicheResult
 
         with pytest.raises(OutputBusyError, match=str(proc.pid)):
             NicheResult(*[None] * 6, record={}).save(out)
@@ -233,7 +233,7 @@ def test_an_unusable_output_folder_is_one_line_exit_2(
 
 
 def test_the_python_api_raises_output_folder_error_for_a_file(experiment, tmp_path):
-    from napari_niche.runner import run_experiment
+    from napari_niche.experiment.runner import run_experiment
 
     out = tmp_path / "out"
     out.write_text("not a folder")
@@ -439,7 +439,7 @@ def test_an_interrupted_rerun_leaves_no_old_summary_beside_new_images(
 ):
     import shutil
 
-    from napari_niche.runner import SUMMARY_FILES, UNFINISHED, run_experiment
+    from napari_niche.experiment.runner import SUMMARY_FILES, UNFINISHED, run_experiment
 
     out = tmp_path / "out"
     shutil.copytree(finished, out)
@@ -506,7 +506,7 @@ def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished
 ):
     import shutil
 
-    from napari_niche.runner import UNFINISHED
+    from napari_niche.experiment.runner import UNFINISHED
 
     point = out = tmpfs("3m")  # the output folder is the root of a mount point
     shutil.copytree(finished / "images", out / "images")  # pooling, figures, report remain
@@ -533,7 +533,7 @@ def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished
         assert (out / UNFINISHED).exists()
         assert not (out / "report.html").exists() and not (out / "run.json").exists()
     if step == "report":  # room again: the next run completes
-        from napari_niche.runner import run_experiment
+        from napari_niche.experiment.runner import run_experiment
 
         (point / "ballast").unlink()
         summary = run_experiment(experiment, out=out, figures=False, progress=lambda *a: 0)
@@ -549,7 +549,7 @@ def test_the_experiment_dock_reports_a_locked_folder_as_a_message(experiment, ho
     pytest.importorskip("qtpy")
     from napari_niche._widgets._base import _Failed, _guarded
     from napari_niche._widgets.experiment import _run
-    from napari_niche.experiment import Experiment
+    from napari_niche.experiment.spec import Experiment
 
     exp = Experiment.load(experiment)
     proc = holder(exp.output)

@@ -18,8 +18,8 @@ import pytest
 
 import napari_niche
 from napari_niche.cli import main
+from napari_niche.experiment.runner import UNFINISHED, run_experiment
 from napari_niche.io import LOCK_NAME
-from napari_niche.runner import UNFINISHED, run_experiment
 
 psutil = pytest.importorskip("psutil")
 
@@ -90,7 +90,7 @@ def hidden_anywhere(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     """Two 3D images from curated masks, each a few seconds in a worker."""
-    from napari_niche.synthetic_experiment import make_experiment
+    from napari_niche.experiment.synthetic import make_experiment
 
     return make_experiment(
         tmp_path_factory.mktemp("exp"),
@@ -198,7 +198,7 @@ def test_a_second_run_on_the_same_folder_is_refused_and_the_first_completes(
 ):
     out = tmp_path / "out"
     code = (
-        "import sys\nfrom napari_niche.runner import run_experiment\n"
+        "import sys\nfrom napari_niche.experiment.runner import run_experiment\n"
         "s = run_experiment(sys.argv[1], out=sys.argv[2], jobs=1, figures=False)\n"
         "sys.exit(0 if s.ok else 1)\n"
     )
@@ -259,7 +259,8 @@ def test_a_script_whose_workers_cannot_start_is_told_why(experiment, tmp_path, c
         "figures=False)"
     )
     script.write_text(
-        "from napari_niche.runner import run_experiment\n" + SCRIPTS[case].format(call=call)
+        "from napari_niche.experiment.runner import run_experiment\n"
+        + SCRIPTS[case].format(call=call)
     )
     proc = subprocess.Popen(
         [sys.executable, str(script)],

@@ -285,8 +285,8 @@ def test_cancel_leaves_every_layer_as_it_was(viewer, qtbot):
 
 def test_a_2d_section_works_end_to_end(make_napari_viewer, qtbot, sample):
     """One confocal section: distances in µm² areas, random dots, as for a volume."""
+    from napari_niche.niche.pipeline import place_random_cells
     from napari_niche.params import AnalysisParams
-    from napari_niche.pipeline import place_random_cells
 
     z = 20
     spacing = SPACING[1:]

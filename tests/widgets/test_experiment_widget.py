@@ -102,7 +102,7 @@ def test_add_current_result_runs_pools_and_opens(analysed, qtbot, tmp_path):
 
     from napari_niche._widgets._session import get_session
     from napari_niche._widgets.experiment import IMAGE_KEY
-    from napari_niche.experiment import Experiment
+    from napari_niche.experiment.spec import Experiment
     from napari_niche.io import read_image
 
     viewer = analysed
@@ -295,7 +295,7 @@ def test_new_experiment_records_the_steps_the_docks_used(make_napari_viewer, qtb
     """Threshold (σ, method), curation (min size, closing), cell labelling (min volume) and
     the tissue map (closing) made in the docks go into the experiment file, not 0s."""
     from napari_niche._widgets._session import get_session
-    from napari_niche.experiment import Experiment
+    from napari_niche.experiment.spec import Experiment
 
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "bone_marrow")

@@ -23,8 +23,8 @@ from napari_niche.core.distance import distance_map_um
 from napari_niche.core.errors import NicheError
 from napari_niche.core.stats import distance_tests, fold_change_by_bin
 from napari_niche.core.synthetic import make_bone_marrow
+from napari_niche.niche.pipeline import distance_column, place_random_cells, summarize
 from napari_niche.params import AnalysisParams
-from napari_niche.pipeline import distance_column, place_random_cells, summarize
 
 PLUGIN, WIDGET = "napari-niche", "5 Niche plot"
 STRUCTURES = ("vessel", "bone")

@@ -17,8 +17,8 @@ from helpers import n_notes, notes_since, run_and_wait
 
 from napari_niche.core import distance_map_um
 from napari_niche.core.curation import cells_from_image
+from napari_niche.niche.pipeline import place_random_cells
 from napari_niche.params import AnalysisParams
-from napari_niche.pipeline import place_random_cells
 
 PLUGIN = "napari-niche"
 SPACING = (2.0, 0.57, 0.57)

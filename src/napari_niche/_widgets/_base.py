@@ -29,8 +29,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.errors import NicheError
-from ._layers import OUTPUT_KEY, TRANSIENT_OUTPUTS, default_layer
+from napari_niche._widgets._layers import OUTPUT_KEY, TRANSIENT_OUTPUTS, default_layer
+from napari_niche.core.errors import NicheError
 
 if TYPE_CHECKING:
     import napari

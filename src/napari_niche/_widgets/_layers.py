@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.errors import NicheError
+from napari_niche.core.errors import NicheError
 
 if TYPE_CHECKING:
     import napari
@@ -173,7 +173,7 @@ def check_aligned(reference: Layer, **layers: Layer | None) -> None:
 
 
 def _edited_since_written(layer: Layer) -> bool:
-    from ._session import data_digest
+    from napari_niche._widgets._session import data_digest
 
     written = layer.metadata.get(WRITTEN_KEY)
     return written is not None and written != data_digest(layer_array(layer))
@@ -211,7 +211,7 @@ def write_layer(
         units = getattr(like, "units", None)
         if units is not None:
             kwargs.setdefault("units", units)
-    from ._session import data_digest
+    from napari_niche._widgets._session import data_digest
 
     existing = find_output(viewer, key)
     # Points keep their dimensionality; images and labels their whole shape.

@@ -21,15 +21,15 @@ import numpy as np
 import pandas as pd
 from psygnal import Signal
 
-from ..core.errors import NicheError
-from ..params import AnalysisParams
+from napari_niche.core.errors import NicheError
+from napari_niche.params import AnalysisParams
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
 
-    from ..core.cells import CellVoxels
-    from ..core.random_cells import RandomCells
+    from napari_niche.core.cells import CellVoxels
+    from napari_niche.core.random_cells import RandomCells
 
 #: (session attribute, tab title, CSV file name as written by ``napari-niche analyze``).
 TABLES: tuple[tuple[str, str, str], ...] = (
@@ -161,7 +161,7 @@ class NicheSession:
 
     def missing_distances(self) -> str | None:
         """A sentence if a table lacks a structure's distance column, else None."""
-        from ..pipeline import distance_column
+        from napari_niche.niche.pipeline import distance_column
 
         for name in self.structure_names:
             col = distance_column(name)
@@ -177,12 +177,12 @@ class NicheSession:
     def summarize(self) -> bool:
         """Recompute fold change, statistics, quadrants and envelopes from the current tables.
 
-        The one place the GUI summarises: uses :func:`napari_niche.pipeline.summarize`, the
+        The one place the GUI summarises: uses :func:`napari_niche.niche.pipeline.summarize`, the
         same code as ``analyze``, and emits ``"summary"``. Returns False (and clears the
         summary) while cells or random cells are missing; raises :class:`NicheError` (and
         clears the summary) when a table lacks a structure's distances.
         """
-        from ..pipeline import resolve_structures, summarize
+        from napari_niche.niche.pipeline import resolve_structures, summarize
 
         if self.cell_table is None or self.dot_table is None or not self.structures:
             self.clear_summary()
@@ -216,7 +216,7 @@ class NicheSession:
         The tables were computed from the masks as they were then; saving the edited masks
         would give a parameter file that does not reproduce them.
         """
-        from ._layers import layer_array
+        from napari_niche._widgets._layers import layer_array
 
         layers = self._input_layers()
         key = first_edited(
@@ -257,10 +257,10 @@ class NicheSession:
         parameter, the seed used and the voxel size) and ``command.txt``: the command line
         to run inside ``folder``. Masks edited after they were used are refused.
         """
-        from .. import __version__
-        from ..core._validate import as_mask
-        from ..io import write_image
-        from ._layers import layer_array
+        from napari_niche import __version__
+        from napari_niche._widgets._layers import layer_array
+        from napari_niche.core._validate import as_mask
+        from napari_niche.io import write_image
 
         if self.cells_layer is None or self.voxels is None or not self.structures:
             raise NicheError('Nothing to save yet: run "3 Distance maps" first.')

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
 
-from ..core.errors import NicheError
-from ._layers import has_voxel_size
+from napari_niche._widgets._layers import has_voxel_size
+from napari_niche.core.errors import NicheError
 
 if TYPE_CHECKING:
     from napari.layers import Layer
@@ -46,7 +46,7 @@ class UnitLabels:
 
 def parse_voxel_size(text: str, ndim: int) -> tuple[float, ...]:
     """Numbers in µm separated by commas or spaces, one per axis (z, y, x or y, x)."""
-    from ..core._validate import as_spacing
+    from napari_niche.core._validate import as_spacing
 
     axes = "z, y, x" if ndim == 3 else "y, x"
     try:

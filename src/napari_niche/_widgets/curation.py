@@ -24,22 +24,8 @@ from magicgui.widgets import (
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
-from ..core.curation import (
-    FILL_MODES,
-    count_small_objects,
-    label_cells,
-    tissue_map,
-)
-from ..core.curation import (
-    curate_mask as core_curate_mask,
-)
-from ..core.errors import NicheError
-from ..core.preprocess import preprocess
-from ..core.threshold import THRESHOLD_METHODS, threshold_mask
-from ..core.tissue_check import check_tissue_map
-from ..experiment import CellSteps
-from ._base import NicheWidget, Progress
-from ._layers import (
+from napari_niche._widgets._base import NicheWidget, Progress
+from napari_niche._widgets._layers import (
     CELL_WORDS,
     NUCLEAR_WORDS,
     OUTPUT_KEY,
@@ -48,8 +34,22 @@ from ._layers import (
     layer_spacing,
     write_layer,
 )
-from ._voxel import UnitLabels, VoxelSizeBar, unit_names
-from .threshold import PREVIEW_KEY
+from napari_niche._widgets._voxel import UnitLabels, VoxelSizeBar, unit_names
+from napari_niche._widgets.threshold import PREVIEW_KEY
+from napari_niche.core.curation import (
+    FILL_MODES,
+    count_small_objects,
+    label_cells,
+    tissue_map,
+)
+from napari_niche.core.curation import (
+    curate_mask as core_curate_mask,
+)
+from napari_niche.core.errors import NicheError
+from napari_niche.core.preprocess import preprocess
+from napari_niche.core.threshold import THRESHOLD_METHODS, threshold_mask
+from napari_niche.core.tissue_check import check_tissue_map
+from napari_niche.experiment.spec import CellSteps
 
 if TYPE_CHECKING:
     import napari

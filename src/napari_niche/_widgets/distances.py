@@ -25,9 +25,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.errors import NicheError
-from ._base import NicheWidget
-from ._layers import (
+from napari_niche._widgets._base import NicheWidget
+from napari_niche._widgets._layers import (
     CELL_WORDS,
     OUTPUT_KEY,
     check_aligned,
@@ -39,13 +38,14 @@ from ._layers import (
     unique_name,
     write_layer,
 )
-from ._session import RESERVED_NAMES, data_digest, get_session
+from napari_niche._widgets._session import RESERVED_NAMES, data_digest, get_session
+from napari_niche.core.errors import NicheError
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Labels, Layer
 
-    from ..core.cells import CellVoxels
+    from napari_niche.core.cells import CellVoxels
 
 #: Output keys of this step.
 CENTROIDS_KEY = "cell centroids"
@@ -184,10 +184,10 @@ class _Result:
 
 def _compute(job: _Job):
     """Worker: cells, then one distance map per structure (a cancel point between each)."""
-    from ..core.cells import cell_table, min_distance_per_label
-    from ..core.curation import cells_from_image
-    from ..core.distance import distance_map_um
-    from ..pipeline import distance_column
+    from napari_niche.core.cells import cell_table, min_distance_per_label
+    from napari_niche.core.curation import cells_from_image
+    from napari_niche.core.distance import distance_map_um
+    from napari_niche.niche.pipeline import distance_column
 
     n = len(job.masks)
     yield 0.0, "Finding cells…"
@@ -380,7 +380,7 @@ class DistanceWidget(NicheWidget):
 
     def spacing(self) -> tuple[float, ...]:
         """The voxel size in the form (µm), checked against the cells layer."""
-        from ..core._validate import as_spacing
+        from napari_niche.core._validate import as_spacing
 
         layer = self.cells_combo.value
         text = self.voxel_size.value.replace(";", ",")
@@ -399,8 +399,8 @@ class DistanceWidget(NicheWidget):
 
     def _collect(self) -> _Job:
         """Read and check the form in the GUI thread; raises NicheError with what to fix."""
-        from ..core._validate import check_same_shape
-        from ..pipeline import check_structure_name
+        from napari_niche.core._validate import check_same_shape
+        from napari_niche.niche.pipeline import check_structure_name
 
         cells_layer = self.cells_combo.value
         if cells_layer is None:
@@ -523,6 +523,6 @@ class DistanceWidget(NicheWidget):
 
 
 def find_random(viewer: napari.Viewer) -> bool:
-    from ._layers import find_output
+    from napari_niche._widgets._layers import find_output
 
     return find_output(viewer, "random cells") is not None

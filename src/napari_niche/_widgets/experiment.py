@@ -11,9 +11,9 @@ would, so the GUI and the command line give the same pooled tables. The pooled f
 condition are redrawn after every run. "Open image" brings any image of the experiment
 back into the viewer with its masks, under names the step widgets recognise.
 
-Nothing is computed here: the experiment file is :mod:`napari_niche.experiment`, the runs
-are :func:`napari_niche.runner.run_experiment`, the figures
-:mod:`napari_niche.experiment_plots`.
+Nothing is computed here: the experiment file is :mod:`napari_niche.experiment.spec`, the runs
+are :func:`napari_niche.experiment.runner.run_experiment`, the figures
+:mod:`napari_niche.experiment.figures`.
 """
 
 from __future__ import annotations
@@ -55,15 +55,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.errors import NicheError
-from ._base import NicheWidget
-from ._layers import layer_array, unique_name
-from ._session import get_session, structure_file
+from napari_niche._widgets._base import NicheWidget
+from napari_niche._widgets._layers import layer_array, unique_name
+from napari_niche._widgets._session import get_session, structure_file
+from napari_niche.core.errors import NicheError
 
 if TYPE_CHECKING:
     import napari
 
-    from ..experiment import Experiment, ImageSpec, StepParams
+    from napari_niche.experiment.spec import Experiment, ImageSpec, StepParams
 
 __all__ = ["ExperimentWidget"]
 
@@ -74,7 +74,7 @@ FAILED_COLOUR = "#ff6b6b"  # readable on napari's dark and light themes
 #: Where masks added from napari go, relative to the experiment file.
 MASKS_FOLDER = "masks"
 #: Metadata key on layers opened from an experiment: the image id they belong to (as
-#: :func:`napari_niche.runner.load_image_layers` sets it).
+#: :func:`napari_niche.experiment.runner.load_image_layers` sets it).
 IMAGE_KEY = "napari_niche_image"
 #: The runner's last steps (after every image) and where they sit on the progress bar.
 _STAGES = {
@@ -146,7 +146,7 @@ def _call_runner(
     two reports (after the image it is working on); results are written atomically, so no
     half result is left behind.
     """
-    from ..runner import run_experiment
+    from napari_niche.experiment.runner import run_experiment
 
     reports: queue.Queue = queue.Queue()
     outcome: dict[str, Any] = {}
@@ -219,7 +219,7 @@ def _progress_value(done: int, total: int, message: str) -> tuple[float, str]:
 
 def _add_and_run(job: _AddJob, cancel: threading.Event):
     """Worker: write the masks, add the image to the experiment file, run it."""
-    from ..io import write_image
+    from napari_niche.io import write_image
 
     experiment = job.experiment
     base = Path(experiment.path).parent
@@ -270,7 +270,7 @@ class ExperimentWidget(NicheWidget):
     Attributes
     ----------
     experiment : the open experiment (None before New / Open).
-    summary : the :class:`~napari_niche.runner.RunSummary` of the last run in this dock.
+    summary : the :class:`~napari_niche.experiment.runner.RunSummary` of the last run in this dock.
     pooled : the pooled tables drawn in the plots (None before any pooled result).
     """
 
@@ -436,8 +436,8 @@ class ExperimentWidget(NicheWidget):
         """
         from dataclasses import replace
 
-        from ..core.envelope import MIN_NULL_SETS
-        from ..experiment import Experiment
+        from napari_niche.core.envelope import MIN_NULL_SETS
+        from napari_niche.experiment.spec import Experiment
 
         path = Path(path)
         if path.suffix.lower() not in (".toml", ".yaml", ".yml"):
@@ -478,7 +478,7 @@ class ExperimentWidget(NicheWidget):
 
     def open_experiment(self, path: str | Path) -> Experiment:
         """Open an experiment file and show its images and pooled results."""
-        from ..experiment import Experiment
+        from napari_niche.experiment.spec import Experiment
 
         experiment = Experiment.load(Path(path))
         self._show(experiment)
@@ -537,8 +537,8 @@ class ExperimentWidget(NicheWidget):
 
     def _collect(self) -> _AddJob:
         """Everything the worker needs, or a NicheError saying why not (nothing written)."""
-        from ..core._validate import as_mask
-        from ..experiment import ImageSpec
+        from napari_niche.core._validate import as_mask
+        from napari_niche.experiment.spec import ImageSpec
 
         if self.experiment is None or self.experiment.path is None:
             raise NicheError("Open or create an experiment first (New… or Open…).")
@@ -644,7 +644,7 @@ class ExperimentWidget(NicheWidget):
 
     def _reload(self) -> Experiment:
         """The open experiment as its file now says (it may have been edited by hand)."""
-        from ..experiment import Experiment
+        from napari_niche.experiment.spec import Experiment
 
         return Experiment.load(self.experiment.path)
 
@@ -694,7 +694,7 @@ class ExperimentWidget(NicheWidget):
         """
         from napari.layers import Layer
 
-        from ..runner import load_image_layers
+        from napari_niche.experiment.runner import load_image_layers
 
         if self.experiment is None:
             raise NicheError("Open or create an experiment first (New… or Open…).")
@@ -899,7 +899,7 @@ def session_steps(session, viewer) -> tuple[StepParams, str]:
     """
     from dataclasses import replace
 
-    from ..experiment import CellSteps, StepParams, TissueSteps
+    from napari_niche.experiment.spec import CellSteps, StepParams, TissueSteps
 
     masks = dict(session.structures)
     cells_made = {} if session.cells_layer is None else session.cells_layer.metadata
@@ -1027,7 +1027,7 @@ def _image_state(
 
 def _read_pooled(experiment: Experiment):
     """The pooled result of the last run, read back from the output folder, or None."""
-    from ..pooling import PooledResult
+    from napari_niche.experiment.pooling import PooledResult
 
     folder = Path(experiment.output) / "pooled"
     if not (folder / "pooled.json").exists():
@@ -1058,7 +1058,7 @@ def _pooled_figures(experiment, pooled) -> tuple[Figure, Figure]:
     if pooled is None or len(pooled.cells) == 0:
         text = "No pooled result yet:\nadd the current result or run the experiment."
         return _message_figure(text), _message_figure(text)
-    from .. import experiment_plots as ep
+    from napari_niche.experiment import figures as ep
 
     in_file = [spec.condition for spec in experiment.images]
     pooled_conditions = list(pooled.conditions) or list(

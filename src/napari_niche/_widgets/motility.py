@@ -2,7 +2,7 @@
 
 Everything is computed by :func:`napari_niche.core.motility.analyze_motility` (the same as
 ``napari-niche motility``) and drawn with the figure functions of
-:mod:`napari_niche.motility_cli`, so the widget and the command give the same numbers and
+:mod:`napari_niche.cli.motility`, so the widget and the command give the same numbers and
 pictures. The widget only moves data: Tracks layer -> track table -> result -> table view,
 plots, and per-point ``features`` on the same Tracks layer (so it can be coloured by any
 metric). The layer's own data are never changed.
@@ -44,27 +44,21 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.errors import NicheError
-from ..core.intensity import mean_intensity_in_shapes
-from ..core.motility import (
-    GAP_METHODS,
-    MSD_WEIGHTINGS,
-    MotilityParams,
-    MotilityResult,
-    analyze_motility,
-    paired_tests,
-)
-from ..motility_cli import alpha_figure, msd_figure, speed_figure
-from ..tracks_io import (
+from napari_niche._widgets._base import NicheWidget
+from napari_niche._widgets._layers import check_aligned, layer_array
+from napari_niche._widgets.tables import DataFrameModel, write_csv
+from napari_niche.core.errors import NicheError
+from napari_niche.core.intensity import mean_intensity_in_shapes
+from napari_niche.core.motility import GAP_METHODS, MSD_WEIGHTINGS, MotilityParams, paired_tests
+from napari_niche.io.tracks import (
     FORMATS,
     from_napari_tracks,
     parse_column_mapping,
     read_tracks,
     to_napari_tracks,
 )
-from ._base import NicheWidget
-from ._layers import check_aligned, layer_array
-from .tables import DataFrameModel, write_csv
+from napari_niche.motility.figures import alpha_figure, msd_figure, speed_figure
+from napari_niche.motility.pipeline import MotilityResult, analyze_motility
 
 if TYPE_CHECKING:
     import napari

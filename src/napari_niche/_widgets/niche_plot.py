@@ -1,8 +1,8 @@
 """The interactive niche plot: quadrants and fold change next to the viewer, linked both ways.
 
 Reads the session (cells, random cells, parameters, and the summary computed by
-:func:`napari_niche.pipeline.summarize`, the same as ``napari-niche analyze``) and draws
-it with :mod:`napari_niche.plots`. Nothing is computed here except which rows to
+:func:`napari_niche.niche.pipeline.summarize`, the same as ``napari-niche analyze``) and draws
+it with :mod:`napari_niche.niche.plots`. Nothing is computed here except which rows to
 highlight: a lasso or a click in the quadrant view selects those cells in the viewer's
 "cell centroids" Points layer (row i of the layer is row i of the cell table), selecting
 points in the viewer rings them in the plot, and a quadrant can be picked by name.
@@ -40,16 +40,23 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .. import __version__
-from ..core._validate import ALTERNATIVES
-from ..core.errors import NicheError
-from ..core.stats import QUADRANTS, quadrant_of
-from ..io import CSV_FLOAT_FORMAT
-from ..pipeline import distance_column, resolve_structures
-from ..plots import DARK, LIGHT, FoldChangePlot, PlotStyle, QuadrantPlot, niche_figure
-from ._base import plain_text, scrolling_layout
-from ._layers import find_output
-from ._session import get_session
+from napari_niche import __version__
+from napari_niche._widgets._base import plain_text, scrolling_layout
+from napari_niche._widgets._layers import find_output
+from napari_niche._widgets._session import get_session
+from napari_niche.core._validate import ALTERNATIVES
+from napari_niche.core.errors import NicheError
+from napari_niche.core.stats import QUADRANTS, quadrant_of
+from napari_niche.io import CSV_FLOAT_FORMAT
+from napari_niche.niche.pipeline import distance_column, resolve_structures
+from napari_niche.niche.plots import (
+    DARK,
+    LIGHT,
+    FoldChangePlot,
+    PlotStyle,
+    QuadrantPlot,
+    niche_figure,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -134,7 +141,7 @@ class NichePlotWidget(QWidget):
 
     Attributes
     ----------
-    quadrant_plot, fold_plot : the plot objects of :mod:`napari_niche.plots`.
+    quadrant_plot, fold_plot : the plot objects of :mod:`napari_niche.niche.plots`.
     selected : row indices (into the cell table) of the selected cells.
     """
 

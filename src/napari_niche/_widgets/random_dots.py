@@ -1,6 +1,6 @@
 """Step 4: random virtual cells ("random dots"), the baseline the real cells are compared to.
 
-Placement is :func:`napari_niche.pipeline.place_random_cells`, the call ``napari-niche
+Placement is :func:`napari_niche.niche.pipeline.place_random_cells`, the call ``napari-niche
 analyze`` makes, with the same parameters object, so a session saved from here replays to
 the same dots. Per-dot distances reuse the distance maps of step 3 when they are still the
 maps of the same masks, else they are recomputed with the same core function.
@@ -16,18 +16,24 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, SpinBox
 
-from ..core.errors import NicheError
-from ..params import AnalysisParams
-from ._base import NicheWidget, plain_text
-from ._layers import OUTPUT_KEY, check_aligned, find_output, layer_array, write_layer
-from ._session import data_digest, first_edited, get_session, input_label
+from napari_niche._widgets._base import NicheWidget, plain_text
+from napari_niche._widgets._layers import (
+    OUTPUT_KEY,
+    check_aligned,
+    find_output,
+    layer_array,
+    write_layer,
+)
+from napari_niche._widgets._session import data_digest, first_edited, get_session, input_label
+from napari_niche.core.errors import NicheError
+from napari_niche.params import AnalysisParams
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
 
-    from ..core.cells import CellVoxels
-    from ..core.random_cells import RandomCells
+    from napari_niche.core.cells import CellVoxels
+    from napari_niche.core.random_cells import RandomCells
 
 DOTS_KEY = "random cells"
 SHAPES_KEY = "random cell shapes"
@@ -79,10 +85,10 @@ class _Result:
 
 def _place(job: _Job):
     """Worker: check the inputs, place the dots, measure their distances."""
-    from ..core._validate import as_mask
-    from ..core.distance import distance_map_um
-    from ..core.random_cells import overlap_diagnostic
-    from ..pipeline import distance_column, overlap_warnings, place_random_cells
+    from napari_niche.core._validate import as_mask
+    from napari_niche.core.distance import distance_map_um
+    from napari_niche.core.random_cells import overlap_diagnostic
+    from napari_niche.niche.pipeline import distance_column, overlap_warnings, place_random_cells
 
     yield 0.0, "Checking the masks…"
     inputs = [("cells", job.cells), *((f"structure:{n}", m) for n, m in job.masks.items())]
@@ -283,7 +289,7 @@ class RandomDotsWidget(NicheWidget):
         return data if same else None
 
     def _collect(self) -> _Job:
-        from ..core._validate import check_same_shape
+        from napari_niche.core._validate import check_same_shape
 
         s = self.session
         if s.voxels is None or not s.structures or s.spacing is None:
@@ -320,7 +326,7 @@ class RandomDotsWidget(NicheWidget):
         """Refuse (NicheError) a request beyond this machine's memory; warn if it is long."""
         from napari.utils.notifications import show_warning
 
-        from ..budget import check_request
+        from napari_niche.niche.budget import check_request
 
         s = self.session
         for text in check_request(
@@ -336,7 +342,7 @@ class RandomDotsWidget(NicheWidget):
         """Warn (notification and dock text) when the tissue map looks built from the masks."""
         from napari.utils.notifications import show_warning
 
-        from ..core.tissue_check import check_tissue_map
+        from napari_niche.core.tissue_check import check_tissue_map
 
         self._clear_tissue_note()
         if job.tissue is None:
@@ -370,7 +376,7 @@ class RandomDotsWidget(NicheWidget):
     def _on_done(self, job: _Job, tissue_layer: Layer | None, result: _Result) -> None:
         from napari.utils.notifications import show_warning
 
-        from .distances import marker_size
+        from napari_niche._widgets.distances import marker_size
 
         s = self.session
         if s.voxels is not job.voxels:

@@ -25,15 +25,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.errors import NicheError
-from ..io import CSV_FLOAT_FORMAT
-from ._base import plain_text, scrolling_layout
-from ._session import TABLES, get_session
+from napari_niche._widgets._base import plain_text, scrolling_layout
+from napari_niche._widgets._session import TABLES, get_session
+from napari_niche.core.errors import NicheError
+from napari_niche.io import CSV_FLOAT_FORMAT
 
 if TYPE_CHECKING:
     import napari
 
-#: CSV number format shared with :meth:`napari_niche.pipeline.NicheResult.save`.
+#: CSV number format shared with :meth:`napari_niche.niche.pipeline.NicheResult.save`.
 FLOAT_FORMAT = CSV_FLOAT_FORMAT  # the same numbers as napari-niche analyze
 
 #: Shown first: what a row is about ...

@@ -17,12 +17,12 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, Label
 from qtpy.QtCore import QTimer
 
-from ..core.preprocess import preprocess
-from ..core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
-from ..experiment import ChannelSteps
-from ._base import NicheWidget, Progress
-from ._layers import find_output, layer_spacing, write_layer
-from ._voxel import UnitLabels, VoxelSizeBar, unit_names
+from napari_niche._widgets._base import NicheWidget, Progress
+from napari_niche._widgets._layers import find_output, layer_spacing, write_layer
+from napari_niche._widgets._voxel import UnitLabels, VoxelSizeBar, unit_names
+from napari_niche.core.preprocess import preprocess
+from napari_niche.core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
+from napari_niche.experiment.spec import ChannelSteps
 
 if TYPE_CHECKING:
     import napari

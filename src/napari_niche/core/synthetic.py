@@ -23,7 +23,7 @@ Geometry (all lengths in µm, voxel centre ``i`` sits at ``i * spacing`` along e
   closed and filled it gives the tissue map, the marrow where cells could be.
 
 Cells can be planted next to vessels (``near="vessel"``, the default) or next to bone
-(``near="bone"``, an endosteal niche). ``napari_niche.synthetic_experiment.make_experiment``
+(``near="bone"``, an endosteal niche). ``napari_niche.experiment.synthetic.make_experiment``
 builds whole synthetic experiments from these samples.
 """
 

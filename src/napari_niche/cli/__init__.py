@@ -17,10 +17,10 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__
-from .core.errors import NicheError
-from .motility_cli import folder_arg
-from .params import AnalysisParams
+from napari_niche import __version__
+from napari_niche.cli.motility import folder_arg
+from napari_niche.core.errors import NicheError
+from napari_niche.params import AnalysisParams
 
 
 class _CliError(Exception):
@@ -37,7 +37,7 @@ def _on_sigterm(_signum, _frame):
 
 
 def _parse_floats(text: str, what: str) -> tuple[float, ...]:
-    from .core._validate import parse_numbers
+    from napari_niche.core._validate import parse_numbers
 
     try:
         return parse_numbers(text, what)
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sample", action="store_true", help="open the synthetic sample volume")
     v.set_defaults(func=_cmd_view)
 
-    from . import motility_cli
+    from napari_niche.cli import motility as motility_cli
 
     motility_cli.add_parser(sub)
     return parser
@@ -192,7 +192,7 @@ def _params_from_args(args) -> AnalysisParams:
     try:
         return _with_flags(base, args)
     except NicheError as err:
-        from .motility_cli import flag_message
+        from napari_niche.cli.motility import flag_message
 
         raise _CliError(flag_message(err, _FLAGS)) from None
 
@@ -221,13 +221,13 @@ def _with_flags(base: AnalysisParams, args) -> AnalysisParams:
 
 def _load_inputs(args, params: AnalysisParams, notes: list[str]):
     """Read and check every file, naming the file in any error; warnings go to ``notes``."""
-    from .core._validate import as_mask
-    from .io import read_image
+    from napari_niche.core._validate import as_mask
+    from napari_niche.io import read_image
 
     if args.sample:
         if args.cells or args.structure or args.tissue:
             raise _CliError("--sample cannot be combined with --cells, --structure or --tissue.")
-        from .core.synthetic import make_bone_marrow
+        from napari_niche.core.synthetic import make_bone_marrow
 
         s = make_bone_marrow(rng=0)
         structures = {"vessel": s.vessel, "bone": s.bone}
@@ -267,7 +267,7 @@ def _load_inputs(args, params: AnalysisParams, notes: list[str]):
 
 def _spacing(args, params: AnalysisParams, ndim: int, found, notes: list[str]):
     """io.resolve_spacing's rule: --voxel-size (or --params') wins over every file's."""
-    from .io import resolve_spacing
+    from napari_niche.io import resolve_spacing
 
     axes = "Z,Y,X" if ndim == 3 else "Y,X"
     where = "--voxel-size" if args.voxel_size is not None else f"{args.params} (voxel_size)"
@@ -302,7 +302,7 @@ def _checked(fn, where):
 
 
 def _cmd_analyze(args) -> int:
-    from .io import output_lock
+    from napari_niche.io import output_lock
 
     try:
         params = _params_from_args(args)
@@ -318,7 +318,7 @@ def _cmd_analyze(args) -> int:
 
 
 def _analyze_and_save(args, params: AnalysisParams):
-    from .pipeline import analyze
+    from napari_niche.niche.pipeline import analyze
 
     notes: list[str] = []
     cells, structures, tissue, spacing, inputs = _load_inputs(args, params, notes)
@@ -327,7 +327,7 @@ def _analyze_and_save(args, params: AnalysisParams):
     early: list[str] = []  # warnings known before the long steps: printed at once
 
     def warn_now(text: str) -> None:
-        from .core._validate import plain_numbers
+        from napari_niche.core._validate import plain_numbers
 
         early.append(text)
         print(f"napari-niche: warning: {plain_numbers(text)}", file=sys.stderr, flush=True)
@@ -345,7 +345,7 @@ def _analyze_and_save(args, params: AnalysisParams):
 
 
 def _print_analysis(args, result, early: list[str]) -> None:
-    from .core._validate import plain_numbers
+    from napari_niche.core._validate import plain_numbers
 
     for w in result.warnings:
         if w not in early:
@@ -362,7 +362,7 @@ def _print_analysis(args, result, early: list[str]) -> None:
 
 
 def _cmd_run(args) -> int:
-    from .runner import run_experiment
+    from napari_niche.experiment.runner import run_experiment
 
     if args.jobs is not None and args.jobs < 1:
         raise _CliError("--jobs must be 1 or more.")
@@ -377,7 +377,7 @@ def _cmd_run(args) -> int:
         )
     except NicheError as err:
         raise _CliError(str(err)) from None
-    from .core._validate import plain_numbers
+    from napari_niche.core._validate import plain_numbers
 
     for image, message in summary.failed.items():
         print(f"napari-niche run: {image}: {plain_numbers(message)}", file=sys.stderr)
@@ -453,7 +453,7 @@ def guarded(command: str, run, *, stopped=None) -> int:
         print(f"napari-niche {command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:
-        from .io import os_error_text
+        from napari_niche.io import os_error_text
 
         print(f"napari-niche {command}: error: {os_error_text(err)}", file=sys.stderr)
         return 1
@@ -488,7 +488,7 @@ def _warnings_one_line(command: str):
 
 
 def _one_line(err: Exception) -> str:
-    from .core._validate import plain_numbers
+    from napari_niche.core._validate import plain_numbers
 
     return plain_numbers(" ".join(str(err).split()))
 

@@ -4,7 +4,7 @@ An experiment file (TOML or YAML) lists every image (a multichannel file and whi
 is which, single-channel files, or masks curated by hand), its condition and replicate,
 one set of analysis parameters (the object the GUI saves, :class:`AnalysisParams`) and the
 steps that turn raw channels into masks (:class:`StepParams`), with per-image overrides.
-``napari-niche run EXPERIMENT`` (:func:`napari_niche.runner.run_experiment`) runs it.
+``napari-niche run EXPERIMENT`` (:func:`napari_niche.experiment.runner.run_experiment`) runs it.
 
 Every problem in the file is reported at once, each naming the file, the image and the
 key, before any image is touched. Files that do not exist are not such a problem: they are
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from .core._validate import field_sizes, shown
-from .core.curation import FILL_MODES
-from .core.errors import NicheError
-from .core.threshold import THRESHOLD_METHODS
-from .params import AnalysisParams
-from .pipeline import check_structure_name, resolve_structures
+from napari_niche.core._validate import field_sizes, shown
+from napari_niche.core.curation import FILL_MODES
+from napari_niche.core.errors import NicheError
+from napari_niche.core.threshold import THRESHOLD_METHODS
+from napari_niche.niche.pipeline import check_structure_name, resolve_structures
+from napari_niche.params import AnalysisParams
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -802,7 +802,9 @@ class Experiment:
 
             text = tomli_w.dumps(data)
         path.parent.mkdir(parents=True, exist_ok=True)
-        from .io import atomic_write_text  # a failed save never truncates the user's file
+        from napari_niche.io import (
+            atomic_write_text,  # a failed save never truncates the user's file
+        )
 
         atomic_write_text(path, text)
         self.path = path
@@ -946,7 +948,13 @@ class Experiment:
         a colour image or an unknown unit. Missing or corrupt files are reported when the
         image runs.
         """
-        from .io import ColourImageError, UnitError, channel_info, image_info, resolve_spacing
+        from napari_niche.io import (
+            ColourImageError,
+            UnitError,
+            channel_info,
+            image_info,
+            resolve_spacing,
+        )
 
         found: list[tuple[tuple[float, ...] | None, Path]] = []
         ndim = None
@@ -986,7 +994,7 @@ class Experiment:
         return []
 
     def _check_channels(self, spec: ImageSpec, where: str) -> list[str]:
-        from .io import ChannelAxisError, channel_info
+        from napari_niche.io import ChannelAxisError, channel_info
 
         try:
             n, _, _ = channel_info(spec.path, channel_axis=spec.channel_axis)

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core.errors import NicheError
-from .core.synthetic import make_bone_marrow
-from .experiment import Experiment, ExperimentError, ImageSpec, StepParams
-from .io import write_image
-from .params import AnalysisParams
+from napari_niche.core.errors import NicheError
+from napari_niche.core.synthetic import make_bone_marrow
+from napari_niche.experiment.spec import Experiment, ExperimentError, ImageSpec, StepParams
+from napari_niche.io import write_image
+from napari_niche.params import AnalysisParams
 
 __all__ = ["make_experiment"]
 

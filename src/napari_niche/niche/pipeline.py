@@ -16,21 +16,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .budget import check_request
-from .core._validate import as_mask, as_spacing, check_same_shape
-from .core.cells import CellVoxels, cell_table, min_distance_per_label
-from .core.curation import cells_from_image
-from .core.distance import distance_map_um
-from .core.envelope import (
+from napari_niche import __version__
+from napari_niche.core._validate import as_mask, as_spacing, check_same_shape
+from napari_niche.core.cells import CellVoxels, cell_table, min_distance_per_label
+from napari_niche.core.curation import cells_from_image
+from napari_niche.core.distance import distance_map_um
+from napari_niche.core.envelope import (
     ENVELOPE_COLUMNS,
     MIN_NULL_SETS,
     empty_envelope_table,
     monte_carlo_envelope,
 )
-from .core.errors import NicheError
-from .core.random_cells import RandomCells, overlap_diagnostic, seed_random_cells
-from .core.stats import (
+from napari_niche.core.errors import NicheError
+from napari_niche.core.random_cells import RandomCells, overlap_diagnostic, seed_random_cells
+from napari_niche.core.stats import (
     EFFECT_COLUMNS,
     FOLD_CHANGE_COLUMNS,
     QUADRANT_COLUMNS,
@@ -41,9 +40,10 @@ from .core.stats import (
     quadrant_table,
     width_keeping_a_bin,
 )
-from .core.tissue_check import check_tissue_map
-from .io import CSV_FLOAT_FORMAT, write_atomically
-from .params import AnalysisParams
+from napari_niche.core.tissue_check import check_tissue_map
+from napari_niche.io import CSV_FLOAT_FORMAT, write_atomically
+from napari_niche.niche.budget import check_request
+from napari_niche.params import AnalysisParams
 
 #: The default distance bin width (µm); far narrower bins that leave every bin out are refused.
 DEFAULT_BIN_WIDTH_UM = AnalysisParams().bin_width_um
@@ -158,7 +158,7 @@ def place_random_cells(
     Without a seed in ``params`` one is drawn, and returned so that it can be recorded.
     The table gets a ``null_set`` column (see :attr:`RandomCells.null_set`) after
     ``realization``. A request larger than the machine's memory is refused first
-    (:func:`~napari_niche.budget.check_request`; ``n_structures``, the distance columns
+    (:func:`~napari_niche.niche.budget.check_request`; ``n_structures``, the distance columns
     to come, defaults to the excluded structures). ``progress(fraction, message)`` hears
     each batch of realisations placed and may raise to stop (see
     :func:`~napari_niche.core.random_cells.seed_random_cells`).

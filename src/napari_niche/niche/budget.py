@@ -17,8 +17,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .core.errors import TooCostlyError
-from .params import AnalysisParams
+from napari_niche.core.errors import TooCostlyError
+from napari_niche.params import AnalysisParams
 
 #: Memory per random cell: anchors, tables, placement and statistics temporaries (B).
 BYTES_PER_DOT = 400
@@ -96,7 +96,7 @@ def request_cost(
     params: AnalysisParams,
 ) -> RequestCost:
     """Estimate the memory and time of analysing one image with ``params``."""
-    from .core.envelope import MIN_NULL_SETS
+    from napari_niche.core.envelope import MIN_NULL_SETS
 
     voxels = math.prod(int(s) for s in image_shape)
     sets = params.dots_per_cell * params.realizations
@@ -106,7 +106,7 @@ def request_cost(
     if sets >= MIN_NULL_SETS(params.alpha):
         # Distances cannot exceed the image's diagonal; nor the bins their cap.
         diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(image_shape, spacing, strict=True)))
-        from .core.stats import MAX_BINS
+        from napari_niche.core.stats import MAX_BINS
 
         bins = min(MAX_BINS, diagonal / params.bin_width_um + 1)
         memory += sets * bins * BYTES_PER_SET_BIN

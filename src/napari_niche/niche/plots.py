@@ -31,7 +31,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
-from .core.stats import distance_bins
+from napari_niche.core.stats import distance_bins
 
 __all__ = [
     "DARK",
@@ -725,12 +725,12 @@ def niche_figure(
 ) -> Figure:
     """A figure of the whole analysis: the quadrant view, then fold change per structure.
 
-    The tables are those of :func:`napari_niche.pipeline.summarize` (and the per-object
+    The tables are those of :func:`napari_niche.niche.pipeline.summarize` (and the per-object
     tables with their ``dist_<name>_um`` columns), so a figure from the GUI and one from a
     headless run of the same data are the same. No pyplot: the figure belongs to nobody's
     GUI loop and can be saved from any thread.
     """
-    from .pipeline import distance_column
+    from napari_niche.niche.pipeline import distance_column
 
     panels = len(structures) + (quadrant_structures is not None)
     fig = Figure(figsize=(panel_size[0] * panels, panel_size[1]), facecolor=style.background)

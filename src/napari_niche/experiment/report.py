@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .core.compare import smallest_mann_whitney_p
-from .io import atomic_write_text
-from .plots import format_p
+from napari_niche import __version__
+from napari_niche.core.compare import smallest_mann_whitney_p
+from napari_niche.io import atomic_write_text
+from napari_niche.niche.plots import format_p
 
 __all__ = ["FIGURE_TITLES", "REPORT_NAME", "figure_caption", "write_report"]
 

@@ -37,10 +37,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
-from .core.errors import NicheError
-from .core.stats import distance_column
-from .io import atomic_path
-from .plots import LIGHT, QuadrantPlot, format_p
+from napari_niche.core.errors import NicheError
+from napari_niche.core.stats import distance_column
+from napari_niche.io import atomic_path
+from napari_niche.niche.plots import LIGHT, QuadrantPlot, format_p
 
 __all__ = [
     "CONDITION_COLOURS",
@@ -1111,7 +1111,7 @@ def make_figures(
 ) -> dict[str, list[Path]]:
     """Draw and save every experiment figure of a pooled result; return stem -> paths.
 
-    ``pooled`` is a :class:`napari_niche.pooling.PooledResult` (anything with its
+    ``pooled`` is a :class:`napari_niche.experiment.pooling.PooledResult` (anything with its
     attributes); its ``record["analysis"]`` gives the bin width, minimum dots, alpha and
     quadrant threshold, its ``conditions`` the order (and so the colours) of conditions.
     A figure whose tables are empty is skipped (no quadrant figure without two quadrant

@@ -17,7 +17,7 @@ Output folder::
                    set), fold_change.csv, quadrants.csv, stats.csv, overlap.csv,
                    envelope.csv, params.json, qc.json, masks/*.tif (the masks used),
                    thumbnail.png, fingerprint.json
-    pooled/        the pooled tables (napari_niche.pooling)
+    pooled/        the pooled tables (napari_niche.experiment.pooling)
     figures/       SVG, PDF and PNG figures
     report.html    parameters, QC, figures, statistics, failed images
     errors.csv     image, condition, replicate, step, message
@@ -49,17 +49,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .core._validate import as_mask
-from .core.cells import size_column
-from .core.curation import curate_mask, label_cells, tissue_map
-from .core.errors import EmptyMaskError, NicheError, ShapeMismatchError
-from .core.preprocess import preprocess
-from .core.threshold import threshold_value
-from .experiment import Experiment, ExperimentError, ImageSpec, StepParams
-from .io import (
-    _jsonable,
-    _tidy,
+from napari_niche import __version__
+from napari_niche.core._validate import as_mask
+from napari_niche.core.cells import size_column
+from napari_niche.core.curation import curate_mask, label_cells, tissue_map
+from napari_niche.core.errors import EmptyMaskError, NicheError, ShapeMismatchError
+from napari_niche.core.preprocess import preprocess
+from napari_niche.core.threshold import threshold_value
+from napari_niche.experiment.spec import Experiment, ExperimentError, ImageSpec, StepParams
+from napari_niche.io import (
     atomic_path,
     atomic_write_text,
     os_error_text,
@@ -71,7 +69,8 @@ from .io import (
     write_image,
     writing_inside,
 )
-from .params import AnalysisParams
+from napari_niche.io.images import _jsonable, _tidy
+from napari_niche.params import AnalysisParams
 
 __all__ = [
     "ERROR_COLUMNS",
@@ -378,8 +377,8 @@ def _unexpected(err: Exception, folder: Path, doing: str) -> str:
 
 
 def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list[str]:
-    from .pipeline import analyze
-    from .pooling import ImageResult
+    from napari_niche.experiment.pooling import ImageResult
+    from napari_niche.niche.pipeline import analyze
 
     spec = task.spec
     step.name = "reading the images"
@@ -502,7 +501,7 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
     backdrop = raw.get("cells", next(iter(raw.values()), None))
     if backdrop is None:
         backdrop = (np.asarray(cells) != 0).astype(np.float32)
-    from .experiment_plots import thumbnail
+    from napari_niche.experiment.figures import thumbnail
 
     try:
         thumbnail(
@@ -651,7 +650,9 @@ def _mask_from_channel(image, role: str, steps: StepParams, spacing, where: str)
 
 
 def _available_memory() -> int | None:
-    from .budget import available_memory  # one helper, shared with the request budget
+    from napari_niche.niche.budget import (
+        available_memory,  # one helper, shared with the request budget
+    )
 
     return available_memory()
 
@@ -660,7 +661,7 @@ def _voxels(spec: ImageSpec) -> int:
     """Voxels of one image from a file header (0 when unknown)."""
     import tifffile
 
-    from .io import channel_info, quiet_tifffile
+    from napari_niche.io import channel_info, quiet_tifffile
 
     try:
         if spec.path is not None and spec._uses_path():
@@ -1191,7 +1192,7 @@ def _finish(
     results = []
     for image_id in ok_ids:
         try:
-            from .pooling import ImageResult
+            from napari_niche.experiment.pooling import ImageResult
 
             spec = exp.image(image_id)
             r = ImageResult.load(out / "images" / image_id)
@@ -1203,8 +1204,8 @@ def _finish(
     if results:
         say(n, n, "pooling")
         try:
-            from .pipeline import resolve_structures
-            from .pooling import pool_results
+            from napari_niche.experiment.pooling import pool_results
+            from napari_niche.niche.pipeline import resolve_structures
 
             _, quad = resolve_structures(exp.structures(), exp.analysis)
             pooled = pool_results(
@@ -1224,7 +1225,7 @@ def _finish(
     if pooled is not None and figures and not unwritten:
         say(n, n, "figures")
         try:
-            from .experiment_plots import make_figures
+            from napari_niche.experiment.figures import make_figures
 
             summary.figures = make_figures(pooled, out / "figures", conditions=exp.conditions())
         except Exception as err:
@@ -1261,7 +1262,7 @@ def _finish(
         return
     say(n, n, "report")
     try:
-        from .report import write_report
+        from napari_niche.experiment.report import write_report
 
         thumbnails = {
             i: out / "images" / i / "thumbnail.png"

@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .core.motility import (
+from napari_niche.core.motility import (
     TrackError,
     check_tracks,
     estimate_frame_interval,
     spatial_columns,
 )
-from .io import UNIT_TO_UM
+from napari_niche.io import UNIT_TO_UM
 
 FORMATS: tuple[str, ...] = ("auto", "trackmate", "trackmate-xml", "imaris", "csv")
 #: Keys of the column mapping of :func:`read_csv_tracks`.

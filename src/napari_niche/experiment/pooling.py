@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .core.compare import (
+from napari_niche import __version__
+from napari_niche.core.compare import (
     STAT_COLUMNS,
     cells_vs_dots_tests,
     compare_conditions,
@@ -55,20 +55,21 @@ from .core.compare import (
     replicate_fractions,
     replicate_quadrant_tests,
 )
-from .core.density import DENSITY_COLUMNS as _RATIO_COLUMNS
-from .core.density import density_ratio
-from .core.envelope import ENVELOPE_COLUMNS, MIN_NULL_SETS, monte_carlo_envelope
-from .core.errors import NicheError
-from .core.stats import (
+from napari_niche.core.density import DENSITY_COLUMNS as _RATIO_COLUMNS
+from napari_niche.core.density import density_ratio
+from napari_niche.core.envelope import ENVELOPE_COLUMNS, MIN_NULL_SETS, monte_carlo_envelope
+from napari_niche.core.errors import NicheError
+from napari_niche.core.stats import (
     FOLD_CHANGE_COLUMNS,
     QUADRANT_COLUMNS,
     distance_column,
     fold_change_by_bin,
     quadrant_table,
 )
-from .io import CSV_FLOAT_FORMAT, _jsonable, write_atomically
-from .params import AnalysisParams
-from .pipeline import envelope_test_name
+from napari_niche.io import CSV_FLOAT_FORMAT, write_atomically
+from napari_niche.io.images import _jsonable
+from napari_niche.niche.pipeline import envelope_test_name
+from napari_niche.params import AnalysisParams
 
 __all__ = [
     "DENSITY_COLUMNS",
@@ -237,7 +238,7 @@ class ImageResult:
         replicate: str,
         qc: dict[str, Any] | None = None,
     ) -> ImageResult:
-        """The contribution of one :class:`~napari_niche.pipeline.NicheResult`.
+        """The contribution of one :class:`~napari_niche.niche.pipeline.NicheResult`.
 
         ``qc`` adds to what the result itself says (counts, overlap fractions, warnings),
         e.g. the tissue volume, which only the caller knows.

@@ -1,0 +1,77 @@
+"""Reading and writing: images with their voxel size, tracks, and safe result folders.
+
+- :mod:`.images` TIFF images (OME, ImageJ and the project's own metadata), channels,
+  voxel sizes in µm and the checks that refuse what cannot be read right
+- :mod:`.tracks` TrackMate, Imaris and plain CSV tracks
+- :mod:`.files` one lock per output folder, atomic files, whole-folder swaps
+
+The public names of :mod:`.images` and :mod:`.files` are available here.
+"""
+
+from napari_niche.io.files import (
+    LOCK_NAME,
+    OutputBusyError,
+    OutputFolderError,
+    atomic_path,
+    atomic_write_text,
+    os_error_text,
+    output_lock,
+    remove_leftovers,
+    signals_deferred,
+    write_atomically,
+    writing_inside,
+)
+from napari_niche.io.images import (
+    CSV_FLOAT_FORMAT,
+    NO_UNIT,
+    UNIT_TO_UM,
+    ChannelAxisError,
+    ColourImageError,
+    DamagedFileError,
+    ImageReadError,
+    UnitError,
+    channel_info,
+    format_size,
+    image_info,
+    quiet_tifffile,
+    read_channels,
+    read_image,
+    read_voxel_size,
+    resolve_spacing,
+    um_per_unit,
+    write_channels,
+    write_image,
+)
+
+__all__ = [
+    "CSV_FLOAT_FORMAT",
+    "LOCK_NAME",
+    "NO_UNIT",
+    "UNIT_TO_UM",
+    "ChannelAxisError",
+    "ColourImageError",
+    "DamagedFileError",
+    "ImageReadError",
+    "OutputBusyError",
+    "OutputFolderError",
+    "UnitError",
+    "atomic_path",
+    "atomic_write_text",
+    "channel_info",
+    "format_size",
+    "image_info",
+    "os_error_text",
+    "output_lock",
+    "quiet_tifffile",
+    "read_channels",
+    "read_image",
+    "read_voxel_size",
+    "remove_leftovers",
+    "resolve_spacing",
+    "signals_deferred",
+    "um_per_unit",
+    "write_atomically",
+    "write_channels",
+    "write_image",
+    "writing_inside",
+]

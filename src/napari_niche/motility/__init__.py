@@ -1,0 +1,1 @@
+"""The headless motility pipeline (`napari-niche motility`) and its figures."""

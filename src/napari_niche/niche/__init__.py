@@ -1,0 +1,1 @@
+"""The headless niche pipeline (`napari-niche analyze`), its cost estimate and its plots."""
