@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 import napari_niche
-from napari_niche import io as nio
 from napari_niche.cli import main
 from napari_niche.io import (
     LOCK_NAME,
@@ -28,6 +27,7 @@ from napari_niche.io import (
     remove_leftovers,
     write_atomically,
 )
+from napari_niche.io import files as nio
 
 SRC = str(Path(napari_niche.__file__).resolve().parents[1])
 FILES = ("a.csv", "b.csv", "params.json")
