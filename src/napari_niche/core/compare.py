@@ -287,7 +287,7 @@ def replicate_fractions(
     dots: pd.DataFrame,
     *,
     structure: str,
-    bin_width: float = 5.0,
+    bin_width_um: float = 5.0,
     replicate: str = "replicate",
 ) -> pd.DataFrame:
     """Per replicate and distance bin: counts, fractions and fold change of cells over dots.
@@ -308,10 +308,10 @@ def replicate_fractions(
     c = _distances_of(cells, structure, "cell")
     d = _distances_of(dots, structure, "random-cell")
     names, (c_group, d_group) = _group_codes(c_rep, d_rep)
-    edges = distance_bins(max(c.max(), d.max()), bin_width)
+    edges = distance_bins(max(c.max(), d.max()), bin_width_um)
     n_bins = edges.size - 1
-    c_counts = _bin_counts(bin_index(c, bin_width), c_group, len(names), n_bins)
-    d_counts = _bin_counts(bin_index(d, bin_width), d_group, len(names), n_bins)
+    c_counts = _bin_counts(bin_index(c, bin_width_um), c_group, len(names), n_bins)
+    d_counts = _bin_counts(bin_index(d, bin_width_um), d_group, len(names), n_bins)
     fc, fd = _fractions(c_counts), _fractions(d_counts)
     with np.errstate(divide="ignore", invalid="ignore"):
         fold = np.where(d_counts > 0, fc / fd, np.nan)
@@ -334,7 +334,7 @@ def replicate_bin_tests(
     dots: pd.DataFrame,
     *,
     structure: str,
-    bin_width: float = 5.0,
+    bin_width_um: float = 5.0,
     min_dots: int = 10,
     replicate: str = "replicate",
     condition: str = "",
@@ -349,7 +349,7 @@ def replicate_bin_tests(
     cells in the bin).
     """
     frac = replicate_fractions(
-        cells, dots, structure=structure, bin_width=bin_width, replicate=replicate
+        cells, dots, structure=structure, bin_width_um=bin_width_um, replicate=replicate
     )
     n_cells = int(len(cells))
     n_dots = int(len(dots))
@@ -576,7 +576,7 @@ def compare_conditions(
     structure: str,
     condition: str = "condition",
     replicate: str = "replicate",
-    bin_width: float = 5.0,
+    bin_width_um: float = 5.0,
     min_cells: int = 10,
 ) -> pd.DataFrame:
     """Every pair of conditions: do their cells sit at different distances to a structure?
@@ -608,9 +608,8 @@ def compare_conditions(
     names, (cond_code,) = _group_codes(cond)
     if len(names) < 2:
         return empty_stat_table()
-    edges = distance_bins(d.max(), bin_width)
-    n_bins = edges.size - 1
-    bins = bin_index(d, bin_width)
+    edges = distance_bins(d.max(), bin_width_um)
+    bins = bin_index(d, bin_width_um)
     out = []
     for (i1, first), (i2, second) in itertools.combinations(enumerate(names), 2):
         in1, in2 = cond_code == i1, cond_code == i2
@@ -625,68 +624,85 @@ def compare_conditions(
             "n_replicates": len(reps1),
             "n_replicates_versus": len(reps2),
         }
-        ks = stats.ks_2samp(d[in1], d[in2], alternative="two-sided", method="auto")
-        note = "pooled cell distances of the two conditions (cells as independent observations)"
-        single = single_replicate_note(first, len(reps1), second, len(reps2))
-        rows = [
-            {
-                **base,
-                "analysis": "conditions",
-                "test": KS,
-                "statistic": float(ks.statistic),
-                "p_value": float(ks.pvalue),
-                "effect_size": float(ks.statistic),
-                "effect_size_name": "KS D",
-                "note": f"{note}; {single}" if single else note,
-            }
-        ]
-        out.append(_stat_table(rows))
+        out.append(_pair_ks(base, d[in1], d[in2]))
         if min(len(reps1), len(reps2)) < MIN_REPLICATES:
-            out.append(
-                _stat_table(
-                    [
-                        {
-                            **base,
-                            "analysis": "conditions bins",
-                            "test": MWU,
-                            "note": (
-                                f"not run: needs at least {MIN_REPLICATES} replicates in each "
-                                f"condition, have {len(reps1)} ({first}) and {len(reps2)} "
-                                f"({second}); per-replicate fractions cannot be compared"
-                            ),
-                        }
-                    ]
-                )
-            )
+            out.append(_pair_bins_not_run(base))
             continue
-        frac1 = _fractions(_bin_counts(bins[in1], group1, len(reps1), n_bins))
-        frac2 = _fractions(_bin_counts(bins[in2], group2, len(reps2), n_bins))
-        counts = np.bincount(bins[in1 | in2], minlength=n_bins)
-        per_bin = []
-        for k in range(int(bins[in1 | in2].max()) + 1):  # up to the pair's farthest cell
-            row = {
-                **base,
-                "analysis": "conditions bins",
-                "bin_start_um": edges[k],
-                "bin_end_um": edges[k + 1],
-                "test": MWU,
-            }
-            if counts[k] < min_cells:
-                row["note"] = (
-                    f"not run: fewer than {min_cells} cells in the bin across both "
-                    f"conditions ({int(counts[k])})"
-                )
-                per_bin.append(row)
-                continue
-            u, p, r = _mann_whitney(frac1[:, k], frac2[:, k])
-            row.update(
-                statistic=u,
-                p_value=p,
-                effect_size=r,
-                effect_size_name=RANK_BISERIAL,
-                note="per-replicate fraction of cells in the bin; "
-                + _replicate_note(len(reps1), len(reps2)),
+        frac1 = _fractions(_bin_counts(bins[in1], group1, len(reps1), edges.size - 1))
+        frac2 = _fractions(_bin_counts(bins[in2], group2, len(reps2), edges.size - 1))
+        out.append(_pair_bins(base, bins[in1 | in2], edges, frac1, frac2, min_cells))
+    return pd.concat(out, ignore_index=True)
+
+
+def _pair_ks(base: dict, d1: np.ndarray, d2: np.ndarray) -> pd.DataFrame:
+    """The KS row of a pair of conditions: pooled cell distances ``d1`` against ``d2``."""
+    ks = stats.ks_2samp(d1, d2, alternative="two-sided", method="auto")
+    note = "pooled cell distances of the two conditions (cells as independent observations)"
+    single = single_replicate_note(
+        base["condition"], base["n_replicates"], base["versus"], base["n_replicates_versus"]
+    )
+    row = {
+        **base,
+        "analysis": "conditions",
+        "test": KS,
+        "statistic": float(ks.statistic),
+        "p_value": float(ks.pvalue),
+        "effect_size": float(ks.statistic),
+        "effect_size_name": "KS D",
+        "note": f"{note}; {single}" if single else note,
+    }
+    return _stat_table([row])
+
+
+def _pair_bins_not_run(base: dict) -> pd.DataFrame:
+    """The one row saying a pair's per-bin tests need more replicates."""
+    n1, n2 = base["n_replicates"], base["n_replicates_versus"]
+    note = (
+        f"not run: needs at least {MIN_REPLICATES} replicates in each "
+        f"condition, have {n1} ({base['condition']}) and {n2} "
+        f"({base['versus']}); per-replicate fractions cannot be compared"
+    )
+    return _stat_table([{**base, "analysis": "conditions bins", "test": MWU, "note": note}])
+
+
+def _pair_bins(
+    base: dict,
+    bins: np.ndarray,
+    edges: np.ndarray,
+    frac1: np.ndarray,
+    frac2: np.ndarray,
+    min_cells: int,
+) -> pd.DataFrame:
+    """Per-bin Mann-Whitney tests of the per-replicate fractions of a pair, Holm-corrected.
+
+    ``bins`` are the bins of the cells of both conditions; ``frac1``, ``frac2`` the
+    (replicates, bins) fractions of each condition.
+    """
+    counts = np.bincount(bins, minlength=edges.size - 1)
+    n1, n2 = base["n_replicates"], base["n_replicates_versus"]
+    per_bin = []
+    for k in range(int(bins.max()) + 1):  # up to the pair's farthest cell
+        row = {
+            **base,
+            "analysis": "conditions bins",
+            "bin_start_um": edges[k],
+            "bin_end_um": edges[k + 1],
+            "test": MWU,
+        }
+        if counts[k] < min_cells:
+            row["note"] = (
+                f"not run: fewer than {min_cells} cells in the bin across both "
+                f"conditions ({int(counts[k])})"
             )
             per_bin.append(row)
-        out.append(_with_holm(per_bin, "bins"))
-    return pd.concat(out, ignore_index=True)
+            continue
+        u, p, r = _mann_whitney(frac1[:, k], frac2[:, k])
+        row.update(
+            statistic=u,
+            p_value=p,
+            effect_size=r,
+            effect_size_name=RANK_BISERIAL,
+            note="per-replicate fraction of cells in the bin; " + _replicate_note(n1, n2),
+        )
+        per_bin.append(row)
+    return _with_holm(per_bin, "bins")

@@ -69,22 +69,22 @@ def finite_distances(values, what: str) -> np.ndarray:
     return arr
 
 
-def distance_bins(top: float, bin_width: float) -> np.ndarray:
+def distance_bins(top: float, bin_width_um: float) -> np.ndarray:
     """Edges of the distance bins ``[k w, (k + 1) w)`` from 0 that cover ``0 .. top``.
 
     Every binned table (fold change, envelopes, replicate and condition tests) uses these
     edges with :func:`bin_index`, so a bin means the same everywhere.
     """
-    if not (bin_width > 0 and np.isfinite(bin_width)):
-        raise NicheError(f"The bin width must be a positive number of µm, got {bin_width}.")
-    n_bins = np.floor(top / bin_width) + 1
+    if not (bin_width_um > 0 and np.isfinite(bin_width_um)):
+        raise NicheError(f"The bin width must be a positive number of µm, got {bin_width_um}.")
+    n_bins = np.floor(top / bin_width_um) + 1
     if n_bins > MAX_BINS:
         raise NicheError(
-            f"Bins of {bin_width:g} µm over distances up to {top:.4g} µm would make "
+            f"Bins of {bin_width_um:g} µm over distances up to {top:.4g} µm would make "
             f"{n_bins:,.0f} bins (at most {MAX_BINS:,}): use a bin width of at least "
             f"{_nice_up(top / (MAX_BINS - 1) * 1.001):g} µm (the default is 5 µm)."
         )
-    return np.arange(int(n_bins) + 1) * float(bin_width)
+    return np.arange(int(n_bins) + 1) * float(bin_width_um)
 
 
 def _nice_up(x: float) -> float:
@@ -108,9 +108,9 @@ def width_keeping_a_bin(dot_distances, min_dots: int, *, at_least: float) -> flo
     return width
 
 
-def bin_index(x, bin_width: float) -> np.ndarray:
+def bin_index(x, bin_width_um: float) -> np.ndarray:
     """The bin (index into :func:`distance_bins`) of each distance ``x``."""
-    return np.floor(np.asarray(x, dtype=float) / bin_width).astype(np.int64)
+    return np.floor(np.asarray(x, dtype=float) / bin_width_um).astype(np.int64)
 
 
 def _check_min_dots(min_dots) -> None:
@@ -136,12 +136,12 @@ def fold_change_by_bin(
     cell_distances,
     dot_distances,
     *,
-    bin_width: float = 5.0,
+    bin_width_um: float = 5.0,
     min_dots: int = 10,
 ) -> pd.DataFrame:
     """Fold change of cells over random dots per distance bin.
 
-    Bins are ``[k * bin_width, (k + 1) * bin_width)`` µm from 0 up to the largest distance.
+    Bins are ``[k * bin_width_um, (k + 1) * bin_width_um)`` µm from 0 up to the largest distance.
     Per bin, fold change = (cells in bin / all cells) / (dots in bin / all dots). Bins
     holding fewer than ``min_dots`` dots are left out (their ratio would be noise, and
     neither 0 nor infinity is true); fractions are still over all cells and all dots.
@@ -152,11 +152,11 @@ def fold_change_by_bin(
     """
     cells = finite_distances(cell_distances, "cell distances")
     dots = finite_distances(dot_distances, "random-dot distances")
-    edges = distance_bins(max(cells.max(), dots.max()), bin_width)
+    edges = distance_bins(max(cells.max(), dots.max()), bin_width_um)
     _check_min_dots(min_dots)
     n_bins = edges.size - 1
-    cell_counts = np.bincount(bin_index(cells, bin_width), minlength=n_bins)
-    dot_counts = np.bincount(bin_index(dots, bin_width), minlength=n_bins)
+    cell_counts = np.bincount(bin_index(cells, bin_width_um), minlength=n_bins)
+    dot_counts = np.bincount(bin_index(dots, bin_width_um), minlength=n_bins)
     frac_cells = cell_counts / cells.size
     frac_dots = dot_counts / dots.size
     keep = dot_counts >= min_dots
