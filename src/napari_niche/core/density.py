@@ -55,7 +55,20 @@ _MAX_FINE_BINS = 8000  # caps memory when the grid spans thousands of bandwidths
 
 
 def silverman_bandwidth(values, *, floor_um: float = MIN_BANDWIDTH_UM) -> float:
-    """Silverman's rule of thumb ``0.9 min(sd, IQR / 1.34) n^(-1/5)``, at least ``floor_um``."""
+    """Choose a bandwidth by Silverman's rule ``0.9 min(sd, IQR / 1.34) n^(-1/5)``.
+
+    Parameters
+    ----------
+    values : array-like of float
+        The sample (µm).
+    floor_um : float
+        Smallest bandwidth returned (µm).
+
+    Returns
+    -------
+    float
+        The bandwidth (µm), at least ``floor_um``.
+    """
     x = np.asarray(values, dtype=float).ravel()
     if x.size < 2:
         return float(floor_um)

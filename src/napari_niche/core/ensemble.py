@@ -230,7 +230,7 @@ def _alpha_row(
     ci: float,
     weighting: str,
 ) -> dict[str, Any]:
-    """The :data:`ALPHA_COLUMNS` row of one condition: ensemble fit and per-track alphas."""
+    """Make the :data:`ALPHA_COLUMNS` row of one condition: ensemble and per-track alphas."""
     if fit.size >= min_fit_lags:
         x = np.log(fit + 1.0)
         alpha_ens = float(_slopes_rows(x, np.log(mean[fit])[None, :])[0])

@@ -153,6 +153,18 @@ def pointwise_ranks(curves: np.ndarray, alternative: str = "two-sided") -> np.nd
     GET's definitions (``find_calc_pointwiserank``): with ``n`` curves and average ranks
     ``R`` from below, two-sided ``min(R, n + 1 - R)``; ``"less"`` ``R`` (the lowest curve
     is the most extreme); ``"greater"`` ``n + 1 - R`` (the highest is).
+
+    Parameters
+    ----------
+    curves : ndarray
+        (n curves, bins).
+    alternative : {"two-sided", "less", "greater"}
+        Which curves count as extreme.
+
+    Returns
+    -------
+    ndarray of float
+        Ranks of the shape of ``curves``.
     """
     alternative = check_alternative(alternative)
     n = curves.shape[0]
@@ -274,7 +286,20 @@ def global_envelope_test(
 
 
 def null_set_sizes(null_set) -> tuple[np.ndarray, np.ndarray]:
-    """The null sets present and how many dots each holds."""
+    """Find the null sets present and how many dots each holds.
+
+    Parameters
+    ----------
+    null_set : array-like of int
+        Null set of every dot.
+
+    Returns
+    -------
+    ids : ndarray of int
+        The null sets present, ascending.
+    sizes : ndarray of int
+        Dots per null set.
+    """
     ids = np.asarray(null_set).ravel()
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         if not np.all(np.isfinite(ids.astype(float))) or np.any(ids != np.round(ids)):
@@ -396,7 +421,13 @@ def monte_carlo_envelope(
 
 
 def empty_envelope_table() -> pd.DataFrame:
-    """An envelope table with its columns and no rows (too few null sets to test)."""
+    """Return an envelope table with its columns and no rows (too few null sets to test).
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`ENVELOPE_COLUMNS`, no rows.
+    """
     table = pd.DataFrame({c: pd.Series(dtype=float) for c in ENVELOPE_COLUMNS})
     table["n_cells"] = table["n_cells"].astype(np.int64)
     table["n_dots"] = table["n_dots"].astype(np.int64)

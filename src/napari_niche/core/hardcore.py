@@ -58,16 +58,39 @@ def place_hard_core(
     progress: Callable[[float, str], None] | None = None,
     dots_per_batch: int,
 ) -> list[np.ndarray]:
-    """Flat anchor voxels of every realisation, each null set a hard-core arrangement.
+    """Place every realisation's virtual cells, each null set a hard-core arrangement.
 
-    ``placer`` holds the shapes and the allowed region (tissue outside the excluded
-    structures); ``shape_index`` is one realisation's layout (``dots_per_cell`` blocks of
-    one virtual cell per real cell); the result has one such array per stream. A virtual cell that
-    finds no room in ``max_attempts`` tries raises :class:`NoRoomError` saying how full
-    the tissue is. ``progress(fraction, message)`` is called about every
-    ``dots_per_batch`` virtual cells placed (the caller passes
-    :data:`~napari_niche.core.random_cells.DOTS_PER_BATCH`); an exception it raises (a
-    Cancel button) stops the placement there.
+    A virtual cell that finds no room in ``max_attempts`` tries raises
+    :class:`NoRoomError` saying how full the tissue is.
+
+    Parameters
+    ----------
+    placer : Placer
+        The shapes and the allowed region (tissue outside the excluded structures).
+    shape_index : ndarray of int
+        One realisation's layout: ``dots_per_cell`` blocks of one virtual cell per real
+        cell.
+    level_of_shape : ndarray of int
+        Which of ``samplers`` draws the candidates of each shape.
+    samplers : sequence of RegionSampler
+        Candidate regions.
+    streams : sequence of Generator
+        One random stream per realisation.
+    dots_per_cell : int
+        Null sets per realisation.
+    max_attempts : int
+        Candidates a virtual cell may try.
+    progress : callable, optional
+        ``progress(fraction, message)``, called about every ``dots_per_batch`` virtual
+        cells placed; an exception it raises (a Cancel button) stops the placement there.
+    dots_per_batch : int
+        Virtual cells between reports
+        (:data:`~napari_niche.core.random_cells.DOTS_PER_BATCH`).
+
+    Returns
+    -------
+    list of ndarray of int64
+        Flat anchor voxels, one array (laid out as ``shape_index``) per stream.
     """
     shapes = placer.shapes
     n_cells = shapes.labels.size

@@ -70,6 +70,8 @@ def compare_motility(
         One row per track, with the ``condition`` column and metric columns.
     metrics : iterable of str, optional
         Columns to compare; default :data:`COMPARED_METRICS` that are present.
+    condition : str
+        Column naming each track's condition.
     order : sequence of str, optional
         Condition order (condition_a is the earlier); default: order of appearance.
 

@@ -28,7 +28,13 @@ MSD_TRACK_COLUMNS: tuple[str, ...] = ("track_id", "lag_frames", "lag_s", "msd_um
 
 
 def check_msd_weighting(weighting) -> None:
-    """Raise :class:`TrackError` unless ``weighting`` is one of :data:`MSD_WEIGHTINGS`."""
+    """Raise :class:`TrackError` unless ``weighting`` is one of :data:`MSD_WEIGHTINGS`.
+
+    Parameters
+    ----------
+    weighting : object
+        The ensemble MSD weighting asked for.
+    """
     if weighting not in MSD_WEIGHTINGS:
         raise TrackError(
             f"Unknown MSD weighting {weighting!r}: use 'pairs' (every displacement pair "
@@ -254,9 +260,21 @@ def alpha_per_track(
     frame of the track): longer lags average few, overlapping pairs and bend the curve.
     Tracks with fewer than ``min_fit_lags`` usable lags get NaN.
 
+    Parameters
+    ----------
+    msd : TrackMSD
+        Per-track MSDs (:func:`msd_arrays`, usually through :func:`with_min_pairs`).
+    fit_fraction : float
+        Fraction of each track's span the fit covers.
+    min_fit_lags : int
+        Fewest usable lags (positive MSD) a fit needs.
+
     Returns
     -------
-    alpha, n_lags : arrays, one value per track (table order)
+    alpha : ndarray of float
+        One exponent per track (table order), NaN where not fitted.
+    n_lags : ndarray of int64
+        Lags each fit used.
     """
     kmax = fit_lags(msd.span, fit_fraction)
     use = (msd.lag <= kmax[msd.track]) & (msd.msd > 0)
@@ -266,11 +284,24 @@ def alpha_per_track(
 
 
 def classify_alpha(alpha, band: float = 0.1) -> np.ndarray:
-    """Sub-diffusive (alpha < 1 - band), diffusive, or super-diffusive (alpha > 1 + band).
+    """Classify MSD exponents as sub-diffusive, diffusive or super-diffusive.
 
-    ``band`` is the half-width of the interval around 1 called diffusive; per-track
-    alphas of short tracks scatter by several tenths, so judge classes over many tracks.
-    NaN alphas are labelled ``"not fitted"``.
+    Sub-diffusive: alpha < 1 - band; super-diffusive: alpha > 1 + band; diffusive in
+    between. ``band`` is the half-width of the interval around 1 called diffusive;
+    per-track alphas of short tracks scatter by several tenths, so judge classes over many
+    tracks. NaN alphas are labelled ``"not fitted"``.
+
+    Parameters
+    ----------
+    alpha : array-like of float
+        MSD exponents.
+    band : float
+        Half-width of the diffusive interval around 1.
+
+    Returns
+    -------
+    ndarray of object
+        One of :data:`MOTION_CLASSES` or :data:`NOT_FITTED` per alpha.
     """
     a = np.asarray(alpha, dtype=float)
     out = np.full(a.shape, NOT_FITTED, dtype=object)

@@ -128,6 +128,7 @@ class RandomCells:
 
     @property
     def n_dots(self) -> int:
+        """Number of virtual cells, all realisations together."""
         return int(self.shape_index.size)
 
     @property
@@ -162,10 +163,20 @@ class RandomCells:
         return np.argsort(locality_key(anchors, self.shapes.image_shape), kind="stable")
 
     def table(self, *, spacing: Sequence[float]) -> pd.DataFrame:
-        """One row per virtual cell: realisation, source label, centroid (µm), volume.
+        """Tabulate the virtual cells: realisation, source label, centroid (µm), volume.
 
         The centroid is the borrowed shape's centroid placed at the drawn voxel; the
         volume counts only the voxels inside the image (shapes are clipped at the edge).
+
+        Parameters
+        ----------
+        spacing : sequence of float
+            Voxel size in µm.
+
+        Returns
+        -------
+        DataFrame
+            One row per virtual cell.
         """
         ndim = len(self.shapes.image_shape)
         spacing = as_spacing(spacing, ndim)
@@ -195,7 +206,7 @@ class RandomCells:
         return table
 
     def min_distance(self, distance_map: np.ndarray, *, euclidean: bool = True) -> np.ndarray:
-        """Minimum of a distance map over each virtual cell's voxels, as for real cells.
+        """Take the minimum of a distance map over each virtual cell's voxels, as for cells.
 
         Parameters
         ----------
@@ -205,6 +216,11 @@ class RandomCells:
             :func:`~napari_niche.core.distance.distance_map_um`.
         euclidean : bool
             ``False`` for any other per-voxel values: every voxel is then read.
+
+        Returns
+        -------
+        ndarray
+            (m,) minimum per virtual cell.
 
         Notes
         -----
@@ -292,6 +308,18 @@ class RandomCells:
 
         Virtual cells may overlap each other (they are independent draws); where they do,
         the later one is shown.
+
+        Parameters
+        ----------
+        realization : int
+            Which realisation.
+        dtype : numpy dtype
+            Integer type of the label image.
+
+        Returns
+        -------
+        ndarray
+            Label image of the cells' image shape, 0 = background.
         """
         sel = np.flatnonzero(self.realization == realization)
         out = np.zeros(self.shapes.image_shape, dtype=dtype)
@@ -309,7 +337,7 @@ class RandomCells:
 
 
 def _largest(dtype: np.dtype):
-    """A value no element of an array of ``dtype`` exceeds (fills clipped voxels)."""
+    """Give a value no element of an array of ``dtype`` exceeds (fills clipped voxels)."""
     if dtype.kind == "f":
         return np.inf
     if dtype.kind == "b":
@@ -362,7 +390,22 @@ def allowed_region(
     tissue: np.ndarray | None = None,
     exclude: Mapping[str, np.ndarray] | Sequence[np.ndarray] = (),
 ) -> np.ndarray:
-    """Voxels where a virtual cell may lie: inside the tissue and outside excluded structures."""
+    """Find the voxels where a virtual cell may lie: in the tissue, outside excluded structures.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Image shape.
+    tissue : ndarray of bool, optional
+        Tissue mask; default the whole image.
+    exclude : mapping name -> mask, or sequence of masks
+        Structures to exclude.
+
+    Returns
+    -------
+    ndarray of bool
+        The allowed region.
+    """
     allowed = (
         np.ones(shape, dtype=bool) if tissue is None else as_mask(tissue, "tissue mask").copy()
     )
@@ -515,7 +558,7 @@ def _check_request(rule, dots_per_cell, realizations, crowding) -> tuple[int, in
 
 
 def _capped_placer(shapes: CellShapes, allowed: np.ndarray, expected: float, where: str):
-    """The whole-cell test, stopping once it has spent a few times the ``expected`` work."""
+    """Build the whole-cell test, stopping once it spent a few times the ``expected`` work."""
     cap = max(_MIN_TEST_CAP, _OVERRUN_FACTOR * expected)
     _check_reach(shapes)
     return _CappedFits(Placer(shapes, allowed).fits, shapes, cap, where)
@@ -723,7 +766,7 @@ def _expected_tests(
 
 
 def _duration(seconds: float) -> str:
-    """A rough duration in words: "about 3 minutes"."""
+    """Say a rough duration in words: "about 3 minutes"."""
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if seconds >= 2 * size:
             return f"about {seconds / size:.0f} {unit}"
@@ -914,11 +957,20 @@ def overlap_diagnostic(
     tissue: np.ndarray | None = None,
     exclude: Mapping[str, np.ndarray] = {},  # noqa: B006 - read only
 ) -> pd.DataFrame:
-    """Fraction of real cells that overlap each excluded structure or leave the tissue.
+    """Measure the fraction of real cells overlapping each excluded structure or the outside.
 
     The whole-cell null assumes real cells do not overlap excluded structures. Where many
     do (e.g. a vessel mask that swallows adjacent cells), the null is biased the other way
     and the user must be told (METHOD.md step 6).
+
+    Parameters
+    ----------
+    cells : CellVoxels
+        The segmented cells.
+    tissue : ndarray of bool, optional
+        Tissue mask.
+    exclude : mapping name -> mask
+        Structures the random cells exclude.
 
     Returns
     -------

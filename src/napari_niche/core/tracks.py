@@ -26,7 +26,18 @@ GAP_METHODS: tuple[str, ...] = ("split", "interpolate", "drop")
 
 
 def spatial_columns(tracks: pd.DataFrame) -> list[str]:
-    """``["z", "y", "x"]`` for 3D tracks, ``["y", "x"]`` for 2D ones (napari axis order)."""
+    """Name the position columns of a track table, in napari axis order.
+
+    Parameters
+    ----------
+    tracks : DataFrame
+        A track table.
+
+    Returns
+    -------
+    list of str
+        ``["z", "y", "x"]`` for 3D tracks (a ``z`` column), ``["y", "x"]`` for 2D ones.
+    """
     return ["z", "y", "x"] if "z" in tracks.columns else ["y", "x"]
 
 
@@ -211,6 +222,21 @@ def estimate_frame_interval(tracks: pd.DataFrame) -> float:
 
     The median ignores the odd irregular step; a table whose times are not frame x
     interval at all is caught by :func:`check_tracks` (time must increase with frame).
+
+    Parameters
+    ----------
+    tracks : DataFrame
+        A table checked by :func:`check_tracks`.
+
+    Returns
+    -------
+    float
+        Seconds per frame.
+
+    Raises
+    ------
+    TrackError
+        No track has two time points.
     """
     tid = tracks["track_id"].to_numpy()
     same = tid[1:] == tid[:-1]
@@ -228,10 +254,16 @@ def estimate_frame_interval(tracks: pd.DataFrame) -> float:
 def find_gaps(tracks: pd.DataFrame) -> pd.DataFrame:
     """Missing frames inside tracks: one row per gap.
 
+    Parameters
+    ----------
+    tracks : DataFrame
+        A table checked by :func:`check_tracks`.
+
     Returns
     -------
-    DataFrame with columns ``track_id``, ``last_frame_before``, ``first_frame_after``,
-    ``missing_frames``.
+    DataFrame
+        Columns ``track_id``, ``last_frame_before``, ``first_frame_after``,
+        ``missing_frames``.
     """
     tid = tracks["track_id"].to_numpy()
     frame = tracks["frame"].to_numpy()
@@ -353,11 +385,16 @@ def estimate_drift(tracks: pd.DataFrame) -> pd.DataFrame:
     assumes cells move independently: with few tracks, or cells migrating together
     (chemotaxis), it removes real motion too.
 
+    Parameters
+    ----------
+    tracks : DataFrame
+        A table checked by :func:`check_tracks`.
+
     Returns
     -------
-    DataFrame with one row per frame from the first to the last: ``frame``,
-    ``drift_<axis>_um`` per axis and ``n_tracks`` (tracks averaged for the step ending
-    at that frame).
+    DataFrame
+        One row per frame from the first to the last: ``frame``, ``drift_<axis>_um`` per
+        axis and ``n_tracks`` (tracks averaged for the step ending at that frame).
     """
     space = spatial_columns(tracks)
     tid = tracks["track_id"].to_numpy()
@@ -383,6 +420,11 @@ def estimate_drift(tracks: pd.DataFrame) -> pd.DataFrame:
 
 def correct_drift(tracks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Subtract the drift of :func:`estimate_drift` from every position.
+
+    Parameters
+    ----------
+    tracks : DataFrame
+        A table checked by :func:`check_tracks`.
 
     Returns
     -------
@@ -411,6 +453,15 @@ def split_at_frame(
     into its two parts, which are analysed as two tracks: no step, lag or exploration
     crosses the split. The "after" part gets a new ``track_id``; ``parent_track_id``
     links both to the file's track. Parts left with a single position are dropped.
+
+    Parameters
+    ----------
+    tracks : DataFrame
+        A table checked by :func:`check_tracks`.
+    split_frame : int
+        First frame of the second condition.
+    labels : (str, str)
+        Names of the conditions before and from ``split_frame``.
 
     Returns
     -------
