@@ -24,7 +24,18 @@ GATHER_VOXELS = 1 << 16
 
 
 def strides(shape: Sequence[int]) -> np.ndarray:
-    """C-order strides of an array of ``shape``, in elements (int64)."""
+    """Compute the C-order strides of an array of ``shape``, in elements.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Array shape.
+
+    Returns
+    -------
+    ndarray of int64
+        One stride per axis.
+    """
     tail = np.cumprod(np.asarray(shape[:0:-1], dtype=np.int64))[::-1]
     return np.concatenate([tail, [1]]).astype(np.int64)
 
@@ -45,11 +56,21 @@ class CellShapes:
 
     @classmethod
     def from_cells(cls, cells: CellVoxels) -> CellShapes:
-        """Offsets around each cell's own voxel nearest its centroid.
+        """Take the offsets around each cell's own voxel nearest its centroid.
 
         Anchoring on a voxel of the cell (not the rounded centroid, which lies outside a
         crescent-shaped cell) keeps the anchor inside every placed virtual cell, so a
         virtual cell always has at least one voxel in the image.
+
+        Parameters
+        ----------
+        cells : CellVoxels
+            The segmented cells.
+
+        Returns
+        -------
+        CellShapes
+            One shape per cell.
         """
         centroids = cells.centroids_vox
         coords = cells.coordinates()
@@ -93,10 +114,20 @@ class CellShapes:
         return index, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     def inscribed_radii_um(self, spacing: Sequence[float]) -> np.ndarray:
-        """Radius (µm) of the largest ball around each centroid voxel inside the shape.
+        """Measure the radius (µm) of the largest ball around each anchor inside the shape.
 
         Every voxel closer than this to the centroid belongs to the shape, so a shape can
         only fit where the nearest forbidden voxel is at least this far away.
+
+        Parameters
+        ----------
+        spacing : sequence of float
+            Voxel size in µm.
+
+        Returns
+        -------
+        ndarray of float
+            One radius per shape.
         """
         sp = np.asarray(spacing, dtype=float)
         radii = np.empty(self.labels.size)
@@ -146,11 +177,25 @@ def _face_interior(offsets: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 
 def locality_key(coords: tuple, shape: tuple[int, ...], slab: int = 4) -> np.ndarray:
-    """Sort key of positions ``(z, y, x)``: slabs of ``slab`` planes, row by row in each.
+    """Sort positions ``(z, y, x)`` by slabs of ``slab`` planes, row by row in each.
 
     Plain C order sweeps a whole plane before the next, so the planes a virtual cell
     reaches above and below have left the cache by the time their own cells come;
     sweeping a few planes together keeps them (measured ~20% fewer gather cycles).
+
+    Parameters
+    ----------
+    coords : tuple of array-like of int
+        Coordinates per axis.
+    shape : tuple of int
+        Image shape.
+    slab : int
+        Planes swept together.
+
+    Returns
+    -------
+    ndarray of int64
+        Sort key per position.
     """
     coords = [np.asarray(c, dtype=np.int64) for c in coords]
     if len(shape) < 3:
@@ -160,9 +205,19 @@ def locality_key(coords: tuple, shape: tuple[int, ...], slab: int = 4) -> np.nda
 
 
 def chunk_bounds(ends: np.ndarray, chunk: int) -> Iterator[tuple[int, int]]:
-    """Consecutive ``(start, stop)`` runs of items holding about ``chunk`` voxels each.
+    """Split items into consecutive runs holding about ``chunk`` voxels each.
 
-    ``ends`` is the cumulative voxel count; an item larger than ``chunk`` is a run alone.
+    Parameters
+    ----------
+    ends : ndarray of int
+        Cumulative voxel count of the items.
+    chunk : int
+        Voxels per run; an item larger than ``chunk`` is a run alone.
+
+    Yields
+    ------
+    (int, int)
+        ``(start, stop)`` of each run.
     """
     start, n = 0, ends.size
     while start < n:
@@ -179,11 +234,32 @@ def flat_chunks(
     shape_index: np.ndarray,
     chunk: int = GATHER_VOXELS,
 ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-    """Flat indices of virtual cells that need no clipping, a chunk of cells at a time.
+    """Give the flat indices of virtual cells that need no clipping, a chunk at a time.
 
-    Yields ``(dots, flat, seg)``: the slice of cells covered, ``anchor + offset`` of each
-    of their voxels and segment starts (``len(dots) + 1``). Offsets are flat index
-    differences in the array read (only valid where no shape crosses its edge).
+    Offsets are flat index differences in the array read (only valid where no shape
+    crosses its edge).
+
+    Parameters
+    ----------
+    flat_offsets : ndarray of int64
+        Flat offsets of every shape's voxels, grouped by shape.
+    starts : ndarray of int64
+        Where each shape's offsets start (n + 1).
+    anchor_flat : ndarray of int64
+        Flat anchor of every virtual cell.
+    shape_index : ndarray of int
+        Shape of every virtual cell.
+    chunk : int
+        Voxels per chunk.
+
+    Yields
+    ------
+    dots : slice
+        The virtual cells covered.
+    flat : ndarray of int64
+        ``anchor + offset`` of each of their voxels.
+    seg : ndarray of int64
+        Segment starts (``len(dots) + 1``).
     """
     sizes = np.diff(starts)[shape_index]
     if not sizes.size:
@@ -223,7 +299,20 @@ class Placer:
         self.shapes = shapes
 
     def fits(self, shape_index: np.ndarray, anchor_flat: np.ndarray) -> np.ndarray:
-        """Test candidates as :func:`~napari_niche.core.random_cells._fits` does, unpadded."""
+        """Test candidates as :func:`~napari_niche.core.random_cells._fits` does, unpadded.
+
+        Parameters
+        ----------
+        shape_index : ndarray of int
+            Shape of every candidate.
+        anchor_flat : ndarray of int64
+            Flat anchor of every candidate in the (unpadded) image.
+
+        Returns
+        -------
+        ndarray of bool
+            Whether each candidate fits.
+        """
         coords = np.unravel_index(anchor_flat, self.shapes.image_shape)
         padded = sum((c + p) * s for c, p, s in zip(coords, self.pad, self.strides, strict=True))
         order = np.argsort(locality_key(coords, self.shapes.image_shape), kind="stable")
@@ -250,6 +339,20 @@ class RegionSampler:
             self.index = _chunked_flatnonzero(values_flat, threshold)
 
     def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Draw ``n`` uniform voxels of the region.
+
+        Parameters
+        ----------
+        n : int
+            How many.
+        rng : Generator
+            The random stream drawn from.
+
+        Returns
+        -------
+        ndarray of int64
+            Flat indices.
+        """
         if self.index is not None:
             return self.index[rng.integers(self.index.size, size=n)]
         out = np.empty(n, dtype=np.int64)

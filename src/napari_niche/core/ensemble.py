@@ -62,10 +62,6 @@ ALPHA_COLUMNS: tuple[str, ...] = (
 )
 
 
-# ----------------------------------------------------------------------------------------
-# Ensemble MSD, alpha per condition, bootstrap
-
-
 def _rng(rng) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 

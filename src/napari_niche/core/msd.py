@@ -42,10 +42,6 @@ def check_msd_weighting(weighting) -> None:
         )
 
 
-# ----------------------------------------------------------------------------------------
-# Mean squared displacement
-
-
 @dataclass(frozen=True, eq=False)
 class TrackMSD:
     """Time-averaged MSD of every track in long form (only lags with enough pairs)."""

@@ -12,6 +12,8 @@ from .errors import TrackError
 from .tracks import TrackLayout, track_layout, track_positions
 
 SPEED_DEFINITIONS: tuple[str, ...] = ("step", "path")
+#: Columns of the per-track table of a motility analysis: the metrics here, plus alpha
+#: (:mod:`.msd`) and exploration (:mod:`.exploration`).
 PER_TRACK_COLUMNS: tuple[str, ...] = (
     "track_id",
     "parent_track_id",
