@@ -80,24 +80,19 @@ def _measure(fn: Callable[[], object], meter_cls) -> tuple[float, float]:
 def rows(n_tracks: int = N_TRACKS, n_points: int = N_POINTS) -> list[dict]:
     """One row per step: ``step``, ``size``, ``time_s``, ``peak_extra_gb``, ``target``,
     ``result`` ("pass"/"FAIL" for the row with a target, "" otherwise)."""
-    from napari_niche.core.motility import (
-        MotilityParams,
-        _layout,
-        _msd,
-        alpha_per_track,
-        check_tracks,
-        ensemble_msd,
-        msd_per_track,
-        sites_visited,
-        track_metrics,
-    )
+    from napari_niche.core.ensemble import ensemble_msd
+    from napari_niche.core.exploration import sites_visited
+    from napari_niche.core.motility import MotilityParams
+    from napari_niche.core.msd import alpha_per_track, msd_arrays, msd_per_track
+    from napari_niche.core.track_metrics import track_metrics
+    from napari_niche.core.tracks import check_tracks, track_layout
     from napari_niche.motility.pipeline import analyze_motility
 
     meter = _peak_meter()
     raw = make_tracks(n_tracks, n_points)
     tracks = check_tracks(raw)
-    lay = _layout(tracks)
-    msd = _msd(tracks, lay, min_pairs=3, max_lag=None)
+    lay = track_layout(tracks)
+    msd = msd_arrays(tracks, lay, min_pairs=3, max_lag=None)
     gapped = raw.sample(frac=0.99, random_state=0)  # 1% of positions lost, rows shuffled
     size = f"{n_tracks} tracks x {n_points} points, 3D"
     full = n_tracks == N_TRACKS and n_points == N_POINTS

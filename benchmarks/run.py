@@ -392,7 +392,7 @@ def _prepare(step: str, d: Path, spacing):
         def stats():
             out = []
             for k in c:
-                out.append(fold_change_by_bin(c[k], r[k], bin_width=5.0, min_dots=10))
+                out.append(fold_change_by_bin(c[k], r[k], bin_width_um=5.0, min_dots=10))
                 out.append(distance_tests(c[k], r[k]))
             out.append(quadrant_table(c["vessel"], c["bone"], r["vessel"], r["bone"]))
             return out

@@ -10,13 +10,10 @@ import pytest
 
 from napari_niche import __version__
 from napari_niche.cli.motility import add_parser, main, run
-from napari_niche.core.motility import (
-    ALPHA_COLUMNS,
-    COMPARISON_COLUMNS,
-    ENSEMBLE_COLUMNS,
-    MSD_TRACK_COLUMNS,
-    PER_TRACK_COLUMNS,
-)
+from napari_niche.core.ensemble import ALPHA_COLUMNS, ENSEMBLE_COLUMNS
+from napari_niche.core.motility_stats import COMPARISON_COLUMNS
+from napari_niche.core.msd import MSD_TRACK_COLUMNS
+from napari_niche.core.track_metrics import PER_TRACK_COLUMNS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TCELLS = DATA / "tcells_lymph_node.csv"

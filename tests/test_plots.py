@@ -117,7 +117,9 @@ def test_quadrant_plot_updates_in_place(distances):
 
 def test_fold_change_bars_and_absent_bins(distances):
     cells, dots = distances
-    fold = fold_change_by_bin(cells.dist_vessel_um, dots.dist_vessel_um, bin_width=4, min_dots=8)
+    fold = fold_change_by_bin(
+        cells.dist_vessel_um, dots.dist_vessel_um, bin_width_um=4, min_dots=8
+    )
     top = max(cells.dist_vessel_um.max(), dots.dist_vessel_um.max())
     stats = distance_tests(cells.dist_vessel_um, dots.dist_vessel_um)
     plot = fold_change_bars(
@@ -239,7 +241,7 @@ def test_fold_change_plot_shows_the_monte_carlo_envelope():
     cells = rng.exponential(3.0, n)  # closer than the dots: outside the envelope near 0
     dots = rng.exponential(8.0, n * sets)
     table, test = monte_carlo_envelope(cells, dots, np.repeat(np.arange(sets), n), alpha=0.05)
-    fold = fold_change_by_bin(cells, dots, bin_width=5.0)
+    fold = fold_change_by_bin(cells, dots, bin_width_um=5.0)
     fig = Figure()
     plot = fold_change_bars(
         fig.add_subplot(),
@@ -275,7 +277,7 @@ def test_one_sided_envelope_boxes_run_to_the_axis_edge(alternative):
     table, _ = monte_carlo_envelope(
         cells, dots, np.repeat(np.arange(sets), n), alternative=alternative
     )
-    fold = fold_change_by_bin(cells, dots, bin_width=5.0)
+    fold = fold_change_by_bin(cells, dots, bin_width_um=5.0)
     fig = Figure()
     plot = fold_change_bars(
         fig.add_subplot(),
@@ -306,7 +308,7 @@ def _envelope_case(n_sets=19, n=150):
     cells = rng.exponential(3.0, n)
     dots = rng.exponential(8.0, n * n_sets)
     table, test = monte_carlo_envelope(cells, dots, np.repeat(np.arange(n_sets), n), alpha=0.05)
-    fold = fold_change_by_bin(cells, dots, bin_width=5.0)
+    fold = fold_change_by_bin(cells, dots, bin_width_um=5.0)
     stats = distance_tests(cells, dots)
     stats.loc[len(stats)] = {
         "test": f"global envelope test (extreme rank length, {n_sets} null sets)",

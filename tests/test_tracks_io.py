@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_niche.core.motility import MotilityParams, TrackError, find_gaps
+from napari_niche.core.errors import TrackError
+from napari_niche.core.motility import MotilityParams
+from napari_niche.core.tracks import find_gaps
 from napari_niche.io.tracks import (
     detect_format,
     from_napari_tracks,

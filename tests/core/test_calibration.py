@@ -62,7 +62,7 @@ def test_null_fold_change_is_one_in_every_bin():
     runs = [_null_run(seed, "whole-cell", n_cells=10, dots_per_cell=10) for seed in range(120)]
     cells = np.concatenate([c for c, _ in runs])
     dots = np.concatenate([d for _, d in runs])
-    table = fold_change_by_bin(cells, dots, bin_width=5, min_dots=200)
+    table = fold_change_by_bin(cells, dots, bin_width_um=5, min_dots=200)
     assert len(table) >= 3
     well_filled = table[table["n_cells"] >= 100]
     np.testing.assert_allclose(well_filled["fold_change"], 1.0, atol=0.15)

@@ -99,7 +99,7 @@ def test_cells_vs_dots_is_distance_tests_in_the_common_format():
 def test_replicate_fractions_by_hand():
     cells = table([("m1", 1.0, 0), ("m1", 6.0, 0), ("m2", 2.0, 0)])
     dots = table([("m1", 1.0, 0), ("m1", 11.0, 0), ("m2", 7.0, 0), ("m2", 8.0, 0)])
-    f = replicate_fractions(cells, dots, structure="vessel", bin_width=5)
+    f = replicate_fractions(cells, dots, structure="vessel", bin_width_um=5)
     assert list(f["replicate"]) == ["m1"] * 3 + ["m2"] * 3
     assert list(f["bin_start_um"]) == [0, 5, 10] * 2
     assert list(f["n_cells"]) == [1, 1, 0, 1, 0, 0]
@@ -120,7 +120,7 @@ def test_replicate_bins_three_vs_three_cannot_reach_005():
         cells += [(m, 1.0, 0.0)] * 20
         dots += [(m, 1.0, 0.0)] * 10 + [(m, 7.0, 0.0)] * 10 + [(m, 12.0, 0.0)] * 10
     got = replicate_bin_tests(
-        table(cells), table(dots), structure="vessel", bin_width=5, min_dots=10, condition="A"
+        table(cells), table(dots), structure="vessel", bin_width_um=5, min_dots=10, condition="A"
     )
     assert list(got.columns) == STAT_COLUMNS
     assert list(got["bin_start_um"]) == [0, 5, 10]
@@ -189,7 +189,7 @@ def _conditions(rng, shift=0.0):
 def test_compare_conditions_every_pair():
     rng = np.random.default_rng(4)
     cells = _conditions(rng, shift=8.0)
-    got = compare_conditions(cells, structure="vessel", bin_width=5, min_cells=10)
+    got = compare_conditions(cells, structure="vessel", bin_width_um=5, min_cells=10)
     assert list(got.columns) == STAT_COLUMNS
     pairs = got[got["analysis"] == "conditions"][["condition", "versus"]]
     assert pairs.values.tolist() == [["A", "B"], ["A", "C"], ["B", "C"]]

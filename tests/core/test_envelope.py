@@ -6,10 +6,10 @@ from scipy import stats
 
 from napari_niche.core import (
     ENVELOPE_COLUMNS,
-    MIN_NULL_SETS,
     NicheError,
     fold_change_by_bin,
     global_envelope_test,
+    min_null_sets,
     monte_carlo_envelope,
 )
 
@@ -39,11 +39,11 @@ def reference_erl(observed, simulated, alternative="two-sided"):
 
 
 def test_min_null_sets():
-    assert MIN_NULL_SETS(0.05) == 19
-    assert MIN_NULL_SETS(0.01) == 99
-    assert MIN_NULL_SETS(0.1) == 9
+    assert min_null_sets(0.05) == 19
+    assert min_null_sets(0.01) == 99
+    assert min_null_sets(0.1) == 9
     with pytest.raises(NicheError, match="alpha"):
-        MIN_NULL_SETS(0.7)
+        min_null_sets(0.7)
 
 
 def test_one_bin_by_hand():
@@ -167,10 +167,10 @@ def test_monte_carlo_envelope_by_hand():
     n, s = 40, 19
     cells, dots, sets = _null_sets(rng, n, s, lambda g, m: g.gamma(2.0, 5.0, m))
     sets = rng.permutation(sets)  # null sets need not be contiguous
-    table, test = monte_carlo_envelope(cells, dots, sets, bin_width=5, min_dots=10)
+    table, test = monte_carlo_envelope(cells, dots, sets, bin_width_um=5, min_dots=10)
     assert list(table.columns) == ENVELOPE_COLUMNS
     # the fold change part equals fold_change_by_bin on the pooled dots
-    fold = fold_change_by_bin(cells, dots, bin_width=5, min_dots=10)
+    fold = fold_change_by_bin(cells, dots, bin_width_um=5, min_dots=10)
     for col in fold.columns:
         np.testing.assert_allclose(table[col], fold[col])
     # each null set's own fraction per kept bin; fold changes over the pooled dot fractions

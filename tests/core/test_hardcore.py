@@ -96,7 +96,7 @@ def _null_run(seed: int, fraction: float, crowding: str):
         crowding=crowding,
     )
     dc, dd = cells.reduce_min(dmap.reshape(-1)), dots.min_distance(dmap)
-    _, test = monte_carlo_envelope(dc, dd, dots.null_set, bin_width=BIN_UM, min_dots=10)
+    _, test = monte_carlo_envelope(dc, dd, dots.null_set, bin_width_um=BIN_UM, min_dots=10)
     return test.rejected, (dc < BIN_UM).sum(), dc.size, (dd < BIN_UM).sum(), dd.size
 
 

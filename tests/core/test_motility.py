@@ -8,22 +8,20 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from napari_niche.core.motility import (
-    MotilityParams,
-    TrackError,
+from napari_niche.core.ensemble import ensemble_msd
+from napari_niche.core.errors import TrackError
+from napari_niche.core.exploration import sites_visited
+from napari_niche.core.motility import MotilityParams
+from napari_niche.core.motility_stats import compare_motility, paired_tests
+from napari_niche.core.msd import classify_alpha, msd_per_track
+from napari_niche.core.track_metrics import track_metrics
+from napari_niche.core.tracks import (
     check_tracks,
-    classify_alpha,
-    compare_conditions,
     correct_drift,
-    ensemble_msd,
     estimate_drift,
     find_gaps,
     handle_gaps,
-    msd_per_track,
-    paired_tests,
-    sites_visited,
     split_at_frame,
-    track_metrics,
 )
 from napari_niche.io.tracks import from_napari_tracks
 from napari_niche.motility.pipeline import analyze_motility
@@ -365,7 +363,7 @@ def test_condition_split_cuts_spanning_tracks():
     assert list(res.alpha["condition"]) == ["before", "after"]
 
 
-def test_compare_conditions_finds_a_real_difference_and_not_a_null_one():
+def test_compare_motility_finds_a_real_difference_and_not_a_null_one():
     rng = np.random.default_rng(2)
     per = pd.DataFrame(
         {
@@ -374,7 +372,7 @@ def test_compare_conditions_finds_a_real_difference_and_not_a_null_one():
             "straightness": rng.uniform(0.2, 0.8, 120),
         }
     )
-    out = compare_conditions(per)
+    out = compare_motility(per)
     speed = out[out["metric"] == "mean_speed_um_per_min"].set_index("test")
     assert (speed["p_value"] < 1e-6).all()
     assert speed.loc["Welch t", "mean_a"] > speed.loc["Welch t", "mean_b"]

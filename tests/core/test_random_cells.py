@@ -247,6 +247,7 @@ def test_uniform_over_positions_that_fit_when_room_is_scarce():
     # whole cell, so the pilot acceptance falls below the blind-sampling threshold and
     # candidates come from the room map; the result must still be uniform over exactly
     # the positions where the whole shape fits.
+    from napari_niche.core import _placement as pl
     from napari_niche.core import random_cells as rc
 
     shape, sp = (120, 120), (1.0, 1.0)
@@ -256,8 +257,8 @@ def test_uniform_over_positions_that_fit_when_room_is_scarce():
     allowed[40:62, 70:92] = True  # one pocket
     allowed[48:51, 74:86] = False  # a forbidden bar inside the pocket
     cells = cell_voxels(labels)
-    shapes = rc.CellShapes.from_cells(cells)
-    sampler = rc._RegionSampler(allowed.reshape(-1).view(np.uint8), 1)
+    shapes = pl.CellShapes.from_cells(cells)
+    sampler = pl.RegionSampler(allowed.reshape(-1).view(np.uint8), 1)
     pilot = rc._pilot_acceptance(shapes, sampler, allowed.reshape(-1), np.random.default_rng(0))
     assert 0 < pilot < rc._BLIND_MIN_ACCEPTANCE  # the room-map path is the one tested
     dots = seed_random_cells(cells, spacing=sp, tissue=allowed, dots_per_cell=20000, rng=4)

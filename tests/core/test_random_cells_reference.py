@@ -12,6 +12,7 @@ import pytest
 from helpers import balls
 from scipy import ndimage as ndi
 
+from napari_niche.core import _placement as pl
 from napari_niche.core import cell_voxels, distance_map_um, seed_random_cells
 from napari_niche.core import random_cells as rc
 
@@ -32,12 +33,12 @@ def _voxels(shapes, k, anchor):
 def reference_seed(cells, *, spacing, tissue, exclude, rule, dots_per_cell, realizations, rng):
     """The sampling algorithm of seed_random_cells, written plainly."""
     allowed = rc.allowed_region(cells.shape, tissue=tissue, exclude=exclude)
-    shapes = rc.CellShapes.from_cells(cells)
+    shapes = pl.CellShapes.from_cells(cells)
     flat_allowed = allowed.reshape(-1)
     generator = np.random.default_rng(rng)
     pilot_rng = generator.spawn(1)[0]
     streams = generator.spawn(realizations)
-    samplers = [rc._RegionSampler(flat_allowed.view(np.uint8), 1)]
+    samplers = [pl.RegionSampler(flat_allowed.view(np.uint8), 1)]
     level_of_shape = np.zeros(cells.n_cells, dtype=np.int64)
     if rule == "whole-cell" and (
         rc._pilot_acceptance(shapes, samplers[0], flat_allowed, pilot_rng)
@@ -47,7 +48,7 @@ def reference_seed(cells, *, spacing, tissue, exclude, rule, dots_per_cell, real
         radii = shapes.inscribed_radii_um(spacing)
         levels = np.unique(np.quantile(radii, np.linspace(0.0, 1.0, 9)[:-1]))
         level_of_shape = np.searchsorted(levels, radii, side="right") - 1
-        samplers = [rc._RegionSampler(room, max(r - 1e-4, 1e-6)) for r in levels]
+        samplers = [pl.RegionSampler(room, max(r - 1e-4, 1e-6)) for r in levels]
 
     def fits(k, flat):
         anchor = np.unravel_index(flat, cells.shape)
@@ -162,12 +163,12 @@ def test_fast_placement_matches_the_reference_when_room_is_scarce():
 
 def test_batched_fits_match_the_plain_test(scene):
     cells = cell_voxels(scene["labels"])
-    shapes = rc.CellShapes.from_cells(cells)
+    shapes = pl.CellShapes.from_cells(cells)
     allowed = rc.allowed_region(cells.shape, tissue=scene["tissue"], exclude=scene["exclude"])
     rng = np.random.default_rng(0)
     shape_index = rng.integers(cells.n_cells, size=3000)
     cand = rng.integers(allowed.size, size=3000)  # anywhere, edges included
-    fast = rc._Placer(shapes, allowed).fits(shape_index, cand)
+    fast = pl.Placer(shapes, allowed).fits(shape_index, cand)
     plain = rc._fits(shapes, shape_index, cand, allowed.reshape(-1))
     np.testing.assert_array_equal(fast, plain)
     assert 0.05 < fast.mean() < 0.95
@@ -217,7 +218,7 @@ def test_surface_minimum_equals_the_whole_cell_minimum_for_any_shape_and_voxel_s
         blob = blob_labels == np.bincount(blob_labels.ravel())[1:].argmax() + 1
         labels = np.zeros(shape, np.int32)
         labels[tuple(slice(2, 9) for _ in range(ndim))] = blob
-        shapes = rc.CellShapes.from_cells(cell_voxels(labels))
+        shapes = pl.CellShapes.from_cells(cell_voxels(labels))
         anchors = np.argwhere(np.ones(shape, bool))
         dots = rc.RandomCells(
             shapes,
@@ -239,7 +240,7 @@ def test_structure_inside_a_virtual_cell_is_read_whole():
     # a structure is not excluded, so min_distance must read every voxel.
     shape = (15, 15)
     labels = balls(shape, [(7, 7)], 3.0, (1.0, 1.0))
-    shapes = rc.CellShapes.from_cells(cell_voxels(labels))
+    shapes = pl.CellShapes.from_cells(cell_voxels(labels))
     structure = np.zeros(shape, bool)
     structure[7, 7] = True
     dmap = distance_map_um(structure, spacing=(1.0, 1.0))

@@ -9,7 +9,7 @@ from napari_niche.core import NicheError, distance_tests, fold_change_by_bin, qu
 def test_fold_change_by_hand():
     cells = [0.0, 1.0, 4.9, 7.0]  # 3 in [0,5), 1 in [5,10)
     dots = [0.5] * 10 + [6.0] * 20 + [12.0] * 5  # 10, 20, 5 dots
-    t = fold_change_by_bin(cells, dots, bin_width=5, min_dots=10)
+    t = fold_change_by_bin(cells, dots, bin_width_um=5, min_dots=10)
     # The [10,15) bin holds 5 dots < 10: left out, not 0, not inf.
     assert list(t["bin_start_um"]) == [0.0, 5.0]
     assert list(t["bin_end_um"]) == [5.0, 10.0]
@@ -21,15 +21,15 @@ def test_fold_change_by_hand():
 
 
 def test_fold_change_keeps_bins_without_cells_as_zero_when_dots_suffice():
-    t = fold_change_by_bin([1.0], [1.0] * 10 + [7.0] * 10, bin_width=5, min_dots=10)
+    t = fold_change_by_bin([1.0], [1.0] * 10 + [7.0] * 10, bin_width_um=5, min_dots=10)
     assert list(t["fold_change"]) == [2.0, 0.0]
 
 
 def test_fold_change_min_dots_configurable_and_bad_width():
-    t = fold_change_by_bin([1.0], [1.0, 7.0, 12.0], bin_width=5, min_dots=1)
+    t = fold_change_by_bin([1.0], [1.0, 7.0, 12.0], bin_width_um=5, min_dots=1)
     assert len(t) == 3
     with pytest.raises(NicheError, match="bin width"):
-        fold_change_by_bin([1.0], [1.0], bin_width=0)
+        fold_change_by_bin([1.0], [1.0], bin_width_um=0)
     with pytest.raises(NicheError, match="No cell distances"):
         fold_change_by_bin([], [1.0])
 

@@ -17,8 +17,8 @@ from helpers import cli, real_cli
 
 from napari_niche import cli as cli_module
 from napari_niche.cli import main
-from napari_niche.core.errors import NicheError
-from napari_niche.core.motility import MotilityParams, TrackError
+from napari_niche.core.errors import NicheError, TrackError
+from napari_niche.core.motility import MotilityParams
 from napari_niche.io import write_image
 from napari_niche.params import AnalysisParams
 

@@ -26,8 +26,8 @@ from napari_niche import cli as cli_module
 from napari_niche.cli import main
 from napari_niche.cli import motility as motility_cli
 from napari_niche.core._validate import as_spacing
-from napari_niche.core.errors import NicheError
-from napari_niche.core.motility import MotilityParams, TrackError
+from napari_niche.core.errors import NicheError, TrackError
+from napari_niche.core.motility import MotilityParams
 from napari_niche.experiment.runner import run_experiment
 from napari_niche.experiment.spec import Experiment, ExperimentError
 from napari_niche.io import write_image

@@ -1,6 +1,6 @@
 """The Motility widget in a real viewer, docked through the manifest.
 
-Every number shown is compared with :func:`napari_niche.core.motility.analyze_motility` on
+Every number shown is compared with :func:`napari_niche.motility.pipeline.analyze_motility` on
 the same tracks; the per-point metrics must land on the right points of the Tracks layer.
 """
 
@@ -15,7 +15,8 @@ import pytest
 
 from napari_niche.core.errors import NicheError
 from napari_niche.core.intensity import mean_intensity_in_shapes
-from napari_niche.core.motility import MotilityParams, paired_tests
+from napari_niche.core.motility import MotilityParams
+from napari_niche.core.motility_stats import paired_tests
 from napari_niche.io.tracks import from_napari_tracks, read_tracks
 from napari_niche.motility.pipeline import analyze_motility
 

@@ -228,7 +228,7 @@ def test_fold_change_view_draws_the_table(docked):
     assert session.params.bin_width_um == 10.0
     x, heights, widths = _bars(widget)
     expected = fold_change_by_bin(
-        _dist(cells, "vessel"), _dist(dots, "vessel"), bin_width=10.0, min_dots=25
+        _dist(cells, "vessel"), _dist(dots, "vessel"), bin_width_um=10.0, min_dots=25
     )
     np.testing.assert_array_equal(x, expected["bin_start_um"])
     np.testing.assert_allclose(heights, expected["fold_change"])

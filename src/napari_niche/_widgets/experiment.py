@@ -436,7 +436,7 @@ class ExperimentWidget(NicheWidget):
         """
         from dataclasses import replace
 
-        from napari_niche.core.envelope import MIN_NULL_SETS
+        from napari_niche.core.envelope import min_null_sets
         from napari_niche.experiment.spec import Experiment
 
         path = Path(path)
@@ -448,7 +448,7 @@ class ExperimentWidget(NicheWidget):
                 f"{path} exists already: open it instead, or choose another file name."
             )
         params = replace(self.session.params, voxel_size=None)
-        need = MIN_NULL_SETS(params.alpha)
+        need = min_null_sets(params.alpha)
         raised = ""
         if params.dots_per_cell * params.realizations < need:
             realizations = -(-need // params.dots_per_cell)

@@ -1,6 +1,6 @@
 """Cell motility: per-track metrics, MSD, alpha and condition tests on a napari Tracks layer.
 
-Everything is computed by :func:`napari_niche.core.motility.analyze_motility` (the same as
+Everything is computed by :func:`napari_niche.motility.pipeline.analyze_motility` (the same as
 ``napari-niche motility``) and drawn with the figure functions of
 :mod:`napari_niche.cli.motility`, so the widget and the command give the same numbers and
 pictures. The widget only moves data: Tracks layer -> track table -> result -> table view,
@@ -9,7 +9,7 @@ metric). The layer's own data are never changed.
 
 The paired ROI tool measures, for every shape of a Shapes layer, the mean intensity in a
 "before" and an "after" image (:func:`napari_niche.core.intensity.mean_intensity_in_shapes`)
-and runs :func:`napari_niche.core.motility.paired_tests` on the pairs.
+and runs :func:`napari_niche.core.motility_stats.paired_tests` on the pairs.
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ from napari_niche._widgets._layers import check_aligned, layer_array
 from napari_niche._widgets.tables import DataFrameModel, write_csv
 from napari_niche.core.errors import NicheError
 from napari_niche.core.intensity import mean_intensity_in_shapes
-from napari_niche.core.motility import GAP_METHODS, MSD_WEIGHTINGS, MotilityParams, paired_tests
+from napari_niche.core.motility import MotilityParams
+from napari_niche.core.motility_stats import paired_tests
+from napari_niche.core.msd import MSD_WEIGHTINGS
+from napari_niche.core.tracks import GAP_METHODS
 from napari_niche.io.tracks import (
     FORMATS,
     from_napari_tracks,

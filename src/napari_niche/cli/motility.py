@@ -31,13 +31,10 @@ from pathlib import Path
 from napari_niche import __version__
 from napari_niche.core._validate import parse_numbers
 from napari_niche.core.errors import NicheError
-from napari_niche.core.motility import (
-    GAP_METHODS,
-    MSD_WEIGHTINGS,
-    SPEED_DEFINITIONS,
-    MotilityParams,
-    spatial_columns,
-)
+from napari_niche.core.motility import MotilityParams
+from napari_niche.core.msd import MSD_WEIGHTINGS
+from napari_niche.core.track_metrics import SPEED_DEFINITIONS
+from napari_niche.core.tracks import GAP_METHODS, spatial_columns
 from napari_niche.io import CSV_FLOAT_FORMAT, OutputFolderError, write_atomically
 from napari_niche.io.tracks import FORMATS, parse_column_mapping, read_tracks
 from napari_niche.motility.figures import alpha_figure, msd_figure, speed_figure

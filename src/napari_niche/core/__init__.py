@@ -12,6 +12,11 @@ No Qt and no napari here. Every step of METHOD.md lives in exactly one place:
 - :mod:`.envelope` Monte Carlo envelopes and the global envelope test
 - :mod:`.compare` replicate, contingency and between-condition tests in one table format
 - :mod:`.density` the cell / random-cell density ratio along distance (rhohat-like)
+- motility: :mod:`.tracks` (the track table, gaps, drift, conditions),
+  :mod:`.track_metrics` (speed, straightness), :mod:`.msd` (per-track MSD, alpha),
+  :mod:`.ensemble` (ensemble MSD and alpha per condition), :mod:`.exploration` (sites
+  visited), :mod:`.motility_stats` (tests between conditions), :mod:`.motility` (its
+  parameters)
 
 The names below are imported on first use (PEP 562): ``import napari_niche.core.errors``,
 all the command line and the parameter files need, does not pull in scipy, scikit-image
@@ -46,11 +51,12 @@ if TYPE_CHECKING:
     )
     from .density import density_ratio
     from .distance import distance_map_um, distance_maps_um
+    from .ensemble import ensemble_msd
     from .envelope import (
         ENVELOPE_COLUMNS,
-        MIN_NULL_SETS,
         EnvelopeTest,
         global_envelope_test,
+        min_null_sets,
         monte_carlo_envelope,
     )
     from .errors import (
@@ -61,11 +67,25 @@ if TYPE_CHECKING:
         NotBinaryError,
         ShapeMismatchError,
         SpacingError,
+        TrackError,
     )
+    from .exploration import sites_visited
+    from .motility_stats import compare_motility, paired_tests
+    from .msd import alpha_per_track, classify_alpha, msd_per_track
     from .preprocess import normalize_slices, smooth_um
     from .random_cells import RandomCells, overlap_diagnostic, seed_random_cells
     from .stats import distance_column, distance_tests, fold_change_by_bin, quadrant_table
     from .threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
+    from .track_metrics import track_metrics
+    from .tracks import (
+        check_tracks,
+        correct_drift,
+        estimate_drift,
+        estimate_frame_interval,
+        find_gaps,
+        handle_gaps,
+        split_at_frame,
+    )
 
 # name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
@@ -91,8 +111,9 @@ _EXPORTS: dict[str, str] = {
     "density_ratio": "density",
     "distance_map_um": "distance",
     "distance_maps_um": "distance",
+    "ensemble_msd": "ensemble",
     "ENVELOPE_COLUMNS": "envelope",
-    "MIN_NULL_SETS": "envelope",
+    "min_null_sets": "envelope",
     "EnvelopeTest": "envelope",
     "global_envelope_test": "envelope",
     "monte_carlo_envelope": "envelope",
@@ -103,6 +124,13 @@ _EXPORTS: dict[str, str] = {
     "NotBinaryError": "errors",
     "ShapeMismatchError": "errors",
     "SpacingError": "errors",
+    "TrackError": "errors",
+    "sites_visited": "exploration",
+    "compare_motility": "motility_stats",
+    "paired_tests": "motility_stats",
+    "alpha_per_track": "msd",
+    "classify_alpha": "msd",
+    "msd_per_track": "msd",
     "normalize_slices": "preprocess",
     "smooth_um": "preprocess",
     "RandomCells": "random_cells",
@@ -115,11 +143,18 @@ _EXPORTS: dict[str, str] = {
     "THRESHOLD_METHODS": "threshold",
     "threshold_mask": "threshold",
     "threshold_value": "threshold",
+    "track_metrics": "track_metrics",
+    "check_tracks": "tracks",
+    "correct_drift": "tracks",
+    "estimate_drift": "tracks",
+    "estimate_frame_interval": "tracks",
+    "find_gaps": "tracks",
+    "handle_gaps": "tracks",
+    "split_at_frame": "tracks",
 }
 
 __all__ = [
     "ENVELOPE_COLUMNS",
-    "MIN_NULL_SETS",
     "STAT_COLUMNS",
     "THRESHOLD_METHODS",
     "CellVoxels",
@@ -132,26 +167,40 @@ __all__ = [
     "RandomCells",
     "ShapeMismatchError",
     "SpacingError",
+    "TrackError",
+    "alpha_per_track",
     "cell_table",
     "cell_voxels",
     "cells_vs_dots_tests",
+    "check_tracks",
+    "classify_alpha",
     "close_um",
     "compare_conditions",
+    "compare_motility",
+    "correct_drift",
     "count_small_objects",
     "density_ratio",
     "distance_column",
     "distance_map_um",
     "distance_maps_um",
     "distance_tests",
+    "ensemble_msd",
+    "estimate_drift",
+    "estimate_frame_interval",
     "fill_holes",
+    "find_gaps",
     "fold_change_by_bin",
     "global_envelope_test",
+    "handle_gaps",
     "holm",
     "label_cells",
     "min_distance_per_label",
+    "min_null_sets",
     "monte_carlo_envelope",
+    "msd_per_track",
     "normalize_slices",
     "overlap_diagnostic",
+    "paired_tests",
     "quadrant_contingency",
     "quadrant_table",
     "rank_biserial",
@@ -160,10 +209,13 @@ __all__ = [
     "replicate_fractions",
     "replicate_quadrant_tests",
     "seed_random_cells",
+    "sites_visited",
     "smooth_um",
+    "split_at_frame",
     "threshold_mask",
     "threshold_value",
     "tissue_map",
+    "track_metrics",
 ]
 
 

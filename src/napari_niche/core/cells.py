@@ -36,6 +36,7 @@ class CellVoxels:
 
     @property
     def n_cells(self) -> int:
+        """Number of cells."""
         return int(self.labels.size)
 
     @property
@@ -44,7 +45,13 @@ class CellVoxels:
         return np.diff(self.starts)
 
     def coordinates(self) -> np.ndarray:
-        """(V, ndim) integer voxel coordinates of all cell voxels, grouped by cell."""
+        """Give the integer voxel coordinates of all cell voxels, grouped by cell.
+
+        Returns
+        -------
+        ndarray
+            (V, ndim) coordinates.
+        """
         return np.stack(np.unravel_index(self.flat_index, self.shape), axis=1)
 
     @cached_property
@@ -55,16 +62,48 @@ class CellVoxels:
         return sums / self.sizes[:, None]
 
     def reduce_min(self, values_flat: np.ndarray) -> np.ndarray:
-        """Minimum of a flat per-voxel array over each cell's voxels."""
+        """Take the minimum of a flat per-voxel array over each cell's voxels.
+
+        Parameters
+        ----------
+        values_flat : ndarray
+            One value per voxel of the image, flattened in C order.
+
+        Returns
+        -------
+        ndarray
+            (n,) minimum per cell.
+        """
         return np.minimum.reduceat(values_flat[self.flat_index], self.starts[:-1])
 
     def reduce_any(self, mask_flat: np.ndarray) -> np.ndarray:
-        """Whether any voxel of each cell is set in a flat boolean array."""
+        """Tell whether any voxel of each cell is set in a flat boolean array.
+
+        Parameters
+        ----------
+        mask_flat : ndarray of bool
+            One value per voxel of the image, flattened in C order.
+
+        Returns
+        -------
+        ndarray of bool
+            (n,) one flag per cell.
+        """
         return np.logical_or.reduceat(mask_flat[self.flat_index], self.starts[:-1])
 
 
 def cell_voxels(labels: np.ndarray) -> CellVoxels:
     """Group the voxels of a label image (0 = background) by label.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        Label image, one label per cell.
+
+    Returns
+    -------
+    CellVoxels
+        The voxels of every cell, grouped by label.
 
     Raises
     ------
@@ -107,19 +146,53 @@ def _axis_names(ndim: int) -> list[str]:
 
 
 def centroid_columns(ndim: int) -> list[str]:
-    """Names of the centroid columns (µm) in every per-object table."""
+    """Name the centroid columns (µm) of every per-object table.
+
+    Parameters
+    ----------
+    ndim : int
+        2 or 3.
+
+    Returns
+    -------
+    list of str
+        e.g. ``["centroid_z_um", "centroid_y_um", "centroid_x_um"]``.
+    """
     return [f"centroid_{a}_um" for a in _axis_names(ndim)]
 
 
 def size_column(ndim: int) -> str:
-    """``volume_um3`` for 3D images, ``area_um2`` for 2D sections."""
+    """Name the size column of every per-object table.
+
+    Parameters
+    ----------
+    ndim : int
+        2 or 3.
+
+    Returns
+    -------
+    str
+        ``volume_um3`` for 3D images, ``area_um2`` for 2D sections.
+    """
     return "volume_um3" if ndim == 3 else "area_um2"
 
 
 def cell_table(cells: CellVoxels, *, spacing: float | Sequence[float]) -> pd.DataFrame:
-    """One row per cell: ``label``, centroid in µm (z, y, x) and volume in µm³.
+    """Tabulate the cells: ``label``, centroid in µm (z, y, x) and volume in µm³.
 
     2D images give an area in µm² instead of a volume.
+
+    Parameters
+    ----------
+    cells : CellVoxels
+        The cells (:func:`cell_voxels`).
+    spacing : float or sequence of float
+        Voxel size in µm (z, y, x), one value for isotropic voxels.
+
+    Returns
+    -------
+    DataFrame
+        One row per cell.
     """
     ndim = len(cells.shape)
     spacing = as_spacing(spacing, ndim)
@@ -132,7 +205,20 @@ def cell_table(cells: CellVoxels, *, spacing: float | Sequence[float]) -> pd.Dat
 
 
 def min_distance_per_label(cells: CellVoxels, distance_map: np.ndarray) -> np.ndarray:
-    """Minimum of a distance map over each cell's voxels (0 for a cell touching the structure)."""
+    """Take the minimum of a distance map over each cell's voxels.
+
+    Parameters
+    ----------
+    cells : CellVoxels
+        The cells (:func:`cell_voxels`).
+    distance_map : ndarray
+        Distance (µm) of every voxel to a structure, of the cells' image shape.
+
+    Returns
+    -------
+    ndarray of float
+        (n,) distance per cell; 0 for a cell touching the structure.
+    """
     if tuple(distance_map.shape) != cells.shape:
         raise InvalidImageError(
             f"The distance map has shape {distance_map.shape} but the cells {cells.shape}."

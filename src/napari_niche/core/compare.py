@@ -121,7 +121,13 @@ def _stat_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def empty_stat_table() -> pd.DataFrame:
-    """A statistics table with every column and no rows."""
+    """Return a statistics table with every column and no rows.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`STAT_COLUMNS`, no rows.
+    """
     return _stat_table([])
 
 
@@ -132,6 +138,16 @@ def holm(p_values) -> np.ndarray:
     The k-th smallest of m p-values is multiplied by ``m - k + 1``, then made monotone
     (an adjusted p-value is never smaller than that of a smaller raw p-value) and capped
     at 1.
+
+    Parameters
+    ----------
+    p_values : array-like of float
+        Raw p-values of one family of tests; NaN for tests not run.
+
+    Returns
+    -------
+    ndarray of float
+        Adjusted p-values in the order given.
     """
     p = np.asarray(p_values, dtype=float).ravel()
     out = np.full(p.shape, np.nan)
@@ -152,6 +168,16 @@ def smallest_mann_whitney_p(n1: int, n2: int) -> float:
     3 vs 3, 0.029 for 4 vs 4), so small groups cannot reach 0.05 whatever the effect.
     (With tied values and unequal groups the exact p can be smaller: ties remove the
     mirror-image split.)
+
+    Parameters
+    ----------
+    n1, n2 : int
+        Sizes of the two groups.
+
+    Returns
+    -------
+    float
+        The smallest p-value.
     """
     if n1 < 1 or n2 < 1:
         return 1.0
@@ -201,7 +227,7 @@ def _exact_mann_whitney(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def _distances_of(table, structure: str, what: str) -> np.ndarray:
-    """The distances of a table (a DataFrame with ``dist_<structure>_um``) or an array."""
+    """Get the distances of a table (a DataFrame with ``dist_<structure>_um``) or array."""
     if isinstance(table, pd.DataFrame):
         col = distance_column(structure)
         if col not in table.columns:
@@ -252,6 +278,20 @@ def cells_vs_dots_tests(cells, dots, *, structure: str, condition: str = "") -> 
     replicates count as one sample, so the p-value does not say how consistent an effect
     is between animals (the replicate tests do). ``n_replicates`` is left 0 here; pooling
     fills in how many replicates the cells come from.
+
+    Parameters
+    ----------
+    cells, dots : DataFrame or array-like
+        Cell and random-cell distances (tables with ``dist_<structure>_um``, or arrays).
+    structure : str
+        The structure the distances are to.
+    condition : str
+        Condition written in the ``condition`` column.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`STAT_COLUMNS`, one row per test.
     """
     c = _distances_of(cells, structure, "cell")
     d = _distances_of(dots, structure, "random-cell")
@@ -287,7 +327,7 @@ def replicate_fractions(
     dots: pd.DataFrame,
     *,
     structure: str,
-    bin_width: float = 5.0,
+    bin_width_um: float = 5.0,
     replicate: str = "replicate",
 ) -> pd.DataFrame:
     """Per replicate and distance bin: counts, fractions and fold change of cells over dots.
@@ -297,21 +337,33 @@ def replicate_fractions(
     has no dots in the bin (never infinity); its fractions are NaN when it has no cells
     (resp. no dots) at all.
 
+    Parameters
+    ----------
+    cells, dots : DataFrame
+        Cells and random cells with ``dist_<structure>_um`` and ``replicate`` columns.
+    structure : str
+        The structure the distances are to.
+    bin_width_um : float
+        Width of the distance bins (µm).
+    replicate : str
+        Column naming each object's replicate.
+
     Returns
     -------
-    DataFrame with columns ``replicate`` (named as ``replicate``), ``bin_start_um``,
-    ``bin_end_um``, ``n_cells``, ``n_dots``, ``fraction_cells``, ``fraction_dots``,
-    ``fold_change``; replicates in order of first appearance (cells first, then dots).
+    DataFrame
+        Columns ``replicate`` (named as ``replicate``), ``bin_start_um``, ``bin_end_um``,
+        ``n_cells``, ``n_dots``, ``fraction_cells``, ``fraction_dots``, ``fold_change``;
+        replicates in order of first appearance (cells first, then dots).
     """
     c_rep = _column(cells, replicate, "cells").astype(str).to_numpy()
     d_rep = _column(dots, replicate, "random cells").astype(str).to_numpy()
     c = _distances_of(cells, structure, "cell")
     d = _distances_of(dots, structure, "random-cell")
     names, (c_group, d_group) = _group_codes(c_rep, d_rep)
-    edges = distance_bins(max(c.max(), d.max()), bin_width)
+    edges = distance_bins(max(c.max(), d.max()), bin_width_um)
     n_bins = edges.size - 1
-    c_counts = _bin_counts(bin_index(c, bin_width), c_group, len(names), n_bins)
-    d_counts = _bin_counts(bin_index(d, bin_width), d_group, len(names), n_bins)
+    c_counts = _bin_counts(bin_index(c, bin_width_um), c_group, len(names), n_bins)
+    d_counts = _bin_counts(bin_index(d, bin_width_um), d_group, len(names), n_bins)
     fc, fd = _fractions(c_counts), _fractions(d_counts)
     with np.errstate(divide="ignore", invalid="ignore"):
         fold = np.where(d_counts > 0, fc / fd, np.nan)
@@ -334,7 +386,7 @@ def replicate_bin_tests(
     dots: pd.DataFrame,
     *,
     structure: str,
-    bin_width: float = 5.0,
+    bin_width_um: float = 5.0,
     min_dots: int = 10,
     replicate: str = "replicate",
     condition: str = "",
@@ -347,9 +399,29 @@ def replicate_bin_tests(
     left out, as in the fold change; p-values are Holm-corrected over the bins tested.
     Effect size: rank-biserial r of the cell fractions (positive: more cells than random
     cells in the bin).
+
+    Parameters
+    ----------
+    cells, dots : DataFrame
+        Cells and random cells with ``dist_<structure>_um`` and ``replicate`` columns.
+    structure : str
+        The structure the distances are to.
+    bin_width_um : float
+        Width of the distance bins (µm).
+    min_dots : int
+        Pooled random cells a bin needs to be tested.
+    replicate : str
+        Column naming each object's replicate.
+    condition : str
+        Condition written in the ``condition`` column.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`STAT_COLUMNS`, one row per test.
     """
     frac = replicate_fractions(
-        cells, dots, structure=structure, bin_width=bin_width, replicate=replicate
+        cells, dots, structure=structure, bin_width_um=bin_width_um, replicate=replicate
     )
     n_cells = int(len(cells))
     n_dots = int(len(dots))
@@ -428,6 +500,24 @@ def replicate_quadrant_tests(
     As :func:`replicate_bin_tests` with the four quadrants of
     :func:`napari_niche.core.stats.quadrant_table` in place of the bins; Holm over the
     four quadrants.
+
+    Parameters
+    ----------
+    cells, dots : DataFrame
+        Cells and random cells with a distance column per structure and ``replicate``.
+    structures : sequence of str
+        The two structures A and B of the quadrants.
+    threshold_um : float
+        Distance (µm) below which an object is near a structure.
+    replicate : str
+        Column naming each object's replicate.
+    condition : str
+        Condition written in the ``condition`` column.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`STAT_COLUMNS`, one row per test.
     """
     qc = _quadrant_labels(cells, structures, threshold_um, "cell")
     qd = _quadrant_labels(dots, structures, threshold_um, "random-cell")
@@ -471,7 +561,7 @@ def quadrant_contingency(
     threshold_um: float = 10.0,
     condition: str = "",
 ) -> pd.DataFrame:
-    """Do cells and random cells fall into the four quadrants in the same proportions?
+    """Test whether cells and random cells fall into the quadrants in equal proportions.
 
     One chi-square test of independence on the 2 x 4 table (cells / dots by quadrant),
     effect size Cramér's V = sqrt(chi2 / N) (0 = same proportions, 1 = disjoint); then per
@@ -480,6 +570,22 @@ def quadrant_contingency(
     Holm-corrected over the four quadrants. Quadrants holding neither cells nor dots are
     left out of the chi-square table. Like :func:`cells_vs_dots_tests`, these tests treat
     cells as independent observations.
+
+    Parameters
+    ----------
+    cells, dots : DataFrame
+        Cells and random cells with a distance column per structure.
+    structures : sequence of str
+        The two structures A and B of the quadrants.
+    threshold_um : float
+        Distance (µm) below which an object is near a structure.
+    condition : str
+        Condition written in the ``condition`` column.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`STAT_COLUMNS`, one row per test.
     """
     qc = _quadrant_labels(cells, structures, threshold_um, "cell")
     qd = _quadrant_labels(dots, structures, threshold_um, "random-cell")
@@ -550,11 +656,23 @@ MIN_REPLICATES = 2
 
 
 def single_replicate_note(first: str, n1: int, second: str, n2: int) -> str:
-    """What a pooled-cell comparison of two conditions means when one has a single replicate.
+    """Say what a pooled-cell comparison means when a condition has a single replicate.
 
     With one replicate per condition every cell of a condition comes from the same animal,
     so a small p-value says the two animals differ; it cannot separate the condition from
-    the animal. Empty when both conditions have two or more replicates.
+    the animal.
+
+    Parameters
+    ----------
+    first, second : str
+        The two conditions.
+    n1, n2 : int
+        Their numbers of replicates.
+
+    Returns
+    -------
+    str
+        The note; empty when both conditions have two or more replicates.
     """
     if n1 == 1 and n2 == 1:
         return (
@@ -576,10 +694,10 @@ def compare_conditions(
     structure: str,
     condition: str = "condition",
     replicate: str = "replicate",
-    bin_width: float = 5.0,
+    bin_width_um: float = 5.0,
     min_cells: int = 10,
 ) -> pd.DataFrame:
-    """Every pair of conditions: do their cells sit at different distances to a structure?
+    """Test whether the cells of every pair of conditions sit at different distances.
 
     Per pair (in order of first appearance): a two-sample KS test of the pooled cell
     distances (effect size D), and per distance bin a Mann-Whitney U test of the
@@ -601,6 +719,24 @@ def compare_conditions(
     The pooled-cell KS treats cells as independent observations, which they are not when
     replicates differ: read it together with the replicate-level bins. With a single
     replicate in a condition its ``note`` says the test compares animals, not conditions.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        Cells with ``dist_<structure>_um``, ``condition`` and ``replicate`` columns.
+    structure : str
+        The structure the distances are to.
+    condition, replicate : str
+        Columns naming each cell's condition and replicate.
+    bin_width_um : float
+        Width of the distance bins (µm).
+    min_cells : int
+        Cells of the two conditions together a bin needs to be tested.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`STAT_COLUMNS`, one row per test.
     """
     cond = _column(cells, condition, "cells").astype(str).to_numpy()
     rep = _column(cells, replicate, "cells").astype(str).to_numpy()
@@ -608,9 +744,8 @@ def compare_conditions(
     names, (cond_code,) = _group_codes(cond)
     if len(names) < 2:
         return empty_stat_table()
-    edges = distance_bins(d.max(), bin_width)
-    n_bins = edges.size - 1
-    bins = bin_index(d, bin_width)
+    edges = distance_bins(d.max(), bin_width_um)
+    bins = bin_index(d, bin_width_um)
     out = []
     for (i1, first), (i2, second) in itertools.combinations(enumerate(names), 2):
         in1, in2 = cond_code == i1, cond_code == i2
@@ -625,68 +760,85 @@ def compare_conditions(
             "n_replicates": len(reps1),
             "n_replicates_versus": len(reps2),
         }
-        ks = stats.ks_2samp(d[in1], d[in2], alternative="two-sided", method="auto")
-        note = "pooled cell distances of the two conditions (cells as independent observations)"
-        single = single_replicate_note(first, len(reps1), second, len(reps2))
-        rows = [
-            {
-                **base,
-                "analysis": "conditions",
-                "test": KS,
-                "statistic": float(ks.statistic),
-                "p_value": float(ks.pvalue),
-                "effect_size": float(ks.statistic),
-                "effect_size_name": "KS D",
-                "note": f"{note}; {single}" if single else note,
-            }
-        ]
-        out.append(_stat_table(rows))
+        out.append(_pair_ks(base, d[in1], d[in2]))
         if min(len(reps1), len(reps2)) < MIN_REPLICATES:
-            out.append(
-                _stat_table(
-                    [
-                        {
-                            **base,
-                            "analysis": "conditions bins",
-                            "test": MWU,
-                            "note": (
-                                f"not run: needs at least {MIN_REPLICATES} replicates in each "
-                                f"condition, have {len(reps1)} ({first}) and {len(reps2)} "
-                                f"({second}); per-replicate fractions cannot be compared"
-                            ),
-                        }
-                    ]
-                )
-            )
+            out.append(_pair_bins_not_run(base))
             continue
-        frac1 = _fractions(_bin_counts(bins[in1], group1, len(reps1), n_bins))
-        frac2 = _fractions(_bin_counts(bins[in2], group2, len(reps2), n_bins))
-        counts = np.bincount(bins[in1 | in2], minlength=n_bins)
-        per_bin = []
-        for k in range(int(bins[in1 | in2].max()) + 1):  # up to the pair's farthest cell
-            row = {
-                **base,
-                "analysis": "conditions bins",
-                "bin_start_um": edges[k],
-                "bin_end_um": edges[k + 1],
-                "test": MWU,
-            }
-            if counts[k] < min_cells:
-                row["note"] = (
-                    f"not run: fewer than {min_cells} cells in the bin across both "
-                    f"conditions ({int(counts[k])})"
-                )
-                per_bin.append(row)
-                continue
-            u, p, r = _mann_whitney(frac1[:, k], frac2[:, k])
-            row.update(
-                statistic=u,
-                p_value=p,
-                effect_size=r,
-                effect_size_name=RANK_BISERIAL,
-                note="per-replicate fraction of cells in the bin; "
-                + _replicate_note(len(reps1), len(reps2)),
+        frac1 = _fractions(_bin_counts(bins[in1], group1, len(reps1), edges.size - 1))
+        frac2 = _fractions(_bin_counts(bins[in2], group2, len(reps2), edges.size - 1))
+        out.append(_pair_bins(base, bins[in1 | in2], edges, frac1, frac2, min_cells))
+    return pd.concat(out, ignore_index=True)
+
+
+def _pair_ks(base: dict, d1: np.ndarray, d2: np.ndarray) -> pd.DataFrame:
+    """Compare the pooled cell distances ``d1`` and ``d2`` of a pair with a KS test (one row)."""
+    ks = stats.ks_2samp(d1, d2, alternative="two-sided", method="auto")
+    note = "pooled cell distances of the two conditions (cells as independent observations)"
+    single = single_replicate_note(
+        base["condition"], base["n_replicates"], base["versus"], base["n_replicates_versus"]
+    )
+    row = {
+        **base,
+        "analysis": "conditions",
+        "test": KS,
+        "statistic": float(ks.statistic),
+        "p_value": float(ks.pvalue),
+        "effect_size": float(ks.statistic),
+        "effect_size_name": "KS D",
+        "note": f"{note}; {single}" if single else note,
+    }
+    return _stat_table([row])
+
+
+def _pair_bins_not_run(base: dict) -> pd.DataFrame:
+    """Give the one row saying a pair's per-bin tests need more replicates."""
+    n1, n2 = base["n_replicates"], base["n_replicates_versus"]
+    note = (
+        f"not run: needs at least {MIN_REPLICATES} replicates in each "
+        f"condition, have {n1} ({base['condition']}) and {n2} "
+        f"({base['versus']}); per-replicate fractions cannot be compared"
+    )
+    return _stat_table([{**base, "analysis": "conditions bins", "test": MWU, "note": note}])
+
+
+def _pair_bins(
+    base: dict,
+    bins: np.ndarray,
+    edges: np.ndarray,
+    frac1: np.ndarray,
+    frac2: np.ndarray,
+    min_cells: int,
+) -> pd.DataFrame:
+    """Per-bin Mann-Whitney tests of the per-replicate fractions of a pair, Holm-corrected.
+
+    ``bins`` are the bins of the cells of both conditions; ``frac1``, ``frac2`` the
+    (replicates, bins) fractions of each condition.
+    """
+    counts = np.bincount(bins, minlength=edges.size - 1)
+    n1, n2 = base["n_replicates"], base["n_replicates_versus"]
+    per_bin = []
+    for k in range(int(bins.max()) + 1):  # up to the pair's farthest cell
+        row = {
+            **base,
+            "analysis": "conditions bins",
+            "bin_start_um": edges[k],
+            "bin_end_um": edges[k + 1],
+            "test": MWU,
+        }
+        if counts[k] < min_cells:
+            row["note"] = (
+                f"not run: fewer than {min_cells} cells in the bin across both "
+                f"conditions ({int(counts[k])})"
             )
             per_bin.append(row)
-        out.append(_with_holm(per_bin, "bins"))
-    return pd.concat(out, ignore_index=True)
+            continue
+        u, p, r = _mann_whitney(frac1[:, k], frac2[:, k])
+        row.update(
+            statistic=u,
+            p_value=p,
+            effect_size=r,
+            effect_size_name=RANK_BISERIAL,
+            note="per-replicate fraction of cells in the bin; " + _replicate_note(n1, n2),
+        )
+        per_bin.append(row)
+    return _with_holm(per_bin, "bins")

@@ -17,7 +17,22 @@ SizeUnit = Literal["voxels", "um3"]
 
 
 def min_size_in_voxels(min_size: float, *, unit: SizeUnit, spacing: Sequence[float]) -> int:
-    """Convert a size threshold given in voxels or µm³ (µm² in 2D) to a voxel count."""
+    """Convert a size threshold given in voxels or µm³ (µm² in 2D) to a voxel count.
+
+    Parameters
+    ----------
+    min_size : float
+        Size threshold, in ``unit``.
+    unit : {"voxels", "um3"}
+        Unit of ``min_size``.
+    spacing : sequence of float
+        Voxel size in µm.
+
+    Returns
+    -------
+    int
+        The threshold in voxels.
+    """
     if min_size < 0 or not np.isfinite(min_size):
         raise NicheError(f"The minimum object size must be a non-negative number, got {min_size}.")
     if unit == "voxels":
@@ -28,7 +43,7 @@ def min_size_in_voxels(min_size: float, *, unit: SizeUnit, spacing: Sequence[flo
 
 
 def _small_objects(mask, min_size, spacing, unit, connectivity):
-    """Connected components of a mask, their voxel counts, and the size limit in voxels."""
+    """Label the connected components of a mask; (labels, voxel counts, limit in voxels)."""
     mask = as_mask(mask, "mask", allow_empty=True)
     spacing = as_spacing(spacing, mask.ndim)
     limit = min_size_in_voxels(min_size, unit=unit, spacing=spacing)
@@ -45,9 +60,29 @@ def count_small_objects(
     unit: SizeUnit = "voxels",
     connectivity: int | None = None,
 ) -> tuple[int, int]:
-    """How many connected objects are smaller than ``min_size``, and how many there are.
+    """Count the connected objects smaller than ``min_size``, and all objects.
 
     Lets a user see what a size filter would remove before applying it.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        A binary mask.
+    min_size : float
+        Size threshold, in ``unit``.
+    spacing : float or sequence of float
+        Voxel size in µm (z, y, x), one value for isotropic voxels.
+    unit : {"voxels", "um3"}
+        Unit of ``min_size`` (µm³, or µm² for 2D images).
+    connectivity : int, optional
+        As scipy: 1 = faces only, ``ndim`` (default) = faces, edges and corners.
+
+    Returns
+    -------
+    n_small : int
+        Objects smaller than ``min_size``.
+    n_objects : int
+        All objects.
     """
     _, sizes, limit = _small_objects(mask, min_size, spacing, unit, connectivity)
     object_sizes = sizes[1:]
@@ -66,6 +101,24 @@ def remove_small_objects_um(
 
     ``connectivity`` follows scipy: 1 = faces only, ``ndim`` (default) = faces, edges and
     corners, so that thin oblique vessels are not cut into fragments.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        A binary mask.
+    min_size : float
+        Size threshold, in ``unit``.
+    spacing : float or sequence of float
+        Voxel size in µm (z, y, x), one value for isotropic voxels.
+    unit : {"voxels", "um3"}
+        Unit of ``min_size`` (µm³, or µm² for 2D images).
+    connectivity : int, optional
+        As scipy: 1 = faces only, ``ndim`` (default) = faces, edges and corners.
+
+    Returns
+    -------
+    ndarray of bool
+        The mask without the small objects.
     """
     labels, sizes, limit = _small_objects(mask, min_size, spacing, unit, connectivity)
     keep = sizes >= limit
@@ -81,6 +134,20 @@ def close_um(
     Computed with two distance transforms, which is exact for a Euclidean ball, respects
     anisotropy, and costs the same whatever the radius. The image edge is not treated as
     background, so closing does not eat structures that touch the edge.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        A binary mask.
+    radius_um : float
+        Radius of the ball (µm); 0 leaves the mask as it is.
+    spacing : float or sequence of float
+        Voxel size in µm (z, y, x), one value for isotropic voxels.
+
+    Returns
+    -------
+    ndarray of bool
+        The closed mask.
     """
     mask = as_mask(mask, "mask", allow_empty=True)
     spacing = as_spacing(spacing, mask.ndim)
@@ -101,6 +168,18 @@ def fill_holes(mask: np.ndarray, *, per_slice: bool = False) -> np.ndarray:
 
     In 3D a vessel lumen open at the top or bottom of the stack is not enclosed; use
     ``per_slice=True`` to fill holes in each z-slice instead.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        A binary mask.
+    per_slice : bool
+        Fill the holes of each z-slice instead of the 3D cavities.
+
+    Returns
+    -------
+    ndarray of bool
+        The filled mask.
     """
     mask = as_mask(mask, "mask", allow_empty=True)
     if per_slice and mask.ndim == 3:
@@ -120,11 +199,31 @@ def curate_mask(
     closing_radius_um: float = 0.0,
     fill: str = "off",
 ) -> np.ndarray:
-    """METHOD.md step 3 for one structure: remove small objects, close, fill holes.
+    """Curate one structure's mask (METHOD.md step 3): remove small objects, close, fill.
 
     Steps run in that order, each only when asked for (``min_size > 0``,
     ``closing_radius_um > 0``, ``fill`` "3d" or "slice"), the same in the curation widget
     and in headless runs.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        A binary mask.
+    spacing : float or sequence of float
+        Voxel size in µm (z, y, x), one value for isotropic voxels.
+    min_size : float
+        Objects smaller than this (in ``unit``) are removed; 0: none.
+    unit : {"voxels", "um3"}
+        Unit of ``min_size``.
+    closing_radius_um : float
+        Radius (µm) of the closing; 0: no closing.
+    fill : {"off", "3d", "slice"}
+        Hole filling: none, 3D cavities, or per z-slice.
+
+    Returns
+    -------
+    ndarray of bool
+        The curated mask.
     """
     if fill not in FILL_MODES:
         raise NicheError(f"Unknown hole filling {fill!r}: use one of {', '.join(FILL_MODES)}.")
@@ -145,10 +244,26 @@ def tissue_map(
     closing_radius_um: float = 10.0,
     fill: bool = True,
 ) -> np.ndarray:
-    """The tissue: union of the given masks (cells, vessels, bone), closed and hole-filled.
+    """Build the tissue map: the union of the masks (cells, vessels, bone), closed, filled.
 
     The random-dot null draws virtual cells only inside this map, so gaps between
     structures that belong to the marrow must be closed.
+
+    Parameters
+    ----------
+    masks : iterable of ndarray of bool
+        Masks of the same shape.
+    spacing : float or sequence of float
+        Voxel size in µm (z, y, x), one value for isotropic voxels.
+    closing_radius_um : float
+        Radius (µm) of the closing.
+    fill : bool
+        Fill the enclosed holes.
+
+    Returns
+    -------
+    ndarray of bool
+        The tissue map.
     """
     masks = [as_mask(m, "mask", allow_empty=True) for m in masks]
     if not masks:
@@ -179,13 +294,21 @@ def label_cells(
     ----------
     mask : bool array
         The curated cell mask.
-    spacing : voxel size in µm.
+    spacing : float or sequence of float
+        Voxel size in µm (z, y, x), one value for isotropic voxels.
     min_volume_um3, max_volume_um3 : float
         Cells outside this volume range (µm³; µm² in 2D) are dropped, e.g. debris and
         clumps.
     split_touching : bool
         Split touching cells by a watershed of the distance to the cell edge, one seed per
         distance maximum at least ``split_radius_um`` apart.
+    split_radius_um : float
+        Smallest distance (µm) between the seeds of the split.
+
+    Returns
+    -------
+    ndarray of int32
+        Label image, 0 = background.
     """
     mask = as_mask(mask, "cell mask", allow_empty=True)
     spacing = as_spacing(spacing, mask.ndim)
@@ -226,12 +349,22 @@ def _split_touching(mask: np.ndarray, spacing: tuple[float, ...], radius_um: flo
 
 
 def cells_from_image(cells: np.ndarray) -> CellVoxels:
-    """The cells of either a label image or a binary cell mask.
+    """Get the cells of either a label image or a binary cell mask.
 
     A boolean array, or an integer one whose only non-zero value is 1, 255 or 65535 (a mask
     saved as integers), is a mask: its face-connected components are the cells. Anything
     else is a label image and its labels are kept, even a single one (e.g. label 7).
     Deciding from the labels found costs no extra pass over the volume.
+
+    Parameters
+    ----------
+    cells : ndarray
+        A label image or a binary mask.
+
+    Returns
+    -------
+    CellVoxels
+        The cells' voxels, grouped by label.
     """
     cells = np.asarray(cells)
     if cells.ndim not in (2, 3):

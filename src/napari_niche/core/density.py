@@ -55,7 +55,20 @@ _MAX_FINE_BINS = 8000  # caps memory when the grid spans thousands of bandwidths
 
 
 def silverman_bandwidth(values, *, floor_um: float = MIN_BANDWIDTH_UM) -> float:
-    """Silverman's rule of thumb ``0.9 min(sd, IQR / 1.34) n^(-1/5)``, at least ``floor_um``."""
+    """Choose a bandwidth by Silverman's rule ``0.9 min(sd, IQR / 1.34) n^(-1/5)``.
+
+    Parameters
+    ----------
+    values : array-like of float
+        The sample (µm).
+    floor_um : float
+        Smallest bandwidth returned (µm).
+
+    Returns
+    -------
+    float
+        The bandwidth (µm), at least ``floor_um``.
+    """
     x = np.asarray(values, dtype=float).ravel()
     if x.size < 2:
         return float(floor_um)
@@ -120,32 +133,8 @@ def density_ratio(
     h, h_ref, rule = _bandwidths(
         cells, dots, bandwidth_um, reference_bandwidth_um, bool(shared_bandwidth)
     )
-    top = float(np.quantile(dots, MAX_QUANTILE)) if max_distance_um is None else max_distance_um
-    if not (np.isfinite(top) and top >= 0):
-        raise NicheError(f"The largest distance must be a number of µm >= 0, got {top}.")
-    if isinstance(n_points, bool) or int(n_points) < 2:
-        raise NicheError(f"The density needs at least 2 grid points, got {n_points}.")
-    if isinstance(n_boot, bool) or int(n_boot) < 0:
-        raise NicheError(f"The number of bootstrap resamples must be >= 0, got {n_boot}.")
-    if not 0 < level < 1:
-        raise NicheError(f"The band level must lie between 0 and 1, got {level}.")
-    if top == 0:
-        top = max(h, h_ref)  # every dot at 0: still show the neighbourhood of contact
-    grid = np.linspace(0.0, top, int(n_points))
-
-    # Fine binning: nearest fine-grid position (0 stays exactly 0); values beyond the
-    # kernel's reach of the grid only count in the totals (last, weightless bin).
-    reach = top + 6.0 * max(h, h_ref)
-    step = max(min(h, h_ref) / _FINE_PER_BANDWIDTH, reach / _MAX_FINE_BINS)
-    n_fine = int(np.ceil(reach / step)) + 1
-    centres = np.arange(n_fine) * step
-
-    def fine_counts(x: np.ndarray) -> np.ndarray:
-        idx = np.rint(x / step).astype(np.int64)
-        idx[idx >= n_fine] = n_fine  # out of reach
-        return np.bincount(idx, minlength=n_fine + 1).astype(float)
-
-    c_counts, d_counts = fine_counts(cells), fine_counts(dots)
+    top, grid = _grid(dots, max(h, h_ref), max_distance_um, n_points, n_boot, level)
+    centres, (c_counts, d_counts) = _fine_bins(top, h, h_ref, cells, dots)
     weights = _reflected_kernel(grid, centres, h)  # (n_points, n_fine + 1)
     ref_weights = weights if h_ref == h else _reflected_kernel(grid, centres, h_ref)
 
@@ -153,20 +142,9 @@ def density_ratio(
     f_dots = ref_weights @ d_counts / dots.size
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = f_cells / f_dots
-
     low = high = np.full(grid.size, np.nan)
     if int(n_boot) > 0:
-        gen = np.random.default_rng(rng)
-        boot_c = gen.multinomial(cells.size, c_counts / cells.size, size=int(n_boot))
-        boot_d = gen.multinomial(dots.size, d_counts / dots.size, size=int(n_boot))
-        boot_c, boot_d = boot_c.astype(float), boot_d.astype(float)  # BLAS products
-        bc = boot_c @ weights.T / cells.size
-        bd = boot_d @ ref_weights.T / dots.size
-        with np.errstate(divide="ignore", invalid="ignore"):
-            br = bc / bd
-        alpha = 1.0 - level
-        quantile = np.quantile if np.isfinite(br).all() else np.nanquantile
-        low, high = quantile(br, [alpha / 2, 1 - alpha / 2], axis=0)
+        low, high = _band(c_counts, d_counts, weights, ref_weights, n_boot, level, rng)
 
     table = pd.DataFrame(
         {
@@ -188,6 +166,57 @@ def density_ratio(
         level=float(level),
     )
     return table
+
+
+def _grid(dots, widest_um: float, max_distance_um, n_points, n_boot, level):
+    """Check the options of :func:`density_ratio`; (top, grid of ``n_points`` from 0)."""
+    top = float(np.quantile(dots, MAX_QUANTILE)) if max_distance_um is None else max_distance_um
+    if not (np.isfinite(top) and top >= 0):
+        raise NicheError(f"The largest distance must be a number of µm >= 0, got {top}.")
+    if isinstance(n_points, bool) or int(n_points) < 2:
+        raise NicheError(f"The density needs at least 2 grid points, got {n_points}.")
+    if isinstance(n_boot, bool) or int(n_boot) < 0:
+        raise NicheError(f"The number of bootstrap resamples must be >= 0, got {n_boot}.")
+    if not 0 < level < 1:
+        raise NicheError(f"The band level must lie between 0 and 1, got {level}.")
+    if top == 0:
+        top = widest_um  # every dot at 0: still show the neighbourhood of contact
+    return top, np.linspace(0.0, top, int(n_points))
+
+
+def _fine_bins(top: float, h: float, h_ref: float, *samples: np.ndarray):
+    """Bin each sample on a fine grid; (bin centres, counts per sample).
+
+    Nearest fine-grid position (0 stays exactly 0); values beyond the kernel's reach of
+    the grid only count in the totals (last, weightless bin).
+    """
+    reach = top + 6.0 * max(h, h_ref)
+    step = max(min(h, h_ref) / _FINE_PER_BANDWIDTH, reach / _MAX_FINE_BINS)
+    n_fine = int(np.ceil(reach / step)) + 1
+    centres = np.arange(n_fine) * step
+    counts = []
+    for x in samples:
+        idx = np.rint(x / step).astype(np.int64)
+        idx[idx >= n_fine] = n_fine  # out of reach
+        counts.append(np.bincount(idx, minlength=n_fine + 1).astype(float))
+    return centres, counts
+
+
+def _band(c_counts, d_counts, weights, ref_weights, n_boot, level, rng):
+    """Pointwise percentile band of the ratio: cells and dots resampled independently."""
+    n_cells, n_dots = int(c_counts.sum()), int(d_counts.sum())
+    gen = np.random.default_rng(rng)
+    boot_c = gen.multinomial(n_cells, c_counts / n_cells, size=int(n_boot))
+    boot_d = gen.multinomial(n_dots, d_counts / n_dots, size=int(n_boot))
+    boot_c, boot_d = boot_c.astype(float), boot_d.astype(float)  # BLAS products
+    bc = boot_c @ weights.T / n_cells
+    bd = boot_d @ ref_weights.T / n_dots
+    with np.errstate(divide="ignore", invalid="ignore"):
+        br = bc / bd
+    alpha = 1.0 - level
+    quantile = np.quantile if np.isfinite(br).all() else np.nanquantile
+    low, high = quantile(br, [alpha / 2, 1 - alpha / 2], axis=0)
+    return low, high
 
 
 def _reflected_kernel(grid: np.ndarray, centres: np.ndarray, h: float) -> np.ndarray:

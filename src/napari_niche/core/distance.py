@@ -18,7 +18,13 @@ from .errors import EmptyMaskError
 
 
 def default_threads() -> int:
-    """Threads for the distance transform: the cores this process may use."""
+    """Count the threads for the distance transform: the cores this process may use.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
@@ -33,6 +39,20 @@ def distance_to_outside_um(
     Voxels outside the region get 0. The image edge is not a boundary: space beyond the
     image is treated as unknown, not as outside. If no voxel lies outside the region the
     result is ``inf`` everywhere.
+
+    Parameters
+    ----------
+    region : ndarray of bool
+        The region.
+    spacing : sequence of float
+        Voxel size in µm.
+    threads : int, optional
+        Threads of the transform; default :func:`default_threads`.
+
+    Returns
+    -------
+    ndarray of float
+        Distance (µm) per voxel.
     """
     region = np.ascontiguousarray(region, dtype=bool)
     if region.all():
@@ -90,7 +110,22 @@ def distance_maps_um(
     spacing: float | Sequence[float],
     threads: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Distance maps (µm) for any number of named structure masks, e.g. vessel, bone, nestin."""
+    """Compute the distance maps (µm) of named structure masks, e.g. vessel, bone, nestin.
+
+    Parameters
+    ----------
+    masks : mapping of str to ndarray of bool
+        Structure masks by name, all of one shape.
+    spacing : float or sequence of float
+        Voxel size in µm (z, y, x), one value for isotropic voxels.
+    threads : int, optional
+        Threads of the transform; default :func:`default_threads`.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Distance map per structure (see :func:`distance_map_um`).
+    """
     return {
         name: distance_map_um(m, spacing=spacing, name=name, threads=threads)
         for name, m in masks.items()

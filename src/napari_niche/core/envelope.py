@@ -43,9 +43,9 @@ __all__ = [
     "ALTERNATIVES",
     "ENVELOPE_COLUMNS",
     "EnvelopeTest",
-    "MIN_NULL_SETS",
     "check_alpha",
     "global_envelope_test",
+    "min_null_sets",
     "monte_carlo_envelope",
 ]
 
@@ -69,11 +69,21 @@ ENVELOPE_COLUMNS = [
 _EPS = 1e-9
 
 
-def MIN_NULL_SETS(alpha: float = 0.05) -> int:
-    """The fewest null sets that let a test at level ``alpha`` reject at all.
+def min_null_sets(alpha: float = 0.05) -> int:
+    """Return the fewest null sets that let a test at level ``alpha`` reject at all.
 
     With ``s`` null sets the smallest possible Monte Carlo p-value is ``1 / (s + 1)``, so
     ``s + 1 >= 1 / alpha`` is needed: 19 null sets for alpha 0.05, 99 for 0.01.
+
+    Parameters
+    ----------
+    alpha : float
+        Level of the test, strictly between 0 and 0.5.
+
+    Returns
+    -------
+    int
+        The smallest number of null sets.
     """
     check_alpha(alpha)
     return max(1, math.ceil(1.0 / alpha - _EPS) - 1)
@@ -129,7 +139,7 @@ class EnvelopeTest:
 
 
 def _too_few(n_sets: int, alpha: float) -> NicheError:
-    need = MIN_NULL_SETS(alpha)
+    need = min_null_sets(alpha)
     return NicheError(
         f"The global envelope test at alpha {alpha:g} needs at least {need} null sets, got "
         f"{n_sets}: draw more random cells (dots per cell x realisations >= {need}; 99 "
@@ -143,6 +153,18 @@ def pointwise_ranks(curves: np.ndarray, alternative: str = "two-sided") -> np.nd
     GET's definitions (``find_calc_pointwiserank``): with ``n`` curves and average ranks
     ``R`` from below, two-sided ``min(R, n + 1 - R)``; ``"less"`` ``R`` (the lowest curve
     is the most extreme); ``"greater"`` ``n + 1 - R`` (the highest is).
+
+    Parameters
+    ----------
+    curves : ndarray
+        (n curves, bins).
+    alternative : {"two-sided", "less", "greater"}
+        Which curves count as extreme.
+
+    Returns
+    -------
+    ndarray of float
+        Ranks of the shape of ``curves``.
     """
     alternative = check_alternative(alternative)
     n = curves.shape[0]
@@ -212,7 +234,7 @@ def global_envelope_test(
     if not (np.all(np.isfinite(obs)) and np.all(np.isfinite(sim))):
         raise NicheError("The curves hold NaN or infinite values; an envelope needs numbers.")
     s = sim.shape[0]
-    if s < MIN_NULL_SETS(alpha):
+    if s < min_null_sets(alpha):
         raise _too_few(s, alpha)
 
     curves = np.vstack([obs[None, :], sim])  # (n, k), row 0 = observed
@@ -264,7 +286,20 @@ def global_envelope_test(
 
 
 def null_set_sizes(null_set) -> tuple[np.ndarray, np.ndarray]:
-    """The null sets present and how many dots each holds."""
+    """Find the null sets present and how many dots each holds.
+
+    Parameters
+    ----------
+    null_set : array-like of int
+        Null set of every dot.
+
+    Returns
+    -------
+    ids : ndarray of int
+        The null sets present, ascending.
+    sizes : ndarray of int
+        Dots per null set.
+    """
     ids = np.asarray(null_set).ravel()
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         if not np.all(np.isfinite(ids.astype(float))) or np.any(ids != np.round(ids)):
@@ -278,7 +313,7 @@ def monte_carlo_envelope(
     dot_distances,
     null_set,
     *,
-    bin_width: float = 5.0,
+    bin_width_um: float = 5.0,
     min_dots: int = 10,
     alpha: float = 0.05,
     alternative: str = "two-sided",
@@ -294,7 +329,7 @@ def monte_carlo_envelope(
     null_set : (m,) int array
         The null set of each dot; every null set must hold exactly ``n`` dots (one virtual
         cell per real cell), so that it is exchangeable with the real cells.
-    bin_width, min_dots : float, int
+    bin_width_um, min_dots : float, int
         Bins ``[k w, (k + 1) w)`` from 0 as in
         :func:`napari_niche.core.stats.fold_change_by_bin`; bins with fewer than
         ``min_dots`` pooled dots are left out (of the table and of the test).
@@ -320,7 +355,7 @@ def monte_carlo_envelope(
     ------
     NicheError
         If a null set does not hold as many dots as there are cells, if there are fewer
-        null sets than :func:`MIN_NULL_SETS` (19 at alpha 0.05), or if no bin keeps
+        null sets than :func:`min_null_sets` (19 at alpha 0.05), or if no bin keeps
         ``min_dots`` dots.
     """
     check_alpha(alpha)
@@ -341,14 +376,14 @@ def monte_carlo_envelope(
             f"{cells.size} real cells: each null set must hold one random cell per real cell "
             "(use the null_set column of the dots table of the same analysis)."
         )
-    if ids.size < MIN_NULL_SETS(alpha):
+    if ids.size < min_null_sets(alpha):
         raise _too_few(int(ids.size), alpha)
-    edges = distance_bins(max(cells.max(), dots.max()), bin_width)
+    edges = distance_bins(max(cells.max(), dots.max()), bin_width_um)
     _check_min_dots(min_dots)
 
     n_bins = edges.size - 1
-    dot_bin = bin_index(dots, bin_width)
-    cell_counts = np.bincount(bin_index(cells, bin_width), minlength=n_bins)
+    dot_bin = bin_index(dots, bin_width_um)
+    cell_counts = np.bincount(bin_index(cells, bin_width_um), minlength=n_bins)
     set_index = np.searchsorted(ids, sets)
     set_counts = np.bincount(set_index * n_bins + dot_bin, minlength=ids.size * n_bins)
     set_counts = set_counts.reshape(ids.size, n_bins)
@@ -386,7 +421,13 @@ def monte_carlo_envelope(
 
 
 def empty_envelope_table() -> pd.DataFrame:
-    """An envelope table with its columns and no rows (too few null sets to test)."""
+    """Return an envelope table with its columns and no rows (too few null sets to test).
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`ENVELOPE_COLUMNS`, no rows.
+    """
     table = pd.DataFrame({c: pd.Series(dtype=float) for c in ENVELOPE_COLUMNS})
     table["n_cells"] = table["n_cells"].astype(np.int64)
     table["n_dots"] = table["n_dots"].astype(np.int64)

@@ -44,3 +44,7 @@ class TooCostlyError(NicheError):
 
 class ScarceRoomError(NoRoomError, TooCostlyError):
     """So few positions fit the virtual cells that placing them all would take too long."""
+
+
+class TrackError(NicheError):
+    """Tracks that cannot be analysed: missing columns, one-point tracks, time going back."""

@@ -32,15 +32,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import random_cells
+from ._placement import GATHER_VOXELS, CellShapes, Placer, RegionSampler, flat_chunks
 from .errors import NoRoomError
-from .random_cells import (
-    _GATHER_VOXELS,
-    CellShapes,
-    _flat_chunks,
-    _Placer,
-    _RegionSampler,
-)
 
 #: Memory allowed for the occupancy bits of the null sets placed together (bytes): 99 null
 #: sets of a 150 x 1024 x 1024 image (13 bytes per voxel, 2.2 GB) fit: placed at once.
@@ -54,25 +47,50 @@ _JAMMING = {2: 0.55, 3: 0.38}
 
 
 def place_hard_core(
-    placer: _Placer,
+    placer: Placer,
     shape_index: np.ndarray,
     level_of_shape: np.ndarray,
-    samplers: Sequence[_RegionSampler],
+    samplers: Sequence[RegionSampler],
     streams: Sequence[np.random.Generator],
     *,
     dots_per_cell: int,
     max_attempts: int,
     progress: Callable[[float, str], None] | None = None,
+    dots_per_batch: int,
 ) -> list[np.ndarray]:
-    """Flat anchor voxels of every realisation, each null set a hard-core arrangement.
+    """Place every realisation's virtual cells, each null set a hard-core arrangement.
 
-    ``placer`` holds the shapes and the allowed region (tissue outside the excluded
-    structures); ``shape_index`` is one realisation's layout (``dots_per_cell`` blocks of
-    one virtual cell per real cell); the result has one such array per stream. A virtual cell that
-    finds no room in ``max_attempts`` tries raises :class:`NoRoomError` saying how full
-    the tissue is. ``progress(fraction, message)`` is called about every
-    :data:`~napari_niche.core.random_cells.DOTS_PER_BATCH` virtual cells placed; an
-    exception it raises (a Cancel button) stops the placement there.
+    A virtual cell that finds no room in ``max_attempts`` tries raises
+    :class:`NoRoomError` saying how full the tissue is.
+
+    Parameters
+    ----------
+    placer : Placer
+        The shapes and the allowed region (tissue outside the excluded structures).
+    shape_index : ndarray of int
+        One realisation's layout: ``dots_per_cell`` blocks of one virtual cell per real
+        cell.
+    level_of_shape : ndarray of int
+        Which of ``samplers`` draws the candidates of each shape.
+    samplers : sequence of RegionSampler
+        Candidate regions.
+    streams : sequence of Generator
+        One random stream per realisation.
+    dots_per_cell : int
+        Null sets per realisation.
+    max_attempts : int
+        Candidates a virtual cell may try.
+    progress : callable, optional
+        ``progress(fraction, message)``, called about every ``dots_per_batch`` virtual
+        cells placed; an exception it raises (a Cancel button) stops the placement there.
+    dots_per_batch : int
+        Virtual cells between reports
+        (:data:`~napari_niche.core.random_cells.DOTS_PER_BATCH`).
+
+    Returns
+    -------
+    list of ndarray of int64
+        Flat anchor voxels, one array (laid out as ``shape_index``) per stream.
     """
     shapes = placer.shapes
     n_cells = shapes.labels.size
@@ -105,6 +123,7 @@ def place_hard_core(
             max_attempts=max_attempts,
             n_room=n_room,
             report=report,
+            dots_per_batch=dots_per_batch,
         )
         for (r, k, _), flat in zip(group, anchors, strict=True):
             placed[r][k * n_cells : (k + 1) * n_cells] = flat
@@ -136,7 +155,7 @@ class _Candidates:
     its group (nor on how many null sets are placed together).
     """
 
-    def __init__(self, rng: np.random.Generator, samplers: Sequence[_RegionSampler]):
+    def __init__(self, rng: np.random.Generator, samplers: Sequence[RegionSampler]):
         self.rng, self.samplers = rng, samplers
         self.buffers = [np.empty(0, dtype=np.int64) for _ in samplers]
         self.used = [0] * len(samplers)
@@ -152,15 +171,16 @@ class _Candidates:
 
 
 def _place_group(
-    placer: _Placer,
+    placer: Placer,
     shapes: CellShapes,
     level_of_shape: np.ndarray,
-    samplers: Sequence[_RegionSampler],
+    samplers: Sequence[RegionSampler],
     rngs: list[np.random.Generator],
     *,
     max_attempts: int,
     n_room: int,
     report: Callable[[int], None],
+    dots_per_batch: int,
 ) -> list[np.ndarray]:
     """Random sequential placement of the null sets of one group, side by side.
 
@@ -182,7 +202,7 @@ def _place_group(
     attempts = np.zeros(m, dtype=np.int64)
     out = [np.empty(n_cells, dtype=np.int64) for _ in range(m)]
     active = np.arange(m)
-    every = max(1, random_cells.DOTS_PER_BATCH // m)  # rounds between progress reports
+    every = max(1, dots_per_batch // m)  # rounds between progress reports
     rounds = 0
     while active.size:
         rounds += 1
@@ -223,7 +243,7 @@ def _place_group(
     return out
 
 
-def _padded(placer: _Placer, anchor_flat: np.ndarray) -> np.ndarray:
+def _padded(placer: Placer, anchor_flat: np.ndarray) -> np.ndarray:
     coords = np.unravel_index(anchor_flat, placer.shapes.image_shape)
     return sum((c + p) * s for c, p, s in zip(coords, placer.pad, placer.strides, strict=True))
 
@@ -232,8 +252,8 @@ def _own_bytes(placer, n_bytes, padded, shape_index, byte, bit):
     """Chunks of (cells, index of each voxel's own byte in ``occupied``, its bit, seg)."""
     starts = placer.shapes.starts
     # chunks no larger than needed: few cells per round, and each chunk costs a ramp
-    chunk = int(min(_GATHER_VOXELS, max(1, placer.shapes.sizes[shape_index].sum())))
-    for sl, flat, seg in _flat_chunks(placer.flat_offsets, starts, padded, shape_index, chunk):
+    chunk = int(min(GATHER_VOXELS, max(1, placer.shapes.sizes[shape_index].sum())))
+    for sl, flat, seg in flat_chunks(placer.flat_offsets, starts, padded, shape_index, chunk):
         sizes = np.diff(seg)
         flat *= n_bytes
         flat += np.repeat(byte[sl], sizes)

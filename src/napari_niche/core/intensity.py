@@ -2,7 +2,7 @@
 
 The mean fluorescence intensity of the same regions (e.g. leukaemia cluster areas drawn as
 shapes) in an image before and one after a drug is the paired measurement that
-:func:`napari_niche.core.motility.paired_tests` compares.
+:func:`napari_niche.core.motility_stats.paired_tests` compares.
 """
 
 from __future__ import annotations

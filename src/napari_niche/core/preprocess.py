@@ -13,7 +13,20 @@ from ._validate import as_spacing, check_image
 def sigma_um_to_voxels(
     sigma_um: float | Sequence[float], spacing: Sequence[float]
 ) -> tuple[float, ...]:
-    """Convert a Gaussian sigma in µm to voxels per axis (anisotropic voxels differ per axis)."""
+    """Convert a Gaussian sigma in µm to voxels per axis (anisotropic voxels differ per axis).
+
+    Parameters
+    ----------
+    sigma_um : float or sequence of float
+        Sigma in µm, one value or one per axis.
+    spacing : sequence of float
+        Voxel size in µm.
+
+    Returns
+    -------
+    tuple of float
+        Sigma in voxels per axis.
+    """
     sig = np.broadcast_to(np.asarray(sigma_um, dtype=float), (len(spacing),))
     if np.any(sig < 0) or not np.all(np.isfinite(sig)):
         raise ValueError(f"Smoothing sigma must be a non-negative number of µm, got {sigma_um}.")
@@ -53,6 +66,11 @@ def normalize_slices(image: np.ndarray) -> np.ndarray:
     A 2D image is a single slice and is divided by its mean. Slices with a mean of 0
     (empty slices, e.g. outside the section) are left at 0 rather than turned into NaN.
 
+    Parameters
+    ----------
+    image : ndarray
+        (Z, Y, X) or (Y, X) image.
+
     Returns
     -------
     float32 array of the image's shape; each non-empty slice has mean 1.
@@ -77,6 +95,22 @@ def preprocess(
 
     The one sequence used by the thresholding widget and by headless runs, so a mask made
     in napari can be remade from the same parameters.
+
+    Parameters
+    ----------
+    image : ndarray
+        (Z, Y, X) or (Y, X) image of one channel.
+    spacing : float or sequence of float
+        Voxel size in µm.
+    sigma_um : float or sequence of float
+        Gaussian smoothing sigma in µm; 0: no smoothing.
+    normalize : bool
+        Divide each z-slice by its mean (:func:`normalize_slices`).
+
+    Returns
+    -------
+    ndarray
+        The preprocessed image.
     """
     out = smooth_um(image, sigma_um, spacing=spacing)
     return normalize_slices(out) if normalize else out

@@ -45,15 +45,24 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from ._placement import (
+    GATHER_VOXELS,
+    CellShapes,
+    Placer,
+    RegionSampler,
+    chunk_bounds,
+    flat_chunks,
+    locality_key,
+    strides,
+)
 from ._validate import RULES, as_mask, as_spacing, check_crowding, check_same_shape
 from .cells import CellVoxels, centroid_columns, size_column
 from .distance import distance_to_outside_um
 from .errors import CellTooLargeError, NicheError, NoRoomError, ScarceRoomError
+from .hardcore import place_hard_core
 
 Rule = Literal["whole-cell", "centroid"]
 
-#: Below this fraction of the image, a candidate region is listed instead of rejection-sampled.
-_LIST_BELOW_FRACTION = 1 / 32
 #: Whole-cell acceptance of blind candidates above which no room map is needed.
 _BLIND_MIN_ACCEPTANCE = 0.05
 #: Sets how many candidates a cell may try at once (part of the sampling algorithm: changing
@@ -62,9 +71,6 @@ _CHUNK_VOXELS = 1 << 22
 #: Reading only the surface of virtual cells pays once each shape is used this many times:
 #: finding the surfaces (once) costs about as much as reading every voxel of each shape.
 _SURFACE_MIN_USES = 4
-#: Voxels gathered at once: small enough for the temporaries to stay in cache and to be
-#: reused from the heap rather than mapped afresh for every chunk.
-_GATHER_VOXELS = 1 << 16
 
 # Budgets: pathological inputs (a "cell" as large as the tissue, room for almost no whole
 # virtual cell) are refused within seconds instead of being retried for minutes.
@@ -97,128 +103,6 @@ _ESTIMATE_TESTS = 2e7
 DOTS_PER_BATCH = 20_000
 
 
-def _strides(shape: Sequence[int]) -> np.ndarray:
-    """C-order strides of an array of ``shape``, in elements (int64)."""
-    tail = np.cumprod(np.asarray(shape[:0:-1], dtype=np.int64))[::-1]
-    return np.concatenate([tail, [1]]).astype(np.int64)
-
-
-@dataclass(frozen=True, eq=False)
-class CellShapes:
-    """Voxel offsets of each real cell around an anchor voxel (the shapes dots borrow).
-
-    The anchor is the cell's voxel nearest its centroid; a virtual cell is placed by its
-    anchor, which the acceptance rules test as the virtual cell's centre.
-    """
-
-    image_shape: tuple[int, ...]
-    labels: np.ndarray  # (n,) label of the cell each shape comes from
-    offsets: np.ndarray  # (V, ndim) int offsets, grouped by cell
-    starts: np.ndarray  # (n + 1,)
-    centroid_offset: np.ndarray  # (n, ndim) true centroid minus anchor voxel, in voxels
-
-    @classmethod
-    def from_cells(cls, cells: CellVoxels) -> CellShapes:
-        """Offsets around each cell's own voxel nearest its centroid.
-
-        Anchoring on a voxel of the cell (not the rounded centroid, which lies outside a
-        crescent-shaped cell) keeps the anchor inside every placed virtual cell, so a
-        virtual cell always has at least one voxel in the image.
-        """
-        centroids = cells.centroids_vox
-        coords = cells.coordinates()
-        sizes = cells.sizes
-        d2 = ((coords - np.repeat(centroids, sizes, axis=0)) ** 2).sum(axis=1)
-        nearest = d2 == np.repeat(np.minimum.reduceat(d2, cells.starts[:-1]), sizes)
-        cell_of = np.repeat(np.arange(sizes.size), sizes)
-        _, first = np.unique(cell_of[nearest], return_index=True)
-        anchors = coords[np.flatnonzero(nearest)[first]]
-        offsets = coords - np.repeat(anchors, sizes, axis=0)
-        return cls(cells.shape, cells.labels, offsets, cells.starts, centroids - anchors)
-
-    @property
-    def sizes(self) -> np.ndarray:
-        return np.diff(self.starts)
-
-    @cached_property
-    def extent(self) -> tuple[np.ndarray, np.ndarray]:
-        """(n, ndim) smallest and largest offset of each shape along each axis."""
-        lo = np.minimum.reduceat(self.offsets, self.starts[:-1], axis=0)
-        hi = np.maximum.reduceat(self.offsets, self.starts[:-1], axis=0)
-        return lo, hi
-
-    @cached_property
-    def flat_offsets(self) -> np.ndarray:
-        """(V,) offsets as flat (C-order) index differences in the image."""
-        return self.offsets @ _strides(self.image_shape)
-
-    @cached_property
-    def surface(self) -> tuple[np.ndarray, np.ndarray]:
-        """Surface voxels of each shape: ``(index, starts)``.
-
-        ``index`` (into ``offsets``) lists, shape by shape, the voxels with at least one
-        face neighbour (a step of one voxel along one axis) outside the shape; shape ``i``
-        owns ``index[starts[i]:starts[i + 1]]``. Every shape has some (its last voxel in
-        C order, for one).
-        """
-        surface = ~_face_interior(self.offsets, self.starts)
-        index = np.flatnonzero(surface)
-        counts = np.add.reduceat(surface.astype(np.int64), self.starts[:-1])
-        return index, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    def inscribed_radii_um(self, spacing: Sequence[float]) -> np.ndarray:
-        """Radius (µm) of the largest ball around each centroid voxel inside the shape.
-
-        Every voxel closer than this to the centroid belongs to the shape, so a shape can
-        only fit where the nearest forbidden voxel is at least this far away.
-        """
-        sp = np.asarray(spacing, dtype=float)
-        radii = np.empty(self.labels.size)
-        for i in range(self.labels.size):
-            off = self.offsets[self.starts[i] : self.starts[i + 1]]
-            lo = off.min(axis=0) - 1
-            box = np.zeros(off.max(axis=0) + 2 - lo, dtype=bool)
-            box[tuple((off - lo).T)] = True
-            outside = (np.argwhere(~box) + lo) * sp
-            radii[i] = np.sqrt((outside**2).sum(axis=1).min())
-        return radii
-
-
-def _face_interior(offsets: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Whether each voxel's 2 * ndim face neighbours all belong to its own shape.
-
-    Each shape is painted into its own box with a one-voxel margin, all boxes laid end to
-    end in one flat array, so a neighbour test is one gather. Where the boxes would be huge
-    compared with the shapes (long diagonal objects), sorted positions are searched instead.
-    """
-    sizes = np.diff(starts)
-    lo = np.minimum.reduceat(offsets, starts[:-1], axis=0) - 1
-    hi = np.maximum.reduceat(offsets, starts[:-1], axis=0) + 1
-    ext = hi - lo + 1
-    box_strides = np.ones_like(ext)
-    for j in range(ext.shape[1] - 2, -1, -1):
-        box_strides[:, j] = box_strides[:, j + 1] * ext[:, j + 1]
-    box_size = box_strides[:, 0] * ext[:, 0]
-    base = np.concatenate([[0], np.cumsum(box_size)[:-1]])
-    step = np.repeat(box_strides, sizes, axis=0)
-    pos = np.repeat(base, sizes) + ((offsets - np.repeat(lo, sizes, axis=0)) * step).sum(axis=1)
-    interior = np.ones(pos.size, dtype=bool)
-    if box_size.sum() <= max(64 * pos.size, 1 << 24):
-        atlas = np.zeros(int(box_size.sum()), dtype=bool)
-        atlas[pos] = True
-        for j in range(step.shape[1]):
-            interior &= atlas[pos + step[:, j]]
-            interior &= atlas[pos - step[:, j]]
-        return interior
-    ordered = np.sort(pos)
-    for j in range(step.shape[1]):
-        for sign in (1, -1):
-            q = pos + sign * step[:, j]
-            at = np.minimum(np.searchsorted(ordered, q), ordered.size - 1)
-            interior &= ordered[at] == q
-    return interior
-
-
 @dataclass(frozen=True, eq=False)
 class RandomCells:
     """Placed virtual cells of one or more realisations.
@@ -244,6 +128,7 @@ class RandomCells:
 
     @property
     def n_dots(self) -> int:
+        """Number of virtual cells, all realisations together."""
         return int(self.shape_index.size)
 
     @property
@@ -262,7 +147,7 @@ class RandomCells:
 
     @cached_property
     def _anchor_flat(self) -> np.ndarray:
-        return np.asarray(self.anchors, dtype=np.int64) @ _strides(self.shapes.image_shape)
+        return np.asarray(self.anchors, dtype=np.int64) @ strides(self.shapes.image_shape)
 
     @cached_property
     def _whole_in_image(self) -> np.ndarray:
@@ -275,13 +160,23 @@ class RandomCells:
     @cached_property
     def _by_position(self) -> np.ndarray:
         anchors = tuple(np.asarray(self.anchors).T)
-        return np.argsort(_locality_key(anchors, self.shapes.image_shape), kind="stable")
+        return np.argsort(locality_key(anchors, self.shapes.image_shape), kind="stable")
 
     def table(self, *, spacing: Sequence[float]) -> pd.DataFrame:
-        """One row per virtual cell: realisation, source label, centroid (µm), volume.
+        """Tabulate the virtual cells: realisation, source label, centroid (µm), volume.
 
         The centroid is the borrowed shape's centroid placed at the drawn voxel; the
         volume counts only the voxels inside the image (shapes are clipped at the edge).
+
+        Parameters
+        ----------
+        spacing : sequence of float
+            Voxel size in µm.
+
+        Returns
+        -------
+        DataFrame
+            One row per virtual cell.
         """
         ndim = len(self.shapes.image_shape)
         spacing = as_spacing(spacing, ndim)
@@ -311,7 +206,7 @@ class RandomCells:
         return table
 
     def min_distance(self, distance_map: np.ndarray, *, euclidean: bool = True) -> np.ndarray:
-        """Minimum of a distance map over each virtual cell's voxels, as for real cells.
+        """Take the minimum of a distance map over each virtual cell's voxels, as for cells.
 
         Parameters
         ----------
@@ -321,6 +216,11 @@ class RandomCells:
             :func:`~napari_niche.core.distance.distance_map_um`.
         euclidean : bool
             ``False`` for any other per-voxel values: every voxel is then read.
+
+        Returns
+        -------
+        ndarray
+            (m,) minimum per virtual cell.
 
         Notes
         -----
@@ -389,7 +289,7 @@ class RandomCells:
         whole = self._whole_in_image[order]
         out = np.empty(self.n_dots, dtype=values.dtype)
         inner = order[whole]
-        for sl, flat, seg in _flat_chunks(
+        for sl, flat, seg in flat_chunks(
             flat_offsets, starts, self._anchor_flat[inner], self.shape_index[inner]
         ):
             out[inner[sl]] = np.minimum.reduceat(values[flat], seg[:-1])
@@ -408,6 +308,18 @@ class RandomCells:
 
         Virtual cells may overlap each other (they are independent draws); where they do,
         the later one is shown.
+
+        Parameters
+        ----------
+        realization : int
+            Which realisation.
+        dtype : numpy dtype
+            Integer type of the label image.
+
+        Returns
+        -------
+        ndarray
+            Label image of the cells' image shape, 0 = background.
         """
         sel = np.flatnonzero(self.realization == realization)
         out = np.zeros(self.shapes.image_shape, dtype=dtype)
@@ -424,69 +336,13 @@ class RandomCells:
         return out
 
 
-def _locality_key(coords: tuple, shape: tuple[int, ...], slab: int = 4) -> np.ndarray:
-    """Sort key of positions ``(z, y, x)``: slabs of ``slab`` planes, row by row in each.
-
-    Plain C order sweeps a whole plane before the next, so the planes a virtual cell
-    reaches above and below have left the cache by the time their own cells come;
-    sweeping a few planes together keeps them (measured ~20% fewer gather cycles).
-    """
-    coords = [np.asarray(c, dtype=np.int64) for c in coords]
-    if len(shape) < 3:
-        return coords[0] * shape[1] + coords[1]
-    z, y, x = coords
-    return (((z // slab) * shape[1] + y) * slab + z % slab) * shape[2] + x
-
-
 def _largest(dtype: np.dtype):
-    """A value no element of an array of ``dtype`` exceeds (fills clipped voxels)."""
+    """Give a value no element of an array of ``dtype`` exceeds (fills clipped voxels)."""
     if dtype.kind == "f":
         return np.inf
     if dtype.kind == "b":
         return True
     return np.iinfo(dtype).max
-
-
-def _chunk_bounds(ends: np.ndarray, chunk: int) -> Iterator[tuple[int, int]]:
-    """Consecutive ``(start, stop)`` runs of items holding about ``chunk`` voxels each.
-
-    ``ends`` is the cumulative voxel count; an item larger than ``chunk`` is a run alone.
-    """
-    start, n = 0, ends.size
-    while start < n:
-        limit = (ends[start - 1] if start else 0) + chunk
-        stop = min(n, max(start + 1, int(np.searchsorted(ends, limit, side="right"))))
-        yield start, stop
-        start = stop
-
-
-def _flat_chunks(
-    flat_offsets: np.ndarray,
-    starts: np.ndarray,
-    anchor_flat: np.ndarray,
-    shape_index: np.ndarray,
-    chunk: int = _GATHER_VOXELS,
-) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-    """Flat indices of virtual cells that need no clipping, a chunk of cells at a time.
-
-    Yields ``(dots, flat, seg)``: the slice of cells covered, ``anchor + offset`` of each
-    of their voxels and segment starts (``len(dots) + 1``). Offsets are flat index
-    differences in the array read (only valid where no shape crosses its edge).
-    """
-    sizes = np.diff(starts)[shape_index]
-    if not sizes.size:
-        return
-    ends = np.cumsum(sizes)
-    ramp = np.arange(chunk + int(sizes.max()), dtype=np.int64)
-    for start, stop in _chunk_bounds(ends, chunk):
-        sz = sizes[start:stop]
-        seg = np.zeros(sz.size + 1, dtype=np.int64)
-        np.cumsum(sz, out=seg[1:])
-        rows = np.repeat(starts[shape_index[start:stop]] - seg[:-1], sz)
-        rows += ramp[: seg[-1]]
-        flat = flat_offsets[rows]
-        flat += np.repeat(anchor_flat[start:stop], sz)
-        yield slice(start, stop), flat, seg
 
 
 def _placed_chunks(
@@ -495,7 +351,7 @@ def _placed_chunks(
     starts: np.ndarray,
     anchors: np.ndarray,
     shape_index: np.ndarray,
-    chunk: int = _GATHER_VOXELS,
+    chunk: int = GATHER_VOXELS,
 ) -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
     """Voxels of virtual cells placed at ``anchors``, a bounded chunk of cells at a time.
 
@@ -503,13 +359,13 @@ def _placed_chunks(
     index of each of their voxels (clipped into the image; use with ``in_bounds``), which
     voxels really lie in the image, and segment starts (``len(dots) + 1``).
     """
-    strides = _strides(image_shape)
+    image_strides = strides(image_shape)
     sizes = np.diff(starts)[shape_index]
     if not sizes.size:
         return
     columns = [np.ascontiguousarray(offsets[:, j]) for j in range(len(image_shape))]
     ramp = np.arange(chunk + int(sizes.max()), dtype=np.int64)
-    for start, stop in _chunk_bounds(np.cumsum(sizes), chunk):
+    for start, stop in chunk_bounds(np.cumsum(sizes), chunk):
         sz = sizes[start:stop]
         seg = np.zeros(sz.size + 1, dtype=np.int64)
         np.cumsum(sz, out=seg[1:])
@@ -523,86 +379,9 @@ def _placed_chunks(
             inb &= c >= 0
             inb &= c < size
             np.clip(c, 0, size - 1, out=c)
-            c *= strides[j]
+            c *= image_strides[j]
             flat += c
         yield slice(start, stop), flat, inb, seg
-
-
-class _Placer:
-    """The whole-cell test of many candidates at once.
-
-    Shapes are tested against a copy of the allowed region padded with allowed voxels as
-    wide as the largest shape reaches, so no candidate needs clipping (voxels beyond the
-    image are not tested, as in :func:`_fits`), and candidates are visited in order of
-    position.
-    """
-
-    def __init__(self, shapes: CellShapes, allowed: np.ndarray):
-        lo, hi = shapes.extent
-        self.pad = np.maximum(np.maximum(-lo.min(axis=0), hi.max(axis=0)), 0)
-        padded_shape = tuple(int(s) for s in np.asarray(allowed.shape) + 2 * self.pad)
-        padded = np.ones(padded_shape, dtype=bool)
-        inner = zip(self.pad, allowed.shape, strict=True)
-        padded[tuple(slice(p, p + s) for p, s in inner)] = allowed
-        self.padded_flat = padded.reshape(-1)
-        self.strides = _strides(padded_shape)
-        self.flat_offsets = shapes.offsets @ self.strides
-        self.shapes = shapes
-
-    def fits(self, shape_index: np.ndarray, anchor_flat: np.ndarray) -> np.ndarray:
-        """Same as :func:`_fits` on the unpadded region."""
-        coords = np.unravel_index(anchor_flat, self.shapes.image_shape)
-        padded = sum((c + p) * s for c, p, s in zip(coords, self.pad, self.strides, strict=True))
-        order = np.argsort(_locality_key(coords, self.shapes.image_shape), kind="stable")
-        out = self.padded_flat[padded]
-        ok = np.empty(order.size, dtype=bool)
-        for sl, flat, seg in _flat_chunks(
-            self.flat_offsets, self.shapes.starts, padded[order], shape_index[order]
-        ):
-            ok[order[sl]] = np.logical_and.reduceat(self.padded_flat[flat], seg[:-1])
-        return out & ok
-
-
-class _RegionSampler:
-    """Uniform random voxels of the region ``values >= threshold`` (flat indices)."""
-
-    def __init__(self, values_flat: np.ndarray, threshold: float):
-        self.values = values_flat
-        self.threshold = threshold
-        self.size = values_flat.size
-        self.count = _chunked_count(values_flat, threshold)
-        self.fraction = self.count / self.size
-        self.index = None
-        if 0 < self.count and self.fraction < _LIST_BELOW_FRACTION:
-            self.index = _chunked_flatnonzero(values_flat, threshold)
-
-    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        if self.index is not None:
-            return self.index[rng.integers(self.index.size, size=n)]
-        out = np.empty(n, dtype=np.int64)
-        got = 0
-        while got < n:
-            want = n - got
-            cand = rng.integers(self.size, size=int(want / self.fraction * 1.2) + 16)
-            cand = cand[self.values[cand] >= self.threshold][:want]
-            out[got : got + cand.size] = cand
-            got += cand.size
-        return out
-
-
-def _chunked_count(values_flat: np.ndarray, threshold: float, chunk: int = 1 << 24) -> int:
-    return sum(
-        int(np.count_nonzero(values_flat[i : i + chunk] >= threshold))
-        for i in range(0, values_flat.size, chunk)
-    )
-
-
-def _chunked_flatnonzero(values_flat: np.ndarray, threshold: float, chunk: int = 1 << 24):
-    parts = [
-        np.flatnonzero(values_flat[i : i + chunk] >= threshold) + i
-        for i in range(0, values_flat.size, chunk)
-    ]
-    return np.concatenate(parts).astype(np.int64)
 
 
 def allowed_region(
@@ -611,7 +390,22 @@ def allowed_region(
     tissue: np.ndarray | None = None,
     exclude: Mapping[str, np.ndarray] | Sequence[np.ndarray] = (),
 ) -> np.ndarray:
-    """Voxels where a virtual cell may lie: inside the tissue and outside excluded structures."""
+    """Find the voxels where a virtual cell may lie: in the tissue, outside excluded structures.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Image shape.
+    tissue : ndarray of bool, optional
+        Tissue mask; default the whole image.
+    exclude : mapping name -> mask, or sequence of masks
+        Structures to exclude.
+
+    Returns
+    -------
+    ndarray of bool
+        The allowed region.
+    """
     allowed = (
         np.ones(shape, dtype=bool) if tissue is None else as_mask(tissue, "tissue mask").copy()
     )
@@ -691,12 +485,7 @@ def seed_random_cells(
     """
     ndim = len(cells.shape)
     spacing = as_spacing(spacing, ndim)
-    if rule not in RULES:
-        raise NicheError(f"Unknown acceptance rule {rule!r}: use 'whole-cell' or 'centroid'.")
-    if int(dots_per_cell) < 1 or int(realizations) < 1:
-        raise NicheError("Dots per cell and realisations must be whole numbers of at least 1.")
-    dots_per_cell, realizations = int(dots_per_cell), int(realizations)
-    check_crowding(crowding, rule)  # issue 14 §4 (hard-core null sets)
+    dots_per_cell, realizations = _check_request(rule, dots_per_cell, realizations, crowding)
     allowed = allowed_region(cells.shape, tissue=tissue, exclude=exclude)
     where = _room_words(tissue, exclude)
     if not allowed.any():
@@ -706,7 +495,7 @@ def seed_random_cells(
         )
     shapes = CellShapes.from_cells(cells)
     allowed_flat = allowed.reshape(-1)
-    anywhere = _RegionSampler(allowed_flat.view(np.uint8), 1)
+    anywhere = RegionSampler(allowed_flat.view(np.uint8), 1)
     _check_sizes(shapes, anywhere.count, where, tissue)
     whole_cell = rule == "whole-cell"
     if whole_cell:
@@ -717,16 +506,7 @@ def seed_random_cells(
     samplers, level_of_shape, blind = _samplers(
         shapes, anywhere, allowed, spacing, whole_cell=whole_cell, rng=pilot_rng, threads=threads
     )
-    for level, sampler in enumerate(samplers):
-        if sampler.count == 0:
-            worst = np.flatnonzero(level_of_shape == level)[0]
-            raise NoRoomError(
-                f"No position in the tissue can hold a whole virtual cell shaped like cell "
-                f"{shapes.labels[worst]} ({shapes.sizes[worst]} voxels): {where} leaves no "
-                f"room ({anywhere.count:,} voxels, {anywhere.fraction:.2%} of the image). Use "
-                "a larger tissue mask, exclude fewer structures, or the centroid-only rule."
-            )
-
+    _check_samplers(samplers, level_of_shape, shapes, anywhere, where)
     placer = None
     if whole_cell:
         # A stream of its own (a child of the pilot's): the realisations' dots stay the same.
@@ -740,19 +520,15 @@ def seed_random_cells(
             rng=pilot_rng.spawn(1)[0],
             where=where,
         )
-        cap = max(_MIN_TEST_CAP, _OVERRUN_FACTOR * expected)
-        _check_reach(shapes)
-        placer = _CappedFits(_Placer(shapes, allowed).fits, shapes, cap, where)
+        placer = _capped_placer(shapes, allowed, expected, where)
     n_per = cells.n_cells * dots_per_cell
     shape_index = np.tile(np.arange(cells.n_cells), dots_per_cell)
     hard_core = None
     if crowding == "hard-core":  # issue 14 §4: see core/hardcore.py
-        from .hardcore import place_hard_core
-
         hard_core = place_hard_core(
-            _Placer(shapes, allowed), shape_index, level_of_shape, samplers,
+            Placer(shapes, allowed), shape_index, level_of_shape, samplers,
             generator.spawn(realizations), dots_per_cell=dots_per_cell,
-            max_attempts=max_attempts, progress=progress,
+            max_attempts=max_attempts, progress=progress, dots_per_batch=DOTS_PER_BATCH,
         )  # fmt: skip
     steps = [
         _place(
@@ -768,9 +544,52 @@ def seed_random_cells(
     ]
     placed = _run_in_batches(steps, placer, n_per, progress) if hard_core is None else hard_core
     del placer
-    anchors = np.empty((realizations * n_per, ndim), dtype=np.int64)
+    return _placed_cells(shapes, placed, shape_index, rule, allowed_flat)
+
+
+def _check_request(rule, dots_per_cell, realizations, crowding) -> tuple[int, int]:
+    """Check the rule, counts and crowding asked for; (dots per cell, realisations)."""
+    if rule not in RULES:
+        raise NicheError(f"Unknown acceptance rule {rule!r}: use 'whole-cell' or 'centroid'.")
+    if int(dots_per_cell) < 1 or int(realizations) < 1:
+        raise NicheError("Dots per cell and realisations must be whole numbers of at least 1.")
+    check_crowding(crowding, rule)  # issue 14 §4 (hard-core null sets)
+    return int(dots_per_cell), int(realizations)
+
+
+def _capped_placer(shapes: CellShapes, allowed: np.ndarray, expected: float, where: str):
+    """Build the whole-cell test, stopping once it spent a few times the ``expected`` work."""
+    cap = max(_MIN_TEST_CAP, _OVERRUN_FACTOR * expected)
+    _check_reach(shapes)
+    return _CappedFits(Placer(shapes, allowed).fits, shapes, cap, where)
+
+
+def _check_samplers(samplers, level_of_shape, shapes: CellShapes, anywhere, where: str) -> None:
+    """Refuse when some shape fits nowhere (its candidate region is empty)."""
+    for level, sampler in enumerate(samplers):
+        if sampler.count == 0:
+            worst = np.flatnonzero(level_of_shape == level)[0]
+            raise NoRoomError(
+                f"No position in the tissue can hold a whole virtual cell shaped like cell "
+                f"{shapes.labels[worst]} ({shapes.sizes[worst]} voxels): {where} leaves no "
+                f"room ({anywhere.count:,} voxels, {anywhere.fraction:.2%} of the image). Use "
+                "a larger tissue mask, exclude fewer structures, or the centroid-only rule."
+            )
+
+
+def _placed_cells(
+    shapes: CellShapes,
+    placed: list[np.ndarray],
+    shape_index: np.ndarray,
+    rule: str,
+    allowed_flat: np.ndarray,
+) -> RandomCells:
+    """Gather the flat anchors of every realisation into one :class:`RandomCells`."""
+    n_per, realizations = shape_index.size, len(placed)
+    image_shape = shapes.image_shape
+    anchors = np.empty((realizations * n_per, len(image_shape)), dtype=np.int64)
     for r, flat in enumerate(placed):
-        anchors[r * n_per : (r + 1) * n_per] = np.stack(np.unravel_index(flat, cells.shape), 1)
+        anchors[r * n_per : (r + 1) * n_per] = np.stack(np.unravel_index(flat, image_shape), 1)
     return RandomCells(
         shapes=shapes,
         anchors=anchors,
@@ -896,7 +715,7 @@ def _samplers(shapes, anywhere, allowed, spacing, *, whole_cell, rng, threads):
     levels = np.unique(np.quantile(radii, np.linspace(0.0, 1.0, 9)[:-1]))
     level_of_shape = np.searchsorted(levels, radii, side="right") - 1
     # A tiny positive floor keeps every candidate inside the allowed region.
-    return [_RegionSampler(room, max(r - 1e-4, 1e-6)) for r in levels], level_of_shape, None
+    return [RegionSampler(room, max(r - 1e-4, 1e-6)) for r in levels], level_of_shape, None
 
 
 def _expected_tests(
@@ -947,7 +766,7 @@ def _expected_tests(
 
 
 def _duration(seconds: float) -> str:
-    """A rough duration in words: "about 3 minutes"."""
+    """Say a rough duration in words: "about 3 minutes"."""
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if seconds >= 2 * size:
             return f"about {seconds / size:.0f} {unit}"
@@ -1028,7 +847,7 @@ def _place(
     shapes: CellShapes,
     shape_index: np.ndarray,
     level: np.ndarray,
-    samplers: list[_RegionSampler],
+    samplers: list[RegionSampler],
     *,
     whole_cell: bool,
     rng: np.random.Generator,
@@ -1103,7 +922,7 @@ def _first_fits(shape_index: np.ndarray, cand: np.ndarray, tries_each: int):
 
 def _pilot_acceptance(
     shapes: CellShapes,
-    sampler: _RegionSampler,
+    sampler: RegionSampler,
     allowed_flat: np.ndarray,
     rng: np.random.Generator,
     n: int = 2000,
@@ -1138,11 +957,20 @@ def overlap_diagnostic(
     tissue: np.ndarray | None = None,
     exclude: Mapping[str, np.ndarray] = {},  # noqa: B006 - read only
 ) -> pd.DataFrame:
-    """Fraction of real cells that overlap each excluded structure or leave the tissue.
+    """Measure the fraction of real cells overlapping each excluded structure or the outside.
 
     The whole-cell null assumes real cells do not overlap excluded structures. Where many
     do (e.g. a vessel mask that swallows adjacent cells), the null is biased the other way
     and the user must be told (METHOD.md step 6).
+
+    Parameters
+    ----------
+    cells : CellVoxels
+        The segmented cells.
+    tissue : ndarray of bool, optional
+        Tissue mask.
+    exclude : mapping name -> mask
+        Structures the random cells exclude.
 
     Returns
     -------

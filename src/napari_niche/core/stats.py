@@ -34,7 +34,18 @@ EFFECT_COLUMNS = ["effect_size", "effect_size_name"]
 
 
 def distance_column(structure: str) -> str:
-    """Name of the per-object distance column for a structure (``dist_<name>_um``)."""
+    """Name the per-object distance column of a structure (``dist_<name>_um``).
+
+    Parameters
+    ----------
+    structure : str
+        The structure's name.
+
+    Returns
+    -------
+    str
+        The column name.
+    """
     return f"dist_{structure}_um"
 
 
@@ -50,10 +61,27 @@ RANK_BISERIAL = "rank-biserial correlation"
 
 
 def finite_distances(values, what: str) -> np.ndarray:
-    """``values`` as a flat float array of distances (µm), or a :class:`NicheError`.
+    """Check distances and return them as a flat float array (µm).
 
     Distances must be finite and non-negative, and there must be at least one; ``what``
     (e.g. ``"cell distances"``) names them in the message.
+
+    Parameters
+    ----------
+    values : array-like
+        Distances (µm).
+    what : str
+        What they are, for the message.
+
+    Returns
+    -------
+    ndarray of float
+        The distances, flat.
+
+    Raises
+    ------
+    NicheError
+        No distance, or one that is negative or not finite.
     """
     arr = np.asarray(values, dtype=float).ravel()
     if arr.size == 0:
@@ -69,26 +97,38 @@ def finite_distances(values, what: str) -> np.ndarray:
     return arr
 
 
-def distance_bins(top: float, bin_width: float) -> np.ndarray:
-    """Edges of the distance bins ``[k w, (k + 1) w)`` from 0 that cover ``0 .. top``.
+def distance_bins(top: float, bin_width_um: float) -> np.ndarray:
+    """Give the edges of the distance bins ``[k w, (k + 1) w)`` from 0 covering ``0 .. top``.
 
     Every binned table (fold change, envelopes, replicate and condition tests) uses these
     edges with :func:`bin_index`, so a bin means the same everywhere.
+
+    Parameters
+    ----------
+    top : float
+        Largest distance (µm) to cover.
+    bin_width_um : float
+        Bin width ``w`` (µm).
+
+    Returns
+    -------
+    ndarray of float
+        The bin edges (µm), from 0.
     """
-    if not (bin_width > 0 and np.isfinite(bin_width)):
-        raise NicheError(f"The bin width must be a positive number of µm, got {bin_width}.")
-    n_bins = np.floor(top / bin_width) + 1
+    if not (bin_width_um > 0 and np.isfinite(bin_width_um)):
+        raise NicheError(f"The bin width must be a positive number of µm, got {bin_width_um}.")
+    n_bins = np.floor(top / bin_width_um) + 1
     if n_bins > MAX_BINS:
         raise NicheError(
-            f"Bins of {bin_width:g} µm over distances up to {top:.4g} µm would make "
+            f"Bins of {bin_width_um:g} µm over distances up to {top:.4g} µm would make "
             f"{n_bins:,.0f} bins (at most {MAX_BINS:,}): use a bin width of at least "
             f"{_nice_up(top / (MAX_BINS - 1) * 1.001):g} µm (the default is 5 µm)."
         )
-    return np.arange(int(n_bins) + 1) * float(bin_width)
+    return np.arange(int(n_bins) + 1) * float(bin_width_um)
 
 
 def _nice_up(x: float) -> float:
-    """The smallest of 1, 2, 5 x 10^k that is at least ``x``."""
+    """Round ``x`` up to the nearest 1, 2 or 5 x 10^k."""
     k = np.floor(np.log10(x))
     for m in (1, 2, 5, 10):
         if m * 10**k >= x:
@@ -97,8 +137,24 @@ def _nice_up(x: float) -> float:
 
 
 def width_keeping_a_bin(dot_distances, min_dots: int, *, at_least: float) -> float | None:
-    """The smallest width of 1, 2, 5 x 10^k µm (from ``at_least``) at which some bin
-    holds ``min_dots`` dots, or None when there are fewer dots than that in all."""
+    """Find the smallest bin width at which some bin holds ``min_dots`` dots.
+
+    Widths tried: 1, 2, 5 x 10^k µm from ``at_least`` up.
+
+    Parameters
+    ----------
+    dot_distances : array-like of float
+        Random-cell distances (µm).
+    min_dots : int
+        Dots a bin needs.
+    at_least : float
+        Smallest width to try (µm).
+
+    Returns
+    -------
+    float or None
+        The width (µm), or None when there are fewer than ``min_dots`` dots in all.
+    """
     dots = np.asarray(dot_distances, dtype=float).ravel()
     if dots.size < min_dots:
         return None
@@ -108,9 +164,22 @@ def width_keeping_a_bin(dot_distances, min_dots: int, *, at_least: float) -> flo
     return width
 
 
-def bin_index(x, bin_width: float) -> np.ndarray:
-    """The bin (index into :func:`distance_bins`) of each distance ``x``."""
-    return np.floor(np.asarray(x, dtype=float) / bin_width).astype(np.int64)
+def bin_index(x, bin_width_um: float) -> np.ndarray:
+    """Find the bin (index into :func:`distance_bins`) of each distance ``x``.
+
+    Parameters
+    ----------
+    x : array-like of float
+        Distances (µm).
+    bin_width_um : float
+        Bin width (µm).
+
+    Returns
+    -------
+    ndarray of int64
+        Bin index per distance.
+    """
+    return np.floor(np.asarray(x, dtype=float) / bin_width_um).astype(np.int64)
 
 
 def _check_min_dots(min_dots) -> None:
@@ -126,6 +195,18 @@ def rank_biserial(u: float, n1: int, n2: int) -> float:
     ``r = 2 U / (n1 n2) - 1`` = P(first > second) - P(first < second), in [-1, 1]: 0 when
     neither sample tends to be larger, -1 when every value of the first sample is smaller
     (for distances: the first group sits closer).
+
+    Parameters
+    ----------
+    u : float
+        Mann-Whitney U of the first sample.
+    n1, n2 : int
+        Sample sizes.
+
+    Returns
+    -------
+    float
+        r in [-1, 1].
     """
     if n1 < 1 or n2 < 1:
         return float("nan")
@@ -136,15 +217,25 @@ def fold_change_by_bin(
     cell_distances,
     dot_distances,
     *,
-    bin_width: float = 5.0,
+    bin_width_um: float = 5.0,
     min_dots: int = 10,
 ) -> pd.DataFrame:
     """Fold change of cells over random dots per distance bin.
 
-    Bins are ``[k * bin_width, (k + 1) * bin_width)`` µm from 0 up to the largest distance.
-    Per bin, fold change = (cells in bin / all cells) / (dots in bin / all dots). Bins
-    holding fewer than ``min_dots`` dots are left out (their ratio would be noise, and
-    neither 0 nor infinity is true); fractions are still over all cells and all dots.
+    Bins are ``[k * bin_width_um, (k + 1) * bin_width_um)`` µm from 0 up to the largest
+    distance. Per bin, fold change = (cells in bin / all cells) / (dots in bin / all
+    dots). Bins holding fewer than ``min_dots`` dots are left out (their ratio would be
+    noise, and neither 0 nor infinity is true); fractions are still over all cells and
+    all dots.
+
+    Parameters
+    ----------
+    cell_distances, dot_distances : array-like of float
+        Distances (µm) of the cells and of the random cells to one structure.
+    bin_width_um : float
+        Bin width (µm).
+    min_dots : int
+        Dots a bin needs to be kept.
 
     Returns
     -------
@@ -152,11 +243,11 @@ def fold_change_by_bin(
     """
     cells = finite_distances(cell_distances, "cell distances")
     dots = finite_distances(dot_distances, "random-dot distances")
-    edges = distance_bins(max(cells.max(), dots.max()), bin_width)
+    edges = distance_bins(max(cells.max(), dots.max()), bin_width_um)
     _check_min_dots(min_dots)
     n_bins = edges.size - 1
-    cell_counts = np.bincount(bin_index(cells, bin_width), minlength=n_bins)
-    dot_counts = np.bincount(bin_index(dots, bin_width), minlength=n_bins)
+    cell_counts = np.bincount(bin_index(cells, bin_width_um), minlength=n_bins)
+    dot_counts = np.bincount(bin_index(dots, bin_width_um), minlength=n_bins)
     frac_cells = cell_counts / cells.size
     frac_dots = dot_counts / dots.size
     keep = dot_counts >= min_dots
@@ -187,15 +278,40 @@ QUADRANTS = tuple(q for q, _ in _QUADRANTS)
 
 
 def quadrant_description(quadrant: str, a: str, b: str) -> str:
-    """What a quadrant means for structures ``a`` and ``b``, e.g. ``"near vessel only"``."""
+    """Say what a quadrant means for structures ``a`` and ``b``.
+
+    Parameters
+    ----------
+    quadrant : str
+        ``"Q1"`` .. ``"Q4"``.
+    a, b : str
+        Names of structures A and B.
+
+    Returns
+    -------
+    str
+        e.g. ``"near vessel only"``.
+    """
     return dict(_QUADRANTS)[quadrant].format(a=a, b=b)
 
 
 def quadrant_of(distances_a, distances_b, *, threshold_um: float = 10.0) -> np.ndarray:
-    """The quadrant (``"Q1"`` .. ``"Q4"``) of each object, as :func:`quadrant_table` counts.
+    """Find the quadrant (``"Q1"`` .. ``"Q4"``) of each object, as :func:`quadrant_table` does.
 
     "Near" is strictly closer than ``threshold_um``. Lets a plot or a table pick the cells
     of one quadrant with exactly the rule that produced the counts.
+
+    Parameters
+    ----------
+    distances_a, distances_b : array-like of float
+        Distances (µm) of each object to structures A and B.
+    threshold_um : float
+        Distance (µm) below which an object is near.
+
+    Returns
+    -------
+    ndarray of str
+        Quadrant per object.
     """
     da = np.asarray(distances_a, dtype=float).ravel()
     db = np.asarray(distances_b, dtype=float).ravel()
@@ -216,10 +332,26 @@ def quadrant_table(
     threshold_um: float = 10.0,
     names: tuple[str, str] = ("vessel", "bone"),
 ) -> pd.DataFrame:
-    """Counts and fractions of cells and dots near A and/or B (distance < threshold).
+    """Count the cells and dots near A and/or B (distance < threshold), with fractions.
 
     Q1 = near both, Q2 = near B only, Q3 = near neither, Q4 = near A only (METHOD.md
     step 7), so that a scatter of d_A (x) against d_B (y) reads like the usual quadrants.
+
+    Parameters
+    ----------
+    cells_a, cells_b : array-like of float
+        Distances (µm) of the cells to structures A and B.
+    dots_a, dots_b : array-like of float
+        The same for the random cells.
+    threshold_um : float
+        Distance (µm) below which an object is near.
+    names : (str, str)
+        Names of structures A and B, for the descriptions.
+
+    Returns
+    -------
+    DataFrame
+        One row per quadrant: counts and fractions of cells and dots.
     """
     ca = finite_distances(cells_a, "cell distances")
     cb = finite_distances(cells_b, "cell distances")
@@ -256,7 +388,12 @@ def quadrant_table(
 
 
 def distance_tests(cell_distances, dot_distances) -> pd.DataFrame:
-    """Two-sided two-sample Kolmogorov–Smirnov and Mann–Whitney U tests, cells vs dots.
+    """Test cells against dots: two-sided two-sample Kolmogorov–Smirnov and Mann–Whitney U.
+
+    Parameters
+    ----------
+    cell_distances, dot_distances : array-like of float
+        Distances (µm) of the cells and of the random cells to one structure.
 
     Returns
     -------

@@ -114,6 +114,7 @@ class BoneMarrowSample:
     near_bone: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        """Default ``near_bone`` to no cell."""
         if self.near_bone is None:
             object.__setattr__(self, "near_bone", np.zeros_like(self.near_vessel))
 
@@ -200,27 +201,9 @@ def make_bone_marrow(
     Near-vessel (or near-bone) cells are planted first, uniformly among the allowed
     positions that also satisfy the nearness condition.
     """
-    shape_t = tuple(int(s) for s in np.atleast_1d(shape))
-    if len(shape_t) not in (2, 3) or min(shape_t) < 1:
-        raise InvalidImageError(
-            f"The synthetic sample must be 2D (y, x) or 3D (z, y, x) with at least one "
-            f"voxel per axis; got shape {tuple(shape)}."
-        )
-    spacing_t = as_spacing(spacing, len(shape_t))
-    n_cells = int(n_cells)
-    if n_cells < 0:
-        raise NicheError(f"n_cells must be 0 or more, got {n_cells}.")
-    if not 0.0 <= near_vessel_fraction <= 1.0:
-        raise NicheError(
-            f"near_vessel_fraction must lie between 0 and 1, got {near_vessel_fraction}."
-        )
-    if not near_distance_um > 0:
-        raise NicheError(f"near_distance_um must be positive, got {near_distance_um}.")
-    if not cell_radius_um > 0:
-        raise NicheError(f"cell_radius_um must be positive, got {cell_radius_um}.")
-    if near not in ("vessel", "bone"):
-        raise NicheError(f"Cells can be planted near 'vessel' or 'bone', not {near!r}.")
-
+    shape_t, spacing_t, n_cells = _check_request(
+        shape, spacing, n_cells, near_vessel_fraction, near_distance_um, cell_radius_um, near
+    )
     params = {
         "shape": shape_t,
         "spacing": spacing_t,
@@ -248,19 +231,7 @@ def make_bone_marrow(
         tissue, vessel, sp, radii, n_near, float(near_distance_um), gen, target=target, name=near
     )
     no_cell = np.zeros_like(planted)
-
-    brightness = gen.uniform(0.6, 1.2, size=n_cells + 1).astype(np.float32)
-    brightness[0] = 0.0
-    channels = {
-        "cells": _render(brightness[cell_labels], sp, 80.0, 700.0, gen),
-        "vessels": _render(vessel.astype(np.float32), sp, 100.0, 600.0, gen),
-        "bone": _render(bone * _texture(shape_t, sp, gen), sp, 60.0, 500.0, gen),
-    }
-    # A generator of its own, so adding this channel left every other array (and the
-    # published numbers of the sample) exactly as they were.
-    nuclear_gen = gen.spawn(1)[0]  # spawning does not advance ``gen``
-    nuclei = _nuclei(tissue & ~vessel, centres, sp, nuclear_gen)
-    channels["nuclei"] = _render(nuclei.astype(np.float32), sp, 60.0, 550.0, nuclear_gen)
+    channels = _channels(cell_labels, centres, vessel, bone, sp, gen, n_cells=n_cells)
     return BoneMarrowSample(
         spacing=spacing_t,
         channels=channels,
@@ -275,6 +246,60 @@ def make_bone_marrow(
         near=near,
         near_bone=planted if near == "bone" else no_cell,
     )
+
+
+def _check_request(
+    shape, spacing, n_cells, near_vessel_fraction, near_distance_um, cell_radius_um, near
+) -> tuple[tuple[int, ...], tuple[float, ...], int]:
+    """Check the arguments of :func:`make_bone_marrow`; (shape, spacing, n_cells)."""
+    shape_t = tuple(int(s) for s in np.atleast_1d(shape))
+    if len(shape_t) not in (2, 3) or min(shape_t) < 1:
+        raise InvalidImageError(
+            f"The synthetic sample must be 2D (y, x) or 3D (z, y, x) with at least one "
+            f"voxel per axis; got shape {tuple(shape)}."
+        )
+    spacing_t = as_spacing(spacing, len(shape_t))
+    n_cells = int(n_cells)
+    if n_cells < 0:
+        raise NicheError(f"n_cells must be 0 or more, got {n_cells}.")
+    if not 0.0 <= near_vessel_fraction <= 1.0:
+        raise NicheError(
+            f"near_vessel_fraction must lie between 0 and 1, got {near_vessel_fraction}."
+        )
+    if not near_distance_um > 0:
+        raise NicheError(f"near_distance_um must be positive, got {near_distance_um}.")
+    if not cell_radius_um > 0:
+        raise NicheError(f"cell_radius_um must be positive, got {cell_radius_um}.")
+    if near not in ("vessel", "bone"):
+        raise NicheError(f"Cells can be planted near 'vessel' or 'bone', not {near!r}.")
+    return shape_t, spacing_t, n_cells
+
+
+def _channels(
+    cell_labels: np.ndarray,
+    centres: np.ndarray,
+    vessel: np.ndarray,
+    bone: np.ndarray,
+    sp: np.ndarray,
+    gen: np.random.Generator,
+    *,
+    n_cells: int,
+) -> dict[str, np.ndarray]:
+    """Render the cells, vessels, bone and nuclei channels (draws from ``gen`` in order)."""
+    brightness = gen.uniform(0.6, 1.2, size=n_cells + 1).astype(np.float32)
+    brightness[0] = 0.0
+    channels = {
+        "cells": _render(brightness[cell_labels], sp, 80.0, 700.0, gen),
+        "vessels": _render(vessel.astype(np.float32), sp, 100.0, 600.0, gen),
+        "bone": _render(bone * _texture(bone.shape, sp, gen), sp, 60.0, 500.0, gen),
+    }
+    # A generator of its own, so adding this channel left every other array (and the
+    # published numbers of the sample) exactly as they were.
+    nuclear_gen = gen.spawn(1)[0]  # spawning does not advance ``gen``
+    tissue = ~bone
+    nuclei = _nuclei(tissue & ~vessel, centres, sp, nuclear_gen)
+    channels["nuclei"] = _render(nuclei.astype(np.float32), sp, 60.0, 550.0, nuclear_gen)
+    return channels
 
 
 # --------------------------------------------------------------------------------------

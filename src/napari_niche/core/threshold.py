@@ -20,6 +20,18 @@ THRESHOLD_METHODS = {
 def threshold_value(image: np.ndarray, method: str = "otsu") -> float:
     """Return the automatic threshold of ``image`` by ``method`` (otsu, li, triangle, yen).
 
+    Parameters
+    ----------
+    image : ndarray
+        The (preprocessed) image.
+    method : str
+        One of :data:`THRESHOLD_METHODS`.
+
+    Returns
+    -------
+    float
+        The threshold: voxels above it are foreground.
+
     Raises
     ------
     NicheError

@@ -1,4 +1,4 @@
-"""Is the tissue map the marrow, or only the cells and structures being analysed?
+"""Check whether the tissue map is the marrow, or only the analysed cells and structures.
 
 Random cells are placed only inside the tissue map. A map built from the analysed masks
 alone (cells, vessels, bone, closed and filled) leaves out the marrow between them, so the
@@ -63,6 +63,13 @@ class TissueCheck:
     message: str | None
 
     def to_dict(self) -> dict:
+        """Return the fields as a plain dict (for params.json).
+
+        Returns
+        -------
+        dict
+            Field name -> value.
+        """
         return asdict(self)
 
 
@@ -82,9 +89,17 @@ def check_tissue_map(
         The tissue map (non-zero = tissue).
     masks : iterable of arrays of the same shape
         The analysed cells (labels or a mask) and structure masks (non-zero = inside).
-    spacing : voxel size in µm.
-    enclose_radius_um : radius (µm) of the closing that defines the enclosed space.
-    max_voxels : the coarse grid holds at most about this many voxels.
+    spacing : float or sequence of float
+        Voxel size in µm.
+    enclose_radius_um : float
+        Radius (µm) of the closing that defines the enclosed space.
+    max_voxels : int
+        The coarse grid holds at most about this many voxels.
+
+    Returns
+    -------
+    TissueCheck
+        What the check found.
     """
     tissue = np.asarray(tissue)
     if tissue.ndim not in (2, 3):
@@ -131,7 +146,7 @@ def _message(share: float, left_out: float) -> str | None:
 
 
 def _enclosed(t: np.ndarray, radius_um: float, spacing: tuple[float, ...]) -> np.ndarray:
-    """The closing of ``t`` (holes filled) with the space beyond the image as outside.
+    """Close ``t`` (holes filled) with the space beyond the image as outside.
 
     Padding with empty voxels keeps a region that stops short of the image edge (a drawn
     region, a section surrounded by background) from being closed up to the edge.
@@ -163,8 +178,10 @@ def _block_centres(a: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
 
 
 def _block_any(a: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
-    """Whether any voxel of each block is non-zero, one axis at a time (the largest
-    reduction first, so later passes read a smaller array)."""
+    """Tell whether any voxel of each block is non-zero, one axis at a time.
+
+    The largest reduction first, so later passes read a smaller array.
+    """
     out = None
     for axis in np.argsort(factors)[::-1]:
         f = int(factors[axis])

@@ -57,7 +57,7 @@ from napari_niche.core.compare import (
 )
 from napari_niche.core.density import DENSITY_COLUMNS as _RATIO_COLUMNS
 from napari_niche.core.density import density_ratio
-from napari_niche.core.envelope import ENVELOPE_COLUMNS, MIN_NULL_SETS, monte_carlo_envelope
+from napari_niche.core.envelope import ENVELOPE_COLUMNS, min_null_sets, monte_carlo_envelope
 from napari_niche.core.errors import NicheError
 from napari_niche.core.stats import (
     FOLD_CHANGE_COLUMNS,
@@ -584,7 +584,10 @@ def pool_results(
             fold.append(
                 _front(
                     fold_change_by_bin(
-                        cc[col], dc[col], bin_width=params.bin_width_um, min_dots=params.min_dots
+                        cc[col],
+                        dc[col],
+                        bin_width_um=params.bin_width_um,
+                        min_dots=params.min_dots,
                     ),
                     condition=cond,
                     structure=name,
@@ -596,7 +599,7 @@ def pool_results(
             stats_parts.append(row)
             rep_fracs.append(
                 _front(
-                    replicate_fractions(cc, dc, structure=name, bin_width=params.bin_width_um),
+                    replicate_fractions(cc, dc, structure=name, bin_width_um=params.bin_width_um),
                     condition=cond,
                     structure=name,
                 )
@@ -607,7 +610,7 @@ def pool_results(
                         cc,
                         dc,
                         structure=name,
-                        bin_width=params.bin_width_um,
+                        bin_width_um=params.bin_width_um,
                         min_dots=params.min_dots,
                         condition=cond,
                     )
@@ -691,7 +694,7 @@ def pool_results(
                 compare_conditions(
                     cells[cells["condition"].isin(present)],
                     structure=name,
-                    bin_width=params.bin_width_um,
+                    bin_width_um=params.bin_width_um,
                     min_cells=params.min_dots,
                 )
             )
@@ -773,7 +776,7 @@ def _envelope(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The condition's envelope table and its global-envelope statistics row."""
     col = distance_column(name)
-    needed = MIN_NULL_SETS(alpha)
+    needed = min_null_sets(alpha)
     alternative = getattr(params, "alternative", "two-sided")
     test_name = envelope_test_name(n_sets, alternative)
     if n_sets < needed:
@@ -796,7 +799,7 @@ def _envelope(
             cc[col].to_numpy(float),
             dc[col].to_numpy(float),
             dc["null_set"].to_numpy(np.int64),
-            bin_width=params.bin_width_um,
+            bin_width_um=params.bin_width_um,
             min_dots=params.min_dots,
             alpha=alpha,
             alternative=alternative,

@@ -1,9 +1,9 @@
 """Reading tracks from TrackMate, Imaris and CSV files, and to/from napari Tracks layers.
 
-Every reader returns the track table of :mod:`napari_niche.core.motility`: columns
+Every reader returns the track table of :mod:`napari_niche.core.tracks`: columns
 ``track_id``, ``frame`` (time-point index), ``t`` (s), ``z`` (3D only), ``y``, ``x`` (µm),
 then the file's per-point features (intensities, quality, spot ids, ...), checked and
-sorted by :func:`~napari_niche.core.motility.check_tracks`. ``DataFrame.attrs`` records the
+sorted by :func:`~napari_niche.core.tracks.check_tracks`. ``DataFrame.attrs`` records the
 source file, the format, the frame interval used, the units found in the file and notes.
 
 Units are converted to µm and seconds from what the file says (TrackMate unit row or
@@ -33,12 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_niche.core.motility import (
-    TrackError,
-    check_tracks,
-    estimate_frame_interval,
-    spatial_columns,
-)
+from napari_niche.core.errors import TrackError
+from napari_niche.core.tracks import check_tracks, estimate_frame_interval, spatial_columns
 from napari_niche.io import UNIT_TO_UM
 
 FORMATS: tuple[str, ...] = ("auto", "trackmate", "trackmate-xml", "imaris", "csv")
@@ -850,7 +846,7 @@ def to_napari_tracks(
     Parameters
     ----------
     tracks : DataFrame
-        A track table (see :func:`~napari_niche.core.motility.check_tracks`).
+        A track table (see :func:`~napari_niche.core.tracks.check_tracks`).
     frame_interval : float, optional
         Seconds per frame; default ``tracks.attrs["frame_interval_s"]``, else estimated.
 

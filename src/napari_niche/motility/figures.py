@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from napari_niche.core.motility import MSD_WEIGHTING_TEXT
+from napari_niche.core.msd import MSD_WEIGHTING_TEXT
 
 
 def _axes(ax, size=(4.5, 3.5)):

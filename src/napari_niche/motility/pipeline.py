@@ -10,26 +10,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_niche.core.motility import (
-    PER_TRACK_COLUMNS,
-    MotilityParams,
-    TrackError,
-    _cut_by_condition,
-    _ensembles,
-    _layout,
-    _msd,
-    _with_min_pairs,
-    alpha_per_track,
+from napari_niche.core.ensemble import ensembles_by_condition
+from napari_niche.core.errors import TrackError
+from napari_niche.core.exploration import sites_visited
+from napari_niche.core.motility import MotilityParams
+from napari_niche.core.motility_stats import compare_motility
+from napari_niche.core.msd import alpha_per_track, classify_alpha, msd_arrays, with_min_pairs
+from napari_niche.core.track_metrics import PER_TRACK_COLUMNS, track_metrics
+from napari_niche.core.tracks import (
     check_tracks,
-    classify_alpha,
-    compare_conditions,
     correct_drift,
+    cut_by_condition,
     estimate_frame_interval,
     handle_gaps,
-    sites_visited,
     spatial_columns,
     split_at_frame,
-    track_metrics,
+    track_layout,
 )
 
 
@@ -156,7 +152,7 @@ def analyze_motility(
                     f"No track has two positions {label} frame {params.condition_split_frame}."
                 )
     elif "condition" in df.columns:
-        df, dropped = _cut_by_condition(df)
+        df, dropped = cut_by_condition(df)
         if dropped:
             notes.append(f"{dropped} single-position part(s) dropped where conditions change.")
     else:
@@ -165,13 +161,13 @@ def analyze_motility(
         raise TrackError("No track with two positions is left to analyse.")
 
     say("Per-track metrics")
-    lay = _layout(df)
+    lay = track_layout(df)
     per = track_metrics(df, speed_definition=params.speed_definition)
     per.insert(1, "parent_track_id", df["parent_track_id"].to_numpy()[lay.starts])
     per.insert(2, "condition", df["condition"].astype(str).to_numpy()[lay.starts])
     say("MSD")
-    every_pair = _msd(df, lay, min_pairs=1, max_lag=None)
-    msd = _with_min_pairs(every_pair, params.min_pairs)
+    every_pair = msd_arrays(df, lay, min_pairs=1, max_lag=None)
+    msd = with_min_pairs(every_pair, params.min_pairs)
     alpha, n_lags = alpha_per_track(
         msd, fit_fraction=params.fit_fraction, min_fit_lags=params.min_fit_lags
     )
@@ -198,7 +194,7 @@ def analyze_motility(
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**32))
     pooled = params.msd_weighting == "pairs"
-    ens, alpha_tab = _ensembles(
+    ens, alpha_tab = ensembles_by_condition(
         df,
         lay,
         every_pair if pooled else msd,
@@ -216,7 +212,7 @@ def analyze_motility(
     )
     say("Statistics")
     order = list(alpha_tab["condition"])
-    stats_tab = compare_conditions(per, order=order)
+    stats_tab = compare_motility(per, order=order)
     msd_long = pd.DataFrame(
         {
             "track_id": lay.ids[msd.track],

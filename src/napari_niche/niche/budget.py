@@ -96,14 +96,14 @@ def request_cost(
     params: AnalysisParams,
 ) -> RequestCost:
     """Estimate the memory and time of analysing one image with ``params``."""
-    from napari_niche.core.envelope import MIN_NULL_SETS
+    from napari_niche.core.envelope import min_null_sets
 
     voxels = math.prod(int(s) for s in image_shape)
     sets = params.dots_per_cell * params.realizations
     n_dots = n_cells * sets
     memory = n_dots * (BYTES_PER_DOT + BYTES_PER_DOT_STRUCTURE * n_structures)
     memory += params.realizations * BYTES_PER_REALIZATION + voxels * BYTES_PER_VOXEL
-    if sets >= MIN_NULL_SETS(params.alpha):
+    if sets >= min_null_sets(params.alpha):
         # Distances cannot exceed the image's diagonal; nor the bins their cap.
         diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(image_shape, spacing, strict=True)))
         from napari_niche.core.stats import MAX_BINS

@@ -23,8 +23,8 @@ from napari_niche.core.curation import cells_from_image
 from napari_niche.core.distance import distance_map_um
 from napari_niche.core.envelope import (
     ENVELOPE_COLUMNS,
-    MIN_NULL_SETS,
     empty_envelope_table,
+    min_null_sets,
     monte_carlo_envelope,
 )
 from napari_niche.core.errors import NicheError
@@ -231,7 +231,7 @@ def summarize(
 
     The tables need a ``dist_<name>_um`` column per structure; the GUI's niche plot and
     ``analyze`` both call this, so they report the same numbers. With a ``null_set``
-    column in ``dot_table`` and at least :func:`~napari_niche.core.envelope.MIN_NULL_SETS`
+    column in ``dot_table`` and at least :func:`~napari_niche.core.envelope.min_null_sets`
     null sets (19 at alpha 0.05), each structure also gets its Monte Carlo envelope and a
     global envelope test row in the statistics.
     """
@@ -242,19 +242,19 @@ def summarize(
         fc = fold_change_by_bin(
             cell_table[col],
             dot_table[col],
-            bin_width=params.bin_width_um,
+            bin_width_um=params.bin_width_um,
             min_dots=params.min_dots,
         )
         fold.append(fc.assign(structure=name))
         tests.append(distance_tests(cell_table[col], dot_table[col]).assign(structure=name))
-        if n_sets < MIN_NULL_SETS(params.alpha):
+        if n_sets < min_null_sets(params.alpha):
             continue
         try:
             env, test = monte_carlo_envelope(
                 cell_table[col],
                 dot_table[col],
                 dot_table["null_set"],
-                bin_width=params.bin_width_um,
+                bin_width_um=params.bin_width_um,
                 min_dots=params.min_dots,
                 alpha=params.alpha,
                 alternative=params.alternative,
@@ -353,7 +353,7 @@ def _null_sets(dot_table: pd.DataFrame, alpha: float) -> tuple[int, list[str], l
     if "null_set" not in dot_table.columns:
         return 0, ["No global envelope test: the random cells have no null_set column."], []
     n_sets = int(pd.unique(dot_table["null_set"]).size)
-    need = MIN_NULL_SETS(alpha)
+    need = min_null_sets(alpha)
     if n_sets >= need:
         return n_sets, [], []
     text = (
