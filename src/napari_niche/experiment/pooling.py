@@ -511,6 +511,33 @@ def pool_results(
     contributes its first ``m`` null sets, ``m`` the smallest number among the condition's
     images (images without cells do not count), and a warning says so.
     """
+    results = _unique_results(results)
+    params = params or results[0].params
+    names = _structures(results, structures)
+    quad = _quadrant_pair(quadrant_structures, names)
+    order = _condition_order(results, conditions)
+    for r in results:
+        r.check()
+    pool = _Pooling(params, n_boot)
+    n_sets = pool.null_sets(results, order)
+    cells, dots, dots0 = _pooled_tables(results, names, n_sets)
+    n_reps: dict[str, int] = {}
+    for cond in order:
+        cc = cells[cells["condition"] == cond]
+        dc = dots[dots["condition"] == cond]
+        n_reps[cond] = int(cc["replicate"].nunique())
+        pool.condition(cond, cc, dc, names, quad, n_sets[cond], n_reps[cond])
+    pool.between_conditions(cells, order, names)
+    return pool.result(results, cells, dots0, names, quad, order, n_sets, n_reps)
+
+
+# --------------------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------------------
+
+
+def _unique_results(results: Sequence[ImageResult]) -> list[ImageResult]:
+    """The results as a list, refused when empty or when image ids repeat."""
     results = list(results)
     if not results:
         raise PoolingError("There is no image result to pool.")
@@ -518,10 +545,13 @@ def pool_results(
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise PoolingError(f"Image ids must be unique; repeated: {', '.join(dupes)}.")
-    params = params or results[0].params
-    alpha = float(getattr(params, "alpha", 0.05))
-    seed = 0 if params.seed is None else int(params.seed)
-    names = _structures(results, structures)
+    return results
+
+
+def _quadrant_pair(
+    quadrant_structures: tuple[str, str] | None, names: list[str]
+) -> tuple[str, str] | None:
+    """The quadrant pair as a tuple, checked against the pooled structures (None: none)."""
     quad = tuple(quadrant_structures) if quadrant_structures else None
     if quad is not None:
         missing = [q for q in quad if q not in names]
@@ -530,28 +560,28 @@ def pool_results(
                 f"Quadrant structures {quad} must be two different structures among "
                 f"{', '.join(names)}."
             )
+    return quad
+
+
+def _condition_order(results: list[ImageResult], conditions: Sequence[str] | None) -> list[str]:
+    """The conditions in the order given (default: first appearance); none may be missing."""
     order = list(dict.fromkeys(conditions or [r.condition for r in results]))
     unknown = sorted({r.condition for r in results} - set(order))
     if unknown:
         raise PoolingError(f"Conditions {', '.join(unknown)} are missing from the order given.")
-    for r in results:
-        r.check()
+    return order
 
-    warnings: list[str] = []
-    n_sets: dict[str, int] = {}
-    n_reps: dict[str, int] = {}
-    cells_parts, dots_parts, dots0_parts = [], [], []
-    for cond in order:
-        mine = [r for r in results if r.condition == cond and len(r.cells)]
-        counts = {r.image: r.n_null_sets for r in mine}
-        n_sets[cond] = min(counts.values()) if counts else 0
-        if len(set(counts.values())) > 1:
-            warnings.append(
-                f"Condition {cond}: images hold different numbers of null sets ("
-                + ", ".join(f"{k}: {v}" for k, v in counts.items())
-                + f"); the pooled envelope and tests use the first {n_sets[cond]} of each."
-            )
+
+def _pooled_tables(
+    results: list[ImageResult], names: list[str], n_sets: dict[str, int]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every image's cells, its first ``n_sets`` null sets and its realisation 0, with ids.
+
+    The dots keep only ``null_set``, ``source_label`` (when known) and the distances to
+    the pooled structures.
+    """
     dist_cols = [distance_column(n) for n in names]
+    cells_parts, dots_parts, dots0_parts = [], [], []
     for r in results:
         ids_ = r._ids()
         cells_parts.append(_with_ids(r.cells, ids_))
@@ -563,180 +593,213 @@ def pool_results(
         ]
         dots_parts.append(_with_ids(r.dots.loc[keep, dot_cols], ids_))
         dots0_parts.append(_with_ids(r.dots[r.dots["null_set"] < r.params.dots_per_cell], ids_))
-    cells = _concat(cells_parts)
-    dots = _concat(dots_parts)
-    dots0 = _concat(dots0_parts)
+    return _concat(cells_parts), _concat(dots_parts), _concat(dots0_parts)
 
-    fold, env, quads, stats_parts, rep_fracs, dens = [], [], [], [], [], []
-    for cond in order:
-        cc = cells[cells["condition"] == cond]
-        dc = dots[dots["condition"] == cond]
-        n_rep = int(cc["replicate"].nunique())
-        n_reps[cond] = n_rep
+
+@dataclass
+class _Pooling:
+    """The tables of :func:`pool_results` as they grow, condition by condition.
+
+    Each method adds the rows of one piece of work (a condition, a structure of it, its
+    quadrants, the comparison between conditions) to the lists; :meth:`result` puts them
+    together.
+    """
+
+    params: AnalysisParams
+    n_boot: int
+    fold: list[pd.DataFrame] = field(default_factory=list)
+    env: list[pd.DataFrame] = field(default_factory=list)
+    quads: list[pd.DataFrame] = field(default_factory=list)
+    stats: list[pd.DataFrame] = field(default_factory=list)
+    rep_fracs: list[pd.DataFrame] = field(default_factory=list)
+    dens: list[pd.DataFrame] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def alpha(self) -> float:
+        return float(getattr(self.params, "alpha", 0.05))
+
+    @property
+    def seed(self) -> int:
+        """Seed of the density-ratio bootstrap."""
+        return 0 if self.params.seed is None else int(self.params.seed)
+
+    def null_sets(self, results: list[ImageResult], order: list[str]) -> dict[str, int]:
+        """Null sets each condition pools: the fewest of its images with cells (warned)."""
+        n_sets: dict[str, int] = {}
+        for cond in order:
+            mine = [r for r in results if r.condition == cond and len(r.cells)]
+            counts = {r.image: r.n_null_sets for r in mine}
+            n_sets[cond] = min(counts.values()) if counts else 0
+            if len(set(counts.values())) > 1:
+                self.warnings.append(
+                    f"Condition {cond}: images hold different numbers of null sets ("
+                    + ", ".join(f"{k}: {v}" for k, v in counts.items())
+                    + f"); the pooled envelope and tests use the first {n_sets[cond]} of each."
+                )
+        return n_sets
+
+    def condition(self, cond, cc, dc, names, quad, n_sets: int, n_rep: int) -> None:
+        """Everything about one condition: per structure, then its quadrants."""
         if cc.empty or dc.empty:
             what = "no cells" if cc.empty else "no random cells (null sets)"
-            stats_parts.append(
+            self.stats.append(
                 _skip(_ANALYSIS["cells vs dots"], cond, note=f"{what} in this condition")
             )
-            continue
+            return
         for name in names:
-            col = distance_column(name)
-            fold.append(
-                _front(
-                    fold_change_by_bin(
-                        cc[col], dc[col], bin_width=params.bin_width_um, min_dots=params.min_dots
-                    ),
-                    condition=cond,
-                    structure=name,
-                )
-            )
-            stats_parts.append(cells_vs_dots_tests(cc, dc, structure=name, condition=cond))
-            table, row = _envelope(cc, dc, name, cond, n_sets[cond], params, alpha)
-            env.append(table)
-            stats_parts.append(row)
-            rep_fracs.append(
-                _front(
-                    replicate_fractions(cc, dc, structure=name, bin_width=params.bin_width_um),
-                    condition=cond,
-                    structure=name,
-                )
-            )
-            if n_rep >= 2:
-                stats_parts.append(
-                    replicate_bin_tests(
-                        cc,
-                        dc,
-                        structure=name,
-                        bin_width=params.bin_width_um,
-                        min_dots=params.min_dots,
-                        condition=cond,
-                    )
-                )
-            else:
-                stats_parts.append(
-                    _skip(
-                        _ANALYSIS["bins"],
-                        cond,
-                        structure=name,
-                        test="Mann-Whitney U (two-sided)",
-                        n_cells=len(cc),
-                        n_dots=len(dc),
-                        n_replicates=n_rep,
-                        note=_few_replicates(n_rep),
-                    )
-                )
-            try:
-                ratio = density_ratio(cc[col], dc[col], n_boot=n_boot, rng=seed)
-            except NicheError as err:
-                warnings.append(f"Condition {cond}: no density ratio for {name}: {err}")
-            else:
-                dens.append(
-                    _front(ratio, condition=cond, structure=name).assign(
-                        bandwidth_um=float(ratio.attrs.get("bandwidth_um", np.nan)),
-                        reference_bandwidth_um=float(
-                            ratio.attrs.get("reference_bandwidth_um", np.nan)
-                        ),
-                    )
-                )
+            self.structure(cond, cc, dc, name, n_sets, n_rep)
         if quad is not None:
-            a, b = quad
-            quads.append(
-                _front(
-                    quadrant_table(
-                        cc[distance_column(a)],
-                        cc[distance_column(b)],
-                        dc[distance_column(a)],
-                        dc[distance_column(b)],
-                        threshold_um=params.quadrant_threshold_um,
-                        names=quad,
-                    ),
-                    condition=cond,
-                )
-            )
-            stats_parts.append(
-                quadrant_contingency(
+            self.quadrants(cond, cc, dc, quad, n_rep)
+
+    def structure(self, cond, cc, dc, name: str, n_sets: int, n_rep: int) -> None:
+        """Fold change, tests, envelope, replicate fractions and density ratio of one
+        structure in one condition."""
+        params = self.params
+        col = distance_column(name)
+        fold = fold_change_by_bin(
+            cc[col], dc[col], bin_width=params.bin_width_um, min_dots=params.min_dots
+        )
+        self.fold.append(_front(fold, condition=cond, structure=name))
+        self.stats.append(cells_vs_dots_tests(cc, dc, structure=name, condition=cond))
+        table, row = _envelope(cc, dc, name, cond, n_sets, params, self.alpha)
+        self.env.append(table)
+        self.stats.append(row)
+        fractions = replicate_fractions(cc, dc, structure=name, bin_width=params.bin_width_um)
+        self.rep_fracs.append(_front(fractions, condition=cond, structure=name))
+        self.stats.append(
+            _per_replicate(
+                lambda: replicate_bin_tests(
                     cc,
                     dc,
-                    structures=quad,
-                    threshold_um=params.quadrant_threshold_um,
+                    structure=name,
+                    bin_width=params.bin_width_um,
+                    min_dots=params.min_dots,
                     condition=cond,
-                )
+                ),
+                _ANALYSIS["bins"],
+                cond,
+                cc,
+                dc,
+                n_rep,
+                structure=name,
             )
-            if n_rep >= 2:
-                stats_parts.append(
-                    replicate_quadrant_tests(
-                        cc,
-                        dc,
-                        structures=quad,
-                        threshold_um=params.quadrant_threshold_um,
-                        condition=cond,
+        )
+        self.density(cond, cc[col], dc[col], name)
+
+    def density(self, cond: str, cells: pd.Series, dots: pd.Series, name: str) -> None:
+        """The smooth density ratio with its bootstrap band (a warning when it fails)."""
+        try:
+            ratio = density_ratio(cells, dots, n_boot=self.n_boot, rng=self.seed)
+        except NicheError as err:
+            self.warnings.append(f"Condition {cond}: no density ratio for {name}: {err}")
+            return
+        self.dens.append(
+            _front(ratio, condition=cond, structure=name).assign(
+                bandwidth_um=float(ratio.attrs.get("bandwidth_um", np.nan)),
+                reference_bandwidth_um=float(ratio.attrs.get("reference_bandwidth_um", np.nan)),
+            )
+        )
+
+    def quadrants(self, cond, cc, dc, quad: tuple[str, str], n_rep: int) -> None:
+        """The condition's quadrant table, contingency test and per-replicate tests."""
+        a, b = quad
+        threshold = self.params.quadrant_threshold_um
+        table = quadrant_table(
+            cc[distance_column(a)],
+            cc[distance_column(b)],
+            dc[distance_column(a)],
+            dc[distance_column(b)],
+            threshold_um=threshold,
+            names=quad,
+        )
+        self.quads.append(_front(table, condition=cond))
+        self.stats.append(
+            quadrant_contingency(cc, dc, structures=quad, threshold_um=threshold, condition=cond)
+        )
+        self.stats.append(
+            _per_replicate(
+                lambda: replicate_quadrant_tests(
+                    cc, dc, structures=quad, threshold_um=threshold, condition=cond
+                ),
+                _ANALYSIS["quadrants"],
+                cond,
+                cc,
+                dc,
+                n_rep,
+            )
+        )
+
+    def between_conditions(self, cells: pd.DataFrame, order: list[str], names) -> None:
+        """The tests between conditions, per structure (not run with one condition)."""
+        present = [c for c in order if (cells["condition"] == c).any()]
+        for name in names:
+            if len(present) >= 2:
+                self.stats.append(
+                    compare_conditions(
+                        cells[cells["condition"].isin(present)],
+                        structure=name,
+                        bin_width=self.params.bin_width_um,
+                        min_cells=self.params.min_dots,
                     )
                 )
             else:
-                stats_parts.append(
+                self.stats.append(
                     _skip(
-                        _ANALYSIS["quadrants"],
-                        cond,
-                        test="Mann-Whitney U (two-sided)",
-                        n_cells=len(cc),
-                        n_dots=len(dc),
-                        n_replicates=n_rep,
-                        note=_few_replicates(n_rep),
+                        _ANALYSIS["conditions"],
+                        present[0] if present else "",
+                        structure=name,
+                        test="Kolmogorov-Smirnov (two-sided)",
+                        n_cells=len(cells),
+                        note="only one condition with cells: nothing to compare it with",
                     )
                 )
-    present = [c for c in order if (cells["condition"] == c).any()]
-    for name in names:
-        if len(present) >= 2:
-            stats_parts.append(
-                compare_conditions(
-                    cells[cells["condition"].isin(present)],
-                    structure=name,
-                    bin_width=params.bin_width_um,
-                    min_cells=params.min_dots,
-                )
-            )
-        else:
-            stats_parts.append(
-                _skip(
-                    _ANALYSIS["conditions"],
-                    present[0] if present else "",
-                    structure=name,
-                    test="Kolmogorov-Smirnov (two-sided)",
-                    n_cells=len(cells),
-                    note="only one condition with cells: nothing to compare it with",
-                )
-            )
 
-    statistics = _with_replicates(_concat(stats_parts, columns=STAT_COLUMNS), n_reps)
-    warnings += _single_replicate_warnings(statistics)
-    record = {
-        "napari_niche_version": __version__,
-        "analysis": params.to_dict(),
-        "n_null_sets": n_sets,
-        "n_boot": int(n_boot),
-        "images": ids,
-    }
-    return PooledResult(
-        cells=cells,
-        dots0=dots0,
-        fold_change=_concat(fold, columns=["condition", "structure", *FOLD_CHANGE_COLUMNS]),
-        envelope=_concat(env, columns=["condition", "structure", *ENVELOPE_COLUMNS]),
-        quadrants=_concat(quads, columns=["condition", *QUADRANT_COLUMNS]),
-        statistics=statistics,
-        replicate_fractions=_concat(rep_fracs),
-        density_ratio=_concat(dens, columns=DENSITY_COLUMNS)[DENSITY_COLUMNS],
-        qc=_qc_table(results),
-        structures=names,
-        quadrant_structures=quad,
-        conditions=order,
-        warnings=warnings,
-        record=record,
+    def result(self, results, cells, dots0, names, quad, order, n_sets, n_reps) -> PooledResult:
+        """The pooled tables put together, with the record of what produced them."""
+        statistics = _with_replicates(_concat(self.stats, columns=STAT_COLUMNS), n_reps)
+        self.warnings += _single_replicate_warnings(statistics)
+        record = {
+            "napari_niche_version": __version__,
+            "analysis": self.params.to_dict(),
+            "n_null_sets": n_sets,
+            "n_boot": int(self.n_boot),
+            "images": [r.image for r in results],
+        }
+        return PooledResult(
+            cells=cells,
+            dots0=dots0,
+            fold_change=_concat(
+                self.fold, columns=["condition", "structure", *FOLD_CHANGE_COLUMNS]
+            ),
+            envelope=_concat(self.env, columns=["condition", "structure", *ENVELOPE_COLUMNS]),
+            quadrants=_concat(self.quads, columns=["condition", *QUADRANT_COLUMNS]),
+            statistics=statistics,
+            replicate_fractions=_concat(self.rep_fracs),
+            density_ratio=_concat(self.dens, columns=DENSITY_COLUMNS)[DENSITY_COLUMNS],
+            qc=_qc_table(results),
+            structures=names,
+            quadrant_structures=quad,
+            conditions=order,
+            warnings=self.warnings,
+            record=record,
+        )
+
+
+def _per_replicate(test, analysis: str, cond: str, cc, dc, n_rep: int, **where) -> pd.DataFrame:
+    """The rows of a per-replicate ``test()``, or a row saying it needs two replicates."""
+    if n_rep >= 2:
+        return test()
+    return _skip(
+        analysis,
+        cond,
+        **where,
+        test="Mann-Whitney U (two-sided)",
+        n_cells=len(cc),
+        n_dots=len(dc),
+        n_replicates=n_rep,
+        note=_few_replicates(n_rep),
     )
-
-
-# --------------------------------------------------------------------------------------
-# Pieces
-# --------------------------------------------------------------------------------------
 
 
 def _structures(results: list[ImageResult], structures: Iterable[str] | None) -> list[str]:
@@ -776,11 +839,8 @@ def _envelope(
     needed = MIN_NULL_SETS(alpha)
     alternative = getattr(params, "alternative", "two-sided")
     test_name = envelope_test_name(n_sets, alternative)
-    if n_sets < needed:
-        note = (
-            f"needs at least {needed} null sets at alpha {alpha:g}, have {n_sets}: raise "
-            "realizations (or dots per cell) to 99 or more"
-        )
+
+    def not_run(note: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         row = _skip(
             _ANALYSIS["envelope"],
             cond,
@@ -791,6 +851,12 @@ def _envelope(
             note=note,
         )
         return pd.DataFrame(columns=["condition", "structure", *ENVELOPE_COLUMNS]), row
+
+    if n_sets < needed:
+        return not_run(
+            f"needs at least {needed} null sets at alpha {alpha:g}, have {n_sets}: raise "
+            "realizations (or dots per cell) to 99 or more"
+        )
     try:
         table, test = monte_carlo_envelope(
             cc[col].to_numpy(float),
@@ -802,16 +868,7 @@ def _envelope(
             alternative=alternative,
         )
     except NicheError as err:  # e.g. no bin with enough dots: say so, pool the rest
-        row = _skip(
-            _ANALYSIS["envelope"],
-            cond,
-            structure=name,
-            test=test_name,
-            n_cells=len(cc),
-            n_dots=len(dc),
-            note=str(err),
-        )
-        return pd.DataFrame(columns=["condition", "structure", *ENVELOPE_COLUMNS]), row
+        return not_run(str(err))
     outside = table["outside"].astype(str)
     n_out = int((outside != "").sum())
     lo, hi = test.p_interval
