@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -376,74 +376,120 @@ def _unexpected(err: Exception, folder: Path, doing: str) -> str:
     return f"unexpected {type(err).__name__} while {doing}: {err}{details}"
 
 
-def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list[str]:
-    from napari_niche.experiment.pooling import ImageResult
-    from napari_niche.niche.pipeline import analyze
+class _Inputs(NamedTuple):
+    """What :func:`_read_inputs` read for one image."""
 
-    spec = task.spec
+    raw: dict[str, np.ndarray]  # raw channels by role
+    masks: dict[str, np.ndarray]  # masks given in the experiment file, by role
+    spacing: tuple[float, ...]
+    files: dict[str, str]  # where each role was read, for messages
+
+
+def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list[str]:
+    """Read, make masks, analyse and save one image into ``folder``; return its warnings."""
     step.name = "reading the images"
     spacing_notes: list[str] = []  # an explicit voxel_size overriding the files' own
-    raw, masks_in, spacing, files = _read_inputs(task, spacing_notes.append)
+    inputs = _Inputs(*_read_inputs(task, spacing_notes.append))
     step.name = "making masks"
-    qc: dict[str, Any] = {}
+    qc: dict[str, Any] = {}  # thresholds first, in the order the masks are made
+    masks = _structure_masks(task, inputs, qc)
+    cells = _cell_labels(task, inputs, qc)
+    tissue = _tissue(task, inputs, qc, cells, masks)
+    step.name = "analysing"
+    result = _analyse(task, step, cells, masks, inputs.spacing, tissue)
+    median_size = _median_cell_size(result, inputs.spacing)
+    result.warnings[:0] = spacing_notes
+    qc.update(_image_qc(task, result, cells, masks, tissue, inputs.spacing, median_size, start))
+    _record_inputs(result, task, inputs)
+    step.name = "saving"
+    _save_image(task, folder, result, qc, cells, masks, tissue, inputs.spacing)
+    warnings = list(result.warnings)
+    _save_thumbnail(folder, inputs, cells, masks, warnings)
+    return warnings
+
+
+def _structure_masks(task: ImageTask, inputs: _Inputs, qc: dict) -> dict[str, np.ndarray]:
+    """Each structure's mask: given, or thresholded from its channel (threshold in qc)."""
     masks: dict[str, np.ndarray] = {}
     for name in task.structures:
-        if name in masks_in:
-            masks[name] = as_mask(masks_in[name], f"{name} mask ({files[name]})")
+        if name in inputs.masks:
+            masks[name] = as_mask(inputs.masks[name], f"{name} mask ({inputs.files[name]})")
         else:
             masks[name], qc[f"threshold_{name}"] = _mask_from_channel(
-                raw[name], name, task.steps, spacing, files[name]
+                inputs.raw[name], name, task.steps, inputs.spacing, inputs.files[name]
             )
-    if "cells" in masks_in:
-        cells = np.asarray(masks_in["cells"])
+    return masks
+
+
+def _cell_labels(task: ImageTask, inputs: _Inputs, qc: dict) -> np.ndarray:
+    """The labelled cells: given, or thresholded and labelled (threshold in qc).
+
+    Raises :class:`EmptyMaskError` when no cell is left, saying which settings to check.
+    """
+    files, spacing = inputs.files, inputs.spacing
+    if "cells" in inputs.masks:
+        cells = np.asarray(inputs.masks["cells"])
         if not cells.any():
             raise EmptyMaskError(f"{files['cells']}: the cell image holds no cells.")
-    else:
-        cell_mask, qc["threshold_cells"] = _mask_from_channel(
-            raw["cells"], "cells", task.steps, spacing, files["cells"]
+        return cells
+    cell_mask, qc["threshold_cells"] = _mask_from_channel(
+        inputs.raw["cells"], "cells", task.steps, spacing, files["cells"]
+    )
+    c = task.steps.cells
+    cells = label_cells(
+        cell_mask,
+        spacing=spacing,
+        min_volume_um3=c.min_volume_um3,
+        max_volume_um3=np.inf if c.max_volume_um3 is None else c.max_volume_um3,
+        split_touching=c.split_touching,
+        split_radius_um=c.split_radius_um,
+    )
+    if not cells.any():
+        unit = "µm³" if len(spacing) == 3 else "µm²"
+        raise EmptyMaskError(
+            f"No cells left after labelling the cell mask of {files['cells']}: no object "
+            f"has a {'volume' if len(spacing) == 3 else 'area'} between "
+            f"{c.min_volume_um3:g} and {c.max_volume_um3 or 'any'} {unit}. Either the "
+            "channel holds no cells (only noise or background), or the [cells] "
+            "settings (min_volume_um3, max_volume_um3) do not fit these cells."
         )
-        c = task.steps.cells
-        cells = label_cells(
-            cell_mask,
-            spacing=spacing,
-            min_volume_um3=c.min_volume_um3,
-            max_volume_um3=np.inf if c.max_volume_um3 is None else c.max_volume_um3,
-            split_touching=c.split_touching,
-            split_radius_um=c.split_radius_um,
-        )
-        if not cells.any():
-            unit = "µm³" if len(spacing) == 3 else "µm²"
-            raise EmptyMaskError(
-                f"No cells left after labelling the cell mask of {files['cells']}: no object "
-                f"has a {'volume' if len(spacing) == 3 else 'area'} between "
-                f"{c.min_volume_um3:g} and {c.max_volume_um3 or 'any'} {unit}. Either the "
-                "channel holds no cells (only noise or background), or the [cells] "
-                "settings (min_volume_um3, max_volume_um3) do not fit these cells."
-            )
-    tissue = None
-    source = task.tissue_source
+    return cells
+
+
+def _tissue(task: ImageTask, inputs: _Inputs, qc: dict, cells, masks) -> np.ndarray | None:
+    """The tissue map from the image's tissue source; None: the whole image is tissue."""
+    source, files = task.tissue_source, inputs.files
     if source == "mask":
-        tissue = as_mask(masks_in["tissue"], f"tissue mask ({files['tissue']})")
-    elif source == "channel":
+        return as_mask(inputs.masks["tissue"], f"tissue mask ({files['tissue']})")
+    if source == "channel":
         tissue, qc["threshold_tissue"] = _mask_from_channel(
-            raw["tissue"], "tissue", task.steps, spacing, files["tissue"]
+            inputs.raw["tissue"], "tissue", task.steps, inputs.spacing, files["tissue"]
         )
-    elif source == "union":
+        return tissue
+    if source == "union":
         t = task.steps.tissue
-        tissue = tissue_map(
+        return tissue_map(
             [cells != 0, *masks.values()],
-            spacing=spacing,
+            spacing=inputs.spacing,
             closing_radius_um=t.closing_radius_um,
             fill=t.fill,
         )
+    return None
 
-    step.name = "analysing"
+
+def _analyse(task: ImageTask, step: _Step, cells, masks, spacing, tissue):
+    """The niche analysis of one image, its sub-steps shown as the image's step.
+
+    A failure with a "cell" far bigger than any cell names that first: the cell mask is
+    then more likely wrong than anything the error speaks of.
+    """
+    from napari_niche.niche.pipeline import analyze
 
     def analysing(what: str) -> None:
         step.name = f"analysing: {what[:1].lower()}{what[1:]}"
 
     try:
-        result = analyze(
+        return analyze(
             cells, masks, spacing=spacing, tissue=tissue, params=task.analysis, progress=analysing
         )
     except NicheError as err:
@@ -451,22 +497,31 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
         if doubt is None:
             raise
         raise NicheError(f"{err} But first check the cells: {doubt}") from None
-    voxel_um3 = float(np.prod(spacing))
+
+
+def _median_cell_size(result, spacing) -> float | None:
+    """The median cell volume (area in 2D); a warning joins the result's if implausible."""
     ndim = len(spacing)
     sizes = result.cells.get(size_column(ndim))
     median_size = float(np.median(sizes)) if sizes is not None and len(sizes) else None
     cell_warning = _small_cells_warning(median_size, ndim)
     if cell_warning:
         result.warnings.append(cell_warning)
-    result.warnings[:0] = spacing_notes
-    qc.update(
+    return median_size
+
+
+def _image_qc(task, result, cells, masks, tissue, spacing, median_size, start) -> dict:
+    """The QC of one image beyond the thresholds: sizes, tissue, volume fractions, time."""
+    voxel_um3 = float(np.prod(spacing))
+    tissue_check = result.record.get("tissue_check") or {}
+    return dict(
         # 2 or 3: in 2D tissue_volume_um3 and median_cell_volume_um3 are areas in µm²
-        ndim=ndim,
+        ndim=len(spacing),
         median_cell_volume_um3=_tidy(median_size) if median_size is not None else None,
-        tissue_source=source,
+        tissue_source=task.tissue_source,
         # the tissue map looks built from the analysed masks (see core.tissue_check)
-        tissue_map_suspect=bool((result.record.get("tissue_check") or {}).get("suspect")),
-        tissue_left_out=(result.record.get("tissue_check") or {}).get("left_out"),
+        tissue_map_suspect=bool(tissue_check.get("suspect")),
+        tissue_left_out=tissue_check.get("left_out"),
         tissue_volume_um3=_tidy(
             float(np.count_nonzero(tissue)) * voxel_um3
             if tissue is not None
@@ -477,13 +532,23 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
         **{f"{n}_volume_fraction": float(np.mean(m)) for n, m in masks.items()},
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+def _record_inputs(result, task: ImageTask, inputs: _Inputs) -> None:
+    """Name in the analysis record the files read, their sources and the steps applied."""
+    files = inputs.files
     result.record["inputs"] = {role: str(p) for role, p in files.items()}
-    result.record["sources"] = {role: spec.source(role) for role in files}
+    result.record["sources"] = {role: task.spec.source(role) for role in files}
     result.record["steps"] = {
-        role: task.steps.channel(role).__dict__ for role in files if role not in masks_in
+        role: task.steps.channel(role).__dict__ for role in files if role not in inputs.masks
     }
 
-    step.name = "saving"
+
+def _save_image(task, folder: Path, result, qc, cells, masks, tissue, spacing) -> None:
+    """The image's result, then the masks it used (old masks it no longer uses removed)."""
+    from napari_niche.experiment.pooling import ImageResult
+
+    spec = task.spec
     folder.mkdir(parents=True, exist_ok=True)
     ImageResult.from_analysis(
         result, image=spec.id, condition=spec.condition, replicate=spec.replicate, qc=qc
@@ -497,22 +562,25 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
     for role, array in used.items():
         with atomic_path(mask_dir / f"{role}.tif") as tmp:
             write_image(tmp, array, spacing=spacing, compression="zlib")
-    warnings = list(result.warnings)
+
+
+def _save_thumbnail(folder: Path, inputs: _Inputs, cells, masks, warnings: list) -> None:
+    """``thumbnail.png`` over the cell channel; a failure only adds to ``warnings``."""
+    from napari_niche.experiment.figures import thumbnail
+
+    raw = inputs.raw
     backdrop = raw.get("cells", next(iter(raw.values()), None))
     if backdrop is None:
         backdrop = (np.asarray(cells) != 0).astype(np.float32)
-    from napari_niche.experiment.figures import thumbnail
-
     try:
         thumbnail(
             backdrop,
             {"cells": np.asarray(cells) != 0, **masks},
             path=folder / "thumbnail.png",
-            spacing=spacing,
+            spacing=inputs.spacing,
         )
     except Exception as err:  # a thumbnail is a convenience, not a result
         warnings.append(f"no thumbnail ({type(err).__name__}: {err})")
-    return warnings
 
 
 #: A "cell" bigger than this (µm³ in 3D, µm² in 2D) is no single leukemia cell or HSPC
@@ -1163,66 +1231,54 @@ class _TextBar:
         self._bar.close()
 
 
-def _finish(
-    exp: Experiment, out: Path, summary: RunSummary, errors: list, say, *, figures: bool
-) -> None:
-    """Pool, figures, report, errors.csv, run.json."""
-    ok_ids = [i for i in exp.ids() if i in {*summary.done, *summary.skipped, *summary.kept}]
-    n = len(exp.ids())
-    unwritten: list[str] = []  # steps that could not write: the folder stays unfinished
+@dataclass
+class _StepErrors:
+    """Records a failed closing step (pooling, figures, report) of a run.
 
-    def fail(step: str, err: Exception) -> None:
+    Each failure becomes a line in ``summary.step_errors`` and a row of ``errors.csv``;
+    a step that could not write (a full disk) is also kept in ``unwritten``: the steps
+    after it are skipped and the folder stays unfinished.
+    """
+
+    out: Path
+    summary: RunSummary
+    errors: list
+    unwritten: list[str] = field(default_factory=list)
+
+    def __call__(self, step: str, err: Exception) -> None:
         cause = _os_error_in(err)
         if isinstance(err, NicheError):
             message = str(err)
         elif cause is not None:
             message = f"could not write: {os_error_text(cause)}"
-            unwritten.append(step)
+            self.unwritten.append(step)
         else:  # a bug: keep the traceback for the bug report
-            log = out / f"{step}_error.txt"
+            log = self.out / f"{step}_error.txt"
             try:
                 atomic_write_text(log, "".join(traceback.format_exception(err)))
                 details = f" (details in {log})"
             except OSError:
                 details = ""
             message = f"unexpected {type(err).__name__}: {err}{details}"
-        summary.step_errors[step] = message
-        errors.append(dict(image="", condition="", replicate="", step=step, message=message))
+        self.summary.step_errors[step] = message
+        self.errors.append(dict(image="", condition="", replicate="", step=step, message=message))
 
-    results = []
-    for image_id in ok_ids:
-        try:
-            from napari_niche.experiment.pooling import ImageResult
 
-            spec = exp.image(image_id)
-            r = ImageResult.load(out / "images" / image_id)
-            r.condition, r.replicate = spec.condition, spec.replicate
-            results.append(r)
-        except Exception as err:
-            fail("pooling", NicheError(f"{image_id}: {err}"))
+def _finish(
+    exp: Experiment, out: Path, summary: RunSummary, errors: list, say, *, figures: bool
+) -> None:
+    """Pool, figures, report, errors.csv, run.json."""
+    ok_ids = [i for i in exp.ids() if i in {*summary.done, *summary.skipped, *summary.kept}]
+    n = len(exp.ids())
+    fail = _StepErrors(out, summary, errors)
+    results = _load_results(exp, out, ok_ids, fail)
     pooled = None
     if results:
         say(n, n, "pooling")
-        try:
-            from napari_niche.experiment.pooling import pool_results
-            from napari_niche.niche.pipeline import resolve_structures
-
-            _, quad = resolve_structures(exp.structures(), exp.analysis)
-            pooled = pool_results(
-                results,
-                params=exp.analysis,
-                structures=exp.structures(),
-                quadrant_structures=quad,
-                conditions=exp.conditions(),
-            )
-            pooled.save(out / "pooled")
-            summary.warnings += list(pooled.warnings)
-        except Exception as err:
-            pooled = None
-            fail("pooling", err)
+        pooled = _pool(exp, out, results, summary, fail)
     summary.pooled = pooled
 
-    if pooled is not None and figures and not unwritten:
+    if pooled is not None and figures and not fail.unwritten:
         say(n, n, "figures")
         try:
             from napari_niche.experiment.figures import make_figures
@@ -1231,7 +1287,61 @@ def _finish(
         except Exception as err:
             fail("figures", err)
 
-    record = {
+    record = _run_record(exp, out, pooled, summary)
+    _copy_experiment_file(exp, out)
+    if fail.unwritten:  # the disk is full: the next steps would fail the same way
+        return
+    say(n, n, "report")
+    try:
+        summary.report = _report(exp, out, ok_ids, record, pooled, summary, errors)
+    except Exception as err:
+        fail("report", err)
+    if not fail.unwritten:
+        _record(out, record, errors, summary)
+
+
+def _load_results(exp: Experiment, out: Path, ok_ids: list[str], fail: _StepErrors) -> list:
+    """The saved result of every image to pool, with its condition and replicate as the
+    experiment file now gives them; an unreadable one is a pooling error."""
+    from napari_niche.experiment.pooling import ImageResult
+
+    results = []
+    for image_id in ok_ids:
+        try:
+            spec = exp.image(image_id)
+            r = ImageResult.load(out / "images" / image_id)
+            r.condition, r.replicate = spec.condition, spec.replicate
+            results.append(r)
+        except Exception as err:
+            fail("pooling", NicheError(f"{image_id}: {err}"))
+    return results
+
+
+def _pool(exp: Experiment, out: Path, results: list, summary: RunSummary, fail: _StepErrors):
+    """Pool the images and save the pooled tables; None if that failed."""
+    try:
+        from napari_niche.experiment.pooling import pool_results
+        from napari_niche.niche.pipeline import resolve_structures
+
+        _, quad = resolve_structures(exp.structures(), exp.analysis)
+        pooled = pool_results(
+            results,
+            params=exp.analysis,
+            structures=exp.structures(),
+            quadrant_structures=quad,
+            conditions=exp.conditions(),
+        )
+        pooled.save(out / "pooled")
+        summary.warnings += list(pooled.warnings)
+    except Exception as err:
+        fail("pooling", err)
+        return None
+    return pooled
+
+
+def _run_record(exp: Experiment, out: Path, pooled, summary: RunSummary) -> dict:
+    """What was run and how it went, for the report and ``run.json``."""
+    return {
         "name": exp.name,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "napari_niche_version": __version__,
@@ -1249,6 +1359,10 @@ def _finish(
         "failed": summary.failed,
         "warnings": summary.warnings,
     }
+
+
+def _copy_experiment_file(exp: Experiment, out: Path) -> None:
+    """``experiment.toml`` as run, paths relative to ``out`` (never over the source file)."""
     copy = out / "experiment.toml"
     if exp.path is None or copy.resolve() != Path(exp.path).resolve():  # never the source
         try:
@@ -1258,30 +1372,25 @@ def _finish(
         except (ImportError, OSError, TypeError, ValueError):
             pass
 
-    if unwritten:  # the disk is full: the next steps would fail the same way
-        return
-    say(n, n, "report")
-    try:
-        from napari_niche.experiment.report import write_report
 
-        thumbnails = {
-            i: out / "images" / i / "thumbnail.png"
-            for i in ok_ids
-            if (out / "images" / i / "thumbnail.png").exists()
-        }
-        summary.report = write_report(
-            out,
-            record=record,
-            tables=pooled.tables() if pooled is not None else {},
-            qc=_qc_with_status(exp, pooled, summary),
-            figures=summary.figures,
-            thumbnails=thumbnails,
-            errors=pd.DataFrame(errors, columns=ERROR_COLUMNS),
-        )
-    except Exception as err:
-        fail("report", err)
-    if not unwritten:
-        _record(out, record, errors, summary)
+def _report(exp, out: Path, ok_ids, record: dict, pooled, summary: RunSummary, errors: list):
+    """Write ``report.html`` with the thumbnails the images have; return its path."""
+    from napari_niche.experiment.report import write_report
+
+    thumbnails = {
+        i: out / "images" / i / "thumbnail.png"
+        for i in ok_ids
+        if (out / "images" / i / "thumbnail.png").exists()
+    }
+    return write_report(
+        out,
+        record=record,
+        tables=pooled.tables() if pooled is not None else {},
+        qc=_qc_with_status(exp, pooled, summary),
+        figures=summary.figures,
+        thumbnails=thumbnails,
+        errors=pd.DataFrame(errors, columns=ERROR_COLUMNS),
+    )
 
 
 def _os_error_in(err: BaseException) -> OSError | None:

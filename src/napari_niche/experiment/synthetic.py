@@ -92,21 +92,7 @@ def make_experiment(
     -------
     Path of ``experiment.toml``.
     """
-
-    conditions = (
-        {"vessel-homing": "vessel", "bone-homing": "bone"} if conditions is None else conditions
-    )
-    if not conditions:
-        raise NicheError("A synthetic experiment needs at least one condition.")
-    plan = {}
-    for cond, near in conditions.items():
-        near = None if near in (None, "none", "") else str(near)
-        if near not in (None, "vessel", "bone"):
-            raise NicheError(
-                f"Condition {cond!r}: cells can be planted near 'vessel' or 'bone' (or None "
-                f"for a null condition), not {near!r}."
-            )
-        plan[str(cond)] = near
+    plan = _plan(conditions)
     if int(replicates) < 1 or int(images_per_replicate) < 1:
         raise NicheError("A synthetic experiment needs at least 1 replicate and 1 image each.")
     folder = Path(folder).resolve()
@@ -129,32 +115,13 @@ def make_experiment(
                     near=near or "vessel",
                     rng=seed,
                 )
-                sp = sample.spacing
-                channels = {}
-                for role, key in EXPERIMENT_CHANNELS.items():
-                    path = write_image(
-                        folder / "raw" / f"{image}_{key}.tif", sample.channels[key], spacing=sp
-                    )
-                    channels[role] = path.resolve()
-                mask_dir = folder / "masks" / image
-                mask_dir.mkdir(parents=True, exist_ok=True)
-                masks = {}
-                for role, data in (
-                    ("cells", sample.cell_labels),
-                    ("vessel", sample.vessel),
-                    ("bone", sample.bone),
-                    ("tissue", sample.tissue),
-                ):
-                    path = write_image(
-                        mask_dir / f"{role}.tif", data, spacing=sp, compression="zlib"
-                    )
-                    masks[role] = path.resolve()
+                channels, masks = _write_sample(folder, image, sample)
                 images.append(
                     ImageSpec(
                         id=image,
                         condition=cond,
                         replicate=replicate,
-                        voxel_size=sp,
+                        voxel_size=sample.spacing,
                         channels=channels,
                         masks=masks if from_masks else {},
                     )
@@ -171,13 +138,60 @@ def make_experiment(
                     }
                 )
     pd.DataFrame(rows).to_csv(folder / "truth.csv", index=False)
+    return _save_experiment(folder, name, analysis_seed, int(realizations), images)
+
+
+def _plan(conditions: Mapping[str, str | None] | None) -> dict[str, str | None]:
+    """Condition -> structure its cells are planted near (None: a null condition), checked."""
+    conditions = (
+        {"vessel-homing": "vessel", "bone-homing": "bone"} if conditions is None else conditions
+    )
+    if not conditions:
+        raise NicheError("A synthetic experiment needs at least one condition.")
+    plan = {}
+    for cond, near in conditions.items():
+        near = None if near in (None, "none", "") else str(near)
+        if near not in (None, "vessel", "bone"):
+            raise NicheError(
+                f"Condition {cond!r}: cells can be planted near 'vessel' or 'bone' (or None "
+                f"for a null condition), not {near!r}."
+            )
+        plan[str(cond)] = near
+    return plan
+
+
+def _write_sample(folder: Path, image: str, sample) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Write a sample's raw channels and true masks; return their paths by role."""
+    sp = sample.spacing
+    channels = {}
+    for role, key in EXPERIMENT_CHANNELS.items():
+        path = write_image(folder / "raw" / f"{image}_{key}.tif", sample.channels[key], spacing=sp)
+        channels[role] = path.resolve()
+    mask_dir = folder / "masks" / image
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    masks = {}
+    for role, data in (
+        ("cells", sample.cell_labels),
+        ("vessel", sample.vessel),
+        ("bone", sample.bone),
+        ("tissue", sample.tissue),
+    ):
+        path = write_image(mask_dir / f"{role}.tif", data, spacing=sp, compression="zlib")
+        masks[role] = path.resolve()
+    return channels, masks
+
+
+def _save_experiment(
+    folder: Path, name: str, seed: int, realizations: int, images: list[ImageSpec]
+) -> Path:
+    """Write ``experiment.toml`` for these images (checked first); return its path."""
     experiment = Experiment(
         name=name,
         path=(folder / EXPERIMENT_FILE).resolve(),
         output=folder / "results",
         analysis=AnalysisParams(
-            seed=analysis_seed,
-            realizations=int(realizations),
+            seed=seed,
+            realizations=realizations,
             dots_per_cell=1,
             exclude=("vessel", "bone"),
             quadrant_structures=("vessel", "bone"),
