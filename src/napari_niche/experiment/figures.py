@@ -107,7 +107,7 @@ RC = {
 
 @contextlib.contextmanager
 def figure_context():
-    """The rcParams of the experiment figures, for making or saving one outside this module."""
+    """Apply the rcParams of the experiment figures, to make or save one outside this module."""
     with matplotlib.rc_context(RC):
         yield
 
@@ -128,6 +128,19 @@ class Colours:
     def for_experiment(
         cls, conditions: Iterable[str] = (), structures: Iterable[str] = ()
     ) -> Colours:
+        """Give conditions and structures colours in the order of the experiment.
+
+        Parameters
+        ----------
+        conditions : iterable of str
+            The experiment's conditions, in its order (repeats ignored).
+        structures : iterable of str
+            The experiment's structures, in its order (repeats ignored).
+
+        Returns
+        -------
+        Colours
+        """
         conds = list(dict.fromkeys(str(c) for c in conditions))
         structs = list(dict.fromkeys(str(s) for s in structures))
         return cls(
@@ -136,19 +149,31 @@ class Colours:
         )
 
     def condition(self, name: str) -> str:
+        """Return the colour of condition ``name`` (the next free one if it is unknown)."""
         name = str(name)
         if name in self.conditions:
             return self.conditions[name]
         return CONDITION_COLOURS[len(self.conditions) % len(CONDITION_COLOURS)]
 
     def structure(self, name: str) -> str:
+        """Return the colour of structure ``name`` (the next free one if it is unknown)."""
         name = str(name)
         if name in self.structures:
             return self.structures[name]
         return LIGHT.structure_colour(len(self.structures))
 
     def extended(self, conditions: Iterable[str] = (), structures: Iterable[str] = ()) -> Colours:
-        """A copy that also knows these names (new names get the next free colours)."""
+        """Return a copy that also knows these names (new names get the next free colours).
+
+        Parameters
+        ----------
+        conditions, structures : iterable of str
+            Names to add; known names keep their colours.
+
+        Returns
+        -------
+        Colours
+        """
         conds = dict(self.conditions)
         for c in conditions:
             conds.setdefault(str(c), CONDITION_COLOURS[len(conds) % len(CONDITION_COLOURS)])
@@ -259,22 +284,22 @@ def _empty_panel(ax: Axes, message: str) -> None:
 
 
 def _structure_title(ax: Axes, name: str, palette: Colours) -> None:
-    """The structure's name over a panel's left edge, in the structure's colour."""
+    """Write the structure's name over a panel's left edge, in the structure's colour."""
     ax.set_title(name, loc="left", fontsize=FONT + 0.5, color=palette.structure(name))
 
 
 def _condition_handles(palette: Colours, conditions: Sequence[str]) -> list[Patch]:
-    """One legend patch per condition, in its colour."""
+    """Return one legend patch per condition, in its colour."""
     return [Patch(facecolor=palette.condition(c), label=c) for c in conditions]
 
 
 def _random_line(ax: Axes, *, zorder: float) -> None:
-    """The dashed line at 1: the fold change or density ratio of random placement."""
+    """Draw the dashed line at 1: the fold change or density ratio of random placement."""
     ax.axhline(1.0, color="#1e1e21", ls="--", lw=0.7, zorder=zorder)
 
 
 def _random_handle() -> Line2D:
-    """The legend entry of :func:`_random_line`."""
+    """Return the legend entry of :func:`_random_line`."""
     return Line2D([], [], color="#1e1e21", ls="--", lw=0.7, label="1 = random")
 
 
@@ -319,6 +344,28 @@ def quadrant_figure(
     random cells that the pooled ``quadrants`` table gives (not recounted here, so the
     figure and the table cannot disagree). All panels share their axis ranges so
     conditions compare at a glance.
+
+    Parameters
+    ----------
+    cells, dots : DataFrame
+        Pooled cells and random cells (``condition`` and the distance columns of both
+        structures).
+    quadrants : DataFrame
+        The pooled quadrants table (``condition``, ``quadrant``, counts and shares).
+    structures : (str, str)
+        Structures A (x axis) and B (y axis).
+    threshold_um : float
+        The "near" threshold, in µm.
+    conditions : sequence of str, optional
+        Conditions in this order; default the order of first appearance in the tables.
+    colours : Colours, optional
+        Colours of conditions and structures; default one for these names.
+    panel_width : float
+        Width (and about the height) of one panel, in inches.
+
+    Returns
+    -------
+    Figure
     """
     a, b = structures
     col_a, col_b = distance_column(a), distance_column(b)
@@ -410,8 +457,11 @@ def _envelope_p(statistics: pd.DataFrame | None, condition: str, structure: str)
 
 @dataclass
 class _BarLayout:
-    """What every panel of a fold-change figure shares: the bins, the conditions' slots in
-    a bin, their colours, and which kinds of mark were drawn (for the legend)."""
+    """What every panel of a fold-change figure shares.
+
+    The bins, the conditions' slots in a bin, their colours, and which kinds of mark were
+    drawn (for the legend).
+    """
 
     width: float  # of a distance bin, µm
     conditions: list[str]
@@ -428,7 +478,7 @@ class _BarLayout:
         self.bar_width = 0.62 * self.slot
 
     def offset(self, i: int) -> float:
-        """How far the slot of the ``i``-th condition sits from the bin centre."""
+        """Return how far the slot of the ``i``-th condition sits from the bin centre."""
         return (i - (len(self.conditions) - 1) / 2) * self.slot
 
 
@@ -543,7 +593,7 @@ def fold_change_figure(
 def _fold_change_tables(
     envelope: pd.DataFrame, fold_change: pd.DataFrame | None, conds: list[str], name: str
 ) -> dict[str, tuple[pd.DataFrame, bool]]:
-    """Per condition: its bins for one structure, sorted, and whether they have envelopes.
+    """Return per condition its bins for one structure, sorted, and if they have envelopes.
 
     A condition without envelope rows takes its bars from ``fold_change`` (no boxes).
     """
@@ -563,7 +613,7 @@ def _bins_shown(
     width: float,
     max_distance_um: float | None,
 ) -> int | None:
-    """How many bins a panel shows; None when no condition has any bin."""
+    """Return how many bins a panel shows; None when no condition has any bin."""
     ends = [t["bin_end_um"].to_numpy(float) for t, _ in tables.values() if len(t)]
     if len(reps):
         ends.append(reps["bin_end_um"].to_numpy(float))
@@ -591,8 +641,11 @@ def _fold_change_condition(
     reps: pd.DataFrame,
     gen: np.random.Generator,
 ) -> None:
-    """Draw one condition's marks of a panel: bars, envelope boxes, bins left out,
-    asterisks; its replicate points are kept for :func:`_replicate_points`."""
+    """Draw one condition's marks of a panel.
+
+    Bars, envelope boxes, bins left out and asterisks; its replicate points are kept for
+    :func:`_replicate_points`, which draws them once the panel's height is known.
+    """
     width = layout.width
     k = _bin_index(table["bin_start_um"], width) if len(table) else np.array([], int)
     inside = k < panel.n_bins
@@ -612,7 +665,7 @@ def _fold_change_condition(
 
 
 def _fold_change_bars(panel, layout, cond, table, centres, heights) -> None:
-    """The condition's bars, each with the gid of its bin."""
+    """Draw the condition's bars, each with the gid of its bin."""
     bars = panel.ax.bar(
         centres,
         heights,
@@ -628,7 +681,7 @@ def _fold_change_bars(panel, layout, cond, table, centres, heights) -> None:
 
 
 def _envelope_boxes(panel, layout, cond, table, centres) -> None:
-    """A grey box per bin from the envelope's low to its high (open sides past the axis)."""
+    """Draw a grey box per bin from the envelope's low to its high (open sides past the axis)."""
     slot = layout.slot
     for x, row in zip(centres, table.itertuples(), strict=True):
         lo, hi = float(row.envelope_low), float(row.envelope_high)
@@ -681,7 +734,7 @@ def _omitted_bins(panel, layout, cond, k, offset) -> np.ndarray:
 
 
 def _replicate_values(panel, layout, cond, reps, kept, offset, gen) -> None:
-    """The condition's per-replicate fold changes in its kept bins, jittered in x."""
+    """Keep the condition's per-replicate fold changes in its kept bins, jittered in x."""
     rep = _of(reps, condition=cond)
     if not len(rep):
         return
@@ -697,7 +750,7 @@ def _replicate_values(panel, layout, cond, reps, kept, offset, gen) -> None:
 
 
 def _outside_marks(panel, layout, cond, table, centres) -> None:
-    """An asterisk above each bar that lies outside the global envelope."""
+    """Mark each bar that lies outside the global envelope with an asterisk."""
     out = table["outside"].fillna("").astype(str).isin(["above", "below"])
     for x, row in zip(centres[out.to_numpy()], table[out].itertuples(), strict=True):
         high = float(row.envelope_high)
@@ -719,7 +772,7 @@ def _outside_marks(panel, layout, cond, table, centres) -> None:
 
 
 def _envelope_notes(statistics, cond, name, boxed, table) -> list[str]:
-    """The line a condition adds to a panel's title: its global envelope test, if any."""
+    """Return the line a condition adds to a panel's title: its global envelope test."""
     row = _envelope_p(statistics, cond, name)
     if row is not None:
         return [f"{cond}: global envelope test {_p_text(row.p_value)}"]
@@ -733,7 +786,7 @@ _REPLICATE_MARKER = {"ls": "none", "mfc": "white", "mec": "#1e1e21", "mew": 0.5}
 
 
 def _replicate_points(panel: _FoldPanel, layout: _BarLayout) -> None:
-    """Replicate points, clipped to a ceiling so outliers do not squash the bars."""
+    """Draw the replicate points, clipped to a ceiling so outliers do not squash the bars."""
     ceiling = 1.6 * panel.top_core
     for cond, sname, xs, ys in panel.point_sets:
         high = ys > ceiling
@@ -761,7 +814,7 @@ def _replicate_points(panel: _FoldPanel, layout: _BarLayout) -> None:
 
 
 def _fold_change_axes(panel: _FoldPanel, layout: _BarLayout) -> None:
-    """Limits, ticks, labels, the line at 1 and the envelope tests above the panel."""
+    """Set limits, ticks and labels; draw the line at 1 and the envelope tests above."""
     ax, name, n_bins, width = panel.ax, panel.name, panel.n_bins, layout.width
     ceiling = 1.6 * panel.top_core
     y_top = max(panel.top_core, min(panel.points_top, ceiling)) * 1.15
@@ -780,7 +833,7 @@ def _fold_change_axes(panel: _FoldPanel, layout: _BarLayout) -> None:
 
 
 def _fold_change_handles(layout: _BarLayout, alpha: float, min_dots: int | None) -> list:
-    """Legend entries: the conditions, the line at 1, and each kind of mark drawn."""
+    """Return the legend entries: the conditions, the line at 1, each kind of mark drawn."""
     handles = [*_condition_handles(layout.palette, layout.conditions), _random_handle()]
     if layout.any_box:
         level = f"{100 * (1 - alpha):g}%"
@@ -816,8 +869,11 @@ def _fold_change_handles(layout: _BarLayout, alpha: float, min_dots: int | None)
 
 # -- cumulative distributions ---------------------------------------------------------------
 def _ecdf(values, *, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """The empirical CDF as step vertices; beyond ``max_points`` values, evenly spaced
-    ranks (a step of 1/2000 is below a line width, and SVGs stay small with 10^5 cells)."""
+    """Return the empirical CDF as step vertices.
+
+    Beyond ``max_points`` values, evenly spaced ranks (a step of 1/2000 is below a line
+    width, and SVGs stay small with 10^5 cells).
+    """
     x = np.sort(_finite(values))
     if not x.size:
         return x, x
@@ -846,6 +902,27 @@ def cdf_figure(
     dashed random-cell curve means cells sit closer to the structure than chance. With
     ``statistics``, the pooled cells-vs-random Kolmogorov-Smirnov test of each condition
     (rows ``analysis == "cells vs dots"``) is written in the panel.
+
+    Parameters
+    ----------
+    cells, dots : DataFrame
+        Pooled cells and random cells (``condition`` and distance columns).
+    structures : sequence of str
+        One panel per structure, in this order.
+    statistics : DataFrame, optional
+        The statistics table, for the tests of cells against random cells.
+    conditions : sequence of str, optional
+        Conditions in this order; default the order of first appearance in the tables.
+    colours : Colours, optional
+        Colours of conditions and structures; default one for these names.
+    max_distance_um : float, optional
+        Right end of the distance axis; default the data's.
+    panel_height : float
+        Height of one row of panels, in inches.
+
+    Returns
+    -------
+    Figure
     """
     structures = list(structures)
     conds = _conditions(cells, dots, given=conditions)
@@ -897,7 +974,7 @@ def cdf_figure(
 
 
 def _structure_panels(n: int, panel_height: float):
-    """A page-wide figure with one panel per structure, up to three per row."""
+    """Make a page-wide figure with one panel per structure, up to three per row."""
     columns = min(n, 3)
     rows = int(np.ceil(n / columns))
     fig = _new_figure(PAGE_WIDTH, panel_height * rows + 0.35)
@@ -1046,7 +1123,7 @@ def _comparison_curves(ax, name, conds, palette, envelope, density_ratio):
 
 
 def _highest_shown(top: float, binned: list, right: float) -> float:
-    """The axis height the curves and the bins up to ``right`` need.
+    """Return the axis height the curves and the bins up to ``right`` need.
 
     The axis holds the curves and the bins shown (a sharp peak at 0 µm that the kernel
     smooths must stay visible), not the bands, which explode where random cells are rare.
@@ -1059,7 +1136,7 @@ def _highest_shown(top: float, binned: list, right: float) -> float:
 
 
 def _between_conditions_notes(statistics: pd.DataFrame, name: str) -> list[str]:
-    """One line per pair of conditions: the Kolmogorov-Smirnov test between them, with n."""
+    """Return per pair of conditions a line: the Kolmogorov-Smirnov test between them, n."""
     ks = _of(statistics, analysis="conditions", structure=name)
     if len(ks):
         ks = ks[ks["test"].astype(str).str.startswith("Kolmogorov")]
@@ -1093,6 +1170,24 @@ def save_figure(
     SVG and PDF keep text as text (fonttype none / TrueType) and carry no date, so the
     same figure saved twice gives the same bytes; scatter points are rasterized at ``dpi``
     inside them so files stay small with 10^5 points.
+
+    Parameters
+    ----------
+    fig : Figure
+        The figure to save.
+    folder : path
+        Created if needed.
+    stem : str
+        File name without its suffix.
+    formats : sequence of str
+        Any of ``"svg"``, ``"pdf"``, ``"png"``.
+    dpi : int
+        Resolution of the PNG and of rasterized points.
+
+    Returns
+    -------
+    list of Path
+        One path per format, in the order given.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -1147,12 +1242,31 @@ def thumbnail(
     spacing: Sequence[float] | None = None,
     colours: Colours | None = None,
 ) -> Path:
-    """A small PNG of an image: maximum projection along z, masks as coloured outlines.
+    """Write a small PNG of an image: maximum projection along z, masks as outlines.
 
     The raw channel is shown in grey (1st-99.8th percentile stretch) and each mask's
     outline in its colour (cells in the cells' magenta, structures in their colours), with
     a key underneath. Block maxima keep thin vessels visible when shrinking; ``spacing``
     corrects the aspect ratio when y and x voxels differ.
+
+    Parameters
+    ----------
+    image : array, 2D or 3D
+        The raw channel shown in grey.
+    masks : mapping name -> array
+        Masks of the image's shape; ``"cells"`` and ``"tissue"`` get their own colours.
+    path : path
+        The PNG to write (its folder is created if needed).
+    size : int
+        Longest side of the thumbnail, in pixels (about).
+    spacing : sequence of float, optional
+        Voxel size; only the ratio of y to x is used.
+    colours : Colours, optional
+        Colours of the structures; default one for these names.
+
+    Returns
+    -------
+    Path
     """
     from skimage.segmentation import find_boundaries
 
@@ -1232,6 +1346,21 @@ def experiment_figures(
     result's own ``record["analysis"]``, the parameters its tables were computed with, so
     a figure never pairs tables with settings edited since. A figure whose tables are
     empty is left out (no quadrant figure without two quadrant structures).
+
+    Parameters
+    ----------
+    pooled : PooledResult
+        Or anything with its attributes.
+    conditions : sequence of str, optional
+        Order of the conditions; default ``pooled.conditions``.
+    colours : Colours, optional
+        Colours of conditions and structures; default one for these names.
+    only : sequence of str, optional
+        Stems of the figures wanted (of :data:`FIGURE_STEMS`); default all.
+
+    Returns
+    -------
+    dict of str to Figure
     """
     analysis = dict(getattr(pooled, "record", {}) or {}).get("analysis", {}) or {}
     structures = list(pooled.structures)
@@ -1302,6 +1431,23 @@ def make_figures(
     A figure whose tables are empty is skipped (no quadrant figure without two quadrant
     structures). Figures are saved as ``folder/<stem>.<format>`` with the stems of
     :data:`FIGURE_STEMS`.
+
+    Parameters
+    ----------
+    pooled : PooledResult
+        Or anything with its attributes.
+    folder : path
+        Where the figures go (created if needed).
+    conditions : sequence of str, optional
+        Order of the conditions; default ``pooled.conditions``.
+    colours : Colours, optional
+        Colours of conditions and structures; default one for these names.
+    formats : sequence of str
+        Any of ``"svg"``, ``"pdf"``, ``"png"``.
+
+    Returns
+    -------
+    dict of str to list of Path
     """
     figures = experiment_figures(pooled, conditions=conditions, colours=colours)
     return {stem: save_figure(fig, folder, stem, formats=formats) for stem, fig in figures.items()}

@@ -179,6 +179,7 @@ class ImageResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Make the ids text, refuse dots without null sets, fill the computed QC."""
         self.image, self.condition, self.replicate = (
             str(self.image),
             str(self.condition),
@@ -238,10 +239,23 @@ class ImageResult:
         replicate: str,
         qc: dict[str, Any] | None = None,
     ) -> ImageResult:
-        """The contribution of one :class:`~napari_niche.niche.pipeline.NicheResult`.
+        """Take the contribution of one :class:`~napari_niche.niche.pipeline.NicheResult`.
 
         ``qc`` adds to what the result itself says (counts, overlap fractions, warnings),
         e.g. the tissue volume, which only the caller knows.
+
+        Parameters
+        ----------
+        result : NicheResult
+            The analysis of the image.
+        image, condition, replicate : str
+            The image's id, condition and replicate.
+        qc : dict, optional
+            More QC entries (they win over those of the result).
+
+        Returns
+        -------
+        ImageResult
         """
         record = dict(result.record)
         params = AnalysisParams.from_dict(record.get("analysis", {}))
@@ -311,7 +325,22 @@ class ImageResult:
 
     @classmethod
     def load(cls, folder: str | Path) -> ImageResult:
-        """Read back what :meth:`save` wrote (``dots`` from ``null_distances.npz``)."""
+        """Read back what :meth:`save` wrote (``dots`` from ``null_distances.npz``).
+
+        Parameters
+        ----------
+        folder : path
+            An image's folder, ``images/<id>`` of a run.
+
+        Returns
+        -------
+        ImageResult
+
+        Raises
+        ------
+        PoolingError
+            A file is missing or cannot be read.
+        """
         folder = Path(folder)
         needed = ("cells.csv", _NULL_DISTANCES, "qc.json", "params.json")
         missing = [n for n in needed if not (folder / n).exists()]
@@ -377,24 +406,36 @@ class PooledResult:
 
     Attributes
     ----------
-    cells : every cell of every image, ``image, condition, replicate`` in front.
-    dots0 : the random cells of realisation 0 of every image (null sets
+    cells : DataFrame
+        Every cell of every image, ``image, condition, replicate`` in front.
+    dots0 : DataFrame
+        The random cells of realisation 0 of every image (null sets
         ``0 .. dots_per_cell - 1``), same id columns, written as ``dots0.csv``. Only for
         plots and for looking at: every statistic, the fold change and the envelope use
         every null set, which each image keeps in ``images/<id>/null_distances.npz``.
-    fold_change : ``condition, structure`` + fold-change columns of the pooled cells over
-        the pooled dots (all null sets used).
-    envelope : ``condition, structure`` + :data:`~napari_niche.core.envelope.ENVELOPE_COLUMNS`
+    fold_change : DataFrame
+        ``condition, structure`` + fold-change columns of the pooled cells over the pooled
+        dots (all null sets used).
+    envelope : DataFrame
+        ``condition, structure`` + :data:`~napari_niche.core.envelope.ENVELOPE_COLUMNS`
         (empty for a condition with too few null sets; see ``statistics``).
-    quadrants : ``condition`` + quadrant columns.
-    statistics : the unified statistics table (:data:`~napari_niche.core.compare.STAT_COLUMNS`).
-    replicate_fractions : ``condition, structure`` + per-replicate fractions per bin.
-    density_ratio : :data:`DENSITY_COLUMNS`.
-    qc : one row per image: ids, counts, null sets, overlap fractions, warnings.
-    structures, quadrant_structures, conditions : what was pooled.
-    warnings : sentences for the run log and the report (e.g. unequal numbers of null
-        sets, conditions compared with a single replicate).
-    record : parameters and version.
+    quadrants : DataFrame
+        ``condition`` + quadrant columns.
+    statistics : DataFrame
+        The unified statistics table (:data:`~napari_niche.core.compare.STAT_COLUMNS`).
+    replicate_fractions : DataFrame
+        ``condition, structure`` + per-replicate fractions per bin.
+    density_ratio : DataFrame
+        :data:`DENSITY_COLUMNS`.
+    qc : DataFrame
+        One row per image: ids, counts, null sets, overlap fractions, warnings.
+    structures, quadrant_structures, conditions
+        What was pooled.
+    warnings : list of str
+        Sentences for the run log and the report (e.g. unequal numbers of null sets,
+        conditions compared with a single replicate).
+    record : dict
+        Parameters and version.
     """
 
     cells: pd.DataFrame
@@ -447,7 +488,22 @@ class PooledResult:
 
     @classmethod
     def load(cls, folder: str | Path) -> PooledResult:
-        """Read back what :meth:`save` wrote (for figures and reports made later)."""
+        """Read back what :meth:`save` wrote (for figures and reports made later).
+
+        Parameters
+        ----------
+        folder : path
+            The ``pooled`` folder of a run.
+
+        Returns
+        -------
+        PooledResult
+
+        Raises
+        ------
+        PoolingError
+            A file is missing.
+        """
         folder = Path(folder)
         missing = [n for n in (*POOLED_FILES, "pooled.json") if not (folder / n).exists()]
         if missing:
@@ -537,7 +593,7 @@ def pool_results(
 
 
 def _unique_results(results: Sequence[ImageResult]) -> list[ImageResult]:
-    """The results as a list, refused when empty or when image ids repeat."""
+    """Return the results as a list; refuse none, or image ids that repeat."""
     results = list(results)
     if not results:
         raise PoolingError("There is no image result to pool.")
@@ -551,7 +607,7 @@ def _unique_results(results: Sequence[ImageResult]) -> list[ImageResult]:
 def _quadrant_pair(
     quadrant_structures: tuple[str, str] | None, names: list[str]
 ) -> tuple[str, str] | None:
-    """The quadrant pair as a tuple, checked against the pooled structures (None: none)."""
+    """Return the quadrant pair as a tuple, checked against the pooled structures."""
     quad = tuple(quadrant_structures) if quadrant_structures else None
     if quad is not None:
         missing = [q for q in quad if q not in names]
@@ -564,7 +620,7 @@ def _quadrant_pair(
 
 
 def _condition_order(results: list[ImageResult], conditions: Sequence[str] | None) -> list[str]:
-    """The conditions in the order given (default: first appearance); none may be missing."""
+    """Return the conditions in the order given (default: first seen); none may be missing."""
     order = list(dict.fromkeys(conditions or [r.condition for r in results]))
     unknown = sorted({r.condition for r in results} - set(order))
     if unknown:
@@ -575,7 +631,7 @@ def _condition_order(results: list[ImageResult], conditions: Sequence[str] | Non
 def _pooled_tables(
     results: list[ImageResult], names: list[str], n_sets: dict[str, int]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Every image's cells, its first ``n_sets`` null sets and its realisation 0, with ids.
+    """Stack every image's cells, first ``n_sets`` null sets and realisation 0, with ids.
 
     The dots keep only ``null_set``, ``source_label`` (when known) and the distances to
     the pooled structures.
@@ -625,7 +681,7 @@ class _Pooling:
         return 0 if self.params.seed is None else int(self.params.seed)
 
     def null_sets(self, results: list[ImageResult], order: list[str]) -> dict[str, int]:
-        """Null sets each condition pools: the fewest of its images with cells (warned)."""
+        """Count the null sets each condition pools: the fewest of its images with cells."""
         n_sets: dict[str, int] = {}
         for cond in order:
             mine = [r for r in results if r.condition == cond and len(r.cells)]
@@ -640,7 +696,7 @@ class _Pooling:
         return n_sets
 
     def condition(self, cond, cc, dc, names, quad, n_sets: int, n_rep: int) -> None:
-        """Everything about one condition: per structure, then its quadrants."""
+        """Pool one condition: each structure, then its quadrants."""
         if cc.empty or dc.empty:
             what = "no cells" if cc.empty else "no random cells (null sets)"
             self.stats.append(
@@ -653,8 +709,11 @@ class _Pooling:
             self.quadrants(cond, cc, dc, quad, n_rep)
 
     def structure(self, cond, cc, dc, name: str, n_sets: int, n_rep: int) -> None:
-        """Fold change, tests, envelope, replicate fractions and density ratio of one
-        structure in one condition."""
+        """Pool one structure in one condition.
+
+        Its fold change, cells-vs-dots tests, envelope, replicate fractions and density
+        ratio.
+        """
         params = self.params
         col = distance_column(name)
         fold = fold_change_by_bin(
@@ -688,7 +747,7 @@ class _Pooling:
         self.density(cond, cc[col], dc[col], name)
 
     def density(self, cond: str, cells: pd.Series, dots: pd.Series, name: str) -> None:
-        """The smooth density ratio with its bootstrap band (a warning when it fails)."""
+        """Add the smooth density ratio with its bootstrap band (a warning when it fails)."""
         try:
             ratio = density_ratio(cells, dots, n_boot=self.n_boot, rng=self.seed)
         except NicheError as err:
@@ -702,7 +761,7 @@ class _Pooling:
         )
 
     def quadrants(self, cond, cc, dc, quad: tuple[str, str], n_rep: int) -> None:
-        """The condition's quadrant table, contingency test and per-replicate tests."""
+        """Pool the condition's quadrants: table, contingency test, per-replicate tests."""
         a, b = quad
         threshold = self.params.quadrant_threshold_um
         table = quadrant_table(
@@ -731,7 +790,7 @@ class _Pooling:
         )
 
     def between_conditions(self, cells: pd.DataFrame, order: list[str], names) -> None:
-        """The tests between conditions, per structure (not run with one condition)."""
+        """Add the tests between conditions, per structure (not run with one condition)."""
         present = [c for c in order if (cells["condition"] == c).any()]
         for name in names:
             if len(present) >= 2:
@@ -756,7 +815,7 @@ class _Pooling:
                 )
 
     def result(self, results, cells, dots0, names, quad, order, n_sets, n_reps) -> PooledResult:
-        """The pooled tables put together, with the record of what produced them."""
+        """Put the pooled tables together, with the record of what produced them."""
         statistics = _with_replicates(_concat(self.stats, columns=STAT_COLUMNS), n_reps)
         self.warnings += _single_replicate_warnings(statistics)
         record = {
@@ -787,7 +846,7 @@ class _Pooling:
 
 
 def _per_replicate(test, analysis: str, cond: str, cc, dc, n_rep: int, **where) -> pd.DataFrame:
-    """The rows of a per-replicate ``test()``, or a row saying it needs two replicates."""
+    """Run a per-replicate ``test()``, or return a row saying it needs two replicates."""
     if n_rep >= 2:
         return test()
     return _skip(
@@ -834,7 +893,7 @@ def _envelope(
     params: AnalysisParams,
     alpha: float,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The condition's envelope table and its global-envelope statistics row."""
+    """Return the condition's envelope table and its global-envelope statistics row."""
     col = distance_column(name)
     needed = MIN_NULL_SETS(alpha)
     alternative = getattr(params, "alternative", "two-sided")
@@ -923,7 +982,7 @@ def _stat_row(**values: Any) -> pd.DataFrame:
 
 
 def _skip(analysis: str, condition: str, *, note: str, **values: Any) -> pd.DataFrame:
-    """A row for a test that could not run, p = NaN, with the reason in ``note``."""
+    """Return a row for a test that could not run, p = NaN, with the reason in ``note``."""
     return _stat_row(analysis=analysis, condition=condition, note=f"not run: {note}", **values)
 
 

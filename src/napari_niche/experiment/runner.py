@@ -151,16 +151,25 @@ class RunSummary:
 
     Attributes
     ----------
-    out : the output folder.
-    done, skipped : image ids analysed now, and unchanged since their last run.
-    failed : image id -> one-line message, for the images that failed.
-    step_errors : "pooling", "figures" or "report" -> one-line message, for a step after
-        the images that failed.
-    pooled : the pooled result, or None when nothing could be pooled.
-    kept : images not selected by ``only`` whose earlier results were pooled.
-    report : ``report.html`` if written.
-    figures : figure stem -> files.
-    warnings : per-image and pooling warnings, each naming its image.
+    out : Path
+        The output folder.
+    done, skipped : list of str
+        Image ids analysed now, and unchanged since their last run.
+    failed : dict of str to str
+        Image id -> one-line message, for the images that failed.
+    step_errors : dict of str to str
+        "pooling", "figures" or "report" -> one-line message, for a step after the images
+        that failed.
+    pooled : PooledResult or None
+        The pooled result, or None when nothing could be pooled.
+    kept : list of str
+        Images not selected by ``only`` whose earlier results were pooled.
+    report : Path or None
+        ``report.html`` if written.
+    figures : dict of str to list of Path
+        Figure stem -> files.
+    warnings : list of str
+        Per-image and pooling warnings, each naming its image.
     """
 
     out: Path
@@ -204,11 +213,28 @@ def _needed_roles(task: ImageTask) -> list[str]:
 
 
 def image_fingerprint(task: ImageTask) -> tuple[str, dict[str, Any]]:
-    """The hash deciding whether an image must run again, and what went into it.
+    """Return the hash deciding whether an image must run again, and what went into it.
 
     File contents are keyed by role, not by path, so moving the project folder does not
     re-run anything; only the settings of the steps that actually run count (changing the
     vessel threshold does not re-run an image whose vessel mask was curated by hand).
+
+    Parameters
+    ----------
+    task : ImageTask
+        The image, its resolved parameters and steps.
+
+    Returns
+    -------
+    digest : str
+        The sha256 of ``details``.
+    details : dict
+        Hashes of the files by role, the parameters, the steps and the version.
+
+    Raises
+    ------
+    NicheError
+        A file is missing or cannot be read.
     """
     spec = task.spec
     files: dict[str, str] = {}
@@ -256,7 +282,7 @@ _NOT_OUTPUTS = frozenset({"fingerprint.json", "error.txt"})
 
 
 def _outputs(folder: Path) -> dict[str, str]:
-    """The sha256 of every file of an image's result (hidden temporary files left out)."""
+    """Hash every file of an image's result (hidden temporary files left out)."""
     found = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
@@ -268,7 +294,7 @@ def _outputs(folder: Path) -> dict[str, str]:
 
 
 def _unchanged(folder: Path, digest: str) -> bool:
-    """The image ran with these inputs and settings and its result is still as written.
+    """Tell whether the image ran with these inputs and settings, its result as written.
 
     A result file deleted, damaged or replaced since (e.g. by ``napari-niche analyze``
     into the image's folder) makes the image run again instead of being pooled as is.
@@ -286,8 +312,11 @@ def _unchanged(folder: Path, digest: str) -> bool:
 
 
 class _StopRun(BaseException):
-    """Carries an exception raised by the caller's progress callback (a Cancel button) out
-    of :func:`process_image`, which otherwise turns every error into a failed image."""
+    """Carries an exception raised by the caller's progress callback (a Cancel button).
+
+    It takes the exception out of :func:`process_image`, which otherwise turns every error
+    into a failed image.
+    """
 
     def __init__(self, error: BaseException):
         super().__init__(error)
@@ -327,6 +356,17 @@ def process_image(task: ImageTask, on_step: Callable[[str], None] | None = None)
     :class:`ImageOutcome`: "done", or "failed" with a one-line message. ``on_step`` hears
     each step's name; an exception it raises stops the image (nothing is recorded for it)
     and propagates.
+
+    Parameters
+    ----------
+    task : ImageTask
+        The image, with ``fingerprint`` set.
+    on_step : callable, optional
+        Called with the name of each step as it starts.
+
+    Returns
+    -------
+    ImageOutcome
     """
     start = time.perf_counter()
     step = _Step(on_step)
@@ -359,7 +399,7 @@ def process_image(task: ImageTask, on_step: Callable[[str], None] | None = None)
 
 
 def _unexpected(err: Exception, folder: Path, doing: str) -> str:
-    """The one line for an error nobody raised on purpose while an image was ``doing``.
+    """Describe in one line an error nobody raised on purpose while an image was ``doing``.
 
     A file-system error (a full disk, a read-only folder) is named as such; anything else
     is a bug, whose traceback goes to ``error.txt`` for the bug report.
@@ -409,7 +449,7 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
 
 
 def _structure_masks(task: ImageTask, inputs: _Inputs, qc: dict) -> dict[str, np.ndarray]:
-    """Each structure's mask: given, or thresholded from its channel (threshold in qc)."""
+    """Return each structure's mask: given, or thresholded from its channel."""
     masks: dict[str, np.ndarray] = {}
     for name in task.structures:
         if name in inputs.masks:
@@ -422,7 +462,7 @@ def _structure_masks(task: ImageTask, inputs: _Inputs, qc: dict) -> dict[str, np
 
 
 def _cell_labels(task: ImageTask, inputs: _Inputs, qc: dict) -> np.ndarray:
-    """The labelled cells: given, or thresholded and labelled (threshold in qc).
+    """Return the labelled cells: given, or thresholded and labelled (threshold in qc).
 
     Raises :class:`EmptyMaskError` when no cell is left, saying which settings to check.
     """
@@ -457,7 +497,7 @@ def _cell_labels(task: ImageTask, inputs: _Inputs, qc: dict) -> np.ndarray:
 
 
 def _tissue(task: ImageTask, inputs: _Inputs, qc: dict, cells, masks) -> np.ndarray | None:
-    """The tissue map from the image's tissue source; None: the whole image is tissue."""
+    """Return the tissue map from the tissue source; None: the whole image is tissue."""
     source, files = task.tissue_source, inputs.files
     if source == "mask":
         return as_mask(inputs.masks["tissue"], f"tissue mask ({files['tissue']})")
@@ -478,7 +518,7 @@ def _tissue(task: ImageTask, inputs: _Inputs, qc: dict, cells, masks) -> np.ndar
 
 
 def _analyse(task: ImageTask, step: _Step, cells, masks, spacing, tissue):
-    """The niche analysis of one image, its sub-steps shown as the image's step.
+    """Run the niche analysis of one image, its sub-steps shown as the image's step.
 
     A failure with a "cell" far bigger than any cell names that first: the cell mask is
     then more likely wrong than anything the error speaks of.
@@ -500,7 +540,7 @@ def _analyse(task: ImageTask, step: _Step, cells, masks, spacing, tissue):
 
 
 def _median_cell_size(result, spacing) -> float | None:
-    """The median cell volume (area in 2D); a warning joins the result's if implausible."""
+    """Return the median cell volume (area in 2D); warn in the result if implausible."""
     ndim = len(spacing)
     sizes = result.cells.get(size_column(ndim))
     median_size = float(np.median(sizes)) if sizes is not None and len(sizes) else None
@@ -511,7 +551,7 @@ def _median_cell_size(result, spacing) -> float | None:
 
 
 def _image_qc(task, result, cells, masks, tissue, spacing, median_size, start) -> dict:
-    """The QC of one image beyond the thresholds: sizes, tissue, volume fractions, time."""
+    """Return the QC of one image beyond thresholds: sizes, tissue, volume fractions, time."""
     voxel_um3 = float(np.prod(spacing))
     tissue_check = result.record.get("tissue_check") or {}
     return dict(
@@ -545,7 +585,7 @@ def _record_inputs(result, task: ImageTask, inputs: _Inputs) -> None:
 
 
 def _save_image(task, folder: Path, result, qc, cells, masks, tissue, spacing) -> None:
-    """The image's result, then the masks it used (old masks it no longer uses removed)."""
+    """Save the image's result, then the masks it used (removing masks it no longer uses)."""
     from napari_niche.experiment.pooling import ImageResult
 
     spec = task.spec
@@ -611,8 +651,7 @@ def _giant_cell_doubt(cells, spacing) -> str | None:
 
 
 def _small_cells_warning(median: float | None, ndim: int) -> str | None:
-    """A QC warning when the median cell (µm³, µm² in 2D) is implausibly small: the mask
-    may be noise.
+    """Warn when the median cell (µm³, µm² in 2D) is implausibly small: the mask may be noise.
 
     Thresholding a channel that holds no cells turns its noise into specks, each taken
     for a cell; their distances then say nothing about real cells, yet no step fails.
@@ -744,7 +783,19 @@ def _voxels(spec: ImageSpec) -> int:
 
 
 def default_jobs(specs: Iterable[ImageSpec], *, cpus: int | None = None) -> int:
-    """min(2, images, CPUs), lowered so that the images running at once fit in memory."""
+    """Return min(2, images, CPUs), lowered so that the images running at once fit in memory.
+
+    Parameters
+    ----------
+    specs : iterable of ImageSpec
+        The images to run (their sizes bound the memory one needs).
+    cpus : int, optional
+        CPUs to use; default all of the machine's.
+
+    Returns
+    -------
+    int
+    """
     specs = list(specs)
     jobs = max(1, min(2, len(specs), cpus or os.cpu_count() or 1))
     if jobs > 1:
@@ -889,7 +940,7 @@ def _suppress_os_errors():
 
 
 def _worker_start(parent: int, started=None) -> None:
-    """Initialiser of a worker process: ignore Ctrl-C, and end when the parent ends.
+    """Initialise a worker process: ignore Ctrl-C, and end when the parent ends.
 
     On Linux the kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG``); a
     thread watching the parent's process id does it elsewhere, and covers a parent that
@@ -929,8 +980,10 @@ def _unguarded_note(parent: int) -> Path:
 
 
 def _refuse_in_worker_start_up() -> None:
-    """Stop a worker process that is importing a script which calls run_experiment at its
-    top level (no ``if __name__ == "__main__":`` guard).
+    """Stop a worker process importing a script that runs an experiment unguarded.
+
+    That is, a script calling run_experiment at its top level (no
+    ``if __name__ == "__main__":`` guard).
 
     A "spawn" worker imports the caller's main script before it can work; without the guard
     the script runs the experiment again in every worker. The worker leaves a note for its
@@ -1031,20 +1084,28 @@ def run_experiment(
 
     Parameters
     ----------
-    experiment : Experiment or path of an experiment file
-    out : output folder; default the experiment's ``output``.
-    jobs : images analysed at once in local worker processes. 1 (the default) runs in
-        this process; None picks :func:`default_jobs` (at most 2, fewer when memory is
-        short), as ``napari-niche run`` does.
-    scheduler : a dask distributed scheduler address (``tcp://host:8786``) or a
-        ``distributed.Client``; images then run on its workers, which must see the files
-        and the output folder at the same paths.
-    force : re-run images even when their inputs and parameters are unchanged.
-    only : image ids to (re-)run; the other images' earlier results are still pooled.
-    progress : called as ``progress(n_finished, n_total, message)`` after each image and
-        step, for a GUI progress bar. Without it a text progress bar goes to stderr (when
-        stderr is a terminal). An exception it raises (a Cancel button) stops the run.
-    figures : False skips the figures (quicker when only the tables are wanted).
+    experiment : Experiment or path
+        The experiment, or the path of an experiment file.
+    out : path, optional
+        Output folder; default the experiment's ``output``.
+    jobs : int or None
+        Images analysed at once in local worker processes. 1 (the default) runs in this
+        process; None picks :func:`default_jobs` (at most 2, fewer when memory is short),
+        as ``napari-niche run`` does.
+    scheduler : str or distributed.Client, optional
+        A dask distributed scheduler address (``tcp://host:8786``) or a client; images
+        then run on its workers, which must see the files and the output folder at the
+        same paths.
+    force : bool
+        Re-run images even when their inputs and parameters are unchanged.
+    only : iterable of str, optional
+        Image ids to (re-)run; the other images' earlier results are still pooled.
+    progress : callable, optional
+        Called as ``progress(n_finished, n_total, message)`` after each image and step,
+        for a GUI progress bar. Without it a text progress bar goes to stderr (when stderr
+        is a terminal). An exception it raises (a Cancel button) stops the run.
+    figures : bool
+        False skips the figures (quicker when only the tables are wanted).
 
     Returns
     -------
@@ -1301,8 +1362,11 @@ def _finish(
 
 
 def _load_results(exp: Experiment, out: Path, ok_ids: list[str], fail: _StepErrors) -> list:
-    """The saved result of every image to pool, with its condition and replicate as the
-    experiment file now gives them; an unreadable one is a pooling error."""
+    """Read the saved result of every image to pool.
+
+    Condition and replicate are those the experiment file now gives; an unreadable result
+    is a pooling error.
+    """
     from napari_niche.experiment.pooling import ImageResult
 
     results = []
@@ -1340,7 +1404,7 @@ def _pool(exp: Experiment, out: Path, results: list, summary: RunSummary, fail: 
 
 
 def _run_record(exp: Experiment, out: Path, pooled, summary: RunSummary) -> dict:
-    """What was run and how it went, for the report and ``run.json``."""
+    """Return what was run and how it went, for the report and ``run.json``."""
     return {
         "name": exp.name,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -1394,7 +1458,7 @@ def _report(exp, out: Path, ok_ids, record: dict, pooled, summary: RunSummary, e
 
 
 def _os_error_in(err: BaseException) -> OSError | None:
-    """The file-system error behind ``err``, also when a library hid it behind its own.
+    """Find the file-system error behind ``err``, also when a library hid it behind its own.
 
     matplotlib's PDF writer, for one, meets a full disk and then fails closing its stream
     with an AttributeError whose context is the ``OSError``.
@@ -1450,7 +1514,7 @@ def _qc_with_status(exp: Experiment, pooled, summary: RunSummary) -> pd.DataFram
 def load_image_layers(
     experiment: Experiment, image_id: str, *, out: str | Path | None = None
 ) -> list[tuple]:
-    """napari layer data tuples for one image: raw channels, the masks used, the cells.
+    """Return napari layer data tuples for one image: raw channels, masks used, cells.
 
     Raw channels are read from the experiment's files (missing ones are left out); the
     masks are those the run used (``images/<id>/masks``), or the curated masks the
@@ -1458,6 +1522,20 @@ def load_image_layers(
     channels, Image), ``"<id> <structure> mask"``, ``"<id> tissue"`` and ``"<id> cells"``
     (Labels). Every layer carries the voxel size as ``scale`` (with µm ``units`` where
     napari supports them) and the image id in ``metadata["napari_niche_image"]``.
+
+    Parameters
+    ----------
+    experiment : Experiment
+        The experiment the image belongs to.
+    image_id : str
+        The image.
+    out : path, optional
+        The run's output folder; default the experiment's ``output``.
+
+    Returns
+    -------
+    list of tuple
+        ``(data, kwargs, layer type)`` per layer.
     """
     spec = experiment.image(image_id)
     out = Path(out) if out is not None else experiment.output

@@ -75,22 +75,31 @@ def make_experiment(
         Replicates (mice) per condition, images (bones) per replicate. Replicates are
         named ``<condition>-m1``, ``<condition>-m2``, ...: replicates of different
         conditions are different animals.
-    shape, spacing : image shape and voxel size in µm, 2D or 3D (default a 2D section
-        wide enough along the bone for ``near_fraction * n_cells`` cells to fit next to it).
-    n_cells, near_fraction, near_distance_um : cells per image and how they are planted.
-    realizations : random-cell realisations of the analysis (with one dot per cell, the
-        number of null sets of each image).
+    shape : sequence of int
+        Image shape, 2D or 3D (default a 2D section wide enough along the bone for
+        ``near_fraction * n_cells`` cells to fit next to it).
+    spacing : float or sequence of float
+        Voxel size in µm.
+    n_cells : int
+        Cells per image.
+    near_fraction, near_distance_um : float
+        Share of the cells planted near the condition's structure, and how near (µm).
+    realizations : int
+        Random-cell realisations of the analysis (with one dot per cell, the number of
+        null sets of each image).
     from_masks : bool
         If True the experiment file names the true masks for every image, so the run starts
         from "curated" masks; otherwise it names only the raw channels and the run
         thresholds them itself.
-    name : experiment name written in the file.
+    name : str
+        Experiment name written in the file.
     rng : int, Generator or None
         Seed: the same seed writes the same images (and the same analysis seed).
 
     Returns
     -------
-    Path of ``experiment.toml``.
+    Path
+        The path of ``experiment.toml``.
     """
     plan = _plan(conditions)
     if int(replicates) < 1 or int(images_per_replicate) < 1:
