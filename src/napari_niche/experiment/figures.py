@@ -383,53 +383,71 @@ def quadrant_figure(
         top = np.full(2, max(1.2 * threshold_um, 1.0))
         for ax, cond in zip(axes, conds, strict=True):
             c, d = _of(cells, condition=cond), _of(dots, condition=cond)
-            style = replace(LIGHT, cells=palette.condition(cond), font_size=SMALL, marker_size=3)
-            plot = QuadrantPlot(ax, style=style, threshold_um=threshold_um)
-            plot.legend.remove()  # one legend for the figure instead
-            _style(ax)
             quads = _of(quadrants, condition=cond)
-            plot.set_data(c[col_a], c[col_b], d[col_a], d[col_b], names=(a, b))
-            plot.set_quadrants(quads if len(quads) else None)
-            plot.vline.set_gid("threshold|x")
-            plot.hline.set_gid("threshold|y")
-            for q, text in plot.labels.items():
-                text.set_gid(f"quadrant|{cond}|{q}")
-                text.set_fontsize(SMALL - 0.5)
+            _quadrant_panel(ax, cond, c, d, quads, palette, (a, b), threshold_um)
             both = np.concatenate([c[[col_a, col_b]].to_numpy(float), d[[col_a, col_b]]])
             if both.size:
                 top = np.maximum(top, np.nanmax(both, axis=0))
-            n_cells = int(quads["n_cells"].sum()) if len(quads) else len(c)
-            n_dots = int(quads["n_dots"].sum()) if len(quads) else len(d)
-            n_rep = c["replicate"].nunique() if "replicate" in c.columns else 0
-            n_img = c["image"].nunique() if "image" in c.columns else 0
-            where = f" ({_count(n_rep, 'replicate')}, {_count(n_img, 'image')})" if n_rep else ""
-            ax.set_title(
-                f"{cond}\nn = {_count(n_cells, 'cell')}{where}, {_count(n_dots, 'random cell')}",
-                fontsize=FONT,
-                color=palette.condition(cond),
-                loc="left",
-            )
+            _quadrant_title(ax, cond, c, d, quads, palette)
         for ax in axes:
             _quadrant_limits(ax, top)
-        handles = [
-            Line2D([], [], ls="none", marker="o", ms=3.5, color=palette.condition(c), label=c)
-            for c in conds
-        ]
-        handles += [
-            Line2D([], [], ls="none", marker="o", ms=3.5, color=LIGHT.dots, label="random cells"),
-            Line2D(
-                [],
-                [],
-                ls="--",
-                lw=0.9,
-                color=LIGHT.foreground,
-                label=f"near: < {threshold_um:g} µm",
-            ),
-        ]
+        handles = _quadrant_handles(palette, conds, threshold_um)
         _figure_legend(
             fig, handles, "outside lower center", min(len(handles), 6), 1.6, columnspacing=1.2
         )
     return fig
+
+
+def _quadrant_panel(ax, cond, cells, dots, quads, palette, names, threshold_um) -> None:
+    """Draw one condition's quadrant view with the pooled shares of its ``quads`` rows."""
+    a, b = names
+    col_a, col_b = distance_column(a), distance_column(b)
+    style = replace(LIGHT, cells=palette.condition(cond), font_size=SMALL, marker_size=3)
+    plot = QuadrantPlot(ax, style=style, threshold_um=threshold_um)
+    plot.legend.remove()  # one legend for the figure instead
+    _style(ax)
+    plot.set_data(cells[col_a], cells[col_b], dots[col_a], dots[col_b], names=(a, b))
+    plot.set_quadrants(quads if len(quads) else None)
+    plot.vline.set_gid("threshold|x")
+    plot.hline.set_gid("threshold|y")
+    for q, text in plot.labels.items():
+        text.set_gid(f"quadrant|{cond}|{q}")
+        text.set_fontsize(SMALL - 0.5)
+
+
+def _quadrant_title(ax, cond, cells, dots, quads, palette) -> None:
+    """Title a condition's panel with its n: cells, replicates, images, random cells."""
+    n_cells = int(quads["n_cells"].sum()) if len(quads) else len(cells)
+    n_dots = int(quads["n_dots"].sum()) if len(quads) else len(dots)
+    n_rep = cells["replicate"].nunique() if "replicate" in cells.columns else 0
+    n_img = cells["image"].nunique() if "image" in cells.columns else 0
+    where = f" ({_count(n_rep, 'replicate')}, {_count(n_img, 'image')})" if n_rep else ""
+    ax.set_title(
+        f"{cond}\nn = {_count(n_cells, 'cell')}{where}, {_count(n_dots, 'random cell')}",
+        fontsize=FONT,
+        color=palette.condition(cond),
+        loc="left",
+    )
+
+
+def _quadrant_handles(palette: Colours, conds: list[str], threshold_um: float) -> list:
+    """Return the legend entries: the conditions, random cells and the threshold."""
+    handles = [
+        Line2D([], [], ls="none", marker="o", ms=3.5, color=palette.condition(c), label=c)
+        for c in conds
+    ]
+    handles += [
+        Line2D([], [], ls="none", marker="o", ms=3.5, color=LIGHT.dots, label="random cells"),
+        Line2D(
+            [],
+            [],
+            ls="--",
+            lw=0.9,
+            color=LIGHT.foreground,
+            label=f"near: < {threshold_um:g} µm",
+        ),
+    ]
+    return handles
 
 
 # -- fold change ----------------------------------------------------------------------------
@@ -1268,6 +1286,29 @@ def thumbnail(
     -------
     Path
     """
+    rgb, keys = _outlined(image, masks, size, colours)
+    fig = _thumbnail_figure(rgb, keys, spacing)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(
+            tmp,
+            format="png",
+            dpi=_THUMBNAIL_DPI,
+            facecolor=fig.get_facecolor(),
+            metadata=_METADATA["png"],
+        )
+    return path
+
+
+_THUMBNAIL_DPI = 100
+
+
+def _outlined(image, masks, size: int, colours: Colours | None):
+    """Shrink the image's projection to grey RGB and draw each mask's outline on it.
+
+    Returns the RGB array and the (name, colour) of each mask, for the key.
+    """
     from skimage.segmentation import find_boundaries
 
     # project in the image's own dtype: a float64 copy of a whole volume would not fit
@@ -1298,9 +1339,14 @@ def thumbnail(
         edge = find_boundaries(proj, mode="inner") if proj.any() else np.zeros(proj.shape, bool)
         rgb[edge] = matplotlib.colors.to_rgb(colour)
         keys.append((name, colour))
+    return rgb, keys
+
+
+def _thumbnail_figure(rgb: np.ndarray, keys: list, spacing: Sequence[float] | None) -> Figure:
+    """Show ``rgb`` pixel for pixel (aspect corrected) above a key of the masks' names."""
     height, width = rgb.shape[:2]
     aspect = 1.0 if spacing is None else float(spacing[-2]) / float(spacing[-1])
-    dpi = 100
+    dpi = _THUMBNAIL_DPI
     key_h = 16
     w_px, h_px = width, int(round(height * aspect))
     fig = Figure(figsize=(w_px / dpi, (h_px + key_h) / dpi), dpi=dpi, facecolor="#1e1e21")
@@ -1323,13 +1369,7 @@ def thumbnail(
             va="bottom",
             annotation_clip=False,
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(
-            tmp, format="png", dpi=dpi, facecolor=fig.get_facecolor(), metadata=_METADATA["png"]
-        )
-    return path
+    return fig
 
 
 # -- everything at once ---------------------------------------------------------------------
