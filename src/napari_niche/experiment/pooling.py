@@ -639,16 +639,16 @@ def _pooled_tables(
     dist_cols = [distance_column(n) for n in names]
     cells_parts, dots_parts, dots0_parts = [], [], []
     for r in results:
-        ids_ = r._ids()
-        cells_parts.append(_with_ids(r.cells, ids_))
+        ids = r._ids()
+        cells_parts.append(_front(r.cells, **ids))
         keep = r.dots["null_set"] < n_sets[r.condition]
         dot_cols = [
             "null_set",
             *(["source_label"] if "source_label" in r.dots else []),
             *dist_cols,
         ]
-        dots_parts.append(_with_ids(r.dots.loc[keep, dot_cols], ids_))
-        dots0_parts.append(_with_ids(r.dots[r.dots["null_set"] < r.params.dots_per_cell], ids_))
+        dots_parts.append(_front(r.dots.loc[keep, dot_cols], **ids))
+        dots0_parts.append(_front(r.dots[r.dots["null_set"] < r.params.dots_per_cell], **ids))
     return _concat(cells_parts), _concat(dots_parts), _concat(dots0_parts)
 
 
@@ -1065,10 +1065,6 @@ def _front(table: pd.DataFrame, **ids: Any) -> pd.DataFrame:
     rest = table.drop(columns=[c for c in ids if c in table.columns])
     front = pd.DataFrame({k: [v] * len(rest) for k, v in ids.items()}, index=rest.index)
     return pd.concat([front, rest], axis=1).reset_index(drop=True)
-
-
-def _with_ids(table: pd.DataFrame, ids: dict[str, str]) -> pd.DataFrame:
-    return _front(table, **ids)
 
 
 def _concat(parts: list[pd.DataFrame], columns: list[str] | None = None) -> pd.DataFrame:
