@@ -682,7 +682,14 @@ def _fold_change_condition(
         _outside_marks(panel, layout, cond, table, centres)
 
 
-def _fold_change_bars(panel, layout, cond, table, centres, heights) -> None:
+def _fold_change_bars(
+    panel: _FoldPanel,
+    layout: _BarLayout,
+    cond: str,
+    table: pd.DataFrame,
+    centres: np.ndarray,
+    heights: np.ndarray,
+) -> None:
     """Draw the condition's bars, each with the gid of its bin."""
     bars = panel.ax.bar(
         centres,
@@ -698,7 +705,9 @@ def _fold_change_bars(panel, layout, cond, table, centres, heights) -> None:
         bar.set_gid(f"bar|{cond}|{panel.name}|{start:g}")
 
 
-def _envelope_boxes(panel, layout, cond, table, centres) -> None:
+def _envelope_boxes(
+    panel: _FoldPanel, layout: _BarLayout, cond: str, table: pd.DataFrame, centres: np.ndarray
+) -> None:
     """Draw a grey box per bin from the envelope's low to its high (open sides past the axis)."""
     slot = layout.slot
     for x, row in zip(centres, table.itertuples(), strict=True):
@@ -722,7 +731,9 @@ def _envelope_boxes(panel, layout, cond, table, centres) -> None:
         layout.any_box = True
 
 
-def _omitted_bins(panel, layout, cond, k, offset) -> np.ndarray:
+def _omitted_bins(
+    panel: _FoldPanel, layout: _BarLayout, cond: str, k: np.ndarray, offset: float
+) -> np.ndarray:
     """Hatch the condition's slot over the full height in every bin it left out.
 
     Returns which of the panel's bins the condition kept.
@@ -751,7 +762,15 @@ def _omitted_bins(panel, layout, cond, k, offset) -> np.ndarray:
     return kept
 
 
-def _replicate_values(panel, layout, cond, reps, kept, offset, gen) -> None:
+def _replicate_values(
+    panel: _FoldPanel,
+    layout: _BarLayout,
+    cond: str,
+    reps: pd.DataFrame,
+    kept: np.ndarray,
+    offset: float,
+    gen: np.random.Generator,
+) -> None:
     """Keep the condition's per-replicate fold changes in its kept bins, jittered in x."""
     rep = _of(reps, condition=cond)
     if not len(rep):
@@ -767,7 +786,9 @@ def _replicate_values(panel, layout, cond, reps, kept, offset, gen) -> None:
         panel.points_top = max(panel.points_top, float(values[ok].max()))
 
 
-def _outside_marks(panel, layout, cond, table, centres) -> None:
+def _outside_marks(
+    panel: _FoldPanel, layout: _BarLayout, cond: str, table: pd.DataFrame, centres: np.ndarray
+) -> None:
     """Mark each bar that lies outside the global envelope with an asterisk."""
     out = table["outside"].fillna("").astype(str).isin(["above", "below"])
     for x, row in zip(centres[out.to_numpy()], table[out].itertuples(), strict=True):
@@ -789,7 +810,9 @@ def _outside_marks(panel, layout, cond, table, centres) -> None:
         layout.any_outside = True
 
 
-def _envelope_notes(statistics, cond, name, boxed, table) -> list[str]:
+def _envelope_notes(
+    statistics: pd.DataFrame | None, cond: str, name: str, boxed: bool, table: pd.DataFrame
+) -> list[str]:
     """Return the line a condition adds to a panel's title: its global envelope test."""
     row = _envelope_p(statistics, cond, name)
     if row is not None:
