@@ -695,7 +695,16 @@ class _Pooling:
                 )
         return n_sets
 
-    def condition(self, cond, cc, dc, names, quad, n_sets: int, n_rep: int) -> None:
+    def condition(
+        self,
+        cond: str,
+        cc: pd.DataFrame,
+        dc: pd.DataFrame,
+        names: list[str],
+        quad: tuple[str, str] | None,
+        n_sets: int,
+        n_rep: int,
+    ) -> None:
         """Pool one condition: each structure, then its quadrants."""
         if cc.empty or dc.empty:
             what = "no cells" if cc.empty else "no random cells (null sets)"
@@ -708,7 +717,9 @@ class _Pooling:
         if quad is not None:
             self.quadrants(cond, cc, dc, quad, n_rep)
 
-    def structure(self, cond, cc, dc, name: str, n_sets: int, n_rep: int) -> None:
+    def structure(
+        self, cond: str, cc: pd.DataFrame, dc: pd.DataFrame, name: str, n_sets: int, n_rep: int
+    ) -> None:
         """Pool one structure in one condition.
 
         Its fold change, cells-vs-dots tests, envelope, replicate fractions and density
@@ -760,7 +771,9 @@ class _Pooling:
             )
         )
 
-    def quadrants(self, cond, cc, dc, quad: tuple[str, str], n_rep: int) -> None:
+    def quadrants(
+        self, cond: str, cc: pd.DataFrame, dc: pd.DataFrame, quad: tuple[str, str], n_rep: int
+    ) -> None:
         """Pool the condition's quadrants: table, contingency test, per-replicate tests."""
         a, b = quad
         threshold = self.params.quadrant_threshold_um
@@ -789,7 +802,7 @@ class _Pooling:
             )
         )
 
-    def between_conditions(self, cells: pd.DataFrame, order: list[str], names) -> None:
+    def between_conditions(self, cells: pd.DataFrame, order: list[str], names: list[str]) -> None:
         """Add the tests between conditions, per structure (not run with one condition)."""
         present = [c for c in order if (cells["condition"] == c).any()]
         for name in names:
