@@ -107,7 +107,7 @@ RC = {
 
 @contextlib.contextmanager
 def figure_context():
-    """The rcParams of the experiment figures, for making or saving one outside this module."""
+    """Apply the rcParams of the experiment figures, to make or save one outside this module."""
     with matplotlib.rc_context(RC):
         yield
 
@@ -128,6 +128,19 @@ class Colours:
     def for_experiment(
         cls, conditions: Iterable[str] = (), structures: Iterable[str] = ()
     ) -> Colours:
+        """Give conditions and structures colours in the order of the experiment.
+
+        Parameters
+        ----------
+        conditions : iterable of str
+            The experiment's conditions, in its order (repeats ignored).
+        structures : iterable of str
+            The experiment's structures, in its order (repeats ignored).
+
+        Returns
+        -------
+        Colours
+        """
         conds = list(dict.fromkeys(str(c) for c in conditions))
         structs = list(dict.fromkeys(str(s) for s in structures))
         return cls(
@@ -136,19 +149,31 @@ class Colours:
         )
 
     def condition(self, name: str) -> str:
+        """Return the colour of condition ``name`` (the next free one if it is unknown)."""
         name = str(name)
         if name in self.conditions:
             return self.conditions[name]
         return CONDITION_COLOURS[len(self.conditions) % len(CONDITION_COLOURS)]
 
     def structure(self, name: str) -> str:
+        """Return the colour of structure ``name`` (the next free one if it is unknown)."""
         name = str(name)
         if name in self.structures:
             return self.structures[name]
         return LIGHT.structure_colour(len(self.structures))
 
     def extended(self, conditions: Iterable[str] = (), structures: Iterable[str] = ()) -> Colours:
-        """A copy that also knows these names (new names get the next free colours)."""
+        """Return a copy that also knows these names (new names get the next free colours).
+
+        Parameters
+        ----------
+        conditions, structures : iterable of str
+            Names to add; known names keep their colours.
+
+        Returns
+        -------
+        Colours
+        """
         conds = dict(self.conditions)
         for c in conditions:
             conds.setdefault(str(c), CONDITION_COLOURS[len(conds) % len(CONDITION_COLOURS)])
@@ -258,6 +283,26 @@ def _empty_panel(ax: Axes, message: str) -> None:
     ax.set_yticks([])
 
 
+def _structure_title(ax: Axes, name: str, palette: Colours) -> None:
+    """Write the structure's name over a panel's left edge, in the structure's colour."""
+    ax.set_title(name, loc="left", fontsize=FONT + 0.5, color=palette.structure(name))
+
+
+def _condition_handles(palette: Colours, conditions: Sequence[str]) -> list[Patch]:
+    """Return one legend patch per condition, in its colour."""
+    return [Patch(facecolor=palette.condition(c), label=c) for c in conditions]
+
+
+def _random_line(ax: Axes, *, zorder: float) -> None:
+    """Draw the dashed line at 1: the fold change or density ratio of random placement."""
+    ax.axhline(1.0, color="#1e1e21", ls="--", lw=0.7, zorder=zorder)
+
+
+def _random_handle() -> Line2D:
+    """Return the legend entry of :func:`_random_line`."""
+    return Line2D([], [], color="#1e1e21", ls="--", lw=0.7, label="1 = random")
+
+
 # -- quadrants ------------------------------------------------------------------------------
 def _quadrant_limits(ax: Axes, top: np.ndarray) -> None:
     """Shared limits with an empty strip above and below the data for the quadrant labels.
@@ -299,6 +344,28 @@ def quadrant_figure(
     random cells that the pooled ``quadrants`` table gives (not recounted here, so the
     figure and the table cannot disagree). All panels share their axis ranges so
     conditions compare at a glance.
+
+    Parameters
+    ----------
+    cells, dots : DataFrame
+        Pooled cells and random cells (``condition`` and the distance columns of both
+        structures).
+    quadrants : DataFrame
+        The pooled quadrants table (``condition``, ``quadrant``, counts and shares).
+    structures : (str, str)
+        Structures A (x axis) and B (y axis).
+    threshold_um : float
+        The "near" threshold, in µm.
+    conditions : sequence of str, optional
+        Conditions in this order; default the order of first appearance in the tables.
+    colours : Colours, optional
+        Colours of conditions and structures; default one for these names.
+    panel_width : float
+        Width (and about the height) of one panel, in inches.
+
+    Returns
+    -------
+    Figure
     """
     a, b = structures
     col_a, col_b = distance_column(a), distance_column(b)
@@ -316,53 +383,71 @@ def quadrant_figure(
         top = np.full(2, max(1.2 * threshold_um, 1.0))
         for ax, cond in zip(axes, conds, strict=True):
             c, d = _of(cells, condition=cond), _of(dots, condition=cond)
-            style = replace(LIGHT, cells=palette.condition(cond), font_size=SMALL, marker_size=3)
-            plot = QuadrantPlot(ax, style=style, threshold_um=threshold_um)
-            plot.legend.remove()  # one legend for the figure instead
-            _style(ax)
             quads = _of(quadrants, condition=cond)
-            plot.set_data(c[col_a], c[col_b], d[col_a], d[col_b], names=(a, b))
-            plot.set_quadrants(quads if len(quads) else None)
-            plot.vline.set_gid("threshold|x")
-            plot.hline.set_gid("threshold|y")
-            for q, text in plot.labels.items():
-                text.set_gid(f"quadrant|{cond}|{q}")
-                text.set_fontsize(SMALL - 0.5)
+            _quadrant_panel(ax, cond, c, d, quads, palette, (a, b), threshold_um)
             both = np.concatenate([c[[col_a, col_b]].to_numpy(float), d[[col_a, col_b]]])
             if both.size:
                 top = np.maximum(top, np.nanmax(both, axis=0))
-            n_cells = int(quads["n_cells"].sum()) if len(quads) else len(c)
-            n_dots = int(quads["n_dots"].sum()) if len(quads) else len(d)
-            n_rep = c["replicate"].nunique() if "replicate" in c.columns else 0
-            n_img = c["image"].nunique() if "image" in c.columns else 0
-            where = f" ({_count(n_rep, 'replicate')}, {_count(n_img, 'image')})" if n_rep else ""
-            ax.set_title(
-                f"{cond}\nn = {_count(n_cells, 'cell')}{where}, {_count(n_dots, 'random cell')}",
-                fontsize=FONT,
-                color=palette.condition(cond),
-                loc="left",
-            )
+            _quadrant_title(ax, cond, c, d, quads, palette)
         for ax in axes:
             _quadrant_limits(ax, top)
-        handles = [
-            Line2D([], [], ls="none", marker="o", ms=3.5, color=palette.condition(c), label=c)
-            for c in conds
-        ]
-        handles += [
-            Line2D([], [], ls="none", marker="o", ms=3.5, color=LIGHT.dots, label="random cells"),
-            Line2D(
-                [],
-                [],
-                ls="--",
-                lw=0.9,
-                color=LIGHT.foreground,
-                label=f"near: < {threshold_um:g} µm",
-            ),
-        ]
+        handles = _quadrant_handles(palette, conds, threshold_um)
         _figure_legend(
             fig, handles, "outside lower center", min(len(handles), 6), 1.6, columnspacing=1.2
         )
     return fig
+
+
+def _quadrant_panel(ax, cond, cells, dots, quads, palette, names, threshold_um) -> None:
+    """Draw one condition's quadrant view with the pooled shares of its ``quads`` rows."""
+    a, b = names
+    col_a, col_b = distance_column(a), distance_column(b)
+    style = replace(LIGHT, cells=palette.condition(cond), font_size=SMALL, marker_size=3)
+    plot = QuadrantPlot(ax, style=style, threshold_um=threshold_um)
+    plot.legend.remove()  # one legend for the figure instead
+    _style(ax)
+    plot.set_data(cells[col_a], cells[col_b], dots[col_a], dots[col_b], names=(a, b))
+    plot.set_quadrants(quads if len(quads) else None)
+    plot.vline.set_gid("threshold|x")
+    plot.hline.set_gid("threshold|y")
+    for q, text in plot.labels.items():
+        text.set_gid(f"quadrant|{cond}|{q}")
+        text.set_fontsize(SMALL - 0.5)
+
+
+def _quadrant_title(ax, cond, cells, dots, quads, palette) -> None:
+    """Title a condition's panel with its n: cells, replicates, images, random cells."""
+    n_cells = int(quads["n_cells"].sum()) if len(quads) else len(cells)
+    n_dots = int(quads["n_dots"].sum()) if len(quads) else len(dots)
+    n_rep = cells["replicate"].nunique() if "replicate" in cells.columns else 0
+    n_img = cells["image"].nunique() if "image" in cells.columns else 0
+    where = f" ({_count(n_rep, 'replicate')}, {_count(n_img, 'image')})" if n_rep else ""
+    ax.set_title(
+        f"{cond}\nn = {_count(n_cells, 'cell')}{where}, {_count(n_dots, 'random cell')}",
+        fontsize=FONT,
+        color=palette.condition(cond),
+        loc="left",
+    )
+
+
+def _quadrant_handles(palette: Colours, conds: list[str], threshold_um: float) -> list:
+    """Return the legend entries: the conditions, random cells and the threshold."""
+    handles = [
+        Line2D([], [], ls="none", marker="o", ms=3.5, color=palette.condition(c), label=c)
+        for c in conds
+    ]
+    handles += [
+        Line2D([], [], ls="none", marker="o", ms=3.5, color=LIGHT.dots, label="random cells"),
+        Line2D(
+            [],
+            [],
+            ls="--",
+            lw=0.9,
+            color=LIGHT.foreground,
+            label=f"near: < {threshold_um:g} µm",
+        ),
+    ]
+    return handles
 
 
 # -- fold change ----------------------------------------------------------------------------
@@ -386,6 +471,46 @@ def _envelope_p(statistics: pd.DataFrame | None, condition: str, structure: str)
     if not len(rows):
         return None
     return rows.iloc[0]
+
+
+@dataclass
+class _BarLayout:
+    """What every panel of a fold-change figure shares.
+
+    The bins, the conditions' slots in a bin, their colours, and which kinds of mark were
+    drawn (for the legend).
+    """
+
+    width: float  # of a distance bin, µm
+    conditions: list[str]
+    palette: Colours
+    slot: float = field(init=False)  # each condition's share of a bin
+    bar_width: float = field(init=False)
+    any_box: bool = False
+    any_points: bool = False
+    any_outside: bool = False
+    any_omitted: bool = False
+
+    def __post_init__(self) -> None:
+        self.slot = 0.86 * self.width / len(self.conditions)
+        self.bar_width = 0.62 * self.slot
+
+    def offset(self, i: int) -> float:
+        """Return how far the slot of the ``i``-th condition sits from the bin centre."""
+        return (i - (len(self.conditions) - 1) / 2) * self.slot
+
+
+@dataclass
+class _FoldPanel:
+    """One structure's panel: its bins, and what its conditions add up to while drawn."""
+
+    ax: Axes
+    name: str
+    n_bins: int
+    top_core: float = 1.0  # highest bar or finite envelope top
+    points_top: float = 0.0  # highest replicate point
+    point_sets: list = field(default_factory=list)  # (condition, structure, x, y)
+    notes: list[str] = field(default_factory=list)
 
 
 def fold_change_figure(
@@ -419,253 +544,377 @@ def fold_change_figure(
     condition whose envelope is missing (fewer null sets than the test needs); they are
     drawn without a box. Replicate points far above the bars are drawn as triangles at
     the top of the axes, so one replicate with few random cells does not flatten the rest.
+
+    Parameters
+    ----------
+    envelope : DataFrame
+        The pooled envelope table (``condition``, ``structure`` + envelope columns).
+    replicate_fractions : DataFrame
+        Per-replicate fold changes per bin (``condition``, ``structure``, ``replicate``).
+    structures : sequence of str
+        One row of panels per structure, in this order.
+    statistics : DataFrame, optional
+        The statistics table, for the global envelope test's p-value of each condition.
+    fold_change : DataFrame, optional
+        Bars of the conditions that have no envelope.
+    conditions : sequence of str, optional
+        Conditions in this order; default the order of first appearance in the tables.
+    colours : Colours, optional
+        Colours of conditions and structures; default one for these names.
+    bin_width_um : float, optional
+        The bin width; default the median width of the tables' bins.
+    min_dots : int, optional
+        Named in the legend entry of the bins left out.
+    alpha : float
+        Level of the envelope (drawn as the ``1 - alpha`` envelope).
+    max_distance_um : float, optional
+        Draw no bin beyond this distance.
+    row_height : float
+        Height of one row of panels, in inches.
+    rng : int or Generator
+        Seed of the jitter of the replicate points.
+
+    Returns
+    -------
+    Figure
     """
     structures = list(structures)
     conds = _conditions(envelope, replicate_fractions, fold_change, given=conditions)
     palette = _colours(colours, conds, structures)
     width = _bin_width(envelope, fold_change, replicate_fractions, given=bin_width_um)
     gen = np.random.default_rng(rng)
-    n_c = len(conds)
-    slot = 0.86 * width / n_c  # each condition's share of a bin
-    bar_w = 0.62 * slot
-    level = f"{100 * (1 - alpha):g}%"
+    layout = _BarLayout(width, conds, palette)
     with figure_context():
         fig = _new_figure(PAGE_WIDTH, row_height * len(structures) + 0.4)
         axes = _grid(fig, len(structures), columns=1)
-        any_omitted = any_outside = any_box = any_points = False
         for ax, name in zip(axes, structures, strict=True):
             _style(ax)
-            tables = {}
-            for cond in conds:
-                env = _of(envelope, condition=cond, structure=name)
-                boxed = len(env) > 0
-                if not boxed and fold_change is not None:
-                    env = _of(fold_change, condition=cond, structure=name)
-                tables[cond] = (env.sort_values("bin_start_um") if len(env) else env, boxed)
+            tables = _fold_change_tables(envelope, fold_change, conds, name)
             reps = _of(replicate_fractions, structure=name)
-            ends = [t["bin_end_um"].to_numpy(float) for t, _ in tables.values() if len(t)]
-            if len(reps):
-                ends.append(reps["bin_end_um"].to_numpy(float))
-            if not any(e.size for e in ends):
+            n_bins = _bins_shown(tables, reps, width, max_distance_um)
+            if n_bins is None:
                 _empty_panel(ax, f"No fold change for {name}.")
                 continue
-            n_bins = int(np.round(max(float(e.max()) for e in ends if e.size) / width))
-            # the axis ends one bin after the last bin any condition kept: beyond it every
-            # bin is left out, and a long hatched tail would squash the informative part
-            kept_ends = [t["bin_end_um"].to_numpy(float) for t, _ in tables.values() if len(t)]
-            if kept_ends:
-                last = int(np.round(max(float(e.max()) for e in kept_ends) / width))
-                n_bins = min(n_bins, last + 1)
-            if max_distance_um is not None:
-                n_bins = min(n_bins, int(np.ceil(max_distance_um / width)))
-            top_core, points_top = 1.0, 0.0
-            point_sets = []
-            notes = []
+            panel = _FoldPanel(ax, name, n_bins)
             for i, cond in enumerate(conds):
-                colour = palette.condition(cond)
                 table, boxed = tables[cond]
-                k = _bin_index(table["bin_start_um"], width) if len(table) else np.array([], int)
-                inside = k < n_bins
-                table, k = table[inside], k[inside]
-                offset = (i - (n_c - 1) / 2) * slot
-                centres = (k + 0.5) * width + offset
-                heights = table["fold_change"].to_numpy(float) if len(table) else np.array([])
-                bars = ax.bar(
-                    centres,
-                    heights,
-                    width=bar_w,
-                    color=colour,
-                    edgecolor="white",
-                    linewidth=0.3,
-                    zorder=2,
-                    label=cond,
-                )
-                for bar, start in zip(
-                    bars, table["bin_start_um"] if len(table) else [], strict=True
-                ):
-                    bar.set_gid(f"bar|{cond}|{name}|{start:g}")
-                if heights.size:
-                    top_core = max(top_core, float(np.nanmax(heights)))
-                if boxed:
-                    for x, row in zip(centres, table.itertuples(), strict=True):
-                        lo, hi = float(row.envelope_low), float(row.envelope_high)
-                        lo = lo if np.isfinite(lo) else 0.0  # one-sided: open below
-                        if not np.isfinite(hi):  # open above: past the axis top
-                            hi = lo + 1e6
-                        else:
-                            top_core = max(top_core, hi)
-                        box = Rectangle(
-                            (x - 0.47 * slot, lo),
-                            0.94 * slot,
-                            hi - lo,
-                            facecolor="#d9d9d9",
-                            edgecolor="#8a8a8a",
-                            linewidth=0.4,
-                            zorder=1,
-                            gid=f"envelope|{cond}|{name}|{row.bin_start_um:g}",
-                        )
-                        ax.add_patch(box)
-                        any_box = True
-                # omitted bins of this condition: hatched slot over the full height
-                kept = np.zeros(n_bins, dtype=bool)
-                kept[k] = True
-                for j in np.flatnonzero(~kept):
-                    x = (j + 0.5) * width + offset
-                    ax.add_patch(
-                        Rectangle(
-                            (x - 0.47 * slot, 0),
-                            0.94 * slot,
-                            1,
-                            transform=ax.get_xaxis_transform(),
-                            facecolor="none",
-                            edgecolor=colour,
-                            alpha=0.45,
-                            hatch="/////",
-                            linewidth=0,
-                            zorder=0.5,
-                            gid=f"omitted|{cond}|{name}|{j * width:g}",
-                        )
-                    )
-                    any_omitted = True
-                # per-replicate fold change, in the kept bins only
-                rep = _of(reps, condition=cond)
-                if len(rep):
-                    rk = _bin_index(rep["bin_start_um"], width)
-                    values = rep["fold_change"].to_numpy(float)
-                    ok = np.isfinite(values) & (rk < n_bins) & kept[np.minimum(rk, n_bins - 1)]
-                    xs = (rk[ok] + 0.5) * width + offset
-                    xs = xs + gen.uniform(-0.3, 0.3, xs.size) * bar_w
-                    point_sets.append((cond, name, xs, values[ok]))
-                    if values[ok].size:
-                        points_top = max(points_top, float(values[ok].max()))
-                # asterisks: bar outside the global envelope
-                if boxed and "outside" in table.columns:
-                    out = table["outside"].fillna("").astype(str).isin(["above", "below"])
-                    for x, row in zip(
-                        centres[out.to_numpy()], table[out].itertuples(), strict=True
-                    ):
-                        high = float(row.envelope_high)
-                        y = max(float(row.fold_change), high if np.isfinite(high) else 0.0)
-                        ax.annotate(
-                            "*",
-                            (x, y),
-                            xytext=(0, 0.5),
-                            textcoords="offset points",
-                            ha="center",
-                            va="bottom",
-                            fontsize=FONT + 2,
-                            fontweight="bold",
-                            color=colour,
-                            zorder=5,
-                            gid=f"outside|{cond}|{name}|{row.bin_start_um:g}",
-                        )
-                        any_outside = True
-                row = _envelope_p(statistics, cond, name)
-                if row is not None:
-                    notes.append(f"{cond}: global envelope test {_p_text(row.p_value)}")
-                elif not boxed and len(table):
-                    notes.append(f"{cond}: no envelope (too few null sets)")
-            # replicate points, clipped to a ceiling so outliers do not squash the bars
-            ceiling = 1.6 * top_core
-            for cond, sname, xs, ys in point_sets:
-                high = ys > ceiling
-                (line,) = ax.plot(
-                    xs[~high],
-                    ys[~high],
-                    ls="none",
-                    marker="o",
-                    ms=2.2,
-                    mfc="white",
-                    mec="#1e1e21",
-                    mew=0.5,
-                    zorder=4,
-                    gid=f"replicates|{cond}|{sname}",
-                )
-                any_points = any_points or bool(xs.size)
-                if high.any():
-                    ax.plot(
-                        xs[high],
-                        np.full(high.sum(), ceiling * 1.02),
-                        ls="none",
-                        marker="^",
-                        ms=2.6,
-                        mfc="white",
-                        mec="#1e1e21",
-                        mew=0.5,
-                        zorder=4,
-                        clip_on=False,
-                        gid=f"replicates-clipped|{cond}|{sname}",
-                    )
-            y_top = max(top_core, min(points_top, ceiling)) * 1.15
-            ax.axhline(1.0, color="#1e1e21", ls="--", lw=0.7, zorder=3)
-            ax.set_xlim(0, n_bins * width)
-            ax.set_ylim(0, y_top)
-            step = max(1, int(np.ceil(n_bins / 14)))
-            ax.xaxis.set_major_locator(MultipleLocator(step * width))
-            ax.yaxis.set_major_locator(MaxNLocator(5))
-            ax.set_xlabel(f"distance to {name} (µm), bins of {width:g} µm")
-            ax.set_ylabel("fold change\n(cells / random)")
-            ax.set_title(name, loc="left", fontsize=FONT + 0.5, color=palette.structure(name))
-            if notes:
-                # above the panel, right-aligned: inside it would cover boxes or points
-                ax.set_title("\n".join(notes), loc="right", fontsize=SMALL, linespacing=1.2)
-        handles = [Patch(facecolor=palette.condition(c), label=c) for c in conds]
-        handles.append(Line2D([], [], color="#1e1e21", ls="--", lw=0.7, label="1 = random"))
-        if any_box:
-            handles.append(
-                Patch(
-                    facecolor="#d9d9d9",
-                    edgecolor="#8a8a8a",
-                    lw=0.4,
-                    label=f"global {level} envelope of random placement",
-                )
-            )
-        if any_points:
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    ls="none",
-                    marker="o",
-                    ms=2.6,
-                    mfc="white",
-                    mec="#1e1e21",
-                    mew=0.5,
-                    label="replicate",
-                )
-            )
-        if any_outside:
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    ls="none",
-                    marker="$*$",
-                    ms=5,
-                    color="#1e1e21",
-                    label="outside envelope",
-                )
-            )
-        if any_omitted:
-            few = f"< {min_dots} random cells" if min_dots else "too few random cells"
-            handles.append(
-                Patch(
-                    facecolor="none",
-                    edgecolor="#8a8a8a",
-                    hatch="/////",
-                    lw=0,
-                    label=f"left out: {few}",
-                )
-            )
+                _fold_change_condition(panel, layout, i, cond, table, boxed, reps, gen)
+                panel.notes += _envelope_notes(statistics, cond, name, boxed, table)
+            _replicate_points(panel, layout)
+            _fold_change_axes(panel, layout)
+        handles = _fold_change_handles(layout, alpha, min_dots)
         ncols = int(np.ceil(len(handles) / 2)) if len(handles) > 5 else len(handles)
         _figure_legend(fig, handles, "outside upper center", ncols, 1.4, columnspacing=1.1)
     return fig
 
 
+def _fold_change_tables(
+    envelope: pd.DataFrame, fold_change: pd.DataFrame | None, conds: list[str], name: str
+) -> dict[str, tuple[pd.DataFrame, bool]]:
+    """Return per condition its bins for one structure, sorted, and if they have envelopes.
+
+    A condition without envelope rows takes its bars from ``fold_change`` (no boxes).
+    """
+    tables = {}
+    for cond in conds:
+        env = _of(envelope, condition=cond, structure=name)
+        boxed = len(env) > 0
+        if not boxed and fold_change is not None:
+            env = _of(fold_change, condition=cond, structure=name)
+        tables[cond] = (env.sort_values("bin_start_um") if len(env) else env, boxed)
+    return tables
+
+
+def _bins_shown(
+    tables: dict[str, tuple[pd.DataFrame, bool]],
+    reps: pd.DataFrame,
+    width: float,
+    max_distance_um: float | None,
+) -> int | None:
+    """Return how many bins a panel shows; None when no condition has any bin."""
+    ends = [t["bin_end_um"].to_numpy(float) for t, _ in tables.values() if len(t)]
+    if len(reps):
+        ends.append(reps["bin_end_um"].to_numpy(float))
+    if not any(e.size for e in ends):
+        return None
+    n_bins = int(np.round(max(float(e.max()) for e in ends if e.size) / width))
+    # the axis ends one bin after the last bin any condition kept: beyond it every
+    # bin is left out, and a long hatched tail would squash the informative part
+    kept_ends = [t["bin_end_um"].to_numpy(float) for t, _ in tables.values() if len(t)]
+    if kept_ends:
+        last = int(np.round(max(float(e.max()) for e in kept_ends) / width))
+        n_bins = min(n_bins, last + 1)
+    if max_distance_um is not None:
+        n_bins = min(n_bins, int(np.ceil(max_distance_um / width)))
+    return n_bins
+
+
+def _fold_change_condition(
+    panel: _FoldPanel,
+    layout: _BarLayout,
+    i: int,
+    cond: str,
+    table: pd.DataFrame,
+    boxed: bool,
+    reps: pd.DataFrame,
+    gen: np.random.Generator,
+) -> None:
+    """Draw one condition's marks of a panel.
+
+    Bars, envelope boxes, bins left out and asterisks; its replicate points are kept for
+    :func:`_replicate_points`, which draws them once the panel's height is known.
+    """
+    width = layout.width
+    k = _bin_index(table["bin_start_um"], width) if len(table) else np.array([], int)
+    inside = k < panel.n_bins
+    table, k = table[inside], k[inside]
+    offset = layout.offset(i)
+    centres = (k + 0.5) * width + offset
+    heights = table["fold_change"].to_numpy(float) if len(table) else np.array([])
+    _fold_change_bars(panel, layout, cond, table, centres, heights)
+    if heights.size:
+        panel.top_core = max(panel.top_core, float(np.nanmax(heights)))
+    if boxed:
+        _envelope_boxes(panel, layout, cond, table, centres)
+    kept = _omitted_bins(panel, layout, cond, k, offset)
+    _replicate_values(panel, layout, cond, reps, kept, offset, gen)
+    if boxed and "outside" in table.columns:
+        _outside_marks(panel, layout, cond, table, centres)
+
+
+def _fold_change_bars(
+    panel: _FoldPanel,
+    layout: _BarLayout,
+    cond: str,
+    table: pd.DataFrame,
+    centres: np.ndarray,
+    heights: np.ndarray,
+) -> None:
+    """Draw the condition's bars, each with the gid of its bin."""
+    bars = panel.ax.bar(
+        centres,
+        heights,
+        width=layout.bar_width,
+        color=layout.palette.condition(cond),
+        edgecolor="white",
+        linewidth=0.3,
+        zorder=2,
+        label=cond,
+    )
+    for bar, start in zip(bars, table["bin_start_um"] if len(table) else [], strict=True):
+        bar.set_gid(f"bar|{cond}|{panel.name}|{start:g}")
+
+
+def _envelope_boxes(
+    panel: _FoldPanel, layout: _BarLayout, cond: str, table: pd.DataFrame, centres: np.ndarray
+) -> None:
+    """Draw a grey box per bin from the envelope's low to its high (open sides past the axis)."""
+    slot = layout.slot
+    for x, row in zip(centres, table.itertuples(), strict=True):
+        lo, hi = float(row.envelope_low), float(row.envelope_high)
+        lo = lo if np.isfinite(lo) else 0.0  # one-sided: open below
+        if not np.isfinite(hi):  # open above: past the axis top
+            hi = lo + 1e6
+        else:
+            panel.top_core = max(panel.top_core, hi)
+        box = Rectangle(
+            (x - 0.47 * slot, lo),
+            0.94 * slot,
+            hi - lo,
+            facecolor="#d9d9d9",
+            edgecolor="#8a8a8a",
+            linewidth=0.4,
+            zorder=1,
+            gid=f"envelope|{cond}|{panel.name}|{row.bin_start_um:g}",
+        )
+        panel.ax.add_patch(box)
+        layout.any_box = True
+
+
+def _omitted_bins(
+    panel: _FoldPanel, layout: _BarLayout, cond: str, k: np.ndarray, offset: float
+) -> np.ndarray:
+    """Hatch the condition's slot over the full height in every bin it left out.
+
+    Returns which of the panel's bins the condition kept.
+    """
+    width, slot, ax = layout.width, layout.slot, panel.ax
+    kept = np.zeros(panel.n_bins, dtype=bool)
+    kept[k] = True
+    for j in np.flatnonzero(~kept):
+        x = (j + 0.5) * width + offset
+        ax.add_patch(
+            Rectangle(
+                (x - 0.47 * slot, 0),
+                0.94 * slot,
+                1,
+                transform=ax.get_xaxis_transform(),
+                facecolor="none",
+                edgecolor=layout.palette.condition(cond),
+                alpha=0.45,
+                hatch="/////",
+                linewidth=0,
+                zorder=0.5,
+                gid=f"omitted|{cond}|{panel.name}|{j * width:g}",
+            )
+        )
+        layout.any_omitted = True
+    return kept
+
+
+def _replicate_values(
+    panel: _FoldPanel,
+    layout: _BarLayout,
+    cond: str,
+    reps: pd.DataFrame,
+    kept: np.ndarray,
+    offset: float,
+    gen: np.random.Generator,
+) -> None:
+    """Keep the condition's per-replicate fold changes in its kept bins, jittered in x."""
+    rep = _of(reps, condition=cond)
+    if not len(rep):
+        return
+    n_bins, width = panel.n_bins, layout.width
+    rk = _bin_index(rep["bin_start_um"], width)
+    values = rep["fold_change"].to_numpy(float)
+    ok = np.isfinite(values) & (rk < n_bins) & kept[np.minimum(rk, n_bins - 1)]
+    xs = (rk[ok] + 0.5) * width + offset
+    xs = xs + gen.uniform(-0.3, 0.3, xs.size) * layout.bar_width
+    panel.point_sets.append((cond, panel.name, xs, values[ok]))
+    if values[ok].size:
+        panel.points_top = max(panel.points_top, float(values[ok].max()))
+
+
+def _outside_marks(
+    panel: _FoldPanel, layout: _BarLayout, cond: str, table: pd.DataFrame, centres: np.ndarray
+) -> None:
+    """Mark each bar that lies outside the global envelope with an asterisk."""
+    out = table["outside"].fillna("").astype(str).isin(["above", "below"])
+    for x, row in zip(centres[out.to_numpy()], table[out].itertuples(), strict=True):
+        high = float(row.envelope_high)
+        y = max(float(row.fold_change), high if np.isfinite(high) else 0.0)
+        panel.ax.annotate(
+            "*",
+            (x, y),
+            xytext=(0, 0.5),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=FONT + 2,
+            fontweight="bold",
+            color=layout.palette.condition(cond),
+            zorder=5,
+            gid=f"outside|{cond}|{panel.name}|{row.bin_start_um:g}",
+        )
+        layout.any_outside = True
+
+
+def _envelope_notes(
+    statistics: pd.DataFrame | None, cond: str, name: str, boxed: bool, table: pd.DataFrame
+) -> list[str]:
+    """Return the line a condition adds to a panel's title: its global envelope test."""
+    row = _envelope_p(statistics, cond, name)
+    if row is not None:
+        return [f"{cond}: global envelope test {_p_text(row.p_value)}"]
+    if not boxed and len(table):
+        return [f"{cond}: no envelope (too few null sets)"]
+    return []
+
+
+#: The open circle of a replicate point (and, larger, of its legend entry).
+_REPLICATE_MARKER = {"ls": "none", "mfc": "white", "mec": "#1e1e21", "mew": 0.5}
+
+
+def _replicate_points(panel: _FoldPanel, layout: _BarLayout) -> None:
+    """Draw the replicate points, clipped to a ceiling so outliers do not squash the bars."""
+    ceiling = 1.6 * panel.top_core
+    for cond, sname, xs, ys in panel.point_sets:
+        high = ys > ceiling
+        panel.ax.plot(
+            xs[~high],
+            ys[~high],
+            marker="o",
+            ms=2.2,
+            **_REPLICATE_MARKER,
+            zorder=4,
+            gid=f"replicates|{cond}|{sname}",
+        )
+        layout.any_points = layout.any_points or bool(xs.size)
+        if high.any():
+            panel.ax.plot(
+                xs[high],
+                np.full(high.sum(), ceiling * 1.02),
+                marker="^",
+                ms=2.6,
+                **_REPLICATE_MARKER,
+                zorder=4,
+                clip_on=False,
+                gid=f"replicates-clipped|{cond}|{sname}",
+            )
+
+
+def _fold_change_axes(panel: _FoldPanel, layout: _BarLayout) -> None:
+    """Set limits, ticks and labels; draw the line at 1 and the envelope tests above."""
+    ax, name, n_bins, width = panel.ax, panel.name, panel.n_bins, layout.width
+    ceiling = 1.6 * panel.top_core
+    y_top = max(panel.top_core, min(panel.points_top, ceiling)) * 1.15
+    _random_line(ax, zorder=3)
+    ax.set_xlim(0, n_bins * width)
+    ax.set_ylim(0, y_top)
+    step = max(1, int(np.ceil(n_bins / 14)))
+    ax.xaxis.set_major_locator(MultipleLocator(step * width))
+    ax.yaxis.set_major_locator(MaxNLocator(5))
+    ax.set_xlabel(f"distance to {name} (µm), bins of {width:g} µm")
+    ax.set_ylabel("fold change\n(cells / random)")
+    _structure_title(ax, name, layout.palette)
+    if panel.notes:
+        # above the panel, right-aligned: inside it would cover boxes or points
+        ax.set_title("\n".join(panel.notes), loc="right", fontsize=SMALL, linespacing=1.2)
+
+
+def _fold_change_handles(layout: _BarLayout, alpha: float, min_dots: int | None) -> list:
+    """Return the legend entries: the conditions, the line at 1, each kind of mark drawn."""
+    handles = [*_condition_handles(layout.palette, layout.conditions), _random_handle()]
+    if layout.any_box:
+        level = f"{100 * (1 - alpha):g}%"
+        handles.append(
+            Patch(
+                facecolor="#d9d9d9",
+                edgecolor="#8a8a8a",
+                lw=0.4,
+                label=f"global {level} envelope of random placement",
+            )
+        )
+    if layout.any_points:
+        handles.append(Line2D([], [], marker="o", ms=2.6, **_REPLICATE_MARKER, label="replicate"))
+    if layout.any_outside:
+        handles.append(
+            Line2D(
+                [], [], ls="none", marker="$*$", ms=5, color="#1e1e21", label="outside envelope"
+            )
+        )
+    if layout.any_omitted:
+        few = f"< {min_dots} random cells" if min_dots else "too few random cells"
+        handles.append(
+            Patch(
+                facecolor="none",
+                edgecolor="#8a8a8a",
+                hatch="/////",
+                lw=0,
+                label=f"left out: {few}",
+            )
+        )
+    return handles
+
+
 # -- cumulative distributions ---------------------------------------------------------------
 def _ecdf(values, *, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """The empirical CDF as step vertices; beyond ``max_points`` values, evenly spaced
-    ranks (a step of 1/2000 is below a line width, and SVGs stay small with 10^5 cells)."""
+    """Return the empirical CDF as step vertices.
+
+    Beyond ``max_points`` values, evenly spaced ranks (a step of 1/2000 is below a line
+    width, and SVGs stay small with 10^5 cells).
+    """
     x = np.sort(_finite(values))
     if not x.size:
         return x, x
@@ -694,6 +943,27 @@ def cdf_figure(
     dashed random-cell curve means cells sit closer to the structure than chance. With
     ``statistics``, the pooled cells-vs-random Kolmogorov-Smirnov test of each condition
     (rows ``analysis == "cells vs dots"``) is written in the panel.
+
+    Parameters
+    ----------
+    cells, dots : DataFrame
+        Pooled cells and random cells (``condition`` and distance columns).
+    structures : sequence of str
+        One panel per structure, in this order.
+    statistics : DataFrame, optional
+        The statistics table, for the tests of cells against random cells.
+    conditions : sequence of str, optional
+        Conditions in this order; default the order of first appearance in the tables.
+    colours : Colours, optional
+        Colours of conditions and structures; default one for these names.
+    max_distance_um : float, optional
+        Right end of the distance axis; default the data's.
+    panel_height : float
+        Height of one row of panels, in inches.
+
+    Returns
+    -------
+    Figure
     """
     structures = list(structures)
     conds = _conditions(cells, dots, given=conditions)
@@ -731,11 +1001,11 @@ def cdf_figure(
                 ax.set_xlim(0, max_distance_um)
             ax.set_xlabel(f"distance to {name} (µm)")
             ax.set_ylabel("cumulative fraction")
-            ax.set_title(name, loc="left", fontsize=FONT + 0.5, color=palette.structure(name))
+            _structure_title(ax, name, palette)
             ax.yaxis.set_major_locator(MultipleLocator(0.25))
             if notes:
                 _panel_note(ax, "\n".join(notes), loc="lower right")
-        handles = [Patch(facecolor=palette.condition(c), label=c) for c in conds]
+        handles = _condition_handles(palette, conds)
         handles += [
             Line2D([], [], color="#1e1e21", ls="-", lw=1.2, label="cells"),
             Line2D([], [], color="#1e1e21", ls="--", lw=0.9, label="random cells"),
@@ -745,7 +1015,7 @@ def cdf_figure(
 
 
 def _structure_panels(n: int, panel_height: float):
-    """A page-wide figure with one panel per structure, up to three per row."""
+    """Make a page-wide figure with one panel per structure, up to three per row."""
     columns = min(n, 3)
     rows = int(np.ceil(n / columns))
     fig = _new_figure(PAGE_WIDTH, panel_height * rows + 0.35)
@@ -786,6 +1056,32 @@ def comparison_figure(
     bins are too coarse), and a dashed line at 1 (random placement). The two-sample
     Kolmogorov-Smirnov test between each pair of conditions (``statistics`` rows
     ``analysis == "conditions"``) is written in the panel with its n.
+
+    Parameters
+    ----------
+    envelope : DataFrame
+        The pooled envelope table, for the binned fold changes.
+    density_ratio : DataFrame
+        The pooled density-ratio table (``condition``, ``structure``, ``distance_um``,
+        ``ratio``, ``low``, ``high``).
+    statistics : DataFrame
+        The statistics table, for the tests between conditions.
+    structures : sequence of str
+        One panel per structure, in this order.
+    conditions : sequence of str, optional
+        Conditions in this order; default the order of first appearance in the tables.
+    colours : Colours, optional
+        Colours of conditions and structures; default one for these names.
+    max_distance_um : float, optional
+        Right end of the distance axis; default the furthest curve or bin.
+    level : float
+        Coverage of the bootstrap band, named in the legend.
+    panel_height : float
+        Height of one row of panels, in inches.
+
+    Returns
+    -------
+    Figure
     """
     structures = list(structures)
     conds = _conditions(density_ratio, envelope, given=conditions)
@@ -794,97 +1090,104 @@ def comparison_figure(
         fig, axes = _structure_panels(len(structures), panel_height)
         for ax, name in zip(axes, structures, strict=True):
             _style(ax)
-            top = 1.0
-            right = 0.0
-            binned = []
-            for cond in conds:
-                colour = palette.condition(cond)
-                dens = _of(density_ratio, condition=cond, structure=name)
-                if len(dens):
-                    dens = dens.sort_values("distance_um")
-                    x = dens["distance_um"].to_numpy(float)
-                    band = ax.fill_between(
-                        x,
-                        dens["low"].to_numpy(float),
-                        dens["high"].to_numpy(float),
-                        color=colour,
-                        alpha=0.2,
-                        linewidth=0,
-                        zorder=1,
-                    )
-                    band.set_gid(f"band|{cond}|{name}")
-                    ax.plot(
-                        x,
-                        dens["ratio"],
-                        color=colour,
-                        lw=1.2,
-                        zorder=3,
-                        gid=f"ratio|{cond}|{name}",
-                    )
-                    top = max(top, float(np.nanmax(dens["ratio"])))
-                    right = max(right, float(x.max()))
-                env = _of(envelope, condition=cond, structure=name)
-                if len(env):
-                    xc = (env["bin_start_um"] + env["bin_end_um"]).to_numpy(float) / 2
-                    ax.plot(
-                        xc,
-                        env["fold_change"],
-                        ls="none",
-                        marker="o",
-                        ms=2.8,
-                        mfc="white",
-                        mec=colour,
-                        mew=0.8,
-                        zorder=4,
-                        gid=f"bins|{cond}|{name}",
-                    )
-                    if not len(dens):
-                        right = max(right, float(env["bin_end_um"].max()))
-                    binned.append((xc, env["fold_change"].to_numpy(float)))
+            top, right, binned = _comparison_curves(
+                ax, name, conds, palette, envelope, density_ratio
+            )
             right = max_distance_um if max_distance_um is not None else max(right, 1.0)
-            # the axis holds the curves and the bins shown (a sharp peak at 0 µm that the
-            # kernel smooths must stay visible), not the bands, which explode where random
-            # cells are rare
-            for xc, fc in binned:
-                shown = fc[(xc <= right) & np.isfinite(fc)]
-                if shown.size:
-                    top = max(top, float(shown.max()))
-            ax.axhline(1.0, color="#1e1e21", ls="--", lw=0.7, zorder=2)
+            top = _highest_shown(top, binned, right)
+            _random_line(ax, zorder=2)
             ax.set_ylim(0, top * 1.3)
             ax.set_xlim(0, right)
             ax.set_xlabel(f"distance to {name} (µm)")
             ax.set_ylabel("density ratio\n(cells / random)")
-            ax.set_title(name, loc="left", fontsize=FONT + 0.5, color=palette.structure(name))
-            ks = _of(statistics, analysis="conditions", structure=name)
-            if len(ks):
-                ks = ks[ks["test"].astype(str).str.startswith("Kolmogorov")]
-            notes = []
-            for r in ks.itertuples():
-                n = f"n = {int(r.n_cells)} vs {int(r.n_cells_versus)} cells"
-                notes.append(
-                    f"{r.condition} vs {r.versus}: KS D = {r.statistic:.2f}, "
-                    f"{_p_text(r.p_value)}\n({n})"
-                )
+            _structure_title(ax, name, palette)
+            notes = _between_conditions_notes(statistics, name)
             if notes:
                 _panel_note(ax, "\n".join(notes), loc="upper right")
-        handles = [Patch(facecolor=palette.condition(c), label=c) for c in conds]
-        handles += [
+        handles = [
+            *_condition_handles(palette, conds),
             Patch(facecolor="#9e9e9e", alpha=0.35, label=f"{100 * level:g}% bootstrap band"),
-            Line2D(
-                [],
-                [],
-                ls="none",
-                marker="o",
-                ms=2.8,
-                mfc="white",
-                mec="#1e1e21",
-                mew=0.8,
-                label="fold change per bin",
-            ),
-            Line2D([], [], color="#1e1e21", ls="--", lw=0.7, label="1 = random"),
+            Line2D([], [], **_BIN_MARKER, mec="#1e1e21", label="fold change per bin"),
+            _random_handle(),
         ]
         _figure_legend(fig, handles, "outside upper center", len(handles), 1.6)
     return fig
+
+
+#: The open circle of a binned fold change in the comparison figure (edge: the condition).
+_BIN_MARKER = {"ls": "none", "marker": "o", "ms": 2.8, "mfc": "white", "mew": 0.8}
+
+
+def _comparison_curves(ax, name, conds, palette, envelope, density_ratio):
+    """Draw every condition's density ratio (band and curve) and binned fold changes.
+
+    Returns the highest ratio (at least 1), the furthest distance drawn (curves, or bins
+    of a condition without a curve) and each condition's bins as (centres, fold changes).
+    """
+    ratio_top, right = 1.0, 0.0
+    binned = []
+    for cond in conds:
+        colour = palette.condition(cond)
+        dens = _of(density_ratio, condition=cond, structure=name)
+        if len(dens):
+            dens = dens.sort_values("distance_um")
+            x = dens["distance_um"].to_numpy(float)
+            band = ax.fill_between(
+                x,
+                dens["low"].to_numpy(float),
+                dens["high"].to_numpy(float),
+                color=colour,
+                alpha=0.2,
+                linewidth=0,
+                zorder=1,
+            )
+            band.set_gid(f"band|{cond}|{name}")
+            ax.plot(x, dens["ratio"], color=colour, lw=1.2, zorder=3, gid=f"ratio|{cond}|{name}")
+            ratio_top = max(ratio_top, float(np.nanmax(dens["ratio"])))
+            right = max(right, float(x.max()))
+        env = _of(envelope, condition=cond, structure=name)
+        if len(env):
+            xc = (env["bin_start_um"] + env["bin_end_um"]).to_numpy(float) / 2
+            ax.plot(
+                xc,
+                env["fold_change"],
+                **_BIN_MARKER,
+                mec=colour,
+                zorder=4,
+                gid=f"bins|{cond}|{name}",
+            )
+            if not len(dens):
+                right = max(right, float(env["bin_end_um"].max()))
+            binned.append((xc, env["fold_change"].to_numpy(float)))
+
+    return ratio_top, right, binned
+
+
+def _highest_shown(top: float, binned: list, right: float) -> float:
+    """Return the axis height the curves and the bins up to ``right`` need.
+
+    The axis holds the curves and the bins shown (a sharp peak at 0 µm that the kernel
+    smooths must stay visible), not the bands, which explode where random cells are rare.
+    """
+    for xc, fc in binned:
+        shown = fc[(xc <= right) & np.isfinite(fc)]
+        if shown.size:
+            top = max(top, float(shown.max()))
+    return top
+
+
+def _between_conditions_notes(statistics: pd.DataFrame, name: str) -> list[str]:
+    """Return per pair of conditions a line: the Kolmogorov-Smirnov test between them, n."""
+    ks = _of(statistics, analysis="conditions", structure=name)
+    if len(ks):
+        ks = ks[ks["test"].astype(str).str.startswith("Kolmogorov")]
+    notes = []
+    for r in ks.itertuples():
+        n = f"n = {int(r.n_cells)} vs {int(r.n_cells_versus)} cells"
+        notes.append(
+            f"{r.condition} vs {r.versus}: KS D = {r.statistic:.2f}, {_p_text(r.p_value)}\n({n})"
+        )
+    return notes
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -908,6 +1211,24 @@ def save_figure(
     SVG and PDF keep text as text (fonttype none / TrueType) and carry no date, so the
     same figure saved twice gives the same bytes; scatter points are rasterized at ``dpi``
     inside them so files stay small with 10^5 points.
+
+    Parameters
+    ----------
+    fig : Figure
+        The figure to save.
+    folder : path
+        Created if needed.
+    stem : str
+        File name without its suffix.
+    formats : sequence of str
+        Any of ``"svg"``, ``"pdf"``, ``"png"``.
+    dpi : int
+        Resolution of the PNG and of rasterized points.
+
+    Returns
+    -------
+    list of Path
+        One path per format, in the order given.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -962,12 +1283,54 @@ def thumbnail(
     spacing: Sequence[float] | None = None,
     colours: Colours | None = None,
 ) -> Path:
-    """A small PNG of an image: maximum projection along z, masks as coloured outlines.
+    """Write a small PNG of an image: maximum projection along z, masks as outlines.
 
     The raw channel is shown in grey (1st-99.8th percentile stretch) and each mask's
     outline in its colour (cells in the cells' magenta, structures in their colours), with
     a key underneath. Block maxima keep thin vessels visible when shrinking; ``spacing``
     corrects the aspect ratio when y and x voxels differ.
+
+    Parameters
+    ----------
+    image : array, 2D or 3D
+        The raw channel shown in grey.
+    masks : mapping name -> array
+        Masks of the image's shape; ``"cells"`` and ``"tissue"`` get their own colours.
+    path : path
+        The PNG to write (its folder is created if needed).
+    size : int
+        Longest side of the thumbnail, in pixels (about).
+    spacing : sequence of float, optional
+        Voxel size; only the ratio of y to x is used.
+    colours : Colours, optional
+        Colours of the structures; default one for these names.
+
+    Returns
+    -------
+    Path
+    """
+    rgb, keys = _outlined(image, masks, size, colours)
+    fig = _thumbnail_figure(rgb, keys, spacing)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(
+            tmp,
+            format="png",
+            dpi=_THUMBNAIL_DPI,
+            facecolor=fig.get_facecolor(),
+            metadata=_METADATA["png"],
+        )
+    return path
+
+
+_THUMBNAIL_DPI = 100
+
+
+def _outlined(image, masks, size: int, colours: Colours | None):
+    """Shrink the image's projection to grey RGB and draw each mask's outline on it.
+
+    Returns the RGB array and the (name, colour) of each mask, for the key.
     """
     from skimage.segmentation import find_boundaries
 
@@ -999,9 +1362,14 @@ def thumbnail(
         edge = find_boundaries(proj, mode="inner") if proj.any() else np.zeros(proj.shape, bool)
         rgb[edge] = matplotlib.colors.to_rgb(colour)
         keys.append((name, colour))
+    return rgb, keys
+
+
+def _thumbnail_figure(rgb: np.ndarray, keys: list, spacing: Sequence[float] | None) -> Figure:
+    """Show ``rgb`` pixel for pixel (aspect corrected) above a key of the masks' names."""
     height, width = rgb.shape[:2]
     aspect = 1.0 if spacing is None else float(spacing[-2]) / float(spacing[-1])
-    dpi = 100
+    dpi = _THUMBNAIL_DPI
     key_h = 16
     w_px, h_px = width, int(round(height * aspect))
     fig = Figure(figsize=(w_px / dpi, (h_px + key_h) / dpi), dpi=dpi, facecolor="#1e1e21")
@@ -1024,13 +1392,7 @@ def thumbnail(
             va="bottom",
             annotation_clip=False,
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(
-            tmp, format="png", dpi=dpi, facecolor=fig.get_facecolor(), metadata=_METADATA["png"]
-        )
-    return path
+    return fig
 
 
 # -- everything at once ---------------------------------------------------------------------
@@ -1047,6 +1409,21 @@ def experiment_figures(
     result's own ``record["analysis"]``, the parameters its tables were computed with, so
     a figure never pairs tables with settings edited since. A figure whose tables are
     empty is left out (no quadrant figure without two quadrant structures).
+
+    Parameters
+    ----------
+    pooled : PooledResult
+        Or anything with its attributes.
+    conditions : sequence of str, optional
+        Order of the conditions; default ``pooled.conditions``.
+    colours : Colours, optional
+        Colours of conditions and structures; default one for these names.
+    only : sequence of str, optional
+        Stems of the figures wanted (of :data:`FIGURE_STEMS`); default all.
+
+    Returns
+    -------
+    dict of str to Figure
     """
     analysis = dict(getattr(pooled, "record", {}) or {}).get("analysis", {}) or {}
     structures = list(pooled.structures)
@@ -1117,6 +1494,23 @@ def make_figures(
     A figure whose tables are empty is skipped (no quadrant figure without two quadrant
     structures). Figures are saved as ``folder/<stem>.<format>`` with the stems of
     :data:`FIGURE_STEMS`.
+
+    Parameters
+    ----------
+    pooled : PooledResult
+        Or anything with its attributes.
+    folder : path
+        Where the figures go (created if needed).
+    conditions : sequence of str, optional
+        Order of the conditions; default ``pooled.conditions``.
+    colours : Colours, optional
+        Colours of conditions and structures; default one for these names.
+    formats : sequence of str
+        Any of ``"svg"``, ``"pdf"``, ``"png"``.
+
+    Returns
+    -------
+    dict of str to list of Path
     """
     figures = experiment_figures(pooled, conditions=conditions, colours=colours)
     return {stem: save_figure(fig, folder, stem, formats=formats) for stem, fig in figures.items()}

@@ -179,6 +179,7 @@ class ImageResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Make the ids text, refuse dots without null sets, fill the computed QC."""
         self.image, self.condition, self.replicate = (
             str(self.image),
             str(self.condition),
@@ -238,10 +239,23 @@ class ImageResult:
         replicate: str,
         qc: dict[str, Any] | None = None,
     ) -> ImageResult:
-        """The contribution of one :class:`~napari_niche.niche.pipeline.NicheResult`.
+        """Take the contribution of one :class:`~napari_niche.niche.pipeline.NicheResult`.
 
         ``qc`` adds to what the result itself says (counts, overlap fractions, warnings),
         e.g. the tissue volume, which only the caller knows.
+
+        Parameters
+        ----------
+        result : NicheResult
+            The analysis of the image.
+        image, condition, replicate : str
+            The image's id, condition and replicate.
+        qc : dict, optional
+            More QC entries (they win over those of the result).
+
+        Returns
+        -------
+        ImageResult
         """
         record = dict(result.record)
         params = AnalysisParams.from_dict(record.get("analysis", {}))
@@ -311,7 +325,22 @@ class ImageResult:
 
     @classmethod
     def load(cls, folder: str | Path) -> ImageResult:
-        """Read back what :meth:`save` wrote (``dots`` from ``null_distances.npz``)."""
+        """Read back what :meth:`save` wrote (``dots`` from ``null_distances.npz``).
+
+        Parameters
+        ----------
+        folder : path
+            An image's folder, ``images/<id>`` of a run.
+
+        Returns
+        -------
+        ImageResult
+
+        Raises
+        ------
+        PoolingError
+            A file is missing or cannot be read.
+        """
         folder = Path(folder)
         needed = ("cells.csv", _NULL_DISTANCES, "qc.json", "params.json")
         missing = [n for n in needed if not (folder / n).exists()]
@@ -377,24 +406,36 @@ class PooledResult:
 
     Attributes
     ----------
-    cells : every cell of every image, ``image, condition, replicate`` in front.
-    dots0 : the random cells of realisation 0 of every image (null sets
+    cells : DataFrame
+        Every cell of every image, ``image, condition, replicate`` in front.
+    dots0 : DataFrame
+        The random cells of realisation 0 of every image (null sets
         ``0 .. dots_per_cell - 1``), same id columns, written as ``dots0.csv``. Only for
         plots and for looking at: every statistic, the fold change and the envelope use
         every null set, which each image keeps in ``images/<id>/null_distances.npz``.
-    fold_change : ``condition, structure`` + fold-change columns of the pooled cells over
-        the pooled dots (all null sets used).
-    envelope : ``condition, structure`` + :data:`~napari_niche.core.envelope.ENVELOPE_COLUMNS`
+    fold_change : DataFrame
+        ``condition, structure`` + fold-change columns of the pooled cells over the pooled
+        dots (all null sets used).
+    envelope : DataFrame
+        ``condition, structure`` + :data:`~napari_niche.core.envelope.ENVELOPE_COLUMNS`
         (empty for a condition with too few null sets; see ``statistics``).
-    quadrants : ``condition`` + quadrant columns.
-    statistics : the unified statistics table (:data:`~napari_niche.core.compare.STAT_COLUMNS`).
-    replicate_fractions : ``condition, structure`` + per-replicate fractions per bin.
-    density_ratio : :data:`DENSITY_COLUMNS`.
-    qc : one row per image: ids, counts, null sets, overlap fractions, warnings.
-    structures, quadrant_structures, conditions : what was pooled.
-    warnings : sentences for the run log and the report (e.g. unequal numbers of null
-        sets, conditions compared with a single replicate).
-    record : parameters and version.
+    quadrants : DataFrame
+        ``condition`` + quadrant columns.
+    statistics : DataFrame
+        The unified statistics table (:data:`~napari_niche.core.compare.STAT_COLUMNS`).
+    replicate_fractions : DataFrame
+        ``condition, structure`` + per-replicate fractions per bin.
+    density_ratio : DataFrame
+        :data:`DENSITY_COLUMNS`.
+    qc : DataFrame
+        One row per image: ids, counts, null sets, overlap fractions, warnings.
+    structures, quadrant_structures, conditions
+        What was pooled.
+    warnings : list of str
+        Sentences for the run log and the report (e.g. unequal numbers of null sets,
+        conditions compared with a single replicate).
+    record : dict
+        Parameters and version.
     """
 
     cells: pd.DataFrame
@@ -447,7 +488,22 @@ class PooledResult:
 
     @classmethod
     def load(cls, folder: str | Path) -> PooledResult:
-        """Read back what :meth:`save` wrote (for figures and reports made later)."""
+        """Read back what :meth:`save` wrote (for figures and reports made later).
+
+        Parameters
+        ----------
+        folder : path
+            The ``pooled`` folder of a run.
+
+        Returns
+        -------
+        PooledResult
+
+        Raises
+        ------
+        PoolingError
+            A file is missing.
+        """
         folder = Path(folder)
         missing = [n for n in (*POOLED_FILES, "pooled.json") if not (folder / n).exists()]
         if missing:
@@ -511,6 +567,33 @@ def pool_results(
     contributes its first ``m`` null sets, ``m`` the smallest number among the condition's
     images (images without cells do not count), and a warning says so.
     """
+    results = _unique_results(results)
+    params = params or results[0].params
+    names = _structures(results, structures)
+    quad = _quadrant_pair(quadrant_structures, names)
+    order = _condition_order(results, conditions)
+    for r in results:
+        r.check()
+    pool = _Pooling(params, n_boot)
+    n_sets = pool.null_sets(results, order)
+    cells, dots, dots0 = _pooled_tables(results, names, n_sets)
+    n_reps: dict[str, int] = {}
+    for cond in order:
+        cc = cells[cells["condition"] == cond]
+        dc = dots[dots["condition"] == cond]
+        n_reps[cond] = int(cc["replicate"].nunique())
+        pool.condition(cond, cc, dc, names, quad, n_sets[cond], n_reps[cond])
+    pool.between_conditions(cells, order, names)
+    return pool.result(results, cells, dots0, names, quad, order, n_sets, n_reps)
+
+
+# --------------------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------------------
+
+
+def _unique_results(results: Sequence[ImageResult]) -> list[ImageResult]:
+    """Return the results as a list; refuse none, or image ids that repeat."""
     results = list(results)
     if not results:
         raise PoolingError("There is no image result to pool.")
@@ -518,10 +601,13 @@ def pool_results(
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise PoolingError(f"Image ids must be unique; repeated: {', '.join(dupes)}.")
-    params = params or results[0].params
-    alpha = float(getattr(params, "alpha", 0.05))
-    seed = 0 if params.seed is None else int(params.seed)
-    names = _structures(results, structures)
+    return results
+
+
+def _quadrant_pair(
+    quadrant_structures: tuple[str, str] | None, names: list[str]
+) -> tuple[str, str] | None:
+    """Return the quadrant pair as a tuple, checked against the pooled structures."""
     quad = tuple(quadrant_structures) if quadrant_structures else None
     if quad is not None:
         missing = [q for q in quad if q not in names]
@@ -530,216 +616,262 @@ def pool_results(
                 f"Quadrant structures {quad} must be two different structures among "
                 f"{', '.join(names)}."
             )
+    return quad
+
+
+def _condition_order(results: list[ImageResult], conditions: Sequence[str] | None) -> list[str]:
+    """Return the conditions in the order given (default: first seen); none may be missing."""
     order = list(dict.fromkeys(conditions or [r.condition for r in results]))
     unknown = sorted({r.condition for r in results} - set(order))
     if unknown:
         raise PoolingError(f"Conditions {', '.join(unknown)} are missing from the order given.")
-    for r in results:
-        r.check()
+    return order
 
-    warnings: list[str] = []
-    n_sets: dict[str, int] = {}
-    n_reps: dict[str, int] = {}
-    cells_parts, dots_parts, dots0_parts = [], [], []
-    for cond in order:
-        mine = [r for r in results if r.condition == cond and len(r.cells)]
-        counts = {r.image: r.n_null_sets for r in mine}
-        n_sets[cond] = min(counts.values()) if counts else 0
-        if len(set(counts.values())) > 1:
-            warnings.append(
-                f"Condition {cond}: images hold different numbers of null sets ("
-                + ", ".join(f"{k}: {v}" for k, v in counts.items())
-                + f"); the pooled envelope and tests use the first {n_sets[cond]} of each."
-            )
+
+def _pooled_tables(
+    results: list[ImageResult], names: list[str], n_sets: dict[str, int]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Stack every image's cells, first ``n_sets`` null sets and realisation 0, with ids.
+
+    The dots keep only ``null_set``, ``source_label`` (when known) and the distances to
+    the pooled structures.
+    """
     dist_cols = [distance_column(n) for n in names]
+    cells_parts, dots_parts, dots0_parts = [], [], []
     for r in results:
-        ids_ = r._ids()
-        cells_parts.append(_with_ids(r.cells, ids_))
+        ids = r._ids()
+        cells_parts.append(_front(r.cells, **ids))
         keep = r.dots["null_set"] < n_sets[r.condition]
         dot_cols = [
             "null_set",
             *(["source_label"] if "source_label" in r.dots else []),
             *dist_cols,
         ]
-        dots_parts.append(_with_ids(r.dots.loc[keep, dot_cols], ids_))
-        dots0_parts.append(_with_ids(r.dots[r.dots["null_set"] < r.params.dots_per_cell], ids_))
-    cells = _concat(cells_parts)
-    dots = _concat(dots_parts)
-    dots0 = _concat(dots0_parts)
+        dots_parts.append(_front(r.dots.loc[keep, dot_cols], **ids))
+        dots0_parts.append(_front(r.dots[r.dots["null_set"] < r.params.dots_per_cell], **ids))
+    return _concat(cells_parts), _concat(dots_parts), _concat(dots0_parts)
 
-    fold, env, quads, stats_parts, rep_fracs, dens = [], [], [], [], [], []
-    for cond in order:
-        cc = cells[cells["condition"] == cond]
-        dc = dots[dots["condition"] == cond]
-        n_rep = int(cc["replicate"].nunique())
-        n_reps[cond] = n_rep
+
+@dataclass
+class _Pooling:
+    """The tables of :func:`pool_results` as they grow, condition by condition.
+
+    Each method adds the rows of one piece of work (a condition, a structure of it, its
+    quadrants, the comparison between conditions) to the lists; :meth:`result` puts them
+    together.
+    """
+
+    params: AnalysisParams
+    n_boot: int
+    fold: list[pd.DataFrame] = field(default_factory=list)
+    env: list[pd.DataFrame] = field(default_factory=list)
+    quads: list[pd.DataFrame] = field(default_factory=list)
+    stats: list[pd.DataFrame] = field(default_factory=list)
+    rep_fracs: list[pd.DataFrame] = field(default_factory=list)
+    dens: list[pd.DataFrame] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def alpha(self) -> float:
+        return float(getattr(self.params, "alpha", 0.05))
+
+    @property
+    def seed(self) -> int:
+        """Seed of the density-ratio bootstrap."""
+        return 0 if self.params.seed is None else int(self.params.seed)
+
+    def null_sets(self, results: list[ImageResult], order: list[str]) -> dict[str, int]:
+        """Count the null sets each condition pools: the fewest of its images with cells."""
+        n_sets: dict[str, int] = {}
+        for cond in order:
+            mine = [r for r in results if r.condition == cond and len(r.cells)]
+            counts = {r.image: r.n_null_sets for r in mine}
+            n_sets[cond] = min(counts.values()) if counts else 0
+            if len(set(counts.values())) > 1:
+                self.warnings.append(
+                    f"Condition {cond}: images hold different numbers of null sets ("
+                    + ", ".join(f"{k}: {v}" for k, v in counts.items())
+                    + f"); the pooled envelope and tests use the first {n_sets[cond]} of each."
+                )
+        return n_sets
+
+    def condition(
+        self,
+        cond: str,
+        cc: pd.DataFrame,
+        dc: pd.DataFrame,
+        names: list[str],
+        quad: tuple[str, str] | None,
+        n_sets: int,
+        n_rep: int,
+    ) -> None:
+        """Pool one condition: each structure, then its quadrants."""
         if cc.empty or dc.empty:
             what = "no cells" if cc.empty else "no random cells (null sets)"
-            stats_parts.append(
+            self.stats.append(
                 _skip(_ANALYSIS["cells vs dots"], cond, note=f"{what} in this condition")
             )
-            continue
+            return
         for name in names:
-            col = distance_column(name)
-            fold.append(
-                _front(
-                    fold_change_by_bin(
-                        cc[col],
-                        dc[col],
-                        bin_width_um=params.bin_width_um,
-                        min_dots=params.min_dots,
-                    ),
-                    condition=cond,
-                    structure=name,
-                )
-            )
-            stats_parts.append(cells_vs_dots_tests(cc, dc, structure=name, condition=cond))
-            table, row = _envelope(cc, dc, name, cond, n_sets[cond], params, alpha)
-            env.append(table)
-            stats_parts.append(row)
-            rep_fracs.append(
-                _front(
-                    replicate_fractions(cc, dc, structure=name, bin_width_um=params.bin_width_um),
-                    condition=cond,
-                    structure=name,
-                )
-            )
-            if n_rep >= 2:
-                stats_parts.append(
-                    replicate_bin_tests(
-                        cc,
-                        dc,
-                        structure=name,
-                        bin_width_um=params.bin_width_um,
-                        min_dots=params.min_dots,
-                        condition=cond,
-                    )
-                )
-            else:
-                stats_parts.append(
-                    _skip(
-                        _ANALYSIS["bins"],
-                        cond,
-                        structure=name,
-                        test="Mann-Whitney U (two-sided)",
-                        n_cells=len(cc),
-                        n_dots=len(dc),
-                        n_replicates=n_rep,
-                        note=_few_replicates(n_rep),
-                    )
-                )
-            try:
-                ratio = density_ratio(cc[col], dc[col], n_boot=n_boot, rng=seed)
-            except NicheError as err:
-                warnings.append(f"Condition {cond}: no density ratio for {name}: {err}")
-            else:
-                dens.append(
-                    _front(ratio, condition=cond, structure=name).assign(
-                        bandwidth_um=float(ratio.attrs.get("bandwidth_um", np.nan)),
-                        reference_bandwidth_um=float(
-                            ratio.attrs.get("reference_bandwidth_um", np.nan)
-                        ),
-                    )
-                )
+            self.structure(cond, cc, dc, name, n_sets, n_rep)
         if quad is not None:
-            a, b = quad
-            quads.append(
-                _front(
-                    quadrant_table(
-                        cc[distance_column(a)],
-                        cc[distance_column(b)],
-                        dc[distance_column(a)],
-                        dc[distance_column(b)],
-                        threshold_um=params.quadrant_threshold_um,
-                        names=quad,
-                    ),
-                    condition=cond,
-                )
-            )
-            stats_parts.append(
-                quadrant_contingency(
+            self.quadrants(cond, cc, dc, quad, n_rep)
+
+    def structure(
+        self, cond: str, cc: pd.DataFrame, dc: pd.DataFrame, name: str, n_sets: int, n_rep: int
+    ) -> None:
+        """Pool one structure in one condition.
+
+        Its fold change, cells-vs-dots tests, envelope, replicate fractions and density
+        ratio.
+        """
+        params = self.params
+        col = distance_column(name)
+        fold = fold_change_by_bin(
+            cc[col], dc[col], bin_width_um=params.bin_width_um, min_dots=params.min_dots
+        )
+        self.fold.append(_front(fold, condition=cond, structure=name))
+        self.stats.append(cells_vs_dots_tests(cc, dc, structure=name, condition=cond))
+        table, row = _envelope(cc, dc, name, cond, n_sets, params, self.alpha)
+        self.env.append(table)
+        self.stats.append(row)
+        fractions = replicate_fractions(cc, dc, structure=name, bin_width_um=params.bin_width_um)
+        self.rep_fracs.append(_front(fractions, condition=cond, structure=name))
+        self.stats.append(
+            _per_replicate(
+                lambda: replicate_bin_tests(
                     cc,
                     dc,
-                    structures=quad,
-                    threshold_um=params.quadrant_threshold_um,
+                    structure=name,
+                    bin_width_um=params.bin_width_um,
+                    min_dots=params.min_dots,
                     condition=cond,
-                )
+                ),
+                _ANALYSIS["bins"],
+                cond,
+                cc,
+                dc,
+                n_rep,
+                structure=name,
             )
-            if n_rep >= 2:
-                stats_parts.append(
-                    replicate_quadrant_tests(
-                        cc,
-                        dc,
-                        structures=quad,
-                        threshold_um=params.quadrant_threshold_um,
-                        condition=cond,
+        )
+        self.density(cond, cc[col], dc[col], name)
+
+    def density(self, cond: str, cells: pd.Series, dots: pd.Series, name: str) -> None:
+        """Add the smooth density ratio with its bootstrap band (a warning when it fails)."""
+        try:
+            ratio = density_ratio(cells, dots, n_boot=self.n_boot, rng=self.seed)
+        except NicheError as err:
+            self.warnings.append(f"Condition {cond}: no density ratio for {name}: {err}")
+            return
+        self.dens.append(
+            _front(ratio, condition=cond, structure=name).assign(
+                bandwidth_um=float(ratio.attrs.get("bandwidth_um", np.nan)),
+                reference_bandwidth_um=float(ratio.attrs.get("reference_bandwidth_um", np.nan)),
+            )
+        )
+
+    def quadrants(
+        self, cond: str, cc: pd.DataFrame, dc: pd.DataFrame, quad: tuple[str, str], n_rep: int
+    ) -> None:
+        """Pool the condition's quadrants: table, contingency test, per-replicate tests."""
+        a, b = quad
+        threshold = self.params.quadrant_threshold_um
+        table = quadrant_table(
+            cc[distance_column(a)],
+            cc[distance_column(b)],
+            dc[distance_column(a)],
+            dc[distance_column(b)],
+            threshold_um=threshold,
+            names=quad,
+        )
+        self.quads.append(_front(table, condition=cond))
+        self.stats.append(
+            quadrant_contingency(cc, dc, structures=quad, threshold_um=threshold, condition=cond)
+        )
+        self.stats.append(
+            _per_replicate(
+                lambda: replicate_quadrant_tests(
+                    cc, dc, structures=quad, threshold_um=threshold, condition=cond
+                ),
+                _ANALYSIS["quadrants"],
+                cond,
+                cc,
+                dc,
+                n_rep,
+            )
+        )
+
+    def between_conditions(self, cells: pd.DataFrame, order: list[str], names: list[str]) -> None:
+        """Add the tests between conditions, per structure (not run with one condition)."""
+        present = [c for c in order if (cells["condition"] == c).any()]
+        for name in names:
+            if len(present) >= 2:
+                self.stats.append(
+                    compare_conditions(
+                        cells[cells["condition"].isin(present)],
+                        structure=name,
+                        bin_width_um=self.params.bin_width_um,
+                        min_cells=self.params.min_dots,
                     )
                 )
             else:
-                stats_parts.append(
+                self.stats.append(
                     _skip(
-                        _ANALYSIS["quadrants"],
-                        cond,
-                        test="Mann-Whitney U (two-sided)",
-                        n_cells=len(cc),
-                        n_dots=len(dc),
-                        n_replicates=n_rep,
-                        note=_few_replicates(n_rep),
+                        _ANALYSIS["conditions"],
+                        present[0] if present else "",
+                        structure=name,
+                        test="Kolmogorov-Smirnov (two-sided)",
+                        n_cells=len(cells),
+                        note="only one condition with cells: nothing to compare it with",
                     )
                 )
-    present = [c for c in order if (cells["condition"] == c).any()]
-    for name in names:
-        if len(present) >= 2:
-            stats_parts.append(
-                compare_conditions(
-                    cells[cells["condition"].isin(present)],
-                    structure=name,
-                    bin_width_um=params.bin_width_um,
-                    min_cells=params.min_dots,
-                )
-            )
-        else:
-            stats_parts.append(
-                _skip(
-                    _ANALYSIS["conditions"],
-                    present[0] if present else "",
-                    structure=name,
-                    test="Kolmogorov-Smirnov (two-sided)",
-                    n_cells=len(cells),
-                    note="only one condition with cells: nothing to compare it with",
-                )
-            )
 
-    statistics = _with_replicates(_concat(stats_parts, columns=STAT_COLUMNS), n_reps)
-    warnings += _single_replicate_warnings(statistics)
-    record = {
-        "napari_niche_version": __version__,
-        "analysis": params.to_dict(),
-        "n_null_sets": n_sets,
-        "n_boot": int(n_boot),
-        "images": ids,
-    }
-    return PooledResult(
-        cells=cells,
-        dots0=dots0,
-        fold_change=_concat(fold, columns=["condition", "structure", *FOLD_CHANGE_COLUMNS]),
-        envelope=_concat(env, columns=["condition", "structure", *ENVELOPE_COLUMNS]),
-        quadrants=_concat(quads, columns=["condition", *QUADRANT_COLUMNS]),
-        statistics=statistics,
-        replicate_fractions=_concat(rep_fracs),
-        density_ratio=_concat(dens, columns=DENSITY_COLUMNS)[DENSITY_COLUMNS],
-        qc=_qc_table(results),
-        structures=names,
-        quadrant_structures=quad,
-        conditions=order,
-        warnings=warnings,
-        record=record,
+    def result(self, results, cells, dots0, names, quad, order, n_sets, n_reps) -> PooledResult:
+        """Put the pooled tables together, with the record of what produced them."""
+        statistics = _with_replicates(_concat(self.stats, columns=STAT_COLUMNS), n_reps)
+        self.warnings += _single_replicate_warnings(statistics)
+        record = {
+            "napari_niche_version": __version__,
+            "analysis": self.params.to_dict(),
+            "n_null_sets": n_sets,
+            "n_boot": int(self.n_boot),
+            "images": [r.image for r in results],
+        }
+        return PooledResult(
+            cells=cells,
+            dots0=dots0,
+            fold_change=_concat(
+                self.fold, columns=["condition", "structure", *FOLD_CHANGE_COLUMNS]
+            ),
+            envelope=_concat(self.env, columns=["condition", "structure", *ENVELOPE_COLUMNS]),
+            quadrants=_concat(self.quads, columns=["condition", *QUADRANT_COLUMNS]),
+            statistics=statistics,
+            replicate_fractions=_concat(self.rep_fracs),
+            density_ratio=_concat(self.dens, columns=DENSITY_COLUMNS)[DENSITY_COLUMNS],
+            qc=_qc_table(results),
+            structures=names,
+            quadrant_structures=quad,
+            conditions=order,
+            warnings=self.warnings,
+            record=record,
+        )
+
+
+def _per_replicate(test, analysis: str, cond: str, cc, dc, n_rep: int, **where) -> pd.DataFrame:
+    """Run a per-replicate ``test()``, or return a row saying it needs two replicates."""
+    if n_rep >= 2:
+        return test()
+    return _skip(
+        analysis,
+        cond,
+        **where,
+        test="Mann-Whitney U (two-sided)",
+        n_cells=len(cc),
+        n_dots=len(dc),
+        n_replicates=n_rep,
+        note=_few_replicates(n_rep),
     )
-
-
-# --------------------------------------------------------------------------------------
-# Pieces
-# --------------------------------------------------------------------------------------
 
 
 def _structures(results: list[ImageResult], structures: Iterable[str] | None) -> list[str]:
@@ -774,16 +906,13 @@ def _envelope(
     params: AnalysisParams,
     alpha: float,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The condition's envelope table and its global-envelope statistics row."""
+    """Return the condition's envelope table and its global-envelope statistics row."""
     col = distance_column(name)
     needed = min_null_sets(alpha)
     alternative = getattr(params, "alternative", "two-sided")
     test_name = envelope_test_name(n_sets, alternative)
-    if n_sets < needed:
-        note = (
-            f"needs at least {needed} null sets at alpha {alpha:g}, have {n_sets}: raise "
-            "realizations (or dots per cell) to 99 or more"
-        )
+
+    def not_run(note: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         row = _skip(
             _ANALYSIS["envelope"],
             cond,
@@ -794,6 +923,12 @@ def _envelope(
             note=note,
         )
         return pd.DataFrame(columns=["condition", "structure", *ENVELOPE_COLUMNS]), row
+
+    if n_sets < needed:
+        return not_run(
+            f"needs at least {needed} null sets at alpha {alpha:g}, have {n_sets}: raise "
+            "realizations (or dots per cell) to 99 or more"
+        )
     try:
         table, test = monte_carlo_envelope(
             cc[col].to_numpy(float),
@@ -805,16 +940,7 @@ def _envelope(
             alternative=alternative,
         )
     except NicheError as err:  # e.g. no bin with enough dots: say so, pool the rest
-        row = _skip(
-            _ANALYSIS["envelope"],
-            cond,
-            structure=name,
-            test=test_name,
-            n_cells=len(cc),
-            n_dots=len(dc),
-            note=str(err),
-        )
-        return pd.DataFrame(columns=["condition", "structure", *ENVELOPE_COLUMNS]), row
+        return not_run(str(err))
     outside = table["outside"].astype(str)
     n_out = int((outside != "").sum())
     lo, hi = test.p_interval
@@ -869,7 +995,7 @@ def _stat_row(**values: Any) -> pd.DataFrame:
 
 
 def _skip(analysis: str, condition: str, *, note: str, **values: Any) -> pd.DataFrame:
-    """A row for a test that could not run, p = NaN, with the reason in ``note``."""
+    """Return a row for a test that could not run, p = NaN, with the reason in ``note``."""
     return _stat_row(analysis=analysis, condition=condition, note=f"not run: {note}", **values)
 
 
@@ -952,10 +1078,6 @@ def _front(table: pd.DataFrame, **ids: Any) -> pd.DataFrame:
     rest = table.drop(columns=[c for c in ids if c in table.columns])
     front = pd.DataFrame({k: [v] * len(rest) for k, v in ids.items()}, index=rest.index)
     return pd.concat([front, rest], axis=1).reset_index(drop=True)
-
-
-def _with_ids(table: pd.DataFrame, ids: dict[str, str]) -> pd.DataFrame:
-    return _front(table, **ids)
 
 
 def _concat(parts: list[pd.DataFrame], columns: list[str] | None = None) -> pd.DataFrame:

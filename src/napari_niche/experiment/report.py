@@ -139,7 +139,7 @@ def _missing(value: Any) -> bool:
 
 
 def _number(value: Any) -> str:
-    """A table number: integers with thousands separators, floats with 3-4 significant digits."""
+    """Format a number: integers with thousands separators, floats with 3-4 significant digits."""
     if _missing(value):
         return ""
     if isinstance(value, (bool, np.bool_)):
@@ -177,7 +177,7 @@ def _cell(value: Any, *, klass: str = "") -> str:
 def _table(
     header: list[str], rows: list[list[str]], *, row_classes: list[str] | None = None
 ) -> str:
-    """An HTML table of already-rendered ``<td>`` cells (header text is escaped here)."""
+    """Make an HTML table of already-rendered ``<td>`` cells (header text is escaped here)."""
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = []
     for i, cells in enumerate(rows):
@@ -225,7 +225,7 @@ _SVG_START = re.compile(r"<svg[\s>]")
 
 
 def _inline_svg(path: Path) -> str:
-    """An SVG file's ``<svg>`` element, without the XML prolog and DOCTYPE."""
+    """Return an SVG file's ``<svg>`` element, without the XML prolog and DOCTYPE."""
     text = Path(path).read_text(encoding="utf-8")
     match = _SVG_START.search(text)
     if match is None:
@@ -256,11 +256,23 @@ FIGURE_TITLES = {
 
 
 def figure_caption(stem: str, record: Mapping[str, Any] | None = None) -> str:
-    """What a figure shows and what its marks mean, as plain text (HTML-escaped later).
+    """Say what a figure shows and what its marks mean, as plain text (HTML-escaped later).
 
     ``record`` supplies the parameters (``record["analysis"]``: bin width, minimum dots,
     alpha, quadrant threshold; ``record["n_null_sets"]``) so the caption quotes the numbers
     actually used.
+
+    Parameters
+    ----------
+    stem : str
+        The figure's file stem (one of ``FIGURE_STEMS`` of the figures module); another
+        stem gets an empty caption.
+    record : mapping, optional
+        The run record (``run.json``) or a pooled result's record.
+
+    Returns
+    -------
+    str
     """
     record = dict(record or {})
     analysis = dict(record.get("analysis") or {})
@@ -387,12 +399,12 @@ def _ndim(record: Mapping[str, Any]) -> int | None:
 
 
 def _qc_dims(qc: pd.DataFrame) -> set[int | None]:
-    """The image dimensions found in the QC table (None for rows that do not say)."""
+    """Collect the image dimensions of the QC table (None for rows that do not say)."""
     return {_ndim(row) for row in qc.to_dict(orient="records")}
 
 
 def _qc_label(column: str, dims: set[int | None] | None = None) -> str:
-    """A column's heading; units of size follow the images' dimension (µm² in 2D)."""
+    """Return a column's heading; units of size follow the images' dimension (µm² in 2D)."""
     dims = {d for d in (dims or set()) if d is not None}
     flat = dims == {2}
     if column == "tissue_volume_um3":
@@ -607,8 +619,11 @@ def _stat_rows(table: pd.DataFrame) -> str:
 
 
 def _replicate_counts(qc: pd.DataFrame | None, stats: pd.DataFrame) -> dict[str, int]:
-    """Replicates per condition: from the QC table (images that did not fail), else from
-    the statistics (the largest ``n_replicates`` given for the condition)."""
+    """Count the replicates per condition.
+
+    From the QC table (images that did not fail), else from the statistics (the largest
+    ``n_replicates`` given for the condition).
+    """
     if qc is not None and not qc.empty and {"condition", "replicate"} <= set(qc.columns):
         ok = qc[~qc["status"].map(_failed)] if "status" in qc.columns else qc
         counts = ok.groupby(ok["condition"].astype(str), sort=False)["replicate"].nunique()
@@ -630,7 +645,7 @@ def _names(items: list[str]) -> str:
 
 
 def _replicate_sentence(counts: Mapping[str, int]) -> str:
-    """What the experiment's numbers of replicates allow the per-replicate tests to show."""
+    """Say what the experiment's numbers of replicates allow the per-replicate tests to show."""
     text = (
         "Replicates are the biological unit (mouse or patient sample). Tests across "
         "replicates use one value per replicate, so the smallest p-value they can give is "
@@ -800,17 +815,30 @@ def write_report(
 
     Parameters
     ----------
-    out_dir : folder of the experiment's results (links in the report are relative to it).
-    record : what the run was: ``name`` (or ``experiment``), ``date``, ``napari_niche_version``,
-        ``analysis`` and ``steps`` (parameter dicts, nested dicts allowed),
-        ``n_null_sets`` (per condition), ``warnings``; other keys are listed under "Run".
-    tables : pooled tables by file name (``statistics.csv`` is rendered; all are listed
-        with their place on disk).
-    qc : one row per image (image, condition, replicate, status, counts, tissue volume,
+    out_dir : path
+        Folder of the experiment's results (links in the report are relative to it).
+    record : dict
+        What the run was: ``name`` (or ``experiment``), ``date``,
+        ``napari_niche_version``, ``analysis`` and ``steps`` (parameter dicts, nested dicts
+        allowed), ``n_null_sets`` (per condition), ``warnings``; other keys are listed
+        under "Run".
+    tables : dict of str to DataFrame
+        Pooled tables by file name (``statistics.csv`` is rendered; all are listed with
+        their place on disk).
+    qc : DataFrame
+        One row per image (image, condition, replicate, status, counts, tissue volume,
         overlap fractions, ...).
-    figures : figure stem -> saved files (the SVG is embedded, else the PNG).
-    thumbnails : image id -> PNG.
-    errors : failed images (e.g. ``image``, ``message``), shown with every column.
+    figures : dict of str to list of Path
+        Figure stem -> saved files (the SVG is embedded, else the PNG).
+    thumbnails : dict of str to Path
+        Image id -> PNG.
+    errors : DataFrame
+        Failed images (e.g. ``image``, ``message``), shown with every column.
+
+    Returns
+    -------
+    Path
+        The path of ``report.html``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

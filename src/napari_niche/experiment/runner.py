@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -151,16 +151,25 @@ class RunSummary:
 
     Attributes
     ----------
-    out : the output folder.
-    done, skipped : image ids analysed now, and unchanged since their last run.
-    failed : image id -> one-line message, for the images that failed.
-    step_errors : "pooling", "figures" or "report" -> one-line message, for a step after
-        the images that failed.
-    pooled : the pooled result, or None when nothing could be pooled.
-    kept : images not selected by ``only`` whose earlier results were pooled.
-    report : ``report.html`` if written.
-    figures : figure stem -> files.
-    warnings : per-image and pooling warnings, each naming its image.
+    out : Path
+        The output folder.
+    done, skipped : list of str
+        Image ids analysed now, and unchanged since their last run.
+    failed : dict of str to str
+        Image id -> one-line message, for the images that failed.
+    step_errors : dict of str to str
+        "pooling", "figures" or "report" -> one-line message, for a step after the images
+        that failed.
+    pooled : PooledResult or None
+        The pooled result, or None when nothing could be pooled.
+    kept : list of str
+        Images not selected by ``only`` whose earlier results were pooled.
+    report : Path or None
+        ``report.html`` if written.
+    figures : dict of str to list of Path
+        Figure stem -> files.
+    warnings : list of str
+        Per-image and pooling warnings, each naming its image.
     """
 
     out: Path
@@ -204,11 +213,28 @@ def _needed_roles(task: ImageTask) -> list[str]:
 
 
 def image_fingerprint(task: ImageTask) -> tuple[str, dict[str, Any]]:
-    """The hash deciding whether an image must run again, and what went into it.
+    """Return the hash deciding whether an image must run again, and what went into it.
 
     File contents are keyed by role, not by path, so moving the project folder does not
     re-run anything; only the settings of the steps that actually run count (changing the
     vessel threshold does not re-run an image whose vessel mask was curated by hand).
+
+    Parameters
+    ----------
+    task : ImageTask
+        The image, its resolved parameters and steps.
+
+    Returns
+    -------
+    digest : str
+        The sha256 of ``details``.
+    details : dict
+        Hashes of the files by role, the parameters, the steps and the version.
+
+    Raises
+    ------
+    NicheError
+        A file is missing or cannot be read.
     """
     spec = task.spec
     files: dict[str, str] = {}
@@ -256,7 +282,7 @@ _NOT_OUTPUTS = frozenset({"fingerprint.json", "error.txt"})
 
 
 def _outputs(folder: Path) -> dict[str, str]:
-    """The sha256 of every file of an image's result (hidden temporary files left out)."""
+    """Hash every file of an image's result (hidden temporary files left out)."""
     found = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
@@ -268,7 +294,7 @@ def _outputs(folder: Path) -> dict[str, str]:
 
 
 def _unchanged(folder: Path, digest: str) -> bool:
-    """The image ran with these inputs and settings and its result is still as written.
+    """Tell whether the image ran with these inputs and settings, its result as written.
 
     A result file deleted, damaged or replaced since (e.g. by ``napari-niche analyze``
     into the image's folder) makes the image run again instead of being pooled as is.
@@ -286,8 +312,11 @@ def _unchanged(folder: Path, digest: str) -> bool:
 
 
 class _StopRun(BaseException):
-    """Carries an exception raised by the caller's progress callback (a Cancel button) out
-    of :func:`process_image`, which otherwise turns every error into a failed image."""
+    """Carries an exception raised by the caller's progress callback (a Cancel button).
+
+    It takes the exception out of :func:`process_image`, which otherwise turns every error
+    into a failed image.
+    """
 
     def __init__(self, error: BaseException):
         super().__init__(error)
@@ -327,6 +356,17 @@ def process_image(task: ImageTask, on_step: Callable[[str], None] | None = None)
     :class:`ImageOutcome`: "done", or "failed" with a one-line message. ``on_step`` hears
     each step's name; an exception it raises stops the image (nothing is recorded for it)
     and propagates.
+
+    Parameters
+    ----------
+    task : ImageTask
+        The image, with ``fingerprint`` set.
+    on_step : callable, optional
+        Called with the name of each step as it starts.
+
+    Returns
+    -------
+    ImageOutcome
     """
     start = time.perf_counter()
     step = _Step(on_step)
@@ -359,7 +399,7 @@ def process_image(task: ImageTask, on_step: Callable[[str], None] | None = None)
 
 
 def _unexpected(err: Exception, folder: Path, doing: str) -> str:
-    """The one line for an error nobody raised on purpose while an image was ``doing``.
+    """Describe in one line an error nobody raised on purpose while an image was ``doing``.
 
     A file-system error (a full disk, a read-only folder) is named as such; anything else
     is a bug, whose traceback goes to ``error.txt`` for the bug report.
@@ -376,74 +416,120 @@ def _unexpected(err: Exception, folder: Path, doing: str) -> str:
     return f"unexpected {type(err).__name__} while {doing}: {err}{details}"
 
 
-def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list[str]:
-    from napari_niche.experiment.pooling import ImageResult
-    from napari_niche.niche.pipeline import analyze
+class _Inputs(NamedTuple):
+    """What :func:`_read_inputs` read for one image."""
 
-    spec = task.spec
+    raw: dict[str, np.ndarray]  # raw channels by role
+    masks: dict[str, np.ndarray]  # masks given in the experiment file, by role
+    spacing: tuple[float, ...]
+    files: dict[str, str]  # where each role was read, for messages
+
+
+def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list[str]:
+    """Read, make masks, analyse and save one image into ``folder``; return its warnings."""
     step.name = "reading the images"
     spacing_notes: list[str] = []  # an explicit voxel_size overriding the files' own
-    raw, masks_in, spacing, files = _read_inputs(task, spacing_notes.append)
+    inputs = _Inputs(*_read_inputs(task, spacing_notes.append))
     step.name = "making masks"
-    qc: dict[str, Any] = {}
+    qc: dict[str, Any] = {}  # thresholds first, in the order the masks are made
+    masks = _structure_masks(task, inputs, qc)
+    cells = _cell_labels(task, inputs, qc)
+    tissue = _tissue(task, inputs, qc, cells, masks)
+    step.name = "analysing"
+    result = _analyse(task, step, cells, masks, inputs.spacing, tissue)
+    median_size = _median_cell_size(result, inputs.spacing)
+    result.warnings[:0] = spacing_notes
+    qc.update(_image_qc(task, result, cells, masks, tissue, inputs.spacing, median_size, start))
+    _record_inputs(result, task, inputs)
+    step.name = "saving"
+    _save_image(task, folder, result, qc, cells, masks, tissue, inputs.spacing)
+    warnings = list(result.warnings)
+    _save_thumbnail(folder, inputs, cells, masks, warnings)
+    return warnings
+
+
+def _structure_masks(task: ImageTask, inputs: _Inputs, qc: dict) -> dict[str, np.ndarray]:
+    """Return each structure's mask: given, or thresholded from its channel."""
     masks: dict[str, np.ndarray] = {}
     for name in task.structures:
-        if name in masks_in:
-            masks[name] = as_mask(masks_in[name], f"{name} mask ({files[name]})")
+        if name in inputs.masks:
+            masks[name] = as_mask(inputs.masks[name], f"{name} mask ({inputs.files[name]})")
         else:
             masks[name], qc[f"threshold_{name}"] = _mask_from_channel(
-                raw[name], name, task.steps, spacing, files[name]
+                inputs.raw[name], name, task.steps, inputs.spacing, inputs.files[name]
             )
-    if "cells" in masks_in:
-        cells = np.asarray(masks_in["cells"])
+    return masks
+
+
+def _cell_labels(task: ImageTask, inputs: _Inputs, qc: dict) -> np.ndarray:
+    """Return the labelled cells: given, or thresholded and labelled (threshold in qc).
+
+    Raises :class:`EmptyMaskError` when no cell is left, saying which settings to check.
+    """
+    files, spacing = inputs.files, inputs.spacing
+    if "cells" in inputs.masks:
+        cells = np.asarray(inputs.masks["cells"])
         if not cells.any():
             raise EmptyMaskError(f"{files['cells']}: the cell image holds no cells.")
-    else:
-        cell_mask, qc["threshold_cells"] = _mask_from_channel(
-            raw["cells"], "cells", task.steps, spacing, files["cells"]
+        return cells
+    cell_mask, qc["threshold_cells"] = _mask_from_channel(
+        inputs.raw["cells"], "cells", task.steps, spacing, files["cells"]
+    )
+    c = task.steps.cells
+    cells = label_cells(
+        cell_mask,
+        spacing=spacing,
+        min_volume_um3=c.min_volume_um3,
+        max_volume_um3=np.inf if c.max_volume_um3 is None else c.max_volume_um3,
+        split_touching=c.split_touching,
+        split_radius_um=c.split_radius_um,
+    )
+    if not cells.any():
+        unit = "µm³" if len(spacing) == 3 else "µm²"
+        raise EmptyMaskError(
+            f"No cells left after labelling the cell mask of {files['cells']}: no object "
+            f"has a {'volume' if len(spacing) == 3 else 'area'} between "
+            f"{c.min_volume_um3:g} and {c.max_volume_um3 or 'any'} {unit}. Either the "
+            "channel holds no cells (only noise or background), or the [cells] "
+            "settings (min_volume_um3, max_volume_um3) do not fit these cells."
         )
-        c = task.steps.cells
-        cells = label_cells(
-            cell_mask,
-            spacing=spacing,
-            min_volume_um3=c.min_volume_um3,
-            max_volume_um3=np.inf if c.max_volume_um3 is None else c.max_volume_um3,
-            split_touching=c.split_touching,
-            split_radius_um=c.split_radius_um,
-        )
-        if not cells.any():
-            unit = "µm³" if len(spacing) == 3 else "µm²"
-            raise EmptyMaskError(
-                f"No cells left after labelling the cell mask of {files['cells']}: no object "
-                f"has a {'volume' if len(spacing) == 3 else 'area'} between "
-                f"{c.min_volume_um3:g} and {c.max_volume_um3 or 'any'} {unit}. Either the "
-                "channel holds no cells (only noise or background), or the [cells] "
-                "settings (min_volume_um3, max_volume_um3) do not fit these cells."
-            )
-    tissue = None
-    source = task.tissue_source
+    return cells
+
+
+def _tissue(task: ImageTask, inputs: _Inputs, qc: dict, cells, masks) -> np.ndarray | None:
+    """Return the tissue map from the tissue source; None: the whole image is tissue."""
+    source, files = task.tissue_source, inputs.files
     if source == "mask":
-        tissue = as_mask(masks_in["tissue"], f"tissue mask ({files['tissue']})")
-    elif source == "channel":
+        return as_mask(inputs.masks["tissue"], f"tissue mask ({files['tissue']})")
+    if source == "channel":
         tissue, qc["threshold_tissue"] = _mask_from_channel(
-            raw["tissue"], "tissue", task.steps, spacing, files["tissue"]
+            inputs.raw["tissue"], "tissue", task.steps, inputs.spacing, files["tissue"]
         )
-    elif source == "union":
+        return tissue
+    if source == "union":
         t = task.steps.tissue
-        tissue = tissue_map(
+        return tissue_map(
             [cells != 0, *masks.values()],
-            spacing=spacing,
+            spacing=inputs.spacing,
             closing_radius_um=t.closing_radius_um,
             fill=t.fill,
         )
+    return None
 
-    step.name = "analysing"
+
+def _analyse(task: ImageTask, step: _Step, cells, masks, spacing, tissue):
+    """Run the niche analysis of one image, its sub-steps shown as the image's step.
+
+    A failure with a "cell" far bigger than any cell names that first: the cell mask is
+    then more likely wrong than anything the error speaks of.
+    """
+    from napari_niche.niche.pipeline import analyze
 
     def analysing(what: str) -> None:
         step.name = f"analysing: {what[:1].lower()}{what[1:]}"
 
     try:
-        result = analyze(
+        return analyze(
             cells, masks, spacing=spacing, tissue=tissue, params=task.analysis, progress=analysing
         )
     except NicheError as err:
@@ -451,22 +537,31 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
         if doubt is None:
             raise
         raise NicheError(f"{err} But first check the cells: {doubt}") from None
-    voxel_um3 = float(np.prod(spacing))
+
+
+def _median_cell_size(result, spacing) -> float | None:
+    """Return the median cell volume (area in 2D); warn in the result if implausible."""
     ndim = len(spacing)
     sizes = result.cells.get(size_column(ndim))
     median_size = float(np.median(sizes)) if sizes is not None and len(sizes) else None
     cell_warning = _small_cells_warning(median_size, ndim)
     if cell_warning:
         result.warnings.append(cell_warning)
-    result.warnings[:0] = spacing_notes
-    qc.update(
+    return median_size
+
+
+def _image_qc(task, result, cells, masks, tissue, spacing, median_size, start) -> dict:
+    """Return the QC of one image beyond thresholds: sizes, tissue, volume fractions, time."""
+    voxel_um3 = float(np.prod(spacing))
+    tissue_check = result.record.get("tissue_check") or {}
+    return dict(
         # 2 or 3: in 2D tissue_volume_um3 and median_cell_volume_um3 are areas in µm²
-        ndim=ndim,
+        ndim=len(spacing),
         median_cell_volume_um3=_tidy(median_size) if median_size is not None else None,
-        tissue_source=source,
+        tissue_source=task.tissue_source,
         # the tissue map looks built from the analysed masks (see core.tissue_check)
-        tissue_map_suspect=bool((result.record.get("tissue_check") or {}).get("suspect")),
-        tissue_left_out=(result.record.get("tissue_check") or {}).get("left_out"),
+        tissue_map_suspect=bool(tissue_check.get("suspect")),
+        tissue_left_out=tissue_check.get("left_out"),
         tissue_volume_um3=_tidy(
             float(np.count_nonzero(tissue)) * voxel_um3
             if tissue is not None
@@ -477,13 +572,23 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
         **{f"{n}_volume_fraction": float(np.mean(m)) for n, m in masks.items()},
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+def _record_inputs(result, task: ImageTask, inputs: _Inputs) -> None:
+    """Name in the analysis record the files read, their sources and the steps applied."""
+    files = inputs.files
     result.record["inputs"] = {role: str(p) for role, p in files.items()}
-    result.record["sources"] = {role: spec.source(role) for role in files}
+    result.record["sources"] = {role: task.spec.source(role) for role in files}
     result.record["steps"] = {
-        role: task.steps.channel(role).__dict__ for role in files if role not in masks_in
+        role: task.steps.channel(role).__dict__ for role in files if role not in inputs.masks
     }
 
-    step.name = "saving"
+
+def _save_image(task, folder: Path, result, qc, cells, masks, tissue, spacing) -> None:
+    """Save the image's result, then the masks it used (removing masks it no longer uses)."""
+    from napari_niche.experiment.pooling import ImageResult
+
+    spec = task.spec
     folder.mkdir(parents=True, exist_ok=True)
     ImageResult.from_analysis(
         result, image=spec.id, condition=spec.condition, replicate=spec.replicate, qc=qc
@@ -497,22 +602,25 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
     for role, array in used.items():
         with atomic_path(mask_dir / f"{role}.tif") as tmp:
             write_image(tmp, array, spacing=spacing, compression="zlib")
-    warnings = list(result.warnings)
+
+
+def _save_thumbnail(folder: Path, inputs: _Inputs, cells, masks, warnings: list) -> None:
+    """``thumbnail.png`` over the cell channel; a failure only adds to ``warnings``."""
+    from napari_niche.experiment.figures import thumbnail
+
+    raw = inputs.raw
     backdrop = raw.get("cells", next(iter(raw.values()), None))
     if backdrop is None:
         backdrop = (np.asarray(cells) != 0).astype(np.float32)
-    from napari_niche.experiment.figures import thumbnail
-
     try:
         thumbnail(
             backdrop,
             {"cells": np.asarray(cells) != 0, **masks},
             path=folder / "thumbnail.png",
-            spacing=spacing,
+            spacing=inputs.spacing,
         )
     except Exception as err:  # a thumbnail is a convenience, not a result
         warnings.append(f"no thumbnail ({type(err).__name__}: {err})")
-    return warnings
 
 
 #: A "cell" bigger than this (µm³ in 3D, µm² in 2D) is no single leukemia cell or HSPC
@@ -543,8 +651,7 @@ def _giant_cell_doubt(cells, spacing) -> str | None:
 
 
 def _small_cells_warning(median: float | None, ndim: int) -> str | None:
-    """A QC warning when the median cell (µm³, µm² in 2D) is implausibly small: the mask
-    may be noise.
+    """Warn when the median cell (µm³, µm² in 2D) is implausibly small: the mask may be noise.
 
     Thresholding a channel that holds no cells turns its noise into specks, each taken
     for a cell; their distances then say nothing about real cells, yet no step fails.
@@ -676,7 +783,19 @@ def _voxels(spec: ImageSpec) -> int:
 
 
 def default_jobs(specs: Iterable[ImageSpec], *, cpus: int | None = None) -> int:
-    """min(2, images, CPUs), lowered so that the images running at once fit in memory."""
+    """Return min(2, images, CPUs), lowered so that the images running at once fit in memory.
+
+    Parameters
+    ----------
+    specs : iterable of ImageSpec
+        The images to run (their sizes bound the memory one needs).
+    cpus : int, optional
+        CPUs to use; default all of the machine's.
+
+    Returns
+    -------
+    int
+    """
     specs = list(specs)
     jobs = max(1, min(2, len(specs), cpus or os.cpu_count() or 1))
     if jobs > 1:
@@ -821,7 +940,7 @@ def _suppress_os_errors():
 
 
 def _worker_start(parent: int, started=None) -> None:
-    """Initialiser of a worker process: ignore Ctrl-C, and end when the parent ends.
+    """Initialise a worker process: ignore Ctrl-C, and end when the parent ends.
 
     On Linux the kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG``); a
     thread watching the parent's process id does it elsewhere, and covers a parent that
@@ -861,8 +980,10 @@ def _unguarded_note(parent: int) -> Path:
 
 
 def _refuse_in_worker_start_up() -> None:
-    """Stop a worker process that is importing a script which calls run_experiment at its
-    top level (no ``if __name__ == "__main__":`` guard).
+    """Stop a worker process importing a script that runs an experiment unguarded.
+
+    That is, a script calling run_experiment at its top level (no
+    ``if __name__ == "__main__":`` guard).
 
     A "spawn" worker imports the caller's main script before it can work; without the guard
     the script runs the experiment again in every worker. The worker leaves a note for its
@@ -963,20 +1084,28 @@ def run_experiment(
 
     Parameters
     ----------
-    experiment : Experiment or path of an experiment file
-    out : output folder; default the experiment's ``output``.
-    jobs : images analysed at once in local worker processes. 1 (the default) runs in
-        this process; None picks :func:`default_jobs` (at most 2, fewer when memory is
-        short), as ``napari-niche run`` does.
-    scheduler : a dask distributed scheduler address (``tcp://host:8786``) or a
-        ``distributed.Client``; images then run on its workers, which must see the files
-        and the output folder at the same paths.
-    force : re-run images even when their inputs and parameters are unchanged.
-    only : image ids to (re-)run; the other images' earlier results are still pooled.
-    progress : called as ``progress(n_finished, n_total, message)`` after each image and
-        step, for a GUI progress bar. Without it a text progress bar goes to stderr (when
-        stderr is a terminal). An exception it raises (a Cancel button) stops the run.
-    figures : False skips the figures (quicker when only the tables are wanted).
+    experiment : Experiment or path
+        The experiment, or the path of an experiment file.
+    out : path, optional
+        Output folder; default the experiment's ``output``.
+    jobs : int or None
+        Images analysed at once in local worker processes. 1 (the default) runs in this
+        process; None picks :func:`default_jobs` (at most 2, fewer when memory is short),
+        as ``napari-niche run`` does.
+    scheduler : str or distributed.Client, optional
+        A dask distributed scheduler address (``tcp://host:8786``) or a client; images
+        then run on its workers, which must see the files and the output folder at the
+        same paths.
+    force : bool
+        Re-run images even when their inputs and parameters are unchanged.
+    only : iterable of str, optional
+        Image ids to (re-)run; the other images' earlier results are still pooled.
+    progress : callable, optional
+        Called as ``progress(n_finished, n_total, message)`` after each image and step,
+        for a GUI progress bar. Without it a text progress bar goes to stderr (when stderr
+        is a terminal). An exception it raises (a Cancel button) stops the run.
+    figures : bool
+        False skips the figures (quicker when only the tables are wanted).
 
     Returns
     -------
@@ -1163,66 +1292,54 @@ class _TextBar:
         self._bar.close()
 
 
-def _finish(
-    exp: Experiment, out: Path, summary: RunSummary, errors: list, say, *, figures: bool
-) -> None:
-    """Pool, figures, report, errors.csv, run.json."""
-    ok_ids = [i for i in exp.ids() if i in {*summary.done, *summary.skipped, *summary.kept}]
-    n = len(exp.ids())
-    unwritten: list[str] = []  # steps that could not write: the folder stays unfinished
+@dataclass
+class _StepErrors:
+    """Records a failed closing step (pooling, figures, report) of a run.
 
-    def fail(step: str, err: Exception) -> None:
+    Each failure becomes a line in ``summary.step_errors`` and a row of ``errors.csv``;
+    a step that could not write (a full disk) is also kept in ``unwritten``: the steps
+    after it are skipped and the folder stays unfinished.
+    """
+
+    out: Path
+    summary: RunSummary
+    errors: list
+    unwritten: list[str] = field(default_factory=list)
+
+    def __call__(self, step: str, err: Exception) -> None:
         cause = _os_error_in(err)
         if isinstance(err, NicheError):
             message = str(err)
         elif cause is not None:
             message = f"could not write: {os_error_text(cause)}"
-            unwritten.append(step)
+            self.unwritten.append(step)
         else:  # a bug: keep the traceback for the bug report
-            log = out / f"{step}_error.txt"
+            log = self.out / f"{step}_error.txt"
             try:
                 atomic_write_text(log, "".join(traceback.format_exception(err)))
                 details = f" (details in {log})"
             except OSError:
                 details = ""
             message = f"unexpected {type(err).__name__}: {err}{details}"
-        summary.step_errors[step] = message
-        errors.append(dict(image="", condition="", replicate="", step=step, message=message))
+        self.summary.step_errors[step] = message
+        self.errors.append(dict(image="", condition="", replicate="", step=step, message=message))
 
-    results = []
-    for image_id in ok_ids:
-        try:
-            from napari_niche.experiment.pooling import ImageResult
 
-            spec = exp.image(image_id)
-            r = ImageResult.load(out / "images" / image_id)
-            r.condition, r.replicate = spec.condition, spec.replicate
-            results.append(r)
-        except Exception as err:
-            fail("pooling", NicheError(f"{image_id}: {err}"))
+def _finish(
+    exp: Experiment, out: Path, summary: RunSummary, errors: list, say, *, figures: bool
+) -> None:
+    """Pool, figures, report, errors.csv, run.json."""
+    ok_ids = [i for i in exp.ids() if i in {*summary.done, *summary.skipped, *summary.kept}]
+    n = len(exp.ids())
+    fail = _StepErrors(out, summary, errors)
+    results = _load_results(exp, out, ok_ids, fail)
     pooled = None
     if results:
         say(n, n, "pooling")
-        try:
-            from napari_niche.experiment.pooling import pool_results
-            from napari_niche.niche.pipeline import resolve_structures
-
-            _, quad = resolve_structures(exp.structures(), exp.analysis)
-            pooled = pool_results(
-                results,
-                params=exp.analysis,
-                structures=exp.structures(),
-                quadrant_structures=quad,
-                conditions=exp.conditions(),
-            )
-            pooled.save(out / "pooled")
-            summary.warnings += list(pooled.warnings)
-        except Exception as err:
-            pooled = None
-            fail("pooling", err)
+        pooled = _pool(exp, out, results, summary, fail)
     summary.pooled = pooled
 
-    if pooled is not None and figures and not unwritten:
+    if pooled is not None and figures and not fail.unwritten:
         say(n, n, "figures")
         try:
             from napari_niche.experiment.figures import make_figures
@@ -1231,7 +1348,64 @@ def _finish(
         except Exception as err:
             fail("figures", err)
 
-    record = {
+    record = _run_record(exp, out, pooled, summary)
+    _copy_experiment_file(exp, out)
+    if fail.unwritten:  # the disk is full: the next steps would fail the same way
+        return
+    say(n, n, "report")
+    try:
+        summary.report = _report(exp, out, ok_ids, record, pooled, summary, errors)
+    except Exception as err:
+        fail("report", err)
+    if not fail.unwritten:
+        _record(out, record, errors, summary)
+
+
+def _load_results(exp: Experiment, out: Path, ok_ids: list[str], fail: _StepErrors) -> list:
+    """Read the saved result of every image to pool.
+
+    Condition and replicate are those the experiment file now gives; an unreadable result
+    is a pooling error.
+    """
+    from napari_niche.experiment.pooling import ImageResult
+
+    results = []
+    for image_id in ok_ids:
+        try:
+            spec = exp.image(image_id)
+            r = ImageResult.load(out / "images" / image_id)
+            r.condition, r.replicate = spec.condition, spec.replicate
+            results.append(r)
+        except Exception as err:
+            fail("pooling", NicheError(f"{image_id}: {err}"))
+    return results
+
+
+def _pool(exp: Experiment, out: Path, results: list, summary: RunSummary, fail: _StepErrors):
+    """Pool the images and save the pooled tables; None if that failed."""
+    try:
+        from napari_niche.experiment.pooling import pool_results
+        from napari_niche.niche.pipeline import resolve_structures
+
+        _, quad = resolve_structures(exp.structures(), exp.analysis)
+        pooled = pool_results(
+            results,
+            params=exp.analysis,
+            structures=exp.structures(),
+            quadrant_structures=quad,
+            conditions=exp.conditions(),
+        )
+        pooled.save(out / "pooled")
+        summary.warnings += list(pooled.warnings)
+    except Exception as err:
+        fail("pooling", err)
+        return None
+    return pooled
+
+
+def _run_record(exp: Experiment, out: Path, pooled, summary: RunSummary) -> dict:
+    """Return what was run and how it went, for the report and ``run.json``."""
+    return {
         "name": exp.name,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "napari_niche_version": __version__,
@@ -1249,6 +1423,10 @@ def _finish(
         "failed": summary.failed,
         "warnings": summary.warnings,
     }
+
+
+def _copy_experiment_file(exp: Experiment, out: Path) -> None:
+    """``experiment.toml`` as run, paths relative to ``out`` (never over the source file)."""
     copy = out / "experiment.toml"
     if exp.path is None or copy.resolve() != Path(exp.path).resolve():  # never the source
         try:
@@ -1258,34 +1436,29 @@ def _finish(
         except (ImportError, OSError, TypeError, ValueError):
             pass
 
-    if unwritten:  # the disk is full: the next steps would fail the same way
-        return
-    say(n, n, "report")
-    try:
-        from napari_niche.experiment.report import write_report
 
-        thumbnails = {
-            i: out / "images" / i / "thumbnail.png"
-            for i in ok_ids
-            if (out / "images" / i / "thumbnail.png").exists()
-        }
-        summary.report = write_report(
-            out,
-            record=record,
-            tables=pooled.tables() if pooled is not None else {},
-            qc=_qc_with_status(exp, pooled, summary),
-            figures=summary.figures,
-            thumbnails=thumbnails,
-            errors=pd.DataFrame(errors, columns=ERROR_COLUMNS),
-        )
-    except Exception as err:
-        fail("report", err)
-    if not unwritten:
-        _record(out, record, errors, summary)
+def _report(exp, out: Path, ok_ids, record: dict, pooled, summary: RunSummary, errors: list):
+    """Write ``report.html`` with the thumbnails the images have; return its path."""
+    from napari_niche.experiment.report import write_report
+
+    thumbnails = {
+        i: out / "images" / i / "thumbnail.png"
+        for i in ok_ids
+        if (out / "images" / i / "thumbnail.png").exists()
+    }
+    return write_report(
+        out,
+        record=record,
+        tables=pooled.tables() if pooled is not None else {},
+        qc=_qc_with_status(exp, pooled, summary),
+        figures=summary.figures,
+        thumbnails=thumbnails,
+        errors=pd.DataFrame(errors, columns=ERROR_COLUMNS),
+    )
 
 
 def _os_error_in(err: BaseException) -> OSError | None:
-    """The file-system error behind ``err``, also when a library hid it behind its own.
+    """Find the file-system error behind ``err``, also when a library hid it behind its own.
 
     matplotlib's PDF writer, for one, meets a full disk and then fails closing its stream
     with an AttributeError whose context is the ``OSError``.
@@ -1341,7 +1514,7 @@ def _qc_with_status(exp: Experiment, pooled, summary: RunSummary) -> pd.DataFram
 def load_image_layers(
     experiment: Experiment, image_id: str, *, out: str | Path | None = None
 ) -> list[tuple]:
-    """napari layer data tuples for one image: raw channels, the masks used, the cells.
+    """Return napari layer data tuples for one image: raw channels, masks used, cells.
 
     Raw channels are read from the experiment's files (missing ones are left out); the
     masks are those the run used (``images/<id>/masks``), or the curated masks the
@@ -1349,6 +1522,20 @@ def load_image_layers(
     channels, Image), ``"<id> <structure> mask"``, ``"<id> tissue"`` and ``"<id> cells"``
     (Labels). Every layer carries the voxel size as ``scale`` (with µm ``units`` where
     napari supports them) and the image id in ``metadata["napari_niche_image"]``.
+
+    Parameters
+    ----------
+    experiment : Experiment
+        The experiment the image belongs to.
+    image_id : str
+        The image.
+    out : path, optional
+        The run's output folder; default the experiment's ``output``.
+
+    Returns
+    -------
+    list of tuple
+        ``(data, kwargs, layer type)`` per layer.
     """
     spec = experiment.image(image_id)
     out = Path(out) if out is not None else experiment.output

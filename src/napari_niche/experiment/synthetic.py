@@ -75,38 +75,33 @@ def make_experiment(
         Replicates (mice) per condition, images (bones) per replicate. Replicates are
         named ``<condition>-m1``, ``<condition>-m2``, ...: replicates of different
         conditions are different animals.
-    shape, spacing : image shape and voxel size in µm, 2D or 3D (default a 2D section
-        wide enough along the bone for ``near_fraction * n_cells`` cells to fit next to it).
-    n_cells, near_fraction, near_distance_um : cells per image and how they are planted.
-    realizations : random-cell realisations of the analysis (with one dot per cell, the
-        number of null sets of each image).
+    shape : sequence of int
+        Image shape, 2D or 3D (default a 2D section wide enough along the bone for
+        ``near_fraction * n_cells`` cells to fit next to it).
+    spacing : float or sequence of float
+        Voxel size in µm.
+    n_cells : int
+        Cells per image.
+    near_fraction, near_distance_um : float
+        Share of the cells planted near the condition's structure, and how near (µm).
+    realizations : int
+        Random-cell realisations of the analysis (with one dot per cell, the number of
+        null sets of each image).
     from_masks : bool
         If True the experiment file names the true masks for every image, so the run starts
         from "curated" masks; otherwise it names only the raw channels and the run
         thresholds them itself.
-    name : experiment name written in the file.
+    name : str
+        Experiment name written in the file.
     rng : int, Generator or None
         Seed: the same seed writes the same images (and the same analysis seed).
 
     Returns
     -------
-    Path of ``experiment.toml``.
+    Path
+        The path of ``experiment.toml``.
     """
-
-    conditions = (
-        {"vessel-homing": "vessel", "bone-homing": "bone"} if conditions is None else conditions
-    )
-    if not conditions:
-        raise NicheError("A synthetic experiment needs at least one condition.")
-    plan = {}
-    for cond, near in conditions.items():
-        near = None if near in (None, "none", "") else str(near)
-        if near not in (None, "vessel", "bone"):
-            raise NicheError(
-                f"Condition {cond!r}: cells can be planted near 'vessel' or 'bone' (or None "
-                f"for a null condition), not {near!r}."
-            )
-        plan[str(cond)] = near
+    plan = _plan(conditions)
     if int(replicates) < 1 or int(images_per_replicate) < 1:
         raise NicheError("A synthetic experiment needs at least 1 replicate and 1 image each.")
     folder = Path(folder).resolve()
@@ -129,32 +124,13 @@ def make_experiment(
                     near=near or "vessel",
                     rng=seed,
                 )
-                sp = sample.spacing
-                channels = {}
-                for role, key in EXPERIMENT_CHANNELS.items():
-                    path = write_image(
-                        folder / "raw" / f"{image}_{key}.tif", sample.channels[key], spacing=sp
-                    )
-                    channels[role] = path.resolve()
-                mask_dir = folder / "masks" / image
-                mask_dir.mkdir(parents=True, exist_ok=True)
-                masks = {}
-                for role, data in (
-                    ("cells", sample.cell_labels),
-                    ("vessel", sample.vessel),
-                    ("bone", sample.bone),
-                    ("tissue", sample.tissue),
-                ):
-                    path = write_image(
-                        mask_dir / f"{role}.tif", data, spacing=sp, compression="zlib"
-                    )
-                    masks[role] = path.resolve()
+                channels, masks = _write_sample(folder, image, sample)
                 images.append(
                     ImageSpec(
                         id=image,
                         condition=cond,
                         replicate=replicate,
-                        voxel_size=sp,
+                        voxel_size=sample.spacing,
                         channels=channels,
                         masks=masks if from_masks else {},
                     )
@@ -171,13 +147,60 @@ def make_experiment(
                     }
                 )
     pd.DataFrame(rows).to_csv(folder / "truth.csv", index=False)
+    return _save_experiment(folder, name, analysis_seed, int(realizations), images)
+
+
+def _plan(conditions: Mapping[str, str | None] | None) -> dict[str, str | None]:
+    """Condition -> structure its cells are planted near (None: a null condition), checked."""
+    conditions = (
+        {"vessel-homing": "vessel", "bone-homing": "bone"} if conditions is None else conditions
+    )
+    if not conditions:
+        raise NicheError("A synthetic experiment needs at least one condition.")
+    plan = {}
+    for cond, near in conditions.items():
+        near = None if near in (None, "none", "") else str(near)
+        if near not in (None, "vessel", "bone"):
+            raise NicheError(
+                f"Condition {cond!r}: cells can be planted near 'vessel' or 'bone' (or None "
+                f"for a null condition), not {near!r}."
+            )
+        plan[str(cond)] = near
+    return plan
+
+
+def _write_sample(folder: Path, image: str, sample) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Write a sample's raw channels and true masks; return their paths by role."""
+    sp = sample.spacing
+    channels = {}
+    for role, key in EXPERIMENT_CHANNELS.items():
+        path = write_image(folder / "raw" / f"{image}_{key}.tif", sample.channels[key], spacing=sp)
+        channels[role] = path.resolve()
+    mask_dir = folder / "masks" / image
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    masks = {}
+    for role, data in (
+        ("cells", sample.cell_labels),
+        ("vessel", sample.vessel),
+        ("bone", sample.bone),
+        ("tissue", sample.tissue),
+    ):
+        path = write_image(mask_dir / f"{role}.tif", data, spacing=sp, compression="zlib")
+        masks[role] = path.resolve()
+    return channels, masks
+
+
+def _save_experiment(
+    folder: Path, name: str, seed: int, realizations: int, images: list[ImageSpec]
+) -> Path:
+    """Write ``experiment.toml`` for these images (checked first); return its path."""
     experiment = Experiment(
         name=name,
         path=(folder / EXPERIMENT_FILE).resolve(),
         output=folder / "results",
         analysis=AnalysisParams(
-            seed=analysis_seed,
-            realizations=int(realizations),
+            seed=seed,
+            realizations=realizations,
             dots_per_cell=1,
             exclude=("vessel", "bone"),
             quadrant_structures=("vessel", "bone"),
