@@ -120,7 +120,7 @@ def curate_mask(
     closing_radius_um: float = 0.0,
     fill: str = "off",
 ) -> np.ndarray:
-    """METHOD.md step 3 for one structure: remove small objects, close, fill holes.
+    """docs/method.md#mask-curation for one structure: remove small objects, close, fill holes.
 
     Steps run in that order, each only when asked for (``min_size > 0``,
     ``closing_radius_um > 0``, ``fill`` "3d" or "slice"), the same in the curation widget

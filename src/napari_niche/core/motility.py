@@ -1,6 +1,6 @@
 """Cell motility from tracks: speed, straightness, MSD and its exponent, exploration, tests.
 
-METHOD.md, "Motility". Tracks are one pandas table with one row per position:
+docs/method.md#motility. Tracks are one pandas table with one row per position:
 
 ``track_id`` (int), ``frame`` (int, time-point index), ``t`` (s), ``z`` (3D only), ``y``,
 ``x`` (µm), plus any per-point features (intensity, condition, ...). Readers in

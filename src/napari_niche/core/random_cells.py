@@ -1,4 +1,4 @@
-"""Random virtual cells ("random dots"): the null model of METHOD.md step 6.
+"""Random virtual cells ("random dots"): the null model of docs/method.md#random-cells.
 
 A virtual cell borrows the shape (voxel offsets around the centroid voxel) of a real cell
 and is placed at a random position of the tissue. Under the default **whole-cell** rule a
@@ -656,7 +656,7 @@ def seed_random_cells(
         Structures a virtual cell may not overlap (whole-cell rule) or whose voxels may not
         hold its centroid (centroid rule), e.g. vessel and bone.
     rule : ``"whole-cell"`` (default) or ``"centroid"``
-        See the module docstring and METHOD.md step 6.
+        See the module docstring and docs/method.md#random-cells.
     dots_per_cell : int
         Each real cell's shape is used this many times per realisation, so dots keep the
         real cells' size distribution.
@@ -1142,7 +1142,7 @@ def overlap_diagnostic(
 
     The whole-cell null assumes real cells do not overlap excluded structures. Where many
     do (e.g. a vessel mask that swallows adjacent cells), the null is biased the other way
-    and the user must be told (METHOD.md step 6).
+    and the user must be told (docs/method.md#acceptance-rule).
 
     Returns
     -------

@@ -218,8 +218,8 @@ def quadrant_table(
 ) -> pd.DataFrame:
     """Counts and fractions of cells and dots near A and/or B (distance < threshold).
 
-    Q1 = near both, Q2 = near B only, Q3 = near neither, Q4 = near A only (METHOD.md
-    step 7), so that a scatter of d_A (x) against d_B (y) reads like the usual quadrants.
+    Q1 = near both, Q2 = near B only, Q3 = near neither, Q4 = near A only, so that a scatter
+    of d_A (x) against d_B (y) reads like the usual quadrants (docs/method.md#quadrants).
     """
     ca = finite_distances(cells_a, "cell distances")
     cb = finite_distances(cells_b, "cell distances")
