@@ -424,7 +424,7 @@ class RandomCells:
         return out
 
 
-def _locality_key(coords: tuple, shape: tuple[int, ...], slab: int = 4) -> np.ndarray:
+def _locality_key(coords: Sequence, shape: tuple[int, ...], slab: int = 4) -> np.ndarray:
     """Sort key of positions ``(z, y, x)``: slabs of ``slab`` planes, row by row in each.
 
     Plain C order sweeps a whole plane before the next, so the planes a virtual cell
@@ -930,7 +930,7 @@ def _expected_tests(
         total += copies * float((sizes[members] + _TRY_OVERHEAD).sum()) * m / max(hits, 1)
         if worst is None or hits / m < worst[0] / worst[1]:
             worst = (hits, m, int(missed.argmax()))
-    hits, m, k = worst
+    hits, m, k = worst  # type: ignore[misc]
     # Refused for scarce room only: the cost of many dots alone is the pipeline's to judge.
     if total > MAX_PLACEMENT_TESTS and hits / m < _BLIND_MIN_ACCEPTANCE:
         share = f"{100 * hits / m:.2g}% of" if hits else f"none of {m:,}"
