@@ -68,7 +68,7 @@ def check_alpha(alpha) -> None:
 
 
 def shown(value) -> str:
-    """A value as a user wrote it: plain numbers, text in quotes, JSON's null/true/false."""
+    """Show a value as a user wrote it: plain numbers, text in quotes, JSON's null/true/false."""
     if value is None:
         return "null (nothing)"
     if isinstance(value, bool | np.bool_):
@@ -94,8 +94,10 @@ _NUMPY_REPR = re.compile(r"\bnp\.(?:float|int|uint|complex|bool|str)\w*\(([^()]*
 
 
 def plain_numbers(text: str) -> str:
-    """``"(np.float64(1.0), np.int64(2))"`` -> ``"(1.0, 2)"``: numpy 2's scalar reprs out of
-    a message, whatever formatted it (the last step before a message is shown)."""
+    """Take numpy 2's scalar reprs out of a message: ``"(np.float64(1.0))"`` -> ``"(1.0)"``.
+
+    Whatever formatted the message, this is the last step before it is shown.
+    """
     text = _NUMPY_REPR.sub(lambda m: m.group(1).strip("'\""), text)
     return re.sub(r"\bnp\.(True|False)_", r"\1", text)
 
@@ -120,7 +122,7 @@ def _is_number(value) -> bool:
 
 
 def field_int(field: str, value, *, minimum: int, optional: bool = False, what: str = ""):
-    """A whole number >= ``minimum`` (numpy integers allowed), or None when ``optional``."""
+    """Return a whole number >= ``minimum`` (numpy integers allowed), or None if ``optional``."""
     if value is None and optional:
         return None
     expected = f"a whole number {what}>= {minimum}".replace("  ", " ")
@@ -145,7 +147,7 @@ def field_float(
     unit: str = "",
     optional: bool = False,
 ):
-    """A finite number in the given interval (a number of ``unit``), or None when optional."""
+    """Return a finite number in the given interval (of ``unit``), or None when optional."""
     if value is None and optional:
         return None
     lo = f"greater than {low:g}" if low_open else f"{low:g} or more"
@@ -173,7 +175,7 @@ def field_bool(field: str, value) -> bool:
 
 
 def field_names(field: str, value, *, length: int | None = None, optional: bool = True):
-    """A list of names (text), e.g. ``["vessel", "bone"]``; never one text read as letters."""
+    """Return a list of names (text), e.g. ``["vessel", "bone"]``; never one text as letters."""
     if value is None and optional:
         return None
     example = '["vessel", "bone"]' if length != 1 else '["vessel"]'
@@ -225,8 +227,10 @@ def parse_numbers(text: str, what: str, example: str = "2,0.57,0.57") -> tuple[f
 
 
 def field_sizes(field: str, value, *, unit: str = "µm", counts=(1, 2, 3), optional=True):
-    """Positive sizes: one number (the same on every axis) or one per axis (z, y, x),
-    each within :data:`SIZE_RANGE_UM`."""
+    """Check positive sizes: one number (the same on every axis) or one per axis (z, y, x).
+
+    Each size must lie within :data:`SIZE_RANGE_UM`.
+    """
     if value is None and optional:
         return None
     expected = f"one positive number of {unit} or one per axis, e.g. [2.0, 0.57, 0.57]"

@@ -36,6 +36,7 @@ class CellVoxels:
 
     @property
     def n_cells(self) -> int:
+        """Number of cells."""
         return int(self.labels.size)
 
     @property

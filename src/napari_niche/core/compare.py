@@ -121,7 +121,7 @@ def _stat_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def empty_stat_table() -> pd.DataFrame:
-    """A statistics table with every column and no rows."""
+    """Return a statistics table with every column and no rows."""
     return _stat_table([])
 
 
@@ -201,7 +201,7 @@ def _exact_mann_whitney(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def _distances_of(table, structure: str, what: str) -> np.ndarray:
-    """The distances of a table (a DataFrame with ``dist_<structure>_um``) or an array."""
+    """Return the distances of a table (with ``dist_<structure>_um``) or of an array."""
     if isinstance(table, pd.DataFrame):
         col = distance_column(structure)
         if col not in table.columns:
@@ -471,7 +471,7 @@ def quadrant_contingency(
     threshold_um: float = 10.0,
     condition: str = "",
 ) -> pd.DataFrame:
-    """Do cells and random cells fall into the four quadrants in the same proportions?
+    """Test whether cells and random cells fill the four quadrants in the same proportions.
 
     One chi-square test of independence on the 2 x 4 table (cells / dots by quadrant),
     effect size Cramér's V = sqrt(chi2 / N) (0 = same proportions, 1 = disjoint); then per
@@ -550,7 +550,7 @@ MIN_REPLICATES = 2
 
 
 def single_replicate_note(first: str, n1: int, second: str, n2: int) -> str:
-    """What a pooled-cell comparison of two conditions means when one has a single replicate.
+    """Say what a pooled-cell comparison means when a condition has a single replicate.
 
     With one replicate per condition every cell of a condition comes from the same animal,
     so a small p-value says the two animals differ; it cannot separate the condition from
@@ -579,7 +579,7 @@ def compare_conditions(
     bin_width: float = 5.0,
     min_cells: int = 10,
 ) -> pd.DataFrame:
-    """Every pair of conditions: do their cells sit at different distances to a structure?
+    """Test, for every pair of conditions, whether their cells sit at different distances.
 
     Per pair (in order of first appearance): a two-sample KS test of the pooled cell
     distances (effect size D), and per distance bin a Mann-Whitney U test of the

@@ -28,7 +28,7 @@ def min_size_in_voxels(min_size: float, *, unit: SizeUnit, spacing: Sequence[flo
 
 
 def _small_objects(mask, min_size, spacing, unit, connectivity):
-    """Connected components of a mask, their voxel counts, and the size limit in voxels."""
+    """Return a mask's connected components, their voxel counts and the limit in voxels."""
     mask = as_mask(mask, "mask", allow_empty=True)
     spacing = as_spacing(spacing, mask.ndim)
     limit = min_size_in_voxels(min_size, unit=unit, spacing=spacing)
@@ -145,7 +145,7 @@ def tissue_map(
     closing_radius_um: float = 10.0,
     fill: bool = True,
 ) -> np.ndarray:
-    """The tissue: union of the given masks (cells, vessels, bone), closed and hole-filled.
+    """Build the tissue: the union of the masks (cells, vessels, bone), closed and filled.
 
     The random-dot null draws virtual cells only inside this map, so gaps between
     structures that belong to the marrow must be closed.
@@ -226,7 +226,7 @@ def _split_touching(mask: np.ndarray, spacing: tuple[float, ...], radius_um: flo
 
 
 def cells_from_image(cells: np.ndarray) -> CellVoxels:
-    """The cells of either a label image or a binary cell mask.
+    """Return the cells of either a label image or a binary cell mask.
 
     A boolean array, or an integer one whose only non-zero value is 1, 255 or 65535 (a mask
     saved as integers), is a mask: its face-connected components are the cells. Anything

@@ -70,7 +70,7 @@ _EPS = 1e-9
 
 
 def MIN_NULL_SETS(alpha: float = 0.05) -> int:
-    """The fewest null sets that let a test at level ``alpha`` reject at all.
+    """Return the fewest null sets that let a test at level ``alpha`` reject at all.
 
     With ``s`` null sets the smallest possible Monte Carlo p-value is ``1 / (s + 1)``, so
     ``s + 1 >= 1 / alpha`` is needed: 19 null sets for alpha 0.05, 99 for 0.01.
@@ -264,7 +264,7 @@ def global_envelope_test(
 
 
 def null_set_sizes(null_set) -> tuple[np.ndarray, np.ndarray]:
-    """The null sets present and how many dots each holds."""
+    """Return the null sets present and how many dots each holds."""
     ids = np.asarray(null_set).ravel()
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         if not np.all(np.isfinite(ids.astype(float))) or np.any(ids != np.round(ids)):
@@ -386,7 +386,7 @@ def monte_carlo_envelope(
 
 
 def empty_envelope_table() -> pd.DataFrame:
-    """An envelope table with its columns and no rows (too few null sets to test)."""
+    """Return an envelope table with its columns and no rows (too few null sets to test)."""
     table = pd.DataFrame({c: pd.Series(dtype=float) for c in ENVELOPE_COLUMNS})
     table["n_cells"] = table["n_cells"].astype(np.int64)
     table["n_dots"] = table["n_dots"].astype(np.int64)

@@ -690,7 +690,7 @@ def _msd(tracks: pd.DataFrame, lay: _Layout, *, min_pairs: int, max_lag: int | N
 
 
 def _with_min_pairs(msd: _MSD, min_pairs: int) -> _MSD:
-    """The lags of ``msd`` (computed with every pair) that hold at least ``min_pairs``."""
+    """Keep the lags of ``msd`` (computed with every pair) that hold ``min_pairs`` or more."""
     keep = msd.n_pairs >= min_pairs
     return _MSD(msd.track[keep], msd.lag[keep], msd.msd[keep], msd.n_pairs[keep], msd.span)
 
@@ -1387,6 +1387,7 @@ class MotilityParams:
     _version: int = field(default=2, repr=False)
 
     def __post_init__(self):
+        """Refuse invalid parameters at construction."""
         self.validate()
 
     def validate(self) -> None:
@@ -1453,10 +1454,11 @@ class MotilityParams:
         check_msd_weighting(self.msd_weighting)
 
     def with_(self, **changes) -> MotilityParams:
-        """A copy with the given fields changed; ``None`` values leave a field as it is."""
+        """Return a copy with the given fields changed; ``None`` leaves a field as it is."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the parameters as JSON-ready values, with their format version."""
         d = asdict(self)
         d["lattice_spacing_um"] = list(self.lattice_spacing_um)
         d["version"] = d.pop("_version")
@@ -1464,6 +1466,7 @@ class MotilityParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MotilityParams:
+        """Read parameters written by :meth:`to_dict`; unknown keys are refused."""
         known = {f.name for f in fields(cls)} - {"_version"}
         unknown = set(d) - known - {"version"}
         if unknown:

@@ -138,6 +138,7 @@ class CellShapes:
 
     @property
     def sizes(self) -> np.ndarray:
+        """Voxel count of each shape."""
         return np.diff(self.starts)
 
     @cached_property
@@ -244,6 +245,7 @@ class RandomCells:
 
     @property
     def n_dots(self) -> int:
+        """Number of virtual cells."""
         return int(self.shape_index.size)
 
     @property
@@ -439,7 +441,7 @@ def _locality_key(coords: Sequence, shape: tuple[int, ...], slab: int = 4) -> np
 
 
 def _largest(dtype: np.dtype):
-    """A value no element of an array of ``dtype`` exceeds (fills clipped voxels)."""
+    """Return a value no element of an array of ``dtype`` exceeds (fills clipped voxels)."""
     if dtype.kind == "f":
         return np.inf
     if dtype.kind == "b":
@@ -550,7 +552,7 @@ class _Placer:
         self.shapes = shapes
 
     def fits(self, shape_index: np.ndarray, anchor_flat: np.ndarray) -> np.ndarray:
-        """Same as :func:`_fits` on the unpadded region."""
+        """Do what :func:`_fits` does, on the unpadded region."""
         coords = np.unravel_index(anchor_flat, self.shapes.image_shape)
         padded = sum((c + p) * s for c, p, s in zip(coords, self.pad, self.strides, strict=True))
         order = np.argsort(_locality_key(coords, self.shapes.image_shape), kind="stable")
@@ -947,7 +949,7 @@ def _expected_tests(
 
 
 def _duration(seconds: float) -> str:
-    """A rough duration in words: "about 3 minutes"."""
+    """Put a rough duration in words: "about 3 minutes"."""
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if seconds >= 2 * size:
             return f"about {seconds / size:.0f} {unit}"

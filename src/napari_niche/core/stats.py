@@ -88,7 +88,7 @@ def distance_bins(top: float, bin_width: float) -> np.ndarray:
 
 
 def _nice_up(x: float) -> float:
-    """The smallest of 1, 2, 5 x 10^k that is at least ``x``."""
+    """Return the smallest of 1, 2, 5 x 10^k that is at least ``x``."""
     k = np.floor(np.log10(x))
     for m in (1, 2, 5, 10):
         if m * 10**k >= x:
@@ -97,8 +97,10 @@ def _nice_up(x: float) -> float:
 
 
 def width_keeping_a_bin(dot_distances, min_dots: int, *, at_least: float) -> float | None:
-    """The smallest width of 1, 2, 5 x 10^k µm (from ``at_least``) at which some bin
-    holds ``min_dots`` dots, or None when there are fewer dots than that in all."""
+    """Find the smallest width of 1, 2, 5 x 10^k µm at which some bin holds ``min_dots``.
+
+    Widths start from ``at_least``; None when there are fewer dots than that in all.
+    """
     dots = np.asarray(dot_distances, dtype=float).ravel()
     if dots.size < min_dots:
         return None
@@ -109,7 +111,7 @@ def width_keeping_a_bin(dot_distances, min_dots: int, *, at_least: float) -> flo
 
 
 def bin_index(x, bin_width: float) -> np.ndarray:
-    """The bin (index into :func:`distance_bins`) of each distance ``x``."""
+    """Return the bin (index into :func:`distance_bins`) of each distance ``x``."""
     return np.floor(np.asarray(x, dtype=float) / bin_width).astype(np.int64)
 
 
@@ -187,12 +189,12 @@ QUADRANTS = tuple(q for q, _ in _QUADRANTS)
 
 
 def quadrant_description(quadrant: str, a: str, b: str) -> str:
-    """What a quadrant means for structures ``a`` and ``b``, e.g. ``"near vessel only"``."""
+    """Say what a quadrant means for structures ``a`` and ``b``, e.g. ``"near vessel only"``."""
     return dict(_QUADRANTS)[quadrant].format(a=a, b=b)
 
 
 def quadrant_of(distances_a, distances_b, *, threshold_um: float = 10.0) -> np.ndarray:
-    """The quadrant (``"Q1"`` .. ``"Q4"``) of each object, as :func:`quadrant_table` counts.
+    """Return the quadrant (``"Q1"`` .. ``"Q4"``) of each object, as :func:`quadrant_table`.
 
     "Near" is strictly closer than ``threshold_um``. Lets a plot or a table pick the cells
     of one quadrant with exactly the rule that produced the counts.
@@ -216,7 +218,7 @@ def quadrant_table(
     threshold_um: float = 10.0,
     names: tuple[str, str] = ("vessel", "bone"),
 ) -> pd.DataFrame:
-    """Counts and fractions of cells and dots near A and/or B (distance < threshold).
+    """Count cells and dots near A and/or B (distance < threshold), with their fractions.
 
     Q1 = near both, Q2 = near B only, Q3 = near neither, Q4 = near A only, so that a scatter
     of d_A (x) against d_B (y) reads like the usual quadrants (docs/method.md#quadrants).

@@ -114,6 +114,7 @@ class BoneMarrowSample:
     near_bone: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        """Give a missing ``near_bone`` an all-false mask."""
         if self.near_bone is None:
             object.__setattr__(self, "near_bone", np.zeros_like(self.near_vessel))
 

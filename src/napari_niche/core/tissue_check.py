@@ -1,4 +1,4 @@
-"""Is the tissue map the marrow, or only the cells and structures being analysed?
+"""Check whether the tissue map is the marrow or only the analysed cells and structures.
 
 Random cells are placed only inside the tissue map. A map built from the analysed masks
 alone (cells, vessels, bone, closed and filled) leaves out the marrow between them, so the
@@ -63,6 +63,7 @@ class TissueCheck:
     message: str | None
 
     def to_dict(self) -> dict:
+        """Return the check as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -131,7 +132,7 @@ def _message(share: float, left_out: float) -> str | None:
 
 
 def _enclosed(t: np.ndarray, radius_um: float, spacing: tuple[float, ...]) -> np.ndarray:
-    """The closing of ``t`` (holes filled) with the space beyond the image as outside.
+    """Close ``t`` (and fill holes) with the space beyond the image as outside.
 
     Padding with empty voxels keeps a region that stops short of the image edge (a drawn
     region, a section surrounded by background) from being closed up to the edge.
@@ -163,8 +164,10 @@ def _block_centres(a: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
 
 
 def _block_any(a: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
-    """Whether any voxel of each block is non-zero, one axis at a time (the largest
-    reduction first, so later passes read a smaller array)."""
+    """Tell whether any voxel of each block is non-zero, one axis at a time.
+
+    The largest reduction goes first, so later passes read a smaller array.
+    """
     out = None
     for axis in np.argsort(factors)[::-1]:
         f = int(factors[axis])
