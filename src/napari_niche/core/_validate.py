@@ -55,7 +55,9 @@ def check_crowding(crowding, rule: str) -> str:
 
 def check_alpha(alpha) -> None:
     """Raise :class:`NicheError` unless ``alpha`` is a number strictly between 0 and 0.5."""
-    if isinstance(alpha, bool) or not (isinstance(alpha, numbers.Real) and 0 < alpha < 0.5):  # type: ignore[operator]  # noqa: E501
+    if isinstance(alpha, bool) or not (
+        isinstance(alpha, numbers.Real) and 0 < alpha < 0.5  # type: ignore[operator]
+    ):
         raise NicheError(
             f"The significance level alpha must lie between 0 and 0.5, got {shown(alpha)}."
         )
