@@ -691,7 +691,13 @@ def _mem_available() -> int:
 
 
 #: Benchmarks of other parts, each a module here with ``rows() -> list[dict]``.
-EXTRA_BENCHMARKS = ("bench_preview", "bench_plot", "bench_motility", "bench_cancel")
+EXTRA_BENCHMARKS = (
+    "bench_preview",
+    "bench_plot",
+    "bench_motility",
+    "bench_cancel",
+    "bench_test_timings",
+)
 
 
 def extra_rows(module: str) -> list[dict]:

@@ -351,9 +351,9 @@ def test_yaml_errors_name_the_file(folder):
         Experiment.load(write(folder, "{}", "exp.json"))
 
 
-def test_the_readme_example_loads(tmp_path):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Experiments: many bones")[1]
+def test_the_documented_example_loads(tmp_path):
+    page = (Path(__file__).resolve().parents[1] / "docs" / "run.md").read_text()
+    section = page.split("## The experiment file")[1]
     text = section.split("```toml\n")[1].split("```")[0]
     (tmp_path / "session").mkdir()
     AnalysisParams(rule="centroid", dots_per_cell=5).to_json(tmp_path / "session" / "params.json")

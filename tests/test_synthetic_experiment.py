@@ -8,8 +8,6 @@ null sets: small enough to analyse in about a second, large enough that the plan
 effects are clear.
 """
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -390,9 +388,8 @@ def _null_experiment(seed):
 
 
 def test_null_experiment_rejects_in_about_5_percent_of_seeds():
-    start = time.perf_counter()
+    # how long the 40 experiments take: benchmarks/bench_test_timings.py
     p = pd.DataFrame([_null_experiment(seed) for seed in range(N_NULL)])
-    elapsed = time.perf_counter() - start
     assert list(p.columns) == ["vessel", "bone"] and p.notna().all().all()
     rejected = int((p <= 0.05).sum().sum())
     # 80 tests at level 0.05 (two structures per experiment, not independent): about 4
@@ -401,7 +398,6 @@ def test_null_experiment_rejects_in_about_5_percent_of_seeds():
     assert rejected <= 11, f"{rejected} of {p.size} null tests rejected at 5%"
     # p-values spread over (0, 1] (1/20 steps), not piled at 1 by an over-cautious test
     assert 0.35 < float(p.to_numpy().mean()) < 0.7
-    assert elapsed < 30  # about 5 s on 2 quiet cores
 
 
 # -- the whole run, from raw channels ---------------------------------------------------------

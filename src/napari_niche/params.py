@@ -47,7 +47,7 @@ class AnalysisParams:
     rule : ``"whole-cell"`` (default) or ``"centroid"`` (the published rule).
     crowding : ``"ignore"`` (default: virtual cells placed independently, as published) or
         ``"hard-core"`` (each null set a random non-overlapping arrangement of the real
-        cells' shapes; whole-cell rule only; METHOD.md step 6, "Crowding").
+        cells' shapes; whole-cell rule only; docs/method.md#crowding).
     dots_per_cell : random virtual cells per real cell and realisation.
     realizations : independent realisations of the random cells.
     seed : seed of the random generator; None draws one, which is then recorded.

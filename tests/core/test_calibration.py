@@ -1,4 +1,4 @@
-"""Statistical honesty: the null is calibrated, planted effects are found (METHOD.md checks)."""
+"""Statistical honesty: the null is calibrated, planted effects found (docs/method.md#checks)."""
 
 import numpy as np
 import pytest

@@ -1,7 +1,5 @@
 """The density ratio against known densities: identity, a planted step, reflection at 0."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -77,12 +75,11 @@ def test_planted_step_is_recovered():
     assert (near["low"] > 1).all() and (far["high"] < 1.2).all()
 
 
-def test_fast_and_seeded():
+def test_seeded():
+    # its speed on these inputs is measured in benchmarks/bench_test_timings.py
     rng = np.random.default_rng(3)
     cells, dots = rng.exponential(10, 5000), rng.exponential(10, 1_000_000)
-    start = time.perf_counter()
     a = density_ratio(cells, dots, rng=7)
-    assert time.perf_counter() - start < 3.0
     b = density_ratio(cells, dots, rng=7)
     np.testing.assert_array_equal(a["low"], b["low"])
     c = density_ratio(cells, dots, rng=8)

@@ -6,8 +6,6 @@ the vessels and off the cells already placed), written here independently of the
 and checks that the hard-core null reproduces them while the default null does not.
 """
 
-import time
-
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -196,7 +194,7 @@ def test_hard_core_is_reproducible_per_seed_and_per_realisation():
 
 
 @pytest.mark.parametrize("fraction", [1.2, 0.75])
-def test_too_full_tissue_fails_fast_with_how_full_it_is(fraction):
+def test_too_full_tissue_is_refused_with_how_full_it_is(fraction):
     # Cells placed without the vessel, then a wide vessel added: the room shrinks so the
     # real cells fill ~120% (impossible at once) or ~75% (beyond random packing) of it.
     tissue, vessel, labels = crowded_phantom(2, 0.3)
@@ -208,11 +206,10 @@ def test_too_full_tissue_fails_fast_with_how_full_it_is(fraction):
     while np.count_nonzero(room & ~wide) > need:
         wide[rows[k]] = True
         k += 1
-    start = time.perf_counter()
+    # how fast it fails is measured in benchmarks/bench_test_timings.py
     with pytest.raises(NoRoomError, match=r"fill \d+% of the room") as err:
         _place(labels, tissue, {"vessel": vessel | wide}, 1.0, dots_per_cell=19, rng=0,
                max_attempts=20_000)  # fmt: skip
-    assert time.perf_counter() - start < 10
     assert "crowding 'ignore'" in str(err.value)
     assert "larger tissue mask" in str(err.value)
 

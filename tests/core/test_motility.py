@@ -1,4 +1,4 @@
-"""Motility metrics against tracks with known answers (METHOD.md "Motility", issue 5)."""
+"""Motility metrics against tracks with known answers (docs/method.md#motility, issue 5)."""
 
 import os
 from pathlib import Path

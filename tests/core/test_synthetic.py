@@ -4,8 +4,6 @@ Every calibration test downstream trusts this phantom, so the checks here use in
 tools (scipy's float64 EDT, skimage's Otsu) rather than the generator's own internals.
 """
 
-import time
-
 import numpy as np
 import pytest
 from scipy import ndimage, stats
@@ -228,14 +226,9 @@ def test_spacing_must_match_shape():
         make_bone_marrow((20, 40, 40), (0.57, 0.57), rng=0)
 
 
-def test_generation_is_fast():
-    start = time.perf_counter()
+def test_small_phantoms_hold_the_cells_asked_for():
+    # how fast they (and the default phantom) are made: benchmarks/bench_test_timings.py
     for seed in range(5):
-        make_bone_marrow(SMALL, SMALL_SPACING, n_cells=30, near_vessel_fraction=0.0, rng=seed)
-    small = (time.perf_counter() - start) / 5
-    start = time.perf_counter()
-    make_bone_marrow(rng=1)
-    default = time.perf_counter() - start
-    # generous bounds (machines are shared); measured ~0.05 s and ~0.7 s on 2 cores
-    assert small < 1.0, f"small phantom took {small:.2f} s"
-    assert default < 6.0, f"default phantom took {default:.2f} s"
+        s = make_bone_marrow(SMALL, SMALL_SPACING, n_cells=30, near_vessel_fraction=0.0, rng=seed)
+        assert s.n_cells == 30 and s.cell_labels.max() == 30
+        assert len(np.unique(s.cell_labels)) == 31  # background and 30 distinct cells

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -272,7 +271,8 @@ def test_save_session_writes_masks_params_and_command(analysed, qtbot, tmp_path,
     assert not (tmp_path / "stale").exists()
 
 
-def test_table_model_is_fast_for_50000_rows(qtbot):
+def test_table_model_shows_and_sorts_50000_rows(qtbot):
+    # how fast: benchmarks/bench_test_timings.py
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QTableView
 
@@ -287,7 +287,6 @@ def test_table_model_is_fast_for_50000_rows(qtbot):
             "structure": ["vessel"] * n,
         }
     )
-    t0 = time.perf_counter()
     model = DataFrameModel(table, compact=True)
     view = QTableView()
     qtbot.addWidget(view)
@@ -295,16 +294,12 @@ def test_table_model_is_fast_for_50000_rows(qtbot):
     view.resize(600, 400)
     view.show()
     qtbot.waitExposed(view)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0, elapsed
     assert model.rowCount() == n and model.columnCount() == 8
     assert model.index(0, 0).data() == "1"
     # (the view shows what a row is about first: label, structure, then the rest)
     assert model.index(n - 1, 1).data() == "vessel"
     assert model.index(3, 2).data() == f"{table['c0'][3]:.4g}"
-    t0 = time.perf_counter()
     model.sort(2, Qt.SortOrder.AscendingOrder)
-    assert time.perf_counter() - t0 < 1.0
     assert model.index(0, 2).data() == f"{table['c0'].min():.4g}"
 
 

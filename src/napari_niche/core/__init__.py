@@ -1,6 +1,6 @@
 """The science of napari-niche: pure functions on numpy arrays and pandas tables.
 
-No Qt and no napari here. Every step of METHOD.md lives in exactly one place:
+No Qt and no napari here. Every step of docs/method.md lives in exactly one place:
 
 - :mod:`.preprocess` smoothing in µm and slice-wise normalisation
 - :mod:`.threshold` manual and automatic thresholds

@@ -197,10 +197,10 @@ def locality_key(coords: tuple, shape: tuple[int, ...], slab: int = 4) -> np.nda
     ndarray of int64
         Sort key per position.
     """
-    coords = [np.asarray(c, dtype=np.int64) for c in coords]
+    arrays = [np.asarray(c, dtype=np.int64) for c in coords]
     if len(shape) < 3:
-        return coords[0] * shape[1] + coords[1]
-    z, y, x = coords
+        return arrays[0] * shape[1] + arrays[1]
+    z, y, x = arrays
     return (((z // slab) * shape[1] + y) * slab + z % slab) * shape[2] + x
 
 

@@ -17,10 +17,10 @@ from .errors import (
     SpacingError,
 )
 
-#: The acceptance rules of the random cells (METHOD.md step 6). Here, not in random_cells,
+#: Random cells' acceptance rules (docs/method.md#acceptance-rule). Here, not in random_cells,
 #: so that the parameters can be checked without loading the placement code.
 RULES: tuple[str, ...] = ("whole-cell", "centroid")
-#: How the random cells treat crowding (METHOD.md step 6, "Crowding"; core/hardcore.py).
+#: How the random cells treat crowding (docs/method.md#crowding; core/hardcore.py).
 CROWDING: tuple[str, ...] = ("ignore", "hard-core")
 #: Alternatives of the global envelope test, as R's GET names them (with "-" for ".").
 ALTERNATIVES: tuple[str, ...] = ("two-sided", "greater", "less")
@@ -55,7 +55,9 @@ def check_crowding(crowding, rule: str) -> str:
 
 def check_alpha(alpha) -> None:
     """Raise :class:`NicheError` unless ``alpha`` is a number strictly between 0 and 0.5."""
-    if isinstance(alpha, bool) or not (isinstance(alpha, numbers.Real) and 0 < alpha < 0.5):
+    if isinstance(alpha, bool) or not (
+        isinstance(alpha, numbers.Real) and 0 < alpha < 0.5  # type: ignore[operator]
+    ):
         raise NicheError(
             f"The significance level alpha must lie between 0 and 0.5, got {shown(alpha)}."
         )

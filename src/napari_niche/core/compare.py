@@ -96,7 +96,7 @@ RANK_BISERIAL_NOTE = "rank-biserial r = P(first > second) - P(first < second)"
 
 def _stat_table(rows: list[dict]) -> pd.DataFrame:
     """Rows (dicts with any subset of the columns) -> a table with every column typed."""
-    defaults = {c: "" for c in _TEXT_COLUMNS}
+    defaults: dict[str, object] = {c: "" for c in _TEXT_COLUMNS}
     defaults.update({c: 0 for c in _INT_COLUMNS})
     defaults.update(
         bin_start_um=np.nan,

@@ -32,7 +32,7 @@ def default_threads() -> int:
 
 
 def distance_to_outside_um(
-    region: np.ndarray, *, spacing: Sequence[float], threads: int | None = None
+    region: np.ndarray, *, spacing: Sequence[float] | np.ndarray, threads: int | None = None
 ) -> np.ndarray:
     """Distance (µm) from every voxel of ``region`` to the nearest voxel outside it.
 

@@ -1,4 +1,4 @@
-"""Hard-core random cells: null sets that allow for crowding (METHOD.md step 6, "Crowding").
+"""Hard-core random cells: null sets that allow for crowding (docs/method.md#crowding).
 
 Real cells cannot overlap each other. In densely packed tissue that alone makes them lie
 closer to walls than independently placed virtual cells (a packing effect, about +20% in

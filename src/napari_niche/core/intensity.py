@@ -1,4 +1,4 @@
-"""Mean intensity inside regions, for paired before/after comparisons (METHOD.md, "Motility").
+"""Mean intensity inside regions, for paired before/after tests (docs/method.md#paired-regions).
 
 The mean fluorescence intensity of the same regions (e.g. leukaemia cluster areas drawn as
 shapes) in an image before and one after a drug is the paired measurement that

@@ -1,6 +1,6 @@
 """Cell motility from tracks: speed, straightness, MSD and its exponent, exploration, tests.
 
-METHOD.md, "Motility". Tracks are one pandas table with one row per position:
+docs/method.md#motility. Tracks are one pandas table with one row per position:
 
 ``track_id`` (int), ``frame`` (int, time-point index), ``t`` (s), ``z`` (3D only), ``y``,
 ``x`` (µm), plus any per-point features (intensity, condition, ...). Readers in
@@ -93,6 +93,7 @@ class MotilityParams:
     _version: int = field(default=2, repr=False)
 
     def __post_init__(self):
+        """Refuse invalid parameters at construction."""
         self.validate()
 
     def validate(self) -> None:
@@ -159,10 +160,11 @@ class MotilityParams:
         check_msd_weighting(self.msd_weighting)
 
     def with_(self, **changes) -> MotilityParams:
-        """A copy with the given fields changed; ``None`` values leave a field as it is."""
+        """Return a copy with the given fields changed; ``None`` leaves a field as it is."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the parameters as JSON-ready values, with their format version."""
         d = asdict(self)
         d["lattice_spacing_um"] = list(self.lattice_spacing_um)
         d["version"] = d.pop("_version")
@@ -170,6 +172,7 @@ class MotilityParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MotilityParams:
+        """Read parameters written by :meth:`to_dict`; unknown keys are refused."""
         known = {f.name for f in fields(cls)} - {"_version"}
         unknown = set(d) - known - {"version"}
         if unknown:

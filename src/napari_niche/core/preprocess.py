@@ -91,7 +91,7 @@ def preprocess(
     sigma_um: float | Sequence[float] = 0.0,
     normalize: bool = False,
 ) -> np.ndarray:
-    """METHOD.md step 1 for one channel: smoothing in µm, then optional slice normalisation.
+    """docs/method.md#pre-processing for one channel: smooth in µm, then normalise slices if asked.
 
     The one sequence used by the thresholding widget and by headless runs, so a mask made
     in napari can be remade from the same parameters.

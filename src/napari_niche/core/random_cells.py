@@ -1,4 +1,4 @@
-"""Random virtual cells ("random dots"): the null model of METHOD.md step 6.
+"""Random virtual cells ("random dots"): the null model of docs/method.md#random-cells.
 
 A virtual cell borrows the shape (voxel offsets around the centroid voxel) of a real cell
 and is placed at a random position of the tissue. Under the default **whole-cell** rule a
@@ -450,7 +450,7 @@ def seed_random_cells(
         Structures a virtual cell may not overlap (whole-cell rule) or whose voxels may not
         hold its centroid (centroid rule), e.g. vessel and bone.
     rule : ``"whole-cell"`` (default) or ``"centroid"``
-        See the module docstring and METHOD.md step 6.
+        See the module docstring and docs/method.md#random-cells.
     dots_per_cell : int
         Each real cell's shape is used this many times per realisation, so dots keep the
         real cells' size distribution.
@@ -749,7 +749,7 @@ def _expected_tests(
         total += copies * float((sizes[members] + _TRY_OVERHEAD).sum()) * m / max(hits, 1)
         if worst is None or hits / m < worst[0] / worst[1]:
             worst = (hits, m, int(missed.argmax()))
-    hits, m, k = worst
+    hits, m, k = worst  # type: ignore[misc]
     # Refused for scarce room only: the cost of many dots alone is the pipeline's to judge.
     if total > MAX_PLACEMENT_TESTS and hits / m < _BLIND_MIN_ACCEPTANCE:
         share = f"{100 * hits / m:.2g}% of" if hits else f"none of {m:,}"
@@ -961,7 +961,7 @@ def overlap_diagnostic(
 
     The whole-cell null assumes real cells do not overlap excluded structures. Where many
     do (e.g. a vessel mask that swallows adjacent cells), the null is biased the other way
-    and the user must be told (METHOD.md step 6).
+    and the user must be told (docs/method.md#acceptance-rule).
 
     Parameters
     ----------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from skimage import filters
 
@@ -9,7 +11,7 @@ from ._validate import check_image
 from .errors import NicheError
 
 #: Automatic methods offered everywhere (GUI, CLI, API), scikit-image implementations.
-THRESHOLD_METHODS = {
+THRESHOLD_METHODS: dict[str, Callable[[np.ndarray], float]] = {
     "otsu": filters.threshold_otsu,
     "li": filters.threshold_li,
     "triangle": filters.threshold_triangle,

@@ -195,4 +195,4 @@ def _block_any(a: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
             part = part if part.dtype == bool else part != 0
             reduced = part.copy() if reduced is None else np.logical_or(reduced, part, out=reduced)
         out = reduced
-    return out
+    return out  # type: ignore[return-value]

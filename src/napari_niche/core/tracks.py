@@ -435,7 +435,7 @@ def correct_drift(tracks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     drift = estimate_drift(tracks)
     out = tracks.copy()
-    idx = tracks["frame"].to_numpy() - int(drift["frame"].iat[0])
+    idx = tracks["frame"].to_numpy() - int(drift["frame"].to_numpy()[0])
     for name in spatial_columns(tracks):
         out[name] = tracks[name].to_numpy(dtype=float) - drift[f"drift_{name}_um"].to_numpy()[idx]
     return out, drift

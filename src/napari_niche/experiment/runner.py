@@ -724,7 +724,7 @@ def _read_inputs(task: ImageTask, warn=None):
 
 
 def _mask_from_channel(image, role: str, steps: StepParams, spacing, where: str):
-    """METHOD.md steps 1-3 for one channel with the role's settings; mask and threshold."""
+    """docs/method.md#from-channel-to-mask for one channel with the role's settings."""
     s = steps.channel(role)
     pre = preprocess(image, spacing=spacing, sigma_um=s.sigma_um, normalize=s.normalize)
     if s.threshold == "manual":

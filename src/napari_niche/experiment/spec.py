@@ -144,7 +144,7 @@ def _flag(value, what: str) -> bool:
 
 @dataclass(frozen=True)
 class ChannelSteps:
-    """How one raw channel becomes a mask (METHOD.md steps 1-3), as in the GUI.
+    """How one raw channel becomes a mask (docs/method.md#from-channel-to-mask), as in the GUI.
 
     Attributes
     ----------
@@ -246,7 +246,7 @@ class CellSteps:
 
 @dataclass(frozen=True)
 class TissueSteps:
-    """Where random cells may be placed (METHOD.md step 3, the tissue map).
+    """Where random cells may be placed (docs/method.md#tissue-map).
 
     ``source``: "mask" (the image's tissue mask file), "channel" (threshold the image's
     tissue channel, e.g. DAPI, with the ``[steps.tissue]`` settings), "union" (cells and

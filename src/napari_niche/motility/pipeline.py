@@ -1,4 +1,4 @@
-"""The headless motility pipeline: tracks in, every table of METHOD.md "Motility" out."""
+"""The headless motility pipeline: tracks in, every table of docs/method.md#motility out."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def analyze_motility(
     *,
     progress: Callable[[str], None] | None = None,
 ) -> MotilityResult:
-    """METHOD.md "Motility" on a track table: per-track metrics, MSD, alpha, tests.
+    """docs/method.md#motility on a track table: per-track metrics, MSD, alpha, tests.
 
     Order of operations: check; drift correction (on all tracks, before anything is cut,
     since drift belongs to the microscope); gaps; conditions (split at a frame, or a

@@ -153,7 +153,7 @@ def place_random_cells(
     n_structures: int | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> tuple[RandomCells, pd.DataFrame, int]:
-    """METHOD.md step 6 with the analysis parameters: virtual cells, their table, the seed.
+    """docs/method.md#random-cells with the analysis parameters: virtual cells, table, seed.
 
     Without a seed in ``params`` one is drawn, and returned so that it can be recorded.
     The table gets a ``null_set`` column (see :attr:`RandomCells.null_set`) after
@@ -227,7 +227,7 @@ def summarize(
     params: AnalysisParams,
     quadrant_structures: tuple[str, str] | None,
 ) -> Summary:
-    """METHOD.md steps 7–9 from per-object tables: fold change, statistics, quadrants.
+    """docs/method.md#quadrants to #tests from per-object tables: fold change, stats, quadrants.
 
     The tables need a ``dist_<name>_um`` column per structure; the GUI's niche plot and
     ``analyze`` both call this, so they report the same numbers. With a ``null_set``
@@ -306,7 +306,7 @@ def summarize(
 
 
 def _check_fold_change(fold_tab, dot_table, names, params, notes, warnings) -> None:
-    """Never an empty fold change without a word (METHOD.md step 8 leaves bins out).
+    """Never an empty fold change without a word (docs/method.md#fold-change leaves bins out).
 
     Every bin left out because the bins are far narrower than the default is a mistake
     worth refusing, with a width that keeps bins; too few random cells in all, or one
@@ -375,7 +375,7 @@ def analyze(
     progress: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> NicheResult:
-    """Run METHOD.md steps 4–9 on one image.
+    """Run docs/method.md#distance-maps to #tests on one image.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """The niche plots, drawn with plain matplotlib onto Axes you give (no Qt, no napari).
 
-Two views of one analysis (METHOD.md steps 7–9):
+Two views of one analysis (docs/method.md#quadrants, #fold-change, #tests):
 
 - the **quadrant view**: distance to structure A (x) against distance to structure B (y),
   cells over faint random cells, the "near" threshold as two lines, and each quadrant's
