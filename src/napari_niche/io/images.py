@@ -62,11 +62,6 @@ UNIT_TO_UM = {
 NO_UNIT = frozenset({"", "pixel", "pixels", "px", "none", "unit", "units"})
 
 
-#: Number format of every CSV written: 9 significant digits round-trip the float32
-#: distances exactly, so statistics recomputed from the CSVs match the reported ones.
-CSV_FLOAT_FORMAT = "%.9g"
-
-
 class ImageReadError(NicheError):
     """A file could not be read as an image."""
 

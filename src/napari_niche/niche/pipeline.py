@@ -7,7 +7,6 @@ the number of structures.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from napari_niche.core.stats import (
     width_keeping_a_bin,
 )
 from napari_niche.core.tissue_check import check_tissue_map
-from napari_niche.io import CSV_FLOAT_FORMAT, write_atomically
+from napari_niche.io import write_tables
 from napari_niche.niche.budget import check_request
 from napari_niche.params import AnalysisParams
 
@@ -106,13 +105,7 @@ class NicheResult:
         another process writing it, so an interrupted run never leaves half a result or new
         tables beside old parameters.
         """
-
-        def write(folder: Path) -> None:
-            for name, table in self.tables().items():
-                table.to_csv(folder / name, index=False, float_format=CSV_FLOAT_FORMAT)
-            (folder / "params.json").write_text(json.dumps(self.record, indent=2) + "\n")
-
-        return write_atomically(out_dir, write, lock=True)
+        return write_tables(out_dir, self.tables(), record=self.record, lock=True)
 
 
 def resolve_structures(
