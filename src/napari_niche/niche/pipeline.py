@@ -358,40 +358,77 @@ def _null_sets(dot_table: pd.DataFrame, alpha: float) -> tuple[int, list[str], l
     return n_sets, [text], ([text] if n_sets > 1 else [])
 
 
-def analyze(
-    cells: np.ndarray,
-    structures: Mapping[str, np.ndarray],
+def measure_distances(
+    voxels: CellVoxels,
+    masks: Mapping[str, np.ndarray],
     *,
-    spacing=None,
-    tissue: np.ndarray | None = None,
-    params: AnalysisParams | None = None,
-    progress: Callable[[str], None] | None = None,
-    on_warning: Callable[[str], None] | None = None,
-) -> NicheResult:
-    """Run METHOD.md steps 4–9 on one image.
+    spacing: tuple[float, ...],
+    cell_table: pd.DataFrame,
+    dots: RandomCells | None = None,
+    dot_table: pd.DataFrame | None = None,
+    keep_maps: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Add each structure's ``dist_<name>_um`` column to the cell (and random cell) table.
+
+    METHOD.md step 5: one distance map (µm) per structure, reduced straight to the minimum
+    distance of every cell and of every random cell, then dropped unless ``keep_maps``, so
+    peak memory does not grow with the number of structures. ``analyze`` and the
+    distances dock both measure this way.
 
     Parameters
     ----------
-    cells : (Z, Y, X) or (Y, X) int or bool array
-        A label image (0 = background) or a binary cell mask, which is then labelled.
-    structures : mapping name -> mask
-        Binary structure masks, e.g. ``{"vessel": v, "bone": b}``; at least one.
-    spacing : voxel size in µm (z, y, x); defaults to ``params.voxel_size``.
-    tissue : bool array, optional
-        The tissue map; default the whole image.
-    params : AnalysisParams
+    voxels : CellVoxels
+        The cells (:func:`~napari_niche.core.curation.cells_from_image`).
+    masks : mapping of name -> bool array
+        The structure masks, of the image's shape.
+    spacing : tuple of float
+        Voxel size in µm, (z, y, x) or (y, x).
+    cell_table : DataFrame
+        One row per cell of ``voxels`` (:func:`~napari_niche.core.cells.cell_table`);
+        gets one column per structure, in place.
+    dots : RandomCells, optional
+        Random cells placed in the same image.
+    dot_table : DataFrame, optional
+        One row per random cell of ``dots``; gets the same columns, in place.
+    keep_maps : bool
+        Return the distance maps (the distances dock shows them as layers).
     progress : callable, optional
-        Called with a short description before each step (for progress bars).
-    on_warning : callable, optional
-        Called at once with each warning known before the long steps (e.g. that the
-        request will take long); every warning is also in ``NicheResult.warnings``.
+        ``progress(fraction, message)`` before each structure; may raise to stop.
 
     Returns
     -------
-    NicheResult
+    dict of name -> float32 array
+        The distance maps with ``keep_maps``, else empty.
     """
-    params = params or AnalysisParams()
-    say = progress or (lambda _msg: None)
+    maps = {}
+    for i, (name, mask) in enumerate(masks.items()):
+        if progress is not None:
+            progress(i / len(masks), f"Distances to {name}")
+        dmap = distance_map_um(mask, spacing=spacing, name=name)
+        cell_table[distance_column(name)] = min_distance_per_label(voxels, dmap).astype(float)
+        if dots is not None and dot_table is not None:
+            dot_table[distance_column(name)] = dots.min_distance(dmap).astype(float)
+        if keep_maps:
+            maps[name] = dmap
+        del dmap
+    return maps
+
+
+@dataclass
+class _Inputs:
+    """The checked inputs of :func:`analyze`."""
+
+    cells: np.ndarray
+    spacing: tuple[float, ...]
+    masks: dict[str, np.ndarray]
+    tissue: np.ndarray | None
+    exclude: list[str]
+    quadrant_structures: tuple[str, str] | None
+
+
+def _check_inputs(cells, structures, spacing, tissue, params: AnalysisParams) -> _Inputs:
+    """Refuse what :func:`analyze` cannot measure, before any long step."""
     if not structures:
         raise NicheError("Give at least one structure mask (e.g. vessel) to measure distances to.")
     names = list(structures)
@@ -408,19 +445,62 @@ def analyze(
     exclude_names, quad = resolve_structures(names, params)
     masks = {n: as_mask(m, f"{n} mask") for n, m in structures.items()}
     tissue_mask = None if tissue is None else as_mask(tissue, "tissue mask")
+    return _Inputs(cells, spacing, masks, tissue_mask, exclude_names, quad)
+
+
+def analyze(
+    cells: np.ndarray,
+    structures: Mapping[str, np.ndarray],
+    *,
+    spacing=None,
+    tissue: np.ndarray | None = None,
+    params: AnalysisParams | None = None,
+    progress: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> NicheResult:
+    """Run METHOD.md steps 4–9 on one image.
+
+    Parameters
+    ----------
+    cells : (Z, Y, X) or (Y, X) int or bool array
+        A label image (0 = background) or a binary cell mask, which is then labelled.
+    structures : mapping of name -> mask
+        Binary structure masks, e.g. ``{"vessel": v, "bone": b}``; at least one.
+    spacing : tuple of float, optional
+        Voxel size in µm (z, y, x); defaults to ``params.voxel_size``.
+    tissue : bool array, optional
+        The tissue map; default the whole image.
+    params : AnalysisParams, optional
+        Every analysis parameter; default ``AnalysisParams()``.
+    progress : callable, optional
+        Called with a short description before each step (for progress bars).
+    on_warning : callable, optional
+        Called at once with each warning known before the long steps (e.g. that the
+        request will take long); every warning is also in ``NicheResult.warnings``.
+
+    Returns
+    -------
+    NicheResult
+        Every table, the record for ``params.json`` and the warnings.
+    """
+    params = params or AnalysisParams()
+    say = progress or (lambda _msg: None)
+    given = _check_inputs(cells, structures, spacing, tissue, params)
+    names, spacing = list(given.masks), given.spacing
 
     say("Measuring cells")
-    voxels = cells_from_image(cells)
+    voxels = cells_from_image(given.cells)
     warnings = check_request(voxels.n_cells, voxels.shape, spacing, len(names), params)
     for text in warnings:  # said before the long steps, while the user can still stop
         (on_warning or (lambda _w: None))(text)
     cell_tab = cell_table(voxels, spacing=spacing)
-    exclude = {n: masks[n] for n in exclude_names}
-    overlap = overlap_diagnostic(voxels, tissue=tissue_mask, exclude=exclude)
+    exclude = {n: given.masks[n] for n in given.exclude}
+    overlap = overlap_diagnostic(voxels, tissue=given.tissue, exclude=exclude)
     warnings += overlap_warnings(overlap, params.rule)
     tissue_check = None
-    if tissue_mask is not None:  # a map of only the analysed masks erases real effects
-        tissue_check = check_tissue_map(tissue_mask, [cells, *masks.values()], spacing=spacing)
+    if given.tissue is not None:  # a map of only the analysed masks erases real effects
+        analysed = [given.cells, *given.masks.values()]
+        tissue_check = check_tissue_map(given.tissue, analysed, spacing=spacing)
         if tissue_check.message:
             warnings.append(tissue_check.message)
 
@@ -428,40 +508,27 @@ def analyze(
     dots, dot_tab, seed = place_random_cells(
         voxels,
         spacing=spacing,
-        tissue=tissue_mask,
+        tissue=given.tissue,
         exclude=exclude,
         params=params,
         n_structures=len(names),
     )
-
-    for name in names:
-        say(f"Distances to {name}")
-        dmap = distance_map_um(masks[name], spacing=spacing, name=name)
-        cell_tab[distance_column(name)] = min_distance_per_label(voxels, dmap).astype(float)
-        dot_tab[distance_column(name)] = dots.min_distance(dmap).astype(float)
-        del dmap
+    measure_distances(
+        voxels,
+        given.masks,
+        spacing=spacing,
+        cell_table=cell_tab,
+        dots=dots,
+        dot_table=dot_tab,
+        progress=lambda _fraction, message: say(message),
+    )
 
     say("Statistics")
-    summary = summarize(cell_tab, dot_tab, names, params, quad)
+    summary = summarize(cell_tab, dot_tab, names, params, given.quadrant_structures)
     warnings.extend(summary.warnings)
-    if quad is None:
+    if given.quadrant_structures is None:
         warnings.append("Quadrants need two structures; only one was given.")
-
-    used = params.with_(seed=seed, voxel_size=spacing)
-    used = used.with_(exclude=tuple(exclude_names), quadrant_structures=quad)
-    record = {
-        "napari_niche_version": __version__,
-        "analysis": used.to_dict(),
-        "image_shape": list(voxels.shape),
-        "structures": names,
-        "tissue": "given" if tissue is not None else "whole image",
-        "tissue_check": None if tissue_check is None else tissue_check.to_dict(),
-        "n_cells": int(voxels.n_cells),
-        "n_dots": int(dots.n_dots),
-        "null_sets": summary.n_null_sets,
-        "envelope": envelope_record(summary, params.alpha),
-        "warnings": warnings,
-    }
+    record = _analysis_record(given, params, seed, voxels, dots, summary, tissue_check, warnings)
     return NicheResult(
         cell_tab,
         dot_tab,
@@ -473,6 +540,34 @@ def analyze(
         warnings,
         envelope=summary.envelope,
     )
+
+
+def _analysis_record(
+    given: _Inputs,
+    params: AnalysisParams,
+    seed: int,
+    voxels: CellVoxels,
+    dots: RandomCells,
+    summary: Summary,
+    tissue_check,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """What ``params.json`` of :func:`analyze` holds: the parameters used, counts, notes."""
+    used = params.with_(seed=seed, voxel_size=given.spacing)
+    used = used.with_(exclude=tuple(given.exclude), quadrant_structures=given.quadrant_structures)
+    return {
+        "napari_niche_version": __version__,
+        "analysis": used.to_dict(),
+        "image_shape": list(voxels.shape),
+        "structures": list(given.masks),
+        "tissue": "given" if given.tissue is not None else "whole image",
+        "tissue_check": None if tissue_check is None else tissue_check.to_dict(),
+        "n_cells": int(voxels.n_cells),
+        "n_dots": int(dots.n_dots),
+        "null_sets": summary.n_null_sets,
+        "envelope": envelope_record(summary, params.alpha),
+        "warnings": warnings,
+    }
 
 
 def envelope_record(summary: Summary, alpha: float) -> dict[str, Any]:
