@@ -462,6 +462,32 @@ def read_trackmate_xml(
     (new ids; ``parent_track_id`` is TrackMate's TRACK_ID) and this is noted.
     """
     path = Path(path)
+    model, spots, edges, filtered = _parse_trackmate_xml(path)
+    table, src, tgt, edge_track, first_free_id = _trackmate_links(spots, edges, filtered, path)
+    notes: list[str] = []
+    segment, parent = _linear_segments(table, src, tgt, edge_track, first_free_id, path, notes)
+    keep = segment >= 0
+    sub = table[keep].reset_index(drop=True)
+    s_unit = space_unit or model.get("spatialunits") or "µm"
+    t_unit = time_unit or model.get("timeunits") or "s"
+    ids = pd.DataFrame({"track_id": segment[keep], "parent_track_id": parent[keep]})
+    df = _trackmate_spots(sub, ids, s_unit, t_unit, "name", path)
+    return _finish(
+        df,
+        path=path,
+        fmt="trackmate-xml",
+        frame_interval=frame_interval,
+        notes=notes,
+        units={"space": s_unit, "time": t_unit},
+    )
+
+
+def _parse_trackmate_xml(path: Path):
+    """The ``Model`` attributes, spot attributes, edges (track, source, target) and the
+    filtered track ids (None without ``FilteredTracks``) of a TrackMate XML file.
+
+    Read incrementally: spots and edges are cleared as they are read, so big files fit.
+    """
     where = f"{path}: "
     spots: list[dict[str, str]] = []
     edges: list[tuple[str, str, str]] = []
@@ -502,6 +528,13 @@ def read_trackmate_xml(
         raise TrackError(f"{where}no tracks (no <Edge> in <AllTracks>).")
     if any(e[1] is None or e[2] is None for e in edges):
         raise TrackError(f"{where}an <Edge> lacks SPOT_SOURCE_ID or SPOT_TARGET_ID.")
+    return model, spots, edges, filtered
+
+
+def _trackmate_links(spots, edges, filtered, path: Path):
+    """The spot table, each kept edge's source and target rows in it, its TRACK_ID, and
+    the first track id TrackMate did not use; refuse spots or links that do not fit."""
+    where = f"{path}: "
     table = pd.DataFrame(spots)
     for col in ("ID", "POSITION_X", "POSITION_Y"):
         if col not in table.columns:
@@ -523,22 +556,7 @@ def read_trackmate_xml(
     tgt = index.get_indexer(e[:, 2].astype(str))
     if np.any(src < 0) or np.any(tgt < 0):
         raise TrackError(f"{where}a track links a spot ID that is not in <AllSpots>.")
-    notes: list[str] = []
-    segment, parent = _linear_segments(table, src, tgt, e[:, 0], first_free_id, path, notes)
-    keep = segment >= 0
-    sub = table[keep].reset_index(drop=True)
-    s_unit = space_unit or model.get("spatialunits") or "µm"
-    t_unit = time_unit or model.get("timeunits") or "s"
-    ids = pd.DataFrame({"track_id": segment[keep], "parent_track_id": parent[keep]})
-    df = _trackmate_spots(sub, ids, s_unit, t_unit, "name", path)
-    return _finish(
-        df,
-        path=path,
-        fmt="trackmate-xml",
-        frame_interval=frame_interval,
-        notes=notes,
-        units={"space": s_unit, "time": t_unit},
-    )
+    return table, src, tgt, e[:, 0], first_free_id
 
 
 def _linear_segments(table, src, tgt, track_of_edge, first_free_id, path, notes):
@@ -729,6 +747,46 @@ def read_csv_tracks(
     where = f"{path}: "
     raw = _csv(_read_text(path), path)
     raw.columns = [str(c).strip() for c in raw.columns]
+    mapping, parsed = _map_columns(raw, columns, path)
+    notes: list[str] = []
+    s_unit, t_unit = _csv_units(mapping, parsed, space_unit, time_unit, notes, path)
+    scale = space_scale(s_unit, where=where)
+    axes = {k: mapping[k] for k in ("z", "y", "x") if k in mapping}
+    tid = raw[mapping["track"]].str.strip()
+    if (tid == "").any() or tid.isna().any():
+        raw = raw[(tid != "") & tid.notna()].reset_index(drop=True)
+        tid = raw[mapping["track"]].str.strip()
+        notes.append("positions without a track id skipped")
+    df = pd.DataFrame({"track_id": tid})
+    df = df.assign(**_positions_um(raw, axes, scale, path))
+    if "frame" in mapping:
+        df["frame"] = pd.to_numeric(raw[mapping["frame"]], errors="coerce")
+    if "t" in mapping:
+        t = pd.to_numeric(raw[mapping["t"]], errors="coerce")
+        t_scale = time_scale(t_unit, where=where)
+        if t_scale is None:
+            if "frame" not in df.columns:
+                df["frame"] = t
+        else:
+            df["t"] = t * t_scale
+    if "condition" in mapping:
+        df["condition"] = raw[mapping["condition"]].astype(str).str.strip()
+    feats = _numeric(raw.drop(columns=list(set(mapping.values()))), set())
+    df = pd.concat([df, feats], axis=1)
+    return _finish(
+        df,
+        path=path,
+        fmt="csv",
+        frame_interval=frame_interval,
+        notes=notes,
+        units={"space": s_unit, "time": t_unit or "frame"},
+    )
+
+
+def _map_columns(raw: pd.DataFrame, columns: Mapping[str, str] | None, path: Path):
+    """The file column of each key (track, frame, t, z, y, x, condition), and every
+    column's (name, unit); given columns are checked, the others found by usual names."""
+    where = f"{path}: "
     if columns:
         unknown = sorted(set(columns) - set(COLUMN_KEYS))
         if unknown:
@@ -762,11 +820,15 @@ def read_csv_tracks(
             f"{', '.join(raw.columns[:12])}: give a column mapping (e.g. track=TRACK,"
             "t=Time,x=X,y=Y,z=Z)."
         )
-    notes: list[str] = []
+    return mapping, parsed
+
+
+def _csv_units(mapping, parsed, space_unit, time_unit, notes: list[str], path: Path):
+    """The space and time units: given, else from the column names, else µm and s (noted)."""
     space_units = {parsed[mapping[k]][1] for k in ("z", "y", "x") if k in mapping}
     space_units.discard(None)
     if len(space_units) > 1:
-        raise TrackError(f"{where}positions in several units: {', '.join(sorted(space_units))}.")
+        raise TrackError(f"{path}: positions in several units: {', '.join(sorted(space_units))}.")
     s_unit = space_unit or (space_units.pop() if space_units else None)
     t_unit = time_unit or (parsed[mapping["t"]][1] if "t" in mapping else None)
     if s_unit is None:
@@ -775,37 +837,7 @@ def read_csv_tracks(
     if "t" in mapping and t_unit is None:
         t_unit = "s"
         notes.append("no unit in the time column name: times taken as s")
-    scale = space_scale(s_unit, where=where)
-    axes = {k: mapping[k] for k in ("z", "y", "x") if k in mapping}
-    tid = raw[mapping["track"]].str.strip()
-    if (tid == "").any() or tid.isna().any():
-        raw = raw[(tid != "") & tid.notna()].reset_index(drop=True)
-        tid = raw[mapping["track"]].str.strip()
-        notes.append("positions without a track id skipped")
-    df = pd.DataFrame({"track_id": tid})
-    df = df.assign(**_positions_um(raw, axes, scale, path))
-    if "frame" in mapping:
-        df["frame"] = pd.to_numeric(raw[mapping["frame"]], errors="coerce")
-    if "t" in mapping:
-        t = pd.to_numeric(raw[mapping["t"]], errors="coerce")
-        t_scale = time_scale(t_unit, where=where)
-        if t_scale is None:
-            if "frame" not in df.columns:
-                df["frame"] = t
-        else:
-            df["t"] = t * t_scale
-    if "condition" in mapping:
-        df["condition"] = raw[mapping["condition"]].astype(str).str.strip()
-    feats = _numeric(raw.drop(columns=list(set(mapping.values()))), set())
-    df = pd.concat([df, feats], axis=1)
-    return _finish(
-        df,
-        path=path,
-        fmt="csv",
-        frame_interval=frame_interval,
-        notes=notes,
-        units={"space": s_unit, "time": t_unit or "frame"},
-    )
+    return s_unit, t_unit
 
 
 def parse_column_mapping(text: str) -> dict[str, str]:
