@@ -92,7 +92,20 @@ def _clean_unit(text: str) -> str:
 
 
 def space_scale(unit: str, *, where: str = "") -> float:
-    """Micrometres per ``unit`` (``"micron"``, ``"µm"``, ``"nm"``, ...); pixels refused."""
+    """Give the micrometres per ``unit`` (``"micron"``, ``"µm"``, ``"nm"``, ...); pixels refused.
+
+    Parameters
+    ----------
+    unit : str
+        The unit as the file spells it.
+    where : str
+        ``"<file>: "``, to name the file in errors.
+
+    Returns
+    -------
+    float
+        µm per unit.
+    """
     u = _clean_unit(unit)
     if u in _PIXEL_UNITS:
         raise TrackError(
@@ -105,7 +118,20 @@ def space_scale(unit: str, *, where: str = "") -> float:
 
 
 def time_scale(unit: str, *, where: str = "") -> float | None:
-    """Seconds per ``unit`` (``"sec"``, ``"min"``, ...); None for frames (no real time)."""
+    """Give the seconds per ``unit`` (``"sec"``, ``"min"``, ...); None for frames (no real time).
+
+    Parameters
+    ----------
+    unit : str
+        The unit as the file spells it.
+    where : str
+        ``"<file>: "``, to name the file in errors.
+
+    Returns
+    -------
+    float or None
+        Seconds per unit; None for frames.
+    """
     u = _clean_unit(unit)
     if u in _FRAME_UNITS:
         return None
@@ -119,7 +145,18 @@ def time_scale(unit: str, *, where: str = "") -> float | None:
 
 
 def detect_format(path: str | Path) -> str:
-    """``"trackmate-xml"``, ``"trackmate"``, ``"imaris"`` or ``"csv"``, from name and header."""
+    """Tell the format of a track file from its name and header.
+
+    Parameters
+    ----------
+    path : str or Path
+        A track file.
+
+    Returns
+    -------
+    str
+        One of :data:`FORMATS` besides ``"auto"``.
+    """
     path = Path(path)
     if path.suffix.lower() == ".xml":
         return "trackmate-xml"
@@ -145,7 +182,8 @@ def read_tracks(
 
     Parameters
     ----------
-    path : file
+    path : str or Path
+        The track file.
     format : {"auto", "trackmate", "trackmate-xml", "imaris", "csv"}
         ``"auto"`` looks at the extension and the first lines.
     frame_interval : float, optional
@@ -159,7 +197,15 @@ def read_tracks(
 
     Returns
     -------
-    DataFrame, see the module docstring.
+    DataFrame
+        One row per position: ``track_id``, ``frame``, ``t`` (s), ``z``, ``y``, ``x`` (µm)
+        and the file's other columns (see the module docstring); ``attrs`` hold the
+        format, units, notes and warnings.
+
+    Raises
+    ------
+    TrackError
+        The file cannot be read as tracks (with the file and the problem).
     """
     path = Path(path)
     if format not in FORMATS:
@@ -363,6 +409,20 @@ def read_trackmate_csv(
     Spots in no track (empty ``TRACK_ID``) are skipped. Other columns (``QUALITY``,
     ``MEAN_INTENSITY_CH1``, ...) are kept as per-point features; ``ID`` becomes
     ``spot_id``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    frame_interval : float, optional
+        Seconds between frames; when given it defines ``t``.
+    space_unit, time_unit : str, optional
+        Override the units found in the file (e.g. ``"nm"``, ``"min"``).
+
+    Returns
+    -------
+    DataFrame
+        One row per position, as :func:`read_tracks` returns it.
     """
     path = Path(path)
     where = f"{path}: "
@@ -460,6 +520,20 @@ def read_trackmate_xml(
     A TrackMate track can branch (a division or a merge); motility metrics need one cell
     per track, so branched tracks are cut at each branch point into linear segments
     (new ids; ``parent_track_id`` is TrackMate's TRACK_ID) and this is noted.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    frame_interval : float, optional
+        Seconds between frames; when given it defines ``t``.
+    space_unit, time_unit : str, optional
+        Override the units found in the file (e.g. ``"nm"``, ``"min"``).
+
+    Returns
+    -------
+    DataFrame
+        One row per position, as :func:`read_tracks` returns it.
     """
     path = Path(path)
     model, spots, edges, filtered = _parse_trackmate_xml(path)
@@ -483,10 +557,11 @@ def read_trackmate_xml(
 
 
 def _parse_trackmate_xml(path: Path):
-    """The ``Model`` attributes, spot attributes, edges (track, source, target) and the
-    filtered track ids (None without ``FilteredTracks``) of a TrackMate XML file.
+    """Read a TrackMate XML file's model, spots, edges and filtered tracks.
 
-    Read incrementally: spots and edges are cleared as they are read, so big files fit.
+    Returns the ``Model`` attributes, every spot's attributes, the edges as (track,
+    source, target) and the filtered track ids (None without ``FilteredTracks``). Read
+    incrementally: spots and edges are cleared as they are read, so big files fit.
     """
     where = f"{path}: "
     spots: list[dict[str, str]] = []
@@ -532,8 +607,11 @@ def _parse_trackmate_xml(path: Path):
 
 
 def _trackmate_links(spots, edges, filtered, path: Path):
-    """The spot table, each kept edge's source and target rows in it, its TRACK_ID, and
-    the first track id TrackMate did not use; refuse spots or links that do not fit."""
+    """Check TrackMate spots and links; refuse those that do not fit.
+
+    Returns the spot table, each kept edge's source and target rows in it, its TRACK_ID,
+    and the first track id TrackMate did not use.
+    """
     where = f"{path}: "
     table = pd.DataFrame(spots)
     for col in ("ID", "POSITION_X", "POSITION_Y"):
@@ -628,6 +706,20 @@ def read_imaris_csv(
     row per object. ``Time`` is the time-point index starting at 1, so the frame
     interval must be given: frame = Time - 1, t = frame x interval. Objects in no track
     (empty TrackID) are skipped; ``ID`` becomes ``spot_id``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    frame_interval : float
+        Seconds between frames (Imaris files hold time-point indices).
+    space_unit : str, optional
+        Override the unit found in the file (e.g. ``"nm"``).
+
+    Returns
+    -------
+    DataFrame
+        One row per position, as :func:`read_tracks` returns it.
     """
     path = Path(path)
     where = f"{path}: "
@@ -728,8 +820,12 @@ def read_csv_tracks(
 ) -> pd.DataFrame:
     """Read tracks from any CSV (comma, semicolon or tab separated), one row per position.
 
+    Other columns are kept as per-point features.
+
     Parameters
     ----------
+    path : str or Path
+        The CSV file.
     columns : mapping, optional
         File column for each of ``track``, ``frame``, ``t``, ``z``, ``y``, ``x`` and
         ``condition`` (a label such as "before"/"after" per position). Needed: track,
@@ -741,7 +837,10 @@ def read_csv_tracks(
         (``x_um``, ``x (nm)``, ``t_s``, ``time [min]``); with none anywhere µm and s
         are assumed and noted.
 
-    Other columns are kept as per-point features.
+    Returns
+    -------
+    DataFrame
+        One row per position, as :func:`read_tracks` returns it.
     """
     path = Path(path)
     where = f"{path}: "
@@ -784,8 +883,11 @@ def read_csv_tracks(
 
 
 def _map_columns(raw: pd.DataFrame, columns: Mapping[str, str] | None, path: Path):
-    """The file column of each key (track, frame, t, z, y, x, condition), and every
-    column's (name, unit); given columns are checked, the others found by usual names."""
+    """Map each key (track, frame, t, z, y, x, condition) to a file column.
+
+    Given columns are checked, the others found by usual names. Returns the mapping and
+    every column's (name, unit).
+    """
     where = f"{path}: "
     if columns:
         unknown = sorted(set(columns) - set(COLUMN_KEYS))
@@ -824,7 +926,7 @@ def _map_columns(raw: pd.DataFrame, columns: Mapping[str, str] | None, path: Pat
 
 
 def _csv_units(mapping, parsed, space_unit, time_unit, notes: list[str], path: Path):
-    """The space and time units: given, else from the column names, else µm and s (noted)."""
+    """Choose the space and time units: given, else from the column names, else µm and s."""
     space_units = {parsed[mapping[k]][1] for k in ("z", "y", "x") if k in mapping}
     space_units.discard(None)
     if len(space_units) > 1:
@@ -841,7 +943,18 @@ def _csv_units(mapping, parsed, space_unit, time_unit, notes: list[str], path: P
 
 
 def parse_column_mapping(text: str) -> dict[str, str]:
-    """``"track=TRACK,t=Time,x=X"`` -> ``{"track": "TRACK", "t": "Time", "x": "X"}``."""
+    """Parse ``"track=TRACK,t=Time,x=X"`` into ``{"track": "TRACK", "t": "Time", "x": "X"}``.
+
+    Parameters
+    ----------
+    text : str
+        ``key=COLUMN`` pairs separated by commas.
+
+    Returns
+    -------
+    dict of str -> str
+        Key (track, frame, t, z, y, x, condition) -> file column.
+    """
     out: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
@@ -868,7 +981,7 @@ def to_napari_tracks(
     frame_interval: float | None = None,
     name: str | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Data and keyword arguments for a napari Tracks layer.
+    """Make the data and keyword arguments of a napari Tracks layer.
 
     ``viewer.add_tracks(data, **kwargs)``, or ``(data, kwargs, "tracks")`` as a layer data
     tuple. The time column of ``data`` holds the **frame index** and the space columns
@@ -929,7 +1042,7 @@ def from_napari_tracks(
     frame_interval: float | None = None,
     source: str = "the Tracks layer",
 ) -> pd.DataFrame:
-    """Track table from a napari Tracks layer's ``data``, ``scale`` and ``features``.
+    """Make a track table from a napari Tracks layer's ``data``, ``scale`` and ``features``.
 
     ``data[:, 1]`` is taken as the frame index (napari's convention) and ``scale[0]`` as
     seconds per frame; space is ``data * scale + translate`` in µm, so a layer drawn in
@@ -950,6 +1063,11 @@ def from_napari_tracks(
         Seconds per frame, overriding ``scale[0]``.
     source : str
         How errors name the layer.
+
+    Returns
+    -------
+    DataFrame
+        One row per point, as :func:`read_tracks` returns it.
     """
     data = np.asarray(data, dtype=float)
     if data.ndim != 2 or data.shape[1] not in (4, 5):
@@ -991,7 +1109,7 @@ def from_napari_tracks(
 
 
 def _csv_has_track_columns(path: Path) -> bool:
-    """True when the header names a track, x, y and a time column (no mapping needed)."""
+    """Tell whether the header names a track, x, y and a time column (no mapping needed)."""
     head = _head(path, 1)
     if not head:
         return False
@@ -1006,6 +1124,16 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
 
     Only files that carry their own times qualify (TrackMate CSV and XML, CSV with a
     time column); Imaris exports need a frame interval and are opened from the widget.
+
+    Parameters
+    ----------
+    path : str or list of str
+        What napari was asked to open.
+
+    Returns
+    -------
+    callable or None
+        The reader of a track file, None for anything else.
     """
     if isinstance(path, list):
         if len(path) != 1:
