@@ -64,7 +64,18 @@ ENVELOPE_TABLE_COLUMNS = ["structure", *ENVELOPE_COLUMNS]
 
 
 def empty_envelope(structure_dtype: str = "str") -> pd.DataFrame:
-    """The envelope table with its columns and no rows."""
+    """Make the envelope table with its columns and no rows.
+
+    Parameters
+    ----------
+    structure_dtype : str
+        The dtype of the ``structure`` column.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`ENVELOPE_TABLE_COLUMNS`, no rows.
+    """
     table = empty_envelope_table()
     table.insert(0, "structure", pd.Series(dtype=structure_dtype))
     return table
@@ -72,7 +83,30 @@ def empty_envelope(structure_dtype: str = "str") -> pd.DataFrame:
 
 @dataclass
 class NicheResult:
-    """Every table of one analysis, with the parameters that produced it."""
+    """Every table of one analysis, with the parameters that produced it.
+
+    Attributes
+    ----------
+    cells : DataFrame
+        One row per cell: label, centroid, volume and ``dist_<name>_um`` per structure.
+    dots : DataFrame
+        One row per random cell, with its realisation, ``null_set`` and distances.
+    fold_change : DataFrame
+        Fold change per structure and distance bin.
+    quadrants : DataFrame
+        Cells and random cells per quadrant of the two quadrant structures.
+    stats : DataFrame
+        Tests per structure with effect sizes (:data:`STATS_COLUMNS`).
+    overlap : DataFrame
+        How many real cells overlap each excluded structure or leave the tissue.
+    record : dict
+        What ``params.json`` holds: parameters used, seed, counts, notes, warnings.
+    warnings : list of str
+        Sentences the user should read.
+    envelope : DataFrame
+        Fold change per bin with its Monte Carlo envelopes (``structure`` +
+        ``ENVELOPE_COLUMNS``); no rows when there were too few null sets to test.
+    """
 
     cells: pd.DataFrame
     dots: pd.DataFrame
@@ -82,11 +116,16 @@ class NicheResult:
     overlap: pd.DataFrame
     record: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
-    #: Fold change per bin with its Monte Carlo envelopes (``structure`` +
-    #: ``ENVELOPE_COLUMNS``); no rows when there were too few null sets to test.
     envelope: pd.DataFrame = field(default_factory=empty_envelope)
 
     def tables(self) -> dict[str, pd.DataFrame]:
+        """Give every table by its file name.
+
+        Returns
+        -------
+        dict of str -> DataFrame
+            File name -> table, in the order ``analyze`` writes them.
+        """
         return {
             "cells.csv": self.cells,
             "dots.csv": self.dots,
@@ -104,6 +143,23 @@ class NicheResult:
         exist (:func:`~napari_niche.io.write_atomically`), with ``out_dir`` locked against
         another process writing it, so an interrupted run never leaves half a result or new
         tables beside old parameters.
+
+        Parameters
+        ----------
+        out_dir : str or Path
+            The result folder (created if needed).
+
+        Returns
+        -------
+        Path
+            The absolute path of ``out_dir``.
+
+        Raises
+        ------
+        OutputFolderError
+            ``out_dir`` cannot be written.
+        OutputBusyError
+            Another process is writing ``out_dir``.
         """
         return write_tables(out_dir, self.tables(), record=self.record, lock=True)
 
@@ -111,7 +167,28 @@ class NicheResult:
 def resolve_structures(
     names: list[str], params: AnalysisParams
 ) -> tuple[list[str], tuple[str, str] | None]:
-    """The structures to exclude and the quadrant pair, checked against ``names``."""
+    """Choose the structures to exclude and the quadrant pair, checked against ``names``.
+
+    Parameters
+    ----------
+    names : list of str
+        The structures of the analysis, in order.
+    params : AnalysisParams
+        ``exclude`` and ``quadrant_structures`` (None: the defaults).
+
+    Returns
+    -------
+    exclude : list of str
+        The structures random cells must not overlap (default all).
+    quadrant_structures : (str, str) or None
+        The quadrant pair: ``params``', else vessel and bone, else the first two; None
+        with one structure.
+
+    Raises
+    ------
+    NicheError
+        A name that is not a structure, or the same structure twice in the pair.
+    """
     exclude = list(names) if params.exclude is None else list(params.exclude)
     unknown = [n for n in exclude if n not in names]
     if unknown:
@@ -146,7 +223,7 @@ def place_random_cells(
     n_structures: int | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> tuple[RandomCells, pd.DataFrame, int]:
-    """METHOD.md step 6 with the analysis parameters: virtual cells, their table, the seed.
+    """Place random cells (METHOD.md step 6) with the analysis parameters.
 
     Without a seed in ``params`` one is drawn, and returned so that it can be recorded.
     The table gets a ``null_set`` column (see :attr:`RandomCells.null_set`) after
@@ -155,6 +232,32 @@ def place_random_cells(
     to come, defaults to the excluded structures). ``progress(fraction, message)`` hears
     each batch of realisations placed and may raise to stop (see
     :func:`~napari_niche.core.random_cells.seed_random_cells`).
+
+    Parameters
+    ----------
+    voxels : CellVoxels
+        The real cells, whose shapes the random cells take.
+    spacing : tuple of float
+        Voxel size in µm.
+    tissue : bool array or None
+        Where random cells may go; None for the whole image.
+    exclude : mapping of name -> bool array
+        Structures random cells must not overlap (by ``params.rule``).
+    params : AnalysisParams
+        Rule, crowding, dots per cell, realisations, seed.
+    n_structures : int, optional
+        Distance columns to come, for the memory check.
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    dots : RandomCells
+        The random cells.
+    table : DataFrame
+        One row per random cell, with ``null_set``.
+    seed : int
+        The seed used.
     """
     n_structures = max(1, len(exclude)) if n_structures is None else n_structures
     check_request(voxels.n_cells, voxels.shape, spacing, n_structures, params)
@@ -209,7 +312,19 @@ class Summary:
 
 
 def envelope_test_name(n_sets: int, alternative: str = "two-sided") -> str:
-    """The ``test`` of a global envelope row in the statistics table (names the sides)."""
+    """Name the ``test`` of a global envelope row in the statistics table (names the sides).
+
+    Parameters
+    ----------
+    n_sets : int
+        Number of null sets.
+    alternative : str
+        ``"two-sided"``, ``"greater"`` or ``"less"``.
+
+    Returns
+    -------
+    str
+    """
     return f"global envelope test (extreme rank length, {alternative}, {n_sets} null sets)"
 
 
@@ -220,13 +335,28 @@ def summarize(
     params: AnalysisParams,
     quadrant_structures: tuple[str, str] | None,
 ) -> Summary:
-    """METHOD.md steps 7–9 from per-object tables: fold change, statistics, quadrants.
+    """Compute METHOD.md steps 7–9 from per-object tables: fold change, tests, quadrants.
 
     The tables need a ``dist_<name>_um`` column per structure; the GUI's niche plot and
     ``analyze`` both call this, so they report the same numbers. With a ``null_set``
     column in ``dot_table`` and at least :func:`~napari_niche.core.envelope.MIN_NULL_SETS`
     null sets (19 at alpha 0.05), each structure also gets its Monte Carlo envelope and a
     global envelope test row in the statistics.
+
+    Parameters
+    ----------
+    cell_table, dot_table : DataFrame
+        Cells and random cells with a ``dist_<name>_um`` column per structure.
+    names : list of str
+        The structures.
+    params : AnalysisParams
+        Bin width, minimum dots per bin, alpha, alternative, quadrant threshold.
+    quadrant_structures : (str, str) or None
+        The quadrant pair; None for no quadrants.
+
+    Returns
+    -------
+    Summary
     """
     n_sets, notes, warnings = _null_sets(dot_table, params.alpha)
     fold, tests, envelopes, intervals = [], [], [], {}
@@ -552,7 +682,7 @@ def _analysis_record(
     tissue_check,
     warnings: list[str],
 ) -> dict[str, Any]:
-    """What ``params.json`` of :func:`analyze` holds: the parameters used, counts, notes."""
+    """Make the record (``params.json``) of :func:`analyze`: parameters used, counts, notes."""
     used = params.with_(seed=seed, voxel_size=given.spacing)
     used = used.with_(exclude=tuple(given.exclude), quadrant_structures=given.quadrant_structures)
     return {
@@ -571,7 +701,20 @@ def _analysis_record(
 
 
 def envelope_record(summary: Summary, alpha: float) -> dict[str, Any]:
-    """What the record (``params.json``) says about the Monte Carlo envelopes."""
+    """Say what the record (``params.json``) says about the Monte Carlo envelopes.
+
+    Parameters
+    ----------
+    summary : Summary
+        What :func:`summarize` found.
+    alpha : float
+        The significance level of the envelope test.
+
+    Returns
+    -------
+    dict
+        Method, alpha, null sets, p-intervals and notes.
+    """
     return {
         "method": "global envelope test, extreme rank length (Myllymaki et al. 2017)",
         "alpha": float(alpha),
@@ -582,7 +725,18 @@ def envelope_record(summary: Summary, alpha: float) -> dict[str, Any]:
 
 
 def check_structure_name(name: str) -> None:
-    """Structure names become column names (``dist_<name>_um``): keep them plain."""
+    """Refuse a structure name unfit for a column name (``dist_<name>_um``).
+
+    Parameters
+    ----------
+    name : str
+        A structure name such as ``vessel``.
+
+    Raises
+    ------
+    NicheError
+        The name is empty or holds other characters than letters, digits, - and _.
+    """
     if not name or not str(name).replace("_", "").replace("-", "").isalnum():
         raise NicheError(
             f"Structure name {name!r} must be letters, digits, '-' or '_' (e.g. vessel)."
@@ -590,6 +744,21 @@ def check_structure_name(name: str) -> None:
 
 
 def overlap_warnings(overlap: pd.DataFrame, rule: str) -> list[str]:
+    """Warn about real cells that overlap an excluded structure or leave the tissue.
+
+    Parameters
+    ----------
+    overlap : DataFrame
+        The overlap diagnostic (:func:`~napari_niche.core.random_cells.overlap_diagnostic`).
+    rule : str
+        The placement rule (``whole-cell`` or ``centroid``).
+
+    Returns
+    -------
+    list of str
+        One sentence per structure more than :data:`OVERLAP_WARNING_FRACTION` of the
+        cells overlap.
+    """
     out = []
     for row in overlap.itertuples():
         if row.fraction_overlapping > OVERLAP_WARNING_FRACTION:
