@@ -62,17 +62,29 @@ class MotilityResult:
     warnings: list[str] = field(default_factory=list)
 
     def tracks_with_metrics(self) -> pd.DataFrame:
-        """The analysed positions with their track's metrics repeated on every point.
+        """Give the analysed positions with their track's metrics repeated on every point.
 
         For a napari Tracks layer coloured by a metric: ``to_napari_tracks`` puts every
         column besides track, frame and position into the layer's ``features``.
+
+        Returns
+        -------
+        DataFrame
+            One row per analysed position.
         """
         extra = [c for c in self.per_track.columns if c not in self.tracks.columns]
         per = self.per_track[["track_id", *extra]]
         return self.tracks.merge(per, on="track_id", how="left", validate="many_to_one")
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """The tables by file name, as the ``motility`` command writes them."""
+        """Give the tables by file name, as the ``motility`` command writes them.
+
+        Returns
+        -------
+        dict of str -> DataFrame
+            ``tracks.csv``, ``msd.csv``, ``msd_tracks.csv``, ``alpha.csv``, ``stats.csv``
+            and, after drift correction, ``drift.csv``.
+        """
         out = {
             "tracks.csv": self.per_track,
             "msd.csv": self.msd,
@@ -190,7 +202,7 @@ def analyze_motility(
 
 
 def _frame_interval(df: pd.DataFrame, params: MotilityParams, warn: list[str]) -> float:
-    """The frame interval (s) lags are measured in; check the lattice spacing's dimension.
+    """Choose the frame interval (s) of lags; check the lattice spacing's dimension.
 
     The times in the tracks imply one; a given interval that disagrees with it by more
     than 1 % is used, with a warning.
@@ -215,7 +227,7 @@ def _frame_interval(df: pd.DataFrame, params: MotilityParams, warn: list[str]) -
 def _conditions(
     df: pd.DataFrame, params: MotilityParams, notes: list[str], warn: list[str]
 ) -> pd.DataFrame:
-    """The ``condition`` of every position: split at a frame, the file's column, or "all".
+    """Set the ``condition`` of every position: split at a frame, the file's, or "all".
 
     Tracks spanning a change of condition are cut in two; single-position parts dropped.
     """
@@ -282,7 +294,7 @@ def _per_track(df: pd.DataFrame, params: MotilityParams, say, warn: list[str]):
 
 
 def _msd_table(lay, msd, dt: float) -> pd.DataFrame:
-    """The MSD of every track and lag (``msd_tracks.csv``), sorted by track and lag."""
+    """Tabulate the MSD of every track and lag (``msd_tracks.csv``), sorted."""
     table = pd.DataFrame(
         {
             "track_id": lay.ids[msd.track],
