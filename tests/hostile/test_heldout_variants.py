@@ -24,7 +24,6 @@ from helpers import cli
 
 from napari_niche import cli as cli_module
 from napari_niche.cli import main
-from napari_niche.cli import motility as motility_cli
 from napari_niche.core._validate import as_spacing
 from napari_niche.core.errors import NicheError, TrackError
 from napari_niche.core.motility import MotilityParams
@@ -306,7 +305,9 @@ def test_a_full_disk_in_motility_is_exit_1_and_leaves_no_folder(
     def full(staging: Path, *_a, **_k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(motility_cli, "write_atomically", _failing_write_atomically(full))
+    from napari_niche.io import files  # the one writer of result folders stages through it
+
+    monkeypatch.setattr(files, "write_atomically", _failing_write_atomically(full))
     code, _, err = cli(real, capsys)
     assert_one_line(code, err, 1, "disk is full")  # was exit 2, "bad input"
     assert not (tmp_path / "out").exists()

@@ -9,7 +9,6 @@ here, not in any one widget, so the session can be saved and replayed headless b
 from __future__ import annotations
 
 import hashlib
-import json
 import shlex
 import weakref
 from collections.abc import Iterable
@@ -260,7 +259,7 @@ class NicheSession:
         from napari_niche import __version__
         from napari_niche._widgets._layers import layer_array
         from napari_niche.core._validate import as_mask
-        from napari_niche.io import write_image
+        from napari_niche.io import write_image, write_tables
 
         if self.cells_layer is None or self.voxels is None or not self.structures:
             raise NicheError('Nothing to save yet: run "3 Distance maps" first.')
@@ -268,17 +267,20 @@ class NicheSession:
         params = self.replay_params()
         spacing = tuple(self.spacing)
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        inputs = {"cells": "cells.tif"}
-        write_image(folder / "cells.tif", layer_array(self.cells_layer), spacing=spacing)
-        for name, layer in self.structures.items():
-            inputs[name] = structure_file(name)
-            mask = as_mask(layer_array(layer), f"{name} mask")
-            write_image(folder / inputs[name], mask, spacing=spacing)
+        inputs = {"cells": "cells.tif", **{n: structure_file(n) for n in self.structures}}
         if self.tissue_layer is not None:
             inputs["tissue"] = "tissue.tif"
-            tissue = as_mask(layer_array(self.tissue_layer), "tissue mask")
-            write_image(folder / "tissue.tif", tissue, spacing=spacing)
+
+        def write_images(staging: Path) -> None:  # one mask in memory at a time
+            write_image(staging / "cells.tif", layer_array(self.cells_layer), spacing=spacing)
+            for name, layer in self.structures.items():
+                mask = as_mask(layer_array(layer), f"{name} mask")
+                write_image(staging / inputs[name], mask, spacing=spacing)
+            if self.tissue_layer is not None:
+                tissue = as_mask(layer_array(self.tissue_layer), "tissue mask")
+                write_image(staging / "tissue.tif", tissue, spacing=spacing)
+            (staging / "command.txt").write_text(self.command() + "\n")
+
         record = {
             "napari_niche_version": __version__,
             "analysis": params.to_dict(),
@@ -291,8 +293,7 @@ class NicheSession:
             },
             "saved_from": "napari session",
         }
-        (folder / "params.json").write_text(json.dumps(record, indent=2) + "\n")
-        (folder / "command.txt").write_text(self.command() + "\n")
+        write_tables(folder, {}, record=record, also=write_images, lock=True)
         return folder
 
 

@@ -2,9 +2,8 @@
 
 The user picks the cells layer and any number of structure masks, each under a short name
 (vessel, bone, nestin, ...) that becomes the ``dist_<name>_um`` column of every table. The
-science is :func:`~napari_niche.core.distance.distance_map_um` and
-:func:`~napari_niche.core.cells.min_distance_per_label`, the same calls as
-``napari-niche analyze``; this widget only reads layers and writes results back.
+science is :func:`~napari_niche.niche.pipeline.measure_distances`, the function
+``napari-niche analyze`` calls; this widget only reads layers and writes results back.
 """
 
 from __future__ import annotations
@@ -184,10 +183,9 @@ class _Result:
 
 def _compute(job: _Job):
     """Worker: cells, then one distance map per structure (a cancel point between each)."""
-    from napari_niche.core.cells import cell_table, min_distance_per_label
+    from napari_niche.core.cells import cell_table
     from napari_niche.core.curation import cells_from_image
-    from napari_niche.core.distance import distance_map_um
-    from napari_niche.niche.pipeline import distance_column
+    from napari_niche.niche.pipeline import measure_distances
 
     n = len(job.masks)
     yield 0.0, "Finding cells…"
@@ -197,10 +195,12 @@ def _compute(job: _Job):
     maps, limits = {}, {}
     for i, (name, mask) in enumerate(job.masks.items()):
         yield (i + 0.1) / (n + 0.2), f"Distance to {name} ({i + 1} of {n})…"
-        dmap = distance_map_um(mask, spacing=job.spacing, name=name)
-        table[distance_column(name)] = min_distance_per_label(voxels, dmap).astype(float)
-        maps[name] = dmap
-        limits[name] = _upper_limit(dmap)
+        maps.update(
+            measure_distances(
+                voxels, {name: mask}, spacing=job.spacing, cell_table=table, keep_maps=True
+            )
+        )
+        limits[name] = _upper_limit(maps[name])
         digests[f"structure:{name}"] = data_digest(mask)
     yield 1.0, "Writing layers…"
     return _Result(voxels, table, maps, limits, digests)

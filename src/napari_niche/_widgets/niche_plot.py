@@ -14,7 +14,6 @@ show is painted (the other when it is shown).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +46,7 @@ from napari_niche._widgets._session import get_session
 from napari_niche.core._validate import ALTERNATIVES
 from napari_niche.core.errors import NicheError
 from napari_niche.core.stats import QUADRANTS, quadrant_of
-from napari_niche.io import CSV_FLOAT_FORMAT
+from napari_niche.io import write_tables
 from napari_niche.niche.pipeline import distance_column, resolve_structures
 from napari_niche.niche.plots import (
     DARK,
@@ -739,11 +738,6 @@ class NichePlotWidget(QWidget):
         if "cells.csv" not in tables:
             raise NicheError("No tables yet: " + NO_CELLS.split(": ", 1)[1])
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, table in tables.items():
-            table.to_csv(folder / name, index=False, float_format=CSV_FLOAT_FORMAT)
-            written.append(folder / name)
         try:
             params = self.session.replay_params()  # with the voxel size and the exclusions
         except NicheError:
@@ -753,8 +747,8 @@ class NichePlotWidget(QWidget):
             "analysis": params.to_dict(),
             "structures": self.session.structure_names,
         }
-        (folder / "params.json").write_text(json.dumps(record, indent=2) + "\n")
-        written.append(folder / "params.json")
+        write_tables(folder, tables, record=record, lock=True)  # all files at once
+        written = [folder / name for name in (*tables, "params.json")]
         self._set_status(f"{len(written) - 1} tables and params.json saved in {folder}.")
         return written
 

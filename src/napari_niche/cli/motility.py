@@ -24,7 +24,6 @@ draw on a given matplotlib ``Axes`` too, for the dock widget.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from napari_niche.core.motility import MotilityParams
 from napari_niche.core.msd import MSD_WEIGHTINGS
 from napari_niche.core.track_metrics import SPEED_DEFINITIONS
 from napari_niche.core.tracks import GAP_METHODS, spatial_columns
-from napari_niche.io import CSV_FLOAT_FORMAT, OutputFolderError, write_atomically
+from napari_niche.io import OutputFolderError, write_tables
 from napari_niche.io.tracks import FORMATS, parse_column_mapping, read_tracks
 from napari_niche.motility.figures import alpha_figure, msd_figure, speed_figure
 from napari_niche.motility.pipeline import MotilityResult, analyze_motility
@@ -281,9 +280,7 @@ def write_results(result: MotilityResult, out_dir: str | Path, record: dict) -> 
     """
     band = float(record.get("motility", {}).get("diffusive_band", 0.1))
 
-    def write(staging: Path) -> None:
-        for name, table in result.tables().items():
-            table.to_csv(staging / name, index=False, float_format=CSV_FLOAT_FORMAT)
+    def write_figures(staging: Path) -> None:
         figures = {
             "speed": speed_figure(result.per_track),
             "msd": msd_figure(result.msd),
@@ -293,9 +290,10 @@ def write_results(result: MotilityResult, out_dir: str | Path, record: dict) -> 
             for ext in FIGURE_FORMATS:
                 meta = {"Date": None} if ext == "svg" else {"Software": None}
                 fig.savefig(staging / f"{name}.{ext}", dpi=150, metadata=meta)
-        (staging / "params.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
 
-    return write_atomically(out_dir, write)
+    return write_tables(
+        out_dir, result.tables(), record=record, json_default=str, also=write_figures
+    )
 
 
 def _print_summary(result: MotilityResult, out: Path) -> None:

@@ -1,6 +1,6 @@
 """Ensemble MSD and alpha per condition, with bootstrap confidence intervals.
 
-METHOD.md, "Motility": tracks are the independent units the bootstrap resamples.
+docs/method.md#motility: tracks are the independent units the bootstrap resamples.
 """
 
 from __future__ import annotations

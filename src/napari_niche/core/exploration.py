@@ -1,6 +1,6 @@
 """Exploration: the lattice boxes each track's polyline passes through.
 
-METHOD.md, "Motility"; the lattice is defined in :mod:`napari_niche.core.motility`.
+docs/method.md#motility; the lattice is defined in ``docs/conventions.md``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tests of motility metrics between conditions (unpaired) and before/after (paired).
 
-METHOD.md, "Motility". Tracks are the units of the unpaired tests.
+docs/method.md#motility. Tracks are the units of the unpaired tests.
 """
 
 from __future__ import annotations

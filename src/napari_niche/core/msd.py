@@ -1,6 +1,6 @@
 """Mean squared displacement of every track and its exponent alpha.
 
-METHOD.md, "Motility": lags are counted in frames (:mod:`napari_niche.core.motility`).
+docs/method.md#motility: lags are counted in frames (``docs/conventions.md``).
 """
 
 from __future__ import annotations

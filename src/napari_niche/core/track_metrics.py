@@ -1,6 +1,6 @@
 """Per-track metrics: duration, path length, net displacement, straightness, speed.
 
-METHOD.md, "Motility"; the definitions are in :mod:`napari_niche.core.motility`.
+docs/method.md#motility; the definitions are in ``docs/conventions.md``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The track table: checks, row layout, gaps, drift, conditions by time window.
 
-METHOD.md, "Motility". Tracks are one pandas table with one row per position:
+docs/method.md#motility. Tracks are one pandas table with one row per position:
 
 ``track_id`` (int), ``frame`` (int, time-point index), ``t`` (s), ``z`` (3D only), ``y``,
 ``x`` (µm), plus any per-point features (intensity, condition, ...). Readers in
 :mod:`napari_niche.io.tracks` produce it from TrackMate, Imaris, CSV files and napari
 Tracks layers; :func:`check_tracks` validates and sorts it. The conventions every motility
-function follows are in :mod:`napari_niche.core.motility`.
+function follows are in ``docs/conventions.md``.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ from napari_niche.core.stats import (
     fold_change_by_bin,
     quadrant_table,
 )
-from napari_niche.io import CSV_FLOAT_FORMAT, write_atomically
+from napari_niche.io import write_json, write_tables
 from napari_niche.io.images import _jsonable
 from napari_niche.niche.pipeline import envelope_test_name
 from napari_niche.params import AnalysisParams
@@ -312,16 +312,12 @@ class ImageResult:
         record.update(self._ids())
         qc = {**self._ids(), **self.qc}
 
-        def write(out: Path) -> None:
-            for name, table in self.tables.items():
-                table.to_csv(out / name, index=False, float_format=CSV_FLOAT_FORMAT)
-            self.cells.to_csv(out / "cells.csv", index=False, float_format=CSV_FLOAT_FORMAT)
-            dots0.to_csv(out / "dots.csv", index=False, float_format=CSV_FLOAT_FORMAT)
+        def write_arrays(out: Path) -> None:
             np.savez_compressed(out / _NULL_DISTANCES, **arrays)
-            (out / "qc.json").write_text(json.dumps(_jsonable(qc), indent=2) + "\n")
-            (out / "params.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n")
+            write_json(out / "qc.json", _jsonable(qc))
 
-        return write_atomically(folder, write)
+        tables = {**self.tables, "cells.csv": self.cells, "dots.csv": dots0}
+        return write_tables(folder, tables, record=_jsonable(record), also=write_arrays)
 
     @classmethod
     def load(cls, folder: str | Path) -> ImageResult:
@@ -479,12 +475,9 @@ class PooledResult:
             "warnings": list(self.warnings),
         }
 
-        def write(out: Path) -> None:
-            for name, table in self.tables().items():
-                table.to_csv(out / name, index=False, float_format=CSV_FLOAT_FORMAT)
-            (out / "pooled.json").write_text(json.dumps(_jsonable(meta), indent=2) + "\n")
-
-        return write_atomically(folder, write, commit="pooled.json")
+        return write_tables(
+            folder, self.tables(), record=_jsonable(meta), record_name="pooled.json"
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> PooledResult:

@@ -3,12 +3,14 @@
 - :mod:`.images` TIFF images (OME, ImageJ and the project's own metadata), channels,
   voxel sizes in µm and the checks that refuse what cannot be read right
 - :mod:`.tracks` TrackMate, Imaris and plain CSV tracks
-- :mod:`.files` one lock per output folder, atomic files, whole-folder swaps
+- :mod:`.files` one lock per output folder, atomic files, whole-folder swaps, and the
+  one writer of result tables with their record (:func:`.files.write_tables`)
 
 The public names of :mod:`.images` and :mod:`.files` are available here.
 """
 
 from napari_niche.io.files import (
+    CSV_FLOAT_FORMAT,
     LOCK_NAME,
     OutputBusyError,
     OutputFolderError,
@@ -19,10 +21,11 @@ from napari_niche.io.files import (
     remove_leftovers,
     signals_deferred,
     write_atomically,
+    write_json,
+    write_tables,
     writing_inside,
 )
 from napari_niche.io.images import (
-    CSV_FLOAT_FORMAT,
     NO_UNIT,
     UNIT_TO_UM,
     ChannelAxisError,
@@ -73,5 +76,7 @@ __all__ = [
     "write_atomically",
     "write_channels",
     "write_image",
+    "write_json",
+    "write_tables",
     "writing_inside",
 ]

@@ -6,16 +6,21 @@ Never a half-written result, whatever stops the run.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from napari_niche.core.errors import NicheError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 try:
     import fcntl
@@ -30,6 +35,9 @@ except ImportError:  # Windows: no advisory locks
 # folder being written is locked. Hidden names carry the writer's process id, so the next
 # run removes what a dead process left (and only that).
 
+#: Number format of every CSV written: 9 significant digits round-trip the float32
+#: distances exactly, so statistics recomputed from the CSVs match the reported ones.
+CSV_FLOAT_FORMAT = "%.9g"
 #: The lock file of an output folder being written (removed when the writer ends).
 LOCK_NAME = ".napari-niche.lock"
 _LEFTOVER = re.compile(
@@ -122,11 +130,21 @@ def _fsync(path: Path) -> None:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A hidden temporary path beside ``path``, renamed to ``path`` when the block succeeds.
+    """Yield a hidden temporary path beside ``path``, renamed to it when the block succeeds.
 
     Write the file to the yielded path (it keeps ``path``'s suffix, for writers that choose
     the format by it). On any error or interruption it is removed and ``path`` is left as it
     was, so no truncated table, figure or report is ever found under a real name.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to write.
+
+    Yields
+    ------
+    Path
+        The temporary file to write instead.
     """
     path = Path(path)
     tmp = path.with_name(_hidden("tmp", path.name, path.suffix))
@@ -143,14 +161,38 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file (:func:`atomic_path`)."""
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file (:func:`atomic_path`).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to write.
+    text : str
+        Its whole content.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def os_error_text(err: OSError) -> str:
-    """An ``OSError`` as a sentence: what went wrong, with which file, and what to do."""
+    """Say an ``OSError`` as a sentence: what went wrong, with which file, and what to do.
+
+    Parameters
+    ----------
+    err : OSError
+        The error, e.g. of a full disk.
+
+    Returns
+    -------
+    str
+        One line for the terminal or a notification.
+    """
     where = f" ({err.filename})" if err.filename else ""
     text = f"{err.strerror or err}{where}"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -254,6 +296,16 @@ def output_lock(folder: str | Path) -> Iterator[Path]:
     run never leaves a stale lock. Re-entrant within one thread. A folder this call created
     and left empty is removed again, so a refused or failed command leaves nothing behind.
 
+    Parameters
+    ----------
+    folder : str or Path
+        The output folder.
+
+    Yields
+    ------
+    Path
+        ``folder``, held until the block ends.
+
     Raises
     ------
     OutputFolderError
@@ -296,7 +348,17 @@ _INSIDE_ALLOWED: set[str] = set()
 
 @contextmanager
 def writing_inside(folder: str | Path) -> Iterator[None]:
-    """Let this process write below ``folder`` while its run (another process) holds it."""
+    """Let this process write below ``folder`` while its run (another process) holds it.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The run's output folder, locked by the process that started this one.
+
+    Yields
+    ------
+    None
+    """
     key = os.path.realpath(folder)
     _INSIDE_ALLOWED.add(key)
     try:
@@ -351,6 +413,13 @@ def remove_leftovers(folder: str | Path, *, name: str | None = None) -> None:
     limits it to those of one target). An old result set aside by a process killed before
     it put the new one in place is put back when nothing took its place: an earlier result
     is never lost.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder to tidy (a missing one is left alone).
+    name : str, optional
+        Only leftovers of the target ``folder / name``.
     """
     folder = Path(folder)
     try:
@@ -378,9 +447,11 @@ def remove_leftovers(folder: str | Path, *, name: str | None = None) -> None:
 
 
 def _staging_folder(out_dir: Path) -> Path:
-    """A hidden staging folder: beside ``out_dir`` when it can be swapped in there, else
-    inside it (a mount point, a symbolic link, a parent on another file system or not
-    writable), so staging is always on the target's own file system."""
+    """Make a hidden staging folder on ``out_dir``'s own file system.
+
+    Beside ``out_dir`` when it can be swapped in there, else inside it (a mount point, a
+    symbolic link, a parent on another file system or not writable).
+    """
     parent = out_dir.parent
     beside = False
     with suppress(OSError):
@@ -429,8 +500,11 @@ def _swap_whole(staging: Path, out_dir: Path) -> bool:
 
 
 def _swap_contents(staging: Path, out_dir: Path, commit: str) -> None:
-    """Move the staged files over their namesakes in ``out_dir``, ``commit`` taken out
-    first and put in last: the folder holds a ``commit`` file only beside a whole result."""
+    """Move the staged files over their namesakes in ``out_dir``, ``commit`` out first.
+
+    ``commit`` is taken out first and put in last: the folder holds a ``commit`` file only
+    beside a whole result.
+    """
     if staging.parent != out_dir:
         inner = out_dir / _hidden("staging")
         try:
@@ -482,6 +556,29 @@ def write_atomically(
     (``params.json``) removed first and put back last. Staging is on ``out_dir``'s own file
     system; a failure or interruption before the swap leaves ``out_dir`` as it was. With
     ``lock`` the folder is held (:func:`output_lock`) while it is written.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The result folder (created if needed).
+    write : callable
+        ``write(staging)`` writes every file of the result into the folder it is given.
+    commit : str
+        The file that marks a whole result; default ``params.json``.
+    lock : bool
+        Hold ``out_dir`` against other processes while it is written.
+
+    Returns
+    -------
+    Path
+        The absolute path of ``out_dir``.
+
+    Raises
+    ------
+    OutputFolderError
+        ``out_dir`` cannot be written (a file, read-only).
+    OutputBusyError
+        With ``lock``, another process is writing ``out_dir``.
     """
     out_dir = Path(os.path.abspath(out_dir))
     remove_leftovers(out_dir.parent, name=out_dir.name)  # and put back a lost old result
@@ -510,3 +607,90 @@ def write_atomically(
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+# --------------------------------------------------------------------------- result folders
+
+
+def write_json(
+    path: str | Path, value: Any, *, default: Callable[[Any], Any] | None = None
+) -> Path:
+    """Write ``value`` as the project's JSON files are written: indented by 2, a final newline.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to write (as is: no temporary file; stage it, e.g. in :func:`write_tables`).
+    value : object
+        Plain JSON types (see ``default``).
+    default : callable, optional
+        Turns what JSON cannot hold into what it can (``json.dumps``' ``default``).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    path.write_text(json.dumps(value, indent=2, default=default) + "\n")
+    return path
+
+
+def write_tables(
+    folder: str | Path,
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    record: Any = None,
+    record_name: str = "params.json",
+    json_default: Callable[[Any], Any] | None = None,
+    also: Callable[[Path], None] | None = None,
+    lock: bool = False,
+) -> Path:
+    """Write a result folder: tables as CSV, other files, and the record last, all at once.
+
+    The one writer of "tables + ``params.json``": every table without its index and with
+    :data:`CSV_FLOAT_FORMAT`, the record with :func:`write_json`, all into a staging folder
+    swapped in whole by :func:`write_atomically` (the record is the ``commit`` file), so a
+    reader never finds new tables beside an old record, nor half a result.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The result folder (created if needed).
+    tables : mapping of file name -> DataFrame
+        E.g. ``{"cells.csv": cells}``; may be empty.
+    record : object, optional
+        What produced the tables (parameters, versions, warnings), written as JSON to
+        ``record_name``; None writes no record.
+    record_name : str
+        File name of the record; default ``params.json``.
+    json_default : callable, optional
+        ``json.dumps``' ``default`` for the record (e.g. ``str``).
+    also : callable, optional
+        ``also(staging)`` writes any other file (figures, images, arrays) into the staging
+        folder, after the tables and before the record.
+    lock : bool
+        Hold ``folder`` against other processes while it is written (:func:`output_lock`).
+
+    Returns
+    -------
+    Path
+        The absolute path of ``folder``.
+
+    Raises
+    ------
+    OutputFolderError
+        ``folder`` cannot be written (a file, read-only).
+    OutputBusyError
+        With ``lock``, another process is writing ``folder``.
+    """
+
+    def write(staging: Path) -> None:
+        for name, table in tables.items():
+            table.to_csv(staging / name, index=False, float_format=CSV_FLOAT_FORMAT)
+        if also is not None:
+            also(staging)
+        if record is not None:
+            write_json(staging / record_name, record, default=json_default)
+
+    return write_atomically(folder, write, commit=record_name, lock=lock)

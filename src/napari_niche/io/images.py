@@ -62,11 +62,6 @@ UNIT_TO_UM = {
 NO_UNIT = frozenset({"", "pixel", "pixels", "px", "none", "unit", "units"})
 
 
-#: Number format of every CSV written: 9 significant digits round-trip the float32
-#: distances exactly, so statistics recomputed from the CSVs match the reported ones.
-CSV_FLOAT_FORMAT = "%.9g"
-
-
 class ImageReadError(NicheError):
     """A file could not be read as an image."""
 
@@ -202,6 +197,25 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """Read a 2D or 3D TIFF and its voxel size in µm (z, y, x), or None if not recorded.
 
     Singleton axes (a single channel or time point) are dropped.
+
+    Parameters
+    ----------
+    path : str or Path
+        A one-channel TIFF (OME, ImageJ, or written by :func:`write_image`).
+
+    Returns
+    -------
+    data : ndarray
+        The 2D or 3D image.
+    spacing : tuple of float or None
+        The voxel size in µm recorded in the file, one value per axis of ``data``.
+
+    Raises
+    ------
+    ImageReadError
+        A damaged file, a colour image, several channels or time points, not 2D or 3D.
+    UnitError
+        The voxel size is in a unit napari-niche does not know.
     """
     path = Path(path)
     with _open_tiff(path) as (tif, messages):
@@ -211,7 +225,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
 
 
 def _one_image_series(tif, path: Path, messages: list[str]):
-    """The file's one-channel 2D or 3D series and its voxel size, from the header alone.
+    """Find the file's one-channel 2D or 3D series and its voxel size, from the header.
 
     Refuses a damaged file, a colour image (tagged or not), several channels or time
     points, and anything that is not 2D or 3D once single axes are dropped.
@@ -244,7 +258,7 @@ _ONE_CHANNEL_HOWTO = (
 
 
 def _samples_axis(tif: tifffile.TiffFile, series) -> int | None:
-    """The axis of a series holding several samples per pixel (RGB, RGBA), or None."""
+    """Find the axis of a series holding several samples per pixel (RGB, RGBA), or None."""
     axes = series.axes
     if "S" in axes and series.shape[axes.index("S")] > 1:
         return axes.index("S")
@@ -259,8 +273,10 @@ def _is_colour(tif: tifffile.TiffFile, series) -> bool:
 
 
 def _refuse_channels(series, path: Path) -> None:
-    """A file whose metadata says it holds several channels or time points is not one
-    image: its channels would otherwise be read as z-slices."""
+    """Refuse a file whose metadata says it holds several channels or time points.
+
+    It is not one image: its channels would otherwise be read as z-slices.
+    """
     axes, shape = series.axes, tuple(series.shape)
     for axis, what in (("C", "channels"), ("T", "time points")):
         if axis in axes and shape[axes.index(axis)] > 1:
@@ -297,7 +313,7 @@ def _refuse_colour(tif: tifffile.TiffFile, series, path: Path) -> None:
 
 
 def _spacing_from_tiff(tif: tifffile.TiffFile, path: Path) -> tuple[float, ...] | None:
-    """The voxel size in µm, rounded to 9 significant digits.
+    """Read the voxel size in µm, rounded to 9 significant digits.
 
     ImageJ stores the pixel width as a resolution (pixels per µm) in a fraction of
     integers, so 0.57 µm comes back as 0.5700000000000001; rounding gives back the number
@@ -312,10 +328,26 @@ def _spacing_from_tiff(tif: tifffile.TiffFile, path: Path) -> tuple[float, ...] 
 
 
 def um_per_unit(unit: Any, path: str | Path = "", *, default: float | None = None) -> float | None:
-    """µm in one ``unit`` as ImageJ, Fiji or OME spell it; None for pixels (no size).
+    """Give the µm in one ``unit`` as ImageJ, Fiji or OME spell it; None for pixels.
 
-    ``default`` is returned for a missing unit (OME's default is µm; ImageJ's is pixels).
-    An unknown unit raises :class:`UnitError` naming ``path``.
+    Parameters
+    ----------
+    unit : str or None
+        The unit's name (``"micron"``, ``"nm"``, ``"&#956;m"``, ``"pixel"``, ...).
+    path : str or Path
+        The file the unit comes from, to name it in errors.
+    default : float, optional
+        Returned for a missing unit (OME's default is µm; ImageJ's is pixels).
+
+    Returns
+    -------
+    float or None
+        µm per unit; None for pixels (no physical size).
+
+    Raises
+    ------
+    UnitError
+        An unknown unit, naming ``path``.
     """
     if unit is None:
         return default
@@ -421,8 +453,24 @@ def write_image(
     """Write a 2D/3D array as TIFF with its voxel size (µm) readable by :func:`read_image`.
 
     Boolean masks are stored as uint8 0/255. The voxel size goes into the JSON description
-    and, for other software, into the X/Y resolution tags. ``compression="zlib"`` shrinks
-    masks and label images many times over at little cost (any TIFF reader opens it).
+    and, for other software, into the X/Y resolution tags.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TIFF to write (written as is; see :func:`~napari_niche.io.atomic_path`).
+    data : ndarray
+        A 2D or 3D image, label image or mask.
+    spacing : float or sequence of float, optional
+        Voxel size in µm, one value or one per axis.
+    compression : str, optional
+        ``"zlib"`` shrinks masks and label images many times over at little cost (any
+        TIFF reader opens it).
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     path = Path(path)
     data = np.asarray(data)
@@ -445,6 +493,21 @@ def write_channels(path: str | Path, data: np.ndarray, *, spacing=None) -> Path:
 
     The layout Fiji saves and opens, with the voxel size in µm in ImageJ's metadata, so
     :func:`read_channels` (and Fiji) find the channel axis and the voxel size.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TIFF to write.
+    data : ndarray
+        ``(C, Z, Y, X)`` or ``(C, Y, X)``; other types than uint8, uint16 and float32
+        are stored as float32.
+    spacing : float or sequence of float, optional
+        Voxel size in µm of one channel.
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     path = Path(path)
     data = np.asarray(data)
@@ -527,9 +590,24 @@ def _spatial_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
 def channel_info(
     path: str | Path, *, channel_axis: int | None = None
 ) -> tuple[int, tuple[int, ...], tuple[float, ...] | None]:
-    """Number of channels, spatial shape and voxel size of a multichannel TIFF.
+    """Read the number of channels, spatial shape and voxel size of a multichannel TIFF.
 
     Reads the header only, so an experiment file can be checked without loading images.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TIFF.
+    channel_axis : int, optional
+        The channel axis when the file does not say (see :func:`read_channels`).
+
+    Returns
+    -------
+    n_channels : int
+    shape : tuple of int
+        The spatial shape of one channel.
+    spacing : tuple of float or None
+        The voxel size in µm, None if not recorded.
     """
     path = Path(path)
     with _open_tiff(path) as (tif, messages):
@@ -543,7 +621,18 @@ def channel_info(
 
 
 def read_voxel_size(path: str | Path) -> tuple[float, ...] | None:
-    """The voxel size recorded in a TIFF's metadata (µm), or None; reads the header only."""
+    """Read the voxel size recorded in a TIFF's metadata (µm); reads the header only.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TIFF.
+
+    Returns
+    -------
+    tuple of float or None
+        The voxel size in µm, None if not recorded.
+    """
     path = Path(path)
     with _open_tiff(path) as (tif, messages):
         _check_intact(tif, path, messages)
@@ -555,6 +644,18 @@ def image_info(path: str | Path) -> tuple[tuple[int, ...], tuple[float, ...] | N
 
     Reads the header only and refuses what :func:`read_image` refuses at the header (a
     colour image, an unknown unit), so an experiment file is checked before any run.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TIFF.
+
+    Returns
+    -------
+    shape : tuple of int
+        The 2D or 3D shape, singleton axes dropped.
+    spacing : tuple of float or None
+        The voxel size in µm, None if not recorded.
     """
     path = Path(path)
     with _open_tiff(path) as (tif, messages):
@@ -570,7 +671,19 @@ def _fit_spacing(spacing, ndim: int) -> tuple[float, ...] | None:
 
 
 def format_size(values: Sequence[float], unit: str = "µm") -> str:
-    """``(2.0, 0.57, 0.57)`` -> ``"2 × 0.57 × 0.57 µm"``: plain numbers for messages."""
+    """Write ``(2.0, 0.57, 0.57)`` as ``"2 × 0.57 × 0.57 µm"``: plain numbers for messages.
+
+    Parameters
+    ----------
+    values : sequence of float
+        A voxel size or a shape.
+    unit : str
+        Appended after a space; empty for none.
+
+    Returns
+    -------
+    str
+    """
     return " × ".join(f"{_tidy(v):g}" for v in values) + (f" {unit}" if unit else "")
 
 
@@ -589,7 +702,7 @@ def resolve_spacing(
     how: str = "",
     warn: Callable[[str], None] | None = None,
 ) -> tuple[float, ...]:
-    """The voxel size (µm) of an image, by the one rule every entry point follows.
+    """Choose the voxel size (µm) of an image, by the one rule every entry point follows.
 
     1. ``explicit``, the voxel size given for this very image (an experiment image's
        ``voxel_size``; ``--voxel-size`` or the ``--params`` file of ``napari-niche
@@ -609,6 +722,35 @@ def resolve_spacing(
     Z,Y,X"``). A malformed or wrongly sized value raises :class:`SpacingError` naming
     where it came from (``explicit_where`` or the file); none at all raises one saying
     ``missing``. Never guesses: 1 µm by default would silently scale every distance.
+
+    Parameters
+    ----------
+    ndim : int
+        The image's number of dimensions (2 or 3).
+    explicit : float or sequence of float, optional
+        The voxel size given for this image.
+    explicit_where : str
+        Where ``explicit`` was given (``"--voxel-size"``, a file and key), for messages.
+    from_file : iterable of (voxel size or None, file)
+        What each file of the image records.
+    fallback : float or sequence of float, optional
+        The default for images whose files record none.
+    missing : str
+        The message when there is no voxel size at all.
+    how : str
+        How to give the voxel size, for messages.
+    warn : callable, optional
+        Hears the sentence when ``explicit`` overrides the files.
+
+    Returns
+    -------
+    tuple of float
+        One voxel size in µm per axis.
+
+    Raises
+    ------
+    SpacingError
+        Files disagree, a value is malformed or of the wrong length, or none is known.
     """
 
     def checked(value, where) -> tuple[float, ...]:
@@ -700,9 +842,21 @@ def read_channels(
     written with axes metadata), the samples of an RGB image, or ``channel_axis``. Other
     singleton axes (one time point) are dropped.
 
+    Parameters
+    ----------
+    path : str or Path
+        A multichannel TIFF.
+    channels : sequence of int, optional
+        The channels to read (from 0); default all.
+    channel_axis : int, optional
+        The channel axis when the file does not say.
+
     Returns
     -------
-    dict channel index -> 2D or 3D array, and the voxel size (None if not recorded).
+    channels : dict of int -> ndarray
+        Channel index -> 2D or 3D array.
+    spacing : tuple of float or None
+        The voxel size in µm, None if not recorded.
     """
     path = Path(path)
     with _open_tiff(path) as (tif, messages):

@@ -88,7 +88,20 @@ def _clean_unit(text: str) -> str:
 
 
 def space_scale(unit: str, *, where: str = "") -> float:
-    """Micrometres per ``unit`` (``"micron"``, ``"µm"``, ``"nm"``, ...); pixels refused."""
+    """Give the micrometres per ``unit`` (``"micron"``, ``"µm"``, ``"nm"``, ...); pixels refused.
+
+    Parameters
+    ----------
+    unit : str
+        The unit as the file spells it.
+    where : str
+        ``"<file>: "``, to name the file in errors.
+
+    Returns
+    -------
+    float
+        µm per unit.
+    """
     u = _clean_unit(unit)
     if u in _PIXEL_UNITS:
         raise TrackError(
@@ -101,7 +114,20 @@ def space_scale(unit: str, *, where: str = "") -> float:
 
 
 def time_scale(unit: str, *, where: str = "") -> float | None:
-    """Seconds per ``unit`` (``"sec"``, ``"min"``, ...); None for frames (no real time)."""
+    """Give the seconds per ``unit`` (``"sec"``, ``"min"``, ...); None for frames (no real time).
+
+    Parameters
+    ----------
+    unit : str
+        The unit as the file spells it.
+    where : str
+        ``"<file>: "``, to name the file in errors.
+
+    Returns
+    -------
+    float or None
+        Seconds per unit; None for frames.
+    """
     u = _clean_unit(unit)
     if u in _FRAME_UNITS:
         return None
@@ -115,7 +141,18 @@ def time_scale(unit: str, *, where: str = "") -> float | None:
 
 
 def detect_format(path: str | Path) -> str:
-    """``"trackmate-xml"``, ``"trackmate"``, ``"imaris"`` or ``"csv"``, from name and header."""
+    """Tell the format of a track file from its name and header.
+
+    Parameters
+    ----------
+    path : str or Path
+        A track file.
+
+    Returns
+    -------
+    str
+        One of :data:`FORMATS` besides ``"auto"``.
+    """
     path = Path(path)
     if path.suffix.lower() == ".xml":
         return "trackmate-xml"
@@ -141,7 +178,8 @@ def read_tracks(
 
     Parameters
     ----------
-    path : file
+    path : str or Path
+        The track file.
     format : {"auto", "trackmate", "trackmate-xml", "imaris", "csv"}
         ``"auto"`` looks at the extension and the first lines.
     frame_interval : float, optional
@@ -155,7 +193,15 @@ def read_tracks(
 
     Returns
     -------
-    DataFrame, see the module docstring.
+    DataFrame
+        One row per position: ``track_id``, ``frame``, ``t`` (s), ``z``, ``y``, ``x`` (µm)
+        and the file's other columns (see the module docstring); ``attrs`` hold the
+        format, units, notes and warnings.
+
+    Raises
+    ------
+    TrackError
+        The file cannot be read as tracks (with the file and the problem).
     """
     path = Path(path)
     if format not in FORMATS:
@@ -359,6 +405,20 @@ def read_trackmate_csv(
     Spots in no track (empty ``TRACK_ID``) are skipped. Other columns (``QUALITY``,
     ``MEAN_INTENSITY_CH1``, ...) are kept as per-point features; ``ID`` becomes
     ``spot_id``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    frame_interval : float, optional
+        Seconds between frames; when given it defines ``t``.
+    space_unit, time_unit : str, optional
+        Override the units found in the file (e.g. ``"nm"``, ``"min"``).
+
+    Returns
+    -------
+    DataFrame
+        One row per position, as :func:`read_tracks` returns it.
     """
     path = Path(path)
     where = f"{path}: "
@@ -456,8 +516,49 @@ def read_trackmate_xml(
     A TrackMate track can branch (a division or a merge); motility metrics need one cell
     per track, so branched tracks are cut at each branch point into linear segments
     (new ids; ``parent_track_id`` is TrackMate's TRACK_ID) and this is noted.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    frame_interval : float, optional
+        Seconds between frames; when given it defines ``t``.
+    space_unit, time_unit : str, optional
+        Override the units found in the file (e.g. ``"nm"``, ``"min"``).
+
+    Returns
+    -------
+    DataFrame
+        One row per position, as :func:`read_tracks` returns it.
     """
     path = Path(path)
+    model, spots, edges, filtered = _parse_trackmate_xml(path)
+    table, src, tgt, edge_track, first_free_id = _trackmate_links(spots, edges, filtered, path)
+    notes: list[str] = []
+    segment, parent = _linear_segments(table, src, tgt, edge_track, first_free_id, path, notes)
+    keep = segment >= 0
+    sub = table[keep].reset_index(drop=True)
+    s_unit = space_unit or model.get("spatialunits") or "µm"
+    t_unit = time_unit or model.get("timeunits") or "s"
+    ids = pd.DataFrame({"track_id": segment[keep], "parent_track_id": parent[keep]})
+    df = _trackmate_spots(sub, ids, s_unit, t_unit, "name", path)
+    return _finish(
+        df,
+        path=path,
+        fmt="trackmate-xml",
+        frame_interval=frame_interval,
+        notes=notes,
+        units={"space": s_unit, "time": t_unit},
+    )
+
+
+def _parse_trackmate_xml(path: Path):
+    """Read a TrackMate XML file's model, spots, edges and filtered tracks.
+
+    Returns the ``Model`` attributes, every spot's attributes, the edges as (track,
+    source, target) and the filtered track ids (None without ``FilteredTracks``). Read
+    incrementally: spots and edges are cleared as they are read, so big files fit.
+    """
     where = f"{path}: "
     spots: list[dict[str, str]] = []
     edges: list[tuple[str, str, str]] = []
@@ -498,6 +599,16 @@ def read_trackmate_xml(
         raise TrackError(f"{where}no tracks (no <Edge> in <AllTracks>).")
     if any(e[1] is None or e[2] is None for e in edges):
         raise TrackError(f"{where}an <Edge> lacks SPOT_SOURCE_ID or SPOT_TARGET_ID.")
+    return model, spots, edges, filtered
+
+
+def _trackmate_links(spots, edges, filtered, path: Path):
+    """Check TrackMate spots and links; refuse those that do not fit.
+
+    Returns the spot table, each kept edge's source and target rows in it, its TRACK_ID,
+    and the first track id TrackMate did not use.
+    """
+    where = f"{path}: "
     table = pd.DataFrame(spots)
     for col in ("ID", "POSITION_X", "POSITION_Y"):
         if col not in table.columns:
@@ -519,22 +630,7 @@ def read_trackmate_xml(
     tgt = index.get_indexer(e[:, 2].astype(str))
     if np.any(src < 0) or np.any(tgt < 0):
         raise TrackError(f"{where}a track links a spot ID that is not in <AllSpots>.")
-    notes: list[str] = []
-    segment, parent = _linear_segments(table, src, tgt, e[:, 0], first_free_id, path, notes)
-    keep = segment >= 0
-    sub = table[keep].reset_index(drop=True)
-    s_unit = space_unit or model.get("spatialunits") or "µm"
-    t_unit = time_unit or model.get("timeunits") or "s"
-    ids = pd.DataFrame({"track_id": segment[keep], "parent_track_id": parent[keep]})
-    df = _trackmate_spots(sub, ids, s_unit, t_unit, "name", path)
-    return _finish(
-        df,
-        path=path,
-        fmt="trackmate-xml",
-        frame_interval=frame_interval,
-        notes=notes,
-        units={"space": s_unit, "time": t_unit},
-    )
+    return table, src, tgt, e[:, 0], first_free_id
 
 
 def _linear_segments(table, src, tgt, track_of_edge, first_free_id, path, notes):
@@ -606,6 +702,20 @@ def read_imaris_csv(
     row per object. ``Time`` is the time-point index starting at 1, so the frame
     interval must be given: frame = Time - 1, t = frame x interval. Objects in no track
     (empty TrackID) are skipped; ``ID`` becomes ``spot_id``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    frame_interval : float
+        Seconds between frames (Imaris files hold time-point indices).
+    space_unit : str, optional
+        Override the unit found in the file (e.g. ``"nm"``).
+
+    Returns
+    -------
+    DataFrame
+        One row per position, as :func:`read_tracks` returns it.
     """
     path = Path(path)
     where = f"{path}: "
@@ -706,8 +816,12 @@ def read_csv_tracks(
 ) -> pd.DataFrame:
     """Read tracks from any CSV (comma, semicolon or tab separated), one row per position.
 
+    Other columns are kept as per-point features.
+
     Parameters
     ----------
+    path : str or Path
+        The CSV file.
     columns : mapping, optional
         File column for each of ``track``, ``frame``, ``t``, ``z``, ``y``, ``x`` and
         ``condition`` (a label such as "before"/"after" per position). Needed: track,
@@ -719,58 +833,18 @@ def read_csv_tracks(
         (``x_um``, ``x (nm)``, ``t_s``, ``time [min]``); with none anywhere µm and s
         are assumed and noted.
 
-    Other columns are kept as per-point features.
+    Returns
+    -------
+    DataFrame
+        One row per position, as :func:`read_tracks` returns it.
     """
     path = Path(path)
     where = f"{path}: "
     raw = _csv(_read_text(path), path)
     raw.columns = [str(c).strip() for c in raw.columns]
-    if columns:
-        unknown = sorted(set(columns) - set(COLUMN_KEYS))
-        if unknown:
-            raise TrackError(
-                f"Unknown column key(s) {', '.join(unknown)}: use {', '.join(COLUMN_KEYS)}."
-            )
-        absent = [f"{k}={v}" for k, v in columns.items() if v not in raw.columns]
-        if absent:
-            raise TrackError(
-                f"{where}no column {', '.join(absent)} in the file (it has "
-                f"{', '.join(raw.columns[:12])}{', ...' if len(raw.columns) > 12 else ''})."
-            )
-    mapping: dict[str, str] = dict(columns or {})
-    parsed = {c: _split_name_unit(c) for c in raw.columns}
-    taken = set(mapping.values())
-    for key, names in _ALIASES.items():
-        if key in mapping:
-            continue
-        for alias in names:
-            hit = [c for c in raw.columns if c not in taken and parsed[c][0] == alias]
-            if hit:
-                mapping[key] = hit[0]
-                taken.add(hit[0])
-                break
-    need = ["track", "y", "x"]
-    missing = [k for k in need if k not in mapping]
-    if missing or ("frame" not in mapping and "t" not in mapping):
-        missing += [] if missing else ["frame or t"]
-        raise TrackError(
-            f"{where}cannot find the {', '.join(missing)} column(s) among "
-            f"{', '.join(raw.columns[:12])}: give a column mapping (e.g. track=TRACK,"
-            "t=Time,x=X,y=Y,z=Z)."
-        )
+    mapping, parsed = _map_columns(raw, columns, path)
     notes: list[str] = []
-    space_units = {parsed[mapping[k]][1] for k in ("z", "y", "x") if k in mapping}
-    space_units.discard(None)
-    if len(space_units) > 1:
-        raise TrackError(f"{where}positions in several units: {', '.join(sorted(space_units))}.")
-    s_unit = space_unit or (space_units.pop() if space_units else None)
-    t_unit = time_unit or (parsed[mapping["t"]][1] if "t" in mapping else None)
-    if s_unit is None:
-        s_unit = "µm"
-        notes.append("no unit in the position column names: positions taken as µm")
-    if "t" in mapping and t_unit is None:
-        t_unit = "s"
-        notes.append("no unit in the time column name: times taken as s")
+    s_unit, t_unit = _csv_units(mapping, parsed, space_unit, time_unit, notes, path)
     scale = space_scale(s_unit, where=where)
     axes = {k: mapping[k] for k in ("z", "y", "x") if k in mapping}
     tid = raw[mapping["track"]].str.strip()
@@ -804,8 +878,79 @@ def read_csv_tracks(
     )
 
 
+def _map_columns(raw: pd.DataFrame, columns: Mapping[str, str] | None, path: Path):
+    """Map each key (track, frame, t, z, y, x, condition) to a file column.
+
+    Given columns are checked, the others found by usual names. Returns the mapping and
+    every column's (name, unit).
+    """
+    where = f"{path}: "
+    if columns:
+        unknown = sorted(set(columns) - set(COLUMN_KEYS))
+        if unknown:
+            raise TrackError(
+                f"Unknown column key(s) {', '.join(unknown)}: use {', '.join(COLUMN_KEYS)}."
+            )
+        absent = [f"{k}={v}" for k, v in columns.items() if v not in raw.columns]
+        if absent:
+            raise TrackError(
+                f"{where}no column {', '.join(absent)} in the file (it has "
+                f"{', '.join(raw.columns[:12])}{', ...' if len(raw.columns) > 12 else ''})."
+            )
+    mapping: dict[str, str] = dict(columns or {})
+    parsed = {c: _split_name_unit(c) for c in raw.columns}
+    taken = set(mapping.values())
+    for key, names in _ALIASES.items():
+        if key in mapping:
+            continue
+        for alias in names:
+            hit = [c for c in raw.columns if c not in taken and parsed[c][0] == alias]
+            if hit:
+                mapping[key] = hit[0]
+                taken.add(hit[0])
+                break
+    need = ["track", "y", "x"]
+    missing = [k for k in need if k not in mapping]
+    if missing or ("frame" not in mapping and "t" not in mapping):
+        missing += [] if missing else ["frame or t"]
+        raise TrackError(
+            f"{where}cannot find the {', '.join(missing)} column(s) among "
+            f"{', '.join(raw.columns[:12])}: give a column mapping (e.g. track=TRACK,"
+            "t=Time,x=X,y=Y,z=Z)."
+        )
+    return mapping, parsed
+
+
+def _csv_units(mapping, parsed, space_unit, time_unit, notes: list[str], path: Path):
+    """Choose the space and time units: given, else from the column names, else µm and s."""
+    space_units = {parsed[mapping[k]][1] for k in ("z", "y", "x") if k in mapping}
+    space_units.discard(None)
+    if len(space_units) > 1:
+        raise TrackError(f"{path}: positions in several units: {', '.join(sorted(space_units))}.")
+    s_unit = space_unit or (space_units.pop() if space_units else None)
+    t_unit = time_unit or (parsed[mapping["t"]][1] if "t" in mapping else None)
+    if s_unit is None:
+        s_unit = "µm"
+        notes.append("no unit in the position column names: positions taken as µm")
+    if "t" in mapping and t_unit is None:
+        t_unit = "s"
+        notes.append("no unit in the time column name: times taken as s")
+    return s_unit, t_unit
+
+
 def parse_column_mapping(text: str) -> dict[str, str]:
-    """``"track=TRACK,t=Time,x=X"`` -> ``{"track": "TRACK", "t": "Time", "x": "X"}``."""
+    """Parse ``"track=TRACK,t=Time,x=X"`` into ``{"track": "TRACK", "t": "Time", "x": "X"}``.
+
+    Parameters
+    ----------
+    text : str
+        ``key=COLUMN`` pairs separated by commas.
+
+    Returns
+    -------
+    dict of str -> str
+        Key (track, frame, t, z, y, x, condition) -> file column.
+    """
     out: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
@@ -832,7 +977,7 @@ def to_napari_tracks(
     frame_interval: float | None = None,
     name: str | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Data and keyword arguments for a napari Tracks layer.
+    """Make the data and keyword arguments of a napari Tracks layer.
 
     ``viewer.add_tracks(data, **kwargs)``, or ``(data, kwargs, "tracks")`` as a layer data
     tuple. The time column of ``data`` holds the **frame index** and the space columns
@@ -893,7 +1038,7 @@ def from_napari_tracks(
     frame_interval: float | None = None,
     source: str = "the Tracks layer",
 ) -> pd.DataFrame:
-    """Track table from a napari Tracks layer's ``data``, ``scale`` and ``features``.
+    """Make a track table from a napari Tracks layer's ``data``, ``scale`` and ``features``.
 
     ``data[:, 1]`` is taken as the frame index (napari's convention) and ``scale[0]`` as
     seconds per frame; space is ``data * scale + translate`` in µm, so a layer drawn in
@@ -914,6 +1059,11 @@ def from_napari_tracks(
         Seconds per frame, overriding ``scale[0]``.
     source : str
         How errors name the layer.
+
+    Returns
+    -------
+    DataFrame
+        One row per point, as :func:`read_tracks` returns it.
     """
     data = np.asarray(data, dtype=float)
     if data.ndim != 2 or data.shape[1] not in (4, 5):
@@ -955,7 +1105,7 @@ def from_napari_tracks(
 
 
 def _csv_has_track_columns(path: Path) -> bool:
-    """True when the header names a track, x, y and a time column (no mapping needed)."""
+    """Tell whether the header names a track, x, y and a time column (no mapping needed)."""
     head = _head(path, 1)
     if not head:
         return False
@@ -970,6 +1120,16 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
 
     Only files that carry their own times qualify (TrackMate CSV and XML, CSV with a
     time column); Imaris exports need a frame interval and are opened from the widget.
+
+    Parameters
+    ----------
+    path : str or list of str
+        What napari was asked to open.
+
+    Returns
+    -------
+    callable or None
+        The reader of a track file, None for anything else.
     """
     if isinstance(path, list):
         if len(path) != 1:

@@ -32,9 +32,27 @@ def speed_figure(
     ax=None,
     rng: int | np.random.Generator | None = 0,
 ):
-    """One point per track for each condition, with the mean +- SD as a bar.
+    """Plot one point per track for each condition, with the mean +- SD as a bar.
 
     ``rng`` only jitters the points sideways (seeded, so figures are reproducible).
+
+    Parameters
+    ----------
+    per_track : DataFrame
+        The per-track table (``tracks.csv``) with ``condition``.
+    metric : str
+        The column to plot.
+    label : str
+        The y-axis label.
+    ax : matplotlib Axes, optional
+        Draw here (the dock's canvas); default a new figure.
+    rng : int or Generator, optional
+        Seed of the sideways jitter.
+
+    Returns
+    -------
+    Figure
+        The figure drawn on.
     """
     fig, ax = _axes(ax)
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -57,11 +75,23 @@ def speed_figure(
 
 
 def msd_figure(msd: pd.DataFrame, *, ax=None):
-    """Ensemble MSD / lag against lag on log-log axes, with the bootstrap band.
+    """Plot ensemble MSD / lag against lag on log-log axes, with the bootstrap band.
 
     MSD / lag is flat for diffusion, falls for confined (sub-diffusive) and rises for
     directed (super-diffusive) motion, so the eye reads alpha - 1 as the slope. The title
     names the weighting of the ensemble (the table's ``msd_weighting``).
+
+    Parameters
+    ----------
+    msd : DataFrame
+        The ensemble MSD table (``msd.csv``).
+    ax : matplotlib Axes, optional
+        Draw here (the dock's canvas); default a new figure.
+
+    Returns
+    -------
+    Figure
+        The figure drawn on.
     """
     fig, ax = _axes(ax)
     names = list(pd.unique(msd["condition"]))
@@ -97,7 +127,7 @@ def _weighting_text(table: pd.DataFrame) -> str:
 
 
 def _weighting_line(table: pd.DataFrame) -> str:
-    """The weighting (:func:`_weighting_text`) as a second title line, if any."""
+    """Put the weighting (:func:`_weighting_text`) as a second title line, if any."""
     text = _weighting_text(table).strip()
     return f"\n{text}" if text else ""
 
@@ -113,7 +143,24 @@ def _plain_log_labels(ax) -> None:
 
 
 def alpha_figure(per_track: pd.DataFrame, alpha: pd.DataFrame, *, band: float = 0.1, ax=None):
-    """Per-track alpha per condition, the ensemble alpha with its CI, and the diffusive band."""
+    """Plot per-track alpha per condition, the ensemble alpha with its CI, and the diffusive band.
+
+    Parameters
+    ----------
+    per_track : DataFrame
+        The per-track table (``tracks.csv``).
+    alpha : DataFrame
+        The per-condition alpha table (``alpha.csv``).
+    band : float
+        Alpha within ``1 +- band`` is diffusive (shaded).
+    ax : matplotlib Axes, optional
+        Draw here (the dock's canvas); default a new figure.
+
+    Returns
+    -------
+    Figure
+        The figure drawn on.
+    """
     fig, ax = _axes(ax)
     names = list(alpha["condition"])
     ax.axhspan(1 - band, 1 + band, color="0.85", lw=0, label="diffusive band")

@@ -46,10 +46,15 @@ LONG_SECONDS = 300.0
 
 
 def available_memory() -> int | None:
-    """Memory (bytes) this machine can give without swapping, or None when unknown.
+    """Measure the memory this machine can give without swapping.
 
     The smaller of the system's available memory and what is left under this process's
     cgroup limit (a container or a cluster job sees the host's memory in /proc/meminfo).
+
+    Returns
+    -------
+    int or None
+        Bytes, or None when unknown.
     """
     found = [_cgroup_room()]
     try:
@@ -81,7 +86,17 @@ def _cgroup_room() -> int | None:
 
 @dataclass(frozen=True)
 class RequestCost:
-    """Estimated size of an analysis: random cells, peak memory (bytes), time (s)."""
+    """Estimated size of an analysis.
+
+    Attributes
+    ----------
+    n_dots : int
+        Random cells in all.
+    memory : float
+        Peak memory in bytes.
+    seconds : float
+        Run time in seconds.
+    """
 
     n_dots: int
     memory: float
@@ -95,7 +110,25 @@ def request_cost(
     n_structures: int,
     params: AnalysisParams,
 ) -> RequestCost:
-    """Estimate the memory and time of analysing one image with ``params``."""
+    """Estimate the memory and time of analysing one image with ``params``.
+
+    Parameters
+    ----------
+    n_cells : int
+        Cells in the image.
+    image_shape : sequence of int
+        The image's shape.
+    spacing : sequence of float
+        Voxel size in µm.
+    n_structures : int
+        Structures measured (distance columns).
+    params : AnalysisParams
+        Dots per cell, realisations, alpha and bin width.
+
+    Returns
+    -------
+    RequestCost
+    """
     from napari_niche.core.envelope import min_null_sets
 
     voxels = math.prod(int(s) for s in image_shape)
@@ -125,13 +158,27 @@ def check_request(
     *,
     available: int | None = None,
 ) -> list[str]:
-    """Refuse a request needing more than :data:`MEMORY_SHARE` of the available memory;
-    warn when it is long.
+    """Refuse a request beyond this machine's memory; warn when it is long.
 
-    Raises :class:`~napari_niche.core.errors.TooCostlyError` naming the estimate and
-    the largest number of null sets (dots per cell x realisations) that would fit;
-    returns the warnings (a list of sentences, empty for an ordinary request).
-    ``available`` defaults to :func:`available_memory`.
+    A request may need at most :data:`MEMORY_SHARE` of the available memory.
+
+    Parameters
+    ----------
+    n_cells, image_shape, spacing, n_structures, params
+        As in :func:`request_cost`.
+    available : int, optional
+        Bytes available; default :func:`available_memory`.
+
+    Returns
+    -------
+    list of str
+        The warnings; empty for an ordinary request.
+
+    Raises
+    ------
+    TooCostlyError
+        Naming the estimate and the largest number of null sets (dots per cell x
+        realisations) that would fit.
     """
     cost = request_cost(n_cells, image_shape, spacing, n_structures, params)
     available = available_memory() if available is None else available

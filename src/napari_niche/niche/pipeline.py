@@ -7,7 +7,6 @@ the number of structures.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from napari_niche.core.stats import (
     width_keeping_a_bin,
 )
 from napari_niche.core.tissue_check import check_tissue_map
-from napari_niche.io import CSV_FLOAT_FORMAT, write_atomically
+from napari_niche.io import write_tables
 from napari_niche.niche.budget import check_request
 from napari_niche.params import AnalysisParams
 
@@ -65,7 +64,18 @@ ENVELOPE_TABLE_COLUMNS = ["structure", *ENVELOPE_COLUMNS]
 
 
 def empty_envelope(structure_dtype: str = "str") -> pd.DataFrame:
-    """The envelope table with its columns and no rows."""
+    """Make the envelope table with its columns and no rows.
+
+    Parameters
+    ----------
+    structure_dtype : str
+        The dtype of the ``structure`` column.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`ENVELOPE_TABLE_COLUMNS`, no rows.
+    """
     table = empty_envelope_table()
     table.insert(0, "structure", pd.Series(dtype=structure_dtype))
     return table
@@ -73,7 +83,30 @@ def empty_envelope(structure_dtype: str = "str") -> pd.DataFrame:
 
 @dataclass
 class NicheResult:
-    """Every table of one analysis, with the parameters that produced it."""
+    """Every table of one analysis, with the parameters that produced it.
+
+    Attributes
+    ----------
+    cells : DataFrame
+        One row per cell: label, centroid, volume and ``dist_<name>_um`` per structure.
+    dots : DataFrame
+        One row per random cell, with its realisation, ``null_set`` and distances.
+    fold_change : DataFrame
+        Fold change per structure and distance bin.
+    quadrants : DataFrame
+        Cells and random cells per quadrant of the two quadrant structures.
+    stats : DataFrame
+        Tests per structure with effect sizes (:data:`STATS_COLUMNS`).
+    overlap : DataFrame
+        How many real cells overlap each excluded structure or leave the tissue.
+    record : dict
+        What ``params.json`` holds: parameters used, seed, counts, notes, warnings.
+    warnings : list of str
+        Sentences the user should read.
+    envelope : DataFrame
+        Fold change per bin with its Monte Carlo envelopes (``structure`` +
+        ``ENVELOPE_COLUMNS``); no rows when there were too few null sets to test.
+    """
 
     cells: pd.DataFrame
     dots: pd.DataFrame
@@ -83,11 +116,16 @@ class NicheResult:
     overlap: pd.DataFrame
     record: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
-    #: Fold change per bin with its Monte Carlo envelopes (``structure`` +
-    #: ``ENVELOPE_COLUMNS``); no rows when there were too few null sets to test.
     envelope: pd.DataFrame = field(default_factory=empty_envelope)
 
     def tables(self) -> dict[str, pd.DataFrame]:
+        """Give every table by its file name.
+
+        Returns
+        -------
+        dict of str -> DataFrame
+            File name -> table, in the order ``analyze`` writes them.
+        """
         return {
             "cells.csv": self.cells,
             "dots.csv": self.dots,
@@ -105,20 +143,52 @@ class NicheResult:
         exist (:func:`~napari_niche.io.write_atomically`), with ``out_dir`` locked against
         another process writing it, so an interrupted run never leaves half a result or new
         tables beside old parameters.
+
+        Parameters
+        ----------
+        out_dir : str or Path
+            The result folder (created if needed).
+
+        Returns
+        -------
+        Path
+            The absolute path of ``out_dir``.
+
+        Raises
+        ------
+        OutputFolderError
+            ``out_dir`` cannot be written.
+        OutputBusyError
+            Another process is writing ``out_dir``.
         """
-
-        def write(folder: Path) -> None:
-            for name, table in self.tables().items():
-                table.to_csv(folder / name, index=False, float_format=CSV_FLOAT_FORMAT)
-            (folder / "params.json").write_text(json.dumps(self.record, indent=2) + "\n")
-
-        return write_atomically(out_dir, write, lock=True)
+        return write_tables(out_dir, self.tables(), record=self.record, lock=True)
 
 
 def resolve_structures(
     names: list[str], params: AnalysisParams
 ) -> tuple[list[str], tuple[str, str] | None]:
-    """The structures to exclude and the quadrant pair, checked against ``names``."""
+    """Choose the structures to exclude and the quadrant pair, checked against ``names``.
+
+    Parameters
+    ----------
+    names : list of str
+        The structures of the analysis, in order.
+    params : AnalysisParams
+        ``exclude`` and ``quadrant_structures`` (None: the defaults).
+
+    Returns
+    -------
+    exclude : list of str
+        The structures random cells must not overlap (default all).
+    quadrant_structures : (str, str) or None
+        The quadrant pair: ``params``', else vessel and bone, else the first two; None
+        with one structure.
+
+    Raises
+    ------
+    NicheError
+        A name that is not a structure, or the same structure twice in the pair.
+    """
     exclude = list(names) if params.exclude is None else list(params.exclude)
     unknown = [n for n in exclude if n not in names]
     if unknown:
@@ -153,7 +223,7 @@ def place_random_cells(
     n_structures: int | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> tuple[RandomCells, pd.DataFrame, int]:
-    """docs/method.md#random-cells with the analysis parameters: virtual cells, table, seed.
+    """Place random cells (docs/method.md#random-cells) with the analysis parameters.
 
     Without a seed in ``params`` one is drawn, and returned so that it can be recorded.
     The table gets a ``null_set`` column (see :attr:`RandomCells.null_set`) after
@@ -162,6 +232,32 @@ def place_random_cells(
     to come, defaults to the excluded structures). ``progress(fraction, message)`` hears
     each batch of realisations placed and may raise to stop (see
     :func:`~napari_niche.core.random_cells.seed_random_cells`).
+
+    Parameters
+    ----------
+    voxels : CellVoxels
+        The real cells, whose shapes the random cells take.
+    spacing : tuple of float
+        Voxel size in µm.
+    tissue : bool array or None
+        Where random cells may go; None for the whole image.
+    exclude : mapping of name -> bool array
+        Structures random cells must not overlap (by ``params.rule``).
+    params : AnalysisParams
+        Rule, crowding, dots per cell, realisations, seed.
+    n_structures : int, optional
+        Distance columns to come, for the memory check.
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    dots : RandomCells
+        The random cells.
+    table : DataFrame
+        One row per random cell, with ``null_set``.
+    seed : int
+        The seed used.
     """
     n_structures = max(1, len(exclude)) if n_structures is None else n_structures
     check_request(voxels.n_cells, voxels.shape, spacing, n_structures, params)
@@ -216,7 +312,19 @@ class Summary:
 
 
 def envelope_test_name(n_sets: int, alternative: str = "two-sided") -> str:
-    """The ``test`` of a global envelope row in the statistics table (names the sides)."""
+    """Name the ``test`` of a global envelope row in the statistics table (names the sides).
+
+    Parameters
+    ----------
+    n_sets : int
+        Number of null sets.
+    alternative : str
+        ``"two-sided"``, ``"greater"`` or ``"less"``.
+
+    Returns
+    -------
+    str
+    """
     return f"global envelope test (extreme rank length, {alternative}, {n_sets} null sets)"
 
 
@@ -227,13 +335,30 @@ def summarize(
     params: AnalysisParams,
     quadrant_structures: tuple[str, str] | None,
 ) -> Summary:
-    """docs/method.md#quadrants to #tests from per-object tables: fold change, stats, quadrants.
+    """Compute fold change, tests and quadrants from per-object tables.
+
+    See docs/method.md#fold-change, #tests and #quadrants.
 
     The tables need a ``dist_<name>_um`` column per structure; the GUI's niche plot and
     ``analyze`` both call this, so they report the same numbers. With a ``null_set``
     column in ``dot_table`` and at least :func:`~napari_niche.core.envelope.min_null_sets`
     null sets (19 at alpha 0.05), each structure also gets its Monte Carlo envelope and a
     global envelope test row in the statistics.
+
+    Parameters
+    ----------
+    cell_table, dot_table : DataFrame
+        Cells and random cells with a ``dist_<name>_um`` column per structure.
+    names : list of str
+        The structures.
+    params : AnalysisParams
+        Bin width, minimum dots per bin, alpha, alternative, quadrant threshold.
+    quadrant_structures : (str, str) or None
+        The quadrant pair; None for no quadrants.
+
+    Returns
+    -------
+    Summary
     """
     n_sets, notes, warnings = _null_sets(dot_table, params.alpha)
     fold, tests, envelopes, intervals = [], [], [], {}
@@ -365,40 +490,77 @@ def _null_sets(dot_table: pd.DataFrame, alpha: float) -> tuple[int, list[str], l
     return n_sets, [text], ([text] if n_sets > 1 else [])
 
 
-def analyze(
-    cells: np.ndarray,
-    structures: Mapping[str, np.ndarray],
+def measure_distances(
+    voxels: CellVoxels,
+    masks: Mapping[str, np.ndarray],
     *,
-    spacing=None,
-    tissue: np.ndarray | None = None,
-    params: AnalysisParams | None = None,
-    progress: Callable[[str], None] | None = None,
-    on_warning: Callable[[str], None] | None = None,
-) -> NicheResult:
-    """Run docs/method.md#distance-maps to #tests on one image.
+    spacing: tuple[float, ...],
+    cell_table: pd.DataFrame,
+    dots: RandomCells | None = None,
+    dot_table: pd.DataFrame | None = None,
+    keep_maps: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Add each structure's ``dist_<name>_um`` column to the cell (and random cell) table.
+
+    One distance map (µm) per structure (docs/method.md#distance-maps), reduced straight to
+    the minimum distance of every cell and of every random cell, then dropped unless ``keep_maps``, so
+    peak memory does not grow with the number of structures. ``analyze`` and the
+    distances dock both measure this way.
 
     Parameters
     ----------
-    cells : (Z, Y, X) or (Y, X) int or bool array
-        A label image (0 = background) or a binary cell mask, which is then labelled.
-    structures : mapping name -> mask
-        Binary structure masks, e.g. ``{"vessel": v, "bone": b}``; at least one.
-    spacing : voxel size in µm (z, y, x); defaults to ``params.voxel_size``.
-    tissue : bool array, optional
-        The tissue map; default the whole image.
-    params : AnalysisParams
+    voxels : CellVoxels
+        The cells (:func:`~napari_niche.core.curation.cells_from_image`).
+    masks : mapping of name -> bool array
+        The structure masks, of the image's shape.
+    spacing : tuple of float
+        Voxel size in µm, (z, y, x) or (y, x).
+    cell_table : DataFrame
+        One row per cell of ``voxels`` (:func:`~napari_niche.core.cells.cell_table`);
+        gets one column per structure, in place.
+    dots : RandomCells, optional
+        Random cells placed in the same image.
+    dot_table : DataFrame, optional
+        One row per random cell of ``dots``; gets the same columns, in place.
+    keep_maps : bool
+        Return the distance maps (the distances dock shows them as layers).
     progress : callable, optional
-        Called with a short description before each step (for progress bars).
-    on_warning : callable, optional
-        Called at once with each warning known before the long steps (e.g. that the
-        request will take long); every warning is also in ``NicheResult.warnings``.
+        ``progress(fraction, message)`` before each structure; may raise to stop.
 
     Returns
     -------
-    NicheResult
+    dict of name -> float32 array
+        The distance maps with ``keep_maps``, else empty.
     """
-    params = params or AnalysisParams()
-    say = progress or (lambda _msg: None)
+    maps = {}
+    for i, (name, mask) in enumerate(masks.items()):
+        if progress is not None:
+            progress(i / len(masks), f"Distances to {name}")
+        dmap = distance_map_um(mask, spacing=spacing, name=name)
+        cell_table[distance_column(name)] = min_distance_per_label(voxels, dmap).astype(float)
+        if dots is not None and dot_table is not None:
+            dot_table[distance_column(name)] = dots.min_distance(dmap).astype(float)
+        if keep_maps:
+            maps[name] = dmap
+        del dmap
+    return maps
+
+
+@dataclass
+class _Inputs:
+    """The checked inputs of :func:`analyze`."""
+
+    cells: np.ndarray
+    spacing: tuple[float, ...]
+    masks: dict[str, np.ndarray]
+    tissue: np.ndarray | None
+    exclude: list[str]
+    quadrant_structures: tuple[str, str] | None
+
+
+def _check_inputs(cells, structures, spacing, tissue, params: AnalysisParams) -> _Inputs:
+    """Refuse what :func:`analyze` cannot measure, before any long step."""
     if not structures:
         raise NicheError("Give at least one structure mask (e.g. vessel) to measure distances to.")
     names = list(structures)
@@ -415,19 +577,62 @@ def analyze(
     exclude_names, quad = resolve_structures(names, params)
     masks = {n: as_mask(m, f"{n} mask") for n, m in structures.items()}
     tissue_mask = None if tissue is None else as_mask(tissue, "tissue mask")
+    return _Inputs(cells, spacing, masks, tissue_mask, exclude_names, quad)
+
+
+def analyze(
+    cells: np.ndarray,
+    structures: Mapping[str, np.ndarray],
+    *,
+    spacing=None,
+    tissue: np.ndarray | None = None,
+    params: AnalysisParams | None = None,
+    progress: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> NicheResult:
+    """Run docs/method.md#distance-maps to #tests on one image.
+
+    Parameters
+    ----------
+    cells : (Z, Y, X) or (Y, X) int or bool array
+        A label image (0 = background) or a binary cell mask, which is then labelled.
+    structures : mapping of name -> mask
+        Binary structure masks, e.g. ``{"vessel": v, "bone": b}``; at least one.
+    spacing : tuple of float, optional
+        Voxel size in µm (z, y, x); defaults to ``params.voxel_size``.
+    tissue : bool array, optional
+        The tissue map; default the whole image.
+    params : AnalysisParams, optional
+        Every analysis parameter; default ``AnalysisParams()``.
+    progress : callable, optional
+        Called with a short description before each step (for progress bars).
+    on_warning : callable, optional
+        Called at once with each warning known before the long steps (e.g. that the
+        request will take long); every warning is also in ``NicheResult.warnings``.
+
+    Returns
+    -------
+    NicheResult
+        Every table, the record for ``params.json`` and the warnings.
+    """
+    params = params or AnalysisParams()
+    say = progress or (lambda _msg: None)
+    given = _check_inputs(cells, structures, spacing, tissue, params)
+    names, spacing = list(given.masks), given.spacing
 
     say("Measuring cells")
-    voxels = cells_from_image(cells)
+    voxels = cells_from_image(given.cells)
     warnings = check_request(voxels.n_cells, voxels.shape, spacing, len(names), params)
     for text in warnings:  # said before the long steps, while the user can still stop
         (on_warning or (lambda _w: None))(text)
     cell_tab = cell_table(voxels, spacing=spacing)
-    exclude = {n: masks[n] for n in exclude_names}
-    overlap = overlap_diagnostic(voxels, tissue=tissue_mask, exclude=exclude)
+    exclude = {n: given.masks[n] for n in given.exclude}
+    overlap = overlap_diagnostic(voxels, tissue=given.tissue, exclude=exclude)
     warnings += overlap_warnings(overlap, params.rule)
     tissue_check = None
-    if tissue_mask is not None:  # a map of only the analysed masks erases real effects
-        tissue_check = check_tissue_map(tissue_mask, [cells, *masks.values()], spacing=spacing)
+    if given.tissue is not None:  # a map of only the analysed masks erases real effects
+        analysed = [given.cells, *given.masks.values()]
+        tissue_check = check_tissue_map(given.tissue, analysed, spacing=spacing)
         if tissue_check.message:
             warnings.append(tissue_check.message)
 
@@ -435,40 +640,27 @@ def analyze(
     dots, dot_tab, seed = place_random_cells(
         voxels,
         spacing=spacing,
-        tissue=tissue_mask,
+        tissue=given.tissue,
         exclude=exclude,
         params=params,
         n_structures=len(names),
     )
-
-    for name in names:
-        say(f"Distances to {name}")
-        dmap = distance_map_um(masks[name], spacing=spacing, name=name)
-        cell_tab[distance_column(name)] = min_distance_per_label(voxels, dmap).astype(float)
-        dot_tab[distance_column(name)] = dots.min_distance(dmap).astype(float)
-        del dmap
+    measure_distances(
+        voxels,
+        given.masks,
+        spacing=spacing,
+        cell_table=cell_tab,
+        dots=dots,
+        dot_table=dot_tab,
+        progress=lambda _fraction, message: say(message),
+    )
 
     say("Statistics")
-    summary = summarize(cell_tab, dot_tab, names, params, quad)
+    summary = summarize(cell_tab, dot_tab, names, params, given.quadrant_structures)
     warnings.extend(summary.warnings)
-    if quad is None:
+    if given.quadrant_structures is None:
         warnings.append("Quadrants need two structures; only one was given.")
-
-    used = params.with_(seed=seed, voxel_size=spacing)
-    used = used.with_(exclude=tuple(exclude_names), quadrant_structures=quad)
-    record = {
-        "napari_niche_version": __version__,
-        "analysis": used.to_dict(),
-        "image_shape": list(voxels.shape),
-        "structures": names,
-        "tissue": "given" if tissue is not None else "whole image",
-        "tissue_check": None if tissue_check is None else tissue_check.to_dict(),
-        "n_cells": int(voxels.n_cells),
-        "n_dots": int(dots.n_dots),
-        "null_sets": summary.n_null_sets,
-        "envelope": envelope_record(summary, params.alpha),
-        "warnings": warnings,
-    }
+    record = _analysis_record(given, params, seed, voxels, dots, summary, tissue_check, warnings)
     return NicheResult(
         cell_tab,
         dot_tab,
@@ -482,8 +674,49 @@ def analyze(
     )
 
 
+def _analysis_record(
+    given: _Inputs,
+    params: AnalysisParams,
+    seed: int,
+    voxels: CellVoxels,
+    dots: RandomCells,
+    summary: Summary,
+    tissue_check,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Make the record (``params.json``) of :func:`analyze`: parameters used, counts, notes."""
+    used = params.with_(seed=seed, voxel_size=given.spacing)
+    used = used.with_(exclude=tuple(given.exclude), quadrant_structures=given.quadrant_structures)
+    return {
+        "napari_niche_version": __version__,
+        "analysis": used.to_dict(),
+        "image_shape": list(voxels.shape),
+        "structures": list(given.masks),
+        "tissue": "given" if given.tissue is not None else "whole image",
+        "tissue_check": None if tissue_check is None else tissue_check.to_dict(),
+        "n_cells": int(voxels.n_cells),
+        "n_dots": int(dots.n_dots),
+        "null_sets": summary.n_null_sets,
+        "envelope": envelope_record(summary, params.alpha),
+        "warnings": warnings,
+    }
+
+
 def envelope_record(summary: Summary, alpha: float) -> dict[str, Any]:
-    """What the record (``params.json``) says about the Monte Carlo envelopes."""
+    """Say what the record (``params.json``) says about the Monte Carlo envelopes.
+
+    Parameters
+    ----------
+    summary : Summary
+        What :func:`summarize` found.
+    alpha : float
+        The significance level of the envelope test.
+
+    Returns
+    -------
+    dict
+        Method, alpha, null sets, p-intervals and notes.
+    """
     return {
         "method": "global envelope test, extreme rank length (Myllymaki et al. 2017)",
         "alpha": float(alpha),
@@ -494,7 +727,18 @@ def envelope_record(summary: Summary, alpha: float) -> dict[str, Any]:
 
 
 def check_structure_name(name: str) -> None:
-    """Structure names become column names (``dist_<name>_um``): keep them plain."""
+    """Refuse a structure name unfit for a column name (``dist_<name>_um``).
+
+    Parameters
+    ----------
+    name : str
+        A structure name such as ``vessel``.
+
+    Raises
+    ------
+    NicheError
+        The name is empty or holds other characters than letters, digits, - and _.
+    """
     if not name or not str(name).replace("_", "").replace("-", "").isalnum():
         raise NicheError(
             f"Structure name {name!r} must be letters, digits, '-' or '_' (e.g. vessel)."
@@ -502,6 +746,21 @@ def check_structure_name(name: str) -> None:
 
 
 def overlap_warnings(overlap: pd.DataFrame, rule: str) -> list[str]:
+    """Warn about real cells that overlap an excluded structure or leave the tissue.
+
+    Parameters
+    ----------
+    overlap : DataFrame
+        The overlap diagnostic (:func:`~napari_niche.core.random_cells.overlap_diagnostic`).
+    rule : str
+        The placement rule (``whole-cell`` or ``centroid``).
+
+    Returns
+    -------
+    list of str
+        One sentence per structure more than :data:`OVERLAP_WARNING_FRACTION` of the
+        cells overlap.
+    """
     out = []
     for row in overlap.itertuples():
         if row.fraction_overlapping > OVERLAP_WARNING_FRACTION:

@@ -71,6 +71,17 @@ class PlotStyle:
     stats_font_size: float = 9.0
 
     def structure_colour(self, index: int) -> str:
+        """Give the colour of the structure at ``index``.
+
+        Parameters
+        ----------
+        index : int
+            The structure's position (colours repeat after the last).
+
+        Returns
+        -------
+        str
+        """
         return self.structures[index % len(self.structures)]
 
 
@@ -110,7 +121,15 @@ class _DistanceLocator(MaxNLocator):
 
 
 def style_axes(ax: Axes, style: PlotStyle) -> None:
-    """Give an Axes the style's background and foreground (text, ticks, frame)."""
+    """Give an Axes the style's background and foreground (text, ticks, frame).
+
+    Parameters
+    ----------
+    ax : Axes
+        The axes to style.
+    style : PlotStyle
+        Colours and sizes.
+    """
     ax.set_facecolor(style.background)
     for spine in ax.spines.values():
         spine.set_color(style.foreground)
@@ -132,7 +151,7 @@ def _xy(a, b) -> np.ndarray:
 
 
 def _halo(style: PlotStyle) -> patheffects.AbstractPathEffect:
-    """A thin outline in the background colour around text drawn over data."""
+    """Make a thin outline in the background colour around text drawn over data."""
     return patheffects.withStroke(linewidth=2.0, foreground=style.background, alpha=0.8)
 
 
@@ -249,7 +268,17 @@ class QuadrantPlot:
 
     # -- data ------------------------------------------------------------------------------
     def set_data(self, cells_a, cells_b, dots_a=None, dots_b=None, *, names=("A", "B")):
-        """Show cells at (d_A, d_B) and random cells likewise; rescale the axes."""
+        """Show cells at (d_A, d_B) and random cells likewise; rescale the axes.
+
+        Parameters
+        ----------
+        cells_a, cells_b : array-like
+            Distances (µm) of the cells to structures A and B.
+        dots_a, dots_b : array-like, optional
+            The same for random cells.
+        names : (str, str)
+            Names of A and B, for the axis labels.
+        """
         cells = _xy(cells_a, cells_b)
         dots = _xy(dots_a, dots_b)
         self.cells.set_data(cells[:, 0], cells[:, 1])
@@ -273,7 +302,13 @@ class QuadrantPlot:
         self.ax.set_ylim(-_LABEL_STRIP * y, (1 + _LABEL_STRIP) * y)
 
     def set_threshold(self, threshold_um: float) -> None:
-        """Move the two threshold lines (µm)."""
+        """Move the two threshold lines (µm).
+
+        Parameters
+        ----------
+        threshold_um : float
+            The near/far threshold in µm.
+        """
         self.threshold_um = float(threshold_um)
         self.vline.set_xdata([self.threshold_um, self.threshold_um])
         self.hline.set_ydata([self.threshold_um, self.threshold_um])
@@ -282,7 +317,13 @@ class QuadrantPlot:
             self._rescale()
 
     def set_quadrants(self, table: pd.DataFrame | None) -> None:
-        """Label Q1..Q4 with the percentages of cells and random cells of a quadrant table."""
+        """Label Q1..Q4 with the percentages of cells and random cells of a quadrant table.
+
+        Parameters
+        ----------
+        table : DataFrame or None
+            A quadrant table (``quadrants.csv``); None leaves the bare names.
+        """
         rows = {} if table is None else {r.quadrant: r for r in table.itertuples()}
         for q, text in self.labels.items():
             row = rows.get(q)
@@ -295,14 +336,26 @@ class QuadrantPlot:
             )
 
     def set_highlight(self, indices) -> None:
-        """Ring the cells with these row indices (empty: none)."""
+        """Ring the cells with these row indices (empty: none).
+
+        Parameters
+        ----------
+        indices : array-like of int
+            Row indices into the cells drawn.
+        """
         idx = np.asarray(indices, dtype=np.int64).ravel()
         idx = idx[(idx >= 0) & (idx < len(self._cells_xy))]
         chosen = self._cells_xy[idx]
         self.highlight.set_data(chosen[:, 0], chosen[:, 1])
 
     def set_message(self, message: str) -> None:
-        """Replace the plot with a sentence saying what is missing."""
+        """Replace the plot with a sentence saying what is missing.
+
+        Parameters
+        ----------
+        message : str
+            The sentence.
+        """
         for artist in (self.cells, self.dots, self.highlight):
             artist.set_data([], [])
         self._cells_xy = np.empty((0, 2))
@@ -332,7 +385,27 @@ def quadrant_scatter(
     highlight=None,
     style: PlotStyle = LIGHT,
 ) -> QuadrantPlot:
-    """Draw the quadrant view in one call (see :class:`QuadrantPlot`)."""
+    """Draw the quadrant view in one call (see :class:`QuadrantPlot`).
+
+    Parameters
+    ----------
+    ax : Axes
+        Where to draw.
+    cells_a, cells_b, dots_a, dots_b, names
+        As in :meth:`QuadrantPlot.set_data`.
+    threshold_um : float
+        The near/far threshold in µm.
+    quadrants : DataFrame, optional
+        The quadrant table, for the labels.
+    highlight : array-like of int, optional
+        Cells to ring.
+    style : PlotStyle
+        Colours and sizes.
+
+    Returns
+    -------
+    QuadrantPlot
+    """
     plot = QuadrantPlot(ax, style=style, threshold_um=threshold_um)
     plot.set_data(cells_a, cells_b, dots_a, dots_b, names=names)
     plot.set_quadrants(quadrants)
@@ -343,7 +416,17 @@ def quadrant_scatter(
 
 # -- fold change ------------------------------------------------------------------------------
 def format_p(p: float) -> str:
-    """A p-value as printed on the plots: two significant digits, no false zero."""
+    """Print a p-value as on the plots: two significant digits, no false zero.
+
+    Parameters
+    ----------
+    p : float
+        A p-value.
+
+    Returns
+    -------
+    str
+    """
     p = float(p)
     if p < 1e-300:
         return "< 1e-300"
@@ -355,11 +438,23 @@ _NULL_SETS = re.compile(r"(\d+) null sets")
 
 
 def min_p_note(p: float, n_sets: int) -> str:
-    """What to add when a Monte Carlo p-value is the smallest its null sets allow.
+    """Say what to add when a Monte Carlo p-value is the smallest its null sets allow.
 
     With ``s`` null sets the observed curve can at best rank first of ``s + 1``, so the
     smallest p is ``1 / (s + 1)`` (0.05 with 19 sets): a p that small says "as extreme as
     this test can tell", not "barely significant". Empty when p is above that floor.
+
+    Parameters
+    ----------
+    p : float
+        The Monte Carlo p-value.
+    n_sets : int
+        Number of null sets.
+
+    Returns
+    -------
+    str
+        A sentence, or empty.
     """
     if n_sets < 1 or float(p) > (1.0 + 1e-9) / (n_sets + 1):
         return ""
@@ -371,10 +466,20 @@ def min_p_note(p: float, n_sets: int) -> str:
 
 
 def stats_text(stats: pd.DataFrame) -> str:
-    """The two-sample tests of one structure as short lines: test, statistic, p, n.
+    """Write the two-sample tests of one structure as short lines: test, statistic, p, n.
 
     Lines stay under about 50 characters so they fit above a plot in a narrow dock; the
     tests are two-sided (the table's ``test`` column says so in full).
+
+    Parameters
+    ----------
+    stats : DataFrame
+        Test rows of one structure (``stats.csv``).
+
+    Returns
+    -------
+    str
+        Lines separated by newlines.
     """
     lines = []
     two_sided = False
@@ -407,11 +512,25 @@ def stats_text(stats: pd.DataFrame) -> str:
 def omitted_bins(
     fold: pd.DataFrame, *, bin_width: float, max_distance_um: float
 ) -> list[tuple[float, float]]:
-    """Runs of bins missing from a fold-change table, as (start, end) in µm.
+    """Find the runs of bins missing from a fold-change table, as (start, end) in µm.
 
     The bins are those of :func:`napari_niche.core.stats.fold_change_by_bin`:
     ``[k w, (k + 1) w)`` from 0 up to the bin holding the largest distance. A bin absent
     from the table held too few random cells to give a ratio.
+
+    Parameters
+    ----------
+    fold : DataFrame
+        Fold-change rows of one structure.
+    bin_width : float
+        Bin width in µm.
+    max_distance_um : float
+        The largest distance measured.
+
+    Returns
+    -------
+    list of (float, float)
+        The runs of left-out bins.
     """
     n_bins = distance_bins(max_distance_um, bin_width).size - 1
     kept = np.zeros(n_bins, dtype=bool)
@@ -474,7 +593,7 @@ class FoldChangePlot:
         self.message = _message(ax, style)
 
     def _stats_text(self, text: str, *, above):
-        """The tests as a left-aligned block just above ``above`` (the legend) or the axes.
+        """Write the tests as a left-aligned block just above ``above`` (the legend) or the axes.
 
         Anchored to the legend's box, so the two never overlap however many lines either
         has; layout engines see both and make room.
@@ -528,6 +647,28 @@ class FoldChangePlot:
         :func:`napari_niche.core.envelope.monte_carlo_envelope`) adds the global Monte Carlo
         envelope (level ``1 - alpha``) as a grey box behind each bar and a ``*`` over the
         bins outside it.
+
+        Parameters
+        ----------
+        fold : DataFrame
+            Fold-change rows of one structure (``bin_start_um``, ``fold_change``, ...).
+        structure : str
+            The structure's name, for the legend.
+        bin_width : float
+            Bin width in µm.
+        max_distance_um : float
+            The largest distance measured: bins up to it that are not in ``fold`` are
+            hatched as left out.
+        min_dots : int
+            Random cells a bin needs (said in the legend).
+        stats : DataFrame, optional
+            Test rows of the structure, printed above the plot.
+        colour : str, optional
+            The bars' colour; default the style's first structure colour.
+        envelope : DataFrame, optional
+            Envelope rows of the structure.
+        alpha : float
+            Level of the envelope (``1 - alpha``).
         """
         self._clear()
         style = self.style
@@ -588,9 +729,11 @@ class FoldChangePlot:
         self.one.set_visible(True)
 
     def _legend_anchor(self) -> dict:
-        """Where the legend and tests start: the figure's left edge when the plot is alone
-        in its figure (a dock: the text may use the y label's width too), else the axes'
-        left edge (a panel of a wider figure)."""
+        """Place the legend and tests: at the figure's or the axes' left edge.
+
+        The figure's left edge when the plot is alone in its figure (a dock: the text may
+        use the y label's width too), else the axes' left edge (a panel of a wider figure).
+        """
         if len(self.ax.figure.axes) == 1:
             transform = blended_transform_factory(self.ax.figure.transFigure, self.ax.transAxes)
             return {"bbox_to_anchor": (0.01, 1.0), "bbox_transform": transform}
@@ -669,7 +812,13 @@ class FoldChangePlot:
         return handles
 
     def set_message(self, message: str) -> None:
-        """Replace the plot with a sentence saying what is missing."""
+        """Replace the plot with a sentence saying what is missing.
+
+        Parameters
+        ----------
+        message : str
+            The sentence.
+        """
         self._clear()
         self.stats = self._stats_text("", above=None)
         self.one.set_visible(False)
@@ -690,7 +839,38 @@ def fold_change_bars(
     envelope: pd.DataFrame | None = None,
     alpha: float = 0.05,
 ) -> FoldChangePlot:
-    """Draw the fold-change view of one structure in one call (see :class:`FoldChangePlot`)."""
+    """Draw the fold-change view of one structure in one call (see :class:`FoldChangePlot`).
+
+    Parameters
+    ----------
+    ax : Axes
+        Where to draw.
+    fold : DataFrame
+        Fold-change rows of one structure (``bin_start_um``, ``fold_change``, ...).
+    structure : str
+        The structure's name, for the legend.
+    bin_width : float
+        Bin width in µm.
+    max_distance_um : float
+        The largest distance measured: bins up to it that are not in ``fold`` are
+        hatched as left out.
+    min_dots : int
+        Random cells a bin needs (said in the legend).
+    stats : DataFrame, optional
+        Test rows of the structure, printed above the plot.
+    colour : str, optional
+        The bars' colour; default the style's first structure colour.
+    envelope : DataFrame, optional
+        Envelope rows of the structure.
+    style : PlotStyle
+        Colours and sizes.
+    alpha : float
+        Level of the envelope (``1 - alpha``).
+
+    Returns
+    -------
+    FoldChangePlot
+    """
     plot = FoldChangePlot(ax, style=style)
     plot.draw(
         fold,
@@ -723,12 +903,39 @@ def niche_figure(
     envelope: pd.DataFrame | None = None,
     alpha: float = 0.05,
 ) -> Figure:
-    """A figure of the whole analysis: the quadrant view, then fold change per structure.
+    """Draw a figure of the whole analysis: the quadrant view, then fold change per structure.
 
     The tables are those of :func:`napari_niche.niche.pipeline.summarize` (and the per-object
     tables with their ``dist_<name>_um`` columns), so a figure from the GUI and one from a
     headless run of the same data are the same. No pyplot: the figure belongs to nobody's
     GUI loop and can be saved from any thread.
+
+    Parameters
+    ----------
+    cells, dots : DataFrame
+        Cells and random cells with their ``dist_<name>_um`` columns.
+    fold_change, stats, quadrants, envelope : DataFrame
+        The tables of :func:`~napari_niche.niche.pipeline.summarize`.
+    structures : sequence of str
+        One fold-change panel per structure, in this order.
+    bin_width_um : float
+        Bin width in µm.
+    min_dots : int
+        Random cells a bin needs.
+    threshold_um : float
+        The quadrant threshold in µm.
+    quadrant_structures : (str, str), optional
+        The quadrant pair; None for no quadrant panel.
+    style : PlotStyle
+        Colours and sizes; default :data:`LIGHT`.
+    panel_size : (float, float)
+        Inches per panel.
+    alpha : float
+        Level of the envelopes (``1 - alpha``).
+
+    Returns
+    -------
+    Figure
     """
     from napari_niche.niche.pipeline import distance_column
 
@@ -769,7 +976,7 @@ def niche_figure(
 
 
 def _message(ax, style):
-    """The centred text a view shows instead of data ("run the random dots first")."""
+    """Make the centred text a view shows instead of data ("run the random dots first")."""
     return ax.text(
         0.5,
         0.5,
