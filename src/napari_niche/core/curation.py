@@ -199,7 +199,9 @@ def curate_mask(
     closing_radius_um: float = 0.0,
     fill: str = "off",
 ) -> np.ndarray:
-    """Curate one structure's mask (docs/method.md#mask-curation): remove small objects, close, fill.
+    """Curate one structure's mask: remove small objects, close, fill.
+
+    See docs/method.md#mask-curation.
 
     Steps run in that order, each only when asked for (``min_size > 0``,
     ``closing_radius_um > 0``, ``fill`` "3d" or "slice"), the same in the curation widget

@@ -504,8 +504,8 @@ def measure_distances(
     """Add each structure's ``dist_<name>_um`` column to the cell (and random cell) table.
 
     One distance map (µm) per structure (docs/method.md#distance-maps), reduced straight to
-    the minimum distance of every cell and of every random cell, then dropped unless ``keep_maps``, so
-    peak memory does not grow with the number of structures. ``analyze`` and the
+    the minimum distance of every cell and of every random cell, then dropped unless
+    ``keep_maps``, so peak memory does not grow with the number of structures. ``analyze`` and the
     distances dock both measure this way.
 
     Parameters
