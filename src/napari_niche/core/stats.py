@@ -335,7 +335,8 @@ def quadrant_table(
     """Count the cells and dots near A and/or B (distance < threshold), with fractions.
 
     Q1 = near both, Q2 = near B only, Q3 = near neither, Q4 = near A only
-    (docs/method.md#quadrants), so that a scatter of d_A (x) against d_B (y) reads like the usual quadrants.
+    (docs/method.md#quadrants), so that a scatter of d_A (x) against d_B (y) reads like the
+    usual quadrants.
 
     Parameters
     ----------
