@@ -81,7 +81,6 @@ def rows(n_tracks: int = N_TRACKS, n_points: int = N_POINTS) -> list[dict]:
     """One row per step: ``step``, ``size``, ``time_s``, ``peak_extra_gb``, ``target``,
     ``result`` ("pass"/"FAIL" for the row with a target, "" otherwise)."""
     from napari_niche.core.motility import (
-        MotilityParams,
         _layout,
         _msd,
         alpha_per_track,
@@ -92,6 +91,7 @@ def rows(n_tracks: int = N_TRACKS, n_points: int = N_POINTS) -> list[dict]:
         track_metrics,
     )
     from napari_niche.motility.pipeline import analyze_motility
+    from napari_niche.params import MotilityParams
 
     meter = _peak_meter()
     raw = make_tracks(n_tracks, n_points)

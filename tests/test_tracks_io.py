@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_niche.core.motility import MotilityParams, TrackError, find_gaps
+from napari_niche.core.motility import TrackError, find_gaps
 from napari_niche.io.tracks import (
     detect_format,
     from_napari_tracks,
@@ -17,6 +17,7 @@ from napari_niche.io.tracks import (
     to_napari_tracks,
 )
 from napari_niche.motility.pipeline import analyze_motility
+from napari_niche.params import MotilityParams
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TCELLS = DATA / "tcells_lymph_node.csv"

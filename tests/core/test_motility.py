@@ -9,7 +9,6 @@ import pytest
 from scipy import stats
 
 from napari_niche.core.motility import (
-    MotilityParams,
     TrackError,
     check_tracks,
     classify_alpha,
@@ -27,6 +26,7 @@ from napari_niche.core.motility import (
 )
 from napari_niche.io.tracks import from_napari_tracks
 from napari_niche.motility.pipeline import analyze_motility
+from napari_niche.params import MotilityParams
 
 FAST = dict(n_boot=200, seed=0)
 

@@ -18,9 +18,9 @@ from helpers import cli, real_cli
 from napari_niche import cli as cli_module
 from napari_niche.cli import main
 from napari_niche.core.errors import NicheError
-from napari_niche.core.motility import MotilityParams, TrackError
+from napari_niche.core.motility import TrackError
 from napari_niche.io import write_image
-from napari_niche.params import AnalysisParams
+from napari_niche.params import AnalysisParams, MotilityParams
 
 SPACING = (1.0, 0.5, 0.5)
 SHAPE = (5, 24, 24)

@@ -27,11 +27,11 @@ from napari_niche.cli import main
 from napari_niche.cli import motility as motility_cli
 from napari_niche.core._validate import as_spacing
 from napari_niche.core.errors import NicheError
-from napari_niche.core.motility import MotilityParams, TrackError
+from napari_niche.core.motility import TrackError
 from napari_niche.experiment.runner import run_experiment
 from napari_niche.experiment.spec import Experiment, ExperimentError
 from napari_niche.io import write_image
-from napari_niche.params import AnalysisParams
+from napari_niche.params import AnalysisParams, MotilityParams
 
 SPACING = (1.0, 0.5, 0.5)
 SHAPE = (5, 24, 24)

@@ -49,7 +49,7 @@ from napari_niche.core.errors import NicheError
 from napari_niche.core.preprocess import preprocess
 from napari_niche.core.threshold import THRESHOLD_METHODS, threshold_mask
 from napari_niche.core.tissue_check import check_tissue_map
-from napari_niche.experiment.spec import CellSteps
+from napari_niche.params import CellSteps
 
 if TYPE_CHECKING:
     import napari

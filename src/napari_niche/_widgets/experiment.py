@@ -63,7 +63,8 @@ from napari_niche.core.errors import NicheError
 if TYPE_CHECKING:
     import napari
 
-    from napari_niche.experiment.spec import Experiment, ImageSpec, StepParams
+    from napari_niche.experiment.spec import Experiment, ImageSpec
+    from napari_niche.params import StepParams
 
 __all__ = ["ExperimentWidget"]
 
@@ -899,7 +900,7 @@ def session_steps(session, viewer) -> tuple[StepParams, str]:
     """
     from dataclasses import replace
 
-    from napari_niche.experiment.spec import CellSteps, StepParams, TissueSteps
+    from napari_niche.params import CellSteps, StepParams, TissueSteps
 
     masks = dict(session.structures)
     cells_made = {} if session.cells_layer is None else session.cells_layer.metadata

@@ -49,7 +49,7 @@ from napari_niche._widgets._layers import check_aligned, layer_array
 from napari_niche._widgets.tables import DataFrameModel, write_csv
 from napari_niche.core.errors import NicheError
 from napari_niche.core.intensity import mean_intensity_in_shapes
-from napari_niche.core.motility import GAP_METHODS, MSD_WEIGHTINGS, MotilityParams, paired_tests
+from napari_niche.core.motility import GAP_METHODS, MSD_WEIGHTINGS, paired_tests
 from napari_niche.io.tracks import (
     FORMATS,
     from_napari_tracks,
@@ -59,6 +59,7 @@ from napari_niche.io.tracks import (
 )
 from napari_niche.motility.figures import alpha_figure, msd_figure, speed_figure
 from napari_niche.motility.pipeline import MotilityResult, analyze_motility
+from napari_niche.params import MotilityParams
 
 if TYPE_CHECKING:
     import napari

@@ -22,7 +22,7 @@ from napari_niche._widgets._layers import find_output, layer_spacing, write_laye
 from napari_niche._widgets._voxel import UnitLabels, VoxelSizeBar, unit_names
 from napari_niche.core.preprocess import preprocess
 from napari_niche.core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
-from napari_niche.experiment.spec import ChannelSteps
+from napari_niche.params import ChannelSteps
 
 if TYPE_CHECKING:
     import napari

@@ -35,13 +35,13 @@ from napari_niche.core.motility import (
     GAP_METHODS,
     MSD_WEIGHTINGS,
     SPEED_DEFINITIONS,
-    MotilityParams,
     spatial_columns,
 )
 from napari_niche.io import CSV_FLOAT_FORMAT, OutputFolderError, write_atomically
 from napari_niche.io.tracks import FORMATS, parse_column_mapping, read_tracks
 from napari_niche.motility.figures import alpha_figure, msd_figure, speed_figure
 from napari_niche.motility.pipeline import MotilityResult, analyze_motility
+from napari_niche.params import MotilityParams
 
 PROG = "napari-niche motility"
 FIGURES: tuple[str, ...] = ("speed", "msd", "alpha")

@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._validate import field_bool, field_choice, field_float, field_int, field_sizes, shown
+from ._validate import shown
 from .errors import NicheError
 
 SPEED_DEFINITIONS: tuple[str, ...] = ("step", "path")
@@ -1337,138 +1337,3 @@ def paired_tests(before, after) -> pd.DataFrame:
         {"test": "Wilcoxon signed-rank", "statistic": w_stat, "p_value": w_p},
     ]
     return pd.DataFrame([{**r, **base} for r in rows], columns=list(PAIRED_COLUMNS))
-
-
-# ----------------------------------------------------------------------------------------
-# The whole analysis
-
-
-@dataclass(frozen=True)
-class MotilityParams:
-    """Everything besides the tracks that decides a motility result (round-trips to JSON).
-
-    Attributes
-    ----------
-    frame_interval_s : seconds between frames; None estimates it from the times.
-    speed_definition : "step" (mean of step length / step time) or "path".
-    gap : what to do with missing frames: "split", "interpolate" or "drop".
-    drift_correction : subtract the mean displacement of all tracks per frame.
-    condition_split_frame : frames before it are "before", from it on "after"; None
-        keeps a ``condition`` column of the tracks, or puts every track in "all".
-    lattice_spacing_um : box size of the exploration lattice, one value or (z, y, x).
-    min_pairs : pairs a lag of a track needs to enter its MSD (per-track curves, alpha
-        and the track-weighted ensemble; the pooled ensemble uses every pair).
-    min_tracks : tracks a lag needs to enter the ensemble MSD.
-    msd_weighting : "pairs" (default; every displacement pair of every track pooled, as
-        celltrackR and trackpy) or "tracks" (the mean of the per-track MSDs): the ensemble
-        MSD, its bootstrap band, the ensemble alpha and D.
-    fit_fraction : alpha is fitted over lags up to this fraction of a track's span.
-    min_fit_lags : fewer usable lags than this leave alpha undetermined (NaN).
-    diffusive_band : alpha within 1 +- band is "diffusive".
-    n_boot, ci : bootstrap resamples and confidence level of the intervals.
-    seed : seed of the bootstrap; None draws one, which is then recorded.
-    """
-
-    frame_interval_s: float | None = None
-    speed_definition: str = "step"
-    gap: str = "split"
-    drift_correction: bool = False
-    condition_split_frame: int | None = None
-    lattice_spacing_um: tuple[float, ...] = (10.0,)
-    min_pairs: int = 3
-    min_tracks: int = 3
-    fit_fraction: float = 0.25
-    min_fit_lags: int = 3
-    diffusive_band: float = 0.1
-    n_boot: int = 1000
-    ci: float = 0.95
-    seed: int | None = None
-    msd_weighting: str = "pairs"
-    _version: int = field(default=2, repr=False)
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`TrackError` naming the field for any wrong type or impossible value.
-
-        The checks (and their messages: field, expected type and unit, value given) are
-        :mod:`napari_niche.core._validate`'s, shared with :class:`AnalysisParams`.
-        """
-        try:
-            self._validate()
-        except TrackError:
-            raise
-        except NicheError as err:
-            raise TrackError(str(err)) from None
-
-    def _validate(self) -> None:
-        set_ = object.__setattr__
-        fi = field_float(  # a microsecond to a year: beyond, a typo or a wrong unit
-            "frame_interval_s",
-            self.frame_interval_s,
-            low=1e-6,
-            high=3.2e7,
-            low_open=False,
-            high_open=False,
-            unit="seconds",
-            optional=True,
-        )
-        set_(self, "frame_interval_s", fi)
-        field_choice("speed_definition", self.speed_definition, SPEED_DEFINITIONS)
-        field_choice("gap", self.gap, GAP_METHODS)
-        set_(self, "drift_correction", field_bool("drift_correction", self.drift_correction))
-        split = field_int(
-            "condition_split_frame", self.condition_split_frame, minimum=0, optional=True
-        )
-        set_(self, "condition_split_frame", split)
-        sp = field_sizes("lattice_spacing_um", self.lattice_spacing_um, optional=False)
-        set_(self, "lattice_spacing_um", sp)
-        for name in ("min_pairs", "min_tracks"):
-            set_(self, name, field_int(name, getattr(self, name), minimum=1))
-        set_(
-            self,
-            "min_fit_lags",
-            field_int(
-                "min_fit_lags", self.min_fit_lags, minimum=2, what="of lags (a slope needs 2) "
-            ),
-        )
-        set_(
-            self,
-            "fit_fraction",
-            field_float("fit_fraction", self.fit_fraction, low=0, high=1, high_open=False),
-        )
-        set_(
-            self,
-            "diffusive_band",
-            field_float("diffusive_band", self.diffusive_band, low=0, low_open=False),
-        )
-        set_(
-            self,
-            "n_boot",
-            field_int("n_boot", self.n_boot, minimum=1, what="of bootstrap resamples "),
-        )
-        set_(self, "ci", field_float("ci", self.ci, low=0, high=1))
-        set_(self, "seed", field_int("seed", self.seed, minimum=0, optional=True))
-        check_msd_weighting(self.msd_weighting)
-
-    def with_(self, **changes) -> MotilityParams:
-        """A copy with the given fields changed; ``None`` values leave a field as it is."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["lattice_spacing_um"] = list(self.lattice_spacing_um)
-        d["version"] = d.pop("_version")
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MotilityParams:
-        known = {f.name for f in fields(cls)} - {"_version"}
-        unknown = set(d) - known - {"version"}
-        if unknown:
-            raise TrackError(f"Unknown motility parameter(s): {', '.join(sorted(unknown))}.")
-        values = {k: v for k, v in d.items() if k in known}
-        if d.get("version") == 1:  # written before the weighting existed: tracks weighted
-            values.setdefault("msd_weighting", "tracks")
-        return cls(**values)

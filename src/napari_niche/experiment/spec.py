@@ -13,25 +13,27 @@ reported when that image runs, so the other images still complete.
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import sys
 import unicodedata
 import zlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_niche.core._validate import field_sizes, shown
-from napari_niche.core.curation import FILL_MODES
 from napari_niche.core.errors import NicheError
-from napari_niche.core.threshold import THRESHOLD_METHODS
 from napari_niche.niche.pipeline import check_structure_name, resolve_structures
-from napari_niche.params import AnalysisParams
+from napari_niche.params import (
+    YAML_BOOLEAN_WORDS,
+    AnalysisParams,
+    SettingError,
+    StepParams,
+    unknown_key,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,21 +42,13 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "RESERVED_ROLES",
-    "CellSteps",
-    "ChannelSteps",
     "Experiment",
     "ExperimentError",
     "ImageSpec",
-    "SettingError",
-    "StepParams",
-    "TissueSteps",
 ]
 
 #: Roles that are not structures: the cells, and the tissue random cells are drawn in.
 RESERVED_ROLES = ("cells", "tissue")
-#: Where the tissue map comes from; "auto" = the tissue mask, else the tissue channel,
-#: else the whole image.
-TISSUE_SOURCES = ("auto", "mask", "channel", "union", "whole")
 #: Analysis parameters one image may set for itself. The others (bins, realisations,
 #: quadrants, ...) define how images are pooled, so they are the same for all.
 PER_IMAGE_ANALYSIS_KEYS = ("seed", "exclude", "rule")
@@ -95,281 +89,6 @@ class ExperimentError(NicheError):
     def __init__(self, message: str, problems: list[str] | None = None):
         super().__init__(message)
         self.problems = list(problems) if problems else [message]
-
-
-class SettingError(NicheError):
-    """A bad setting in a section of step parameters; ``where`` names the section or key
-    (``"steps.vessel"``, ``"cells.min_volume"``), ``detail`` says what is wrong."""
-
-    def __init__(self, where: str, detail: str):
-        super().__init__(f"{where}: {detail}")
-        self.where = where
-        self.detail = detail
-
-
-def _unknown_key(key: Any, known, what: str = "key") -> str:
-    """ "unknown key; did you mean X? (known: ...)", the hint from :mod:`difflib`.
-
-    A misspelt key (``realisations``, ``threshhold``, ``condtion``) is the commonest
-    mistake in a hand-written file; naming the likely intended key fixes it at a glance.
-    """
-    known = sorted(str(k) for k in known)
-    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]}?" if close else ""
-    return f"unknown {what}{hint} (known: {', '.join(known)})."
-
-
-#: YAML 1.1 (PyYAML) reads these words, unquoted, as true or false.
-_YAML_BOOLEAN_WORDS = "on/off, yes/no, true/false"
-
-
-# --------------------------------------------------------------------------- step params
-
-
-def _number(value, what: str, *, minimum: float = 0.0, allow_none=False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise NicheError(f"{what} must be a number, got {value!r}.")
-    if value < minimum:
-        raise NicheError(f"{what} must be at least {minimum:g}, got {value!r}.")
-    return float(value)
-
-
-def _flag(value, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise NicheError(f"{what} must be true or false, got {value!r}.")
-    return value
-
-
-@dataclass(frozen=True)
-class ChannelSteps:
-    """How one raw channel becomes a mask (METHOD.md steps 1-3), as in the GUI.
-
-    Attributes
-    ----------
-    sigma_um : Gaussian smoothing sigma in µm (0 = none).
-    normalize : divide each z-slice by its mean (undoes the loss of signal with depth).
-    threshold : "otsu", "li", "triangle", "yen", or "manual" with ``threshold_value``
-        (intensity units of the pre-processed channel).
-    min_size, size_unit : remove connected objects smaller than this, in "voxels" or "um3".
-    closing_radius_um : morphological closing radius in µm (0 = none).
-    fill : hole filling, "off", "3d" or "slice" (per z-slice; for lumens open at the top).
-        ``false`` means "off": YAML reads an unquoted ``fill: off`` as false. ``true`` is
-        refused, since it does not say which filling.
-    """
-
-    sigma_um: float = 0.0
-    normalize: bool = False
-    threshold: str = "otsu"
-    threshold_value: float | None = None
-    min_size: float = 0.0
-    size_unit: str = "voxels"
-    closing_radius_um: float = 0.0
-    fill: str = "off"
-
-    def __post_init__(self):
-        object.__setattr__(self, "sigma_um", _number(self.sigma_um, "sigma_um"))
-        _flag(self.normalize, "normalize")
-        method = self.threshold
-        if not isinstance(method, str) or (
-            method.lower() != "manual" and method.lower() not in THRESHOLD_METHODS
-        ):
-            raise NicheError(
-                f"threshold must be one of {', '.join(THRESHOLD_METHODS)} or manual, "
-                f"got {method!r}."
-            )
-        object.__setattr__(self, "threshold", method.lower())
-        value = _number(
-            self.threshold_value, "threshold_value", minimum=-math.inf, allow_none=True
-        )
-        object.__setattr__(self, "threshold_value", value)
-        if self.threshold == "manual" and value is None:
-            raise NicheError('threshold = "manual" needs threshold_value (a number).')
-        object.__setattr__(self, "min_size", _number(self.min_size, "min_size"))
-        if self.size_unit not in ("voxels", "um3"):
-            raise NicheError(f'size_unit must be "voxels" or "um3", got {self.size_unit!r}.')
-        object.__setattr__(
-            self, "closing_radius_um", _number(self.closing_radius_um, "closing_radius_um")
-        )
-        fill = self.fill
-        if fill is False:
-            fill = "off"
-        elif fill is True:
-            raise NicheError(
-                'fill = true does not say how to fill holes: write fill = "3d" (holes closed '
-                'in 3D) or fill = "slice" (per z-slice, for lumens open at the top), or "off". '
-                f"(YAML reads unquoted {_YAML_BOOLEAN_WORDS} as true or false.)"
-            )
-        elif isinstance(fill, str):
-            fill = fill.strip().lower()
-        if fill not in FILL_MODES:
-            raise NicheError(f"fill must be one of {', '.join(FILL_MODES)}, got {self.fill!r}.")
-        object.__setattr__(self, "fill", fill)
-
-
-@dataclass(frozen=True)
-class CellSteps:
-    """How the curated cell mask becomes one label per cell (as the curation widget).
-
-    ``min_volume_um3`` / ``max_volume_um3`` (µm² in 2D; None = no maximum) drop debris and
-    clumps; ``split_touching`` splits touching cells by a watershed with seeds at least
-    ``split_radius_um`` apart. Used only when the cells come from a raw channel.
-
-    The default minimum, 20 µm³, is a ball of 1.7 µm radius: far below the smallest
-    leukemia cell or haematopoietic stem/progenitor cell (about 6-8 µm across, 100-270
-    µm³), but far above the specks of a few voxels that thresholding a channel without
-    cells (pure noise) leaves. Without it such an image yields hundreds of one-voxel
-    "cells" and a wrong answer. In 2D the same number is an area, 20 µm² (a disc of 2.5 µm
-    radius, below the section of any such cell). Set 0 to keep every object.
-    """
-
-    min_volume_um3: float = 20.0
-    max_volume_um3: float | None = None
-    split_touching: bool = False
-    split_radius_um: float = 3.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "min_volume_um3", _number(self.min_volume_um3, "min_volume_um3"))
-        object.__setattr__(
-            self,
-            "max_volume_um3",
-            _number(self.max_volume_um3, "max_volume_um3", allow_none=True),
-        )
-        _flag(self.split_touching, "split_touching")
-        object.__setattr__(
-            self, "split_radius_um", _number(self.split_radius_um, "split_radius_um")
-        )
-        if self.max_volume_um3 is not None and self.max_volume_um3 < self.min_volume_um3:
-            raise NicheError("max_volume_um3 must not be smaller than min_volume_um3.")
-
-
-@dataclass(frozen=True)
-class TissueSteps:
-    """Where random cells may be placed (METHOD.md step 3, the tissue map).
-
-    ``source``: "mask" (the image's tissue mask file), "channel" (threshold the image's
-    tissue channel, e.g. DAPI, with the ``[steps.tissue]`` settings), "union" (cells and
-    every structure mask, closed with ``closing_radius_um`` and hole-filled when
-    ``fill``), "whole" (the whole image) or "auto" (mask if the image names one, else the
-    channel if it names one, else the whole image). A union of vessels, bone and leukemia
-    cells leaves out the marrow between them and hides real preferences: prefer a DAPI
-    channel or a drawn tissue mask.
-    """
-
-    source: str = "auto"
-    closing_radius_um: float = 10.0
-    fill: bool = True
-
-    def __post_init__(self):
-        if self.source not in TISSUE_SOURCES:
-            raise NicheError(
-                f"source must be one of {', '.join(TISSUE_SOURCES)}, got {self.source!r}."
-            )
-        object.__setattr__(
-            self, "closing_radius_um", _number(self.closing_radius_um, "closing_radius_um")
-        )
-        _flag(self.fill, "fill")
-
-
-_CHANNEL_KEYS = tuple(f.name for f in fields(ChannelSteps))
-
-
-def _build(cls, data: Mapping[str, Any], section: str):
-    """``cls(**data)``; an unknown key or a bad value raises :class:`SettingError` naming
-    ``section`` (e.g. ``steps.vessel``), so the message points at the right table."""
-    if not isinstance(data, Mapping):
-        raise SettingError(section, f"must be a table of settings, got {data!r}.")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known, key=str)
-    if unknown:
-        raise SettingError(f"{section}.{unknown[0]}", _unknown_key(unknown[0], known))
-    try:
-        return cls(**data)
-    except SettingError:
-        raise
-    except NicheError as err:
-        raise SettingError(section, str(err)) from None
-
-
-def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None}
-
-
-@dataclass(frozen=True)
-class StepParams:
-    """Pre-processing, threshold and curation per role, cell labelling and the tissue map.
-
-    ``defaults`` apply to every raw channel; ``roles`` holds, per role (``"cells"``,
-    ``"vessel"``, ``"tissue"``...), only the settings that differ from the defaults, so
-    changing a default (also in a per-image override) reaches every role that did not set
-    it. The dictionary form mirrors the experiment file::
-
-        {"steps": {<defaults>, "vessel": {<role settings>}}, "cells": {...}, "tissue": {...}}
-    """
-
-    defaults: ChannelSteps = field(default_factory=ChannelSteps)
-    roles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    cells: CellSteps = field(default_factory=CellSteps)
-    tissue: TissueSteps = field(default_factory=TissueSteps)
-
-    def __post_init__(self):
-        roles = {}
-        for role, overrides in dict(self.roles).items():
-            if isinstance(overrides, ChannelSteps):
-                overrides = asdict(overrides)
-            built = _build(ChannelSteps, {**asdict(self.defaults), **overrides}, f"steps.{role}")
-            roles[str(role)] = {k: getattr(built, k) for k in overrides}
-        object.__setattr__(self, "roles", roles)
-
-    __hash__ = None  # roles is a dict; equality is what matters
-
-    def channel(self, role: str) -> ChannelSteps:
-        """The settings for one role's channel: its own keys over the defaults."""
-        return replace(self.defaults, **self.roles.get(role, {}))
-
-    def to_dict(self) -> dict[str, Any]:
-        steps = _drop_none(asdict(self.defaults))
-        steps.update({role: _drop_none(o) for role, o in self.roles.items()})
-        return {
-            "steps": steps,
-            "cells": _drop_none(asdict(self.cells)),
-            "tissue": asdict(self.tissue),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StepParams:
-        """Build from the file layout; raise :class:`NicheError` naming the bad key."""
-        return cls().merged(data)
-
-    def merged(self, data: Mapping[str, Any]) -> StepParams:
-        """A copy with the settings of ``data`` (file layout, any subset) on top."""
-        unknown = sorted(set(data) - {"steps", "cells", "tissue"}, key=str)
-        if unknown:
-            raise SettingError(
-                unknown[0], _unknown_key(unknown[0], ("steps", "cells", "tissue"), "section")
-            )
-        steps = data.get("steps") or {}
-        if not isinstance(steps, Mapping):
-            raise SettingError("steps", f"must be a table of settings, got {steps!r}.")
-        flat = {k: v for k, v in steps.items() if not isinstance(v, Mapping)}
-        per_role = {k: v for k, v in steps.items() if isinstance(v, Mapping)}
-        defaults = _build(ChannelSteps, {**asdict(self.defaults), **flat}, "steps")
-        # each role's settings over its earlier ones; __post_init__ checks them against
-        # the new defaults and keeps the values as validated ("off" for a YAML false)
-        roles = {r: dict(o) for r, o in self.roles.items()}
-        for role, overrides in per_role.items():
-            roles[role] = {**roles.get(role, {}), **overrides}
-
-        def section(name: str) -> Mapping[str, Any]:
-            value = data.get(name) or {}
-            if not isinstance(value, Mapping):
-                raise SettingError(name, f"must be a table of settings, got {value!r}.")
-            return value
-
-        cells = _build(CellSteps, {**asdict(self.cells), **section("cells")}, "cells")
-        tissue = _build(TissueSteps, {**asdict(self.tissue), **section("tissue")}, "tissue")
-        return StepParams(defaults=defaults, roles=roles, cells=cells, tissue=tissue)
 
 
 # --------------------------------------------------------------------------- images
@@ -646,7 +365,7 @@ class Experiment:
         if not isinstance(data, Mapping):
             raise ExperimentError(f"{where}: the file must hold a table of settings.")
         for key in sorted(set(data) - set(_TOP_KEYS), key=str):
-            bad(key, _unknown_key(key, _TOP_KEYS))
+            bad(key, unknown_key(key, _TOP_KEYS))
 
         name = data.get("name", path.stem if path is not None else "experiment")
         if not isinstance(name, str) or not name.strip():
@@ -677,7 +396,7 @@ class Experiment:
             bad("analysis", f"must be a table of settings, got {section!r}.")
         elif set(section) - analysis_keys - {"format_version"}:
             for key in sorted(set(section) - analysis_keys - {"format_version"}, key=str):
-                bad(f"analysis.{key}", _unknown_key(key, analysis_keys))
+                bad(f"analysis.{key}", unknown_key(key, analysis_keys))
         elif section:
             try:
                 analysis = AnalysisParams.from_dict({**analysis.to_dict(), **section})
@@ -843,7 +562,7 @@ class Experiment:
         roles = {*RESERVED_ROLES, *structures}
         for role in self.steps.roles:
             if role not in roles:
-                problems.append(f"{where}: steps.{role}: {_unknown_key(role, roles, 'role')}")
+                problems.append(f"{where}: steps.{role}: {unknown_key(role, roles, 'role')}")
         for spec in self.images:
             problems += self._check_image(spec, structures, where)
         return problems
@@ -886,7 +605,7 @@ class Experiment:
         overrides = spec.overrides or {}
         unknown_sections = sorted(set(overrides) - set(_OVERRIDE_KEYS), key=str)
         for key in unknown_sections:
-            bad(f"overrides.{key}", _unknown_key(key, _OVERRIDE_KEYS, "section"))
+            bad(f"overrides.{key}", unknown_key(key, _OVERRIDE_KEYS, "section"))
         own = overrides.get("analysis") or {}
         if not isinstance(own, Mapping):
             bad("overrides.analysis", f"must be a table of settings, got {own!r}.")
@@ -894,7 +613,7 @@ class Experiment:
         analysis_keys = _analysis_keys()
         unknown_analysis = sorted(set(own) - analysis_keys - {"format_version"}, key=str)
         for key in unknown_analysis:
-            bad(f"overrides.analysis.{key}", _unknown_key(key, PER_IMAGE_ANALYSIS_KEYS))
+            bad(f"overrides.analysis.{key}", unknown_key(key, PER_IMAGE_ANALYSIS_KEYS))
         for key in sorted((set(own) & analysis_keys) - set(PER_IMAGE_ANALYSIS_KEYS)):
             bad(
                 f"overrides.analysis.{key}",
@@ -915,7 +634,7 @@ class Experiment:
         known_roles = {*RESERVED_ROLES, *structures}
         for role in steps.roles:
             if role not in known_roles:
-                bad(f"overrides.steps.{role}", _unknown_key(role, known_roles, "role"))
+                bad(f"overrides.steps.{role}", unknown_key(role, known_roles, "role"))
         try:
             resolve_structures(structures, analysis)
         except NicheError as err:
@@ -1114,7 +833,7 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
     if isinstance(image_id, bool):
         bad(
             f"{label}.id",
-            f"read as {str(image_id).lower()}: YAML reads unquoted {_YAML_BOOLEAN_WORDS} as "
+            f"read as {str(image_id).lower()}: YAML reads unquoted {YAML_BOOLEAN_WORDS} as "
             'true or false; put the id in quotes (e.g. id: "no").',
         )
         return None
@@ -1132,7 +851,7 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
         )
         return None
     for key in sorted(set(entry) - set(_IMAGE_KEYS), key=str):
-        bad(key, _unknown_key(key, _IMAGE_KEYS), image_id)
+        bad(key, unknown_key(key, _IMAGE_KEYS), image_id)
         ok = False
     values = {}
     for key in ("condition", "replicate"):
@@ -1140,7 +859,7 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
         if isinstance(value, bool):
             bad(
                 key,
-                f"read as {str(value).lower()}: YAML reads unquoted {_YAML_BOOLEAN_WORDS} as "
+                f"read as {str(value).lower()}: YAML reads unquoted {YAML_BOOLEAN_WORDS} as "
                 f'true or false; put the name in quotes (e.g. {key}: "off").',
                 image_id,
             )

@@ -12,7 +12,6 @@ import pandas as pd
 
 from napari_niche.core.motility import (
     PER_TRACK_COLUMNS,
-    MotilityParams,
     TrackError,
     _cut_by_condition,
     _ensembles,
@@ -31,6 +30,7 @@ from napari_niche.core.motility import (
     split_at_frame,
     track_metrics,
 )
+from napari_niche.params import MotilityParams
 
 
 @dataclass
