@@ -158,7 +158,7 @@ def describe(cls, name: str, *, default: bool = True) -> str:
     meta = f.metadata
     value = default_of(cls, name)
     parts = [meta["unit"]] if meta.get("unit") else []
-    if default:
+    if default and meta["kind"] != "bool":  # a switch is off unless given
         text = meta.get("default_text") if value is None else shown_default(value)
         if text:
             parts.append(f"default {text}")
@@ -271,10 +271,10 @@ class AnalysisParams:
     voxel_size: tuple[float, ...] | None = setting(
         None,
         "sizes",
-        "voxel size, Z,Y,X (Y,X in 2D)",
+        "voxel size Z,Y,X, or Y,X in 2D",
         unit="µm",
         optional=True,
-        default_text="read from the cell file's metadata",
+        default_text="from the cell file's metadata",
         flag="--voxel-size",
         metavar="Z,Y,X",
     )
@@ -290,8 +290,8 @@ class AnalysisParams:
     rule: str = setting(
         "whole-cell",
         "choice",
-        "acceptance rule of the random cells: whole-cell (every voxel in the tissue and "
-        "outside the excluded structures) or centroid (only the centre, as published)",
+        "acceptance rule of the random cells: whole-cell, every voxel in the tissue and "
+        "outside the excluded structures; centroid, only the centre, as published",
         choices=RULES,
         flag="--rule",
     )
@@ -318,7 +318,7 @@ class AnalysisParams:
     seed: int | None = setting(
         None,
         "int",
-        "seed of the random cells (the same seed gives the same random cells)",
+        "seed of the random cells; the same seed gives the same random cells",
         min=0,
         optional=True,
         default_text="random, recorded",
@@ -359,15 +359,15 @@ class AnalysisParams:
         "the two structures A,B of the quadrants",
         length=2,
         optional=True,
-        default_text="vessel,bone (else the first two structures)",
+        default_text="vessel,bone, else the first two structures",
         flag="--quadrant-structures",
         metavar="A,B",
     )
     alpha: float = setting(
         0.05,
         "float",
-        "significance level of the Monte Carlo envelope and the global envelope test "
-        "(needs realisations x dots per cell >= 1/A - 1)",
+        "significance level of the Monte Carlo envelope and the global envelope test; "
+        "needs realisations x dots per cell >= 1/A - 1",
         min=ALPHA_RANGE[0],
         max=ALPHA_RANGE[1],
         min_open=True,
@@ -379,7 +379,7 @@ class AnalysisParams:
     alternative: str = setting(
         "two-sided",
         "choice",
-        "sides of the global envelope test (as R's GET): two-sided, greater (cells above "
+        "sides of the global envelope test, as R's GET: two-sided, greater (cells above "
         "the random cells in some bin) or less",
         choices=ALTERNATIVES,
         check=check_alternative,
@@ -388,9 +388,9 @@ class AnalysisParams:
     crowding: str = setting(
         "ignore",
         "choice",
-        "ignore: random cells placed independently (as published); hard-core: each null "
-        "set of random cells is a non-overlapping arrangement (for densely packed cells; "
-        "whole-cell rule only)",
+        "ignore: random cells placed independently, as published; hard-core: each null "
+        "set of random cells is a non-overlapping arrangement, for densely packed cells "
+        "(whole-cell rule only)",
         choices=CROWDING,
         flag="--crowding",
     )
@@ -531,7 +531,7 @@ class MotilityParams:
     frame_interval_s: float | None = setting(  # a microsecond to a year: beyond, a typo
         None,
         "float",
-        "time between frames (defines time; the file's times are checked against it)",
+        "time between frames; it defines time, and the file's times are checked against it",
         unit="seconds",
         min=1e-6,
         max=3.2e7,
@@ -563,8 +563,8 @@ class MotilityParams:
     condition_split_frame: int | None = setting(
         None,
         "int",
-        "frames before FRAME are 'before', from FRAME on 'after' (tracks spanning it are "
-        "cut in two)",
+        "frames before FRAME are 'before', from FRAME on 'after'; tracks spanning it are "
+        "cut in two",
         min=0,
         optional=True,
         default_text="a 'condition' column of the file, else one condition 'all'",
@@ -642,8 +642,8 @@ class MotilityParams:
     msd_weighting: str = setting(
         "pairs",
         "choice",
-        "ensemble MSD: pairs pools every displacement pair of every track (as celltrackR "
-        "and trackpy; long tracks weigh more); tracks weighs every track equally",
+        "ensemble MSD: pairs pools every displacement pair of every track, as celltrackR "
+        "and trackpy (long tracks weigh more); tracks weighs every track equally",
         choices=MSD_WEIGHTINGS,
         check=_msd_weighting,
         flag="--msd-weighting",

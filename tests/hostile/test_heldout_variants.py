@@ -22,9 +22,9 @@ import pytest
 import tifffile
 from helpers import cli
 
-from napari_niche import cli as cli_module
 from napari_niche.cli import main
 from napari_niche.cli import motility as motility_cli
+from napari_niche.cli._common import guarded
 from napari_niche.core._validate import as_spacing
 from napari_niche.core.errors import NicheError
 from napari_niche.core.motility import TrackError
@@ -218,7 +218,7 @@ def test_a_stray_python_warning_is_one_line(capsys, monkeypatch, category, text)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        assert cli_module.guarded("analyze", run) == 0
+        assert guarded("analyze", run) == 0
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
         f"napari-niche analyze: warning: {' '.join(text.split())}"

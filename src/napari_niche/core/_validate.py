@@ -68,9 +68,10 @@ def check_alpha(alpha) -> None:
 
 
 # --------------------------------------------------------------------------- parameters
-# One place checks the type and range of every parameter field (AnalysisParams,
-# MotilityParams, StepParams; napari_niche.params), with a message naming the field, what it takes and what it got: a
-# value from a --params JSON, an experiment file or Python never reaches numpy unchecked.
+# One place checks the type and range of every parameter field (napari_niche.params reads
+# each field's bounds from its metadata and calls these), with a message naming the field,
+# what it takes and what it got: a value from a --params JSON, an experiment file or Python
+# never reaches numpy unchecked.
 
 
 def shown(value) -> str:
