@@ -61,6 +61,9 @@ from napari_niche.motility.figures import alpha_figure, msd_figure, speed_figure
 from napari_niche.motility.pipeline import MotilityResult, analyze_motility
 from napari_niche.params import MotilityParams
 
+#: Where the form starts: the defaults of the parameters (``napari-niche motility``'s).
+DEFAULTS = MotilityParams()
+
 if TYPE_CHECKING:
     import napari
 
@@ -240,7 +243,11 @@ class MotilityWidget(NicheWidget):
             "0 means not set (Imaris files need it to load)."
         )
         self.lattice = FloatSpinBox(
-            label="Lattice spacing (µm)", value=10.0, min=0.01, max=1e4, step=1.0
+            label="Lattice spacing (µm)",
+            value=DEFAULTS.lattice_spacing_um[0],
+            min=0.01,
+            max=1e4,
+            step=1.0,
         )
         self.lattice.tooltip = "Box size for 'sites visited' (exploration), e.g. a cell diameter."
         self.split_frame = SpinBox(label="Condition split frame", value=0, min=0, max=10**9)
@@ -248,14 +255,16 @@ class MotilityWidget(NicheWidget):
             "Frames before it are 'before', from it on 'after' (e.g. an injection). "
             "0: no split (a 'condition' feature is used if the layer has one)."
         )
-        self.gap = ComboBox(label="Gaps", choices=list(GAP_METHODS), value="split")
+        self.gap = ComboBox(label="Gaps", choices=list(GAP_METHODS), value=DEFAULTS.gap)
         self.gap.tooltip = (
             "Missing frames: split the track there, interpolate the positions, or drop "
             "the track. MSD lags are frame differences, so gaps never add false lags."
         )
-        self.drift = CheckBox(text="Correct drift (mean displacement per frame)", value=False)
+        self.drift = CheckBox(
+            text="Correct drift (mean displacement per frame)", value=DEFAULTS.drift_correction
+        )
         self.msd_weighting = ComboBox(
-            label="Ensemble MSD", choices=list(MSD_WEIGHTINGS), value="pairs"
+            label="Ensemble MSD", choices=list(MSD_WEIGHTINGS), value=DEFAULTS.msd_weighting
         )
         self.msd_weighting.tooltip = (
             "pairs: every displacement pair of every track pooled (as celltrackR and "
