@@ -144,8 +144,11 @@ def choices_of(cls, name: str) -> tuple[str, ...]:
 
 
 def dock_default(cls, name: str) -> Any:
-    """The value a dock starts from: the field's default, unless its metadata gives a
-    ``dock_default`` (a start better for an interactive preview, e.g. smoothing σ)."""
+    """Give the value a dock starts from.
+
+    That is the field's default, unless its metadata gives a ``dock_default`` (a start
+    better for an interactive preview, e.g. smoothing σ).
+    """
     meta = field_of(cls, name).metadata
     return meta["dock_default"] if "dock_default" in meta else default_of(cls, name)
 
@@ -167,8 +170,10 @@ def shown_default(value: Any) -> str:
 
 
 def describe(cls, name: str, *, default: bool = True) -> str:
-    """The help of one field with its unit and default, e.g. for ``--help`` or a tooltip:
-    ``"width of the distance bins of the fold change (µm; default 5)"``."""
+    """Give the help of one field with its unit and default, for ``--help`` or a tooltip.
+
+    E.g. ``"width of the distance bins of the fold change (µm; default 5)"``.
+    """
     f = field_of(cls, name)
     meta = f.metadata
     value = default_of(cls, name)
@@ -187,8 +192,11 @@ def _too_many(name: str, value: int, most: int, why: str) -> NicheError:
 
 
 def check_value(f: Field, value: Any) -> Any:
-    """``value`` checked against the description of field ``f`` (and normalised: lists
-    become tuples, whole numbers ints); :class:`NicheError` names the field otherwise."""
+    """Check ``value`` against the description of field ``f``; return it normalised.
+
+    Lists become tuples, whole numbers ints; a :class:`NicheError` names the field, what
+    it takes (unit, bounds, choices) and the value given otherwise.
+    """
     meta, name = f.metadata, f.name
     if "check" in meta:
         return meta["check"](value)
@@ -221,8 +229,10 @@ def check_value(f: Field, value: Any) -> Any:
 
 
 def check_fields(obj) -> None:
-    """Check every described field of a (frozen) parameter object, in field order,
-    replacing each value by its normalised form."""
+    """Check every described field of a (frozen) parameter object, in field order.
+
+    Each value is replaced by its normalised form (:func:`check_value`).
+    """
     for f in described(type(obj)):
         object.__setattr__(obj, f.name, check_value(f, getattr(obj, f.name)))
 
@@ -412,6 +422,7 @@ class AnalysisParams:
     _version: int = field(default=1, repr=False)
 
     def __post_init__(self):
+        """Check every field (see :meth:`validate`)."""
         self.validate()
 
     def validate(self) -> None:
@@ -666,6 +677,7 @@ class MotilityParams:
     _version: int = field(default=2, repr=False)
 
     def __post_init__(self):
+        """Check every field (see :meth:`validate`)."""
         self.validate()
 
     def validate(self) -> None:
@@ -709,8 +721,11 @@ class MotilityParams:
 
 
 class SettingError(NicheError):
-    """A bad setting in a section of step parameters; ``where`` names the section or key
-    (``"steps.vessel"``, ``"cells.min_volume"``), ``detail`` says what is wrong."""
+    """A bad setting in a section of step parameters.
+
+    ``where`` names the section or key (``"steps.vessel"``, ``"cells.min_volume"``),
+    ``detail`` says what is wrong.
+    """
 
     def __init__(self, where: str, detail: str):
         super().__init__(f"{where}: {detail}")
@@ -719,7 +734,7 @@ class SettingError(NicheError):
 
 
 def unknown_key(key: Any, known, what: str = "key") -> str:
-    """ "unknown key; did you mean X? (known: ...)", the hint from :mod:`difflib`.
+    """Say "unknown key; did you mean X? (known: ...)", the hint from :mod:`difflib`.
 
     A misspelt key (``realisations``, ``threshhold``, ``condtion``) is the commonest
     mistake in a hand-written file; naming the likely intended key fixes it at a glance.
@@ -731,8 +746,11 @@ def unknown_key(key: Any, known, what: str = "key") -> str:
 
 
 def _fill_mode(fill: Any) -> Any:
-    """``false`` -> "off" (YAML reads an unquoted ``fill: off`` as false), a text in lower
-    case; ``true`` is refused, since it does not say which filling."""
+    """Read a fill mode: ``false`` -> "off", a text in lower case.
+
+    YAML reads an unquoted ``fill: off`` as false; ``true`` is refused, since it does not
+    say which filling.
+    """
     if fill is False:
         return "off"
     if fill is True:
@@ -813,6 +831,7 @@ class ChannelSteps:
     )
 
     def __post_init__(self):
+        """Check every field; the method in lower case, a YAML ``false`` fill as "off"."""
         if isinstance(self.threshold, str):
             object.__setattr__(self, "threshold", self.threshold.lower())
         object.__setattr__(self, "fill", _fill_mode(self.fill))
@@ -867,6 +886,7 @@ class CellSteps:
     )
 
     def __post_init__(self):
+        """Check every field, and that the largest cell is not smaller than the smallest."""
         check_fields(self)
         if self.max_volume_um3 is not None and self.max_volume_um3 < self.min_volume_um3:
             raise NicheError("max_volume_um3 must not be smaller than min_volume_um3.")
@@ -906,12 +926,16 @@ class TissueSteps:
     fill: bool = setting(True, "bool", "fill the holes of a tissue map built as a union")
 
     def __post_init__(self):
+        """Check every field."""
         check_fields(self)
 
 
 def _build(cls, data: Mapping[str, Any], section: str):
-    """``cls(**data)``; an unknown key or a bad value raises :class:`SettingError` naming
-    ``section`` (e.g. ``steps.vessel``), so the message points at the right table."""
+    """Build ``cls(**data)`` for one section of the step settings.
+
+    An unknown key or a bad value raises :class:`SettingError` naming ``section`` (e.g.
+    ``steps.vessel``), so the message points at the right table.
+    """
     if not isinstance(data, Mapping):
         raise SettingError(section, f"must be a table of settings, got {data!r}.")
     known = {f.name for f in fields(cls)}
@@ -971,6 +995,7 @@ class StepParams:
     tissue: TissueSteps = field(default_factory=TissueSteps)
 
     def __post_init__(self):
+        """Check each role's settings over the defaults; keep only the role's own keys."""
         roles = {}
         for role, overrides in dict(self.roles).items():
             if isinstance(overrides, ChannelSteps):

@@ -1,5 +1,7 @@
-"""What every sub-command shares: one-line errors and warnings, Ctrl-C and SIGTERM, and
-options built from the parameters' metadata (:mod:`napari_niche.params`).
+"""What every sub-command shares.
+
+One-line errors and warnings, Ctrl-C and SIGTERM, and options built from the parameters'
+metadata (:mod:`napari_niche.params`).
 
 Exit codes: 0 success, 2 bad input (one line naming the file and the problem), 1 a failed
 write or a bug (one line), 130 after Ctrl-C and 143 after SIGTERM, never a traceback.
@@ -24,8 +26,10 @@ class CliError(Exception):
 
 
 class _Terminated(BaseException):
-    """SIGTERM, raised in the main thread so a run stops as after Ctrl-C (workers ended,
-    temporary files removed, finished results kept)."""
+    """SIGTERM, raised in the main thread so a run stops as after Ctrl-C.
+
+    Workers are ended, temporary files removed, finished results kept.
+    """
 
 
 def _on_sigterm(_signum, _frame):
@@ -60,8 +64,10 @@ def flag_message(err: Exception, flags: dict[str, str]) -> str:
 
 
 def folder_arg(text: str) -> Path:
-    """``--out``'s type: an empty text (an unset shell variable) is refused, never read as
-    the current folder, where results would mix with whatever is there."""
+    """Read ``--out``: an empty text (an unset shell variable) is refused.
+
+    It is never read as the current folder, where results would mix with whatever is there.
+    """
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a folder, got an empty text")
     return Path(text)
@@ -83,8 +89,10 @@ def dest_of(flag: str) -> str:
 def add_param_options(
     group, cls, names: Iterable[str], *, with_defaults: bool, required: Iterable[str] = ()
 ) -> None:
-    """One option per field of ``cls`` in ``names``, from the field's metadata: its
-    option, type, choices, metavar and help (with unit and default).
+    """Add one option per field of ``cls`` in ``names``, from the field's metadata.
+
+    Each option's name, type, choices, metavar and help (with unit and default) are the
+    field's.
 
     Parameters
     ----------
@@ -185,8 +193,11 @@ def guarded(command: str, run: Callable[[], int], *, stopped=None) -> int:
 
 @contextmanager
 def _warnings_one_line(command: str):
-    """Every Python warning raised on the way (numpy's, matplotlib's, ...) is one line
-    ``napari-niche <command>: warning: ...``, never a file name, line number and source."""
+    """Show every Python warning raised on the way (numpy's, matplotlib's, ...) in one line.
+
+    The line is ``napari-niche <command>: warning: ...``, never a file name, line number
+    and source.
+    """
     if os.environ.get("NAPARI_NICHE_DEBUG"):
         yield
         return

@@ -1,5 +1,6 @@
-"""``napari-niche analyze``: distances, random cells, fold change, quadrants and tests for
-one image, written as CSV with ``params.json``.
+"""``napari-niche analyze``: distances, random cells, fold change, quadrants and tests.
+
+For one image, written as CSV with ``params.json``.
 
 Its analysis options are built from :class:`~napari_niche.params.AnalysisParams`' field
 metadata, so they cannot drift from the parameters the GUI saves; each overrides the value

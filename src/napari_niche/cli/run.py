@@ -1,5 +1,7 @@
-"""``napari-niche run`` (an experiment file: every image, pooled tables, figures and a
-report) and ``napari-niche view`` (napari with the plugin).
+"""``napari-niche run`` and ``napari-niche view``.
+
+``run`` runs an experiment file: every image, pooled tables, figures and a report;
+``view`` opens napari with the plugin.
 
 ``run`` exits with 0 when every image is done, 1 when some image failed (the others
 complete and are reported) and 2 for a bad experiment file.
