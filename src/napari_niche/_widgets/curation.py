@@ -66,8 +66,8 @@ FILL_CHOICES = [(_FILL_LABELS.get(mode, mode), mode) for mode in FILL_MODES]
 #: The cell defaults of ``napari-niche experiment``, so both label cells the same way.
 CELL_DEFAULTS = CellSteps()
 #: Where the mask and tissue forms start: the experiment file's defaults (params).
-MASK_DEFAULTS = ChannelSteps()
-TISSUE_DEFAULTS = TissueSteps()
+MASK = ChannelSteps()
+TISSUE = TissueSteps()
 SIGMA = dock_default(ChannelSteps, "sigma_um")
 UNIT_CHOICES = [({"um3": "µm³"}.get(unit, unit), unit) for unit in SIZE_UNITS]
 
@@ -200,20 +200,18 @@ class CurationWidget(NicheWidget):
         # the masks "1 Channel thresholding" wrote, visible ones before hidden references
         self.mask_layer = self.layer_combo("Mask", (Labels,), prefer=_thresholded)
         self.min_size = FloatSpinBox(
-            label="Remove objects <", value=MASK_DEFAULTS.min_size, min=0.0, max=1e12
+            label="Remove objects <", value=MASK.min_size, min=0.0, max=1e12
         )
-        self.size_unit = ComboBox(
-            label="Size unit", choices=UNIT_CHOICES, value=MASK_DEFAULTS.size_unit
-        )
+        self.size_unit = ComboBox(label="Size unit", choices=UNIT_CHOICES, value=MASK.size_unit)
         self.count_label = Label(label="", value="")
         self.closing_radius = FloatSpinBox(
             label="Closing radius (µm)",
-            value=MASK_DEFAULTS.closing_radius_um,
+            value=MASK.closing_radius_um,
             min=0.0,
             max=1000.0,
             step=0.5,
         )
-        self.fill = ComboBox(label="Fill holes", choices=FILL_CHOICES, value=MASK_DEFAULTS.fill)
+        self.fill = ComboBox(label="Fill holes", choices=FILL_CHOICES, value=MASK.fill)
         self.form.extend(
             [self.mask_layer, self.min_size, self.size_unit, self.count_label]
             + [self.closing_radius, self.fill]
@@ -315,7 +313,7 @@ class CurationWidget(NicheWidget):
         self.tissue_method = ComboBox(
             label="Threshold",
             choices=[(m.capitalize(), m) for m in THRESHOLD_METHODS],
-            value=MASK_DEFAULTS.threshold,
+            value=MASK.threshold,
         )
         self.tissue_sigma = FloatSpinBox(
             label="Smoothing σ (µm)", value=SIGMA, min=0.0, max=100.0, step=0.5
@@ -329,12 +327,12 @@ class CurationWidget(NicheWidget):
         self._layer_combos.append(self.tissue_masks)
         self.tissue_radius = FloatSpinBox(
             label="Closing radius (µm)",
-            value=TISSUE_DEFAULTS.closing_radius_um,
+            value=TISSUE.closing_radius_um,
             min=0.0,
             max=1000.0,
             step=1.0,
         )
-        self.tissue_fill = CheckBox(text="Fill holes", value=TISSUE_DEFAULTS.fill)
+        self.tissue_fill = CheckBox(text="Fill holes", value=TISSUE.fill)
         self.tissue_button = PushButton(text="Build tissue map")
         self.tissue_button.changed.connect(self.build_tissue)
         self.tissue_form = Container(
