@@ -930,8 +930,10 @@ def session_steps(session, viewer) -> tuple[StepParams, str]:
     if tissue_made:
         tissue = replace(
             tissue,
-            closing_radius_um=float(tissue_made.get("closing_radius_um", 0.0)),
-            fill=bool(tissue_made.get("fill_holes", True)),
+            closing_radius_um=float(
+                tissue_made.get("closing_radius_um", tissue.closing_radius_um)
+            ),
+            fill=bool(tissue_made.get("fill_holes", tissue.fill)),
         )
         described.append(f"tissue map (closing {tissue.closing_radius_um:g} µm)")
     steps = StepParams(roles=roles, cells=cells, tissue=tissue)
