@@ -63,6 +63,7 @@ from napari_niche.params import MotilityParams
 
 #: Where the form starts: the defaults of the parameters (``napari-niche motility``'s).
 DEFAULTS = MotilityParams()
+LATTICE_UM = DEFAULTS.lattice_spacing_um[0]
 
 if TYPE_CHECKING:
     import napari
@@ -243,11 +244,7 @@ class MotilityWidget(NicheWidget):
             "0 means not set (Imaris files need it to load)."
         )
         self.lattice = FloatSpinBox(
-            label="Lattice spacing (µm)",
-            value=DEFAULTS.lattice_spacing_um[0],
-            min=0.01,
-            max=1e4,
-            step=1.0,
+            label="Lattice spacing (µm)", value=LATTICE_UM, min=0.01, max=1e4, step=1.0
         )
         self.lattice.tooltip = "Box size for 'sites visited' (exploration), e.g. a cell diameter."
         self.split_frame = SpinBox(label="Condition split frame", value=0, min=0, max=10**9)
