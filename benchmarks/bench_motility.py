@@ -82,11 +82,11 @@ def rows(n_tracks: int = N_TRACKS, n_points: int = N_POINTS) -> list[dict]:
     ``result`` ("pass"/"FAIL" for the row with a target, "" otherwise)."""
     from napari_niche.core.ensemble import ensemble_msd
     from napari_niche.core.exploration import sites_visited
-    from napari_niche.core.motility import MotilityParams
     from napari_niche.core.msd import alpha_per_track, msd_arrays, msd_per_track
     from napari_niche.core.track_metrics import track_metrics
     from napari_niche.core.tracks import check_tracks, track_layout
     from napari_niche.motility.pipeline import analyze_motility
+    from napari_niche.params import MotilityParams
 
     meter = _peak_meter()
     raw = make_tracks(n_tracks, n_points)

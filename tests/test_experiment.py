@@ -9,15 +9,13 @@ import pytest
 import tomli_w
 
 from napari_niche.experiment.spec import (
-    ChannelSteps,
     Experiment,
     ExperimentError,
     ImageSpec,
-    StepParams,
     derived_seed,
 )
 from napari_niche.io import write_channels, write_image
-from napari_niche.params import AnalysisParams
+from napari_niche.params import AnalysisParams, ChannelSteps, StepParams
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -403,7 +401,7 @@ def test_a_yaml_off_is_no_hole_filling_and_yes_no_are_switches(folder):
 
 def test_default_minimum_cell_volume_drops_noise_specks():
     """20 µm³: below any leukemia cell or HSPC, above the specks a noise channel leaves."""
-    from napari_niche.experiment.spec import CellSteps
+    from napari_niche.params import CellSteps
 
     assert CellSteps().min_volume_um3 == 20.0
     assert StepParams().cells.min_volume_um3 == 20.0

@@ -311,9 +311,9 @@ def test_msd_weighting_option_recorded_in_tables_figures_and_params(
     assert caption in (out / "msd.svg").read_text()
     assert caption in (out / "alpha.svg").read_text()
     # the numbers are those of the core with the same weighting
-    from napari_niche.core.motility import MotilityParams
     from napari_niche.io.tracks import read_tracks
     from napari_niche.motility.pipeline import analyze_motility
+    from napari_niche.params import MotilityParams
 
     expected = analyze_motility(
         read_tracks(path, frame_interval=DT),

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 from napari_niche.core.errors import TrackError
-from napari_niche.core.motility import MotilityParams
 from napari_niche.core.tracks import find_gaps
 from napari_niche.io.tracks import (
     detect_format,
@@ -19,6 +18,7 @@ from napari_niche.io.tracks import (
     to_napari_tracks,
 )
 from napari_niche.motility.pipeline import analyze_motility
+from napari_niche.params import MotilityParams
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TCELLS = DATA / "tcells_lymph_node.csv"

@@ -11,7 +11,6 @@ from scipy import stats
 from napari_niche.core.ensemble import ensemble_msd
 from napari_niche.core.errors import TrackError
 from napari_niche.core.exploration import sites_visited
-from napari_niche.core.motility import MotilityParams
 from napari_niche.core.motility_stats import compare_motility, paired_tests
 from napari_niche.core.msd import classify_alpha, msd_per_track
 from napari_niche.core.track_metrics import track_metrics
@@ -25,6 +24,7 @@ from napari_niche.core.tracks import (
 )
 from napari_niche.io.tracks import from_napari_tracks
 from napari_niche.motility.pipeline import analyze_motility
+from napari_niche.params import MotilityParams
 
 FAST = dict(n_boot=200, seed=0)
 

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 from helpers import cli, real_cli
 
-from napari_niche import cli as cli_module
 from napari_niche.cli import main
+from napari_niche.cli._common import guarded
 from napari_niche.core.errors import NicheError, TrackError
-from napari_niche.core.motility import MotilityParams
 from napari_niche.io import write_image
-from napari_niche.params import AnalysisParams
+from napari_niche.params import AnalysisParams, MotilityParams
 
 SPACING = (1.0, 0.5, 0.5)
 SHAPE = (5, 24, 24)
@@ -347,7 +346,7 @@ def test_messages_carry_plain_numbers_never_numpy_reprs(capsys, error, code):
     def fails():
         raise error(f"sizes {(np.float64(1.5), np.int64(2))} and {[np.float32(0.25)]}")
 
-    assert cli_module.guarded("analyze", fails) == code
+    assert guarded("analyze", fails) == code
     err = capsys.readouterr().err
     assert "sizes (1.5, 2) and [0.25]" in err and "np." not in err
 
@@ -357,11 +356,11 @@ def test_keyboard_interrupt_is_one_line_exit_130_not_a_bug(command, capsys):
     def interrupted():
         raise KeyboardInterrupt
 
-    assert cli_module.guarded(command, interrupted) == 130
+    assert guarded(command, interrupted) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"napari-niche {command}: Interrupted."]
     stopped = "Interrupted; results/x was left as it was (no new results written)."
-    assert cli_module.guarded(command, interrupted, stopped=lambda why: stopped) == 130
+    assert guarded(command, interrupted, stopped=lambda why: stopped) == 130
     assert capsys.readouterr().err.strip() == f"napari-niche {command}: {stopped}"
 
 

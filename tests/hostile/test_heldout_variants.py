@@ -22,15 +22,14 @@ import pytest
 import tifffile
 from helpers import cli
 
-from napari_niche import cli as cli_module
 from napari_niche.cli import main
+from napari_niche.cli._common import guarded
 from napari_niche.core._validate import as_spacing
 from napari_niche.core.errors import NicheError, TrackError
-from napari_niche.core.motility import MotilityParams
 from napari_niche.experiment.runner import run_experiment
 from napari_niche.experiment.spec import Experiment, ExperimentError
 from napari_niche.io import write_image
-from napari_niche.params import AnalysisParams
+from napari_niche.params import AnalysisParams, MotilityParams
 
 SPACING = (1.0, 0.5, 0.5)
 SHAPE = (5, 24, 24)
@@ -217,7 +216,7 @@ def test_a_stray_python_warning_is_one_line(capsys, monkeypatch, category, text)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        assert cli_module.guarded("analyze", run) == 0
+        assert guarded("analyze", run) == 0
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
         f"napari-niche analyze: warning: {' '.join(text.split())}"

@@ -189,7 +189,7 @@ def test_painting_during_a_curation_run_is_never_discarded(sample_viewer, qtbot)
 def test_cell_defaults_are_those_of_the_headless_experiment(make_napari_viewer):
     """Both doors label cells the same way unless told otherwise."""
     from napari_niche.core.curation import FILL_MODES
-    from napari_niche.experiment.spec import CellSteps
+    from napari_niche.params import CellSteps
 
     widget = dock(make_napari_viewer())
     steps = CellSteps()

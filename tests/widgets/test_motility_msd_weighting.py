@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_niche.core.motility import MotilityParams
 from napari_niche.io.tracks import from_napari_tracks
 from napari_niche.motility.pipeline import analyze_motility
+from napari_niche.params import MotilityParams
 
 
 def tracks_of_unequal_length() -> np.ndarray:

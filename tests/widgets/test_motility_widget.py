@@ -15,10 +15,10 @@ import pytest
 
 from napari_niche.core.errors import NicheError
 from napari_niche.core.intensity import mean_intensity_in_shapes
-from napari_niche.core.motility import MotilityParams
 from napari_niche.core.motility_stats import paired_tests
 from napari_niche.io.tracks import from_napari_tracks, read_tracks
 from napari_niche.motility.pipeline import analyze_motility
+from napari_niche.params import MotilityParams
 
 PLUGIN, WIDGET = "napari-niche", "Motility"
 TCELLS = Path(__file__).resolve().parents[3] / "shared" / "data" / "tcells_lymph_node.csv"

@@ -177,7 +177,7 @@ def test_the_default_method_finds_the_sample_structures(sample_viewer, qtbot, ch
     """A newcomer who applies the dock as it opens gets the method ``napari-niche run``
     uses (Otsu), not a slider at mid-range: that kept 80 of the sample's 150 cells and
     inflated their enrichment next to vessels (3.8-fold instead of about 2.7)."""
-    from napari_niche.experiment.spec import ChannelSteps
+    from napari_niche.params import ChannelSteps
 
     viewer = sample_viewer
     widget = dock(viewer)

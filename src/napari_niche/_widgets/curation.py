@@ -38,6 +38,7 @@ from napari_niche._widgets._voxel import UnitLabels, VoxelSizeBar, unit_names
 from napari_niche._widgets.threshold import PREVIEW_KEY
 from napari_niche.core.curation import (
     FILL_MODES,
+    SIZE_UNITS,
     count_small_objects,
     label_cells,
     tissue_map,
@@ -49,7 +50,7 @@ from napari_niche.core.errors import NicheError
 from napari_niche.core.preprocess import preprocess
 from napari_niche.core.threshold import THRESHOLD_METHODS, threshold_mask
 from napari_niche.core.tissue_check import check_tissue_map
-from napari_niche.experiment.spec import CellSteps
+from napari_niche.params import CellSteps, ChannelSteps, TissueSteps, dock_default
 
 if TYPE_CHECKING:
     import napari
@@ -64,7 +65,11 @@ _FILL_LABELS = {"off": "off", "3d": "3D", "slice": "per z-slice"}
 FILL_CHOICES = [(_FILL_LABELS.get(mode, mode), mode) for mode in FILL_MODES]
 #: The cell defaults of ``napari-niche experiment``, so both label cells the same way.
 CELL_DEFAULTS = CellSteps()
-UNIT_CHOICES = [("voxels", "voxels"), ("µm³", "um3")]
+#: Where the mask and tissue forms start: the experiment file's defaults (params).
+MASK = ChannelSteps()
+TISSUE = TissueSteps()
+SIGMA = dock_default(ChannelSteps, "sigma_um")
+UNIT_CHOICES = [({"um3": "µm³"}.get(unit, unit), unit) for unit in SIZE_UNITS]
 
 Indices = tuple[np.ndarray, ...]
 
@@ -194,13 +199,19 @@ class CurationWidget(NicheWidget):
         # -- curation of one mask, in place
         # the masks "1 Channel thresholding" wrote, visible ones before hidden references
         self.mask_layer = self.layer_combo("Mask", (Labels,), prefer=_thresholded)
-        self.min_size = FloatSpinBox(label="Remove objects <", value=0.0, min=0.0, max=1e12)
-        self.size_unit = ComboBox(label="Size unit", choices=UNIT_CHOICES, value="voxels")
+        self.min_size = FloatSpinBox(
+            label="Remove objects <", value=MASK.min_size, min=0.0, max=1e12
+        )
+        self.size_unit = ComboBox(label="Size unit", choices=UNIT_CHOICES, value=MASK.size_unit)
         self.count_label = Label(label="", value="")
         self.closing_radius = FloatSpinBox(
-            label="Closing radius (µm)", value=0.0, min=0.0, max=1000.0, step=0.5
+            label="Closing radius (µm)",
+            value=MASK.closing_radius_um,
+            min=0.0,
+            max=1000.0,
+            step=0.5,
         )
-        self.fill = ComboBox(label="Fill holes", choices=FILL_CHOICES, value="off")
+        self.fill = ComboBox(label="Fill holes", choices=FILL_CHOICES, value=MASK.fill)
         self.form.extend(
             [self.mask_layer, self.min_size, self.size_unit, self.count_label]
             + [self.closing_radius, self.fill]
@@ -302,10 +313,10 @@ class CurationWidget(NicheWidget):
         self.tissue_method = ComboBox(
             label="Threshold",
             choices=[(m.capitalize(), m) for m in THRESHOLD_METHODS],
-            value="otsu",
+            value=MASK.threshold,
         )
         self.tissue_sigma = FloatSpinBox(
-            label="Smoothing σ (µm)", value=1.0, min=0.0, max=100.0, step=0.5
+            label="Smoothing σ (µm)", value=SIGMA, min=0.0, max=100.0, step=0.5
         )
         self.tissue_masks = Select(label="Masks", choices=self._labels_choices)
         self.tissue_masks.native.setMaximumHeight(110)
@@ -315,9 +326,13 @@ class CurationWidget(NicheWidget):
         )
         self._layer_combos.append(self.tissue_masks)
         self.tissue_radius = FloatSpinBox(
-            label="Closing radius (µm)", value=10.0, min=0.0, max=1000.0, step=1.0
+            label="Closing radius (µm)",
+            value=TISSUE.closing_radius_um,
+            min=0.0,
+            max=1000.0,
+            step=1.0,
         )
-        self.tissue_fill = CheckBox(text="Fill holes", value=True)
+        self.tissue_fill = CheckBox(text="Fill holes", value=TISSUE.fill)
         self.tissue_button = PushButton(text="Build tissue map")
         self.tissue_button.changed.connect(self.build_tissue)
         self.tissue_form = Container(

@@ -63,7 +63,8 @@ from napari_niche.core.errors import NicheError
 if TYPE_CHECKING:
     import napari
 
-    from napari_niche.experiment.spec import Experiment, ImageSpec, StepParams
+    from napari_niche.experiment.spec import Experiment, ImageSpec
+    from napari_niche.params import StepParams
 
 __all__ = ["ExperimentWidget"]
 
@@ -899,7 +900,7 @@ def session_steps(session, viewer) -> tuple[StepParams, str]:
     """
     from dataclasses import replace
 
-    from napari_niche.experiment.spec import CellSteps, StepParams, TissueSteps
+    from napari_niche.params import CellSteps, StepParams, TissueSteps
 
     masks = dict(session.structures)
     cells_made = {} if session.cells_layer is None else session.cells_layer.metadata
@@ -929,8 +930,10 @@ def session_steps(session, viewer) -> tuple[StepParams, str]:
     if tissue_made:
         tissue = replace(
             tissue,
-            closing_radius_um=float(tissue_made.get("closing_radius_um", 0.0)),
-            fill=bool(tissue_made.get("fill_holes", True)),
+            closing_radius_um=float(
+                tissue_made.get("closing_radius_um", tissue.closing_radius_um)
+            ),
+            fill=bool(tissue_made.get("fill_holes", tissue.fill)),
         )
         described.append(f"tissue map (closing {tissue.closing_radius_um:g} µm)")
     steps = StepParams(roles=roles, cells=cells, tissue=tissue)

@@ -49,7 +49,6 @@ from napari_niche._widgets._layers import check_aligned, layer_array
 from napari_niche._widgets.tables import DataFrameModel, write_csv
 from napari_niche.core.errors import NicheError
 from napari_niche.core.intensity import mean_intensity_in_shapes
-from napari_niche.core.motility import MotilityParams
 from napari_niche.core.motility_stats import paired_tests
 from napari_niche.core.msd import MSD_WEIGHTINGS
 from napari_niche.core.tracks import GAP_METHODS
@@ -62,6 +61,11 @@ from napari_niche.io.tracks import (
 )
 from napari_niche.motility.figures import alpha_figure, msd_figure, speed_figure
 from napari_niche.motility.pipeline import MotilityResult, analyze_motility
+from napari_niche.params import MotilityParams
+
+#: Where the form starts: the defaults of the parameters (``napari-niche motility``'s).
+DEFAULTS = MotilityParams()
+LATTICE_UM = DEFAULTS.lattice_spacing_um[0]
 
 if TYPE_CHECKING:
     import napari
@@ -242,7 +246,7 @@ class MotilityWidget(NicheWidget):
             "0 means not set (Imaris files need it to load)."
         )
         self.lattice = FloatSpinBox(
-            label="Lattice spacing (µm)", value=10.0, min=0.01, max=1e4, step=1.0
+            label="Lattice spacing (µm)", value=LATTICE_UM, min=0.01, max=1e4, step=1.0
         )
         self.lattice.tooltip = "Box size for 'sites visited' (exploration), e.g. a cell diameter."
         self.split_frame = SpinBox(label="Condition split frame", value=0, min=0, max=10**9)
@@ -250,14 +254,16 @@ class MotilityWidget(NicheWidget):
             "Frames before it are 'before', from it on 'after' (e.g. an injection). "
             "0: no split (a 'condition' feature is used if the layer has one)."
         )
-        self.gap = ComboBox(label="Gaps", choices=list(GAP_METHODS), value="split")
+        self.gap = ComboBox(label="Gaps", choices=list(GAP_METHODS), value=DEFAULTS.gap)
         self.gap.tooltip = (
             "Missing frames: split the track there, interpolate the positions, or drop "
             "the track. MSD lags are frame differences, so gaps never add false lags."
         )
-        self.drift = CheckBox(text="Correct drift (mean displacement per frame)", value=False)
+        self.drift = CheckBox(
+            text="Correct drift (mean displacement per frame)", value=DEFAULTS.drift_correction
+        )
         self.msd_weighting = ComboBox(
-            label="Ensemble MSD", choices=list(MSD_WEIGHTINGS), value="pairs"
+            label="Ensemble MSD", choices=list(MSD_WEIGHTINGS), value=DEFAULTS.msd_weighting
         )
         self.msd_weighting.tooltip = (
             "pairs: every displacement pair of every track pooled (as celltrackR and "

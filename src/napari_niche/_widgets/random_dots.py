@@ -26,7 +26,7 @@ from napari_niche._widgets._layers import (
 )
 from napari_niche._widgets._session import data_digest, first_edited, get_session, input_label
 from napari_niche.core.errors import NicheError
-from napari_niche.params import AnalysisParams
+from napari_niche.params import AnalysisParams, choices_of
 
 if TYPE_CHECKING:
     import napari
@@ -50,6 +50,8 @@ RUN_DISTANCES_FIRST = (
     "and avoid the structure masks chosen there."
 )
 
+#: Where the form starts: the defaults of the parameters (``napari-niche analyze``'s).
+DEFAULTS = AnalysisParams()
 _RULES = (
     ("whole cell inside tissue, outside excluded", "whole-cell"),
     ("centroid only (published rule)", "centroid"),
@@ -175,21 +177,27 @@ class RandomDotsWidget(NicheWidget):
         self.tissue_combo.changed.connect(self._clear_tissue_note)
         self.exclude_box = Container(label="exclude", layout="vertical", labels=False)
         self.exclude_box.tooltip = "Structures random cells may not overlap"
-        self.rule = ComboBox(label="rule", choices=_RULES, value="whole-cell")
+        self.rule = ComboBox(label="rule", choices=_RULES, value=DEFAULTS.rule)
         self.rule.tooltip = (
             "whole cell: every voxel of a random cell lies in the tissue and outside the "
             "excluded structures (unbiased); centroid: only its centre is tested, as "
             "published (random cells may overlap vessels)"
         )
-        self.crowding = ComboBox(label="crowding", choices=["ignore", "hard-core"])
+        self.crowding = ComboBox(
+            label="crowding", choices=list(choices_of(AnalysisParams, "crowding"))
+        )
         self.crowding.tooltip = (
             "ignore: random cells placed independently (published); hard-core: the random "
             "cells of each null set overlap neither each other (nor vessels/bone), like real "
             "cells in densely packed tissue (whole-cell rule only; slower)"
         )
-        self.dots_per_cell = SpinBox(label="dots per cell", value=1, min=1, max=1000)
+        self.dots_per_cell = SpinBox(
+            label="dots per cell", value=DEFAULTS.dots_per_cell, min=1, max=1000
+        )
         self.dots_per_cell.tooltip = "Random cells per real cell and realisation"
-        self.realizations = SpinBox(label="realisations", value=1, min=1, max=1000)
+        self.realizations = SpinBox(
+            label="realisations", value=DEFAULTS.realizations, min=1, max=1000
+        )
         self.seed = LineEdit(label="seed", value="")
         self.seed.native.setPlaceholderText("blank = random")
         self.seed.tooltip = "The same seed gives the same random cells"

@@ -22,13 +22,16 @@ from napari_niche._widgets._layers import find_output, layer_spacing, write_laye
 from napari_niche._widgets._voxel import UnitLabels, VoxelSizeBar, unit_names
 from napari_niche.core.preprocess import preprocess
 from napari_niche.core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
-from napari_niche.experiment.spec import ChannelSteps
+from napari_niche.params import ChannelSteps, dock_default
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Image, Labels
 
 METHODS = ("manual", *THRESHOLD_METHODS)
+#: Where the dock starts: the experiment file's defaults, smoothing at its dock start.
+STEPS = ChannelSteps()
+SIGMA = dock_default(ChannelSteps, "sigma_um")
 METHOD_LABELS = {"manual": "manual", "otsu": "Otsu", "li": "Li", "triangle": "Triangle"}
 METHOD_LABELS["yen"] = "Yen"
 PREVIEW_KEY = "threshold preview"
@@ -166,15 +169,15 @@ class ThresholdWidget(NicheWidget):
 
         super().__init__(napari_viewer)
         self.image_layer = self.layer_combo("Channel", (Image,))
-        self.sigma = FloatSpinBox(label="Smoothing σ (µm)", value=1.0, min=0.0, max=100.0)
+        self.sigma = FloatSpinBox(label="Smoothing σ (µm)", value=SIGMA, min=0.0, max=100.0)
         self.sigma.step = 0.1
-        self.normalize = CheckBox(text="Normalise each z-slice by its mean", value=False)
+        self.normalize = CheckBox(text="Normalise each z-slice by its mean", value=STEPS.normalize)
         # the method ``napari-niche run`` uses by default (Otsu): a slider left at the middle
         # of the range lost half of the sample's cells and inflated their enrichment
         self.method = ComboBox(
             label="Method",
             choices=[(METHOD_LABELS[m], m) for m in METHODS],
-            value=ChannelSteps().threshold,
+            value=STEPS.threshold,
         )
         self.method.tooltip = METHOD_ADVICE
         self.threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, value=0.5)

@@ -28,16 +28,22 @@ import sys
 from pathlib import Path
 
 from napari_niche import __version__
+from napari_niche.cli._common import (
+    OneLineParser,
+    add_param_options,
+    flag_message,
+    folder_arg,
+    guarded,
+)
+from napari_niche.cli._common import one_line as _one_line
 from napari_niche.core._validate import parse_numbers
 from napari_niche.core.errors import NicheError
-from napari_niche.core.motility import MotilityParams
-from napari_niche.core.msd import MSD_WEIGHTINGS
-from napari_niche.core.track_metrics import SPEED_DEFINITIONS
-from napari_niche.core.tracks import GAP_METHODS, spatial_columns
+from napari_niche.core.tracks import spatial_columns
 from napari_niche.io import OutputFolderError, write_tables
 from napari_niche.io.tracks import FORMATS, parse_column_mapping, read_tracks
 from napari_niche.motility.figures import alpha_figure, msd_figure, speed_figure
 from napari_niche.motility.pipeline import MotilityResult, analyze_motility
+from napari_niche.params import MotilityParams, flags_of
 
 PROG = "napari-niche motility"
 FIGURES: tuple[str, ...] = ("speed", "msd", "alpha")
@@ -45,33 +51,21 @@ FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
 
 
 #: The option that sets each MotilityParams field, to name it in errors.
-_FLAGS = {
-    "frame_interval_s": "--frame-interval",
-    "speed_definition": "--speed-definition",
-    "condition_split_frame": "--condition-split",
-    "lattice_spacing_um": "--lattice-spacing",
-    "min_pairs": "--min-pairs",
-    "diffusive_band": "--diffusive-band",
-    "n_boot": "--n-boot",
-    "seed": "--seed",
-}
-
-
-def flag_message(err: Exception, flags: dict[str, str]) -> str:
-    """``"seed must be ..."`` -> ``"--seed must be ..."``: name the option the user typed."""
-    text = str(err)
-    field, sep, rest = text.partition(" must be ")
-    if sep and field in flags:
-        return f"{flags[field]} must be {rest}"
-    return text
-
-
-def folder_arg(text: str) -> Path:
-    """``--out``'s type: an empty text (an unset shell variable) is refused, never read as
-    the current folder, where results would mix with whatever is there."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected a folder, got an empty text")
-    return Path(text)
+_FLAGS = flags_of(MotilityParams)
+#: The motility options, in the order of ``--help`` (the others keep their defaults).
+_OPTIONS = (
+    "frame_interval_s",
+    "condition_split_frame",
+    "lattice_spacing_um",
+    "gap",
+    "drift_correction",
+    "speed_definition",
+    "diffusive_band",
+    "min_pairs",
+    "msd_weighting",
+    "n_boot",
+    "seed",
+)
 
 
 class _InputError(Exception):
@@ -79,7 +73,11 @@ class _InputError(Exception):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``motility`` sub-command on ``napari-niche``'s sub-parsers."""
+    """Register the ``motility`` sub-command on ``napari-niche``'s sub-parsers.
+
+    Its analysis options are built from :class:`~napari_niche.params.MotilityParams`'
+    field metadata (help, unit, default), so they cannot drift from the parameters.
+    """
     p = subparsers.add_parser(
         "motility",
         help="speed, MSD, alpha and exploration of cell tracks; before/after comparisons",
@@ -93,73 +91,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="TRACKS",
         help="TrackMate spots CSV or XML, Imaris *_Position.csv, or any CSV of positions",
     )
-    p.add_argument(
-        "--frame-interval",
-        type=float,
-        required=True,
-        metavar="S",
-        help="seconds between frames (defines time; the file's times are checked against it)",
-    )
-    p.add_argument(
-        "--condition-split",
-        type=int,
-        metavar="FRAME",
-        help="frames before FRAME are 'before', from FRAME on 'after' (tracks spanning it are "
-        "cut in two); default: a 'condition' column of the file, else one condition 'all'",
-    )
     p.add_argument("--format", choices=FORMATS, default="auto", help="default: auto")
     p.add_argument(
         "--columns",
         metavar="track=COL,t=COL,x=COL,y=COL,z=COL",
         help="for --format csv: file column of each of track, frame, t, z, y, x, condition",
     )
-    p.add_argument(
-        "--lattice-spacing",
-        default="10",
-        metavar="UM",
-        help="box size for exploration in µm, one value or Z,Y,X (default 10, ~a cell)",
-    )
-    p.add_argument(
-        "--gap", choices=GAP_METHODS, default="split", help="missing frames; default split"
-    )
-    p.add_argument(
-        "--drift-correction",
-        action="store_true",
-        help="subtract the mean displacement of all tracks per frame",
-    )
-    p.add_argument(
-        "--speed-definition",
-        choices=SPEED_DEFINITIONS,
-        default="step",
-        help="step: mean of step length / step time (default); path: length / duration",
-    )
-    p.add_argument(
-        "--diffusive-band",
-        type=float,
-        default=0.1,
-        metavar="B",
-        help="alpha within 1 +- B is 'diffusive' (default 0.1)",
-    )
-    p.add_argument(
-        "--min-pairs",
-        type=int,
-        default=3,
-        metavar="N",
-        help="pairs of positions a lag of a track needs (default 3)",
-    )
-    p.add_argument(
-        "--msd-weighting",
-        choices=MSD_WEIGHTINGS,
-        default="pairs",
-        help="ensemble MSD: pairs pools every displacement pair of every track (default, as "
-        "celltrackR and trackpy; long tracks weigh more); tracks weighs every track equally",
-    )
-    p.add_argument("--n-boot", type=int, default=1000, metavar="N", help="bootstrap resamples")
-    p.add_argument(
-        "--seed", type=int, metavar="S", help="bootstrap seed; default random, recorded"
-    )
     p.add_argument("--space-unit", metavar="UNIT", help="override the file's length unit (um, nm)")
     p.add_argument("--time-unit", metavar="UNIT", help="override the file's time unit (s, min)")
+    options = p.add_argument_group("motility parameters")
+    add_param_options(
+        options, MotilityParams, _OPTIONS, with_defaults=True, required=["frame_interval_s"]
+    )
     p.add_argument("--out", type=folder_arg, required=True, help="output folder")
     p.set_defaults(func=run)
     return p
@@ -182,12 +125,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"napari-niche: warning: {w}", file=sys.stderr)
     _print_summary(result, args.out)
     return 0
-
-
-def _one_line(err: Exception) -> str:
-    from napari_niche.core._validate import plain_numbers
-
-    return plain_numbers(" ".join(str(err).split()))
 
 
 def _compute(args) -> tuple[MotilityResult, dict]:
@@ -317,8 +254,6 @@ def _print_summary(result: MotilityResult, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m napari_niche.cli.motility``), same as the sub-command."""
-    from napari_niche.cli import OneLineParser, guarded
-
     parser = OneLineParser(prog="napari-niche")
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)

@@ -53,20 +53,27 @@ def check_crowding(crowding, rule: str) -> str:
     return crowding
 
 
+#: The significance levels a test may use, both ends excluded.
+ALPHA_RANGE: tuple[float, float] = (0.0, 0.5)
+
+
 def check_alpha(alpha) -> None:
-    """Raise :class:`NicheError` unless ``alpha`` is a number strictly between 0 and 0.5."""
+    """Raise :class:`NicheError` unless ``alpha`` lies strictly inside :data:`ALPHA_RANGE`."""
+    low, high = ALPHA_RANGE
     if isinstance(alpha, bool) or not (
-        isinstance(alpha, numbers.Real) and 0 < alpha < 0.5  # type: ignore[operator]
+        isinstance(alpha, numbers.Real) and low < alpha < high  # type: ignore[operator]
     ):
         raise NicheError(
-            f"The significance level alpha must lie between 0 and 0.5, got {shown(alpha)}."
+            f"The significance level alpha must lie between {low:g} and {high:g}, "
+            f"got {shown(alpha)}."
         )
 
 
 # --------------------------------------------------------------------------- parameters
-# One place checks the type and range of every parameter field (AnalysisParams,
-# MotilityParams), with a message naming the field, what it takes and what it got: a
-# value from a --params JSON, an experiment file or Python never reaches numpy unchecked.
+# One place checks the type and range of every parameter field (napari_niche.params reads
+# each field's bounds from its metadata and calls these), with a message naming the field,
+# what it takes and what it got: a value from a --params JSON, an experiment file or Python
+# never reaches numpy unchecked.
 
 
 def shown(value) -> str:
@@ -152,10 +159,11 @@ def field_float(
     """Check a finite number in the given interval (of ``unit``), or None when optional."""
     if value is None and optional:
         return None
-    lo = f"greater than {low:g}" if low_open else f"{low:g} or more"
-    hi = f"less than {high:g}" if high_open else f"at most {high:g}"
-    rng = lo if high == np.inf else f"{lo} and {hi}"
-    expected = f"a number{f' of {unit},' if unit else ''} {rng}"
+    lo = "" if low == -np.inf else f"greater than {low:g}" if low_open else f"{low:g} or more"
+    hi = "" if high == np.inf else f"less than {high:g}" if high_open else f"at most {high:g}"
+    rng = " and ".join(part for part in (lo, hi) if part)
+    expected = "a number" + (f" of {unit}" if unit else "") + (", " if unit and rng else " ")
+    expected = (expected + rng).rstrip()
     if not _is_number(value) or not np.isfinite(float(value)):
         raise _bad(field, expected, value)
     v = float(value)

@@ -14,6 +14,8 @@ from .distance import distance_to_outside_um
 from .errors import EmptyMaskError, NicheError
 
 SizeUnit = Literal["voxels", "um3"]
+#: The units a minimum object size is given in (``SizeUnit``'s values).
+SIZE_UNITS: tuple[str, ...] = ("voxels", "um3")
 
 
 def min_size_in_voxels(min_size: float, *, unit: SizeUnit, spacing: Sequence[float]) -> int:

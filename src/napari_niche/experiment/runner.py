@@ -56,7 +56,7 @@ from napari_niche.core.curation import curate_mask, label_cells, tissue_map
 from napari_niche.core.errors import EmptyMaskError, NicheError, ShapeMismatchError
 from napari_niche.core.preprocess import preprocess
 from napari_niche.core.threshold import threshold_value
-from napari_niche.experiment.spec import Experiment, ExperimentError, ImageSpec, StepParams
+from napari_niche.experiment.spec import Experiment, ExperimentError, ImageSpec
 from napari_niche.io import (
     atomic_path,
     atomic_write_text,
@@ -70,7 +70,7 @@ from napari_niche.io import (
     writing_inside,
 )
 from napari_niche.io.images import _jsonable, _tidy
-from napari_niche.params import AnalysisParams
+from napari_niche.params import AnalysisParams, StepParams
 
 __all__ = [
     "ERROR_COLUMNS",

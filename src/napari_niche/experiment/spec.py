@@ -13,25 +13,30 @@ reported when that image runs, so the other images still complete.
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import sys
 import unicodedata
 import zlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_niche.core._validate import field_sizes, shown
-from napari_niche.core.curation import FILL_MODES
+from napari_niche.core._validate import shown
 from napari_niche.core.errors import NicheError
-from napari_niche.core.threshold import THRESHOLD_METHODS
 from napari_niche.niche.pipeline import check_structure_name, resolve_structures
-from napari_niche.params import AnalysisParams
+from napari_niche.params import (
+    STEP_SECTIONS,
+    YAML_BOOLEAN_WORDS,
+    AnalysisParams,
+    SettingError,
+    StepParams,
+    check_value,
+    field_of,
+    unknown_key,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,21 +45,13 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "RESERVED_ROLES",
-    "CellSteps",
-    "ChannelSteps",
     "Experiment",
     "ExperimentError",
     "ImageSpec",
-    "SettingError",
-    "StepParams",
-    "TissueSteps",
 ]
 
 #: Roles that are not structures: the cells, and the tissue random cells are drawn in.
 RESERVED_ROLES = ("cells", "tissue")
-#: Where the tissue map comes from; "auto" = the tissue mask, else the tissue channel,
-#: else the whole image.
-TISSUE_SOURCES = ("auto", "mask", "channel", "union", "whole")
 #: Analysis parameters one image may set for itself. The others (bins, realisations,
 #: quadrants, ...) define how images are pooled, so they are the same for all.
 PER_IMAGE_ANALYSIS_KEYS = ("seed", "exclude", "rule")
@@ -83,7 +80,7 @@ _IMAGE_KEYS = (
     "voxel_size",
     "overrides",
 )
-_OVERRIDE_KEYS = ("analysis", "steps", "cells", "tissue")
+_OVERRIDE_KEYS = ("analysis", *STEP_SECTIONS)
 
 
 class ExperimentError(NicheError):
@@ -95,281 +92,6 @@ class ExperimentError(NicheError):
     def __init__(self, message: str, problems: list[str] | None = None):
         super().__init__(message)
         self.problems = list(problems) if problems else [message]
-
-
-class SettingError(NicheError):
-    """A bad setting in a section of step parameters; ``where`` names the section or key
-    (``"steps.vessel"``, ``"cells.min_volume"``), ``detail`` says what is wrong."""
-
-    def __init__(self, where: str, detail: str):
-        super().__init__(f"{where}: {detail}")
-        self.where = where
-        self.detail = detail
-
-
-def _unknown_key(key: Any, known, what: str = "key") -> str:
-    """ "unknown key; did you mean X? (known: ...)", the hint from :mod:`difflib`.
-
-    A misspelt key (``realisations``, ``threshhold``, ``condtion``) is the commonest
-    mistake in a hand-written file; naming the likely intended key fixes it at a glance.
-    """
-    known = sorted(str(k) for k in known)
-    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]}?" if close else ""
-    return f"unknown {what}{hint} (known: {', '.join(known)})."
-
-
-#: YAML 1.1 (PyYAML) reads these words, unquoted, as true or false.
-_YAML_BOOLEAN_WORDS = "on/off, yes/no, true/false"
-
-
-# --------------------------------------------------------------------------- step params
-
-
-def _number(value, what: str, *, minimum: float = 0.0, allow_none=False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise NicheError(f"{what} must be a number, got {value!r}.")
-    if value < minimum:
-        raise NicheError(f"{what} must be at least {minimum:g}, got {value!r}.")
-    return float(value)
-
-
-def _flag(value, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise NicheError(f"{what} must be true or false, got {value!r}.")
-    return value
-
-
-@dataclass(frozen=True)
-class ChannelSteps:
-    """How one raw channel becomes a mask (docs/method.md#from-channel-to-mask), as in the GUI.
-
-    Attributes
-    ----------
-    sigma_um : Gaussian smoothing sigma in µm (0 = none).
-    normalize : divide each z-slice by its mean (undoes the loss of signal with depth).
-    threshold : "otsu", "li", "triangle", "yen", or "manual" with ``threshold_value``
-        (intensity units of the pre-processed channel).
-    min_size, size_unit : remove connected objects smaller than this, in "voxels" or "um3".
-    closing_radius_um : morphological closing radius in µm (0 = none).
-    fill : hole filling, "off", "3d" or "slice" (per z-slice; for lumens open at the top).
-        ``false`` means "off": YAML reads an unquoted ``fill: off`` as false. ``true`` is
-        refused, since it does not say which filling.
-    """
-
-    sigma_um: float = 0.0
-    normalize: bool = False
-    threshold: str = "otsu"
-    threshold_value: float | None = None
-    min_size: float = 0.0
-    size_unit: str = "voxels"
-    closing_radius_um: float = 0.0
-    fill: str = "off"
-
-    def __post_init__(self):
-        object.__setattr__(self, "sigma_um", _number(self.sigma_um, "sigma_um"))
-        _flag(self.normalize, "normalize")
-        method = self.threshold
-        if not isinstance(method, str) or (
-            method.lower() != "manual" and method.lower() not in THRESHOLD_METHODS
-        ):
-            raise NicheError(
-                f"threshold must be one of {', '.join(THRESHOLD_METHODS)} or manual, "
-                f"got {method!r}."
-            )
-        object.__setattr__(self, "threshold", method.lower())
-        value = _number(
-            self.threshold_value, "threshold_value", minimum=-math.inf, allow_none=True
-        )
-        object.__setattr__(self, "threshold_value", value)
-        if self.threshold == "manual" and value is None:
-            raise NicheError('threshold = "manual" needs threshold_value (a number).')
-        object.__setattr__(self, "min_size", _number(self.min_size, "min_size"))
-        if self.size_unit not in ("voxels", "um3"):
-            raise NicheError(f'size_unit must be "voxels" or "um3", got {self.size_unit!r}.')
-        object.__setattr__(
-            self, "closing_radius_um", _number(self.closing_radius_um, "closing_radius_um")
-        )
-        fill = self.fill
-        if fill is False:
-            fill = "off"
-        elif fill is True:
-            raise NicheError(
-                'fill = true does not say how to fill holes: write fill = "3d" (holes closed '
-                'in 3D) or fill = "slice" (per z-slice, for lumens open at the top), or "off". '
-                f"(YAML reads unquoted {_YAML_BOOLEAN_WORDS} as true or false.)"
-            )
-        elif isinstance(fill, str):
-            fill = fill.strip().lower()
-        if fill not in FILL_MODES:
-            raise NicheError(f"fill must be one of {', '.join(FILL_MODES)}, got {self.fill!r}.")
-        object.__setattr__(self, "fill", fill)
-
-
-@dataclass(frozen=True)
-class CellSteps:
-    """How the curated cell mask becomes one label per cell (as the curation widget).
-
-    ``min_volume_um3`` / ``max_volume_um3`` (µm² in 2D; None = no maximum) drop debris and
-    clumps; ``split_touching`` splits touching cells by a watershed with seeds at least
-    ``split_radius_um`` apart. Used only when the cells come from a raw channel.
-
-    The default minimum, 20 µm³, is a ball of 1.7 µm radius: far below the smallest
-    leukemia cell or haematopoietic stem/progenitor cell (about 6-8 µm across, 100-270
-    µm³), but far above the specks of a few voxels that thresholding a channel without
-    cells (pure noise) leaves. Without it such an image yields hundreds of one-voxel
-    "cells" and a wrong answer. In 2D the same number is an area, 20 µm² (a disc of 2.5 µm
-    radius, below the section of any such cell). Set 0 to keep every object.
-    """
-
-    min_volume_um3: float = 20.0
-    max_volume_um3: float | None = None
-    split_touching: bool = False
-    split_radius_um: float = 3.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "min_volume_um3", _number(self.min_volume_um3, "min_volume_um3"))
-        object.__setattr__(
-            self,
-            "max_volume_um3",
-            _number(self.max_volume_um3, "max_volume_um3", allow_none=True),
-        )
-        _flag(self.split_touching, "split_touching")
-        object.__setattr__(
-            self, "split_radius_um", _number(self.split_radius_um, "split_radius_um")
-        )
-        if self.max_volume_um3 is not None and self.max_volume_um3 < self.min_volume_um3:
-            raise NicheError("max_volume_um3 must not be smaller than min_volume_um3.")
-
-
-@dataclass(frozen=True)
-class TissueSteps:
-    """Where random cells may be placed (docs/method.md#tissue-map).
-
-    ``source``: "mask" (the image's tissue mask file), "channel" (threshold the image's
-    tissue channel, e.g. DAPI, with the ``[steps.tissue]`` settings), "union" (cells and
-    every structure mask, closed with ``closing_radius_um`` and hole-filled when
-    ``fill``), "whole" (the whole image) or "auto" (mask if the image names one, else the
-    channel if it names one, else the whole image). A union of vessels, bone and leukemia
-    cells leaves out the marrow between them and hides real preferences: prefer a DAPI
-    channel or a drawn tissue mask.
-    """
-
-    source: str = "auto"
-    closing_radius_um: float = 10.0
-    fill: bool = True
-
-    def __post_init__(self):
-        if self.source not in TISSUE_SOURCES:
-            raise NicheError(
-                f"source must be one of {', '.join(TISSUE_SOURCES)}, got {self.source!r}."
-            )
-        object.__setattr__(
-            self, "closing_radius_um", _number(self.closing_radius_um, "closing_radius_um")
-        )
-        _flag(self.fill, "fill")
-
-
-_CHANNEL_KEYS = tuple(f.name for f in fields(ChannelSteps))
-
-
-def _build(cls, data: Mapping[str, Any], section: str):
-    """``cls(**data)``; an unknown key or a bad value raises :class:`SettingError` naming
-    ``section`` (e.g. ``steps.vessel``), so the message points at the right table."""
-    if not isinstance(data, Mapping):
-        raise SettingError(section, f"must be a table of settings, got {data!r}.")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known, key=str)
-    if unknown:
-        raise SettingError(f"{section}.{unknown[0]}", _unknown_key(unknown[0], known))
-    try:
-        return cls(**data)
-    except SettingError:
-        raise
-    except NicheError as err:
-        raise SettingError(section, str(err)) from None
-
-
-def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None}
-
-
-@dataclass(frozen=True)
-class StepParams:
-    """Pre-processing, threshold and curation per role, cell labelling and the tissue map.
-
-    ``defaults`` apply to every raw channel; ``roles`` holds, per role (``"cells"``,
-    ``"vessel"``, ``"tissue"``...), only the settings that differ from the defaults, so
-    changing a default (also in a per-image override) reaches every role that did not set
-    it. The dictionary form mirrors the experiment file::
-
-        {"steps": {<defaults>, "vessel": {<role settings>}}, "cells": {...}, "tissue": {...}}
-    """
-
-    defaults: ChannelSteps = field(default_factory=ChannelSteps)
-    roles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    cells: CellSteps = field(default_factory=CellSteps)
-    tissue: TissueSteps = field(default_factory=TissueSteps)
-
-    def __post_init__(self):
-        roles = {}
-        for role, overrides in dict(self.roles).items():
-            if isinstance(overrides, ChannelSteps):
-                overrides = asdict(overrides)
-            built = _build(ChannelSteps, {**asdict(self.defaults), **overrides}, f"steps.{role}")
-            roles[str(role)] = {k: getattr(built, k) for k in overrides}
-        object.__setattr__(self, "roles", roles)
-
-    __hash__ = None  # roles is a dict; equality is what matters
-
-    def channel(self, role: str) -> ChannelSteps:
-        """The settings for one role's channel: its own keys over the defaults."""
-        return replace(self.defaults, **self.roles.get(role, {}))
-
-    def to_dict(self) -> dict[str, Any]:
-        steps = _drop_none(asdict(self.defaults))
-        steps.update({role: _drop_none(o) for role, o in self.roles.items()})
-        return {
-            "steps": steps,
-            "cells": _drop_none(asdict(self.cells)),
-            "tissue": asdict(self.tissue),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StepParams:
-        """Build from the file layout; raise :class:`NicheError` naming the bad key."""
-        return cls().merged(data)
-
-    def merged(self, data: Mapping[str, Any]) -> StepParams:
-        """A copy with the settings of ``data`` (file layout, any subset) on top."""
-        unknown = sorted(set(data) - {"steps", "cells", "tissue"}, key=str)
-        if unknown:
-            raise SettingError(
-                unknown[0], _unknown_key(unknown[0], ("steps", "cells", "tissue"), "section")
-            )
-        steps = data.get("steps") or {}
-        if not isinstance(steps, Mapping):
-            raise SettingError("steps", f"must be a table of settings, got {steps!r}.")
-        flat = {k: v for k, v in steps.items() if not isinstance(v, Mapping)}
-        per_role = {k: v for k, v in steps.items() if isinstance(v, Mapping)}
-        defaults = _build(ChannelSteps, {**asdict(self.defaults), **flat}, "steps")
-        # each role's settings over its earlier ones; __post_init__ checks them against
-        # the new defaults and keeps the values as validated ("off" for a YAML false)
-        roles = {r: dict(o) for r, o in self.roles.items()}
-        for role, overrides in per_role.items():
-            roles[role] = {**roles.get(role, {}), **overrides}
-
-        def section(name: str) -> Mapping[str, Any]:
-            value = data.get(name) or {}
-            if not isinstance(value, Mapping):
-                raise SettingError(name, f"must be a table of settings, got {value!r}.")
-            return value
-
-        cells = _build(CellSteps, {**asdict(self.cells), **section("cells")}, "cells")
-        tissue = _build(TissueSteps, {**asdict(self.tissue), **section("tissue")}, "tissue")
-        return StepParams(defaults=defaults, roles=roles, cells=cells, tissue=tissue)
 
 
 # --------------------------------------------------------------------------- images
@@ -634,7 +356,12 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, path: Path | None = None) -> Experiment:
-        """Build from the file's content (a dict); see :meth:`load`."""
+        """Build from the file's content (a dict); see :meth:`load`.
+
+        Every section is read in turn, each problem collected (naming the file, the image
+        and the key), then the experiment as a whole is checked; any problem raises one
+        :class:`ExperimentError` listing them all.
+        """
         where = str(path) if path is not None else "experiment"
         base = path.parent if path is not None else Path.cwd()
         problems: list[str] = []
@@ -646,104 +373,17 @@ class Experiment:
         if not isinstance(data, Mapping):
             raise ExperimentError(f"{where}: the file must hold a table of settings.")
         for key in sorted(set(data) - set(_TOP_KEYS), key=str):
-            bad(key, _unknown_key(key, _TOP_KEYS))
-
-        name = data.get("name", path.stem if path is not None else "experiment")
-        if not isinstance(name, str) or not name.strip():
-            bad("name", f"must be a non-empty text, got {name!r}.")
-            name = "experiment"
-        output = data.get("output")
-        if output is not None and not isinstance(output, str):
-            bad("output", f"must be a folder path, got {output!r}.")
-            output = None
-        default_out = f"{path.stem}_results" if path is not None else "results"
-        output = _under(base, output or default_out)
-
-        # analysis: the GUI-saved params file, then [analysis] on top
-        params_file = None
-        analysis = AnalysisParams()
-        if data.get("params") is not None:
-            if not isinstance(data["params"], str):
-                bad("params", f"must be the path of a params.json, got {data['params']!r}.")
-            else:
-                params_file = _under(base, data["params"])
-                try:
-                    analysis = AnalysisParams.from_json(params_file)
-                except NicheError as err:
-                    bad("params", str(err))
-        section = data.get("analysis") or {}
-        analysis_keys = _analysis_keys()
-        if not isinstance(section, Mapping):
-            bad("analysis", f"must be a table of settings, got {section!r}.")
-        elif set(section) - analysis_keys - {"format_version"}:
-            for key in sorted(set(section) - analysis_keys - {"format_version"}, key=str):
-                bad(f"analysis.{key}", _unknown_key(key, analysis_keys))
-        elif section:
-            try:
-                analysis = AnalysisParams.from_dict({**analysis.to_dict(), **section})
-            except (NicheError, TypeError) as err:
-                bad("analysis", str(err))
-
-        step_sections = {k: data[k] for k in ("steps", "cells", "tissue") if k in data}
-        steps = StepParams()
-        for key, value in list(step_sections.items()):  # each alone: every bad section named
-            try:
-                StepParams.from_dict({key: value})
-            except SettingError as err:
-                bad(err.where, err.detail)
-                step_sections = {}
-            except (NicheError, TypeError) as err:
-                bad(key, str(err))
-                step_sections = {}
-        if step_sections:
-            steps = StepParams.from_dict(step_sections)
-
-        structure_names: list[str] = []
-        if data.get("structures") is not None:
-            names = data["structures"]
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                bad("structures", f"must be a list of names, got {names!r}.")
-            else:
-                structure_names = list(names)
-
-        default_channels = data.get("channels") or {}
-        if not isinstance(default_channels, Mapping):
-            bad("channels", f"must map roles to channels, got {default_channels!r}.")
-            default_channels = {}
-        default_axis = data.get("channel_axis")
-
-        images: list[ImageSpec] = []
-        raw_images = data.get("images")
-        if raw_images is None:
-            raw_images = []  # a new experiment; running it asks for images
-        elif not isinstance(raw_images, list):
-            bad("images", "must be a list of image entries ([[images]] in TOML).")
-            raw_images = []
-        seen: set[str] = set()
-        for i, entry in enumerate(raw_images):
-            spec = _parse_image(entry, i, default_channels, default_axis, bad)
-            if spec is None:
-                continue
-            if _folder_key(spec.id) in seen:
-                bad(
-                    "id",
-                    "used by two images (ids differing only in upper and lower case, or in how "
-                    "an accent is encoded, name one folder on macOS and Windows); every image "
-                    "needs its own id.",
-                    spec.id,
-                )
-                continue
-            seen.add(_folder_key(spec.id))
-            images.append(spec.resolved(base))
-
+            bad(key, unknown_key(key, _TOP_KEYS))
+        name, output = _read_name_and_output(data, path, base, bad)
+        analysis, params_file = _read_analysis(data, base, bad)
         exp = cls(
             name=name,
             path=path,
             output=output,
             analysis=analysis,
-            steps=steps,
-            images=images,
-            structure_names=structure_names,
+            steps=_read_steps(data, bad),
+            structure_names=_read_structure_names(data, bad),
+            images=_read_images(data, base, bad),
             params_file=params_file,
         )
         problems += exp._check(where=where)
@@ -843,86 +483,25 @@ class Experiment:
         roles = {*RESERVED_ROLES, *structures}
         for role in self.steps.roles:
             if role not in roles:
-                problems.append(f"{where}: steps.{role}: {_unknown_key(role, roles, 'role')}")
+                problems.append(f"{where}: steps.{role}: {unknown_key(role, roles, 'role')}")
         for spec in self.images:
             problems += self._check_image(spec, structures, where)
         return problems
 
     def _check_image(self, spec: ImageSpec, structures: list[str], where: str) -> list[str]:
+        """Every problem of one image entry: its roles, its parameters, then its files."""
         out: list[str] = []
 
         def bad(key: str, message: str) -> None:
             out.append(f"{where}: image {spec.id!r}: {key}: {message}")
 
-        if not _safe_id(spec.id):
-            bad(
-                "id",
-                'must be a plain name usable as a folder (no / \\ : * ? " < > |, tab or line '
-                "break).",
-            )
-        for key in ("condition", "replicate"):
-            value = getattr(spec, key)
-            if not isinstance(value, str) or not value.strip():
-                bad(key, f"missing: every image needs a {key}.")
-        roles = spec.roles()
-        for role in roles:
-            if role not in RESERVED_ROLES and role not in structures:
-                bad(
-                    f"channels.{role}" if role in spec.channels else f"masks.{role}",
-                    f"unknown role {role!r} (structures: {', '.join(structures)}; plus "
-                    "cells and tissue).",
-                )
-        if "cells" not in roles:
-            bad("channels.cells", "no cells: give channels.cells or masks.cells.")
-        for name in structures:
-            if name not in roles:
-                bad(f"channels.{name}", f"no {name}: give channels.{name} or masks.{name}.")
-        if spec.path is None and spec._uses_path():
-            bad("path", "channels given as numbers need path = the multichannel file.")
-        for role, c in spec.channels.items():
-            if isinstance(c, int) and c < 0:
-                bad(f"channels.{role}", f"channel numbers start at 0, got {c}.")
-        # parameters
-        overrides = spec.overrides or {}
-        unknown_sections = sorted(set(overrides) - set(_OVERRIDE_KEYS), key=str)
-        for key in unknown_sections:
-            bad(f"overrides.{key}", _unknown_key(key, _OVERRIDE_KEYS, "section"))
-        own = overrides.get("analysis") or {}
-        if not isinstance(own, Mapping):
-            bad("overrides.analysis", f"must be a table of settings, got {own!r}.")
-            return out
-        analysis_keys = _analysis_keys()
-        unknown_analysis = sorted(set(own) - analysis_keys - {"format_version"}, key=str)
-        for key in unknown_analysis:
-            bad(f"overrides.analysis.{key}", _unknown_key(key, PER_IMAGE_ANALYSIS_KEYS))
-        for key in sorted((set(own) & analysis_keys) - set(PER_IMAGE_ANALYSIS_KEYS)):
-            bad(
-                f"overrides.analysis.{key}",
-                "is the same for every image (it decides how images are pooled): set it in "
-                f"[analysis]. An image may set {', '.join(PER_IMAGE_ANALYSIS_KEYS)}"
-                + ("; its voxel size goes in voxel_size." if key == "voxel_size" else "."),
-            )
-        if unknown_sections or unknown_analysis:
-            return out  # reported above; the parameters cannot be built
-        try:
-            analysis, steps = self.params_for(spec.id)
-        except SettingError as err:
-            bad(f"overrides.{err.where}", err.detail)
-            return out
-        except (NicheError, TypeError) as err:
-            bad("overrides", str(err))
-            return out
-        known_roles = {*RESERVED_ROLES, *structures}
-        for role in steps.roles:
-            if role not in known_roles:
-                bad(f"overrides.steps.{role}", _unknown_key(role, known_roles, "role"))
-        try:
-            resolve_structures(structures, analysis)
-        except NicheError as err:
-            bad("overrides.analysis", str(err))
+        _check_entry(spec, structures, bad)
+        steps = self._check_overrides(spec, structures, bad)
+        if steps is None:
+            return out  # reported; the parameters cannot be built
         if spec.voxel_size is not None:
             try:  # one number (isotropic) is checked against the files' own size below
-                field_sizes("voxel_size", spec.voxel_size, optional=False)
+                check_value(field_of(AnalysisParams, "voxel_size"), spec.voxel_size)
             except NicheError:
                 bad(
                     "voxel_size",
@@ -939,6 +518,49 @@ class Experiment:
         if not out and spec.path is not None and spec._uses_path() and spec.path.exists():
             out += self._check_channels(spec, where)
         return out
+
+    def _check_overrides(self, spec: ImageSpec, structures: list[str], bad) -> StepParams | None:
+        """The image's own parameters: known sections, per-image analysis keys only, and
+        values the parameter classes accept. Returns its steps, or None when they cannot
+        be built (after reporting why)."""
+        overrides = spec.overrides or {}
+        unknown_sections = sorted(set(overrides) - set(_OVERRIDE_KEYS), key=str)
+        for key in unknown_sections:
+            bad(f"overrides.{key}", unknown_key(key, _OVERRIDE_KEYS, "section"))
+        own = overrides.get("analysis") or {}
+        if not isinstance(own, Mapping):
+            bad("overrides.analysis", f"must be a table of settings, got {own!r}.")
+            return None
+        analysis_keys = _analysis_keys()
+        unknown_analysis = sorted(set(own) - analysis_keys - {"format_version"}, key=str)
+        for key in unknown_analysis:
+            bad(f"overrides.analysis.{key}", unknown_key(key, PER_IMAGE_ANALYSIS_KEYS))
+        for key in sorted((set(own) & analysis_keys) - set(PER_IMAGE_ANALYSIS_KEYS)):
+            bad(
+                f"overrides.analysis.{key}",
+                "is the same for every image (it decides how images are pooled): set it in "
+                f"[analysis]. An image may set {', '.join(PER_IMAGE_ANALYSIS_KEYS)}"
+                + ("; its voxel size goes in voxel_size." if key == "voxel_size" else "."),
+            )
+        if unknown_sections or unknown_analysis:
+            return None
+        try:
+            analysis, steps = self.params_for(spec.id)
+        except SettingError as err:
+            bad(f"overrides.{err.where}", err.detail)
+            return None
+        except (NicheError, TypeError) as err:
+            bad("overrides", str(err))
+            return None
+        known_roles = {*RESERVED_ROLES, *structures}
+        for role in steps.roles:
+            if role not in known_roles:
+                bad(f"overrides.steps.{role}", unknown_key(role, known_roles, "role"))
+        try:
+            resolve_structures(structures, analysis)
+        except NicheError as err:
+            bad("overrides.analysis", str(err))
+        return steps
 
     def _check_voxel_size(self, spec: ImageSpec, where: str) -> list[str]:
         """The run's voxel-size rule (io.resolve_spacing) on the files' headers.
@@ -1010,6 +632,38 @@ class Experiment:
                     f"{spec.path} has {n} channel{'s' if n != 1 else ''} (0 to {n - 1})."
                 )
         return out
+
+
+def _check_entry(spec: ImageSpec, structures: list[str], bad) -> None:
+    """The entry itself: a usable id, a condition and a replicate, known roles, the cells
+    and every structure, and a multichannel path when channels are given as numbers."""
+    if not _safe_id(spec.id):
+        bad(
+            "id",
+            'must be a plain name usable as a folder (no / \\ : * ? " < > |, tab or line break).',
+        )
+    for key in ("condition", "replicate"):
+        value = getattr(spec, key)
+        if not isinstance(value, str) or not value.strip():
+            bad(key, f"missing: every image needs a {key}.")
+    roles = spec.roles()
+    for role in roles:
+        if role not in RESERVED_ROLES and role not in structures:
+            bad(
+                f"channels.{role}" if role in spec.channels else f"masks.{role}",
+                f"unknown role {role!r} (structures: {', '.join(structures)}; plus "
+                "cells and tissue).",
+            )
+    if "cells" not in roles:
+        bad("channels.cells", "no cells: give channels.cells or masks.cells.")
+    for name in structures:
+        if name not in roles:
+            bad(f"channels.{name}", f"no {name}: give channels.{name} or masks.{name}.")
+    if spec.path is None and spec._uses_path():
+        bad("path", "channels given as numbers need path = the multichannel file.")
+    for role, c in spec.channels.items():
+        if isinstance(c, int) and c < 0:
+            bad(f"channels.{role}", f"channel numbers start at 0, got {c}.")
 
 
 def _analysis_keys() -> set[str]:
@@ -1092,12 +746,154 @@ def _unique_key_loader():
     return UniqueKeyLoader
 
 
+# --------------------------------------------------------------------------- reading
+# Each reader takes the file's content and ``bad(key, message, image=None)``, which
+# collects a problem; it returns what it could read (a default after a problem).
+
+
+def _read_name_and_output(data, path: Path | None, base: Path, bad) -> tuple[str, Path]:
+    """The experiment's title and output folder (default ``<file stem>_results``)."""
+    name = data.get("name", path.stem if path is not None else "experiment")
+    if not isinstance(name, str) or not name.strip():
+        bad("name", f"must be a non-empty text, got {name!r}.")
+        name = "experiment"
+    output = data.get("output")
+    if output is not None and not isinstance(output, str):
+        bad("output", f"must be a folder path, got {output!r}.")
+        output = None
+    default_out = f"{path.stem}_results" if path is not None else "results"
+    return name, _under(base, output or default_out)
+
+
+def _read_analysis(data, base: Path, bad) -> tuple[AnalysisParams, Path | None]:
+    """The analysis parameters: the GUI-saved params file, then ``[analysis]`` on top
+    (checked by :class:`AnalysisParams` from its fields' metadata)."""
+    params_file = None
+    analysis = AnalysisParams()
+    if data.get("params") is not None:
+        if not isinstance(data["params"], str):
+            bad("params", f"must be the path of a params.json, got {data['params']!r}.")
+        else:
+            params_file = _under(base, data["params"])
+            try:
+                analysis = AnalysisParams.from_json(params_file)
+            except NicheError as err:
+                bad("params", str(err))
+    section = data.get("analysis") or {}
+    analysis_keys = _analysis_keys()
+    if not isinstance(section, Mapping):
+        bad("analysis", f"must be a table of settings, got {section!r}.")
+    elif set(section) - analysis_keys - {"format_version"}:
+        for key in sorted(set(section) - analysis_keys - {"format_version"}, key=str):
+            bad(f"analysis.{key}", unknown_key(key, analysis_keys))
+    elif section:
+        try:
+            analysis = AnalysisParams.from_dict({**analysis.to_dict(), **section})
+        except (NicheError, TypeError) as err:
+            bad("analysis", str(err))
+    return analysis, params_file
+
+
+def _read_steps(data, bad) -> StepParams:
+    """``[steps]``, ``[cells]`` and ``[tissue]``, each checked alone so that every bad
+    section is named (by :class:`StepParams` from its fields' metadata)."""
+    sections = {k: data[k] for k in STEP_SECTIONS if k in data}
+    for key, value in list(sections.items()):
+        try:
+            StepParams.from_dict({key: value})
+        except SettingError as err:
+            bad(err.where, err.detail)
+            sections = {}
+        except (NicheError, TypeError) as err:
+            bad(key, str(err))
+            sections = {}
+    return StepParams.from_dict(sections) if sections else StepParams()
+
+
+def _read_structure_names(data, bad) -> list[str]:
+    names = data.get("structures")
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        bad("structures", f"must be a list of names, got {names!r}.")
+        return []
+    return list(names)
+
+
+def _read_images(data, base: Path, bad) -> list[ImageSpec]:
+    """The ``[[images]]`` entries, each with the experiment's channels and channel axis
+    under its own; an id used twice (also as one folder on macOS/Windows) is refused."""
+    default_channels = data.get("channels") or {}
+    if not isinstance(default_channels, Mapping):
+        bad("channels", f"must map roles to channels, got {default_channels!r}.")
+        default_channels = {}
+    default_axis = data.get("channel_axis")
+    raw_images = data.get("images")
+    if raw_images is None:
+        raw_images = []  # a new experiment; running it asks for images
+    elif not isinstance(raw_images, list):
+        bad("images", "must be a list of image entries ([[images]] in TOML).")
+        raw_images = []
+    images: list[ImageSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw_images):
+        spec = _parse_image(entry, i, default_channels, default_axis, bad)
+        if spec is None:
+            continue
+        if _folder_key(spec.id) in seen:
+            bad(
+                "id",
+                "used by two images (ids differing only in upper and lower case, or in how "
+                "an accent is encoded, name one folder on macOS and Windows); every image "
+                "needs its own id.",
+                spec.id,
+            )
+            continue
+        seen.add(_folder_key(spec.id))
+        images.append(spec.resolved(base))
+    return images
+
+
+#: What a reader of one image entry returns after reporting a problem.
+_BAD: Any = object()
+
+
 def _parse_image(entry, index: int, default_channels, default_axis, bad) -> ImageSpec | None:
     """One ``[[images]]`` entry, or None after reporting why it cannot be read."""
     label = f"images[{index}]"
     if not isinstance(entry, Mapping):
         bad(label, f"must be a table (id, condition, replicate, ...), got {entry!r}.")
         return None
+    image_id = _read_id(entry, label, bad)
+    if image_id is None:
+        return None
+
+    def problem(key: str, message: str) -> None:
+        bad(key, message, image_id)
+
+    for key in sorted(set(entry) - set(_IMAGE_KEYS), key=str):
+        problem(key, unknown_key(key, _IMAGE_KEYS))
+    channels = entry.get("channels") or {}
+    if isinstance(channels, Mapping):  # the experiment's channels, then the image's own
+        channels = {**default_channels, **channels}
+    values = {
+        "condition": _read_group_name(entry, "condition", problem),
+        "replicate": _read_group_name(entry, "replicate", problem),
+        "path": _read_path(entry.get("path"), problem),
+        "channels": _read_channels(channels, problem),
+        "masks": _read_masks(entry.get("masks") or {}, problem),
+        "voxel_size": _read_voxel_size(entry.get("voxel_size"), problem),
+        "channel_axis": _read_axis(entry.get("channel_axis", default_axis), problem),
+        "overrides": _read_overrides(entry.get("overrides") or {}, problem),
+    }
+    bad_keys = [key for key, value in values.items() if value is _BAD]
+    if bad_keys or set(entry) - set(_IMAGE_KEYS):
+        return None
+    return ImageSpec(id=image_id, **values)
+
+
+def _read_id(entry: Mapping, label: str, bad) -> str | None:
+    """The image's id: its own, else the stem of its path or of its cells file."""
     image_id = entry.get("id")
     path = entry.get("path")
     if image_id is None:
@@ -1114,16 +910,14 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
     if isinstance(image_id, bool):
         bad(
             f"{label}.id",
-            f"read as {str(image_id).lower()}: YAML reads unquoted {_YAML_BOOLEAN_WORDS} as "
+            f"read as {str(image_id).lower()}: YAML reads unquoted {YAML_BOOLEAN_WORDS} as "
             'true or false; put the id in quotes (e.g. id: "no").',
         )
         return None
-    if image_id is not None and not isinstance(image_id, str):
-        image_id = str(image_id)
-    ok = True
     if image_id is None:
         bad(f"{label}.id", "missing, and there is no path to take it from.")
         return None
+    image_id = str(image_id)
     if not _safe_id(image_id):
         bad(
             "id",
@@ -1131,107 +925,103 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
             image_id,
         )
         return None
-    for key in sorted(set(entry) - set(_IMAGE_KEYS), key=str):
-        bad(key, _unknown_key(key, _IMAGE_KEYS), image_id)
-        ok = False
-    values = {}
-    for key in ("condition", "replicate"):
-        value = entry.get(key)
-        if isinstance(value, bool):
-            bad(
-                key,
-                f"read as {str(value).lower()}: YAML reads unquoted {_YAML_BOOLEAN_WORDS} as "
-                f'true or false; put the name in quotes (e.g. {key}: "off").',
-                image_id,
-            )
-            ok = False
-            continue
-        if isinstance(value, float):  # 1.10 would become "1.1", the name of another mouse
-            bad(
-                key,
-                f'a number with a decimal point: put the name in quotes (e.g. {key} = "1.10").',
-                image_id,
-            )
-            ok = False
-            continue
-        if isinstance(value, int):
-            value = str(value)
-        if not isinstance(value, str) or not value.strip():
-            example = "B-ALL" if key == "condition" else "mouse1"
-            what = "missing" if value is None or isinstance(value, str) else f"got {value!r}"
-            bad(key, f'{what}: every image needs a {key} (e.g. {key} = "{example}").', image_id)
-            ok = False
-        values[key] = value
-    if path is not None and (not isinstance(path, str) or not path.strip()):
-        bad("path", f"must be a file path, got {path!r}.", image_id)
-        ok = False
-    channels = entry.get("channels") or {}
-    if isinstance(channels, Mapping):  # the experiment's channels, then the image's own
-        channels = {**default_channels, **channels}
-    masks = entry.get("masks") or {}
-    parsed_channels: dict[str, int | Path] = {}
-    if not isinstance(channels, Mapping):
-        bad(
-            "channels", f"must map roles to channels (e.g. cells = 0), got {channels!r}.", image_id
+    return image_id
+
+
+def _read_group_name(entry: Mapping, key: str, problem) -> Any:
+    """The condition or the replicate: a name, never a YAML boolean or a decimal number."""
+    value = entry.get(key)
+    if isinstance(value, bool):
+        problem(
+            key,
+            f"read as {str(value).lower()}: YAML reads unquoted {YAML_BOOLEAN_WORDS} as "
+            f'true or false; put the name in quotes (e.g. {key}: "off").',
         )
-        ok = False
-    else:
-        for role, c in channels.items():
-            if isinstance(c, bool) or not isinstance(c, int | str) or str(c).strip() == "":
-                bad(
-                    f"channels.{role}",
-                    f"must be a channel number or a file path, got {c!r}.",
-                    image_id,
-                )
-                ok = False
-            else:
-                parsed_channels[role] = c if isinstance(c, int) else Path(c)
-    parsed_masks: dict[str, Path] = {}
-    if not isinstance(masks, Mapping):
-        bad("masks", f"must map roles to mask files, got {masks!r}.", image_id)
-        ok = False
-    else:
-        for role, m in masks.items():
-            if not isinstance(m, str) or not m.strip():
-                bad(f"masks.{role}", f"must be a file path, got {m!r}.", image_id)
-                ok = False
-            else:
-                parsed_masks[role] = Path(m)
-    voxel_size = entry.get("voxel_size")
-    if voxel_size is not None:
-        if isinstance(voxel_size, int | float) and not isinstance(voxel_size, bool):
-            voxel_size = [voxel_size]
-        if not isinstance(voxel_size, list) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in voxel_size
-        ):
-            bad(
-                "voxel_size",
-                f"must be numbers in µm, e.g. [2.0, 0.57, 0.57], got {voxel_size!r}.",
-                image_id,
-            )
-            ok = False
-            voxel_size = None
-    axis = entry.get("channel_axis", default_axis)
-    if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
-        bad("channel_axis", f"must be an axis number, got {axis!r}.", image_id)
-        ok = False
-    overrides = entry.get("overrides") or {}
-    if not isinstance(overrides, Mapping):
-        bad("overrides", f"must be a table of sections, got {overrides!r}.", image_id)
-        ok = False
-    if not ok:
+        return _BAD
+    if isinstance(value, float):  # 1.10 would become "1.1", the name of another mouse
+        problem(
+            key, f'a number with a decimal point: put the name in quotes (e.g. {key} = "1.10").'
+        )
+        return _BAD
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        example = "B-ALL" if key == "condition" else "mouse1"
+        what = "missing" if value is None or isinstance(value, str) else f"got {value!r}"
+        problem(key, f'{what}: every image needs a {key} (e.g. {key} = "{example}").')
+        return _BAD
+    return value
+
+
+def _read_path(path, problem) -> Any:
+    if path is None:
         return None
-    return ImageSpec(
-        id=image_id,
-        condition=values["condition"],
-        replicate=values["replicate"],
-        path=Path(path) if path is not None else None,
-        channels=parsed_channels,
-        masks=parsed_masks,
-        voxel_size=tuple(voxel_size) if voxel_size is not None else None,
-        overrides=_plain(overrides),
-        channel_axis=axis,
-    )
+    if not isinstance(path, str) or not path.strip():
+        problem("path", f"must be a file path, got {path!r}.")
+        return _BAD
+    return Path(path)
+
+
+def _read_channels(channels, problem) -> Any:
+    """Role -> channel number in the image's path, or a single-channel file."""
+    if not isinstance(channels, Mapping):
+        problem("channels", f"must map roles to channels (e.g. cells = 0), got {channels!r}.")
+        return _BAD
+    parsed: dict[str, int | Path] = {}
+    ok = True
+    for role, c in channels.items():
+        if isinstance(c, bool) or not isinstance(c, int | str) or str(c).strip() == "":
+            problem(f"channels.{role}", f"must be a channel number or a file path, got {c!r}.")
+            ok = False
+        else:
+            parsed[role] = c if isinstance(c, int) else Path(c)
+    return parsed if ok else _BAD
+
+
+def _read_masks(masks, problem) -> Any:
+    """Role -> a mask file curated by hand."""
+    if not isinstance(masks, Mapping):
+        problem("masks", f"must map roles to mask files, got {masks!r}.")
+        return _BAD
+    parsed: dict[str, Path] = {}
+    ok = True
+    for role, m in masks.items():
+        if not isinstance(m, str) or not m.strip():
+            problem(f"masks.{role}", f"must be a file path, got {m!r}.")
+            ok = False
+        else:
+            parsed[role] = Path(m)
+    return parsed if ok else _BAD
+
+
+def _read_voxel_size(voxel_size, problem) -> Any:
+    """Numbers (their count and range are checked with the experiment, see _check_image)."""
+    if voxel_size is None:
+        return None
+    if isinstance(voxel_size, int | float) and not isinstance(voxel_size, bool):
+        voxel_size = [voxel_size]
+    if not isinstance(voxel_size, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in voxel_size
+    ):
+        problem(
+            "voxel_size", f"must be numbers in µm, e.g. [2.0, 0.57, 0.57], got {voxel_size!r}."
+        )
+        return _BAD
+    return tuple(voxel_size)
+
+
+def _read_axis(axis, problem) -> Any:
+    if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
+        problem("channel_axis", f"must be an axis number, got {axis!r}.")
+        return _BAD
+    return axis
+
+
+def _read_overrides(overrides, problem) -> Any:
+    if not isinstance(overrides, Mapping):
+        problem("overrides", f"must be a table of sections, got {overrides!r}.")
+        return _BAD
+    return _plain(overrides)
 
 
 def _plain(d):

@@ -16,9 +16,9 @@ import pandas as pd
 
 from napari_niche.core.errors import NicheError
 from napari_niche.core.synthetic import make_bone_marrow
-from napari_niche.experiment.spec import Experiment, ExperimentError, ImageSpec, StepParams
+from napari_niche.experiment.spec import Experiment, ExperimentError, ImageSpec
 from napari_niche.io import write_image
-from napari_niche.params import AnalysisParams
+from napari_niche.params import AnalysisParams, StepParams
 
 __all__ = ["make_experiment"]
 

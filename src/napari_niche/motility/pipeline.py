@@ -13,7 +13,6 @@ import pandas as pd
 from napari_niche.core.ensemble import ensembles_by_condition
 from napari_niche.core.errors import TrackError
 from napari_niche.core.exploration import sites_visited
-from napari_niche.core.motility import MotilityParams
 from napari_niche.core.motility_stats import compare_motility
 from napari_niche.core.msd import alpha_per_track, classify_alpha, msd_arrays, with_min_pairs
 from napari_niche.core.track_metrics import PER_TRACK_COLUMNS, track_metrics
@@ -27,6 +26,7 @@ from napari_niche.core.tracks import (
     split_at_frame,
     track_layout,
 )
+from napari_niche.params import MotilityParams
 
 
 @dataclass
