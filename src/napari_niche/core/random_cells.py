@@ -443,7 +443,8 @@ def seed_random_cells(
     ----------
     cells : CellVoxels
         The segmented cells (see :func:`~napari_niche.core.cells.cell_voxels`).
-    spacing : voxel size in µm.
+    spacing : sequence of float
+        Voxel size in µm, (z, y, x) or (y, x).
     tissue : bool array, optional
         Where cells can be; default the whole image.
     exclude : mapping name -> mask, or sequence of masks

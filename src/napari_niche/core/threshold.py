@@ -63,6 +63,7 @@ def threshold_mask(
     Parameters
     ----------
     image : (Z, Y, X) or (Y, X) array
+        The channel to threshold.
     method : str
         ``"manual"`` (then ``value`` is required) or one of :data:`THRESHOLD_METHODS`.
     value : float, optional

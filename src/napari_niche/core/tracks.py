@@ -321,6 +321,7 @@ def handle_gaps(tracks: pd.DataFrame, how: str = "split") -> tuple[pd.DataFrame,
     tracks : DataFrame
         A table checked by :func:`check_tracks`.
     how : {"split", "interpolate", "drop"}
+        What to do at a missing frame (see above).
 
     Returns
     -------

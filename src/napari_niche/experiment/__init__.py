@@ -1,2 +1,4 @@
-"""Experiments: the experiment file, the runner, pooling across replicates, figures, the report
-and a synthetic study with known answers."""
+"""Experiments: the experiment file, runner, pooling, figures, report and a synthetic study.
+
+Pooling is across replicates and conditions; the synthetic study has known answers.
+"""

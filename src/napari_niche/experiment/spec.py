@@ -127,7 +127,7 @@ class ImageSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     channel_axis: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self):  # noqa: D105 - normalises the fields
         if self.path is not None:
             self.path = Path(self.path)
         self.channels = {
@@ -143,7 +143,7 @@ class ImageSpec:
         return list(dict.fromkeys([*self.channels, *self.masks]))
 
     def source(self, role: str) -> str:
-        """ "mask" when a curated mask is given (it wins), "channel", or "" (absent)."""
+        """Where a role comes from: "mask" (a curated mask wins), "channel" or ""."""
         if role in self.masks:
             return "mask"
         return "channel" if role in self.channels else ""
@@ -222,8 +222,11 @@ def _folder_key(image_id: str) -> str:
 
 
 def derived_seed(seed: int, image_id: str) -> int:
-    """Each image's own seed from the experiment's: independent random cells per image,
-    reproducible from one number, and the same whichever order images run in."""
+    """Derive each image's own seed from the experiment's.
+
+    Independent random cells per image, reproducible from one number, and the same
+    whichever order images run in.
+    """
     key = zlib.crc32(image_id.encode("utf-8"))
     return int(np.random.SeedSequence([int(seed) % 2**32, key]).generate_state(1)[0])
 
@@ -273,6 +276,7 @@ class Experiment:
         return list(dict.fromkeys(roles))
 
     def image(self, image_id: str) -> ImageSpec:
+        """The image with id ``image_id``; an :class:`ExperimentError` names the others."""
         for spec in self.images:
             if spec.id == image_id:
                 return spec
@@ -281,9 +285,11 @@ class Experiment:
         )
 
     def ids(self) -> list[str]:
+        """The image ids, in file order."""
         return [spec.id for spec in self.images]
 
     def conditions(self) -> list[str]:
+        """The conditions, in the order they first appear."""
         return list(dict.fromkeys(spec.condition for spec in self.images))
 
     def params_for(self, image_id: str) -> tuple[AnalysisParams, StepParams]:
@@ -310,8 +316,11 @@ class Experiment:
         return analysis, steps
 
     def tissue_source(self, image_id: str, *, steps: StepParams | None = None) -> str:
-        """The tissue source of one image with "auto" resolved; ``steps``, when given, are
-        the image's own (from :meth:`params_for`), so they are not built again."""
+        """The tissue source of one image with "auto" resolved.
+
+        ``steps``, when given, are the image's own (from :meth:`params_for`), so they are
+        not built again.
+        """
         spec = self.image(image_id)
         if steps is None:
             steps = self.params_for(image_id)[1]
@@ -520,9 +529,11 @@ class Experiment:
         return out
 
     def _check_overrides(self, spec: ImageSpec, structures: list[str], bad) -> StepParams | None:
-        """The image's own parameters: known sections, per-image analysis keys only, and
-        values the parameter classes accept. Returns its steps, or None when they cannot
-        be built (after reporting why)."""
+        """Check the image's own parameters and return its steps.
+
+        Known sections, per-image analysis keys only, and values the parameter classes
+        accept. None when the steps cannot be built (after reporting why).
+        """
         overrides = spec.overrides or {}
         unknown_sections = sorted(set(overrides) - set(_OVERRIDE_KEYS), key=str)
         for key in unknown_sections:
@@ -635,8 +646,11 @@ class Experiment:
 
 
 def _check_entry(spec: ImageSpec, structures: list[str], bad) -> None:
-    """The entry itself: a usable id, a condition and a replicate, known roles, the cells
-    and every structure, and a multichannel path when channels are given as numbers."""
+    """Check the entry itself.
+
+    A usable id, a condition and a replicate, known roles, the cells and every structure,
+    and a multichannel path when channels are given as numbers.
+    """
     if not _safe_id(spec.id):
         bad(
             "id",
@@ -766,8 +780,10 @@ def _read_name_and_output(data, path: Path | None, base: Path, bad) -> tuple[str
 
 
 def _read_analysis(data, base: Path, bad) -> tuple[AnalysisParams, Path | None]:
-    """The analysis parameters: the GUI-saved params file, then ``[analysis]`` on top
-    (checked by :class:`AnalysisParams` from its fields' metadata)."""
+    """Read the analysis parameters: the GUI-saved params file, then ``[analysis]``.
+
+    Checked by :class:`AnalysisParams` from its fields' metadata.
+    """
     params_file = None
     analysis = AnalysisParams()
     if data.get("params") is not None:
@@ -795,8 +811,11 @@ def _read_analysis(data, base: Path, bad) -> tuple[AnalysisParams, Path | None]:
 
 
 def _read_steps(data, bad) -> StepParams:
-    """``[steps]``, ``[cells]`` and ``[tissue]``, each checked alone so that every bad
-    section is named (by :class:`StepParams` from its fields' metadata)."""
+    """Read ``[steps]``, ``[cells]`` and ``[tissue]``.
+
+    Each is checked alone, so that every bad section is named (by :class:`StepParams`
+    from its fields' metadata).
+    """
     sections = {k: data[k] for k in STEP_SECTIONS if k in data}
     for key, value in list(sections.items()):
         try:
@@ -821,8 +840,11 @@ def _read_structure_names(data, bad) -> list[str]:
 
 
 def _read_images(data, base: Path, bad) -> list[ImageSpec]:
-    """The ``[[images]]`` entries, each with the experiment's channels and channel axis
-    under its own; an id used twice (also as one folder on macOS/Windows) is refused."""
+    """Read the ``[[images]]`` entries.
+
+    Each gets the experiment's channels and channel axis under its own; an id used twice
+    (also as one folder on macOS/Windows) is refused.
+    """
     default_channels = data.get("channels") or {}
     if not isinstance(default_channels, Mapping):
         bad("channels", f"must map roles to channels, got {default_channels!r}.")

@@ -994,6 +994,8 @@ def to_napari_tracks(
         A track table (see :func:`~napari_niche.core.tracks.check_tracks`).
     frame_interval : float, optional
         Seconds per frame; default ``tracks.attrs["frame_interval_s"]``, else estimated.
+    name : str, optional
+        The layer's name.
 
     Returns
     -------
@@ -1048,7 +1050,8 @@ def from_napari_tracks(
 
     Parameters
     ----------
-    data : (N, 4) or (N, 5) array ``[track_id, t, (z), y, x]``
+    data : (N, 4) or (N, 5) array
+        The layer's data, ``[track_id, t, (z), y, x]``.
     scale : sequence of 3 or 4 floats, optional
         The layer's ``scale`` (time first); default all 1.
     features : DataFrame or mapping, optional
