@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -319,7 +318,7 @@ CLI_CASES = {
 
 
 @pytest.mark.parametrize("name", list(CLI_CASES))
-def test_analyze_command_refuses_in_seconds_with_one_line(files, tmp_path, name):
+def test_analyze_command_refuses_with_one_line_and_writes_nothing(files, tmp_path, name):
     extra, words = CLI_CASES[name]
     args = ["--cells", str(files["cells"])]
     for i, a in enumerate(extra):
@@ -327,9 +326,7 @@ def test_analyze_command_refuses_in_seconds_with_one_line(files, tmp_path, name)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "napari_niche", "analyze", *args, "--out", str(out)]
     argv += ["--structure", f"vessel={files['vessel']}", "--structure", f"bone={files['bone']}"]
-    start = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)  # hang guard
-    assert time.monotonic() - start < 20
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("napari-niche analyze: error:"), lines
