@@ -286,7 +286,7 @@ class AnalysisParams:
     crowding : str
         ``"ignore"`` (default: virtual cells placed independently, as published) or
         ``"hard-core"`` (each null set a random non-overlapping arrangement of the real
-        cells' shapes; whole-cell rule only; METHOD.md step 6, "Crowding").
+        cells' shapes; whole-cell rule only; docs/method.md#crowding).
     """
 
     voxel_size: tuple[float, ...] | None = setting(
@@ -760,7 +760,7 @@ def _fill_mode(fill: Any) -> Any:
 
 @dataclass(frozen=True)
 class ChannelSteps:
-    """How one raw channel becomes a mask (METHOD.md steps 1-3), as in the GUI.
+    """How one raw channel becomes a mask (docs/method.md#from-channel-to-mask), as in the GUI.
 
     Parameters
     ----------
@@ -890,7 +890,7 @@ class CellSteps:
 
 @dataclass(frozen=True)
 class TissueSteps:
-    """Where random cells may be placed (METHOD.md step 3, the tissue map).
+    """Where random cells may be placed (docs/method.md#tissue-map).
 
     A union of vessels, bone and leukemia cells leaves out the marrow between them and
     hides real preferences: prefer a DAPI channel or a drawn tissue mask.
