@@ -246,16 +246,20 @@ def test_progress_reports_each_image_and_a_raising_callback_stops_the_run(base, 
     run_experiment(
         path, out=tmp_path / "o", jobs=1, figures=False, progress=lambda *a: seen.append(a)
     )
-    assert seen[0][:2] == (0, 4)
-    finished = [(done, m.split(":")[0]) for done, _, m in seen if m.endswith(": done")]
-    assert finished == [(i + 1, image) for i, image in enumerate(IMAGES)]
-    assert all(n == 4 for _, n, _ in seen)
+    assert seen[0] == (0.05, "4 images to run")
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] <= 1
+    # each image's "done" at the end of its share of 0.05 .. 0.8
+    finished = [(f, m.split(":")[0]) for f, m in seen if m.endswith(": done")]
+    assert [image for _, image in finished] == list(IMAGES)
+    assert [f for f, _ in finished] == pytest.approx([0.05 + 0.75 * (i + 1) / 4 for i in range(4)])
+    assert seen[-2:] == [(0.8, "Pooling the images by condition…"), (0.95, "Writing the report…")]
 
     class Cancelled(Exception):
         pass
 
-    def cancel(done, total, message):
-        if done == 1:
+    def cancel(fraction, message):
+        if message.endswith(": done"):
             raise Cancelled
 
     with pytest.raises(Cancelled):
@@ -292,7 +296,7 @@ def test_cancel_from_the_progress_callback_stops_inside_an_image(base, tmp_path)
     class Cancelled(Exception):
         pass
 
-    def progress(done, total, message):
+    def progress(_fraction, message):
         heard.append(message)
         if message.startswith("img0: analysing"):
             raise Cancelled()

@@ -446,7 +446,7 @@ def test_an_interrupted_rerun_leaves_no_old_summary_beside_new_images(
     first, second = sorted(p.name for p in (out / "images").iterdir())
     old_second = (out / "images" / second / "fingerprint.json").read_bytes()
 
-    def progress(_done, _total, message):
+    def progress(_fraction, message):
         if message.startswith(first) and stop_at in message:
             raise KeyboardInterrupt
 

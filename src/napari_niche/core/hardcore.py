@@ -34,6 +34,7 @@ import numpy as np
 
 from . import random_cells
 from .errors import NoRoomError
+from .progress import Progress
 from .random_cells import (
     _GATHER_VOXELS,
     CellShapes,
@@ -62,7 +63,7 @@ def place_hard_core(
     *,
     dots_per_cell: int,
     max_attempts: int,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[np.ndarray]:
     """Flat anchor voxels of every realisation, each null set a hard-core arrangement.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,7 @@ from napari_niche.core.motility import (
     split_at_frame,
     track_metrics,
 )
+from napari_niche.core.progress import Progress, steps
 
 
 @dataclass
@@ -89,7 +89,7 @@ def analyze_motility(
     tracks: pd.DataFrame,
     params: MotilityParams | None = None,
     *,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> MotilityResult:
     """METHOD.md "Motility" on a track table: per-track metrics, MSD, alpha, tests.
 
@@ -104,15 +104,16 @@ def analyze_motility(
     tracks : DataFrame
         Track table (see :func:`check_tracks`).
     params : MotilityParams, optional
-    progress : callable, optional
-        Called with a short description before each step (for progress bars).
+    progress : Progress, optional
+        ``progress(fraction, message)`` before each step (see
+        :mod:`napari_niche.core.progress`); an exception it raises stops the analysis.
 
     Returns
     -------
     MotilityResult
     """
     params = params or MotilityParams()
-    say = progress or (lambda _msg: None)
+    say = steps(progress, 7 + bool(params.drift_correction))  # the say(...) below
     notes: list[str] = []
     warn: list[str] = []
     say("Checking tracks")

@@ -28,6 +28,7 @@ from napari_niche.core.envelope import (
     monte_carlo_envelope,
 )
 from napari_niche.core.errors import NicheError
+from napari_niche.core.progress import Progress, steps
 from napari_niche.core.random_cells import RandomCells, overlap_diagnostic, seed_random_cells
 from napari_niche.core.stats import (
     EFFECT_COLUMNS,
@@ -151,7 +152,7 @@ def place_random_cells(
     exclude: Mapping[str, np.ndarray],
     params: AnalysisParams,
     n_structures: int | None = None,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[RandomCells, pd.DataFrame, int]:
     """METHOD.md step 6 with the analysis parameters: virtual cells, their table, the seed.
 
@@ -372,7 +373,7 @@ def analyze(
     spacing=None,
     tissue: np.ndarray | None = None,
     params: AnalysisParams | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> NicheResult:
     """Run METHOD.md steps 4–9 on one image.
@@ -387,8 +388,9 @@ def analyze(
     tissue : bool array, optional
         The tissue map; default the whole image.
     params : AnalysisParams
-    progress : callable, optional
-        Called with a short description before each step (for progress bars).
+    progress : Progress, optional
+        ``progress(fraction, message)`` before each step (see
+        :mod:`napari_niche.core.progress`); an exception it raises stops the analysis.
     on_warning : callable, optional
         Called at once with each warning known before the long steps (e.g. that the
         request will take long); every warning is also in ``NicheResult.warnings``.
@@ -398,7 +400,7 @@ def analyze(
     NicheResult
     """
     params = params or AnalysisParams()
-    say = progress or (lambda _msg: None)
+    say = steps(progress, 3 + len(structures))  # cells, random cells, each distance, stats
     if not structures:
         raise NicheError("Give at least one structure mask (e.g. vessel) to measure distances to.")
     names = list(structures)
