@@ -50,13 +50,13 @@ from napari_niche.core.preprocess import preprocess
 from napari_niche.core.threshold import THRESHOLD_METHODS, threshold_mask
 from napari_niche.core.tissue_check import check_tissue_map
 from napari_niche.experiment.spec import CellSteps
+from napari_niche.style import WARNING_COLOUR
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Labels
 
 TISSUE_KEY = "tissue"
-WARNING_COLOR = "#ffb347"
 TISSUE_SOURCES = [("a nuclear channel (DAPI)", "channel"), ("masks only", "masks")]
 CELLS_KEY = "cells"
 COUNT_DEBOUNCE_MS = 250
@@ -335,7 +335,7 @@ class CurationWidget(NicheWidget):
         # what the tissue check found, kept in view (the status line moves on)
         self.tissue_note = Label(value="")
         self.tissue_note.native.setWordWrap(True)
-        self.tissue_note.native.setStyleSheet(f"color: {WARNING_COLOR};")
+        self.tissue_note.native.setStyleSheet(f"color: {WARNING_COLOUR};")
         self.tissue_note.visible = False
         self.tissue_source.changed.connect(self._tissue_source_changed)
         self._tissue_source_changed()

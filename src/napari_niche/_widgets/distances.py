@@ -40,6 +40,7 @@ from napari_niche._widgets._layers import (
 )
 from napari_niche._widgets._session import RESERVED_NAMES, data_digest, get_session
 from napari_niche.core.errors import NicheError
+from napari_niche.style import CELL_POINT_COLOUR
 
 if TYPE_CHECKING:
     import napari
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 #: Output keys of this step.
 CENTROIDS_KEY = "cell centroids"
 CENTROIDS_NAME = "cells (centroids)"
-CELL_POINT_COLOR = "#ffb000"  # amber: distinct from the magenta cell channel and grey dots
 
 
 def distance_key(name: str) -> str:
@@ -487,7 +487,7 @@ class DistanceWidget(NicheWidget):
             like=job.cells_layer,
             name=CENTROIDS_NAME,
             features=features,
-            face_color=CELL_POINT_COLOR,
+            face_color=CELL_POINT_COLOUR,
             border_width=0,
             size=marker_size(result.table, job.cells_layer),
         )

@@ -59,6 +59,7 @@ from napari_niche._widgets._base import NicheWidget
 from napari_niche._widgets._layers import layer_array, unique_name
 from napari_niche._widgets._session import get_session, structure_file
 from napari_niche.core.errors import NicheError
+from napari_niche.style import FAILED_COLOUR, MESSAGE_GREY
 
 if TYPE_CHECKING:
     import napari
@@ -70,7 +71,6 @@ __all__ = ["ExperimentWidget"]
 #: Columns of the images table.
 COLUMNS = ("image", "condition", "replicate", "status", "cells")
 DONE, SKIPPED, FAILED, NOT_RUN = "done", "skipped", "failed", "not run"
-FAILED_COLOUR = "#ff6b6b"  # readable on napari's dark and light themes
 #: Where masks added from napari go, relative to the experiment file.
 MASKS_FOLDER = "masks"
 #: Metadata key on layers opened from an experiment: the image id they belong to (as
@@ -1042,7 +1042,7 @@ def _message_figure(text: str) -> Figure:
     figure = Figure(figsize=(4, 3), layout="constrained")
     ax = figure.add_subplot()
     ax.set_axis_off()
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9, color="#555555")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9, color=MESSAGE_GREY)
     return figure
 
 

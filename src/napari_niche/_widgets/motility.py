@@ -59,6 +59,7 @@ from napari_niche.io.tracks import (
 )
 from napari_niche.motility.figures import alpha_figure, msd_figure, speed_figure
 from napari_niche.motility.pipeline import MotilityResult, analyze_motility
+from napari_niche.style import NO_VALUE_GREY
 
 if TYPE_CHECKING:
     import napari
@@ -138,9 +139,6 @@ def _set_features(layer: Tracks, features: pd.DataFrame) -> None:
     if graph:
         layer.graph = graph
     layer.features = features.reset_index(drop=True)
-
-
-NO_VALUE_GREY = (0.55, 0.55, 0.55, 1.0)
 
 
 def finite_range_colormap(values: np.ndarray, colormap: str):

@@ -27,6 +27,7 @@ from napari_niche._widgets._layers import (
 from napari_niche._widgets._session import data_digest, first_edited, get_session, input_label
 from napari_niche.core.errors import NicheError
 from napari_niche.params import AnalysisParams
+from napari_niche.style import DOT_COLOUR, SHAPE_COLOUR, WARNING_COLOUR
 
 if TYPE_CHECKING:
     import napari
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
 
 DOTS_KEY = "random cells"
 SHAPES_KEY = "random cell shapes"
-DOT_COLOR = "#b4b4b4"  # grey: chance, next to the amber real cells
-SHAPE_COLOR = "#8c8c8c"
-WARNING_COLOR = "#ffb347"
 TISSUE_ADVICE = (
     " Here: choose tissue '(none)' (the whole image), or build the tissue map from a nuclear "
     "channel in 2 Mask curation (Build from: a nuclear channel (DAPI))."
@@ -170,7 +168,7 @@ class RandomDotsWidget(NicheWidget):
         # what the tissue check found (a map of only the analysed masks), kept in view
         self.tissue_note = Label(value="")
         self.tissue_note.native.setWordWrap(True)
-        self.tissue_note.native.setStyleSheet(f"color: {WARNING_COLOR};")
+        self.tissue_note.native.setStyleSheet(f"color: {WARNING_COLOUR};")
         self.tissue_note.visible = False
         self.tissue_combo.changed.connect(self._clear_tissue_note)
         self.exclude_box = Container(label="exclude", layout="vertical", labels=False)
@@ -393,7 +391,7 @@ class RandomDotsWidget(NicheWidget):
             like=like,
             name=DOTS_KEY,
             features=result.table,
-            face_color=DOT_COLOR,
+            face_color=DOT_COLOUR,
             border_width=0,
             size=marker_size(result.table, like),
         )
@@ -406,7 +404,7 @@ class RandomDotsWidget(NicheWidget):
                 "labels",
                 like=like,
                 name=SHAPES_KEY,
-                colormap={0: "transparent", None: SHAPE_COLOR},
+                colormap={0: "transparent", None: SHAPE_COLOUR},
                 opacity=0.6,
             )
         else:

@@ -23,6 +23,7 @@ from napari_niche._widgets._voxel import UnitLabels, VoxelSizeBar, unit_names
 from napari_niche.core.preprocess import preprocess
 from napari_niche.core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
 from napari_niche.experiment.spec import ChannelSteps
+from napari_niche.style import HISTOGRAM_COLOUR, PREVIEW_COLOUR
 
 if TYPE_CHECKING:
     import napari
@@ -32,7 +33,6 @@ METHODS = ("manual", *THRESHOLD_METHODS)
 METHOD_LABELS = {"manual": "manual", "otsu": "Otsu", "li": "Li", "triangle": "Triangle"}
 METHOD_LABELS["yen"] = "Yen"
 PREVIEW_KEY = "threshold preview"
-PREVIEW_COLOR = "#ffd400"
 HIST_BINS = 256
 DEBOUNCE_MS = 250
 
@@ -253,7 +253,7 @@ class ThresholdWidget(NicheWidget):
         self._bars = None
         # the line is drawn over a saved background (blitting): moving it costs a few ms,
         # where a full redraw of the histogram costs ~100 ms
-        self.threshold_line = ax.axvline(0.5, color=PREVIEW_COLOR, lw=1.5, animated=True)
+        self.threshold_line = ax.axvline(0.5, color=PREVIEW_COLOUR, lw=1.5, animated=True)
         self.threshold_line.set_visible(False)
         self._background = None
         self.canvas.mpl_connect("draw_event", self._on_draw)
@@ -263,7 +263,7 @@ class ThresholdWidget(NicheWidget):
             self._bars.remove()
         counts = np.where(prepared.counts > 0, prepared.counts, np.nan)
         self._bars = self.axes.stairs(
-            counts, prepared.edges, fill=True, color="#8aa4c8", baseline=0.8
+            counts, prepared.edges, fill=True, color=HISTOGRAM_COLOUR, baseline=0.8
         )
         self.axes.set_xlim(prepared.edges[0], prepared.edges[-1])
         top = max(float(prepared.counts.max()), 1.0)
@@ -475,7 +475,7 @@ class ThresholdWidget(NicheWidget):
             like=layer,
             name=PREVIEW_KEY,
             translate=translate,
-            colormap={0: "transparent", 1: PREVIEW_COLOR, None: "transparent"},
+            colormap={0: "transparent", 1: PREVIEW_COLOUR, None: "transparent"},
             opacity=0.7,
             visible=True,
         )
