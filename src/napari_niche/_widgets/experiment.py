@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg, NavigationToolbar2QT
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QBrush, QColor
@@ -56,6 +55,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_niche._widgets._base import NicheWidget
+from napari_niche._widgets._canvas import MplCanvasWidget
 from napari_niche._widgets._layers import layer_array, unique_name
 from napari_niche._widgets._session import get_session, structure_file
 from napari_niche.core.errors import NicheError
@@ -366,8 +366,8 @@ class ExperimentWidget(NicheWidget):
 
         # -- pooled plots ------------------------------------------------------------------
         self.plots = QTabWidget()
-        self.fold_page = _PlotPage(_message_figure(""))
-        self.quadrant_page = _PlotPage(_message_figure(""))
+        self.fold_page = _plot_page(_message_figure(""))
+        self.quadrant_page = _plot_page(_message_figure(""))
         self.plots.addTab(self.fold_page, "fold change")
         self.plots.addTab(self.quadrant_page, "quadrants")
 
@@ -801,9 +801,11 @@ class ExperimentWidget(NicheWidget):
         """The pooled quadrant figure on show."""
         return self.quadrant_page.canvas.figure
 
-    def _swap_page(self, index: int, old: _PlotPage, figure: Figure, title: str) -> _PlotPage:
+    def _swap_page(
+        self, index: int, old: MplCanvasWidget, figure: Figure, title: str
+    ) -> MplCanvasWidget:
         """Show a new figure: matplotlib figures are made whole, so the page is replaced."""
-        new = _PlotPage(figure)
+        new = _plot_page(figure)
         current = self.plots.currentIndex()
         self.plots.removeTab(index)
         self.plots.insertTab(index, new, title)
@@ -977,23 +979,6 @@ def _set_choices(combo: QComboBox, items: list[str]) -> None:
         combo.blockSignals(False)
 
 
-class _PlotPage(QWidget):
-    """One pooled figure with matplotlib's toolbar (zoom into bins, save the view)."""
-
-    def __init__(self, figure: Figure):
-        super().__init__()
-        self.canvas = FigureCanvasQTAgg(figure)
-        self.canvas.setMinimumSize(300, 280)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.toolbar = NavigationToolbar2QT(self.canvas, self)
-        self.toolbar.setIconSize(self.toolbar.iconSize() * 0.8)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.setSpacing(0)
-        layout.addWidget(self.toolbar)
-        layout.addWidget(self.canvas, 1)
-
-
 def _failures(experiment: Experiment) -> dict[str, str]:
     """Image id -> message of the images that failed in the last run (``errors.csv``)."""
     path = Path(experiment.output) / "errors.csv"
@@ -1036,6 +1021,14 @@ def _read_pooled(experiment: Experiment):
         return PooledResult.load(folder)
     except (NicheError, OSError, ValueError):
         return None
+
+
+def _plot_page(figure: Figure) -> MplCanvasWidget:
+    """One pooled figure with matplotlib's toolbar (zoom into bins, save the view), on
+    white paper as in the report."""
+    page = MplCanvasWidget(figure=figure, minimum_size=(300, 280))
+    page.layout().setSpacing(0)
+    return page
 
 
 def _message_figure(text: str) -> Figure:

@@ -28,8 +28,6 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from napari.layers import Image, Shapes, Tracks
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -37,7 +35,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QTableView,
     QTabWidget,
     QVBoxLayout,
@@ -45,6 +42,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_niche._widgets._base import NicheWidget
+from napari_niche._widgets._canvas import MplCanvasWidget
 from napari_niche._widgets._layers import check_aligned, layer_array
 from napari_niche._widgets.tables import DataFrameModel, write_csv
 from napari_niche.core.errors import NicheError
@@ -166,24 +164,23 @@ def finite_range_colormap(values: np.ndarray, colormap: str):
     )
 
 
-class _Canvas(QWidget):
-    """One matplotlib figure in a tab."""
+class _FigurePage(MplCanvasWidget):
+    """One motility figure in a tab, on white paper as ``napari-niche motility`` saves it."""
 
     def __init__(self):
-        super().__init__()
-        self.figure = Figure(figsize=(4, 3.2), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumSize(280, 240)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.canvas, 1)
+        super().__init__(figsize=(4, 3.2), toolbar=False, minimum_size=(280, 240))
+        self._plot = None
 
-    def draw(self, plot, *args, **kwargs) -> None:
+    def plot(self, figure_function, *args, **kwargs) -> None:
+        """Show ``figure_function(*args, ax=..., **kwargs)`` (one of :mod:`motility.figures`)."""
+        self._plot = (figure_function, args, kwargs)
+        self.redraw()
+
+    def draw(self) -> None:
         self.figure.clear()
-        ax = self.figure.add_subplot()
-        plot(*args, ax=ax, **kwargs)
-        self.canvas.draw_idle()
+        if self._plot is not None:
+            figure_function, args, kwargs = self._plot
+            figure_function(*args, ax=self.figure.add_subplot(), **kwargs)
 
 
 def _table_view(model: DataFrameModel) -> QTableView:
@@ -299,9 +296,9 @@ class MotilityWidget(NicheWidget):
         tp.addWidget(self.track_view, 1)
         tp.addLayout(bar)
 
-        self.speed_plot = _Canvas()
-        self.msd_plot = _Canvas()
-        self.alpha_plot = _Canvas()
+        self.speed_plot = _FigurePage()
+        self.msd_plot = _FigurePage()
+        self.alpha_plot = _FigurePage()
 
         self.stats_model = DataFrameModel()
         self.stats_view = _table_view(self.stats_model)
@@ -459,9 +456,9 @@ class MotilityWidget(NicheWidget):
             self._write_features(layer, data, result)
 
         band = result.record["motility"]["diffusive_band"]
-        self.speed_plot.draw(speed_figure, per)
-        self.msd_plot.draw(msd_figure, result.msd)
-        self.alpha_plot.draw(alpha_figure, per, result.alpha, band=band)
+        self.speed_plot.plot(speed_figure, per)
+        self.msd_plot.plot(msd_figure, result.msd)
+        self.alpha_plot.plot(alpha_figure, per, result.alpha, band=band)
 
         shown = [c for c in STATS_SHOWN if c in result.stats.columns]
         self.stats_model.set_table(result.stats[shown])

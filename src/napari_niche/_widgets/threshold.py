@@ -18,6 +18,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, Labe
 from qtpy.QtCore import QTimer
 
 from napari_niche._widgets._base import NicheWidget, Progress
+from napari_niche._widgets._canvas import MplCanvasWidget
 from napari_niche._widgets._layers import find_output, layer_spacing, write_layer
 from napari_niche._widgets._voxel import UnitLabels, VoxelSizeBar, unit_names
 from napari_niche.core.preprocess import preprocess
@@ -191,7 +192,7 @@ class ThresholdWidget(NicheWidget):
             ]
         )
         self._make_histogram()
-        self.layout().insertWidget(1, self.canvas)
+        self.layout().insertWidget(1, self.histogram)
         # units follow the channel: px when it has no voxel size, with a way to give one
         self.units = UnitLabels()
         self.units.add(self.sigma, "Smoothing σ ({um})")
@@ -231,32 +232,40 @@ class ThresholdWidget(NicheWidget):
 
     # -- histogram -----------------------------------------------------------------------------
     def _make_histogram(self):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-        from napari.utils.theme import get_theme
-
-        theme = get_theme(self.viewer.theme)
-        bg, fg = theme.background.as_hex(), theme.text.as_hex()
-        self.figure = Figure(figsize=(3.2, 1.6), dpi=100, facecolor=bg, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(150)
-        self.canvas.setMaximumHeight(190)
-        ax = self.figure.add_subplot(111)
-        ax.set_facecolor(bg)
-        for spine in ax.spines.values():
-            spine.set_color(fg)
-        ax.tick_params(colors=fg, labelsize=7)
-        ax.set_xlabel("intensity (pre-processed)", color=fg, fontsize=7)
-        ax.set_ylabel("voxels (log)", color=fg, fontsize=7)
-        ax.set_yscale("log")
-        self.axes = ax
+        """The intensity histogram (log counts) with the threshold as a line, in napari's theme."""
+        self.histogram = MplCanvasWidget(
+            self.viewer,
+            figsize=(3.2, 1.6),
+            toolbar=False,
+            minimum_size=(0, 150),
+            draw=self._style_histogram,
+        )
+        self.histogram.layout().setContentsMargins(0, 0, 0, 0)
+        self.histogram.setMaximumHeight(190)
+        self.figure, self.canvas = self.histogram.figure, self.histogram.canvas
+        self.axes = self.figure.add_subplot(111)
+        self.axes.set_xlabel("intensity (pre-processed)", fontsize=7)
+        self.axes.set_ylabel("voxels (log)", fontsize=7)
+        self.axes.set_yscale("log")
+        self._style_histogram()
         self._bars = None
         # the line is drawn over a saved background (blitting): moving it costs a few ms,
         # where a full redraw of the histogram costs ~100 ms
-        self.threshold_line = ax.axvline(0.5, color=PREVIEW_COLOUR, lw=1.5, animated=True)
+        self.threshold_line = self.axes.axvline(0.5, color=PREVIEW_COLOUR, lw=1.5, animated=True)
         self.threshold_line.set_visible(False)
         self._background = None
         self.canvas.mpl_connect("draw_event", self._on_draw)
+
+    def _style_histogram(self) -> None:
+        """Background, frame, ticks and labels in the theme's colours (the histogram's draw)."""
+        style = self.histogram.style
+        ax = self.axes
+        ax.set_facecolor(style.background)
+        for spine in ax.spines.values():
+            spine.set_color(style.foreground)
+        ax.tick_params(colors=style.foreground, labelsize=7)
+        ax.xaxis.label.set_color(style.foreground)
+        ax.yaxis.label.set_color(style.foreground)
 
     def _draw_histogram(self, prepared: Prepared):
         if self._bars is not None:
