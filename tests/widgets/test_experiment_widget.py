@@ -30,7 +30,7 @@ def wait_idle(qtbot, widget):
 
 def layer_state(viewer):
     """What the user sees of the layers: names, types, data fingerprints, scales."""
-    from napari_niche._widgets._session import data_digest
+    from napari_niche._widgets._layers import data_digest
 
     return [
         (layer.name, layer._type_string, data_digest(np.asarray(layer.data)), tuple(layer.scale))

@@ -39,11 +39,9 @@ from napari_niche._widgets.threshold import PREVIEW_KEY
 from napari_niche.core.curation import (
     FILL_MODES,
     count_small_objects,
+    curate_mask,
     label_cells,
     tissue_map,
-)
-from napari_niche.core.curation import (
-    curate_mask as core_curate_mask,
 )
 from napari_niche.core.errors import NicheError
 from napari_niche.core.preprocess import preprocess
@@ -69,7 +67,7 @@ UNIT_CHOICES = [("voxels", "voxels"), ("µm³", "um3")]
 Indices = tuple[np.ndarray, ...]
 
 
-def curate_mask(
+def curation_edits(
     data: Any,
     *,
     spacing: Sequence[float],
@@ -90,7 +88,7 @@ def curate_mask(
             "Nothing to apply: set a minimum object size, a closing radius or hole filling."
         )
     yield 0.05, "Removing small objects, closing, filling holes…"
-    mask = core_curate_mask(
+    mask = curate_mask(
         data,
         spacing=spacing,
         min_size=min_size,
@@ -458,7 +456,7 @@ class CurationWidget(NicheWidget):
                 "fill": self.fill.value,
             }
             self.start(
-                curate_mask,
+                curation_edits,
                 lambda change: self._write_change(layer, change, settings),
                 layer.data,
                 spacing=spacing,

@@ -30,6 +30,7 @@ from napari_niche._widgets._layers import (
     CELL_WORDS,
     OUTPUT_KEY,
     check_aligned,
+    data_digest,
     default_layer,
     has_voxel_size,
     is_ours,
@@ -38,7 +39,7 @@ from napari_niche._widgets._layers import (
     unique_name,
     write_layer,
 )
-from napari_niche._widgets._session import RESERVED_NAMES, data_digest, get_session
+from napari_niche._widgets._session import RESERVED_NAMES, get_session
 from napari_niche.core.errors import NicheError
 from napari_niche.style import CELL_POINT_COLOUR
 

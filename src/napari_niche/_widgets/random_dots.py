@@ -20,11 +20,12 @@ from napari_niche._widgets._base import NicheWidget, plain_text
 from napari_niche._widgets._layers import (
     OUTPUT_KEY,
     check_aligned,
+    data_digest,
     find_output,
     layer_array,
     write_layer,
 )
-from napari_niche._widgets._session import data_digest, first_edited, get_session, input_label
+from napari_niche._widgets._session import first_edited, get_session, input_label
 from napari_niche.core.errors import NicheError
 from napari_niche.params import AnalysisParams
 from napari_niche.style import DOT_COLOUR, SHAPE_COLOUR, WARNING_COLOUR
