@@ -13,7 +13,7 @@ from napari_niche.core.preprocess import preprocess
 from napari_niche.core.synthetic import make_bone_marrow
 from napari_niche.core.threshold import threshold_value
 from napari_niche.experiment.pooling import ImageResult
-from napari_niche.experiment.runner import load_image_layers, run_experiment
+from napari_niche.experiment.runner import load_image_layers, run_experiment, run_fraction
 from napari_niche.experiment.spec import Experiment
 from napari_niche.io import read_channels, read_image, write_channels, write_image
 from napari_niche.niche.pipeline import analyze
@@ -264,6 +264,27 @@ def test_progress_reports_each_image_and_a_raising_callback_stops_the_run(base, 
 
     with pytest.raises(Cancelled):
         run_experiment(path, out=tmp_path / "c", jobs=1, figures=False, progress=cancel)
+
+
+@pytest.mark.parametrize(
+    ("message", "low", "high"),
+    [
+        ("bone1: reading the images", 0.05, 0.1),
+        ("bone1: analysing: placing random cells", 0.3, 0.4),
+        ("bone1: analysing: distances to vessel", 0.4, 0.55),
+        ("bone1: saving", 0.7, 0.8),
+    ],
+)
+def test_progress_of_one_image_moves_with_its_steps(message, low, high):
+    fraction, text = run_fraction(0, 1, message)
+    assert low < fraction < high and text == message
+    # steps in order move the bar forward, never back
+    steps = ["reading the images", "making masks", "analysing", "analysing: measuring cells"]
+    steps += ["analysing: placing random cells", "analysing: distances to bone"]
+    steps += ["analysing: statistics", "saving"]
+    values = [run_fraction(0, 1, f"bone1: {s}")[0] for s in steps]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert run_fraction(1, 1, "bone1: done")[0] == pytest.approx(0.8)
 
 
 def test_load_image_layers(base):

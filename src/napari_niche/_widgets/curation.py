@@ -24,7 +24,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
-from napari_niche._widgets._base import NicheWidget, Progress
+from napari_niche._widgets._base import NicheWidget, ProgressReport
 from napari_niche._widgets._layers import (
     CELL_WORDS,
     NUCLEAR_WORDS,
@@ -75,7 +75,7 @@ def curation_edits(
     unit: str,
     closing_radius_um: float,
     fill: str,
-) -> Generator[Progress, None, tuple[Indices, Indices, int]]:
+) -> Generator[ProgressReport, None, tuple[Indices, Indices, int]]:
     """Remove small objects, close, fill holes; return what to change in the layer.
 
     Steps run in that order, each only when asked for (size > 0, radius > 0, fill not
@@ -117,7 +117,7 @@ def build_tissue(
     channel: np.ndarray | None = None,
     sigma_um: float = 1.0,
     method: str = "otsu",
-) -> Generator[Progress, None, tuple[np.ndarray, str | None]]:
+) -> Generator[ProgressReport, None, tuple[np.ndarray, str | None]]:
     """The tissue map: a nuclear channel thresholded and/or masks (label > 0), their union
     closed and filled; with the warning of :func:`check_tissue_map` when the masks alone
     seem to make it (it then leaves out the marrow between them)."""
@@ -142,7 +142,7 @@ def build_tissue(
     return tissue.view(np.uint8), warning
 
 
-def make_cells(data: Any, **kwargs: Any) -> Generator[Progress, None, np.ndarray]:
+def make_cells(data: Any, **kwargs: Any) -> Generator[ProgressReport, None, np.ndarray]:
     """Label the cells of a binary cell mask with :func:`core.label_cells`."""
     yield 0.05, "Splitting touching cells…" if kwargs.get("split_touching") else "Labelling…"
     return label_cells(np.asarray(data), **kwargs)

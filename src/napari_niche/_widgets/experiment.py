@@ -19,11 +19,9 @@ are :func:`napari_niche.experiment.runner.run_experiment`, the figures
 from __future__ import annotations
 
 import os
-import queue
 import re
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +57,7 @@ from napari_niche._widgets._canvas import MplCanvasWidget
 from napari_niche._widgets._layers import layer_array, unique_name
 from napari_niche._widgets._session import get_session, structure_file
 from napari_niche.core.errors import NicheError
+from napari_niche.core.progress import Progress, scaled
 from napari_niche.style import FAILED_COLOUR, MESSAGE_GREY
 
 if TYPE_CHECKING:
@@ -76,12 +75,6 @@ MASKS_FOLDER = "masks"
 #: Metadata key on layers opened from an experiment: the image id they belong to (as
 #: :func:`napari_niche.experiment.runner.load_image_layers` sets it).
 IMAGE_KEY = "napari_niche_image"
-#: The runner's last steps (after every image) and where they sit on the progress bar.
-_STAGES = {
-    "pooling": (0.8, "Pooling the images by condition…"),
-    "figures": (0.88, "Drawing the figures…"),
-    "report": (0.95, "Writing the report…"),
-}
 _ID_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -119,10 +112,6 @@ def image_name_of(layers) -> str:
     return ""
 
 
-class _Cancelled(Exception):
-    """Raised inside the runner's progress callback when the user pressed Cancel."""
-
-
 @dataclass
 class _AddJob:
     """What "Add current result" captured in the GUI thread, written by the worker."""
@@ -132,93 +121,17 @@ class _AddJob:
     arrays: dict[str, np.ndarray]  # role -> array, written to spec.masks[role]
     spacing: tuple[float, ...]
     figures: bool  # write the figure files (and put them in the report)
-    threads: list  # receives the runner's thread
 
 
-def _call_runner(
-    experiment: Experiment, only, cancel: threading.Event, figures: bool, threads: list
-):
-    """Worker: ``run_experiment`` in a thread of its own, its progress re-yielded here.
+def _add_and_run(job: _AddJob, *, progress: Progress):
+    """Worker: write the masks, add the image to the experiment file, run it.
 
-    The runner reports progress through a callback, but a napari worker reports (and can
-    be cancelled) only at a ``yield``; the callback puts reports on a queue that this
-    generator drains. Cancel makes the next callback raise, which stops the runner between
-    two reports (after the image it is working on); results are written atomically, so no
-    half result is left behind.
+    Runs in the dock's worker (:meth:`NicheWidget.start_reporting`): ``progress`` moves the
+    bar, and after Cancel it raises, which stops the work at its next report: while the
+    masks are written (nothing is added then), or in the run between two steps of the
+    image (results are written atomically, so no half result is left behind).
     """
     from napari_niche.experiment.runner import run_experiment
-
-    reports: queue.Queue = queue.Queue()
-    outcome: dict[str, Any] = {}
-
-    def progress(done: int, total: int, message: str):
-        if cancel.is_set():
-            raise _Cancelled()
-        reports.put(_progress_value(done, total, message))
-
-    def target():
-        try:
-            outcome["summary"] = run_experiment(
-                experiment, only=only, jobs=1, progress=progress, figures=figures
-            )
-        except BaseException as err:  # noqa: BLE001 - handed to the GUI thread below
-            outcome["error"] = err
-
-    thread = threading.Thread(target=target, name="napari-niche experiment run", daemon=True)
-    threads.append(thread)
-    thread.start()
-    last = (0.0, "Running…")
-    while thread.is_alive() or not reports.empty():
-        try:
-            last = reports.get(timeout=0.1)
-        except queue.Empty:
-            pass
-        yield last
-    thread.join()
-    if "error" in outcome:
-        error = outcome["error"]
-        if isinstance(error, _Cancelled):
-            raise NicheError("Cancelled: the image stays in the experiment, not run.")
-        raise error
-    return outcome["summary"]
-
-
-#: How far through one image each of the runner's steps (``"<image>: <step>"``) starts.
-_IMAGE_STEPS = (
-    ("checking", 0.0),
-    ("reading", 0.03),
-    ("making masks", 0.1),
-    ("analysing: measuring cells", 0.25),
-    ("analysing: placing random cells", 0.35),
-    ("analysing: distances", 0.55),
-    ("analysing: statistics", 0.8),
-    ("analysing", 0.2),
-    ("saving", 0.9),
-)
-
-
-def _step_fraction(message: str) -> float:
-    """How far through its image a runner message ``"<image>: <step>"`` is (0 if unknown)."""
-    step = message.split(": ", 1)[1] if ": " in message else ""
-    return next((f for name, f in _IMAGE_STEPS if step.startswith(name)), 0.0)
-
-
-def _progress_value(done: int, total: int, message: str) -> tuple[float, str]:
-    """(fraction, message) of the bar from the runner's ``progress(done, total, message)``.
-
-    Images take the bar up to where pooling starts; within the image being run, the bar
-    moves with its steps (reading, masks, random cells, distances, statistics, saving), so
-    one image does not sit at one place for its whole run.
-    """
-    if message in _STAGES:
-        return _STAGES[message]
-    within = _step_fraction(message) if done < total else 0.0
-    fraction = 0.05 + 0.75 * (done + within) / total if total else 0.0
-    return float(min(max(fraction, 0.0), 1.0)), message
-
-
-def _add_and_run(job: _AddJob, cancel: threading.Event):
-    """Worker: write the masks, add the image to the experiment file, run it."""
     from napari_niche.io import write_image
 
     experiment = job.experiment
@@ -229,11 +142,11 @@ def _add_and_run(job: _AddJob, cancel: threading.Event):
     try:
         n = len(job.arrays)
         for i, (role, data) in enumerate(job.arrays.items()):
-            yield 0.02 + 0.08 * i / n, f"Saving the {role} mask ({i + 1} of {n})…"
+            progress(0.02 + 0.08 * i / n, f"Saving the {role} mask ({i + 1} of {n})…")
             target = staging / Path(job.spec.masks[role]).name
             # masks and labels shrink many times over with zlib; any TIFF reader opens them
             write_image(target, data, spacing=job.spacing, compression="zlib")
-        yield 0.1, "Adding the image to the experiment…"
+        progress(0.1, "Adding the image to the experiment…")
         experiment.add_image(job.spec)
         folder.mkdir(exist_ok=True)
         for item in sorted(staging.iterdir()):
@@ -241,27 +154,22 @@ def _add_and_run(job: _AddJob, cancel: threading.Event):
         experiment.save()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    run = _call_runner(experiment, [job.spec.id], cancel, job.figures, job.threads)
-    summary = yield from _scaled(run, 0.1, 1.0)
+    summary = run_experiment(
+        experiment,
+        only=[job.spec.id],
+        jobs=1,
+        progress=scaled(progress, 0.1, 1.0),
+        figures=job.figures,
+    )
     return experiment, summary
 
 
-def _run(experiment: Experiment, only, cancel: threading.Event, figures: bool, threads: list):
-    """Worker: run (part of) an experiment as it is."""
-    summary = yield from _call_runner(experiment, only, cancel, figures, threads)
+def _run(experiment: Experiment, only, figures: bool, *, progress: Progress):
+    """Worker: run (part of) an experiment as it is (see :func:`_add_and_run`)."""
+    from napari_niche.experiment.runner import run_experiment
+
+    summary = run_experiment(experiment, only=only, jobs=1, progress=progress, figures=figures)
     return experiment, summary
-
-
-def _scaled(gen, start: float, stop: float):
-    """Re-yield a worker's progress mapped into ``[start, stop]`` of the bar."""
-    try:
-        value = next(gen)
-        while True:
-            fraction, message = value
-            yield start + (stop - start) * fraction, message
-            value = next(gen)
-    except StopIteration as stop_iteration:
-        return stop_iteration.value
 
 
 class ExperimentWidget(NicheWidget):
@@ -284,8 +192,6 @@ class ExperimentWidget(NicheWidget):
         self.pooled = None
         self._status: dict[str, str] = {}  # image id -> status in this dock's last run
         self._messages: dict[str, str] = {}  # image id -> why it failed
-        self._cancel = threading.Event()
-        self._threads: list[threading.Thread] = []  # runner threads (one at a time)
         self._added: dict[str, str] = {}  # analysis key -> image id it was added as
         self._delivered = False
 
@@ -496,23 +402,12 @@ class ExperimentWidget(NicheWidget):
     def run(self):
         """Add the current result (the button): check, then write + add + run in a worker."""
         with self.reporting():
-            self._check_idle()
             job = self._collect()
-            self._cancel.clear()
-            worker = self.start(_add_and_run, self._on_done, job, self._cancel)
+            worker = self.start_reporting(_add_and_run, self._on_done, job)
             if worker is not None:
                 self._added[self._analysis_key(job.experiment)] = job.spec.id
             return worker
         return None
-
-    def _check_idle(self) -> None:
-        """Refuse a second run while a cancelled one still finishes its current image."""
-        self._threads[:] = [t for t in self._threads if t.is_alive()]
-        if self._threads and self.worker is None:
-            raise NicheError(
-                "The cancelled run is still finishing the image it was working on: try "
-                "again in a moment."
-            )
 
     def _analysis_key(self, experiment: Experiment) -> str:
         """The experiment file and the fingerprints of the masks this analysis used."""
@@ -618,7 +513,7 @@ class ExperimentWidget(NicheWidget):
         )
         spacing = tuple(float(v) for v in s.spacing)
         figures = self.save_figures.isChecked()
-        return _AddJob(experiment, spec, arrays, spacing, figures, self._threads)
+        return _AddJob(experiment, spec, arrays, spacing, figures)
 
     # -- running ----------------------------------------------------------------------------
     def run_experiment(self, only: list[str] | None = None):
@@ -631,15 +526,10 @@ class ExperimentWidget(NicheWidget):
                 "The experiment has no images yet: add the current result first.", error=True
             )
             return None
-        self._cancel.clear()
         with self.reporting():
-            self._check_idle()
             experiment = self._reload()
             figures = self.save_figures.isChecked()
-            threads = self._threads
-            return self.start(
-                _run, self._on_done, experiment, only, self._cancel, figures, threads
-            )
+            return self.start_reporting(_run, self._on_done, experiment, only, figures)
         return None
 
     def _reload(self) -> Experiment:
@@ -649,8 +539,10 @@ class ExperimentWidget(NicheWidget):
         return Experiment.load(self.experiment.path)
 
     def cancel(self):
-        self._cancel.set()
+        """Stop the run at its next step (the image it is working on is not recorded)."""
         super().cancel()
+        if self.worker is not None:
+            self._set_status("Cancelling: the run stops after the step it is working on…")
 
     def _on_done(self, result) -> None:
         experiment, summary = result

@@ -8,7 +8,6 @@ maps of the same masks, else they are recomputed with the same core function.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from napari_niche._widgets._layers import (
 )
 from napari_niche._widgets._session import first_edited, get_session, input_label
 from napari_niche.core.errors import NicheError
+from napari_niche.core.progress import Progress
 from napari_niche.params import AnalysisParams
 from napari_niche.style import DOT_COLOUR, SHAPE_COLOUR, WARNING_COLOUR
 
@@ -67,7 +67,7 @@ class _Job:
     digests: dict[str, str]
     show_shapes: bool
     tissue_warning: str | None = None
-    progress: Callable[[float, str], None] | None = None  # the dock's report_progress
+    progress: Progress | None = None  # the dock's report_progress
 
 
 @dataclass

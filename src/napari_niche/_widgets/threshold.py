@@ -17,7 +17,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, Label
 from qtpy.QtCore import QTimer
 
-from napari_niche._widgets._base import NicheWidget, Progress
+from napari_niche._widgets._base import NicheWidget, ProgressReport
 from napari_niche._widgets._canvas import MplCanvasWidget
 from napari_niche._widgets._layers import find_output, layer_spacing, write_layer
 from napari_niche._widgets._voxel import UnitLabels, VoxelSizeBar, unit_names
@@ -112,7 +112,7 @@ def prepare_channel(
     method: str,
     key: tuple,
     previous: Prepared | None = None,
-) -> Generator[Progress, None, Prepared]:
+) -> Generator[ProgressReport, None, Prepared]:
     """Pre-process a channel and find its automatic threshold, for :meth:`NicheWidget.start`.
 
     ``previous``, when computed with the same ``key``, is reused (only the threshold of a
@@ -143,7 +143,7 @@ def prepare_channel(
 
 def apply_threshold(
     prepared: Prepared, method: str, value: float
-) -> Generator[Progress, None, tuple[np.ndarray, float]]:
+) -> Generator[ProgressReport, None, tuple[np.ndarray, float]]:
     """Threshold the whole pre-processed channel with the core function → (uint8 mask, t).
 
     For an automatic method ``prepared`` holds its threshold (``threshold_value`` on the
