@@ -195,7 +195,20 @@ class ExperimentWidget(NicheWidget):
         self._added: dict[str, str] = {}  # analysis key -> image id it was added as
         self._delivered = False
 
-        # -- the experiment file -----------------------------------------------------------
+        file_box = self._build_file_box()
+        add_box = self._build_add_box()
+        self._build_plots()
+        self._arrange(file_box, add_box)
+        self.run_button.tooltip = (
+            "Save this analysis's masks next to the experiment file, add the image and run "
+            "it with the experiment's parameters"
+        )
+        self.setMinimumWidth(420)
+        self._connect()
+        self.refresh()
+
+    def _build_file_box(self) -> QGroupBox:
+        """The experiment file (New…, Open…), its images table, Open image, Run experiment."""
         self.path_label = QLabel("No experiment open.")
         self.path_label.setWordWrap(True)
         self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -203,35 +216,18 @@ class ExperimentWidget(NicheWidget):
         self.new_button.setToolTip(
             "Create an experiment file (TOML) with this session's parameters"
         )
-        self.new_button.clicked.connect(self._on_new_clicked)
         self.open_button = QPushButton("Open…")
         self.open_button.setToolTip("Open an experiment file (.toml, .yaml)")
-        self.open_button.clicked.connect(self._on_open_clicked)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(COLUMNS))
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(20)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # ids can be long
-        header.setStretchLastSection(False)
-        self.table.setMinimumHeight(110)
-        self.table.doubleClicked.connect(lambda _index: self._on_open_image_clicked())
+        self.table = _images_table()
         self.open_image_button = QPushButton("Open image")
         self.open_image_button.setToolTip(
             "Add the selected image's channels and masks to the viewer (double-click a row)"
         )
-        self.open_image_button.clicked.connect(self._on_open_image_clicked)
         self.run_all_button = QPushButton("Run experiment")
         self.run_all_button.setToolTip(
             "Run every image not yet run or changed since (unchanged images are skipped), "
             "then pool"
         )
-        self.run_all_button.clicked.connect(self._on_run_all_clicked)
-
         file_box = QGroupBox("Experiment")
         file_layout = QVBoxLayout(file_box)
         file_row = QHBoxLayout()
@@ -244,8 +240,10 @@ class ExperimentWidget(NicheWidget):
         image_row.addWidget(self.open_image_button)
         image_row.addWidget(self.run_all_button)
         file_layout.addLayout(image_row)
+        return file_box
 
-        # -- add the current result --------------------------------------------------------
+    def _build_add_box(self) -> QGroupBox:
+        """Condition, replicate and image id of the current result, and the figure files."""
         self.condition = _editable_combo("e.g. B-ALL, healthy, day 7")
         self.condition.setToolTip("The condition this image belongs to (pick or type a new one)")
         self.replicate = _editable_combo("e.g. mouse 1, patient 3")
@@ -269,16 +267,19 @@ class ExperimentWidget(NicheWidget):
             "report and the plots here are still made; the figure files are not."
         )
         add_form.addRow("figure files", self.save_figures)
+        return add_box
 
-        # -- pooled plots ------------------------------------------------------------------
+    def _build_plots(self) -> None:
+        """The pooled plots: fold change and quadrants, one tab each."""
         self.plots = QTabWidget()
         self.fold_page = _plot_page(_message_figure(""))
         self.quadrant_page = _plot_page(_message_figure(""))
         self.plots.addTab(self.fold_page, "fold change")
         self.plots.addTab(self.quadrant_page, "quadrants")
 
-        # The base's form, button, progress and status go above the plots, with a splitter
-        # between so the plots can be given the room of the table when needed.
+    def _arrange(self, file_box: QGroupBox, add_box: QGroupBox) -> None:
+        """The boxes and the base's button, progress and status above the plots, with a
+        splitter between so the plots can be given the room of the table when needed."""
         layout: QVBoxLayout = self.layout()
         controls = QWidget()
         top = QVBoxLayout(controls)
@@ -305,17 +306,18 @@ class ExperimentWidget(NicheWidget):
         layout.addWidget(self.status)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.splitter = splitter
-        self.run_button.tooltip = (
-            "Save this analysis's masks next to the experiment file, add the image and run "
-            "it with the experiment's parameters"
-        )
-        self.setMinimumWidth(420)
 
+    def _connect(self) -> None:
+        """Buttons to their handlers; layer and session changes to the suggested image id."""
+        self.new_button.clicked.connect(self._on_new_clicked)
+        self.open_button.clicked.connect(self._on_open_clicked)
+        self.table.doubleClicked.connect(lambda _index: self._on_open_image_clicked())
+        self.open_image_button.clicked.connect(self._on_open_image_clicked)
+        self.run_all_button.clicked.connect(self._on_run_all_clicked)
         self.viewer.layers.events.inserted.connect(self._suggest_image_id)
         self.viewer.layers.events.removed.connect(self._suggest_image_id)
         self.session.changed.connect(self._suggest_image_id)
         self.destroyed.connect(self._disconnect)
-        self.refresh()
 
     def _disconnect(self, *_):
         for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -432,11 +434,17 @@ class ExperimentWidget(NicheWidget):
 
     def _collect(self) -> _AddJob:
         """Everything the worker needs, or a NicheError saying why not (nothing written)."""
-        from napari_niche.core._validate import as_mask
-        from napari_niche.experiment.spec import ImageSpec
-
         if self.experiment is None or self.experiment.path is None:
             raise NicheError("Open or create an experiment first (New… or Open…).")
+        self._check_analysis()
+        condition, replicate, image_id = self._fields()
+        # The file may have changed on disk since it was opened: check against it.
+        experiment = self._reload()
+        self._check_new_image(experiment, image_id)
+        return self._job(experiment, condition, replicate, image_id)
+
+    def _check_analysis(self) -> None:
+        """The session holds a whole analysis, its layers still in the viewer, unchanged."""
         s = self.session
         if s.cells_layer is None or s.voxels is None or not s.structures or s.spacing is None:
             raise NicheError(
@@ -455,6 +463,9 @@ class ExperimentWidget(NicheWidget):
                     "run the analysis again."
                 )
         s.check_inputs_unchanged()
+
+    def _fields(self) -> tuple[str, str, str]:
+        """Condition, replicate and image id as typed, each checked."""
         condition = self.condition.currentText().strip()
         replicate = self.replicate.currentText().strip()
         image_id = self.image_id.text().strip()
@@ -471,8 +482,10 @@ class ExperimentWidget(NicheWidget):
                 f"The image id {image_id!r} is used as a folder name: use letters, digits, "
                 f"'.', '-' or '_' only, e.g. {image_id_from(image_id) or 'bone1'!r}."
             )
-        # The file may have changed on disk since it was opened: check against it.
-        experiment = self._reload()
+        return condition, replicate, image_id
+
+    def _check_new_image(self, experiment: Experiment, image_id: str) -> None:
+        """A new id, an analysis not added yet, the same structures as the other images."""
         taken = {spec.id for spec in experiment.images}
         if image_id in taken:
             raise NicheError(
@@ -485,7 +498,7 @@ class ExperimentWidget(NicheWidget):
                 f"This analysis is in the experiment already, as image {previous!r}: adding "
                 "it twice would count its cells twice. Analyse the next image first."
             )
-        have = sorted(s.structure_names)
+        have = sorted(self.session.structure_names)
         existing = sorted(experiment.structures()) if experiment.images else have
         if existing != have:
             raise NicheError(
@@ -493,6 +506,13 @@ class ExperimentWidget(NicheWidget):
                 f"but this analysis has {', '.join(have)}: pooled tables need the same "
                 "structures in every image."
             )
+
+    def _job(self, experiment: Experiment, condition: str, replicate: str, image_id: str):
+        """The masks to write (cells, each structure, the tissue) and the image's entry."""
+        from napari_niche.core._validate import as_mask
+        from napari_niche.experiment.spec import ImageSpec
+
+        s = self.session
         arrays = {"cells": layer_array(s.cells_layer)}
         files = {"cells": "cells.tif"}
         for name, layer in s.structures.items():
@@ -849,6 +869,23 @@ def _describe(settings: dict[str, Any]) -> str:
     if settings.get("fill", "off") != "off":
         parts.append(f"holes filled ({settings['fill']})")
     return ", ".join(parts)
+
+
+def _images_table() -> QTableWidget:
+    """The table of the experiment's images (:data:`COLUMNS`), one row selectable."""
+    table = QTableWidget(0, len(COLUMNS))
+    table.setHorizontalHeaderLabels(list(COLUMNS))
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    table.verticalHeader().setDefaultSectionSize(20)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # ids can be long
+    header.setStretchLastSection(False)
+    table.setMinimumHeight(110)
+    return table
 
 
 def _editable_combo(placeholder: str) -> QComboBox:
