@@ -181,7 +181,16 @@ def scrolling_layout(widget: QWidget, *, grow: bool = False) -> QVBoxLayout:
 
 
 class NicheWidget(QWidget):
-    """A dock widget with a magicgui form, a run button, a progress bar and Cancel."""
+    """A dock widget with a magicgui form, a run button, a progress bar and Cancel.
+
+    Subclasses fill :attr:`form`, implement :meth:`run` and start their work with
+    :meth:`start` (a generator) or :meth:`start_reporting` (a progress-protocol function).
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+    """
 
     run_text = "Run"
 

@@ -181,7 +181,16 @@ def _group(title: str, *widgets) -> QGroupBox:
 
 
 class CurationWidget(NicheWidget):
-    """2 Mask curation: small objects, closing, holes; tissue map; labelled cells."""
+    """2 Mask curation: small objects, closing, holes; tissue map; labelled cells.
+
+    A mask cleaned in place (small objects, closing, holes; Ctrl+Z undoes), a tissue map
+    built from a nuclear channel and/or the masks, and the cell mask labelled into cells.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+    """
 
     run_text = "Apply to mask (undo: Ctrl+Z)"
 

@@ -257,7 +257,16 @@ def labels_features(table: pd.DataFrame) -> pd.DataFrame:
 
 
 class DistanceWidget(NicheWidget):
-    """3 Distance maps: per-structure distance maps (µm) and per-cell minimum distances."""
+    """3 Distance maps: per-structure distance maps (µm) and per-cell minimum distances.
+
+    The cells and one mask per named structure give each structure's distance map and
+    each cell's distance to it, in the session's cell table and as layers.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+    """
 
     run_text = "Compute distances"
 

@@ -175,6 +175,15 @@ def _run(experiment: Experiment, only, figures: bool, *, progress: Progress):
 class ExperimentWidget(NicheWidget):
     """6 Experiment: images pooled by condition and replicate, with the pooled plots.
 
+    The experiment file (TOML/YAML, as ``napari-niche run`` reads it) with its images,
+    the current analysis added as one more image and run headless, and the pooled fold
+    change and quadrants per condition.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+
     Attributes
     ----------
     experiment : the open experiment (None before New / Open).

@@ -198,6 +198,15 @@ def _table_view(model: DataFrameModel) -> QTableView:
 class MotilityWidget(NicheWidget):
     """Motility: speed, straightness, MSD, alpha and exploration of tracked cells.
 
+    Tracks from a Tracks layer or a file (TrackMate, Imaris, CSV): per-track metrics,
+    ensemble MSD and alpha per condition, tests between conditions, metrics as track
+    colours, and a paired before/after comparison of regions.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+
     Attributes
     ----------
     result : the last :class:`MotilityResult`, or None.

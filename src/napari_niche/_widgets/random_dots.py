@@ -147,7 +147,16 @@ def parse_seed(text: str) -> int | None:
 
 
 class RandomDotsWidget(NicheWidget):
-    """4 Random dots: virtual cells with the real cells' shapes placed at random in tissue."""
+    """4 Random dots: virtual cells with the real cells' shapes placed at random in tissue.
+
+    Random virtual cells with the real cells' shapes, placed in the tissue map (a
+    number of realisations), with their distances to the structures: the chance baseline.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+    """
 
     run_text = "Place random cells"
 

@@ -158,7 +158,17 @@ def apply_threshold(
 
 
 class ThresholdWidget(NicheWidget):
-    """1 Channel thresholding: smoothing in µm, manual or automatic threshold, live preview."""
+    """1 Channel thresholding: smoothing in µm, manual or automatic threshold, live preview.
+
+    A channel smoothed (σ in µm) and thresholded, manual or automatic (Otsu, Li, …),
+    previewed live on the current slice with its intensity histogram; Apply writes the
+    whole-volume mask as a Labels layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+    """
 
     run_text = "Apply → mask"
 
