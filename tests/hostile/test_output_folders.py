@@ -544,16 +544,14 @@ def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished
 
 def test_the_experiment_dock_reports_a_locked_folder_as_a_message(experiment, holder):
     """The dock's worker returns the refusal for a notification (no traceback dialog)."""
-    import threading
-
     pytest.importorskip("qtpy")
-    from napari_niche._widgets._base import _Failed, _guarded
+    from napari_niche._widgets._base import _calling, _Failed, _guarded
     from napari_niche._widgets.experiment import _run
     from napari_niche.experiment.spec import Experiment
 
     exp = Experiment.load(experiment)
     proc = holder(exp.output)
-    work = _guarded(_run)(exp, None, threading.Event(), False, [])
+    work = _guarded(_calling)(_run, lambda fraction, message: None, exp, None, False)
     try:
         while True:
             next(work)
