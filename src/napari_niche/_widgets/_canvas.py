@@ -96,8 +96,6 @@ class MplCanvasWidget(QWidget):
         layout.addWidget(self.canvas, 1)
         if viewer is not None:
             self.figure.set_facecolor(self.style.background)
-            alive = self._alive = [True]
-            self.destroyed.connect(lambda *_: alive.__setitem__(0, False))
             viewer.events.theme.connect(self._on_theme)
 
     @property
@@ -116,7 +114,9 @@ class MplCanvasWidget(QWidget):
         self.canvas.draw_idle()
 
     def _on_theme(self, _event=None) -> None:
-        if not self._alive[0]:
+        try:
+            self.canvas.isVisible()  # raises once Qt deleted the widget (its dock closed)
+        except RuntimeError:
             self.viewer.events.theme.disconnect(self._on_theme)
             return
         self.figure.set_facecolor(self.style.background)
