@@ -415,7 +415,7 @@ def child(step: str, d: Path, profile: bool) -> None:
         # each phase boundary; the overall peak is the largest phase peak).
         state = {"name": "validate inputs", "t": time.perf_counter()}
 
-        def progress(msg):
+        def progress(_fraction, msg):
             now = time.perf_counter()
             phases.append((state["name"], now - state["t"], meter.rearm() - meter.base))
             state.update(name=msg, t=now)

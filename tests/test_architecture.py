@@ -257,9 +257,8 @@ def house() -> dict[str, Module]:
     return load_package(ROOT / "src")
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11 in progress")
 class TestTheHouse:
-    """The rules on src/napari_niche (the lead removes the xfail when issue 11 lands)."""
+    """The rules hold on src/napari_niche."""
 
     def test_no_function_is_longer_than_80_code_lines(self, house):
         found = long_functions(house)

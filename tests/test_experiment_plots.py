@@ -24,7 +24,6 @@ from napari_niche.core.envelope import ENVELOPE_COLUMNS
 from napari_niche.core.errors import NicheError
 from napari_niche.core.stats import QUADRANT_COLUMNS, quadrant_table
 from napari_niche.experiment.figures import (
-    CONDITION_COLOURS,
     Colours,
     cdf_figure,
     comparison_figure,
@@ -36,6 +35,7 @@ from napari_niche.experiment.figures import (
     thumbnail,
 )
 from napari_niche.niche.plots import format_p
+from napari_niche.style import CONDITION_COLOURS
 
 CONDITIONS = ["B-ALL", "T-ALL"]
 STRUCTURES = ["vessel", "bone"]

@@ -19,7 +19,6 @@ from napari_niche.core.stats import (
     quadrant_table,
 )
 from napari_niche.niche.plots import (
-    LIGHT,
     FoldChangePlot,
     QuadrantPlot,
     fold_change_bars,
@@ -29,6 +28,7 @@ from napari_niche.niche.plots import (
     quadrant_scatter,
     stats_text,
 )
+from napari_niche.style import LIGHT
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from napari_niche.core.preprocess import preprocess
 from napari_niche.core.synthetic import make_bone_marrow
 from napari_niche.core.threshold import threshold_value
 from napari_niche.experiment.pooling import ImageResult
-from napari_niche.experiment.runner import load_image_layers, run_experiment
+from napari_niche.experiment.runner import load_image_layers, run_experiment, run_fraction
 from napari_niche.experiment.spec import Experiment
 from napari_niche.io import read_channels, read_image, write_channels, write_image
 from napari_niche.niche.pipeline import analyze
@@ -246,20 +246,45 @@ def test_progress_reports_each_image_and_a_raising_callback_stops_the_run(base, 
     run_experiment(
         path, out=tmp_path / "o", jobs=1, figures=False, progress=lambda *a: seen.append(a)
     )
-    assert seen[0][:2] == (0, 4)
-    finished = [(done, m.split(":")[0]) for done, _, m in seen if m.endswith(": done")]
-    assert finished == [(i + 1, image) for i, image in enumerate(IMAGES)]
-    assert all(n == 4 for _, n, _ in seen)
+    assert seen[0] == (0.05, "4 images to run")
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] <= 1
+    # each image's "done" at the end of its share of 0.05 .. 0.8
+    finished = [(f, m.split(":")[0]) for f, m in seen if m.endswith(": done")]
+    assert [image for _, image in finished] == list(IMAGES)
+    assert [f for f, _ in finished] == pytest.approx([0.05 + 0.75 * (i + 1) / 4 for i in range(4)])
+    assert seen[-2:] == [(0.8, "Pooling the images by condition…"), (0.95, "Writing the report…")]
 
     class Cancelled(Exception):
         pass
 
-    def cancel(done, total, message):
-        if done == 1:
+    def cancel(fraction, message):
+        if message.endswith(": done"):
             raise Cancelled
 
     with pytest.raises(Cancelled):
         run_experiment(path, out=tmp_path / "c", jobs=1, figures=False, progress=cancel)
+
+
+@pytest.mark.parametrize(
+    ("message", "low", "high"),
+    [
+        ("bone1: reading the images", 0.05, 0.1),
+        ("bone1: analysing: placing random cells", 0.3, 0.4),
+        ("bone1: analysing: distances to vessel", 0.4, 0.55),
+        ("bone1: saving", 0.7, 0.8),
+    ],
+)
+def test_progress_of_one_image_moves_with_its_steps(message, low, high):
+    fraction, text = run_fraction(0, 1, message)
+    assert low < fraction < high and text == message
+    # steps in order move the bar forward, never back
+    steps = ["reading the images", "making masks", "analysing", "analysing: measuring cells"]
+    steps += ["analysing: placing random cells", "analysing: distances to bone"]
+    steps += ["analysing: statistics", "saving"]
+    values = [run_fraction(0, 1, f"bone1: {s}")[0] for s in steps]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert run_fraction(1, 1, "bone1: done")[0] == pytest.approx(0.8)
 
 
 def test_load_image_layers(base):
@@ -292,7 +317,7 @@ def test_cancel_from_the_progress_callback_stops_inside_an_image(base, tmp_path)
     class Cancelled(Exception):
         pass
 
-    def progress(done, total, message):
+    def progress(_fraction, message):
         heard.append(message)
         if message.startswith("img0: analysing"):
             raise Cancelled()

@@ -447,7 +447,7 @@ def test_an_interrupted_rerun_leaves_no_old_summary_beside_new_images(
     first, second = sorted(p.name for p in (out / "images").iterdir())
     old_second = (out / "images" / second / "fingerprint.json").read_bytes()
 
-    def progress(_done, _total, message):
+    def progress(_fraction, message):
         if message.startswith(first) and stop_at in message:
             raise KeyboardInterrupt
 
@@ -545,16 +545,14 @@ def test_a_full_disk_during_pooling_figures_or_report_is_one_line_and_unfinished
 
 def test_the_experiment_dock_reports_a_locked_folder_as_a_message(experiment, holder):
     """The dock's worker returns the refusal for a notification (no traceback dialog)."""
-    import threading
-
     pytest.importorskip("qtpy")
-    from napari_niche._widgets._base import _Failed, _guarded
+    from napari_niche._widgets._base import _calling, _Failed, _guarded
     from napari_niche._widgets.experiment import _run
     from napari_niche.experiment.spec import Experiment
 
     exp = Experiment.load(experiment)
     proc = holder(exp.output)
-    work = _guarded(_run)(exp, None, threading.Event(), False, [])
+    work = _guarded(_calling)(_run, lambda fraction, message: None, exp, None, False)
     try:
         while True:
             next(work)

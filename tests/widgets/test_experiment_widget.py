@@ -30,7 +30,7 @@ def wait_idle(qtbot, widget):
 
 def layer_state(viewer):
     """What the user sees of the layers: names, types, data fingerprints, scales."""
-    from napari_niche._widgets._session import data_digest
+    from napari_niche._widgets._layers import data_digest
 
     return [
         (layer.name, layer._type_string, data_digest(np.asarray(layer.data)), tuple(layer.scale))
@@ -360,29 +360,6 @@ def test_new_experiment_records_the_steps_the_docks_used(make_napari_viewer, qtb
     assert "vessel (σ 1.5 µm, li" in widget.status.text()
 
 
-@pytest.mark.parametrize(
-    ("message", "low", "high"),
-    [
-        ("bone1: reading the images", 0.05, 0.1),
-        ("bone1: analysing: placing random cells", 0.3, 0.4),
-        ("bone1: analysing: distances to vessel", 0.4, 0.55),
-        ("bone1: saving", 0.7, 0.8),
-    ],
-)
-def test_one_image_moves_the_bar_with_its_steps(message, low, high):
-    from napari_niche._widgets.experiment import _progress_value
-
-    fraction, text = _progress_value(0, 1, message)
-    assert low < fraction < high and text == message
-    # steps in order move the bar forward, never back
-    steps = ["reading the images", "making masks", "analysing", "analysing: measuring cells"]
-    steps += ["analysing: placing random cells", "analysing: distances to bone"]
-    steps += ["analysing: statistics", "saving"]
-    values = [_progress_value(0, 1, f"bone1: {s}")[0] for s in steps]
-    assert values == sorted(values) and len(set(values)) == len(values)
-    assert _progress_value(1, 1, "bone1: done")[0] == pytest.approx(0.8)
-
-
 def test_the_status_line_wraps_instead_of_being_cut_off(make_napari_viewer, qtbot):
     """A long message (several failed images) shows in full below the plots' splitter."""
     viewer = make_napari_viewer(show=True)
@@ -396,3 +373,41 @@ def test_the_status_line_wraps_instead_of_being_cut_off(make_napari_viewer, qtbo
     assert status.wordWrap() and status.text() == message
     assert not widget.splitter.isAncestorOf(status)  # not squeezed by the splitter
     assert status.height() >= status.heightForWidth(status.width()) > 6 * 10
+
+
+def test_cancel_stops_the_run_in_its_worker_and_a_new_run_starts_at_once(
+    analysed, qtbot, tmp_path, monkeypatch
+):
+    """Cancel while the image is analysed: the dock's worker (no thread inside it) stops
+    at the runner's next step; the image stays in the experiment, not run; the bar moved
+    forward only; and the next run may start at once, with nothing finishing behind it."""
+    from napari_niche._widgets.experiment import NOT_RUN
+    from napari_niche.experiment.spec import Experiment
+
+    widget = experiment_dock(analysed)
+    widget.save_figures.setChecked(False)
+    path = tmp_path / "exp.toml"
+    widget.new_experiment(path)
+    report = widget.report_progress
+    heard = []
+
+    def cancel_while_analysing(fraction, message):
+        heard.append(fraction)
+        if "analysing" in message and widget.worker is not None:
+            widget.cancel()  # what the Cancel button does, at this moment
+        report(fraction, message)
+
+    monkeypatch.setattr(widget, "report_progress", cancel_while_analysing)
+    assert widget.add_current_result(condition="A", replicate="m1", image_id="bone1")
+    wait_idle(qtbot, widget)
+    assert widget.status.text().startswith("Cancelled"), widget.status.text()
+    assert heard == sorted(heard) and 0.1 < heard[-1] < 1.0
+    experiment = Experiment.load(path)
+    assert [spec.id for spec in experiment.images] == ["bone1"]
+    assert not (experiment.output / "images" / "bone1" / "fingerprint.json").exists()
+    assert widget.table.item(0, 3).text() == NOT_RUN
+
+    monkeypatch.setattr(widget, "report_progress", report)
+    assert widget.run_experiment() is not None
+    wait_idle(qtbot, widget)
+    assert widget.summary.done == ["bone1"]

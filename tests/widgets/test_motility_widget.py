@@ -240,7 +240,7 @@ def test_colouring_by_any_metric_keeps_every_track_drawn(make_napari_viewer, qtb
     the points without a value in grey and counted in the dock."""
     if not TCELLS.is_file():
         pytest.skip(f"T-cell tracks not available at {TCELLS}")
-    from napari_niche._widgets.motility import NO_VALUE_GREY
+    from napari_niche.style import NO_VALUE_GREY
 
     viewer = make_napari_viewer()
     widget = dock(viewer)

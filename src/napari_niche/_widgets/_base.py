@@ -1,10 +1,19 @@
 """The shared base of every dock widget: layer pickers, a worker with progress and cancel,
 errors as notifications.
 
-Long work runs in a napari worker (a generator: each ``yield`` reports progress and is a
-point where Cancel takes effect), so the viewer never freezes. A :class:`NicheError` raised
-by the core is shown as a plain napari notification, and no layer is touched, because
-results are written only once the work has finished.
+Long work runs in a napari worker, so the viewer never freezes. Two kinds of work run
+there, and this is the one place that adapts them to napari:
+
+- a dock's own generator (:meth:`NicheWidget.start`): each ``yield fraction, message``
+  moves the bar and is a point where Cancel takes effect;
+- a function of the project's progress protocol, ``fn(..., progress=progress)`` with
+  ``progress(fraction, message)`` (:mod:`napari_niche.core.progress`), run by
+  :meth:`NicheWidget.start_reporting`: its reports reach the bar through a queued Qt
+  signal from the worker thread, and after Cancel the next report raises
+  :class:`Cancelled`, which stops the function there. No thread runs inside the worker.
+
+A :class:`NicheError` raised by the core is shown as a plain napari notification, and no
+layer is touched, because results are written only once the work has finished.
 """
 
 from __future__ import annotations
@@ -31,11 +40,13 @@ from qtpy.QtWidgets import (
 
 from napari_niche._widgets._layers import OUTPUT_KEY, TRANSIENT_OUTPUTS, default_layer
 from napari_niche.core.errors import NicheError
+from napari_niche.core.progress import Progress
 
 if TYPE_CHECKING:
     import napari
 
-Progress = tuple[float, str]
+#: What a dock's worker generator yields: (fraction done in [0, 1], message).
+ProgressReport = tuple[float, str]
 
 
 def _choice_values(combo) -> list:
@@ -82,7 +93,17 @@ class _Failed:
         self.cancelled = cancelled
 
 
-def _guarded(fn: Callable[..., Generator[Progress, None, Any]]):
+def _calling(fn: Callable[..., Any], progress: Progress, *args, **kwargs):
+    """Worker generator around ``fn(*args, progress=progress, **kwargs)``.
+
+    ``fn`` reports through ``progress`` itself (from the worker thread); the one ``yield``
+    only makes this a napari generator worker, whose result comes back by ``returned``.
+    """
+    yield 0.0, "Starting…"
+    return fn(*args, progress=progress, **kwargs)
+
+
+def _guarded(fn: Callable[..., Generator[ProgressReport, None, Any]]):
     def run(*args, **kwargs):
         try:
             result = yield from fn(*args, **kwargs)
@@ -160,7 +181,16 @@ def scrolling_layout(widget: QWidget, *, grow: bool = False) -> QVBoxLayout:
 
 
 class NicheWidget(QWidget):
-    """A dock widget with a magicgui form, a run button, a progress bar and Cancel."""
+    """A dock widget with a magicgui form, a run button, a progress bar and Cancel.
+
+    Subclasses fill :attr:`form`, implement :meth:`run` and start their work with
+    :meth:`start` (a generator) or :meth:`start_reporting` (a progress-protocol function).
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+    """
 
     run_text = "Run"
 
@@ -295,7 +325,7 @@ class NicheWidget(QWidget):
 
     def start(
         self,
-        work: Callable[..., Generator[Progress, None, Any]],
+        work: Callable[..., Generator[ProgressReport, None, Any]],
         on_done: Callable[[Any], None],
         *args,
         **kwargs,
@@ -317,7 +347,19 @@ class NicheWidget(QWidget):
         worker.start()
         return worker
 
+    def start_reporting(
+        self, fn: Callable[..., Any], on_done: Callable[[Any], None], *args, **kwargs
+    ):
+        """Run ``fn(*args, progress=..., **kwargs)``, a function of the progress protocol,
+        in a worker; call ``on_done(result)`` in the GUI thread.
+
+        ``progress`` is :meth:`report_progress`: the bar and the status follow
+        ``fn``'s reports, and after Cancel the next report raises :class:`Cancelled`.
+        """
+        return self.start(_calling, on_done, fn, self.report_progress, *args, **kwargs)
+
     def cancel(self):
+        """Stop the running work: at its next ``yield`` or its next progress report."""
         self._stop.set()  # a core function stops at its next report_progress
         if self.worker is not None:
             self.worker.quit()  # the worker stops at its next yield
@@ -336,7 +378,7 @@ class NicheWidget(QWidget):
     def _on_cancelled(self):
         self._set_status("Cancelled; no layer was changed.")
 
-    def _on_progress(self, value: Progress):
+    def _on_progress(self, value: ProgressReport):
         fraction, message = value
         self.progress.setValue(int(round(100 * fraction)))
         self._set_status(message)

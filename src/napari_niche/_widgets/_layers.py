@@ -7,6 +7,7 @@ another key) is never overwritten even if it has the same name.
 
 from __future__ import annotations
 
+import hashlib
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -172,9 +173,20 @@ def check_aligned(reference: Layer, **layers: Layer | None) -> None:
                 )
 
 
-def _edited_since_written(layer: Layer) -> bool:
-    from napari_niche._widgets._session import data_digest
+def data_digest(data) -> str:
+    """A fingerprint of an array's values, to notice masks edited after a step used them.
 
+    The saved session must reproduce the tables, so it may only write masks that are
+    exactly the ones the tables were computed from.
+    """
+    arr = np.ascontiguousarray(np.asarray(data))
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{arr.shape}|{arr.dtype.str}|".encode())
+    h.update(memoryview(arr.reshape(-1).view(np.uint8)))
+    return h.hexdigest()
+
+
+def _edited_since_written(layer: Layer) -> bool:
     written = layer.metadata.get(WRITTEN_KEY)
     return written is not None and written != data_digest(layer_array(layer))
 
@@ -211,8 +223,6 @@ def write_layer(
         units = getattr(like, "units", None)
         if units is not None:
             kwargs.setdefault("units", units)
-    from napari_niche._widgets._session import data_digest
-
     existing = find_output(viewer, key)
     # Points keep their dimensionality; images and labels their whole shape.
     shape_of = (lambda a: np.shape(a)[1:]) if layer_type == "points" else np.shape

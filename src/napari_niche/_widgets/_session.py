@@ -8,7 +8,6 @@ here, not in any one widget, so the session can be saved and replayed headless b
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 import weakref
 from collections.abc import Iterable
@@ -16,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 from psygnal import Signal
 
+from napari_niche._widgets._layers import data_digest, layer_array
 from napari_niche.core.errors import NicheError
 from napari_niche.params import AnalysisParams
 
@@ -43,19 +42,6 @@ TABLES: tuple[tuple[str, str, str], ...] = (
 
 #: Structure names whose mask file would collide with another input of a saved session.
 RESERVED_NAMES = ("cells", "tissue", "params")
-
-
-def data_digest(data) -> str:
-    """A fingerprint of an array's values, to notice masks edited after a step used them.
-
-    The saved session must reproduce the tables, so it may only write masks that are
-    exactly the ones the tables were computed from.
-    """
-    arr = np.ascontiguousarray(np.asarray(data))
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{arr.shape}|{arr.dtype.str}|".encode())
-    h.update(memoryview(arr.reshape(-1).view(np.uint8)))
-    return h.hexdigest()
 
 
 def first_edited(digests: dict[str, str], inputs: Iterable[tuple[str, Any]]) -> str | None:
@@ -215,8 +201,6 @@ class NicheSession:
         The tables were computed from the masks as they were then; saving the edited masks
         would give a parameter file that does not reproduce them.
         """
-        from napari_niche._widgets._layers import layer_array
-
         layers = self._input_layers()
         key = first_edited(
             self.digests, ((key, layer_array(layer)) for key, layer in layers.items())
@@ -257,7 +241,6 @@ class NicheSession:
         to run inside ``folder``. Masks edited after they were used are refused.
         """
         from napari_niche import __version__
-        from napari_niche._widgets._layers import layer_array
         from napari_niche.core._validate import as_mask
         from napari_niche.io import write_image, write_tables
 

@@ -24,7 +24,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
-from napari_niche._widgets._base import NicheWidget, Progress
+from napari_niche._widgets._base import NicheWidget, ProgressReport
 from napari_niche._widgets._layers import (
     CELL_WORDS,
     NUCLEAR_WORDS,
@@ -40,24 +40,22 @@ from napari_niche.core.curation import (
     FILL_MODES,
     SIZE_UNITS,
     count_small_objects,
+    curate_mask,
     label_cells,
     tissue_map,
-)
-from napari_niche.core.curation import (
-    curate_mask as core_curate_mask,
 )
 from napari_niche.core.errors import NicheError
 from napari_niche.core.preprocess import preprocess
 from napari_niche.core.threshold import THRESHOLD_METHODS, threshold_mask
 from napari_niche.core.tissue_check import check_tissue_map
 from napari_niche.params import CellSteps, ChannelSteps, TissueSteps, dock_default
+from napari_niche.style import WARNING_COLOUR
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Labels
 
 TISSUE_KEY = "tissue"
-WARNING_COLOR = "#ffb347"
 TISSUE_SOURCES = [("a nuclear channel (DAPI)", "channel"), ("masks only", "masks")]
 CELLS_KEY = "cells"
 COUNT_DEBOUNCE_MS = 250
@@ -74,7 +72,7 @@ UNIT_CHOICES = [({"um3": "µm³"}.get(unit, unit), unit) for unit in SIZE_UNITS]
 Indices = tuple[np.ndarray, ...]
 
 
-def curate_mask(
+def curation_edits(
     data: Any,
     *,
     spacing: Sequence[float],
@@ -82,7 +80,7 @@ def curate_mask(
     unit: str,
     closing_radius_um: float,
     fill: str,
-) -> Generator[Progress, None, tuple[Indices, Indices, int]]:
+) -> Generator[ProgressReport, None, tuple[Indices, Indices, int]]:
     """Remove small objects, close, fill holes; return what to change in the layer.
 
     Steps run in that order, each only when asked for (size > 0, radius > 0, fill not
@@ -95,7 +93,7 @@ def curate_mask(
             "Nothing to apply: set a minimum object size, a closing radius or hole filling."
         )
     yield 0.05, "Removing small objects, closing, filling holes…"
-    mask = core_curate_mask(
+    mask = curate_mask(
         data,
         spacing=spacing,
         min_size=min_size,
@@ -124,7 +122,7 @@ def build_tissue(
     channel: np.ndarray | None = None,
     sigma_um: float = 1.0,
     method: str = "otsu",
-) -> Generator[Progress, None, tuple[np.ndarray, str | None]]:
+) -> Generator[ProgressReport, None, tuple[np.ndarray, str | None]]:
     """The tissue map: a nuclear channel thresholded and/or masks (label > 0), their union
     closed and filled; with the warning of :func:`check_tissue_map` when the masks alone
     seem to make it (it then leaves out the marrow between them)."""
@@ -149,7 +147,7 @@ def build_tissue(
     return tissue.view(np.uint8), warning
 
 
-def make_cells(data: Any, **kwargs: Any) -> Generator[Progress, None, np.ndarray]:
+def make_cells(data: Any, **kwargs: Any) -> Generator[ProgressReport, None, np.ndarray]:
     """Label the cells of a binary cell mask with :func:`core.label_cells`."""
     yield 0.05, "Splitting touching cells…" if kwargs.get("split_touching") else "Labelling…"
     return label_cells(np.asarray(data), **kwargs)
@@ -188,7 +186,16 @@ def _group(title: str, *widgets) -> QGroupBox:
 
 
 class CurationWidget(NicheWidget):
-    """2 Mask curation: small objects, closing, holes; tissue map; labelled cells."""
+    """2 Mask curation: small objects, closing, holes; tissue map; labelled cells.
+
+    A mask cleaned in place (small objects, closing, holes; Ctrl+Z undoes), a tissue map
+    built from a nuclear channel and/or the masks, and the cell mask labelled into cells.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+    """
 
     run_text = "Apply to mask (undo: Ctrl+Z)"
 
@@ -350,7 +357,7 @@ class CurationWidget(NicheWidget):
         # what the tissue check found, kept in view (the status line moves on)
         self.tissue_note = Label(value="")
         self.tissue_note.native.setWordWrap(True)
-        self.tissue_note.native.setStyleSheet(f"color: {WARNING_COLOR};")
+        self.tissue_note.native.setStyleSheet(f"color: {WARNING_COLOUR};")
         self.tissue_note.visible = False
         self.tissue_source.changed.connect(self._tissue_source_changed)
         self._tissue_source_changed()
@@ -473,7 +480,7 @@ class CurationWidget(NicheWidget):
                 "fill": self.fill.value,
             }
             self.start(
-                curate_mask,
+                curation_edits,
                 lambda change: self._write_change(layer, change, settings),
                 layer.data,
                 spacing=spacing,

@@ -29,6 +29,7 @@ from napari_niche._widgets._layers import (
     CELL_WORDS,
     OUTPUT_KEY,
     check_aligned,
+    data_digest,
     default_layer,
     has_voxel_size,
     is_ours,
@@ -37,8 +38,9 @@ from napari_niche._widgets._layers import (
     unique_name,
     write_layer,
 )
-from napari_niche._widgets._session import RESERVED_NAMES, data_digest, get_session
+from napari_niche._widgets._session import RESERVED_NAMES, get_session
 from napari_niche.core.errors import NicheError
+from napari_niche.style import CELL_POINT_COLOUR
 
 if TYPE_CHECKING:
     import napari
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
 #: Output keys of this step.
 CENTROIDS_KEY = "cell centroids"
 CENTROIDS_NAME = "cells (centroids)"
-CELL_POINT_COLOR = "#ffb000"  # amber: distinct from the magenta cell channel and grey dots
 
 
 def distance_key(name: str) -> str:
@@ -256,7 +257,16 @@ def labels_features(table: pd.DataFrame) -> pd.DataFrame:
 
 
 class DistanceWidget(NicheWidget):
-    """3 Distance maps: per-structure distance maps (µm) and per-cell minimum distances."""
+    """3 Distance maps: per-structure distance maps (µm) and per-cell minimum distances.
+
+    The cells and one mask per named structure give each structure's distance map and
+    each cell's distance to it, in the session's cell table and as layers.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+    """
 
     run_text = "Compute distances"
 
@@ -487,7 +497,7 @@ class DistanceWidget(NicheWidget):
             like=job.cells_layer,
             name=CENTROIDS_NAME,
             features=features,
-            face_color=CELL_POINT_COLOR,
+            face_color=CELL_POINT_COLOUR,
             border_width=0,
             size=marker_size(result.table, job.cells_layer),
         )

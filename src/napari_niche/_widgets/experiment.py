@@ -19,18 +19,15 @@ are :func:`napari_niche.experiment.runner.run_experiment`, the figures
 from __future__ import annotations
 
 import os
-import queue
 import re
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg, NavigationToolbar2QT
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QBrush, QColor
@@ -56,9 +53,12 @@ from qtpy.QtWidgets import (
 )
 
 from napari_niche._widgets._base import NicheWidget
+from napari_niche._widgets._canvas import MplCanvasWidget
 from napari_niche._widgets._layers import layer_array, unique_name
 from napari_niche._widgets._session import get_session, structure_file
 from napari_niche.core.errors import NicheError
+from napari_niche.core.progress import Progress, scaled
+from napari_niche.style import FAILED_COLOUR, MESSAGE_GREY
 
 if TYPE_CHECKING:
     import napari
@@ -71,18 +71,11 @@ __all__ = ["ExperimentWidget"]
 #: Columns of the images table.
 COLUMNS = ("image", "condition", "replicate", "status", "cells")
 DONE, SKIPPED, FAILED, NOT_RUN = "done", "skipped", "failed", "not run"
-FAILED_COLOUR = "#ff6b6b"  # readable on napari's dark and light themes
 #: Where masks added from napari go, relative to the experiment file.
 MASKS_FOLDER = "masks"
 #: Metadata key on layers opened from an experiment: the image id they belong to (as
 #: :func:`napari_niche.experiment.runner.load_image_layers` sets it).
 IMAGE_KEY = "napari_niche_image"
-#: The runner's last steps (after every image) and where they sit on the progress bar.
-_STAGES = {
-    "pooling": (0.8, "Pooling the images by condition…"),
-    "figures": (0.88, "Drawing the figures…"),
-    "report": (0.95, "Writing the report…"),
-}
 _ID_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -120,10 +113,6 @@ def image_name_of(layers) -> str:
     return ""
 
 
-class _Cancelled(Exception):
-    """Raised inside the runner's progress callback when the user pressed Cancel."""
-
-
 @dataclass
 class _AddJob:
     """What "Add current result" captured in the GUI thread, written by the worker."""
@@ -133,93 +122,17 @@ class _AddJob:
     arrays: dict[str, np.ndarray]  # role -> array, written to spec.masks[role]
     spacing: tuple[float, ...]
     figures: bool  # write the figure files (and put them in the report)
-    threads: list  # receives the runner's thread
 
 
-def _call_runner(
-    experiment: Experiment, only, cancel: threading.Event, figures: bool, threads: list
-):
-    """Worker: ``run_experiment`` in a thread of its own, its progress re-yielded here.
+def _add_and_run(job: _AddJob, *, progress: Progress):
+    """Worker: write the masks, add the image to the experiment file, run it.
 
-    The runner reports progress through a callback, but a napari worker reports (and can
-    be cancelled) only at a ``yield``; the callback puts reports on a queue that this
-    generator drains. Cancel makes the next callback raise, which stops the runner between
-    two reports (after the image it is working on); results are written atomically, so no
-    half result is left behind.
+    Runs in the dock's worker (:meth:`NicheWidget.start_reporting`): ``progress`` moves the
+    bar, and after Cancel it raises, which stops the work at its next report: while the
+    masks are written (nothing is added then), or in the run between two steps of the
+    image (results are written atomically, so no half result is left behind).
     """
     from napari_niche.experiment.runner import run_experiment
-
-    reports: queue.Queue = queue.Queue()
-    outcome: dict[str, Any] = {}
-
-    def progress(done: int, total: int, message: str):
-        if cancel.is_set():
-            raise _Cancelled()
-        reports.put(_progress_value(done, total, message))
-
-    def target():
-        try:
-            outcome["summary"] = run_experiment(
-                experiment, only=only, jobs=1, progress=progress, figures=figures
-            )
-        except BaseException as err:  # noqa: BLE001 - handed to the GUI thread below
-            outcome["error"] = err
-
-    thread = threading.Thread(target=target, name="napari-niche experiment run", daemon=True)
-    threads.append(thread)
-    thread.start()
-    last = (0.0, "Running…")
-    while thread.is_alive() or not reports.empty():
-        try:
-            last = reports.get(timeout=0.1)
-        except queue.Empty:
-            pass
-        yield last
-    thread.join()
-    if "error" in outcome:
-        error = outcome["error"]
-        if isinstance(error, _Cancelled):
-            raise NicheError("Cancelled: the image stays in the experiment, not run.")
-        raise error
-    return outcome["summary"]
-
-
-#: How far through one image each of the runner's steps (``"<image>: <step>"``) starts.
-_IMAGE_STEPS = (
-    ("checking", 0.0),
-    ("reading", 0.03),
-    ("making masks", 0.1),
-    ("analysing: measuring cells", 0.25),
-    ("analysing: placing random cells", 0.35),
-    ("analysing: distances", 0.55),
-    ("analysing: statistics", 0.8),
-    ("analysing", 0.2),
-    ("saving", 0.9),
-)
-
-
-def _step_fraction(message: str) -> float:
-    """How far through its image a runner message ``"<image>: <step>"`` is (0 if unknown)."""
-    step = message.split(": ", 1)[1] if ": " in message else ""
-    return next((f for name, f in _IMAGE_STEPS if step.startswith(name)), 0.0)
-
-
-def _progress_value(done: int, total: int, message: str) -> tuple[float, str]:
-    """(fraction, message) of the bar from the runner's ``progress(done, total, message)``.
-
-    Images take the bar up to where pooling starts; within the image being run, the bar
-    moves with its steps (reading, masks, random cells, distances, statistics, saving), so
-    one image does not sit at one place for its whole run.
-    """
-    if message in _STAGES:
-        return _STAGES[message]
-    within = _step_fraction(message) if done < total else 0.0
-    fraction = 0.05 + 0.75 * (done + within) / total if total else 0.0
-    return float(min(max(fraction, 0.0), 1.0)), message
-
-
-def _add_and_run(job: _AddJob, cancel: threading.Event):
-    """Worker: write the masks, add the image to the experiment file, run it."""
     from napari_niche.io import write_image
 
     experiment = job.experiment
@@ -230,11 +143,11 @@ def _add_and_run(job: _AddJob, cancel: threading.Event):
     try:
         n = len(job.arrays)
         for i, (role, data) in enumerate(job.arrays.items()):
-            yield 0.02 + 0.08 * i / n, f"Saving the {role} mask ({i + 1} of {n})…"
+            progress(0.02 + 0.08 * i / n, f"Saving the {role} mask ({i + 1} of {n})…")
             target = staging / Path(job.spec.masks[role]).name
             # masks and labels shrink many times over with zlib; any TIFF reader opens them
             write_image(target, data, spacing=job.spacing, compression="zlib")
-        yield 0.1, "Adding the image to the experiment…"
+        progress(0.1, "Adding the image to the experiment…")
         experiment.add_image(job.spec)
         folder.mkdir(exist_ok=True)
         for item in sorted(staging.iterdir()):
@@ -242,31 +155,35 @@ def _add_and_run(job: _AddJob, cancel: threading.Event):
         experiment.save()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    run = _call_runner(experiment, [job.spec.id], cancel, job.figures, job.threads)
-    summary = yield from _scaled(run, 0.1, 1.0)
+    summary = run_experiment(
+        experiment,
+        only=[job.spec.id],
+        jobs=1,
+        progress=scaled(progress, 0.1, 1.0),
+        figures=job.figures,
+    )
     return experiment, summary
 
 
-def _run(experiment: Experiment, only, cancel: threading.Event, figures: bool, threads: list):
-    """Worker: run (part of) an experiment as it is."""
-    summary = yield from _call_runner(experiment, only, cancel, figures, threads)
+def _run(experiment: Experiment, only, figures: bool, *, progress: Progress):
+    """Worker: run (part of) an experiment as it is (see :func:`_add_and_run`)."""
+    from napari_niche.experiment.runner import run_experiment
+
+    summary = run_experiment(experiment, only=only, jobs=1, progress=progress, figures=figures)
     return experiment, summary
-
-
-def _scaled(gen, start: float, stop: float):
-    """Re-yield a worker's progress mapped into ``[start, stop]`` of the bar."""
-    try:
-        value = next(gen)
-        while True:
-            fraction, message = value
-            yield start + (stop - start) * fraction, message
-            value = next(gen)
-    except StopIteration as stop_iteration:
-        return stop_iteration.value
 
 
 class ExperimentWidget(NicheWidget):
     """6 Experiment: images pooled by condition and replicate, with the pooled plots.
+
+    The experiment file (TOML/YAML, as ``napari-niche run`` reads it) with its images,
+    the current analysis added as one more image and run headless, and the pooled fold
+    change and quadrants per condition.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
 
     Attributes
     ----------
@@ -285,12 +202,23 @@ class ExperimentWidget(NicheWidget):
         self.pooled = None
         self._status: dict[str, str] = {}  # image id -> status in this dock's last run
         self._messages: dict[str, str] = {}  # image id -> why it failed
-        self._cancel = threading.Event()
-        self._threads: list[threading.Thread] = []  # runner threads (one at a time)
         self._added: dict[str, str] = {}  # analysis key -> image id it was added as
         self._delivered = False
 
-        # -- the experiment file -----------------------------------------------------------
+        file_box = self._build_file_box()
+        add_box = self._build_add_box()
+        self._build_plots()
+        self._arrange(file_box, add_box)
+        self.run_button.tooltip = (
+            "Save this analysis's masks next to the experiment file, add the image and run "
+            "it with the experiment's parameters"
+        )
+        self.setMinimumWidth(420)
+        self._connect()
+        self.refresh()
+
+    def _build_file_box(self) -> QGroupBox:
+        """The experiment file (New…, Open…), its images table, Open image, Run experiment."""
         self.path_label = QLabel("No experiment open.")
         self.path_label.setWordWrap(True)
         self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -298,35 +226,18 @@ class ExperimentWidget(NicheWidget):
         self.new_button.setToolTip(
             "Create an experiment file (TOML) with this session's parameters"
         )
-        self.new_button.clicked.connect(self._on_new_clicked)
         self.open_button = QPushButton("Open…")
         self.open_button.setToolTip("Open an experiment file (.toml, .yaml)")
-        self.open_button.clicked.connect(self._on_open_clicked)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(COLUMNS))
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(20)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # ids can be long
-        header.setStretchLastSection(False)
-        self.table.setMinimumHeight(110)
-        self.table.doubleClicked.connect(lambda _index: self._on_open_image_clicked())
+        self.table = _images_table()
         self.open_image_button = QPushButton("Open image")
         self.open_image_button.setToolTip(
             "Add the selected image's channels and masks to the viewer (double-click a row)"
         )
-        self.open_image_button.clicked.connect(self._on_open_image_clicked)
         self.run_all_button = QPushButton("Run experiment")
         self.run_all_button.setToolTip(
             "Run every image not yet run or changed since (unchanged images are skipped), "
             "then pool"
         )
-        self.run_all_button.clicked.connect(self._on_run_all_clicked)
-
         file_box = QGroupBox("Experiment")
         file_layout = QVBoxLayout(file_box)
         file_row = QHBoxLayout()
@@ -339,8 +250,10 @@ class ExperimentWidget(NicheWidget):
         image_row.addWidget(self.open_image_button)
         image_row.addWidget(self.run_all_button)
         file_layout.addLayout(image_row)
+        return file_box
 
-        # -- add the current result --------------------------------------------------------
+    def _build_add_box(self) -> QGroupBox:
+        """Condition, replicate and image id of the current result, and the figure files."""
         self.condition = _editable_combo("e.g. B-ALL, healthy, day 7")
         self.condition.setToolTip("The condition this image belongs to (pick or type a new one)")
         self.replicate = _editable_combo("e.g. mouse 1, patient 3")
@@ -364,16 +277,19 @@ class ExperimentWidget(NicheWidget):
             "report and the plots here are still made; the figure files are not."
         )
         add_form.addRow("figure files", self.save_figures)
+        return add_box
 
-        # -- pooled plots ------------------------------------------------------------------
+    def _build_plots(self) -> None:
+        """The pooled plots: fold change and quadrants, one tab each."""
         self.plots = QTabWidget()
-        self.fold_page = _PlotPage(_message_figure(""))
-        self.quadrant_page = _PlotPage(_message_figure(""))
+        self.fold_page = _plot_page(_message_figure(""))
+        self.quadrant_page = _plot_page(_message_figure(""))
         self.plots.addTab(self.fold_page, "fold change")
         self.plots.addTab(self.quadrant_page, "quadrants")
 
-        # The base's form, button, progress and status go above the plots, with a splitter
-        # between so the plots can be given the room of the table when needed.
+    def _arrange(self, file_box: QGroupBox, add_box: QGroupBox) -> None:
+        """The boxes and the base's button, progress and status above the plots, with a
+        splitter between so the plots can be given the room of the table when needed."""
         layout: QVBoxLayout = self.layout()
         controls = QWidget()
         top = QVBoxLayout(controls)
@@ -400,17 +316,18 @@ class ExperimentWidget(NicheWidget):
         layout.addWidget(self.status)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.splitter = splitter
-        self.run_button.tooltip = (
-            "Save this analysis's masks next to the experiment file, add the image and run "
-            "it with the experiment's parameters"
-        )
-        self.setMinimumWidth(420)
 
+    def _connect(self) -> None:
+        """Buttons to their handlers; layer and session changes to the suggested image id."""
+        self.new_button.clicked.connect(self._on_new_clicked)
+        self.open_button.clicked.connect(self._on_open_clicked)
+        self.table.doubleClicked.connect(lambda _index: self._on_open_image_clicked())
+        self.open_image_button.clicked.connect(self._on_open_image_clicked)
+        self.run_all_button.clicked.connect(self._on_run_all_clicked)
         self.viewer.layers.events.inserted.connect(self._suggest_image_id)
         self.viewer.layers.events.removed.connect(self._suggest_image_id)
         self.session.changed.connect(self._suggest_image_id)
         self.destroyed.connect(self._disconnect)
-        self.refresh()
 
     def _disconnect(self, *_):
         for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -497,23 +414,12 @@ class ExperimentWidget(NicheWidget):
     def run(self):
         """Add the current result (the button): check, then write + add + run in a worker."""
         with self.reporting():
-            self._check_idle()
             job = self._collect()
-            self._cancel.clear()
-            worker = self.start(_add_and_run, self._on_done, job, self._cancel)
+            worker = self.start_reporting(_add_and_run, self._on_done, job)
             if worker is not None:
                 self._added[self._analysis_key(job.experiment)] = job.spec.id
             return worker
         return None
-
-    def _check_idle(self) -> None:
-        """Refuse a second run while a cancelled one still finishes its current image."""
-        self._threads[:] = [t for t in self._threads if t.is_alive()]
-        if self._threads and self.worker is None:
-            raise NicheError(
-                "The cancelled run is still finishing the image it was working on: try "
-                "again in a moment."
-            )
 
     def _analysis_key(self, experiment: Experiment) -> str:
         """The experiment file and the fingerprints of the masks this analysis used."""
@@ -538,11 +444,17 @@ class ExperimentWidget(NicheWidget):
 
     def _collect(self) -> _AddJob:
         """Everything the worker needs, or a NicheError saying why not (nothing written)."""
-        from napari_niche.core._validate import as_mask
-        from napari_niche.experiment.spec import ImageSpec
-
         if self.experiment is None or self.experiment.path is None:
             raise NicheError("Open or create an experiment first (New… or Open…).")
+        self._check_analysis()
+        condition, replicate, image_id = self._fields()
+        # The file may have changed on disk since it was opened: check against it.
+        experiment = self._reload()
+        self._check_new_image(experiment, image_id)
+        return self._job(experiment, condition, replicate, image_id)
+
+    def _check_analysis(self) -> None:
+        """The session holds a whole analysis, its layers still in the viewer, unchanged."""
         s = self.session
         if s.cells_layer is None or s.voxels is None or not s.structures or s.spacing is None:
             raise NicheError(
@@ -561,6 +473,9 @@ class ExperimentWidget(NicheWidget):
                     "run the analysis again."
                 )
         s.check_inputs_unchanged()
+
+    def _fields(self) -> tuple[str, str, str]:
+        """Condition, replicate and image id as typed, each checked."""
         condition = self.condition.currentText().strip()
         replicate = self.replicate.currentText().strip()
         image_id = self.image_id.text().strip()
@@ -577,8 +492,10 @@ class ExperimentWidget(NicheWidget):
                 f"The image id {image_id!r} is used as a folder name: use letters, digits, "
                 f"'.', '-' or '_' only, e.g. {image_id_from(image_id) or 'bone1'!r}."
             )
-        # The file may have changed on disk since it was opened: check against it.
-        experiment = self._reload()
+        return condition, replicate, image_id
+
+    def _check_new_image(self, experiment: Experiment, image_id: str) -> None:
+        """A new id, an analysis not added yet, the same structures as the other images."""
         taken = {spec.id for spec in experiment.images}
         if image_id in taken:
             raise NicheError(
@@ -591,7 +508,7 @@ class ExperimentWidget(NicheWidget):
                 f"This analysis is in the experiment already, as image {previous!r}: adding "
                 "it twice would count its cells twice. Analyse the next image first."
             )
-        have = sorted(s.structure_names)
+        have = sorted(self.session.structure_names)
         existing = sorted(experiment.structures()) if experiment.images else have
         if existing != have:
             raise NicheError(
@@ -599,6 +516,13 @@ class ExperimentWidget(NicheWidget):
                 f"but this analysis has {', '.join(have)}: pooled tables need the same "
                 "structures in every image."
             )
+
+    def _job(self, experiment: Experiment, condition: str, replicate: str, image_id: str):
+        """The masks to write (cells, each structure, the tissue) and the image's entry."""
+        from napari_niche.core._validate import as_mask
+        from napari_niche.experiment.spec import ImageSpec
+
+        s = self.session
         arrays = {"cells": layer_array(s.cells_layer)}
         files = {"cells": "cells.tif"}
         for name, layer in s.structures.items():
@@ -619,7 +543,7 @@ class ExperimentWidget(NicheWidget):
         )
         spacing = tuple(float(v) for v in s.spacing)
         figures = self.save_figures.isChecked()
-        return _AddJob(experiment, spec, arrays, spacing, figures, self._threads)
+        return _AddJob(experiment, spec, arrays, spacing, figures)
 
     # -- running ----------------------------------------------------------------------------
     def run_experiment(self, only: list[str] | None = None):
@@ -632,15 +556,10 @@ class ExperimentWidget(NicheWidget):
                 "The experiment has no images yet: add the current result first.", error=True
             )
             return None
-        self._cancel.clear()
         with self.reporting():
-            self._check_idle()
             experiment = self._reload()
             figures = self.save_figures.isChecked()
-            threads = self._threads
-            return self.start(
-                _run, self._on_done, experiment, only, self._cancel, figures, threads
-            )
+            return self.start_reporting(_run, self._on_done, experiment, only, figures)
         return None
 
     def _reload(self) -> Experiment:
@@ -650,8 +569,10 @@ class ExperimentWidget(NicheWidget):
         return Experiment.load(self.experiment.path)
 
     def cancel(self):
-        self._cancel.set()
+        """Stop the run at its next step (the image it is working on is not recorded)."""
         super().cancel()
+        if self.worker is not None:
+            self._set_status("Cancelling: the run stops after the step it is working on…")
 
     def _on_done(self, result) -> None:
         experiment, summary = result
@@ -802,9 +723,11 @@ class ExperimentWidget(NicheWidget):
         """The pooled quadrant figure on show."""
         return self.quadrant_page.canvas.figure
 
-    def _swap_page(self, index: int, old: _PlotPage, figure: Figure, title: str) -> _PlotPage:
+    def _swap_page(
+        self, index: int, old: MplCanvasWidget, figure: Figure, title: str
+    ) -> MplCanvasWidget:
         """Show a new figure: matplotlib figures are made whole, so the page is replaced."""
-        new = _PlotPage(figure)
+        new = _plot_page(figure)
         current = self.plots.currentIndex()
         self.plots.removeTab(index)
         self.plots.insertTab(index, new, title)
@@ -960,6 +883,23 @@ def _describe(settings: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _images_table() -> QTableWidget:
+    """The table of the experiment's images (:data:`COLUMNS`), one row selectable."""
+    table = QTableWidget(0, len(COLUMNS))
+    table.setHorizontalHeaderLabels(list(COLUMNS))
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    table.verticalHeader().setDefaultSectionSize(20)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # ids can be long
+    header.setStretchLastSection(False)
+    table.setMinimumHeight(110)
+    return table
+
+
 def _editable_combo(placeholder: str) -> QComboBox:
     combo = QComboBox()
     combo.setEditable(True)
@@ -978,23 +918,6 @@ def _set_choices(combo: QComboBox, items: list[str]) -> None:
         combo.addItems(items)
         combo.setCurrentText(text)
         combo.blockSignals(False)
-
-
-class _PlotPage(QWidget):
-    """One pooled figure with matplotlib's toolbar (zoom into bins, save the view)."""
-
-    def __init__(self, figure: Figure):
-        super().__init__()
-        self.canvas = FigureCanvasQTAgg(figure)
-        self.canvas.setMinimumSize(300, 280)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.toolbar = NavigationToolbar2QT(self.canvas, self)
-        self.toolbar.setIconSize(self.toolbar.iconSize() * 0.8)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.setSpacing(0)
-        layout.addWidget(self.toolbar)
-        layout.addWidget(self.canvas, 1)
 
 
 def _failures(experiment: Experiment) -> dict[str, str]:
@@ -1041,11 +964,19 @@ def _read_pooled(experiment: Experiment):
         return None
 
 
+def _plot_page(figure: Figure) -> MplCanvasWidget:
+    """One pooled figure with matplotlib's toolbar (zoom into bins, save the view), on
+    white paper as in the report."""
+    page = MplCanvasWidget(figure=figure, minimum_size=(300, 280))
+    page.layout().setSpacing(0)
+    return page
+
+
 def _message_figure(text: str) -> Figure:
     figure = Figure(figsize=(4, 3), layout="constrained")
     ax = figure.add_subplot()
     ax.set_axis_off()
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9, color="#555555")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9, color=MESSAGE_GREY)
     return figure
 
 

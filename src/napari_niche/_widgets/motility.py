@@ -28,8 +28,6 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from napari.layers import Image, Shapes, Tracks
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -37,7 +35,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QTableView,
     QTabWidget,
     QVBoxLayout,
@@ -45,12 +42,14 @@ from qtpy.QtWidgets import (
 )
 
 from napari_niche._widgets._base import NicheWidget
+from napari_niche._widgets._canvas import MplCanvasWidget
 from napari_niche._widgets._layers import check_aligned, layer_array
 from napari_niche._widgets.tables import DataFrameModel, write_csv
 from napari_niche.core.errors import NicheError
 from napari_niche.core.intensity import mean_intensity_in_shapes
 from napari_niche.core.motility_stats import paired_tests
 from napari_niche.core.msd import MSD_WEIGHTINGS
+from napari_niche.core.progress import Progress, scaled
 from napari_niche.core.tracks import GAP_METHODS
 from napari_niche.io.tracks import (
     FORMATS,
@@ -62,6 +61,7 @@ from napari_niche.io.tracks import (
 from napari_niche.motility.figures import alpha_figure, msd_figure, speed_figure
 from napari_niche.motility.pipeline import MotilityResult, analyze_motility
 from napari_niche.params import MotilityParams
+from napari_niche.style import NO_VALUE_GREY
 
 #: Where the form starts: the defaults of the parameters (``napari-niche motility``'s).
 DEFAULTS = MotilityParams()
@@ -147,9 +147,6 @@ def _set_features(layer: Tracks, features: pd.DataFrame) -> None:
     layer.features = features.reset_index(drop=True)
 
 
-NO_VALUE_GREY = (0.55, 0.55, 0.55, 1.0)
-
-
 def finite_range_colormap(values: np.ndarray, colormap: str):
     """A napari colormap for raw ``values``: scaled over their finite range, NaN in grey."""
     from napari.utils.colormaps import Colormap
@@ -175,24 +172,23 @@ def finite_range_colormap(values: np.ndarray, colormap: str):
     )
 
 
-class _Canvas(QWidget):
-    """One matplotlib figure in a tab."""
+class _FigurePage(MplCanvasWidget):
+    """One motility figure in a tab, on white paper as ``napari-niche motility`` saves it."""
 
     def __init__(self):
-        super().__init__()
-        self.figure = Figure(figsize=(4, 3.2), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumSize(280, 240)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.canvas, 1)
+        super().__init__(figsize=(4, 3.2), toolbar=False, minimum_size=(280, 240))
+        self._plot = None
 
-    def draw(self, plot, *args, **kwargs) -> None:
+    def plot(self, figure_function, *args, **kwargs) -> None:
+        """Show ``figure_function(*args, ax=..., **kwargs)`` (one of :mod:`motility.figures`)."""
+        self._plot = (figure_function, args, kwargs)
+        self.redraw()
+
+    def draw(self) -> None:
         self.figure.clear()
-        ax = self.figure.add_subplot()
-        plot(*args, ax=ax, **kwargs)
-        self.canvas.draw_idle()
+        if self._plot is not None:
+            figure_function, args, kwargs = self._plot
+            figure_function(*args, ax=self.figure.add_subplot(), **kwargs)
 
 
 def _table_view(model: DataFrameModel) -> QTableView:
@@ -208,6 +204,15 @@ def _table_view(model: DataFrameModel) -> QTableView:
 
 class MotilityWidget(NicheWidget):
     """Motility: speed, straightness, MSD, alpha and exploration of tracked cells.
+
+    Tracks from a Tracks layer or a file (TrackMate, Imaris, CSV): per-track metrics,
+    ensemble MSD and alpha per condition, tests between conditions, metrics as track
+    colours, and a paired before/after comparison of regions.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
 
     Attributes
     ----------
@@ -226,9 +231,30 @@ class MotilityWidget(NicheWidget):
         self.paired: pd.DataFrame | None = None
         self.roi_table: pd.DataFrame | None = None
 
-        # -- input -------------------------------------------------------------------------
+        self.form.extend(self._build_inputs())
+        color_form = self._build_colour_by()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._build_track_page(), "Tracks")
+        self.speed_plot = _FigurePage()
+        self.msd_plot = _FigurePage()
+        self.alpha_plot = _FigurePage()
+        self.tabs.addTab(self.speed_plot, "Speed")
+        self.tabs.addTab(self.msd_plot, "MSD")
+        self.tabs.addTab(self.alpha_plot, "Alpha")
+        self.tabs.addTab(self._build_stats_page(), "Stats")
+        self.tabs.addTab(self._paired_page(), "Paired ROI")
+
+        layout = self.layout()
+        at = layout.count() - 1  # before the final stretch
+        layout.insertWidget(at, color_form.native)
+        layout.insertWidget(at + 1, self.tabs, 1)
+        self.setMinimumWidth(420)
+        self._connect()
+        self._on_layer_changed()
+
+    def _build_inputs(self) -> list:
+        """The form: the Tracks layer (or a file to load) and the analysis settings."""
         self.tracks_layer = self.layer_combo("Tracks", (Tracks,))
-        self.tracks_layer.changed.connect(self._on_layer_changed)
         self.file_format = ComboBox(label="File format", choices=list(FORMATS), value="auto")
         self.columns = LineEdit(label="CSV columns", value="")
         self.columns.tooltip = (
@@ -237,7 +263,6 @@ class MotilityWidget(NicheWidget):
             "are recognised)."
         )
         self.load_button = PushButton(text="Load tracks file…")
-        self.load_button.changed.connect(self._on_load_clicked)
         self.frame_interval = FloatSpinBox(
             label="Frame interval (s)", value=0.0, min=0.0, max=1e6, step=1.0
         )
@@ -271,36 +296,36 @@ class MotilityWidget(NicheWidget):
         )
         self.seed = SpinBox(label="Bootstrap seed", value=0, min=0, max=2**31 - 1)
         self.seed.tooltip = "Seed of the bootstrap confidence bands (same seed, same bands)."
-        self.form.extend(
-            [
-                self.tracks_layer,
-                self.file_format,
-                self.columns,
-                self.load_button,
-                self.frame_interval,
-                self.lattice,
-                self.split_frame,
-                self.gap,
-                self.drift,
-                self.msd_weighting,
-                self.seed,
-            ]
-        )
+        return [
+            self.tracks_layer,
+            self.file_format,
+            self.columns,
+            self.load_button,
+            self.frame_interval,
+            self.lattice,
+            self.split_frame,
+            self.gap,
+            self.drift,
+            self.msd_weighting,
+            self.seed,
+        ]
 
-        # -- results -----------------------------------------------------------------------
+    def _build_colour_by(self) -> Container:
+        """ "Colour tracks by": off until an analysis has written its metrics on the layer."""
         self.color_by = ComboBox(label="Colour tracks by", choices=["track_id"], value="track_id")
-        self.color_by.changed.connect(self._on_color_by)
         self.color_by.enabled = False
         color_form = Container(widgets=[self.color_by], labels=True)
         color_form.margins = (0, 0, 0, 0)
+        return color_form
 
+    def _build_track_page(self) -> QWidget:
+        """The per-track table with its size and Export CSV…."""
         self.track_model = DataFrameModel()
         self.track_view = _table_view(self.track_model)
         self.size_label = QLabel("Not analysed yet.")
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setToolTip("Save the per-track table (tracks.csv, as the command)")
         self.export_button.setEnabled(False)
-        self.export_button.clicked.connect(self._on_export_clicked)
         track_page = QWidget()
         bar = QHBoxLayout()
         bar.addWidget(self.size_label, 1)
@@ -309,11 +334,10 @@ class MotilityWidget(NicheWidget):
         tp.setContentsMargins(2, 2, 2, 2)
         tp.addWidget(self.track_view, 1)
         tp.addLayout(bar)
+        return track_page
 
-        self.speed_plot = _Canvas()
-        self.msd_plot = _Canvas()
-        self.alpha_plot = _Canvas()
-
+    def _build_stats_page(self) -> QWidget:
+        """The tests between conditions, as a table and as sentences."""
         self.stats_model = DataFrameModel()
         self.stats_view = _table_view(self.stats_model)
         self.stats_text = QLabel("")
@@ -324,21 +348,15 @@ class MotilityWidget(NicheWidget):
         sp.setContentsMargins(2, 2, 2, 2)
         sp.addWidget(self.stats_view, 1)
         sp.addWidget(self.stats_text)
+        return stats_page
 
-        self.tabs = QTabWidget()
-        self.tabs.addTab(track_page, "Tracks")
-        self.tabs.addTab(self.speed_plot, "Speed")
-        self.tabs.addTab(self.msd_plot, "MSD")
-        self.tabs.addTab(self.alpha_plot, "Alpha")
-        self.tabs.addTab(stats_page, "Stats")
-        self.tabs.addTab(self._paired_page(), "Paired ROI")
-
-        layout = self.layout()
-        at = layout.count() - 1  # before the final stretch
-        layout.insertWidget(at, color_form.native)
-        layout.insertWidget(at + 1, self.tabs, 1)
-        self.setMinimumWidth(420)
-        self._on_layer_changed()
+    def _connect(self) -> None:
+        """The form's and the pages' controls to their handlers."""
+        self.tracks_layer.changed.connect(self._on_layer_changed)
+        self.load_button.changed.connect(self._on_load_clicked)
+        self.color_by.changed.connect(self._on_color_by)
+        self.export_button.clicked.connect(self._on_export_clicked)
+        self.roi_button.changed.connect(self._on_roi_clicked)
 
     # -- paired ROI page ------------------------------------------------------------------
     def _paired_page(self) -> QWidget:
@@ -346,7 +364,6 @@ class MotilityWidget(NicheWidget):
         self.roi_before = self.layer_combo("Before (Image)", (Image,), optional=True)
         self.roi_after = self.layer_combo("After (Image)", (Image,), optional=True)
         self.roi_button = PushButton(text="Compare before / after")
-        self.roi_button.changed.connect(self._on_roi_clicked)
         form = Container(
             widgets=[self.roi_shapes, self.roi_before, self.roi_after, self.roi_button],
             labels=True,
@@ -453,7 +470,9 @@ class MotilityWidget(NicheWidget):
                 params,
                 f"Tracks layer {layer.name!r}",
             )
-            return self.start(_analyse, lambda result: self._show(layer, data, result), *args)
+            return self.start_reporting(
+                _analyse, lambda result: self._show(layer, data, result), *args
+            )
         return None
 
     def _show(self, layer: Tracks, data: np.ndarray, result: MotilityResult) -> None:
@@ -470,9 +489,9 @@ class MotilityWidget(NicheWidget):
             self._write_features(layer, data, result)
 
         band = result.record["motility"]["diffusive_band"]
-        self.speed_plot.draw(speed_figure, per)
-        self.msd_plot.draw(msd_figure, result.msd)
-        self.alpha_plot.draw(alpha_figure, per, result.alpha, band=band)
+        self.speed_plot.plot(speed_figure, per)
+        self.msd_plot.plot(msd_figure, result.msd)
+        self.alpha_plot.plot(alpha_figure, per, result.alpha, band=band)
 
         shown = [c for c in STATS_SHOWN if c in result.stats.columns]
         self.stats_model.set_table(result.stats[shown])
@@ -621,9 +640,10 @@ def _shape_masks(shapes: Shapes, image: Image, shape: tuple[int, ...]) -> np.nda
     return np.asarray(on_grid.to_masks(mask_shape=shape), dtype=bool)
 
 
-def _analyse(data, scale, translate, features, params, source):
-    """Worker: the layer's arrays to a track table, then the whole motility analysis."""
-    yield 0.05, "Reading the tracks…"
+def _analyse(data, scale, translate, features, params, source, *, progress: Progress):
+    """Worker: the layer's arrays to a track table, then the whole motility analysis,
+    reporting each of its steps (and stopping there after Cancel)."""
+    progress(0.05, "Reading the tracks…")
     tracks = from_napari_tracks(
         data,
         scale,
@@ -632,7 +652,12 @@ def _analyse(data, scale, translate, features, params, source):
         frame_interval=params.frame_interval_s,
         source=source,
     )
-    yield 0.2, f"Analysing {tracks['track_id'].nunique()} tracks (metrics, MSD, alpha, tests)…"
-    result = analyze_motility(tracks, params)
-    yield 1.0, "Done."
+    n_tracks = tracks["track_id"].nunique()
+    within = scaled(progress, 0.2, 1.0)
+
+    def analysing(fraction: float, step: str) -> None:
+        within(fraction, f"Analysing {n_tracks} tracks: {step[:1].lower()}{step[1:]}…")
+
+    result = analyze_motility(tracks, params, progress=analysing)
+    progress(1.0, "Done.")
     return result

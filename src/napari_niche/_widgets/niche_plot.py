@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg, NavigationToolbar2QT
 from matplotlib.figure import Figure
 from matplotlib.path import Path as MplPath
 from matplotlib.widgets import LassoSelector
@@ -32,15 +31,14 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
     QTabWidget,
-    QVBoxLayout,
     QWidget,
 )
 
 from napari_niche import __version__
 from napari_niche._widgets._base import plain_text, scrolling_layout
+from napari_niche._widgets._canvas import MplCanvasWidget
 from napari_niche._widgets._layers import find_output
 from napari_niche._widgets._session import get_session
 from napari_niche.core._validate import ALTERNATIVES
@@ -49,10 +47,7 @@ from napari_niche.core.stats import QUADRANTS, quadrant_of
 from napari_niche.io import write_tables
 from napari_niche.niche.pipeline import distance_column, resolve_structures
 from napari_niche.niche.plots import (
-    DARK,
-    LIGHT,
     FoldChangePlot,
-    PlotStyle,
     QuadrantPlot,
     niche_figure,
 )
@@ -61,7 +56,7 @@ if TYPE_CHECKING:
     import napari
     import pandas as pd
 
-__all__ = ["NichePlotWidget", "theme_style"]
+__all__ = ["NichePlotWidget"]
 
 #: Output key of the Points layer of cell centroids (row i = row i of the cell table).
 CELLS_POINTS_KEY = "cell centroids"
@@ -81,20 +76,6 @@ QUADRANT_CHOICES = {
     "Q3 near neither": "Q3",
     "Q4 near A only": "Q4",
 }
-
-
-def theme_style(theme_name: str) -> PlotStyle:
-    """The plot style that matches a napari theme (background, text colour)."""
-    from dataclasses import replace
-
-    from napari.utils.theme import get_theme
-
-    try:
-        theme = get_theme(theme_name)
-    except ValueError:
-        return DARK
-    base = LIGHT if getattr(theme, "type", "dark") == "light" else DARK
-    return replace(base, background=theme.background.as_hex(), foreground=theme.text.as_hex())
 
 
 def _combo(items: Iterable[str] = ()) -> QComboBox:
@@ -117,26 +98,20 @@ def _set_items(combo: QComboBox, items: list[str], current: str | None) -> None:
         combo.blockSignals(False)
 
 
-class _PlotPage(QWidget):
-    """One figure with its matplotlib toolbar and a row of controls above it."""
-
-    def __init__(self, controls: QWidget):
-        super().__init__()
-        self.figure = Figure(figsize=(4, 4), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumSize(300, 300)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.toolbar = NavigationToolbar2QT(self.canvas, self)
-        self.toolbar.setIconSize(self.toolbar.iconSize() * 0.8)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(controls)
-        layout.addWidget(self.toolbar)
-        layout.addWidget(self.canvas, 1)
-
-
 class NichePlotWidget(QWidget):
     """5 Niche plot: where the cells sit relative to two structures, and by how much.
+
+    Two tabs over the session's tables: the quadrant view (distance to structure A
+    against distance to B, cells over random cells; lasso or click to select cells in
+    the plot and the viewer) and the fold change of one structure per distance bin with
+    its Monte Carlo envelope. Both follow napari's theme; "Export figure…" draws them on
+    white paper.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer whose session (:func:`~napari_niche._widgets._session.get_session`)
+        the plots show.
 
     Attributes
     ----------
@@ -153,8 +128,30 @@ class NichePlotWidget(QWidget):
         self._syncing = False
         self._alive = [True]
         self._additive = False
+        self._background = None  # the quadrant view without selection rings, for blitting
+        self._capturing = False
+        self.lasso = None
 
-        # -- quadrant page -----------------------------------------------------------------
+        self.quadrant_page = self._build_quadrant_page()
+        self.fold_page = self._build_fold_page()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.quadrant_page, "Quadrants")
+        self.tabs.addTab(self.fold_page, "Fold change")
+        self._stale: set[MplCanvasWidget] = set()
+        self._build_exports()
+        self._build_quadrant_plot()
+        self._build_fold_plot()
+        self._connect()
+
+        self._connect_points()
+        s = self.session
+        if s.cell_table is not None and s.dot_table is not None and s.fold_change is None:
+            self._summarize()  # a session filled before the plot was opened
+        self.redraw()
+
+    # -- building ---------------------------------------------------------------------------
+    def _build_quadrant_page(self) -> MplCanvasWidget:
+        """The quadrant tab: structures A and B, the "near" threshold, quadrant selection."""
         self.structure_a = _combo()
         self.structure_b = _combo()
         self.threshold = QDoubleSpinBox()
@@ -172,24 +169,25 @@ class NichePlotWidget(QWidget):
             "Move the viewer to the selected cell (or double-click a cell in the plot)."
         )
         self.clear_button = QPushButton("Clear selection")
-        q_controls = QWidget()
-        q_form = QFormLayout(q_controls)
-        q_form.setContentsMargins(0, 0, 0, 0)
+        controls = QWidget()
+        form = QFormLayout(controls)
+        form.setContentsMargins(0, 0, 0, 0)
         pair = QHBoxLayout()
         pair.addWidget(QLabel("A (x)"))
         pair.addWidget(self.structure_a, 1)
         pair.addWidget(QLabel("B (y)"))
         pair.addWidget(self.structure_b, 1)
-        q_form.addRow("Structures", pair)
-        q_form.addRow("Near: closer than", self.threshold)
+        form.addRow("Structures", pair)
+        form.addRow("Near: closer than", self.threshold)
         select_row = QHBoxLayout()
         select_row.addWidget(self.quadrant, 1)
         select_row.addWidget(self.centre_button)
         select_row.addWidget(self.clear_button)
-        q_form.addRow("Select", select_row)
-        self.quadrant_page = _PlotPage(q_controls)
+        form.addRow("Select", select_row)
+        return self._page(controls, self._draw_quadrants)
 
-        # -- fold-change page --------------------------------------------------------------
+    def _build_fold_page(self) -> MplCanvasWidget:
+        """The fold-change tab: structure, bin width, fewest random cells, envelope test."""
         self.fold_structure = _combo()
         self.bin_width = QDoubleSpinBox()
         self.bin_width.setRange(0.1, 1000.0)
@@ -213,22 +211,21 @@ class NichePlotWidget(QWidget):
             "'greater' (cells above random in some bin) / 'less'. Per-bin fractions sum to "
             "1, so an excess in one bin is a deficit elsewhere: see docs/conventions.md."
         )
-        f_controls = QWidget()
-        f_form = QFormLayout(f_controls)
-        f_form.setContentsMargins(0, 0, 0, 0)
-        f_form.addRow("Structure", self.fold_structure)
-        f_form.addRow("Bin width", self.bin_width)
-        f_form.addRow("Min. random cells per bin", self.min_dots)
-        f_form.addRow("Envelope test", self.alternative)
-        self.fold_page = _PlotPage(f_controls)
+        controls = QWidget()
+        form = QFormLayout(controls)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Structure", self.fold_structure)
+        form.addRow("Bin width", self.bin_width)
+        form.addRow("Min. random cells per bin", self.min_dots)
+        form.addRow("Envelope test", self.alternative)
+        return self._page(controls, self._draw_fold_change)
 
-        self.tabs = QTabWidget()
-        self.tabs.addTab(self.quadrant_page, "Quadrants")
-        self.tabs.addTab(self.fold_page, "Fold change")
-        self._stale: set[_PlotPage] = set()
-        self._background = None  # the quadrant view without selection rings, for blitting
-        self._capturing = False
+    def _page(self, controls: QWidget, draw) -> MplCanvasWidget:
+        """One tab: the controls, matplotlib's toolbar and the figure in napari's theme."""
+        return MplCanvasWidget(self.viewer, controls=controls, figsize=(4, 4), draw=draw)
 
+    def _build_exports(self) -> None:
+        """The tabs, the export buttons and the status line, in the dock's scroll area."""
         self.export_figure_button = QPushButton("Export figure…")
         self.export_figure_button.setToolTip("Both views, white background: PNG, SVG or PDF.")
         self.export_tables_button = QPushButton("Export tables…")
@@ -245,9 +242,8 @@ class NichePlotWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.status)
 
-        self._build_plots()
-
-        # -- wiring ----------------------------------------------------------------------
+    def _connect(self) -> None:
+        """Controls -> session, plot clicks -> selection, session and viewer -> plot."""
         self.structure_a.currentTextChanged.connect(self._on_pair_changed)
         self.structure_b.currentTextChanged.connect(self._on_pair_changed)
         self.threshold.valueChanged.connect(self._on_threshold_changed)
@@ -269,34 +265,44 @@ class NichePlotWidget(QWidget):
         self.session.changed.connect(self._on_session_changed)
         self.viewer.layers.events.inserted.connect(self._connect_points)
         self.viewer.layers.events.removed.connect(self._connect_points)
-        self.viewer.events.theme.connect(self._on_theme)
         alive = self._alive
         self.destroyed.connect(lambda *_: alive.__setitem__(0, False))
 
-        self._connect_points()
-        s = self.session
-        if s.cell_table is not None and s.dot_table is not None and s.fold_change is None:
-            self._summarize()  # a session filled before the plot was opened
-        self.redraw()
-
-    # -- building ---------------------------------------------------------------------------
-    def _build_plots(self) -> None:
-        """(Re)create both plots in the current napari theme, with the lasso."""
-        style = theme_style(self.viewer.theme)
-        for page in (self.quadrant_page, self.fold_page):
-            page.figure.clear()
-            page.figure.set_facecolor(style.background)
-        q_ax = self.quadrant_page.figure.add_subplot()
+    def _build_quadrant_plot(self) -> None:
+        """(Re)create the quadrant plot in the page's theme, with the lasso."""
+        page = self.quadrant_page
+        style = page.style
+        page.figure.clear()
+        page.figure.set_facecolor(style.background)
+        q_ax = page.figure.add_subplot()
         self.quadrant_plot = QuadrantPlot(
             q_ax, style=style, threshold_um=self.session.params.quadrant_threshold_um
         )
-        self.fold_plot = FoldChangePlot(self.fold_page.figure.add_subplot(), style=style)
-        if getattr(self, "lasso", None) is not None:
+        if self.lasso is not None:
             self.lasso.disconnect_events()
         self.lasso = LassoSelector(
             q_ax, onselect=self._on_lasso, useblit=True, props={"color": style.highlight}
         )
         self._background = None
+
+    def _build_fold_plot(self) -> None:
+        """(Re)create the fold-change plot in the page's theme."""
+        page = self.fold_page
+        page.figure.clear()
+        page.figure.set_facecolor(page.style.background)
+        self.fold_plot = FoldChangePlot(page.figure.add_subplot(), style=page.style)
+
+    def _draw_quadrants(self) -> None:
+        """The quadrant page's draw (a new napari theme): a new plot, filled again."""
+        if self._alive[0]:
+            self._build_quadrant_plot()
+            self._redraw_quadrants(self._quadrant_pair())
+
+    def _draw_fold_change(self) -> None:
+        """The fold-change page's draw (a new napari theme): a new plot, filled again."""
+        if self._alive[0]:
+            self._build_fold_plot()
+            self._redraw_fold_change()
 
     def _paint_visible(self, _=None) -> None:
         """Schedule a paint of the tab on show if its plot changed since it was last painted."""
@@ -348,12 +354,6 @@ class NichePlotWidget(QWidget):
         canvas.restore_region(self._background)
         canvas.figure.draw_artist(highlight)
         canvas.blit(canvas.figure.bbox)
-
-    def _on_theme(self, event=None) -> None:
-        if not self._alive[0]:
-            return
-        self._build_plots()
-        self.redraw()
 
     # -- session -> plot ------------------------------------------------------------------------
     def _on_session_changed(self, what: str) -> None:

@@ -8,7 +8,6 @@ maps of the same masks, else they are recomputed with the same core function.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -20,13 +19,16 @@ from napari_niche._widgets._base import NicheWidget, plain_text
 from napari_niche._widgets._layers import (
     OUTPUT_KEY,
     check_aligned,
+    data_digest,
     find_output,
     layer_array,
     write_layer,
 )
-from napari_niche._widgets._session import data_digest, first_edited, get_session, input_label
+from napari_niche._widgets._session import first_edited, get_session, input_label
 from napari_niche.core.errors import NicheError
+from napari_niche.core.progress import Progress
 from napari_niche.params import AnalysisParams, choices_of
+from napari_niche.style import DOT_COLOUR, SHAPE_COLOUR, WARNING_COLOUR
 
 if TYPE_CHECKING:
     import napari
@@ -37,9 +39,6 @@ if TYPE_CHECKING:
 
 DOTS_KEY = "random cells"
 SHAPES_KEY = "random cell shapes"
-DOT_COLOR = "#b4b4b4"  # grey: chance, next to the amber real cells
-SHAPE_COLOR = "#8c8c8c"
-WARNING_COLOR = "#ffb347"
 TISSUE_ADVICE = (
     " Here: choose tissue '(none)' (the whole image), or build the tissue map from a nuclear "
     "channel in 2 Mask curation (Build from: a nuclear channel (DAPI))."
@@ -70,7 +69,7 @@ class _Job:
     digests: dict[str, str]
     show_shapes: bool
     tissue_warning: str | None = None
-    progress: Callable[[float, str], None] | None = None  # the dock's report_progress
+    progress: Progress | None = None  # the dock's report_progress
 
 
 @dataclass
@@ -150,7 +149,16 @@ def parse_seed(text: str) -> int | None:
 
 
 class RandomDotsWidget(NicheWidget):
-    """4 Random dots: virtual cells with the real cells' shapes placed at random in tissue."""
+    """4 Random dots: virtual cells with the real cells' shapes placed at random in tissue.
+
+    Random virtual cells with the real cells' shapes, placed in the tissue map (a
+    number of realisations), with their distances to the structures: the chance baseline.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+    """
 
     run_text = "Place random cells"
 
@@ -172,7 +180,7 @@ class RandomDotsWidget(NicheWidget):
         # what the tissue check found (a map of only the analysed masks), kept in view
         self.tissue_note = Label(value="")
         self.tissue_note.native.setWordWrap(True)
-        self.tissue_note.native.setStyleSheet(f"color: {WARNING_COLOR};")
+        self.tissue_note.native.setStyleSheet(f"color: {WARNING_COLOUR};")
         self.tissue_note.visible = False
         self.tissue_combo.changed.connect(self._clear_tissue_note)
         self.exclude_box = Container(label="exclude", layout="vertical", labels=False)
@@ -401,7 +409,7 @@ class RandomDotsWidget(NicheWidget):
             like=like,
             name=DOTS_KEY,
             features=result.table,
-            face_color=DOT_COLOR,
+            face_color=DOT_COLOUR,
             border_width=0,
             size=marker_size(result.table, like),
         )
@@ -414,7 +422,7 @@ class RandomDotsWidget(NicheWidget):
                 "labels",
                 like=like,
                 name=SHAPES_KEY,
-                colormap={0: "transparent", None: SHAPE_COLOR},
+                colormap={0: "transparent", None: SHAPE_COLOUR},
                 opacity=0.6,
             )
         else:

@@ -248,7 +248,16 @@ class TableTab(QWidget):
 
 
 class TablesWidget(QWidget):
-    """Tables: every table of the session, in tabs, with CSV export and session saving."""
+    """Tables: every table of the session, in tabs, with CSV export and session saving.
+
+    The session's tables in tabs (cells, random cells, fold change, quadrants,
+    statistics, envelope, overlap), each exportable as CSV, and the whole session saved.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+    """
 
     def __init__(self, napari_viewer: napari.Viewer):
         super().__init__()

@@ -17,12 +17,14 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, Label
 from qtpy.QtCore import QTimer
 
-from napari_niche._widgets._base import NicheWidget, Progress
+from napari_niche._widgets._base import NicheWidget, ProgressReport
+from napari_niche._widgets._canvas import MplCanvasWidget
 from napari_niche._widgets._layers import find_output, layer_spacing, write_layer
 from napari_niche._widgets._voxel import UnitLabels, VoxelSizeBar, unit_names
 from napari_niche.core.preprocess import preprocess
 from napari_niche.core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
 from napari_niche.params import ChannelSteps, dock_default
+from napari_niche.style import HISTOGRAM_COLOUR, PREVIEW_COLOUR
 
 if TYPE_CHECKING:
     import napari
@@ -35,7 +37,6 @@ SIGMA = dock_default(ChannelSteps, "sigma_um")
 METHOD_LABELS = {"manual": "manual", "otsu": "Otsu", "li": "Li", "triangle": "Triangle"}
 METHOD_LABELS["yen"] = "Yen"
 PREVIEW_KEY = "threshold preview"
-PREVIEW_COLOR = "#ffd400"
 HIST_BINS = 256
 DEBOUNCE_MS = 250
 
@@ -114,7 +115,7 @@ def prepare_channel(
     method: str,
     key: tuple,
     previous: Prepared | None = None,
-) -> Generator[Progress, None, Prepared]:
+) -> Generator[ProgressReport, None, Prepared]:
     """Pre-process a channel and find its automatic threshold, for :meth:`NicheWidget.start`.
 
     ``previous``, when computed with the same ``key``, is reused (only the threshold of a
@@ -145,7 +146,7 @@ def prepare_channel(
 
 def apply_threshold(
     prepared: Prepared, method: str, value: float
-) -> Generator[Progress, None, tuple[np.ndarray, float]]:
+) -> Generator[ProgressReport, None, tuple[np.ndarray, float]]:
     """Threshold the whole pre-processed channel with the core function → (uint8 mask, t).
 
     For an automatic method ``prepared`` holds its threshold (``threshold_value`` on the
@@ -160,7 +161,17 @@ def apply_threshold(
 
 
 class ThresholdWidget(NicheWidget):
-    """1 Channel thresholding: smoothing in µm, manual or automatic threshold, live preview."""
+    """1 Channel thresholding: smoothing in µm, manual or automatic threshold, live preview.
+
+    A channel smoothed (σ in µm) and thresholded, manual or automatic (Otsu, Li, …),
+    previewed live on the current slice with its intensity histogram; Apply writes the
+    whole-volume mask as a Labels layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer the dock works on (napari passes it when it opens the dock).
+    """
 
     run_text = "Apply → mask"
 
@@ -194,7 +205,7 @@ class ThresholdWidget(NicheWidget):
             ]
         )
         self._make_histogram()
-        self.layout().insertWidget(1, self.canvas)
+        self.layout().insertWidget(1, self.histogram)
         # units follow the channel: px when it has no voxel size, with a way to give one
         self.units = UnitLabels()
         self.units.add(self.sigma, "Smoothing σ ({um})")
@@ -234,39 +245,47 @@ class ThresholdWidget(NicheWidget):
 
     # -- histogram -----------------------------------------------------------------------------
     def _make_histogram(self):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-        from napari.utils.theme import get_theme
-
-        theme = get_theme(self.viewer.theme)
-        bg, fg = theme.background.as_hex(), theme.text.as_hex()
-        self.figure = Figure(figsize=(3.2, 1.6), dpi=100, facecolor=bg, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(150)
-        self.canvas.setMaximumHeight(190)
-        ax = self.figure.add_subplot(111)
-        ax.set_facecolor(bg)
-        for spine in ax.spines.values():
-            spine.set_color(fg)
-        ax.tick_params(colors=fg, labelsize=7)
-        ax.set_xlabel("intensity (pre-processed)", color=fg, fontsize=7)
-        ax.set_ylabel("voxels (log)", color=fg, fontsize=7)
-        ax.set_yscale("log")
-        self.axes = ax
+        """The intensity histogram (log counts) with the threshold as a line, in napari's theme."""
+        self.histogram = MplCanvasWidget(
+            self.viewer,
+            figsize=(3.2, 1.6),
+            toolbar=False,
+            minimum_size=(0, 150),
+            draw=self._style_histogram,
+        )
+        self.histogram.layout().setContentsMargins(0, 0, 0, 0)
+        self.histogram.setMaximumHeight(190)
+        self.figure, self.canvas = self.histogram.figure, self.histogram.canvas
+        self.axes = self.figure.add_subplot(111)
+        self.axes.set_xlabel("intensity (pre-processed)", fontsize=7)
+        self.axes.set_ylabel("voxels (log)", fontsize=7)
+        self.axes.set_yscale("log")
+        self._style_histogram()
         self._bars = None
         # the line is drawn over a saved background (blitting): moving it costs a few ms,
         # where a full redraw of the histogram costs ~100 ms
-        self.threshold_line = ax.axvline(0.5, color=PREVIEW_COLOR, lw=1.5, animated=True)
+        self.threshold_line = self.axes.axvline(0.5, color=PREVIEW_COLOUR, lw=1.5, animated=True)
         self.threshold_line.set_visible(False)
         self._background = None
         self.canvas.mpl_connect("draw_event", self._on_draw)
+
+    def _style_histogram(self) -> None:
+        """Background, frame, ticks and labels in the theme's colours (the histogram's draw)."""
+        style = self.histogram.style
+        ax = self.axes
+        ax.set_facecolor(style.background)
+        for spine in ax.spines.values():
+            spine.set_color(style.foreground)
+        ax.tick_params(colors=style.foreground, labelsize=7)
+        ax.xaxis.label.set_color(style.foreground)
+        ax.yaxis.label.set_color(style.foreground)
 
     def _draw_histogram(self, prepared: Prepared):
         if self._bars is not None:
             self._bars.remove()
         counts = np.where(prepared.counts > 0, prepared.counts, np.nan)
         self._bars = self.axes.stairs(
-            counts, prepared.edges, fill=True, color="#8aa4c8", baseline=0.8
+            counts, prepared.edges, fill=True, color=HISTOGRAM_COLOUR, baseline=0.8
         )
         self.axes.set_xlim(prepared.edges[0], prepared.edges[-1])
         top = max(float(prepared.counts.max()), 1.0)
@@ -478,7 +497,7 @@ class ThresholdWidget(NicheWidget):
             like=layer,
             name=PREVIEW_KEY,
             translate=translate,
-            colormap={0: "transparent", 1: PREVIEW_COLOR, None: "transparent"},
+            colormap={0: "transparent", 1: PREVIEW_COLOUR, None: "transparent"},
             opacity=0.7,
             visible=True,
         )

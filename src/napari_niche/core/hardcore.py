@@ -34,6 +34,7 @@ import numpy as np
 
 from ._placement import GATHER_VOXELS, CellShapes, Placer, RegionSampler, flat_chunks
 from .errors import NoRoomError
+from .progress import Progress
 
 #: Memory allowed for the occupancy bits of the null sets placed together (bytes): 99 null
 #: sets of a 150 x 1024 x 1024 image (13 bytes per voxel, 2.2 GB) fit: placed at once.
@@ -55,7 +56,7 @@ def place_hard_core(
     *,
     dots_per_cell: int,
     max_attempts: int,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
     dots_per_batch: int,
 ) -> list[np.ndarray]:
     """Place every realisation's virtual cells, each null set a hard-core arrangement.

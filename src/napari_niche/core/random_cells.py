@@ -37,7 +37,7 @@ Many realisations (a Monte Carlo null of 99 or more) cost little more than one:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -60,6 +60,7 @@ from .cells import CellVoxels, centroid_columns, size_column
 from .distance import distance_to_outside_um
 from .errors import CellTooLargeError, NicheError, NoRoomError, ScarceRoomError
 from .hardcore import place_hard_core
+from .progress import Progress
 
 Rule = Literal["whole-cell", "centroid"]
 
@@ -434,7 +435,7 @@ def seed_random_cells(
     rng: int | np.random.Generator | None = None,
     max_attempts: int = 100_000,
     threads: int | None = None,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
     crowding: str = "ignore",
 ) -> RandomCells:
     """Place random virtual cells with the shapes of the real cells.

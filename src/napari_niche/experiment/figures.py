@@ -40,10 +40,10 @@ from matplotlib.ticker import MaxNLocator, MultipleLocator
 from napari_niche.core.errors import NicheError
 from napari_niche.core.stats import distance_column
 from napari_niche.io import atomic_path
-from napari_niche.niche.plots import LIGHT, QuadrantPlot, format_p
+from napari_niche.niche.plots import QuadrantPlot, format_p
+from napari_niche.style import CONDITION_COLOURS, LIGHT
 
 __all__ = [
-    "CONDITION_COLOURS",
     "FIGURE_STEMS",
     "Colours",
     "cdf_figure",
@@ -55,18 +55,6 @@ __all__ = [
     "save_figure",
     "thumbnail",
 ]
-
-#: Colour-blind-safe colours (Okabe & Ito 2008) for conditions, in the order of the
-#: experiment; the structures keep the colours of the single-image plots (``plots.LIGHT``).
-CONDITION_COLOURS = (
-    "#0072b2",
-    "#d55e00",
-    "#009e73",
-    "#cc79a7",
-    "#e69f00",
-    "#56b4e9",
-    "#6b6b6b",
-)
 
 #: File stems of the figures :func:`make_figures` writes (the report captions them by stem).
 FIGURE_STEMS = ("quadrants", "fold_change", "cdf", "comparison")

@@ -55,6 +55,7 @@ from napari_niche.core.cells import size_column
 from napari_niche.core.curation import curate_mask, label_cells, tissue_map
 from napari_niche.core.errors import EmptyMaskError, NicheError, ShapeMismatchError
 from napari_niche.core.preprocess import preprocess
+from napari_niche.core.progress import Progress
 from napari_niche.core.threshold import threshold_value
 from napari_niche.experiment.spec import Experiment, ExperimentError, ImageSpec
 from napari_niche.io import (
@@ -111,8 +112,6 @@ MIN_PLAUSIBLE_MEDIAN_CELL_SIZE = {3: 30.0, 2: 15.0}
 #: distance map, temporaries), used to keep parallel images within the machine's memory.
 BYTES_PER_VOXEL = 48
 _HASH_CHUNK = 4 << 20
-
-Progress = Callable[[int, int, str], None]
 
 
 # --------------------------------------------------------------------------- data
@@ -525,7 +524,7 @@ def _analyse(task: ImageTask, step: _Step, cells, masks, spacing, tissue):
     """
     from napari_niche.niche.pipeline import analyze
 
-    def analysing(what: str) -> None:
+    def analysing(_fraction: float, what: str) -> None:
         step.name = f"analysing: {what[:1].lower()}{what[1:]}"
 
     try:
@@ -1100,10 +1099,12 @@ def run_experiment(
         Re-run images even when their inputs and parameters are unchanged.
     only : iterable of str, optional
         Image ids to (re-)run; the other images' earlier results are still pooled.
-    progress : callable, optional
-        Called as ``progress(n_finished, n_total, message)`` after each image and step,
-        for a GUI progress bar. Without it a text progress bar goes to stderr (when stderr
-        is a terminal). An exception it raises (a Cancel button) stops the run.
+    progress : Progress, optional
+        ``progress(fraction, message)`` (:mod:`napari_niche.core.progress`) at the start,
+        after each image and step, and before pooling, figures and report, for a GUI
+        progress bar (see :func:`run_fraction`). Without it a text progress bar counting
+        images goes to stderr (when stderr is a terminal). An exception it raises (a
+        Cancel button) stops the run.
     figures : bool
         False skips the figures (quicker when only the tables are wanted).
 
@@ -1197,7 +1198,7 @@ def _run_locked(exp, out, tasks, selected, ids, jobs, scheduler, progress, figur
     outcomes: dict[str, ImageOutcome] = {}
 
     bar = _TextBar(n_total) if progress is None else None
-    say = progress or bar.say
+    say = bar.say if progress is None else _as_fraction(progress)  # say(done, total, message)
     say(0, n_total, f"{n_total} image{'s' if n_total != 1 else ''} to run")
 
     def report(outcome: ImageOutcome) -> None:
@@ -1258,6 +1259,57 @@ def _summarise(exp, selected, ids, outcomes, summary, errors, out) -> None:
     for image_id in ids:
         if image_id not in selected and (out / "images" / image_id / "fingerprint.json").exists():
             summary.kept.append(image_id)
+
+
+#: The run's last steps (after every image) and where they sit in its progress.
+_STAGES = {
+    "pooling": (0.8, "Pooling the images by condition…"),
+    "figures": (0.88, "Drawing the figures…"),
+    "report": (0.95, "Writing the report…"),
+}
+#: How far through one image each of its steps (``"<image>: <step>"``) starts.
+_IMAGE_STEPS = (
+    ("checking", 0.0),
+    ("reading", 0.03),
+    ("making masks", 0.1),
+    ("analysing: measuring cells", 0.25),
+    ("analysing: placing random cells", 0.35),
+    ("analysing: distances", 0.55),
+    ("analysing: statistics", 0.8),
+    ("analysing", 0.2),
+    ("saving", 0.9),
+)
+
+
+def _step_fraction(message: str) -> float:
+    """How far through its image a message ``"<image>: <step>"`` is (0 if unknown)."""
+    step = message.split(": ", 1)[1] if ": " in message else ""
+    return next((f for name, f in _IMAGE_STEPS if step.startswith(name)), 0.0)
+
+
+def run_fraction(done: int, total: int, message: str) -> tuple[float, str]:
+    """The run's ``(fraction, message)`` after ``done`` of ``total`` images and ``message``.
+
+    Images take the range up to where pooling starts (0.05 to 0.8); within the image being
+    run, the fraction moves with its steps (reading, masks, random cells, distances,
+    statistics, saving), so one image does not sit at one place for its whole run. The
+    last steps ("pooling", "figures", "report") have places of their own and a message
+    in words.
+    """
+    if message in _STAGES:
+        return _STAGES[message]
+    within = _step_fraction(message) if done < total else 0.0
+    fraction = 0.05 + 0.75 * (done + within) / total if total else 0.0
+    return float(min(max(fraction, 0.0), 1.0)), message
+
+
+def _as_fraction(progress: Progress):
+    """The run's own ``say(done, total, message)`` as ``progress(fraction, message)``."""
+
+    def say(done: int, total: int, message: str) -> None:
+        progress(*run_fraction(done, total, message))
+
+    return say
 
 
 class _TextBar:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from napari_niche.core.msd import MSD_WEIGHTING_TEXT
+from napari_niche.style import tab10_colours
 
 
 def _axes(ax, size=(4.5, 3.5)):
@@ -15,13 +16,6 @@ def _axes(ax, size=(4.5, 3.5)):
 
     fig = Figure(figsize=size, layout="constrained")
     return fig, fig.add_subplot()
-
-
-def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return [cmap(i % 10) for i in range(n)]
 
 
 def speed_figure(
@@ -57,7 +51,7 @@ def speed_figure(
     fig, ax = _axes(ax)
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     names = list(pd.unique(per_track["condition"]))
-    for i, (name, color) in enumerate(zip(names, _colors(len(names)), strict=True)):
+    for i, (name, color) in enumerate(zip(names, tab10_colours(len(names)), strict=True)):
         v = per_track.loc[per_track["condition"] == name, metric].to_numpy(float)
         v = v[np.isfinite(v)]
         x = i + gen.uniform(-0.18, 0.18, v.size)
@@ -95,7 +89,7 @@ def msd_figure(msd: pd.DataFrame, *, ax=None):
     """
     fig, ax = _axes(ax)
     names = list(pd.unique(msd["condition"]))
-    for name, color in zip(names, _colors(len(names)), strict=True):
+    for name, color in zip(names, tab10_colours(len(names)), strict=True):
         m = msd[msd["condition"] == name]
         lag = m["lag_s"].to_numpy(float)
         ax.plot(lag, m["msd_um2"] / lag, color=color, label=name, lw=1.5)
@@ -165,7 +159,7 @@ def alpha_figure(per_track: pd.DataFrame, alpha: pd.DataFrame, *, band: float = 
     names = list(alpha["condition"])
     ax.axhspan(1 - band, 1 + band, color="0.85", lw=0, label="diffusive band")
     gen = np.random.default_rng(0)
-    for i, (name, color) in enumerate(zip(names, _colors(len(names)), strict=True)):
+    for i, (name, color) in enumerate(zip(names, tab10_colours(len(names)), strict=True)):
         a = per_track.loc[per_track["condition"] == name, "alpha"].to_numpy(float)
         a = a[np.isfinite(a)]
         ax.scatter(

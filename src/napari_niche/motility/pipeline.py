@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +14,7 @@ from napari_niche.core.errors import TrackError
 from napari_niche.core.exploration import sites_visited
 from napari_niche.core.motility_stats import compare_motility
 from napari_niche.core.msd import alpha_per_track, classify_alpha, msd_arrays, with_min_pairs
+from napari_niche.core.progress import Progress, steps
 from napari_niche.core.track_metrics import PER_TRACK_COLUMNS, track_metrics
 from napari_niche.core.tracks import (
     check_tracks,
@@ -97,7 +97,7 @@ def analyze_motility(
     tracks: pd.DataFrame,
     params: MotilityParams | None = None,
     *,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> MotilityResult:
     """Analyse a track table (docs/method.md#motility): per-track metrics, MSD, alpha, tests.
 
@@ -113,8 +113,9 @@ def analyze_motility(
         Track table (see :func:`~napari_niche.core.tracks.check_tracks`).
     params : MotilityParams, optional
         Every motility parameter; default ``MotilityParams()``.
-    progress : callable, optional
-        Called with a short description before each step (for progress bars).
+    progress : Progress, optional
+        ``progress(fraction, message)`` before each step (see
+        :mod:`napari_niche.core.progress`); an exception it raises stops the analysis.
 
     Returns
     -------
@@ -128,7 +129,7 @@ def analyze_motility(
         lattice spacing of the wrong dimension).
     """
     params = params or MotilityParams()
-    say = progress or (lambda _msg: None)
+    say = steps(progress, 7 + bool(params.drift_correction))  # the say(...) below
     notes: list[str] = []
     warn: list[str] = []
     say("Checking tracks")

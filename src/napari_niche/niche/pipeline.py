@@ -27,6 +27,7 @@ from napari_niche.core.envelope import (
     monte_carlo_envelope,
 )
 from napari_niche.core.errors import NicheError
+from napari_niche.core.progress import Progress, steps
 from napari_niche.core.random_cells import RandomCells, overlap_diagnostic, seed_random_cells
 from napari_niche.core.stats import (
     EFFECT_COLUMNS,
@@ -221,7 +222,7 @@ def place_random_cells(
     exclude: Mapping[str, np.ndarray],
     params: AnalysisParams,
     n_structures: int | None = None,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[RandomCells, pd.DataFrame, int]:
     """Place random cells (docs/method.md#random-cells) with the analysis parameters.
 
@@ -499,7 +500,7 @@ def measure_distances(
     dots: RandomCells | None = None,
     dot_table: pd.DataFrame | None = None,
     keep_maps: bool = False,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
     """Add each structure's ``dist_<name>_um`` column to the cell (and random cell) table.
 
@@ -587,7 +588,7 @@ def analyze(
     spacing=None,
     tissue: np.ndarray | None = None,
     params: AnalysisParams | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> NicheResult:
     """Run docs/method.md#distance-maps to #tests on one image.
@@ -604,8 +605,9 @@ def analyze(
         The tissue map; default the whole image.
     params : AnalysisParams, optional
         Every analysis parameter; default ``AnalysisParams()``.
-    progress : callable, optional
-        Called with a short description before each step (for progress bars).
+    progress : Progress, optional
+        ``progress(fraction, message)`` before each step (see
+        :mod:`napari_niche.core.progress`); an exception it raises stops the analysis.
     on_warning : callable, optional
         Called at once with each warning known before the long steps (e.g. that the
         request will take long); every warning is also in ``NicheResult.warnings``.
@@ -616,9 +618,9 @@ def analyze(
         Every table, the record for ``params.json`` and the warnings.
     """
     params = params or AnalysisParams()
-    say = progress or (lambda _msg: None)
     given = _check_inputs(cells, structures, spacing, tissue, params)
     names, spacing = list(given.masks), given.spacing
+    say = steps(progress, 3 + len(names))  # cells, random cells, each distance, statistics
 
     say("Measuring cells")
     voxels = cells_from_image(given.cells)

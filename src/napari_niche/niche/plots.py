@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,12 +31,10 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
 from napari_niche.core.stats import distance_bins
+from napari_niche.style import LIGHT, PlotStyle, style_axes
 
 __all__ = [
-    "DARK",
-    "LIGHT",
     "FoldChangePlot",
-    "PlotStyle",
     "QuadrantPlot",
     "fold_change_bars",
     "format_p",
@@ -48,52 +45,6 @@ __all__ = [
     "stats_text",
 ]
 
-
-@dataclass(frozen=True)
-class PlotStyle:
-    """Colours and sizes of the niche plots.
-
-    ``LIGHT`` is for exported figures (white paper); the dock builds one from napari's
-    theme so the plot sits quietly next to the viewer.
-    """
-
-    background: str = "#ffffff"
-    foreground: str = "#1e1e21"
-    cells: str = "#c2185b"
-    dots: str = "#8c8c8c"
-    dots_alpha: float = 0.35
-    highlight: str = "#ff9800"
-    omitted: str = "#9e9e9e"
-    structures: tuple[str, ...] = ("#2e9d5b", "#3f6fd8", "#d08c2a", "#8e44ad", "#c0392b")
-    marker_size: float = 8.0
-    font_size: float = 8.0
-    #: the statistics printed on a plot: at least 9 pt, they are read, not glanced at
-    stats_font_size: float = 9.0
-
-    def structure_colour(self, index: int) -> str:
-        """Give the colour of the structure at ``index``.
-
-        Parameters
-        ----------
-        index : int
-            The structure's position (colours repeat after the last).
-
-        Returns
-        -------
-        str
-        """
-        return self.structures[index % len(self.structures)]
-
-
-LIGHT = PlotStyle()
-DARK = PlotStyle(
-    background="#23242b",
-    foreground="#f0f1f2",
-    cells="#ff5fa2",
-    dots="#a0a0a0",
-    dots_alpha=0.3,
-    structures=("#4cc77a", "#6f9bff", "#f0b050", "#c08ae0", "#ff7a6b"),
-)
 
 #: Where each quadrant's label goes (axes fraction), with x = d_A and y = d_B: Q1 near
 #: both is lower-left, Q2 (near B only) lower-right, Q3 (near neither) upper-right,
@@ -118,28 +69,6 @@ class _DistanceLocator(MaxNLocator):
     def tick_values(self, vmin, vmax):
         ticks = super().tick_values(vmin, vmax)
         return ticks[ticks >= 0]
-
-
-def style_axes(ax: Axes, style: PlotStyle) -> None:
-    """Give an Axes the style's background and foreground (text, ticks, frame).
-
-    Parameters
-    ----------
-    ax : Axes
-        The axes to style.
-    style : PlotStyle
-        Colours and sizes.
-    """
-    ax.set_facecolor(style.background)
-    for spine in ax.spines.values():
-        spine.set_color(style.foreground)
-    ax.tick_params(colors=style.foreground, labelsize=style.font_size)
-    ax.xaxis.label.set_color(style.foreground)
-    ax.yaxis.label.set_color(style.foreground)
-    ax.xaxis.label.set_size(style.font_size + 1)
-    ax.yaxis.label.set_size(style.font_size + 1)
-    ax.title.set_color(style.foreground)
-    ax.title.set_size(style.font_size + 1)
 
 
 def _xy(a, b) -> np.ndarray:
