@@ -126,7 +126,7 @@ def test_fold_change_bars_and_absent_bins(distances):
         _ax(),
         fold,
         structure="vessel",
-        bin_width=4,
+        bin_width_um=4,
         max_distance_um=top,
         min_dots=8,
         stats=stats,
@@ -137,7 +137,7 @@ def test_fold_change_bars_and_absent_bins(distances):
     np.testing.assert_allclose(starts, fold.bin_start_um)
     np.testing.assert_allclose([b.get_width() for b in plot.bars], 4)
     # omitted bins: hatched bands exactly where the table has no row, no bar of height 0
-    runs = omitted_bins(fold, bin_width=4, max_distance_um=top)
+    runs = omitted_bins(fold, bin_width_um=4, max_distance_um=top)
     assert runs, "far bins hold fewer than 8 random cells"
     assert [(round(p.get_x(), 9), round(p.get_x() + p.get_width(), 9)) for p in plot.omitted] == [
         (round(a, 9), round(b, 9)) for a, b in runs
@@ -153,7 +153,7 @@ def test_fold_change_bars_and_absent_bins(distances):
         assert f"{name}: " in text and f"p = {row.p_value:.2g}" in text
     assert f"n = {len(cells)} cells, {len(dots)} random cells; two-sided" in text
     # redrawing replaces the bars instead of piling them up
-    plot.draw(fold.iloc[:1], structure="vessel", bin_width=4, max_distance_um=top, min_dots=8)
+    plot.draw(fold.iloc[:1], structure="vessel", bin_width_um=4, max_distance_um=top, min_dots=8)
     assert len(plot.bars) == 1 and len(plot.ax.patches) == 1 + len(plot.omitted)
     plot.set_message("No random cells yet.")
     assert plot.bars is None and not plot.ax.patches and plot.stats.get_text() == ""
@@ -161,8 +161,8 @@ def test_fold_change_bars_and_absent_bins(distances):
 
 def test_omitted_bins_merges_runs():
     fold = pd.DataFrame({"bin_start_um": [0.0, 5.0, 15.0]})
-    assert omitted_bins(fold, bin_width=5, max_distance_um=31) == [(10.0, 15.0), (20.0, 35.0)]
-    assert omitted_bins(fold.iloc[:0], bin_width=5, max_distance_um=4) == [(0.0, 5.0)]
+    assert omitted_bins(fold, bin_width_um=5, max_distance_um=31) == [(10.0, 15.0), (20.0, 35.0)]
+    assert omitted_bins(fold.iloc[:0], bin_width_um=5, max_distance_um=4) == [(0.0, 5.0)]
 
 
 def test_stats_text_and_p_format():
@@ -227,7 +227,7 @@ def test_niche_figure_has_every_panel_and_saves(distances):
 def test_fold_change_plot_without_kept_bins():
     plot = FoldChangePlot(_ax())
     empty = pd.DataFrame({"bin_start_um": [], "fold_change": []})
-    plot.draw(empty, structure="bone", bin_width=5, max_distance_um=12, min_dots=10)
+    plot.draw(empty, structure="bone", bin_width_um=5, max_distance_um=12, min_dots=10)
     assert len(plot.bars) == 0
     assert [(p.get_x(), p.get_x() + p.get_width()) for p in plot.omitted] == [(0.0, 15.0)]
 
@@ -247,7 +247,7 @@ def test_fold_change_plot_shows_the_monte_carlo_envelope():
         fig.add_subplot(),
         fold,
         structure="vessel",
-        bin_width=5.0,
+        bin_width_um=5.0,
         max_distance_um=float(max(cells.max(), dots.max())),
         min_dots=10,
         envelope=table.assign(structure="vessel"),
@@ -262,7 +262,7 @@ def test_fold_change_plot_shows_the_monte_carlo_envelope():
     assert "95% envelope (* outside)" in labels
     assert test.p_value <= 0.05 and "above" in set(table["outside"])
     # redrawing without an envelope removes the boxes
-    plot.draw(fold, structure="vessel", bin_width=5.0, max_distance_um=60.0, min_dots=10)
+    plot.draw(fold, structure="vessel", bin_width_um=5.0, max_distance_um=60.0, min_dots=10)
     assert plot.envelope == [] and all(p.axes is None for p in plot.envelope)
 
 
@@ -283,7 +283,7 @@ def test_one_sided_envelope_boxes_run_to_the_axis_edge(alternative):
         fig.add_subplot(),
         fold,
         structure="vessel",
-        bin_width=5.0,
+        bin_width_um=5.0,
         max_distance_um=float(max(cells.max(), dots.max())),
         min_dots=10,
         envelope=table.assign(structure="vessel"),
@@ -328,7 +328,7 @@ def _drawn_fold_plot(size=(4.0, 4.3), *, envelope=True, style=LIGHT):
         fig.add_subplot(),
         fold,
         structure="vessel",
-        bin_width=5.0,
+        bin_width_um=5.0,
         max_distance_um=top,
         min_dots=10,
         stats=stats,

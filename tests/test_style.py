@@ -1,4 +1,4 @@
-"""The code stays ruff-clean (lint and format), as DESIGN.md asks."""
+"""The code stays ruff-clean (lint, format, numpydoc rules) and the core type-checks."""
 
 import shutil
 import subprocess
@@ -21,5 +21,17 @@ def _ruff():
 def test_ruff(args):
     proc = subprocess.run(
         [_ruff(), *args, "src", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_is_clean_on_core(tmp_path):
+    """The science core type-checks (configuration in pyproject.toml)."""
+    pytest.importorskip("mypy", reason="mypy comes with the [test] extra")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path), "src/napari_niche/core"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from matplotlib.axes import Axes
 
 __all__ = [
+    "BAND_GREY",
+    "ENVELOPE_EDGE",
+    "ENVELOPE_FACE",
+    "INK",
+    "THUMBNAIL_BACKGROUND",
+    "THUMBNAIL_TEXT",
     "CELL_POINT_COLOUR",
     "CONDITION_COLOURS",
     "DARK",
@@ -125,3 +131,15 @@ HISTOGRAM_COLOUR = "#8aa4c8"
 NO_VALUE_GREY = (0.55, 0.55, 0.55, 1.0)
 #: The text of an empty plot that says what is missing.
 MESSAGE_GREY = "#555555"
+
+# Publication figures of an experiment (white paper)
+#: Text, reference lines, the cells' curves and the replicate markers' edges.
+INK = "#1e1e21"
+#: The Monte Carlo envelope's boxes behind the bars.
+ENVELOPE_FACE = "#d9d9d9"
+ENVELOPE_EDGE = "#8a8a8a"
+#: The bootstrap band of the density ratio.
+BAND_GREY = "#9e9e9e"
+#: Thumbnails: the background and the text of the key.
+THUMBNAIL_BACKGROUND = "#1e1e21"
+THUMBNAIL_TEXT = "#f5f5f5"

@@ -475,7 +475,7 @@ class NichePlotWidget(QWidget):
         plot.draw(
             s.fold_change[s.fold_change["structure"] == name],
             structure=name,
-            bin_width=s.params.bin_width_um,
+            bin_width_um=s.params.bin_width_um,
             max_distance_um=top,
             min_dots=s.params.min_dots,
             stats=None if s.stats is None else s.stats[s.stats["structure"] == name],

@@ -41,7 +41,16 @@ from napari_niche.core.errors import NicheError
 from napari_niche.core.stats import distance_column
 from napari_niche.io import atomic_path
 from napari_niche.niche.plots import QuadrantPlot, format_p
-from napari_niche.style import CONDITION_COLOURS, LIGHT
+from napari_niche.style import (
+    BAND_GREY,
+    CONDITION_COLOURS,
+    ENVELOPE_EDGE,
+    ENVELOPE_FACE,
+    INK,
+    LIGHT,
+    THUMBNAIL_BACKGROUND,
+    THUMBNAIL_TEXT,
+)
 
 __all__ = [
     "FIGURE_STEMS",
@@ -283,12 +292,12 @@ def _condition_handles(palette: Colours, conditions: Sequence[str]) -> list[Patc
 
 def _random_line(ax: Axes, *, zorder: float) -> None:
     """Draw the dashed line at 1: the fold change or density ratio of random placement."""
-    ax.axhline(1.0, color="#1e1e21", ls="--", lw=0.7, zorder=zorder)
+    ax.axhline(1.0, color=INK, ls="--", lw=0.7, zorder=zorder)
 
 
 def _random_handle() -> Line2D:
     """Return the legend entry of :func:`_random_line`."""
-    return Line2D([], [], color="#1e1e21", ls="--", lw=0.7, label="1 = random")
+    return Line2D([], [], color=INK, ls="--", lw=0.7, label="1 = random")
 
 
 # -- quadrants ------------------------------------------------------------------------------
@@ -709,8 +718,8 @@ def _envelope_boxes(
             (x - 0.47 * slot, lo),
             0.94 * slot,
             hi - lo,
-            facecolor="#d9d9d9",
-            edgecolor="#8a8a8a",
+            facecolor=ENVELOPE_FACE,
+            edgecolor=ENVELOPE_EDGE,
             linewidth=0.4,
             zorder=1,
             gid=f"envelope|{cond}|{panel.name}|{row.bin_start_um:g}",
@@ -811,7 +820,7 @@ def _envelope_notes(
 
 
 #: The open circle of a replicate point (and, larger, of its legend entry).
-_REPLICATE_MARKER = {"ls": "none", "mfc": "white", "mec": "#1e1e21", "mew": 0.5}
+_REPLICATE_MARKER = {"ls": "none", "mfc": "white", "mec": INK, "mew": 0.5}
 
 
 def _replicate_points(panel: _FoldPanel, layout: _BarLayout) -> None:
@@ -868,8 +877,8 @@ def _fold_change_handles(layout: _BarLayout, alpha: float, min_dots: int | None)
         level = f"{100 * (1 - alpha):g}%"
         handles.append(
             Patch(
-                facecolor="#d9d9d9",
-                edgecolor="#8a8a8a",
+                facecolor=ENVELOPE_FACE,
+                edgecolor=ENVELOPE_EDGE,
                 lw=0.4,
                 label=f"global {level} envelope of random placement",
             )
@@ -878,16 +887,14 @@ def _fold_change_handles(layout: _BarLayout, alpha: float, min_dots: int | None)
         handles.append(Line2D([], [], marker="o", ms=2.6, **_REPLICATE_MARKER, label="replicate"))
     if layout.any_outside:
         handles.append(
-            Line2D(
-                [], [], ls="none", marker="$*$", ms=5, color="#1e1e21", label="outside envelope"
-            )
+            Line2D([], [], ls="none", marker="$*$", ms=5, color=INK, label="outside envelope")
         )
     if layout.any_omitted:
         few = f"< {min_dots} random cells" if min_dots else "too few random cells"
         handles.append(
             Patch(
                 facecolor="none",
-                edgecolor="#8a8a8a",
+                edgecolor=ENVELOPE_EDGE,
                 hatch="/////",
                 lw=0,
                 label=f"left out: {few}",
@@ -995,8 +1002,8 @@ def cdf_figure(
                 _panel_note(ax, "\n".join(notes), loc="lower right")
         handles = _condition_handles(palette, conds)
         handles += [
-            Line2D([], [], color="#1e1e21", ls="-", lw=1.2, label="cells"),
-            Line2D([], [], color="#1e1e21", ls="--", lw=0.9, label="random cells"),
+            Line2D([], [], color=INK, ls="-", lw=1.2, label="cells"),
+            Line2D([], [], color=INK, ls="--", lw=0.9, label="random cells"),
         ]
         _figure_legend(fig, handles, "outside upper center", len(handles), 2.0)
     return fig
@@ -1094,8 +1101,8 @@ def comparison_figure(
                 _panel_note(ax, "\n".join(notes), loc="upper right")
         handles = [
             *_condition_handles(palette, conds),
-            Patch(facecolor="#9e9e9e", alpha=0.35, label=f"{100 * level:g}% bootstrap band"),
-            Line2D([], [], **_BIN_MARKER, mec="#1e1e21", label="fold change per bin"),
+            Patch(facecolor=BAND_GREY, alpha=0.35, label=f"{100 * level:g}% bootstrap band"),
+            Line2D([], [], **_BIN_MARKER, mec=INK, label="fold change per bin"),
             _random_handle(),
         ]
         _figure_legend(fig, handles, "outside upper center", len(handles), 1.6)
@@ -1344,7 +1351,7 @@ def _outlined(image, masks, size: int, colours: Colours | None):
         if name == "cells":
             colour = LIGHT.cells
         elif name == "tissue":
-            colour = "#f5f5f5"
+            colour = THUMBNAIL_TEXT
         else:
             colour = palette.structure(name)
         edge = find_boundaries(proj, mode="inner") if proj.any() else np.zeros(proj.shape, bool)
@@ -1360,7 +1367,9 @@ def _thumbnail_figure(rgb: np.ndarray, keys: list, spacing: Sequence[float] | No
     dpi = _THUMBNAIL_DPI
     key_h = 16
     w_px, h_px = width, int(round(height * aspect))
-    fig = Figure(figsize=(w_px / dpi, (h_px + key_h) / dpi), dpi=dpi, facecolor="#1e1e21")
+    fig = Figure(
+        figsize=(w_px / dpi, (h_px + key_h) / dpi), dpi=dpi, facecolor=THUMBNAIL_BACKGROUND
+    )
     ax = fig.add_axes((0, key_h / (h_px + key_h), 1, h_px / (h_px + key_h)))
     ax.imshow(rgb, interpolation="nearest", aspect="auto")
     ax.set_axis_off()

@@ -439,7 +439,7 @@ def stats_text(stats: pd.DataFrame) -> str:
 
 
 def omitted_bins(
-    fold: pd.DataFrame, *, bin_width: float, max_distance_um: float
+    fold: pd.DataFrame, *, bin_width_um: float, max_distance_um: float
 ) -> list[tuple[float, float]]:
     """Find the runs of bins missing from a fold-change table, as (start, end) in µm.
 
@@ -451,7 +451,7 @@ def omitted_bins(
     ----------
     fold : DataFrame
         Fold-change rows of one structure.
-    bin_width : float
+    bin_width_um : float
         Bin width in µm.
     max_distance_um : float
         The largest distance measured.
@@ -461,16 +461,16 @@ def omitted_bins(
     list of (float, float)
         The runs of left-out bins.
     """
-    n_bins = distance_bins(max_distance_um, bin_width).size - 1
+    n_bins = distance_bins(max_distance_um, bin_width_um).size - 1
     kept = np.zeros(n_bins, dtype=bool)
-    k = np.round(np.asarray(fold["bin_start_um"], dtype=float) / bin_width).astype(np.int64)
+    k = np.round(np.asarray(fold["bin_start_um"], dtype=float) / bin_width_um).astype(np.int64)
     kept[k[(k >= 0) & (k < n_bins)]] = True
     runs, start = [], None
     for i, is_kept in enumerate(np.append(kept, True)):
         if not is_kept and start is None:
             start = i
         elif is_kept and start is not None:
-            runs.append((start * bin_width, i * bin_width))
+            runs.append((start * bin_width_um, i * bin_width_um))
             start = None
     return runs
 
@@ -561,7 +561,7 @@ class FoldChangePlot:
         fold: pd.DataFrame,
         *,
         structure: str,
-        bin_width: float,
+        bin_width_um: float,
         max_distance_um: float,
         min_dots: int,
         stats: pd.DataFrame | None = None,
@@ -583,7 +583,7 @@ class FoldChangePlot:
             Fold-change rows of one structure (``bin_start_um``, ``fold_change``, ...).
         structure : str
             The structure's name, for the legend.
-        bin_width : float
+        bin_width_um : float
             Bin width in µm.
         max_distance_um : float
             The largest distance measured: bins up to it that are not in ``fold`` are
@@ -607,9 +607,9 @@ class FoldChangePlot:
         starts = np.asarray(fold["bin_start_um"], dtype=float)
         heights = np.asarray(fold["fold_change"], dtype=float)
         self.bars = self.ax.bar(
-            starts + (1 - share) / 2 * bin_width,
+            starts + (1 - share) / 2 * bin_width_um,
             heights,
-            width=share * bin_width,
+            width=share * bin_width_um,
             align="edge",
             color=colour,
             edgecolor=style.background,
@@ -621,7 +621,9 @@ class FoldChangePlot:
         open_above: list = []
         if boxed:
             top = max(top, self._draw_envelope(envelope, colour, open_above))
-        for lo, hi in omitted_bins(fold, bin_width=bin_width, max_distance_um=max_distance_um):
+        for lo, hi in omitted_bins(
+            fold, bin_width_um=bin_width_um, max_distance_um=max_distance_um
+        ):
             self.omitted.append(
                 self.ax.axvspan(
                     lo,
@@ -633,11 +635,11 @@ class FoldChangePlot:
                     zorder=1,
                 )
             )
-        self.ax.set_xlim(0, distance_bins(max_distance_um, bin_width)[-1])
+        self.ax.set_xlim(0, distance_bins(max_distance_um, bin_width_um)[-1])
         self.ax.set_ylim(0, top * (1.2 if self.outside else 1.08))  # room for the '*'
         for box in open_above:  # a one-sided envelope open above reaches the axis top
             box.set_height(self.ax.get_ylim()[1] - box.get_y())
-        self.ax.set_xlabel(f"distance to {structure} (µm), bins of {bin_width:g} µm")
+        self.ax.set_xlabel(f"distance to {structure} (µm), bins of {bin_width_um:g} µm")
         self.ax.set_ylabel("fold change (1 = random)")
         self.legend = _legend(
             self.ax,
@@ -759,7 +761,7 @@ def fold_change_bars(
     fold: pd.DataFrame,
     *,
     structure: str,
-    bin_width: float,
+    bin_width_um: float,
     max_distance_um: float,
     min_dots: int,
     stats: pd.DataFrame | None = None,
@@ -778,7 +780,7 @@ def fold_change_bars(
         Fold-change rows of one structure (``bin_start_um``, ``fold_change``, ...).
     structure : str
         The structure's name, for the legend.
-    bin_width : float
+    bin_width_um : float
         Bin width in µm.
     max_distance_um : float
         The largest distance measured: bins up to it that are not in ``fold`` are
@@ -804,7 +806,7 @@ def fold_change_bars(
     plot.draw(
         fold,
         structure=structure,
-        bin_width=bin_width,
+        bin_width_um=bin_width_um,
         max_distance_um=max_distance_um,
         min_dots=min_dots,
         stats=stats,
@@ -891,7 +893,7 @@ def niche_figure(
             ax,
             fold_change[fold_change["structure"] == name],
             structure=name,
-            bin_width=bin_width_um,
+            bin_width_um=bin_width_um,
             max_distance_um=top,
             min_dots=min_dots,
             stats=stats[stats["structure"] == name],
