@@ -14,8 +14,8 @@ over). Each row is one call, timed with ``time.perf_counter`` after the inputs a
   (``tests/core/test_density.py``), < 3 s;
 - the synthetic phantom: the small one (20 x 96 x 96, 30 cells; mean of 5 seeds) < 1 s and
   the default one < 6 s (``tests/core/test_synthetic.py``);
-- 40 null experiments of the pooling calibration (``tests/test_synthetic_experiment.py``),
-  < 30 s;
+- 40 null experiments of the pooling calibration
+  (``tests/experiment/test_synthetic_experiment.py``), < 30 s;
 - the Tables dock's model: 50,000 rows shown in a view, then sorted by a column
   (``tests/widgets/test_tables_widget.py``), < 1 s each (needs a display).
 """
@@ -120,7 +120,7 @@ def synthetic_rows() -> list[dict]:
 
 
 def null_experiment_rows() -> list[dict]:
-    se = _test_module("test_synthetic_experiment.py")
+    se = _test_module("experiment/test_synthetic_experiment.py")
     seconds = _timed(lambda: [se._null_experiment(seed) for seed in range(se.N_NULL)])
     size = f"{se.N_NULL} experiments x 2 images, 19 null sets"
     return [_row("pooling calibration: null experiments", size, seconds, 30)]

@@ -15,7 +15,7 @@ from napari_niche.core.motility_stats import COMPARISON_COLUMNS
 from napari_niche.core.msd import MSD_TRACK_COLUMNS
 from napari_niche.core.track_metrics import PER_TRACK_COLUMNS
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 TCELLS = DATA / "tcells_lymph_node.csv"
 DT = 30.0
 SPLIT = 30

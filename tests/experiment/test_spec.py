@@ -350,7 +350,7 @@ def test_yaml_errors_name_the_file(folder):
 
 
 def test_the_documented_example_loads(tmp_path):
-    page = (Path(__file__).resolve().parents[1] / "docs" / "run.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "run.md").read_text()
     section = page.split("## The experiment file")[1]
     text = section.split("```toml\n")[1].split("```")[0]
     (tmp_path / "session").mkdir()

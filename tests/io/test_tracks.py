@@ -20,7 +20,7 @@ from napari_niche.io.tracks import (
 from napari_niche.motility.pipeline import analyze_motility
 from napari_niche.params import MotilityParams
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 TCELLS = DATA / "tcells_lymph_node.csv"
 
 TM_HEADER = (
