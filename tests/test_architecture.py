@@ -12,6 +12,8 @@ Rules (issue 11, "the house"):
 - at most 8 modules at the top of the package (``__init__`` and ``__main__`` aside);
 - no import cycle between modules (a package importing its own submodules is not one);
 - ``core`` imports nothing from napari_niche outside ``core`` and no GUI library;
+- imports point down the layers: ``_widgets``, ``cli`` -> ``experiment``, ``niche``,
+  ``motility`` -> ``io``, ``params``, ``style`` -> ``core`` (a layer may use its own layer);
 - ``_widgets`` imports no command-line module (``cli``, ``*_cli``);
 - no module outside ``_widgets`` imports ``_widgets``, except modules napari.yaml names.
 """
@@ -223,6 +225,48 @@ def widget_cli_imports(modules: dict[str, Module], package: str = PACKAGE) -> li
     return _imports_where(modules, f"{package}._widgets", bad)
 
 
+#: The layers, top to bottom: a module may import its own layer and the layers below.
+LAYERS = {
+    "__main__": 4,
+    "_widgets": 4,
+    "cli": 4,
+    "experiment": 3,
+    "niche": 3,
+    "motility": 3,
+    "_sample_data": 3,
+    "io": 2,
+    "params": 2,
+    "style": 2,
+    "core": 1,
+}
+
+
+def _layer(name: str, package: str = PACKAGE) -> int | None:
+    parts = name.split(".")
+    if parts[0] != package or len(parts) < 2:
+        return None  # the package's face (its version) or another library
+    return LAYERS.get(parts[1])
+
+
+def upward_imports(modules: dict[str, Module], package: str = PACKAGE) -> list[str]:
+    """Imports of a module from a layer above its own (see :data:`LAYERS`)."""
+    found = []
+    for module in modules.values():
+        own = _layer(module.name, package)
+        if own is None:
+            continue
+        for target, line in module.imports:
+            theirs = _layer(target, package)
+            if theirs is not None and theirs > own:
+                found.append(f"{module.name}:{line} imports {target}")
+    return sorted(set(found))
+
+
+def unlayered_modules(modules: dict[str, Module], package: str = PACKAGE) -> list[str]:
+    """Modules of the package that no layer claims (a new top-level name needs a place)."""
+    return sorted(m for m in modules if m.count(".") >= 1 and _layer(m, package) is None)
+
+
 def manifest_modules(manifest: Path) -> set[str]:
     """Modules the npe2 manifest names (``python_name: module:attribute``)."""
     text = manifest.read_text(encoding="utf-8") if manifest.exists() else ""
@@ -280,6 +324,11 @@ class TestTheHouse:
     def test_core_imports_nothing_above_it(self, house):
         found = core_leaks(house)
         assert not found, "core imports outside core or a GUI library:" + _listed(found)
+
+    def test_imports_point_down_the_layers(self, house):
+        found = upward_imports(house)
+        assert not found, "imports from a layer above:" + _listed(found)
+        assert unlayered_modules(house) == [], "modules in no layer (add them to LAYERS)"
 
     def test_widgets_never_import_the_command_line(self, house):
         found = widget_cli_imports(house)
@@ -364,6 +413,27 @@ def test_the_checker_reports_each_broken_rule(tmp_path):
         f"{PACKAGE}.sample:1 imports {PACKAGE}._widgets.dock",
     ]
     assert len(top_level_modules(modules)) == 3 + 3 + 5 > MAX_TOP_MODULES
+
+
+def test_the_checker_reports_an_import_up_the_layers(tmp_path):
+    files = {
+        "__init__.py": "__version__ = '1'\n",
+        "core/__init__.py": "from napari_niche import __version__\n",
+        "io/__init__.py": "from napari_niche.core import x\n",
+        "niche/__init__.py": "from napari_niche.io import y\n",
+        "niche/plots.py": "def f():\n    from napari_niche.cli import main\n",
+        "params.py": "from napari_niche.niche import z\n",
+        "cli/__init__.py": "from napari_niche.niche.plots import f\n",
+        "extra.py": "",
+    }
+    modules = load_package(_write_package(tmp_path, files))
+    assert upward_imports(modules) == [
+        f"{PACKAGE}.niche.plots:2 imports {PACKAGE}.cli",
+        f"{PACKAGE}.niche.plots:2 imports {PACKAGE}.cli.main",
+        f"{PACKAGE}.params:1 imports {PACKAGE}.niche",
+        f"{PACKAGE}.params:1 imports {PACKAGE}.niche.z",
+    ]
+    assert unlayered_modules(modules) == [f"{PACKAGE}.extra"]
 
 
 def test_the_manifest_names_its_modules(tmp_path):
