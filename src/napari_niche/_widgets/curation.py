@@ -61,7 +61,7 @@ CELLS_KEY = "cells"
 COUNT_DEBOUNCE_MS = 250
 _FILL_LABELS = {"off": "off", "3d": "3D", "slice": "per z-slice"}
 FILL_CHOICES = [(_FILL_LABELS.get(mode, mode), mode) for mode in FILL_MODES]
-#: The cell defaults of ``napari-niche experiment``, so both label cells the same way.
+#: The cell defaults of ``napari-niche run`` (experiment files), so both label cells alike.
 CELL_DEFAULTS = CellSteps()
 #: Where the mask and tissue forms start: the experiment file's defaults (params).
 MASK = ChannelSteps()
@@ -237,7 +237,7 @@ class CurationWidget(NicheWidget):
         )
         self.min_volume.tooltip = (
             "Smaller objects are dropped as debris (µm² in 2D; 0 keeps every object). "
-            "The default is that of napari-niche experiment."
+            "The default is that of napari-niche run (experiment files)."
         )
         self.max_volume = FloatSpinBox(
             label="Max volume (µm³, 0 = none)",

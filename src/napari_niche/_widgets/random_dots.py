@@ -51,10 +51,11 @@ RUN_DISTANCES_FIRST = (
 
 #: Where the form starts: the defaults of the parameters (``napari-niche analyze``'s).
 DEFAULTS = AnalysisParams()
-_RULES = (
-    ("whole cell inside tissue, outside excluded", "whole-cell"),
-    ("centroid only (published rule)", "centroid"),
-)
+_RULE_LABELS = {
+    "whole-cell": "whole cell inside tissue, outside excluded",
+    "centroid": "centroid only (published rule)",
+}
+_RULES = tuple((_RULE_LABELS[rule], rule) for rule in choices_of(AnalysisParams, "rule"))
 
 
 @dataclass

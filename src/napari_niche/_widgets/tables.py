@@ -83,7 +83,7 @@ def display_order(columns) -> list:
 
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a table as ``napari-niche analyze`` does (no index, 7 significant digits)."""
+    """Write a table as ``napari-niche analyze`` does (no index, 9 significant digits)."""
     path = Path(path)
     if path.suffix.lower() != ".csv":
         path = path.with_suffix(".csv")

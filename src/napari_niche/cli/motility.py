@@ -27,7 +27,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_niche import __version__
 from napari_niche.cli._common import (
     OneLineParser,
     add_param_options,
@@ -39,15 +38,12 @@ from napari_niche.cli._common import one_line as _one_line
 from napari_niche.core._validate import parse_numbers
 from napari_niche.core.errors import NicheError
 from napari_niche.core.tracks import spatial_columns
-from napari_niche.io import OutputFolderError, write_tables
+from napari_niche.io import OutputFolderError
 from napari_niche.io.tracks import FORMATS, parse_column_mapping, read_tracks
-from napari_niche.motility.figures import alpha_figure, msd_figure, speed_figure
 from napari_niche.motility.pipeline import MotilityResult, analyze_motility
 from napari_niche.params import MotilityParams, flags_of
 
 PROG = "napari-niche motility"
-FIGURES: tuple[str, ...] = ("speed", "msd", "alpha")
-FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
 
 
 #: The option that sets each MotilityParams field, to name it in errors.
@@ -112,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; 0 on success, 2 (one line on stderr, nothing written) on bad input."""
     try:
         result, inputs = _compute(args)
-        record = _record(result, inputs)
+        record = result.saved_record(inputs)
         try:
-            write_results(result, args.out, record)
+            result.save(args.out, record)
         except OutputFolderError as err:  # a file, read-only, busy: bad --out, exit 2
             raise _InputError(str(err)) from None
         # any other OSError (a full disk) reaches the CLI guard: one line, exit 1
@@ -194,45 +190,6 @@ def _compute(args) -> tuple[MotilityResult, dict]:
     return result, inputs
 
 
-def _record(result: MotilityResult, inputs: dict) -> dict:
-    record = {
-        "napari_niche_version": __version__,
-        "command": "motility",
-        "inputs": inputs,
-        **result.record,
-        "warnings": list(result.warnings),
-    }
-    record["files"] = sorted(
-        [*result.tables(), "params.json"]
-        + [f"{name}.{ext}" for name in FIGURES for ext in FIGURE_FORMATS]
-    )
-    return record
-
-
-def write_results(result: MotilityResult, out_dir: str | Path, record: dict) -> Path:
-    """Write the tables, figures and ``params.json`` of a result into ``out_dir``.
-
-    Everything is written into a staging folder beside ``out_dir`` first and moved in
-    only once all files exist, so an interrupted run never leaves half a result.
-    """
-    band = float(record.get("motility", {}).get("diffusive_band", 0.1))
-
-    def write_figures(staging: Path) -> None:
-        figures = {
-            "speed": speed_figure(result.per_track),
-            "msd": msd_figure(result.msd),
-            "alpha": alpha_figure(result.per_track, result.alpha, band=band),
-        }
-        for name, fig in figures.items():
-            for ext in FIGURE_FORMATS:
-                meta = {"Date": None} if ext == "svg" else {"Software": None}
-                fig.savefig(staging / f"{name}.{ext}", dpi=150, metadata=meta)
-
-    return write_tables(
-        out_dir, result.tables(), record=record, json_default=str, also=write_figures
-    )
-
-
 def _print_summary(result: MotilityResult, out: Path) -> None:
     per = result.per_track
     print(f"Analysed {len(per)} tracks; tables and figures in {out}")
@@ -266,12 +223,4 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-__all__ = [
-    "FIGURES",
-    "add_parser",
-    "alpha_figure",
-    "msd_figure",
-    "run",
-    "speed_figure",
-    "write_results",
-]
+__all__ = ["add_parser", "main", "run"]

@@ -31,7 +31,10 @@ def add_parsers(subparsers) -> None:
     r.add_argument("experiment", type=Path, help="experiment file (.toml, .yaml or .yml)")
     r.add_argument("--out", type=folder_arg, help="output folder (default: the file's output)")
     r.add_argument(
-        "--jobs", type=int, metavar="N", help="images at once on this machine (default 2)"
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="images at once on this machine (default: up to 2, fewer when memory is short)",
     )
     r.add_argument(
         "--scheduler",

@@ -178,3 +178,35 @@ def alpha_figure(per_track: pd.DataFrame, alpha: pd.DataFrame, *, band: float = 
     ax.set_ylabel("MSD exponent α")
     ax.set_title(f"per track; ◆ ensemble α, 95% CI{_weighting_line(alpha)}", fontsize=9)
     return fig
+
+
+#: The figures of a saved result, each written in every format of :data:`FIGURE_FORMATS`.
+FIGURES: tuple[str, ...] = ("speed", "msd", "alpha")
+FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
+
+
+def save_figures(
+    per_track: pd.DataFrame, msd: pd.DataFrame, alpha: pd.DataFrame, folder, *, band: float
+) -> None:
+    """Write the speed, MSD and alpha figures into ``folder`` (PNG and SVG, no dates).
+
+    Parameters
+    ----------
+    per_track, msd, alpha : DataFrame
+        The result's per-track, ensemble MSD and alpha tables.
+    folder : Path
+        Where the files go (a staging folder of the atomic writer).
+    band : float
+        Half-width of the diffusive band of alpha (``MotilityParams.diffusive_band``).
+    """
+    from pathlib import Path
+
+    figures = {
+        "speed": speed_figure(per_track),
+        "msd": msd_figure(msd),
+        "alpha": alpha_figure(per_track, alpha, band=band),
+    }
+    for name, fig in figures.items():
+        for ext in FIGURE_FORMATS:
+            meta = {"Date": None} if ext == "svg" else {"Software": None}
+            fig.savefig(Path(folder) / f"{name}.{ext}", dpi=150, metadata=meta)

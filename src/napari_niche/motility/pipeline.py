@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +73,69 @@ class MotilityResult:
         extra = [c for c in self.per_track.columns if c not in self.tracks.columns]
         per = self.per_track[["track_id", *extra]]
         return self.tracks.merge(per, on="track_id", how="left", validate="many_to_one")
+
+    def saved_record(self, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The ``params.json`` of :meth:`save`: version, inputs, parameters, files.
+
+        Parameters
+        ----------
+        inputs : mapping, optional
+            What was read (file, format, columns, units, reader notes), as the
+            ``motility`` command records it.
+
+        Returns
+        -------
+        dict
+        """
+        from napari_niche import __version__
+        from napari_niche.motility.figures import FIGURE_FORMATS, FIGURES
+
+        record = {
+            "napari_niche_version": __version__,
+            "command": "motility",
+            "inputs": dict(inputs or {}),
+            **self.record,
+            "warnings": list(self.warnings),
+        }
+        record["files"] = sorted(
+            [*self.tables(), "params.json"]
+            + [f"{name}.{ext}" for name in FIGURES for ext in FIGURE_FORMATS]
+        )
+        return record
+
+    def save(self, out_dir, record: Mapping[str, Any] | None = None) -> Path:
+        """Write the tables, figures and ``params.json`` into ``out_dir``, whole or not at all.
+
+        Everything is written into a staging folder beside ``out_dir`` first and moved in
+        only once all files exist (:func:`napari_niche.io.write_tables`), so an
+        interrupted run never leaves half a result.
+
+        Parameters
+        ----------
+        out_dir : str or Path
+            The output folder.
+        record : mapping, optional
+            The ``params.json`` to write; default :meth:`saved_record` without inputs.
+
+        Returns
+        -------
+        Path
+            The output folder.
+        """
+        from napari_niche.io import write_tables
+        from napari_niche.motility.figures import save_figures
+
+        record = dict(record) if record is not None else self.saved_record()
+        band = float(record.get("motility", {}).get("diffusive_band", 0.1))
+        return write_tables(
+            out_dir,
+            self.tables(),
+            record=record,
+            json_default=str,
+            also=lambda folder: save_figures(
+                self.per_track, self.msd, self.alpha, folder, band=band
+            ),
+        )
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Give the tables by file name, as the ``motility`` command writes them.
