@@ -119,12 +119,36 @@ def setting(default: Any, kind: str, help: str, **meta: Any) -> Any:  # noqa: A0
 
 
 def described(cls) -> list[Field]:
-    """The fields of a parameter class that carry a description (not ``_version``)."""
+    """The fields of a parameter class that carry a description (not ``_version``).
+
+    Parameters
+    ----------
+    cls : type
+        A parameter dataclass (or an instance of one).
+
+    Returns
+    -------
+    list of dataclasses.Field
+        The described fields, in field order.
+    """
     return [f for f in fields(cls) if "kind" in f.metadata]
 
 
 def field_of(cls, name: str) -> Field:
-    """The dataclass field ``name`` of ``cls``."""
+    """The dataclass field ``name`` of ``cls``.
+
+    Parameters
+    ----------
+    cls : type
+        A parameter dataclass (or an instance of one).
+    name : str
+        The field's name.
+
+    Returns
+    -------
+    dataclasses.Field
+        The field; a :class:`KeyError` when ``cls`` has none of that name.
+    """
     for f in fields(cls):
         if f.name == name:
             return f
@@ -132,13 +156,39 @@ def field_of(cls, name: str) -> Field:
 
 
 def default_of(cls, name: str) -> Any:
-    """The default value of one field, e.g. ``default_of(ChannelSteps, "sigma_um")``."""
+    """The default value of one field, e.g. ``default_of(ChannelSteps, "sigma_um")``.
+
+    Parameters
+    ----------
+    cls : type
+        A parameter dataclass.
+    name : str
+        The field's name.
+
+    Returns
+    -------
+    Any
+        The field's default (built by its ``default_factory`` if it has one).
+    """
     f = field_of(cls, name)
     return f.default_factory() if f.default is MISSING else f.default
 
 
 def choices_of(cls, name: str) -> tuple[str, ...]:
-    """The values a choice field takes, e.g. ``choices_of(AnalysisParams, "rule")``."""
+    """The values a choice field takes, e.g. ``choices_of(AnalysisParams, "rule")``.
+
+    Parameters
+    ----------
+    cls : type
+        A parameter dataclass.
+    name : str
+        The name of a ``choice`` field.
+
+    Returns
+    -------
+    tuple of str
+        The allowed values.
+    """
     return tuple(field_of(cls, name).metadata["choices"])
 
 
@@ -147,18 +197,52 @@ def dock_default(cls, name: str) -> Any:
 
     That is the field's default, unless its metadata gives a ``dock_default`` (a start
     better for an interactive preview, e.g. smoothing σ).
+
+    Parameters
+    ----------
+    cls : type
+        A parameter dataclass.
+    name : str
+        The field's name.
+
+    Returns
+    -------
+    Any
+        The value a dock's control starts at.
     """
     meta = field_of(cls, name).metadata
     return meta["dock_default"] if "dock_default" in meta else default_of(cls, name)
 
 
 def flags_of(cls) -> dict[str, str]:
-    """Field name -> its command-line option, to name the option the user typed."""
+    """Field name -> its command-line option, to name the option the user typed.
+
+    Parameters
+    ----------
+    cls : type
+        A parameter dataclass.
+
+    Returns
+    -------
+    dict of str to str
+        For each described field with a ``flag``, that option (e.g. ``"--bin-width"``).
+    """
     return {f.name: f.metadata["flag"] for f in described(cls) if f.metadata.get("flag")}
 
 
 def shown_default(value: Any) -> str:
-    """A default as a user types it: ``5``, ``0.57,0.57``, ``on``."""
+    """A default as a user types it: ``5``, ``0.57,0.57``, ``on``.
+
+    Parameters
+    ----------
+    value : Any
+        A default value: a bool, a tuple, a float or anything with a ``str``.
+
+    Returns
+    -------
+    str
+        ``on``/``off`` for a bool, comma-joined items for a tuple, ``%g`` for a float.
+    """
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, tuple):
@@ -172,6 +256,20 @@ def describe(cls, name: str, *, default: bool = True) -> str:
     """Give the help of one field with its unit and default, for ``--help`` or a tooltip.
 
     E.g. ``"width of the distance bins of the fold change (µm; default 5)"``.
+
+    Parameters
+    ----------
+    cls : type
+        A parameter dataclass.
+    name : str
+        The field's name.
+    default : bool
+        Also give the default (never for a switch, which is off unless given).
+
+    Returns
+    -------
+    str
+        The field's help, with its unit and default in brackets when it has them.
     """
     f = field_of(cls, name)
     meta = f.metadata
@@ -195,6 +293,18 @@ def check_value(f: Field, value: Any) -> Any:
 
     Lists become tuples, whole numbers ints; a :class:`NicheError` names the field, what
     it takes (unit, bounds, choices) and the value given otherwise.
+
+    Parameters
+    ----------
+    f : dataclasses.Field
+        A described field (its metadata give the kind, bounds, unit and choices).
+    value : Any
+        The value to check.
+
+    Returns
+    -------
+    Any
+        The value in its normalised form.
     """
     meta, name = f.metadata, f.name
     if "check" in meta:
@@ -231,6 +341,11 @@ def check_fields(obj) -> None:
     """Check every described field of a (frozen) parameter object, in field order.
 
     Each value is replaced by its normalised form (:func:`check_value`).
+
+    Parameters
+    ----------
+    obj : object
+        A parameter dataclass instance; its fields are set in place.
     """
     for f in described(type(obj)):
         object.__setattr__(obj, f.name, check_value(f, getattr(obj, f.name)))
@@ -442,7 +557,18 @@ class AnalysisParams:
             )
 
     def with_(self, **changes: Any) -> AnalysisParams:
-        """A copy with some values changed (``None`` values are ignored)."""
+        """A copy with some values changed (``None`` values are ignored).
+
+        Parameters
+        ----------
+        **changes : Any
+            Field names and their new values; a ``None`` value keeps the field as it is.
+
+        Returns
+        -------
+        AnalysisParams
+            The copy, checked as a new object.
+        """
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
@@ -453,7 +579,18 @@ class AnalysisParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnalysisParams:
-        """Build from the JSON form; an unknown key is refused, naming the known ones."""
+        """Build from the JSON form; an unknown key is refused, naming the known ones.
+
+        Parameters
+        ----------
+        data : dict of str to Any
+            The JSON form (as from :meth:`to_dict`); ``format_version`` is ignored.
+
+        Returns
+        -------
+        AnalysisParams
+            The parameters, checked.
+        """
         data = dict(data)
         data.pop("format_version", None)
         known = {f.name for f in fields(cls)} - {"_version"}
@@ -466,14 +603,31 @@ class AnalysisParams:
         return cls(**data)
 
     def to_json(self, path: str | Path) -> None:
-        """Write the parameters as JSON (atomically: never a truncated file)."""
+        """Write the parameters as JSON (atomically: never a truncated file).
+
+        Parameters
+        ----------
+        path : str or Path
+            The file to write.
+        """
         from napari_niche.io import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_json(cls, path: str | Path) -> AnalysisParams:
-        """Read parameters from a JSON file: a bare parameter set or a run's params.json."""
+        """Read parameters from a JSON file: a bare parameter set or a run's params.json.
+
+        Parameters
+        ----------
+        path : str or Path
+            The JSON file to read.
+
+        Returns
+        -------
+        AnalysisParams
+            The parameters, checked.
+        """
         try:
             data = json.loads(
                 Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys
@@ -693,7 +847,18 @@ class MotilityParams:
             raise TrackError(str(err)) from None
 
     def with_(self, **changes) -> MotilityParams:
-        """A copy with the given fields changed; ``None`` values leave a field as it is."""
+        """A copy with the given fields changed; ``None`` values leave a field as it is.
+
+        Parameters
+        ----------
+        **changes : Any
+            Field names and their new values; a ``None`` value keeps the field as it is.
+
+        Returns
+        -------
+        MotilityParams
+            The copy, checked as a new object.
+        """
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
@@ -705,7 +870,18 @@ class MotilityParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MotilityParams:
-        """Build from the JSON form; version 1 files (before the weighting) weigh tracks."""
+        """Build from the JSON form; version 1 files (before the weighting) weigh tracks.
+
+        Parameters
+        ----------
+        d : dict of str to Any
+            The JSON form (as from :meth:`to_dict`), with its ``version``.
+
+        Returns
+        -------
+        MotilityParams
+            The parameters, checked.
+        """
         known = {f.name for f in fields(cls)} - {"_version"}
         unknown = set(d) - known - {"version"}
         if unknown:
@@ -737,6 +913,20 @@ def unknown_key(key: Any, known, what: str = "key") -> str:
 
     A misspelt key (``realisations``, ``threshhold``, ``condtion``) is the commonest
     mistake in a hand-written file; naming the likely intended key fixes it at a glance.
+
+    Parameters
+    ----------
+    key : Any
+        The key that was not recognised.
+    known : iterable
+        The keys that are recognised.
+    what : str
+        What the key is, for the message (``"key"``, ``"section"``).
+
+    Returns
+    -------
+    str
+        The message, ending in a full stop.
     """
     known = sorted(str(k) for k in known)
     close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
@@ -1006,7 +1196,18 @@ class StepParams:
     __hash__ = None  # roles is a dict; equality is what matters
 
     def channel(self, role: str) -> ChannelSteps:
-        """The settings for one role's channel: its own keys over the defaults."""
+        """The settings for one role's channel: its own keys over the defaults.
+
+        Parameters
+        ----------
+        role : str
+            The role, e.g. ``"tissue"`` or a structure's role.
+
+        Returns
+        -------
+        ChannelSteps
+            The channel settings for that role.
+        """
         return replace(self.defaults, **self.roles.get(role, {}))
 
     def to_dict(self) -> dict[str, Any]:
@@ -1021,11 +1222,33 @@ class StepParams:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StepParams:
-        """Build from the file layout; raise :class:`NicheError` naming the bad key."""
+        """Build from the file layout; raise :class:`NicheError` naming the bad key.
+
+        Parameters
+        ----------
+        data : Mapping of str to Any
+            The file layout: the ``steps``, ``cells`` and ``tissue`` sections (any subset).
+
+        Returns
+        -------
+        StepParams
+            The settings, over the defaults.
+        """
         return cls().merged(data)
 
     def merged(self, data: Mapping[str, Any]) -> StepParams:
-        """A copy with the settings of ``data`` (file layout, any subset) on top."""
+        """A copy with the settings of ``data`` (file layout, any subset) on top.
+
+        Parameters
+        ----------
+        data : Mapping of str to Any
+            Settings in the file layout (``steps``, ``cells``, ``tissue``; any subset).
+
+        Returns
+        -------
+        StepParams
+            The new settings; a :class:`SettingError` names a bad section or key.
+        """
         unknown = sorted(set(data) - set(STEP_SECTIONS), key=str)
         if unknown:
             raise SettingError(unknown[0], unknown_key(unknown[0], STEP_SECTIONS, "section"))

@@ -60,7 +60,18 @@ class PlotStyle:
     stats_font_size: float = 9.0
 
     def structure_colour(self, index: int) -> str:
-        """The colour of the structure at ``index`` (colours repeat after the last)."""
+        """The colour of the structure at ``index`` (colours repeat after the last).
+
+        Parameters
+        ----------
+        index : int
+            The structure's position, from 0.
+
+        Returns
+        -------
+        str
+            A matplotlib colour.
+        """
         return self.structures[index % len(self.structures)]
 
 
@@ -76,7 +87,15 @@ DARK = PlotStyle(
 
 
 def style_axes(ax: Axes, style: PlotStyle) -> None:
-    """Give an Axes the style's background and foreground (text, ticks, frame)."""
+    """Give an Axes the style's background and foreground (text, ticks, frame).
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        The Axes to style, in place.
+    style : PlotStyle
+        The style to apply (e.g. ``LIGHT`` or ``DARK``).
+    """
     ax.set_facecolor(style.background)
     for spine in ax.spines.values():
         spine.set_color(style.foreground)
@@ -104,7 +123,18 @@ CONDITION_COLOURS = (
 
 
 def tab10_colours(n: int) -> list:
-    """``n`` colours of matplotlib's tab10 cycle (RGBA tuples), repeating after ten."""
+    """``n`` colours of matplotlib's tab10 cycle (RGBA tuples), repeating after ten.
+
+    Parameters
+    ----------
+    n : int
+        How many colours.
+
+    Returns
+    -------
+    list of tuple of float
+        ``n`` RGBA tuples.
+    """
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]

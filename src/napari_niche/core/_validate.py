@@ -27,7 +27,18 @@ ALTERNATIVES: tuple[str, ...] = ("two-sided", "greater", "less")
 
 
 def check_alternative(alternative) -> str:
-    """``alternative`` as one of :data:`ALTERNATIVES` (GET's ``two.sided`` accepted too)."""
+    """``alternative`` as one of :data:`ALTERNATIVES` (GET's ``two.sided`` accepted too).
+
+    Parameters
+    ----------
+    alternative : str
+        ``"two-sided"``, ``"greater"`` or ``"less"`` (dots for dashes accepted).
+
+    Returns
+    -------
+    str
+        The alternative with dashes; a :class:`NicheError` for anything else.
+    """
     value = str(alternative).replace(".", "-") if isinstance(alternative, str) else alternative
     if value not in ALTERNATIVES:
         raise NicheError(
@@ -38,7 +49,21 @@ def check_alternative(alternative) -> str:
 
 
 def check_crowding(crowding, rule: str) -> str:
-    """``crowding`` as one of :data:`CROWDING`; hard-core needs the whole-cell rule."""
+    """``crowding`` as one of :data:`CROWDING`; hard-core needs the whole-cell rule.
+
+    Parameters
+    ----------
+    crowding : str
+        ``"ignore"`` or ``"hard-core"``.
+    rule : str
+        The acceptance rule, one of :data:`RULES`.
+
+    Returns
+    -------
+    str
+        ``crowding``, unchanged; a :class:`NicheError` when it is unknown or does not fit
+        the rule.
+    """
     if crowding not in CROWDING:
         raise NicheError(
             f"Unknown crowding {crowding!r} for the random cells: use ignore (virtual cells "
@@ -58,7 +83,13 @@ ALPHA_RANGE: tuple[float, float] = (0.0, 0.5)
 
 
 def check_alpha(alpha) -> None:
-    """Raise :class:`NicheError` unless ``alpha`` lies strictly inside :data:`ALPHA_RANGE`."""
+    """Raise :class:`NicheError` unless ``alpha`` lies strictly inside :data:`ALPHA_RANGE`.
+
+    Parameters
+    ----------
+    alpha : float
+        The significance level (a real number, not a bool).
+    """
     low, high = ALPHA_RANGE
     if isinstance(alpha, bool) or not (
         isinstance(alpha, numbers.Real) and low < alpha < high  # type: ignore[operator]
@@ -77,7 +108,18 @@ def check_alpha(alpha) -> None:
 
 
 def shown(value) -> str:
-    """Show a value as a user wrote it: plain numbers, text in quotes, JSON's null/true/false."""
+    """Show a value as a user wrote it: plain numbers, text in quotes, JSON's null/true/false.
+
+    Parameters
+    ----------
+    value : Any
+        The value to show (None, bool, text, number, list, tuple, array, dict or other).
+
+    Returns
+    -------
+    str
+        The value in words, lists cut after eight items.
+    """
     if value is None:
         return "null (nothing)"
     if isinstance(value, bool | np.bool_):
@@ -106,6 +148,16 @@ def plain_numbers(text: str) -> str:
     """Take numpy 2's scalar reprs out of a message: ``"np.float64(1.0)"`` -> ``"1.0"``.
 
     Whatever formatted the message; the last step before a message is shown.
+
+    Parameters
+    ----------
+    text : str
+        The message.
+
+    Returns
+    -------
+    str
+        The message with numpy scalar reprs replaced by their plain values.
     """
     text = _NUMPY_REPR.sub(lambda m: m.group(1).strip("'\""), text)
     return re.sub(r"\bnp\.(True|False)_", r"\1", text)
@@ -131,7 +183,26 @@ def _is_number(value) -> bool:
 
 
 def field_int(field: str, value, *, minimum: int, optional: bool = False, what: str = ""):
-    """Check a whole number >= ``minimum`` (numpy integers allowed), or None when ``optional``."""
+    """Check a whole number >= ``minimum`` (numpy integers allowed), or None when ``optional``.
+
+    Parameters
+    ----------
+    field : str
+        The field's name, for the message.
+    value : int or None
+        The value to check.
+    minimum : int
+        The smallest allowed value.
+    optional : bool
+        Accept None (returned as None).
+    what : str
+        Words put before ``>=`` in the message (e.g. ``"of bootstrap resamples "``).
+
+    Returns
+    -------
+    int or None
+        The value as a Python int; a :class:`NicheError` naming the field otherwise.
+    """
     if value is None and optional:
         return None
     expected = f"a whole number {what}>= {minimum}".replace("  ", " ")
@@ -156,7 +227,28 @@ def field_float(
     unit: str = "",
     optional: bool = False,
 ):
-    """Check a finite number in the given interval (of ``unit``), or None when optional."""
+    """Check a finite number in the given interval (of ``unit``), or None when optional.
+
+    Parameters
+    ----------
+    field : str
+        The field's name, for the message.
+    value : float or None
+        The value to check.
+    low, high : float
+        The interval's ends (``high`` default: infinity).
+    low_open, high_open : bool
+        Whether each end is excluded (default: both).
+    unit : str
+        The unit, for the message (e.g. ``"µm"``).
+    optional : bool
+        Accept None (returned as None).
+
+    Returns
+    -------
+    float or None
+        The value as a Python float; a :class:`NicheError` naming the field otherwise.
+    """
     if value is None and optional:
         return None
     lo = "" if low == -np.inf else f"greater than {low:g}" if low_open else f"{low:g} or more"
@@ -173,19 +265,66 @@ def field_float(
 
 
 def field_choice(field: str, value, choices: Sequence[str]) -> str:
+    """Check that ``value`` is one of ``choices`` (text, compared exactly).
+
+    Parameters
+    ----------
+    field : str
+        The field's name, for the message.
+    value : str
+        The value to check.
+    choices : sequence of str
+        The allowed values.
+
+    Returns
+    -------
+    str
+        ``value``; a :class:`NicheError` naming the field and the choices otherwise.
+    """
     if not isinstance(value, str) or value not in choices:
         raise _bad(field, "one of " + ", ".join(f'"{c}"' for c in choices), value)
     return value
 
 
 def field_bool(field: str, value) -> bool:
+    """Check a boolean (numpy booleans allowed); numbers and text are refused.
+
+    Parameters
+    ----------
+    field : str
+        The field's name, for the message.
+    value : bool
+        The value to check.
+
+    Returns
+    -------
+    bool
+        The value as a Python bool; a :class:`NicheError` naming the field otherwise.
+    """
     if not isinstance(value, bool | np.bool_):
         raise _bad(field, "true or false", value)
     return bool(value)
 
 
 def field_names(field: str, value, *, length: int | None = None, optional: bool = True):
-    """Check a list of names (text), e.g. ``["vessel", "bone"]``; never text read as letters."""
+    """Check a list of names (text), e.g. ``["vessel", "bone"]``; never text read as letters.
+
+    Parameters
+    ----------
+    field : str
+        The field's name, for the message.
+    value : list or tuple of str, or None
+        The value to check.
+    length : int or None
+        The number of names required; None allows any number.
+    optional : bool
+        Accept None (returned as None).
+
+    Returns
+    -------
+    tuple of str or None
+        The names; a :class:`NicheError` naming the field otherwise.
+    """
     if value is None and optional:
         return None
     example = '["vessel", "bone"]' if length != 1 else '["vessel"]'
@@ -227,6 +366,20 @@ def parse_numbers(text: str, what: str, example: str = "2,0.57,0.57") -> tuple[f
 
     An empty item (``1,,0.5``), an empty text, ``1_0`` or ``0x10`` is refused, never read
     as fewer numbers or as Python's literals (the range is checked by the field).
+
+    Parameters
+    ----------
+    text : str
+        Numbers separated by commas.
+    what : str
+        What the numbers are, for the message (e.g. ``"The voxel size"``).
+    example : str
+        An example shown in the message.
+
+    Returns
+    -------
+    tuple of float
+        The numbers, in order; a :class:`NicheError` for anything else.
     """
     items = str(text).split(",")
     if not all(_NUMBER.fullmatch(v.strip()) for v in items):
@@ -240,6 +393,24 @@ def field_sizes(field: str, value, *, unit: str = "µm", counts=(1, 2, 3), optio
     """Check positive sizes: one number (the same on every axis) or one per axis (z, y, x).
 
     Each within :data:`SIZE_RANGE_UM`.
+
+    Parameters
+    ----------
+    field : str
+        The field's name, for the message.
+    value : float or sequence of float or None
+        One size or one per axis.
+    unit : str
+        The unit, for the messages (default ``"µm"``).
+    counts : tuple of int
+        The numbers of values allowed.
+    optional : bool
+        Accept None (returned as None).
+
+    Returns
+    -------
+    tuple of float or None
+        The sizes as given (one value stays one value); a :class:`NicheError` otherwise.
     """
     if value is None and optional:
         return None
@@ -262,6 +433,19 @@ def as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[floa
 
     A scalar means isotropic voxels. ``None`` is refused: a silent 1 µm default would give
     distances off by the true voxel size.
+
+    Parameters
+    ----------
+    spacing : float or sequence of float or None
+        The voxel size in µm: one number or one per axis (z, y, x).
+    ndim : int
+        The image's number of dimensions, 2 or 3.
+
+    Returns
+    -------
+    tuple of float
+        ``ndim`` voxel sizes in µm; a :class:`SpacingError` (or :class:`InvalidImageError`
+        for a bad ``ndim``) otherwise.
     """
     if ndim not in (2, 3):
         raise InvalidImageError(
@@ -300,7 +484,20 @@ def as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[floa
 
 
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Refuse images that are not 2D/3D numeric arrays or that hold NaN or infinity."""
+    """Refuse images that are not 2D/3D numeric arrays or that hold NaN or infinity.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image (anything :func:`numpy.asarray` takes).
+    name : str
+        What the image is, for the messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        The image as an array; an :class:`InvalidImageError` otherwise.
+    """
     image = np.asarray(image)
     if image.ndim not in (2, 3):
         raise InvalidImageError(
@@ -322,6 +519,20 @@ def as_mask(mask: np.ndarray, name: str = "mask", *, allow_empty: bool = False) 
     Masks saved by other tools come as bool, 0/1 or 0/255; anything with more than one
     non-zero value is a label or intensity image given by mistake and is refused rather
     than silently binarised.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        The mask (anything :func:`numpy.asarray` takes), 2D or 3D.
+    name : str
+        What the mask is, for the messages.
+    allow_empty : bool
+        Accept a mask with no voxel inside.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        True inside the mask.
     """
     mask = np.asarray(mask)
     if mask.ndim not in (2, 3):
@@ -366,7 +577,17 @@ def _nonzero_values(a: np.ndarray) -> np.ndarray:
 
 
 def check_same_shape(reference: tuple[int, ...], reference_name: str, **arrays) -> None:
-    """Raise if any of ``arrays`` (name=array) does not have the reference shape."""
+    """Raise if any of ``arrays`` (name=array) does not have the reference shape.
+
+    Parameters
+    ----------
+    reference : tuple of int
+        The shape every array must have.
+    reference_name : str
+        What has that shape, for the message (e.g. ``"image"``).
+    **arrays : numpy.ndarray or None
+        The arrays to check, by name (underscores read as spaces); None is skipped.
+    """
     for name, arr in arrays.items():
         if arr is None:
             continue

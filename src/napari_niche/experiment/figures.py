@@ -146,14 +146,36 @@ class Colours:
         )
 
     def condition(self, name: str) -> str:
-        """Return the colour of condition ``name`` (the next free one if it is unknown)."""
+        """Return the colour of condition ``name`` (the next free one if it is unknown).
+
+        Parameters
+        ----------
+        name : str
+            The condition's name.
+
+        Returns
+        -------
+        str
+            A matplotlib colour.
+        """
         name = str(name)
         if name in self.conditions:
             return self.conditions[name]
         return CONDITION_COLOURS[len(self.conditions) % len(CONDITION_COLOURS)]
 
     def structure(self, name: str) -> str:
-        """Return the colour of structure ``name`` (the next free one if it is unknown)."""
+        """Return the colour of structure ``name`` (the next free one if it is unknown).
+
+        Parameters
+        ----------
+        name : str
+            The structure's name.
+
+        Returns
+        -------
+        str
+            A matplotlib colour.
+        """
         name = str(name)
         if name in self.structures:
             return self.structures[name]

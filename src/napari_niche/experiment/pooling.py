@@ -293,6 +293,16 @@ class ImageResult:
         with every null set's distances per structure as float32 (distance maps are
         float32, so nothing is lost) with ``null_set`` and ``source_label``; ``qc.json``;
         ``params.json``; and every table in :attr:`tables`.
+
+        Parameters
+        ----------
+        folder : str or Path
+            The image's folder, ``images/<id>`` of a run (created if needed).
+
+        Returns
+        -------
+        Path
+            The absolute path of ``folder``.
         """
         self.check()
         dots0 = self.dots[self.dots["null_set"] < self.params.dots_per_cell]
@@ -464,7 +474,18 @@ class PooledResult:
         }
 
     def save(self, folder: str | Path) -> Path:
-        """Write every table as CSV plus ``pooled.json`` (parameters, warnings)."""
+        """Write every table as CSV plus ``pooled.json`` (parameters, warnings).
+
+        Parameters
+        ----------
+        folder : str or Path
+            The pooled folder of a run (created if needed).
+
+        Returns
+        -------
+        Path
+            The absolute path of ``folder``.
+        """
         meta = {
             **self.record,
             "structures": list(self.structures),

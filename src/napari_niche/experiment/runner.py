@@ -1295,6 +1295,23 @@ def run_fraction(done: int, total: int, message: str) -> tuple[float, str]:
     statistics, saving), so one image does not sit at one place for its whole run. The
     last steps ("pooling", "figures", "report") have places of their own and a message
     in words.
+
+    Parameters
+    ----------
+    done : int
+        Images finished so far.
+    total : int
+        Images in the run.
+    message : str
+        The current message: ``"<image>: <step>"`` or one of ``"pooling"``, ``"figures"``,
+        ``"report"``.
+
+    Returns
+    -------
+    fraction : float
+        How far the run is, from 0 to 1.
+    message : str
+        The message to show (in words for the last steps).
     """
     if message in _STAGES:
         return _STAGES[message]

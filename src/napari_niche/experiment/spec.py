@@ -143,7 +143,18 @@ class ImageSpec:
         return list(dict.fromkeys([*self.channels, *self.masks]))
 
     def source(self, role: str) -> str:
-        """Where a role comes from: "mask" (a curated mask wins), "channel" or ""."""
+        """Where a role comes from: "mask" (a curated mask wins), "channel" or "".
+
+        Parameters
+        ----------
+        role : str
+            The role name, e.g. ``"tissue"`` or a structure's role.
+
+        Returns
+        -------
+        str
+            ``"mask"``, ``"channel"`` or ``""`` when the image does not provide the role.
+        """
         if role in self.masks:
             return "mask"
         return "channel" if role in self.channels else ""
@@ -159,7 +170,18 @@ class ImageSpec:
         return any(isinstance(c, int) and r not in self.masks for r, c in self.channels.items())
 
     def resolved(self, base: Path) -> ImageSpec:
-        """A copy with relative paths made absolute against ``base``."""
+        """A copy with relative paths made absolute against ``base``.
+
+        Parameters
+        ----------
+        base : Path
+            The folder relative paths are taken against (the experiment file's folder).
+
+        Returns
+        -------
+        ImageSpec
+            A new spec; this one is left unchanged.
+        """
 
         def res(p):
             return _under(base, p) if isinstance(p, Path) else p
@@ -172,7 +194,18 @@ class ImageSpec:
         )
 
     def to_dict(self, base: Path | None = None) -> dict[str, Any]:
-        """The file form; paths relative to ``base`` when given."""
+        """The file form; paths relative to ``base`` when given.
+
+        Parameters
+        ----------
+        base : Path or None
+            The folder paths are written relative to; ``None`` keeps them as they are.
+
+        Returns
+        -------
+        dict of str to Any
+            The entry as it appears under ``images`` in the experiment file.
+        """
 
         def rel(p: Path) -> str:
             if base is None:
@@ -226,6 +259,18 @@ def derived_seed(seed: int, image_id: str) -> int:
 
     Independent random cells per image, reproducible from one number, and the same
     whichever order images run in.
+
+    Parameters
+    ----------
+    seed : int
+        The experiment's seed (taken modulo 2**32).
+    image_id : str
+        The image's id.
+
+    Returns
+    -------
+    int
+        The image's seed.
     """
     key = zlib.crc32(image_id.encode("utf-8"))
     return int(np.random.SeedSequence([int(seed) % 2**32, key]).generate_state(1)[0])
@@ -276,7 +321,18 @@ class Experiment:
         return list(dict.fromkeys(roles))
 
     def image(self, image_id: str) -> ImageSpec:
-        """The image with id ``image_id``; an :class:`ExperimentError` names the others."""
+        """The image with id ``image_id``; an :class:`ExperimentError` names the others.
+
+        Parameters
+        ----------
+        image_id : str
+            The id of the image to look up.
+
+        Returns
+        -------
+        ImageSpec
+            The image's entry.
+        """
         for spec in self.images:
             if spec.id == image_id:
                 return spec
@@ -298,6 +354,18 @@ class Experiment:
         The voxel size is the image's own when given (else the files' metadata, else the
         experiment's ``analysis.voxel_size``, resolved at run time). Without a per-image
         seed, the seed is derived from the experiment's seed and the image id.
+
+        Parameters
+        ----------
+        image_id : str
+            The id of the image.
+
+        Returns
+        -------
+        analysis : AnalysisParams
+            The analysis parameters for this image.
+        steps : StepParams
+            The step parameters for this image.
         """
         spec = self.image(image_id)
         overrides = spec.overrides or {}
@@ -320,6 +388,19 @@ class Experiment:
 
         ``steps``, when given, are the image's own (from :meth:`params_for`), so they are
         not built again.
+
+        Parameters
+        ----------
+        image_id : str
+            The id of the image.
+        steps : StepParams or None
+            The image's own step parameters; ``None`` builds them with :meth:`params_for`.
+
+        Returns
+        -------
+        str
+            The tissue source with ``"auto"`` replaced by the image's tissue source
+            (``"mask"`` or ``"channel"``), or ``"whole"`` when it has none.
         """
         spec = self.image(image_id)
         if steps is None:
@@ -335,6 +416,11 @@ class Experiment:
         """Add an image (paths relative to the experiment file are resolved).
 
         Raises :class:`ExperimentError` for a duplicate id or an incomplete entry.
+
+        Parameters
+        ----------
+        spec : ImageSpec
+            The image to add; its relative paths are taken against the experiment's folder.
         """
         spec = spec.resolved(self.base)
         if _folder_key(spec.id) in {_folder_key(i) for i in self.ids()}:
@@ -354,6 +440,16 @@ class Experiment:
     def load(cls, path: str | Path) -> Experiment:
         """Read a ``.toml``, ``.yaml`` or ``.yml`` experiment file.
 
+        Parameters
+        ----------
+        path : str or Path
+            The experiment file.
+
+        Returns
+        -------
+        Experiment
+            The experiment, checked as a whole.
+
         Raises
         ------
         ExperimentError
@@ -370,6 +466,19 @@ class Experiment:
         Every section is read in turn, each problem collected (naming the file, the image
         and the key), then the experiment as a whole is checked; any problem raises one
         :class:`ExperimentError` listing them all.
+
+        Parameters
+        ----------
+        data : Mapping of str to Any
+            The file's content, as read from TOML or YAML.
+        path : Path or None
+            The file it came from: names the file in messages, and its folder is the base for
+            relative paths (``None``: the current folder).
+
+        Returns
+        -------
+        Experiment
+            The experiment, checked as a whole.
         """
         where = str(path) if path is not None else "experiment"
         base = path.parent if path is not None else Path.cwd()
@@ -401,7 +510,19 @@ class Experiment:
         return exp
 
     def to_dict(self, base: Path | None = None) -> dict[str, Any]:
-        """The file form; paths relative to ``base`` (default: the experiment's folder)."""
+        """The file form; paths relative to ``base`` (default: the experiment's folder).
+
+        Parameters
+        ----------
+        base : Path or None
+            The folder paths are written relative to; ``None`` is the experiment's folder.
+
+        Returns
+        -------
+        dict of str to Any
+            The content of the experiment file; analysis settings equal to the reference
+            (the params file's, else the defaults) are left out.
+        """
         base = base if base is not None else self.base
 
         def rel(p: Path) -> str:
@@ -437,6 +558,16 @@ class Experiment:
 
         Paths are written relative to the file's folder. Saving under a new path makes it
         the experiment's path.
+
+        Parameters
+        ----------
+        path : str or Path or None
+            The file to write; ``None`` writes to the experiment's own path.
+
+        Returns
+        -------
+        Path
+            The absolute path written.
         """
         if path is None and self.path is None:
             raise ExperimentError("Give a file name to save the experiment to.")
