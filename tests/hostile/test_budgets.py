@@ -310,7 +310,7 @@ CLI_CASES = {
     "a million realisations": (["--realizations", "1000000"], "more than 100,000"),
     "bin width 1e-6": (["--bin-width", "1e-6"], "at least 0.01 µm"),
     "bins that leave every bin out": (
-        ["--bin-width", "0.02", "--dots-per-cell", "20"],
+        ["--bin-width", "0.02", "--dots-per-cell", "20", "--seed", "1"],
         "Every distance bin was left out",
     ),
     "quadrant threshold 0": (["--quadrant-threshold", "0"], "--quadrant-threshold must be"),
