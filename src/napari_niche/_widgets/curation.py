@@ -56,7 +56,9 @@ if TYPE_CHECKING:
     from napari.layers import Labels
 
 TISSUE_KEY = "tissue"
-TISSUE_SOURCES = [("a nuclear channel (DAPI)", "channel"), ("masks only", "masks")]
+#: What the dock builds the tissue map from (a dock choice, not params.TISSUE_SOURCES, which
+#: says where an experiment's tissue comes from).
+BUILD_FROM = [("a nuclear channel (DAPI)", "channel"), ("masks only", "masks")]
 CELLS_KEY = "cells"
 COUNT_DEBOUNCE_MS = 250
 _FILL_LABELS = {"off": "off", "3d": "3D", "slice": "per z-slice"}
@@ -310,7 +312,7 @@ class CurationWidget(NicheWidget):
     def _build_tissue_form(self) -> None:
         from napari.layers import Image
 
-        self.tissue_source = ComboBox(label="Build from", choices=TISSUE_SOURCES, value="channel")
+        self.tissue_source = ComboBox(label="Build from", choices=BUILD_FROM, value="channel")
         self.tissue_source.tooltip = (
             "Random cells go only where the tissue map is: it must cover all the marrow. A "
             "nuclear (DAPI) channel does; a map of only the analysed cells, vessels and bone "
