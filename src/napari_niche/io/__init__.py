@@ -1,12 +1,15 @@
 """Reading and writing: images with their voxel size, tracks, and safe result folders.
 
+- :mod:`.formats` the one reading layer: any supported format (TIFF, OME-Zarr, LIF, CZI,
+  ND2, IMS, OIB) by scene and channel, as an :class:`.imagefile.ImageFile`
+- :mod:`.vendor` the backends of the microscope formats other than TIFF
 - :mod:`.images` TIFF images (OME, ImageJ and the project's own metadata), channels,
   voxel sizes in µm and the checks that refuse what cannot be read right
 - :mod:`.tracks` TrackMate, Imaris and plain CSV tracks
 - :mod:`.files` one lock per output folder, atomic files, whole-folder swaps, and the
   one writer of result tables with their record (:func:`.files.write_tables`)
 
-The public names of :mod:`.images` and :mod:`.files` are available here.
+The public names of :mod:`.formats`, :mod:`.images` and :mod:`.files` are available here.
 """
 
 from napari_niche.io.files import (
@@ -25,6 +28,21 @@ from napari_niche.io.files import (
     write_tables,
     writing_inside,
 )
+from napari_niche.io.formats import (
+    FORMAT_NAMES,
+    SUPPORTED_SUFFIXES,
+    TIFF_SUFFIXES,
+    channel_info,
+    file_info,
+    image_info,
+    is_tiff,
+    open_image,
+    read_channels,
+    read_image,
+    read_voxel_size,
+    require_scene,
+)
+from napari_niche.io.imagefile import ImageFile
 from napari_niche.io.images import (
     NO_UNIT,
     UNIT_TO_UM,
@@ -33,13 +51,8 @@ from napari_niche.io.images import (
     DamagedFileError,
     ImageReadError,
     UnitError,
-    channel_info,
     format_size,
-    image_info,
     quiet_tifffile,
-    read_channels,
-    read_image,
-    read_voxel_size,
     resolve_spacing,
     um_per_unit,
     write_channels,
@@ -47,6 +60,14 @@ from napari_niche.io.images import (
 )
 
 __all__ = [
+    "FORMAT_NAMES",
+    "SUPPORTED_SUFFIXES",
+    "TIFF_SUFFIXES",
+    "ImageFile",
+    "file_info",
+    "is_tiff",
+    "open_image",
+    "require_scene",
     "CSV_FLOAT_FORMAT",
     "LOCK_NAME",
     "NO_UNIT",

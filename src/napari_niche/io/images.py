@@ -193,7 +193,9 @@ def _open_tiff(path: Path) -> Iterator[tuple[tifffile.TiffFile, list[str]]]:
         raise ImageReadError(f"{path}: cannot be read as a TIFF image ({err}).") from err
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
+def read_image(
+    path: str | Path, *, series: int = 0
+) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """Read a 2D or 3D TIFF and its voxel size in µm (z, y, x), or None if not recorded.
 
     Singleton axes (a single channel or time point) are dropped.
@@ -202,6 +204,8 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     ----------
     path : str or Path
         A one-channel TIFF (OME, ImageJ, or written by :func:`write_image`).
+    series : int
+        The series (scene) of a file that holds several; see :mod:`.formats`.
 
     Returns
     -------
@@ -219,18 +223,18 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """
     path = Path(path)
     with _open_tiff(path) as (tif, messages):
-        series, spacing = _one_image_series(tif, path, messages)
-        data = np.squeeze(series.asarray())
+        found, spacing = _one_image_series(tif, path, messages, series)
+        data = np.squeeze(found.asarray())
     return data, _fit_spacing(spacing, data.ndim)
 
 
-def _one_image_series(tif, path: Path, messages: list[str]):
+def _one_image_series(tif, path: Path, messages: list[str], index: int = 0):
     """Find the file's one-channel 2D or 3D series and its voxel size, from the header.
 
     Refuses a damaged file, a colour image (tagged or not), several channels or time
     points, and anything that is not 2D or 3D once single axes are dropped.
     """
-    series = tif.series[0]
+    series = tif.series[index]
     _check_intact(tif, path, messages)
     _refuse_colour(tif, series, path)
     _refuse_channels(series, path)
@@ -246,7 +250,7 @@ def _one_image_series(tif, path: Path, messages: list[str]):
             f"{shape}), as the colours of an RGB image saved without its colour tag "
             f"would; {_ONE_CHANNEL_HOWTO}"
         )
-    return series, _spacing_from_tiff(tif, path)
+    return series, _spacing_from_tiff(tif, path, index)
 
 
 _ONE_CHANNEL_HOWTO = (
@@ -312,7 +316,9 @@ def _refuse_colour(tif: tifffile.TiffFile, series, path: Path) -> None:
     )
 
 
-def _spacing_from_tiff(tif: tifffile.TiffFile, path: Path) -> tuple[float, ...] | None:
+def _spacing_from_tiff(
+    tif: tifffile.TiffFile, path: Path, index: int = 0
+) -> tuple[float, ...] | None:
     """Read the voxel size in µm, rounded to 9 significant digits.
 
     ImageJ stores the pixel width as a resolution (pixels per µm) in a fraction of
@@ -321,7 +327,7 @@ def _spacing_from_tiff(tif: tifffile.TiffFile, path: Path) -> tuple[float, ...] 
     measurably. A unit napari-niche does not know raises :class:`UnitError` naming the
     file: assuming µm could scale every distance by 1000.
     """
-    spacing = _raw_spacing_from_tiff(tif, path)
+    spacing = _raw_spacing_from_tiff(tif, path, index)
     if spacing is None:
         return None
     return tuple(_tidy(v) for v in spacing)
@@ -387,21 +393,25 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _raw_spacing_from_tiff(tif: tifffile.TiffFile, path: Path) -> tuple[float, ...] | None:
-    page = tif.pages.first
+def _raw_spacing_from_tiff(
+    tif: tifffile.TiffFile, path: Path, index: int = 0
+) -> tuple[float, ...] | None:
+    """The voxel size of series ``index`` in µm, unrounded, or None."""
+    page = tif.series[index].pages[0] if index else tif.pages.first
     # 1. Our own writer: JSON description with voxel_size_um.
-    meta = tif.shaped_metadata[0] if tif.shaped_metadata else None
+    shaped = tif.shaped_metadata or ()
+    meta = shaped[index] if index < len(shaped) else None
     if meta and "voxel_size_um" in meta:
         return tuple(float(v) for v in meta["voxel_size_um"])
     # 2. OME-XML.
     if tif.is_ome and tif.ome_metadata:
-        sp = _spacing_from_ome(tif.ome_metadata, path)
+        sp = _spacing_from_ome(tif.ome_metadata, path, index)
         if sp is not None:
             return sp
     # 3. ImageJ: resolution tags in pixels per unit, z spacing in the description; the
     #    unit may be given per axis (yunit, zunit) when they differ.
     ij = tif.imagej_metadata
-    if ij is not None:
+    if ij is not None and index == 0:
         x_factor = um_per_unit(ij.get("unit"), path)
         xy = _xy_from_resolution(page)
         if x_factor is None or xy is None:
@@ -428,10 +438,13 @@ def _xy_from_resolution(page) -> tuple[float, float] | None:
     return (1.0 / px_y, 1.0 / px_x)
 
 
-def _spacing_from_ome(xml: str, path: Path) -> tuple[float, ...] | None:
-    """``PhysicalSize{X,Y,Z}`` of the first ``Pixels`` element, in µm (OME's default unit)."""
-    pixels = re.search(r"<(?:\w+:)?Pixels\b[^>]*>", xml)
-    head = pixels.group(0) if pixels else xml
+def _spacing_from_ome(xml: str, path: Path, index: int = 0) -> tuple[float, ...] | None:
+    """``PhysicalSize{X,Y,Z}`` of the ``index``-th OME image's ``Pixels``, in µm.
+
+    A missing unit is OME's default, µm.
+    """
+    pixels = re.findall(r"<(?:\w+:)?Pixels\b[^>]*>", xml)
+    head = pixels[index] if index < len(pixels) else (xml if not pixels else "")
 
     def grab(axis):
         m = re.search(rf'PhysicalSize{axis}="([0-9.eE+-]+)"', head)
@@ -588,7 +601,7 @@ def _spatial_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
 
 
 def channel_info(
-    path: str | Path, *, channel_axis: int | None = None
+    path: str | Path, *, channel_axis: int | None = None, series: int = 0
 ) -> tuple[int, tuple[int, ...], tuple[float, ...] | None]:
     """Read the number of channels, spatial shape and voxel size of a multichannel TIFF.
 
@@ -600,6 +613,8 @@ def channel_info(
         The TIFF.
     channel_axis : int, optional
         The channel axis when the file does not say (see :func:`read_channels`).
+    series : int
+        The series (scene) of a file that holds several; see :mod:`.formats`.
 
     Returns
     -------
@@ -611,11 +626,11 @@ def channel_info(
     """
     path = Path(path)
     with _open_tiff(path) as (tif, messages):
-        series = tif.series[0]
-        shape = tuple(series.shape)
+        found = tif.series[series]
+        shape = tuple(found.shape)
         _check_intact(tif, path, messages)
-        spacing = _spacing_from_tiff(tif, path)
-        axis = _find_channel_axis(tif, series, channel_axis, path, messages)
+        spacing = _spacing_from_tiff(tif, path, series)
+        axis = _find_channel_axis(tif, found, channel_axis, path, messages)
     spatial = _spatial_shape(shape, axis)
     return shape[axis], spatial, _fit_spacing(spacing, len(spatial))
 
@@ -639,7 +654,9 @@ def read_voxel_size(path: str | Path) -> tuple[float, ...] | None:
         return _spacing_from_tiff(tif, path)
 
 
-def image_info(path: str | Path) -> tuple[tuple[int, ...], tuple[float, ...] | None]:
+def image_info(
+    path: str | Path, *, series: int = 0
+) -> tuple[tuple[int, ...], tuple[float, ...] | None]:
     """Shape and voxel size (µm) of a one-channel TIFF as :func:`read_image` returns them.
 
     Reads the header only and refuses what :func:`read_image` refuses at the header (a
@@ -649,6 +666,8 @@ def image_info(path: str | Path) -> tuple[tuple[int, ...], tuple[float, ...] | N
     ----------
     path : str or Path
         The TIFF.
+    series : int
+        The series (scene) of a file that holds several; see :mod:`.formats`.
 
     Returns
     -------
@@ -659,8 +678,8 @@ def image_info(path: str | Path) -> tuple[tuple[int, ...], tuple[float, ...] | N
     """
     path = Path(path)
     with _open_tiff(path) as (tif, messages):
-        series, spacing = _one_image_series(tif, path, messages)
-        shape = tuple(s for s in series.shape if s != 1)
+        found, spacing = _one_image_series(tif, path, messages, series)
+        shape = tuple(s for s in found.shape if s != 1)
     return shape, _fit_spacing(spacing, len(shape))
 
 
@@ -813,7 +832,7 @@ def _check_scalar(value, where: str, recorded, ndim: int) -> None:
             )
 
 
-def _read_channel(tif, series, axis: int, channel: int) -> np.ndarray:
+def _read_channel(tif, series, axis: int, channel: int, index: int = 0) -> np.ndarray:
     """One channel of a series, reading only its pages when each page is one plane.
 
     A multichannel volume is read one channel at a time, so memory holds one channel, not
@@ -823,10 +842,10 @@ def _read_channel(tif, series, axis: int, channel: int) -> np.ndarray:
     plane_axes = series.axes[-2:]
     per_page = len(shape) >= 3 and plane_axes == "YX" and axis < len(shape) - 2
     if per_page and len(series.pages) == int(np.prod(shape[:-2])):
-        index = [np.arange(s) for s in shape[:-2]]
-        index[axis] = np.array([channel])
-        pages = np.ravel_multi_index(np.meshgrid(*index, indexing="ij"), shape[:-2]).ravel()
-        return np.ascontiguousarray(tif.asarray(key=pages.tolist(), series=0))
+        grid = [np.arange(s) for s in shape[:-2]]
+        grid[axis] = np.array([channel])
+        pages = np.ravel_multi_index(np.meshgrid(*grid, indexing="ij"), shape[:-2]).ravel()
+        return np.ascontiguousarray(tif.asarray(key=pages.tolist(), series=index))
     return np.ascontiguousarray(np.take(series.asarray(), channel, axis=axis))
 
 
@@ -835,6 +854,7 @@ def read_channels(
     channels: list[int] | tuple[int, ...] | None = None,
     *,
     channel_axis: int | None = None,
+    series: int = 0,
 ) -> tuple[dict[int, np.ndarray], tuple[float, ...] | None]:
     """Read chosen channels of a multichannel TIFF and its voxel size in µm.
 
@@ -850,6 +870,8 @@ def read_channels(
         The channels to read (from 0); default all.
     channel_axis : int, optional
         The channel axis when the file does not say.
+    series : int
+        The series (scene) of a file that holds several; see :mod:`.formats`.
 
     Returns
     -------
@@ -860,10 +882,10 @@ def read_channels(
     """
     path = Path(path)
     with _open_tiff(path) as (tif, messages):
-        series = tif.series[0]
-        axes, shape = series.axes, tuple(series.shape)
+        found = tif.series[series]
+        axes, shape = found.axes, tuple(found.shape)
         _check_intact(tif, path, messages)
-        axis = _find_channel_axis(tif, series, channel_axis, path, messages)
+        axis = _find_channel_axis(tif, found, channel_axis, path, messages)
         n = shape[axis]
         wanted = list(range(n)) if channels is None else list(channels)
         bad = [c for c in wanted if not 0 <= c < n]
@@ -878,6 +900,6 @@ def read_channels(
                 f"{path}: expected 2D or 3D channels, got shape {shape} (axes {axes}). "
                 "Save one time point per file."
             )
-        out = {c: _read_channel(tif, series, axis, c).reshape(spatial) for c in wanted}
-        spacing = _spacing_from_tiff(tif, path)
+        out = {c: _read_channel(tif, found, axis, c, series).reshape(spatial) for c in wanted}
+        spacing = _spacing_from_tiff(tif, path, series)
     return out, _fit_spacing(spacing, len(spatial))
