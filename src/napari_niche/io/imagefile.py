@@ -164,7 +164,17 @@ class ImageFile:
         """
         index = self.channel_index(channel)
         self.check_analysable()
-        data = np.asarray(self.read_plane(index, 0))
+        try:
+            data = np.asarray(self.read_plane(index, 0))
+        except ImageReadError:
+            raise
+        except Exception as err:  # each format's library raises its own types
+            text = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            raise ImageReadError(
+                f"{self._where()}: the pixels of channel {index} cannot be read ("
+                f"{text or type(err).__name__}); the file may be truncated or damaged: copy "
+                "it again from its source."
+            ) from err
         if data.shape != self.shape:
             raise ImageReadError(
                 f"{self._where()}: channel {index} reads as shape {data.shape}, not the "

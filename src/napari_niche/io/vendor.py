@@ -58,25 +58,17 @@ def bioio_source(path: Path, scene: int | str | None, *, label: str = "") -> Ima
     ImageFile
     """
     try:
-        from bioio import BioImage
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = BioImage(path)
+        image, names, index, sizes, dtype, stated = _bioio_header(path, scene)
+    except ImageReadError:
+        raise
     except Exception as err:
         raise ImageReadError(f"{path}: cannot be read ({_short(err)}).") from err
-    names = tuple(str(s) for s in image.scenes)
-    index = pick_scene(path, names, scene)
-    image.set_scene(index)
-    dims = image.dims
-    order = dims.order
-    sizes = {d: int(getattr(dims, d)) for d in order}
     spatial = [d for d in "ZYX" if d in sizes and (sizes[d] > 1 or d in "YX")]
     other = {d: s for d, s in sizes.items() if d not in "TCZYXS" and s > 1}
     colour = sizes.get("S", 1) > 1
     voxel = _bioio_voxel(image, spatial, path)
     n_channels = sizes.get("C", 1)
-    channels = channel_names(list(image.channel_names or []), n_channels)
+    channels = channel_names(stated, n_channels)
     fmt = label or type(image.reader).__module__.split(".")[0].replace("_", "-")
     want = "".join(spatial)
 
@@ -96,7 +88,7 @@ def bioio_source(path: Path, scene: int | str | None, *, label: str = "") -> Ima
         scene=index,
         shape=tuple(sizes[d] for d in spatial),
         channels=channels,
-        dtype=np.dtype(image.dtype),
+        dtype=dtype,
         voxel_size_um=voxel,
         read_plane=read,
         time_points=sizes.get("T", 1),
@@ -104,6 +96,22 @@ def bioio_source(path: Path, scene: int | str | None, *, label: str = "") -> Ima
         colour=colour,
         lazy_channel=lazy,
     )
+
+
+def _bioio_header(path: Path, scene):
+    """Open with bioio and read the header; bioio's plugins raise many types on bad files."""
+    from bioio import BioImage
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = BioImage(path)
+        names = tuple(str(s) for s in image.scenes)
+        index = pick_scene(path, names, scene)
+        image.set_scene(index)
+        sizes = {d: int(getattr(image.dims, d)) for d in image.dims.order}
+        stated = list(image.channel_names or [])
+        dtype = np.dtype(image.dtype)
+    return image, names, index, sizes, dtype, stated
 
 
 def _bioio_voxel(image, spatial: list[str], path: Path) -> tuple[float, ...] | None:
