@@ -489,3 +489,21 @@ def test_a_truncated_file_is_refused_or_reads_its_intact_pixels(tmp_path, name, 
         return
     want, _ = read_image(FORMATS / name, **pick)
     np.testing.assert_array_equal(data, want)
+
+
+@pytest.mark.parametrize("fmt", ["OME-Zarr", "Imaris IMS"])
+def test_large_formats_are_shown_lazily_and_read_the_same(written, fmt):
+    """napari gets a dask array (read chunk by chunk), equal to the channel read whole."""
+    import dask.array as da
+
+    f = open_image(written[fmt])
+    lazy = f.lazy("vessel")
+    assert isinstance(lazy, da.Array)
+    assert lazy.shape == f.shape
+    np.testing.assert_array_equal(np.asarray(lazy), f.read("vessel"))
+
+
+@needs_formats
+def test_a_time_series_is_shown_with_its_time_axis_first():
+    f = open_image(FORMATS / "CellDivision_T3_Z6_CH1_X300_Y200_DCV_ZSTD.czi")
+    assert np.shape(f.lazy(0)) == (3, 6, 200, 300)

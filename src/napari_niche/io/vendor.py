@@ -410,6 +410,9 @@ def ims_source(path: Path, scene: int | str | None) -> ImageFile:
             data = ds[: size["Z"], : size["Y"], : size["X"]]
         return data if "Z" in spatial else data[0]
 
+    def lazy(channel: int):
+        return _ims_lazy(path, channel, len(times), size, spatial)
+
     return ImageFile(
         path=path,
         format="Imaris IMS",
@@ -421,7 +424,23 @@ def ims_source(path: Path, scene: int | str | None) -> ImageFile:
         voxel_size_um=voxel,
         read_plane=read,
         time_points=len(times),
+        lazy_channel=lazy,
     )
+
+
+def _ims_lazy(path: Path, channel: int, times: int, size: dict, spatial):
+    """One channel as a dask array read chunk by chunk (the file stays open for napari)."""
+    import dask.array as da
+    import h5py
+
+    h5 = h5py.File(path, "r")
+    stacks = []
+    for t in range(times):
+        ds = h5[f"DataSet/ResolutionLevel 0/TimePoint {t}/Channel {channel}/Data"]
+        chunks = ds.chunks or "auto"
+        stack = da.from_array(ds, chunks=chunks)[: size["Z"], : size["Y"], : size["X"]]
+        stacks.append(stack if "Z" in spatial else stack[0])
+    return stacks[0] if times == 1 else da.stack(stacks)
 
 
 def _ims_attrs(h5, group: str) -> dict[str, str]:
