@@ -507,3 +507,28 @@ def test_large_formats_are_shown_lazily_and_read_the_same(written, fmt):
 def test_a_time_series_is_shown_with_its_time_axis_first():
     f = open_image(FORMATS / "CellDivision_T3_Z6_CH1_X300_Y200_DCV_ZSTD.czi")
     assert np.shape(f.lazy(0)) == (3, 6, 200, 300)
+
+
+@needs_formats
+@pytest.mark.parametrize(
+    ("name", "scene", "words"),
+    [
+        ("CellDivision_T3_Z6_CH1_X300_Y200_DCV_ZSTD.czi", None, "3 time points"),
+        ("LeicaLASX_wavelength-sweep_example.lif", "x_y_lambdaEmi", "wavelength"),
+        ("LeicaLASX_wavelength-sweep_example.lif", "x_y_lambdaExc", "wavelength"),
+    ],
+)
+def test_header_checks_refuse_what_reading_refuses(name, scene, words):
+    """channel_info (what an experiment is checked with) agrees with read_channels."""
+    with pytest.raises(ImageReadError, match=words):
+        channel_info(FORMATS / name, scene=scene)
+
+
+@needs_formats
+@pytest.mark.parametrize("name", ["WellD6-7_S2.czi", "LeicaLASX_xz-plane_example.lif"])
+def test_the_voxel_size_of_a_file_of_several_scenes_needs_the_scene(name):
+    from napari_niche.io import read_voxel_size
+
+    with pytest.raises(ImageReadError, match="scenes"):
+        read_voxel_size(FORMATS / name)
+    assert read_voxel_size(FORMATS / name, scene=1) is not None

@@ -373,6 +373,7 @@ def channel_info(
         series = _tiff_series(path, scene)
         return images.channel_info(path, channel_axis=channel_axis, series=series)
     f = _opened(path, scene, channel_axis)
+    f.check_analysable()
     return f.n_channels, f.shape, f.voxel_size_um
 
 
@@ -420,9 +421,14 @@ def read_voxel_size(
     tuple of float or None
     """
     path = Path(path)
-    if is_tiff(path) and scene is None:
-        return images.read_voxel_size(path)
-    return open_image(path, scene=scene).voxel_size_um
+    if is_tiff(path):
+        series = _tiff_series(path, scene)
+        return (
+            images.read_voxel_size(path)
+            if series == 0
+            else open_image(path, scene=series).voxel_size_um
+        )
+    return _opened(path, scene).voxel_size_um
 
 
 def file_info(path: str | Path, *, scene: int | str | None = None) -> dict[str, Any]:
