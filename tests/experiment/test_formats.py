@@ -33,7 +33,6 @@ needs_formats = pytest.mark.skipif(
     not (FORMATS / "make_format_samples.py").is_file(),
     reason=f"format samples not found in {FORMATS} (the shared/ folder beside the checkout)",
 )
-pytestmark = needs_formats
 
 WELLS = FORMATS / "WellD6-7_S2.czi"  # 2 scenes D6, D7; 1 channel AF488; 440 x 544
 SWEEP = FORMATS / "LeicaLASX_wavelength-sweep_example.lif"
@@ -67,6 +66,8 @@ source = "whole"
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory):
     """The synthetic 2-channel volume in the four formats, written once per session."""
+    if not (FORMATS / "make_format_samples.py").is_file():
+        pytest.skip(needs_formats.kwargs["reason"])
     spec = importlib.util.spec_from_file_location(
         "make_format_samples", FORMATS / "make_format_samples.py"
     )
@@ -203,6 +204,7 @@ channels = {{ cells = "AF488", vessel = 0 }}
     )
 
 
+@needs_formats
 def test_images_sharing_one_file_read_their_own_scene(tmp_path):
     exp = Experiment.load(write(tmp_path, wells('scene = "D6"', 'id = "well7"\nscene = 1')))
     assert exp.ids() == ["WellD6-7_S2-D6", "well7"]  # default id: the file and its scene
@@ -223,6 +225,7 @@ def test_images_sharing_one_file_read_their_own_scene(tmp_path):
     assert layers[0][1]["scale"] == (0.1, 0.1)
 
 
+@needs_formats
 @pytest.mark.parametrize("suffix", [".toml", ".yaml"])
 def test_scene_and_channel_names_survive_saving(tmp_path, suffix):
     exp = Experiment.load(write(tmp_path, wells('scene = "D7"', "scene = 0")))
@@ -235,6 +238,7 @@ def test_scene_and_channel_names_survive_saving(tmp_path, suffix):
     ]
 
 
+@needs_formats
 def test_an_experiment_wide_scene_is_the_default_of_images_with_a_path(tmp_path):
     text = wells('id = "w"', 'id = "own"\nscene = "D6"', top='scene = "D7"\n')
     exp = Experiment.load(write(tmp_path, text))
@@ -297,6 +301,7 @@ def test_a_text_both_a_channel_and_a_file_is_refused(samples, tmp_path):
     refused(tmp_path, text, "channels.vessel: 'vessel' is both a channel", "by number")
 
 
+@needs_formats
 def test_a_channel_name_of_a_one_channel_file_lists_it(tmp_path):
     text = wells('id = "w"\nscene = "D6"').replace('cells = "AF488"', 'cells = "GFP"')
     refused(tmp_path, text, "image 'w'", "channels.cells: 'GFP'", "1 channel: 0 'AF488'")
@@ -304,6 +309,7 @@ def test_a_channel_name_of_a_one_channel_file_lists_it(tmp_path):
     refused(tmp_path, text, "channels.vessel: channel 1 does not exist", "0 'AF488'")
 
 
+@needs_formats
 @pytest.mark.parametrize(
     ("scene", "needles"),
     [
@@ -343,6 +349,7 @@ def test_a_bad_experiment_wide_scene_is_named(tmp_path):
     refused(tmp_path, wells('id = "w"', top="scene = true\n"), "toml: scene: must be")
 
 
+@needs_formats
 @pytest.mark.parametrize(
     ("scene", "needles"),
     [
@@ -364,6 +371,7 @@ channels = {{ cells = 0, vessel = "Green" }}
     refused(tmp_path, text, "image 'lif'", "path: ", str(SWEEP), *needles)
 
 
+@needs_formats
 def test_a_lif_of_several_series_without_a_scene_lists_them(tmp_path):
     text = f"""
 [[images]]
@@ -376,6 +384,7 @@ channels = {{ cells = 0, vessel = 0 }}
     refused(tmp_path, text, "scene: ", "holds 3 scenes", "'x_y_lambdaEmi'", "'x_y_z_t_lambdaEmi'")
 
 
+@needs_formats
 @pytest.mark.parametrize(
     "channels", ['{ cells = "LED555", vessel = 0 }', "{ cells = 0, vessel = 0 }"]
 )
@@ -403,6 +412,7 @@ channels = { cells = "CD45", vessel = "raw/vessel.tif" }
     assert "channels.vessel" not in message  # a missing file is said when the image runs
 
 
+@needs_formats
 def test_the_command_refuses_a_missing_scene_with_exit_code_2(tmp_path, capsys):
     from napari_niche.cli import main
 
