@@ -192,8 +192,14 @@ class RunSummary:
 
 
 def _file_hash(path: Path) -> str:
+    """The sha256 of a file's content, or of every file of a folder (an OME-Zarr)."""
     digest = hashlib.sha256()
     try:
+        if path.is_dir():
+            for part in sorted(p for p in path.rglob("*") if p.is_file()):
+                digest.update(part.relative_to(path).as_posix().encode() + b"\0")
+                digest.update(_file_hash(part).encode())
+            return digest.hexdigest()
         with open(path, "rb") as fh:
             while chunk := fh.read(_HASH_CHUNK):
                 digest.update(chunk)
@@ -249,7 +255,7 @@ def image_fingerprint(task: ImageTask) -> tuple[str, dict[str, Any]]:
             else:
                 if "path" not in files:
                     files["path"] = _file_hash(spec.path)
-                files[f"channels.{role}"] = f"channel {c}"
+                files[f"channels.{role}"] = f"channel {c}" if isinstance(c, int) else repr(c)
             channel_steps[role] = _jsonable(task.steps.channel(role).__dict__)
     details: dict[str, Any] = {
         "napari_niche_version": __version__,
@@ -259,6 +265,8 @@ def image_fingerprint(task: ImageTask) -> tuple[str, dict[str, Any]]:
             "replicate": spec.replicate,
             "voxel_size": list(spec.voxel_size) if spec.voxel_size else None,
             "channel_axis": spec.channel_axis,
+            # only when given: the fingerprints of earlier runs stay valid
+            **({"scene": spec.scene} if spec.scene is not None else {}),
         },
         "structures": list(task.structures),
         "files": files,
@@ -676,18 +684,17 @@ def _read_inputs(task: ImageTask, warn=None):
     masks: dict[str, np.ndarray] = {}
     files: dict[str, str] = {}
     found_spacing: list[tuple[tuple[float, ...] | None, Path]] = []
-    indices = {
-        r: spec.channels[r]
-        for r in roles
-        if spec.source(r) == "channel" and isinstance(spec.channels[r], int)
-    }
+    indices = {r: c for r, c in spec.path_channels().items() if r in roles}
     if indices:
         data, sp = read_channels(
-            spec.path, sorted(set(indices.values())), channel_axis=spec.channel_axis
+            spec.path,
+            list(dict.fromkeys(indices.values())),
+            channel_axis=spec.channel_axis,
+            scene=spec.scene,
         )
         for role, c in indices.items():
             raw[role] = data[c]
-            files[role] = f"{spec.path} (channel {c})"
+            files[role] = _channel_label(spec, c)
         found_spacing.append((sp, spec.path))
         del data
     for role in roles:
@@ -720,6 +727,12 @@ def _read_inputs(task: ImageTask, warn=None):
         warn=warn,
     )
     return raw, masks, spacing, files
+
+
+def _channel_label(spec: ImageSpec, c: int | str) -> str:
+    """``raw/a.czi (scene 'D6', channel 'CD31')``: a channel of the image's path, for messages."""
+    scene = f"scene {spec.scene!r}, " if spec.scene is not None else ""
+    return f"{spec.path} ({scene}channel {c!r})"
 
 
 def _mask_from_channel(image, role: str, steps: StepParams, spacing, where: str):
@@ -764,18 +777,15 @@ def _available_memory() -> int | None:
 
 
 def _voxels(spec: ImageSpec) -> int:
-    """Voxels of one image from a file header (0 when unknown)."""
-    import tifffile
-
-    from napari_niche.io import channel_info, quiet_tifffile
+    """Voxels of one channel of an image, from a file header in any format (0 when unknown)."""
+    from napari_niche.io import channel_info, image_info
 
     try:
         if spec.path is not None and spec._uses_path():
-            _, shape, _ = channel_info(spec.path, channel_axis=spec.channel_axis)
+            _, shape, _ = channel_info(spec.path, channel_axis=spec.channel_axis, scene=spec.scene)
             return int(np.prod(shape))
         for f in spec.files():
-            with quiet_tifffile(), tifffile.TiffFile(f) as tif:
-                return int(np.prod(tif.series[0].shape))
+            return int(np.prod(image_info(f)[0]))
     except Exception:
         return 0
     return 0
@@ -1618,10 +1628,13 @@ def load_image_layers(
             if path.exists():
                 masks[role] = read_image(path)
     raw: dict[str, tuple[np.ndarray, tuple | None]] = {}
-    indices = {r: c for r, c in spec.channels.items() if isinstance(c, int)}
+    indices = {r: c for r, c in spec.channels.items() if not isinstance(c, Path)}
     if indices and spec.path is not None and spec.path.exists():
         data, sp = read_channels(
-            spec.path, sorted(set(indices.values())), channel_axis=spec.channel_axis
+            spec.path,
+            list(dict.fromkeys(indices.values())),
+            channel_axis=spec.channel_axis,
+            scene=spec.scene,
         )
         raw.update({r: (data[c], sp) for r, c in indices.items()})
     for role, c in spec.channels.items():

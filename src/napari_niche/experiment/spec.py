@@ -1,7 +1,8 @@
 """An experiment declared once: images, their conditions and replicates, and the parameters.
 
-An experiment file (TOML or YAML) lists every image (a multichannel file and which channel
-is which, single-channel files, or masks curated by hand), its condition and replicate,
+An experiment file (TOML or YAML) lists every image (a file in any format napari-niche
+reads, its scene and which channel is which, by number or by name; single-channel files;
+or masks curated by hand), its condition and replicate,
 one set of analysis parameters (the object the GUI saves, :class:`AnalysisParams`) and the
 steps that turn raw channels into masks (:class:`StepParams`), with per-image overrides.
 ``napari-niche run EXPERIMENT`` (:func:`napari_niche.experiment.runner.run_experiment`) runs it.
@@ -63,6 +64,7 @@ _TOP_KEYS = (
     "structures",
     "channels",
     "channel_axis",
+    "scene",
     "analysis",
     "steps",
     "cells",
@@ -74,6 +76,7 @@ _IMAGE_KEYS = (
     "condition",
     "replicate",
     "path",
+    "scene",
     "channel_axis",
     "channels",
     "masks",
@@ -106,37 +109,49 @@ class ImageSpec:
     id : unique name (default: the file stem); the image's output folder.
     condition : e.g. "B-ALL" or "T-ALL after chemo".
     replicate : the biological unit (mouse, patient sample); several bones may share it.
-    path : a multichannel TIFF whose channels ``channels`` index (int).
-    channels : role -> channel index in ``path`` or a single-channel file. Roles:
-        "cells", "tissue" (optional, e.g. DAPI) and one per structure.
+    path : an image file in any format napari-niche reads (TIFF, OME-Zarr, LIF, CZI, ND2,
+        IMS, OIB), whose channels ``channels`` pick by number or by name.
+    channels : role -> a channel of ``path`` by number (``int``, from 0) or by its name in
+        the file (``str``), or a single-channel file (``Path``). Roles: "cells", "tissue"
+        (optional, e.g. DAPI) and one per structure. Without ``path`` a ``str`` is a file.
+        From an experiment file, a text names a channel when ``path`` has a channel of that
+        name and is a file otherwise (see :meth:`resolved`).
     masks : role -> a mask curated by hand (a label image for "cells"). A role with a
         mask skips pre-processing, threshold and curation.
     voxel_size : (z, y, x) or (y, x) µm; None reads it from the files.
     overrides : per-image settings over the experiment's: ``{"analysis": {...},
         "steps": {...}, "cells": {...}, "tissue": {...}}``.
-    channel_axis : the channel axis of ``path`` when its metadata does not say.
+    channel_axis : the channel axis of a TIFF ``path`` when its metadata does not say.
+    scene : the scene (series, position, well) of ``path`` by index from 0 or by name;
+        required when ``path`` holds several. Single-channel files and masks hold one.
     """
 
     id: str
     condition: str
     replicate: str
     path: Path | None = None
-    channels: dict[str, int | Path] = field(default_factory=dict)
+    channels: dict[str, int | str | Path] = field(default_factory=dict)
     masks: dict[str, Path] = field(default_factory=dict)
     voxel_size: tuple[float, ...] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     channel_axis: int | None = None
+    scene: int | str | None = None
 
     def __post_init__(self):  # noqa: D105 - normalises the fields
         if self.path is not None:
             self.path = Path(self.path)
-        self.channels = {
-            str(r): (c if isinstance(c, int) and not isinstance(c, bool) else Path(c))
-            for r, c in self.channels.items()
-        }
+        self.channels = {str(r): self._channel(c) for r, c in self.channels.items()}
         self.masks = {str(r): Path(m) for r, m in self.masks.items()}
         if self.voxel_size is not None:
             self.voxel_size = tuple(float(v) for v in self.voxel_size)
+
+    def _channel(self, c: Any) -> int | str | Path:
+        """A number stays a number, a text names a channel of ``path`` (a file without one)."""
+        if isinstance(c, int | np.integer) and not isinstance(c, bool):
+            return int(c)
+        if isinstance(c, str) and self.path is not None:
+            return c
+        return Path(c)
 
     def roles(self) -> list[str]:
         """Every role the image provides, channels first, in the order given."""
@@ -166,11 +181,25 @@ class ImageSpec:
         out += list(self.masks.values())
         return list(dict.fromkeys(out))
 
+    def path_channels(self) -> dict[str, int | str]:
+        """Role -> channel of ``path`` (number or name), for the roles read from ``path``."""
+        return {
+            r: c
+            for r, c in self.channels.items()
+            if not isinstance(c, Path) and r not in self.masks
+        }
+
     def _uses_path(self) -> bool:
-        return any(isinstance(c, int) and r not in self.masks for r, c in self.channels.items())
+        return bool(self.path_channels())
 
     def resolved(self, base: Path) -> ImageSpec:
-        """A copy with relative paths made absolute against ``base``.
+        """A copy with relative paths made absolute against ``base``, texts told apart.
+
+        A text in ``channels`` names a channel of ``path`` when the file's header has a
+        channel of that name (case aside when that leaves one); otherwise it is a file
+        relative to ``base`` when that file exists. A text that is both, or neither, stays
+        a name: :class:`Experiment` refuses it when it checks the image, listing the
+        file's channels. Reads the header of ``path`` only when a text needs it.
 
         Parameters
         ----------
@@ -186,10 +215,20 @@ class ImageSpec:
         def res(p):
             return _under(base, p) if isinstance(p, Path) else p
 
+        path = res(self.path)
+        header = None
+        if any(isinstance(c, str) for c in self.channels.values()):
+            header = _header(path, self.scene, self.channel_axis)
+        channels = {}
+        for role, c in self.channels.items():
+            if isinstance(c, str) and not _names_channel(header, c):
+                file = _under(base, c)
+                c = file if file.exists() else c
+            channels[role] = res(c)
         return replace(
             self,
-            path=res(self.path),
-            channels={r: res(c) for r, c in self.channels.items()},
+            path=path,
+            channels=channels,
             masks={r: res(m) for r, m in self.masks.items()},
         )
 
@@ -219,13 +258,15 @@ class ImageSpec:
         d["replicate"] = self.replicate
         if self.path is not None:
             d["path"] = rel(self.path)
+        if self.scene is not None:
+            d["scene"] = self.scene
         if self.channel_axis is not None:
             d["channel_axis"] = self.channel_axis
         if self.voxel_size is not None:
             d["voxel_size"] = list(self.voxel_size)
         if self.channels:
             d["channels"] = {
-                r: (c if isinstance(c, int) else rel(c)) for r, c in self.channels.items()
+                r: (rel(c) if isinstance(c, Path) else c) for r, c in self.channels.items()
             }
         if self.masks:
             d["masks"] = {r: rel(m) for r, m in self.masks.items()}
@@ -237,6 +278,35 @@ class ImageSpec:
 def _under(base: Path, path: str | Path) -> Path:
     """``path`` made absolute against ``base`` and normalised (no ``..``)."""
     return Path(os.path.normpath(Path(base) / Path(path)))
+
+
+def _header(path: Path | None, scene: int | str | None, channel_axis: int | None):
+    """The header of ``path`` (an :class:`~napari_niche.io.ImageFile`), None if unreadable.
+
+    Only to tell channel names from file paths: a scene the file does not have falls back
+    to its first scene (the checks name the scene problem itself).
+    """
+    from napari_niche.io import open_image
+
+    if path is None or not path.exists():
+        return None
+    for pick in dict.fromkeys((scene, None)):
+        try:
+            return open_image(path, scene=pick, channel_axis=channel_axis)
+        except (NicheError, OSError):
+            continue
+    return None
+
+
+def _names_channel(header, name: Any) -> bool:
+    """Tell whether ``name`` (a text) names a channel of the file ``header`` describes."""
+    if header is None or not isinstance(name, str):
+        return False
+    try:
+        header.channel_index(name)
+    except NicheError:
+        return False
+    return True
 
 
 def _safe_id(image_id: str) -> bool:
@@ -653,10 +723,10 @@ class Experiment:
             bad("masks.tissue", 'tissue source "mask" needs masks.tissue (a tissue mask file).')
         if source == "channel" and "tissue" not in spec.channels:
             bad("channels.tissue", 'tissue source "channel" needs channels.tissue (e.g. DAPI).')
+        if not out and spec.path is not None and spec._uses_path() and spec.path.exists():
+            out += self._check_path(spec, where)
         if not out:
             out += self._check_voxel_size(spec, where)
-        if not out and spec.path is not None and spec._uses_path() and spec.path.exists():
-            out += self._check_channels(spec, where)
         return out
 
     def _check_overrides(self, spec: ImageSpec, structures: list[str], bad) -> StepParams | None:
@@ -727,7 +797,9 @@ class Experiment:
                 return []
             try:
                 if f == spec.path and spec._uses_path():
-                    _, shape, sp = channel_info(f, channel_axis=spec.channel_axis)
+                    _, shape, sp = channel_info(
+                        f, channel_axis=spec.channel_axis, scene=spec.scene
+                    )
                 else:
                     shape, sp = image_info(f)
             except (ColourImageError, UnitError) as err:
@@ -757,23 +829,75 @@ class Experiment:
             return [f"{where}: image {spec.id!r}: {err}"]
         return []
 
-    def _check_channels(self, spec: ImageSpec, where: str) -> list[str]:
-        from napari_niche.io import ChannelAxisError, channel_info
+    def _check_path(self, spec: ImageSpec, where: str) -> list[str]:
+        """The image's ``path`` against its header, before anything runs.
 
+        The scene (required when the file holds several; one it has), a scene the
+        analysis can take (no wavelength sweep, one time point), and every channel given
+        by number or by name. A corrupt file is reported when the image runs.
+        """
+        from napari_niche.io import ChannelAxisError, ImageReadError, channel_info, is_tiff
+        from napari_niche.io.imagefile import pick_scene
+
+        at = f"{where}: image {spec.id!r}"
+        header = _header(spec.path, None, spec.channel_axis)
+        if header is None:
+            return []  # unreadable: the image fails with the reader's message when it runs
+        scenes = header.scenes
+        if spec.scene is None and len(scenes) > 1:
+            listed = ", ".join(f"{i} {n!r}" for i, n in enumerate(scenes))
+            return [
+                f"{at}: scene: {spec.path} holds {len(scenes)} scenes ({listed}); pick one "
+                f'with scene = its number or name (e.g. scene = "{scenes[0]}"), one image '
+                "per scene."
+            ]
         try:
-            n, _, _ = channel_info(spec.path, channel_axis=spec.channel_axis)
-        except ChannelAxisError as err:
-            return [f"{where}: image {spec.id!r}: channel_axis: {err}"]
-        except NicheError:
-            return []  # a corrupt file is reported when the image runs
-        out = []
-        for role, c in spec.channels.items():
-            if isinstance(c, int) and role not in spec.masks and c >= n:
-                out.append(
-                    f"{where}: image {spec.id!r}: channels.{role}: channel {c} does not exist: "
-                    f"{spec.path} has {n} channel{'s' if n != 1 else ''} (0 to {n - 1})."
+            index = pick_scene(spec.path, scenes, spec.scene)
+        except ImageReadError as err:
+            return [f"{at}: scene: {err}"]
+        if index != header.scene:
+            header = _header(spec.path, index, spec.channel_axis)
+            if header is None:
+                return []
+        if is_tiff(spec.path):
+            try:  # the channel axis of a TIFF, with the reader's own message
+                channel_info(spec.path, channel_axis=spec.channel_axis, scene=index)
+            except ChannelAxisError as err:
+                return [f"{at}: channel_axis: {err}"]
+            except NicheError:
+                pass  # a time series or a damaged file: said below, or when it runs
+        try:
+            header.check_analysable()
+        except ImageReadError as err:
+            return [f"{at}: path: {err}"]
+        return [
+            f"{at}: channels.{role}: {message}"
+            for role, c in spec.path_channels().items()
+            if (message := self._channel_problem(header, role, c)) is not None
+        ]
+
+    def _channel_problem(self, header, role: str, c: int | str) -> str | None:
+        """Why ``c`` picks no channel of the file ``header`` describes, or None."""
+        listed = ", ".join(f"{i} {n!r}" for i, n in enumerate(header.channels))
+        n = header.n_channels
+        has = f"{header.path} has {n} channel{'s' if n != 1 else ''}: {listed}"
+        if isinstance(c, int):
+            return None if c < n else f"channel {c} does not exist: {has}."
+        file = _under(self.base, c)
+        if _names_channel(header, c):
+            if file.exists():
+                return (
+                    f"{c!r} is both a channel of {header.path} and the file {file}; rename "
+                    "the file, or give the channel by number."
                 )
-        return out
+            return None
+        how = "give the number or the name as listed"
+        if c.strip().isdigit():
+            how = f"a number goes without quotes ({role} = {c.strip()})"
+        return (
+            f"{c!r} is neither a channel nor a file: {has}; {how} (there is no file {file} "
+            "either)."
+        )
 
 
 def _check_entry(spec: ImageSpec, structures: list[str], bad) -> None:
@@ -805,7 +929,19 @@ def _check_entry(spec: ImageSpec, structures: list[str], bad) -> None:
         if name not in roles:
             bad(f"channels.{name}", f"no {name}: give channels.{name} or masks.{name}.")
     if spec.path is None and spec._uses_path():
-        bad("path", "channels given as numbers need path = the multichannel file.")
+        bad("path", "channels given as numbers or names need path = the file that holds them.")
+    for role, c in spec.channels.items():
+        if spec.path is None and isinstance(c, Path) and not c.suffix and not c.exists():
+            bad(  # a missing file without a suffix: a channel name given without its file
+                f"channels.{role}",
+                f"{c.name!r} is no file ({c} does not exist); to pick a channel by its "
+                "name, give path = the file that holds it.",
+            )
+    if spec.scene is not None:
+        if (message := _scene_problem(spec.scene)) is not None:
+            bad("scene", message)
+        elif spec.path is None:
+            bad("scene", "picks a scene of path: give path = the file that holds the scenes.")
     for role, c in spec.channels.items():
         if isinstance(c, int) and c < 0:
             bad(f"channels.{role}", f"channel numbers start at 0, got {c}.")
@@ -981,6 +1117,9 @@ def _read_images(data, base: Path, bad) -> list[ImageSpec]:
         bad("channels", f"must map roles to channels, got {default_channels!r}.")
         default_channels = {}
     default_axis = data.get("channel_axis")
+    default_scene = _read_scene(data.get("scene"), bad)
+    if default_scene is _BAD:
+        default_scene = None
     raw_images = data.get("images")
     if raw_images is None:
         raw_images = []  # a new experiment; running it asks for images
@@ -990,7 +1129,7 @@ def _read_images(data, base: Path, bad) -> list[ImageSpec]:
     images: list[ImageSpec] = []
     seen: set[str] = set()
     for i, entry in enumerate(raw_images):
-        spec = _parse_image(entry, i, default_channels, default_axis, bad)
+        spec = _parse_image(entry, i, default_channels, default_axis, default_scene, bad)
         if spec is None:
             continue
         if _folder_key(spec.id) in seen:
@@ -1011,8 +1150,13 @@ def _read_images(data, base: Path, bad) -> list[ImageSpec]:
 _BAD: Any = object()
 
 
-def _parse_image(entry, index: int, default_channels, default_axis, bad) -> ImageSpec | None:
-    """One ``[[images]]`` entry, or None after reporting why it cannot be read."""
+def _parse_image(
+    entry, index: int, default_channels, default_axis, default_scene, bad
+) -> ImageSpec | None:
+    """One ``[[images]]`` entry, or None after reporting why it cannot be read.
+
+    The experiment's ``scene`` applies to the images that have a ``path``.
+    """
     label = f"images[{index}]"
     if not isinstance(entry, Mapping):
         bad(label, f"must be a table (id, condition, replicate, ...), got {entry!r}.")
@@ -1029,6 +1173,7 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
     channels = entry.get("channels") or {}
     if isinstance(channels, Mapping):  # the experiment's channels, then the image's own
         channels = {**default_channels, **channels}
+    scene = entry.get("scene", default_scene if entry.get("path") is not None else None)
     values = {
         "condition": _read_group_name(entry, "condition", problem),
         "replicate": _read_group_name(entry, "replicate", problem),
@@ -1037,6 +1182,7 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
         "masks": _read_masks(entry.get("masks") or {}, problem),
         "voxel_size": _read_voxel_size(entry.get("voxel_size"), problem),
         "channel_axis": _read_axis(entry.get("channel_axis", default_axis), problem),
+        "scene": _read_scene(scene, problem),
         "overrides": _read_overrides(entry.get("overrides") or {}, problem),
     }
     bad_keys = [key for key, value in values.items() if value is _BAD]
@@ -1046,7 +1192,7 @@ def _parse_image(entry, index: int, default_channels, default_axis, bad) -> Imag
 
 
 def _read_id(entry: Mapping, label: str, bad) -> str | None:
-    """The image's id: its own, else the stem of its path or of its cells file."""
+    """The image's id: its own, else its path's stem (and ``-<scene>``) or its cells file's."""
     image_id = entry.get("id")
     path = entry.get("path")
     if image_id is None:
@@ -1060,6 +1206,9 @@ def _read_id(entry: Mapping, label: str, bad) -> str | None:
             ]
             first = files[0] if files else None
         image_id = Path(first).stem if first else None
+        scene = entry.get("scene")
+        if image_id and first == path and _scene_problem(scene) is None and scene is not None:
+            image_id = f"{image_id}-{scene}"  # images sharing one file: one per scene
     if isinstance(image_id, bool):
         bad(
             f"{label}.id",
@@ -1124,10 +1273,13 @@ def _read_channels(channels, problem) -> Any:
     ok = True
     for role, c in channels.items():
         if isinstance(c, bool) or not isinstance(c, int | str) or str(c).strip() == "":
-            problem(f"channels.{role}", f"must be a channel number or a file path, got {c!r}.")
+            problem(
+                f"channels.{role}",
+                f"must be a channel number, a channel name or a file path, got {c!r}.",
+            )
             ok = False
-        else:
-            parsed[role] = c if isinstance(c, int) else Path(c)
+        else:  # a text: a channel name or a file, told apart by ImageSpec.resolved
+            parsed[role] = c
     return parsed if ok else _BAD
 
 
@@ -1161,6 +1313,32 @@ def _read_voxel_size(voxel_size, problem) -> Any:
         )
         return _BAD
     return tuple(voxel_size)
+
+
+def _scene_problem(scene: Any) -> str | None:
+    """Why ``scene`` cannot pick a scene (None when it can: an index from 0 or a name)."""
+    if scene is None:
+        return None
+    if isinstance(scene, bool) or not isinstance(scene, int | str):
+        shown_value = str(scene).lower() if isinstance(scene, bool) else repr(scene)
+        return (
+            f"must be a scene's number (from 0) or its name (e.g. scene = 1 or "
+            f'scene = "D6"), got {shown_value}.'
+        )
+    if isinstance(scene, int) and scene < 0:
+        return f"scene numbers start at 0, got {scene}."
+    if isinstance(scene, str) and not scene.strip():
+        return "must be a scene's number (from 0) or its name, got an empty text."
+    return None
+
+
+def _read_scene(scene, problem) -> Any:
+    """A scene of the image's path, by index or by name (checked against the file later)."""
+    message = _scene_problem(scene)
+    if message is not None:
+        problem("scene", message)
+        return _BAD
+    return scene
 
 
 def _read_axis(axis, problem) -> Any:
