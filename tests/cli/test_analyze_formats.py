@@ -17,6 +17,7 @@ from helpers import cli
 from napari_niche.core.synthetic import make_bone_marrow
 from napari_niche.io import write_image
 
+SIZES = ("PhysicalSizeZ", "PhysicalSizeY", "PhysicalSizeX")
 TABLES = ["cells", "dots", "fold_change", "quadrants", "stats", "envelope", "overlap"]
 
 
@@ -62,7 +63,12 @@ def masks(sample, tmp_path_factory):
         ):
             meta = {"axes": "ZYX", "Name": name, "PhysicalSizeZ": z, "PhysicalSizeY": y}
             t.write(data, metadata={**meta, "PhysicalSizeX": x})
-    return dict(tif=tif, zarr=zarr, two=two, two_zarr=two_zarr, plate=d / "plate.ome.tif", dir=d)
+    with tifffile.TiffWriter(d / "plate2.ome.tif", ome=True) as t:  # the same, 2 channels
+        for name, data in (("empty well", np.zeros_like(both)), ("femur 1", both)):
+            meta = {"axes": "CZYX", "Name": name, "Channel": {"Name": ["nuclei", "CD31"]}}
+            t.write(data, metadata={**meta, **dict(zip(SIZES, sample.spacing))})
+    plates = dict(plate=d / "plate.ome.tif", plate2=d / "plate2.ome.tif")
+    return dict(tif=tif, zarr=zarr, two=two, two_zarr=two_zarr, dir=d, **plates)
 
 
 def analyze(capsys, out, *args):
@@ -179,6 +185,27 @@ def test_a_scene_of_a_multi_scene_file_is_picked_and_recorded(capsys, tmp_path, 
     inputs = inputs_of(tmp_path / "picked")
     assert inputs["cells"] == {"path": str(masks["plate"]), "scene": 1, "scene_name": "femur 1"}
     assert inputs["vessel"] == str(masks["tif"]["vessel"])
+
+
+def test_a_scene_and_two_channels_of_one_file(capsys, tmp_path, masks):
+    plate = masks["plate2"]
+    single = analyze(
+        capsys,
+        tmp_path / "single",
+        *["--cells", masks["tif"]["cells"], "--structure", f"vessel={masks['tif']['vessel']}"],
+    )
+    args = ["--cells", plate, "--structure", f"vessel={plate}"]
+    args += ["--channel", "cells=0", "--channel", "vessel=CD31"]
+    # the channels alone are not enough: the line asks for the scene only
+    err = refused(capsys, tmp_path, args, str(plate), "0 'empty well', 1 'femur 1'", "--scene")
+    assert "--channel" not in err
+    picked = analyze(capsys, tmp_path / "picked", *args, "--scene", "femur 1")
+    assert_same_tables(single, picked)
+    scene = {"path": str(plate), "scene": 1, "scene_name": "femur 1"}
+    assert inputs_of(tmp_path / "picked") == {
+        "cells": {**scene, "channel": 0, "channel_name": "nuclei"},
+        "vessel": {**scene, "channel": 1, "channel_name": "CD31"},
+    }
 
 
 # --------------------------------------------------------------------------- refusals

@@ -252,10 +252,13 @@ def _read_input(path: Path, role: str, scene: str | None, channel: int | str | N
     if channel is not None:
         index = _read(lambda _p: header.channel_index(channel), path)
         record.update(channel=index, channel_name=header.channels[index])
-    try:
-        data, spacing = read_image(path, scene=scene, channel=channel)
-    except NicheError as err:
-        raise CliError(_channel_hint(err, path, role, scene)) from None
+    if channel is not None:
+        data, spacing = _read(lambda p: read_image(p, scene=scene, channel=channel), path)
+    else:
+        try:
+            data, spacing = read_image(path, scene=scene)
+        except NicheError as err:
+            raise CliError(_channel_hint(err, path, role, scene)) from None
     return data, spacing, record if len(record) > 1 else str(path)
 
 
