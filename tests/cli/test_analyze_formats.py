@@ -273,6 +273,13 @@ def test_a_bad_channel_pick_names_the_choices(capsys, tmp_path, masks, picks, ne
     refused(capsys, tmp_path, args, *needles)
 
 
+@pytest.mark.parametrize("name", ["cells", "tissue"])
+def test_a_structure_named_as_a_role_cannot_take_a_channel_pick(capsys, tmp_path, masks, name):
+    both = masks["two"]
+    args = ["--cells", both, "--structure", f"{name}={both}", "--channel", "cells=0"]
+    refused(capsys, tmp_path, args, f"a structure is named {name!r}", "another name")
+
+
 @pytest.mark.parametrize(
     "option", [["--channel", "cells"], ["--channel", "=0"], ["--channel", "cells="], ["--scene"]]
 )

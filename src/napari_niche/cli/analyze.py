@@ -232,34 +232,31 @@ def _read_input(path: Path, role: str, scene: str | None, channel: int | str | N
 
     What is recorded in ``params.json``'s ``inputs`` is the path, or, when a scene or a
     channel was picked, the path with the scene's and channel's number and name, so that
-    the run can be repeated exactly.
+    the run can be repeated exactly. The header is read first only when something is
+    picked: a file of one scene ignores ``--scene``.
     """
     from napari_niche.io import open_image, read_image
 
-    if scene is None and channel is None:
-        try:
-            data, spacing = read_image(path)
-        except NicheError as err:
-            raise CliError(_channel_hint(err, path, role)) from None
-        return data, spacing, str(path)
-    header = _read(open_image, path)
-    scene = scene if len(header.scenes) > 1 else None  # a one-scene file ignores --scene
-    if scene is not None:
-        header = _read(lambda p: open_image(p, scene=scene), path)
     record: dict = {"path": str(path)}
+    header = None
     if scene is not None:
-        record.update(scene=header.scene, scene_name=header.scene_name)
-    if channel is not None:
-        index = _read(lambda _p: header.channel_index(channel), path)
-        record.update(channel=index, channel_name=header.channels[index])
-    if channel is not None:
-        data, spacing = _read(lambda p: read_image(p, scene=scene, channel=channel), path)
-    else:
+        header = _read(open_image, path)
+        if len(header.scenes) > 1:
+            header = _read(lambda p: open_image(p, scene=scene), path)
+            record.update(scene=header.scene, scene_name=header.scene_name)
+        else:
+            scene = None
+    if channel is None:
         try:
             data, spacing = read_image(path, scene=scene)
         except NicheError as err:
             raise CliError(_channel_hint(err, path, role, scene)) from None
-    return data, spacing, record if len(record) > 1 else str(path)
+        return data, spacing, record if len(record) > 1 else str(path)
+    header = header or _read(open_image, path)  # the scene's, when one was picked
+    index = _read(lambda _p: header.channel_index(channel), path)
+    record.update(channel=index, channel_name=header.channels[index])
+    data, spacing = _read(lambda p: read_image(p, scene=scene, channel=channel), path)
+    return data, spacing, record
 
 
 def _channel_hint(err: NicheError, path: Path, role: str, scene: str | None = None) -> str:
