@@ -1,7 +1,8 @@
 """The ``napari-niche`` command: the headless door to the same core as the widgets.
 
 Sub-commands live in their own modules: :mod:`~napari_niche.cli.analyze`,
-:mod:`~napari_niche.cli.run` (``run`` and ``view``) and :mod:`~napari_niche.cli.motility`;
+:mod:`~napari_niche.cli.run` (``run`` and ``view``), :mod:`~napari_niche.cli.motility` and
+:mod:`~napari_niche.cli.info` (what a file holds);
 what they share (one-line errors, Ctrl-C and SIGTERM, options built from the parameters'
 metadata) in :mod:`~napari_niche.cli._common`.
 
@@ -19,7 +20,7 @@ import argparse
 import sys
 
 from napari_niche import __version__
-from napari_niche.cli import analyze, motility, run
+from napari_niche.cli import analyze, info, motility, run
 from napari_niche.cli._common import OneLineParser, guarded
 
 __all__ = ["build_parser", "main"]
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_parser(sub)
     run.add_parsers(sub)
     motility.add_parser(sub)
+    info.add_parser(sub)
     return parser
 
 

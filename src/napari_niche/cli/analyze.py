@@ -61,6 +61,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a structure mask, e.g. vessel=vessels.tif; repeat for each structure",
     )
     src.add_argument("--tissue", type=Path, help="tissue mask (default: the whole image)")
+    src.add_argument(
+        "--scene",
+        metavar="S",
+        help="the scene (series, position, well) of every input file that holds several, "
+        "by number from 0 or by name; a file of one scene ignores it",
+    )
+    src.add_argument(
+        "--channel",
+        action="append",
+        type=_channel_arg,
+        default=[],
+        metavar="ROLE=CHANNEL",
+        help="the channel of a file holding several: ROLE is cells, tissue or a structure's "
+        "NAME, CHANNEL a number from 0 or the channel's name in the file (e.g. "
+        "vessel=CD31); repeat for each role",
+    )
     add_param_options(src, AnalysisParams, ["voxel_size"], with_defaults=False)
     src.add_argument(
         "--sample",
@@ -84,6 +100,16 @@ def _structure_arg(text: str) -> tuple[str, Path]:
             f"expected NAME=FILE (e.g. vessel=vessels.tif), got {text!r}"
         )
     return name.strip(), Path(path)
+
+
+def _channel_arg(text: str) -> tuple[str, int | str]:
+    role, sep, channel = text.partition("=")
+    if not sep or not role.strip() or not channel.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected ROLE=CHANNEL (e.g. cells=0 or vessel=CD31), got {text!r}"
+        )
+    channel = channel.strip()
+    return role.strip(), int(channel) if channel.isdigit() else channel
 
 
 def _parse_floats(text: str, what: str) -> tuple[float, ...]:
@@ -125,8 +151,11 @@ def _flag_values(args) -> dict:
 def _load_inputs(args, params: AnalysisParams, notes: list[str]):
     """Read and check every file, naming the file in any error; warnings go to ``notes``."""
     if args.sample:
-        if args.cells or args.structure or args.tissue:
-            raise CliError("--sample cannot be combined with --cells, --structure or --tissue.")
+        if args.cells or args.structure or args.tissue or args.scene or args.channel:
+            raise CliError(
+                "--sample cannot be combined with --cells, --structure, --tissue, --scene or "
+                "--channel."
+            )
         from napari_niche.core.synthetic import make_bone_marrow
 
         s = make_bone_marrow(rng=0)
@@ -146,17 +175,44 @@ def _check_file_args(args) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise CliError(f"structure name given twice: {', '.join(dupes)}.")
+    _check_channel_roles(args, names)
+
+
+def _check_channel_roles(args, names: list[str]) -> None:
+    """Every ``--channel ROLE=...`` names an input, once; the choices are named if not."""
+    roles = ["cells", *names] + (["tissue"] if args.tissue else [])
+    given = [role for role, _ in args.channel]
+    for role, channel in args.channel:
+        if role not in roles:
+            raise CliError(
+                f"--channel {role}={channel}: {role!r} is not an input of this analysis; "
+                f"the inputs are {', '.join(roles)}."
+            )
+        if given.count(role) > 1:
+            raise CliError(f"--channel given twice for {role}: give one channel per input.")
+    clash = sorted({"cells", "tissue"} & set(names))
+    if clash and args.channel:
+        raise CliError(
+            f"a structure is named {clash[0]!r}, as an input role: --channel cannot tell "
+            "them apart; give the structure another name."
+        )
 
 
 def _load_files(args, params: AnalysisParams, notes: list[str]):
     from napari_niche.core._validate import as_mask
-    from napari_niche.io import read_image
 
-    cells, cell_spacing = _read(read_image, args.cells)
+    picks = dict(args.channel)
+    inputs: dict = {}
+
+    def load(role: str, path: Path):
+        data, sp, inputs[role] = _read_input(path, role, args.scene, picks.get(role))
+        return data, sp
+
+    cells, cell_spacing = load("cells", args.cells)
     found = [(cell_spacing, args.cells)]
 
-    def load_mask(path: Path, what: str):
-        data, sp = _read(read_image, path)
+    def load_mask(role: str, path: Path, what: str):
+        data, sp = load(role, path)
         if data.shape != cells.shape:
             raise CliError(
                 f"{path}: shape {data.shape} does not match the cell image {args.cells} "
@@ -165,13 +221,62 @@ def _load_files(args, params: AnalysisParams, notes: list[str]):
         found.append((sp, path))
         return _checked(lambda: as_mask(data, what), path)
 
-    structures = {name: load_mask(path, f"{name} mask") for name, path in args.structure}
-    tissue = load_mask(args.tissue, "tissue mask") if args.tissue else None
+    structures = {n: load_mask(n, path, f"{n} mask") for n, path in args.structure}
+    tissue = load_mask("tissue", args.tissue, "tissue mask") if args.tissue else None
     spacing = _spacing(args, params, cells.ndim, found, notes)
-    inputs = {"cells": str(args.cells), **{n: str(p) for n, p in args.structure}}
-    if args.tissue:
-        inputs["tissue"] = str(args.tissue)
     return cells, structures, tissue, spacing, inputs
+
+
+def _read_input(path: Path, role: str, scene: str | None, channel: int | str | None):
+    """Read one input, its scene and channel picked: (data, voxel size, what to record).
+
+    What is recorded in ``params.json``'s ``inputs`` is the path, or, when a scene or a
+    channel was picked, the path with the scene's and channel's number and name, so that
+    the run can be repeated exactly. The header is read first only when something is
+    picked: a file of one scene ignores ``--scene``.
+    """
+    from napari_niche.io import open_image, read_image
+
+    record: dict = {"path": str(path)}
+    header = None
+    if scene is not None:
+        header = _read(open_image, path)
+        if len(header.scenes) > 1:
+            header = _read(lambda p: open_image(p, scene=scene), path)
+            record.update(scene=header.scene, scene_name=header.scene_name)
+        else:
+            scene = None
+    if channel is None:
+        try:
+            data, spacing = read_image(path, scene=scene)
+        except NicheError as err:
+            raise CliError(_channel_hint(err, path, role, scene)) from None
+        return data, spacing, record if len(record) > 1 else str(path)
+    header = header or _read(open_image, path)  # the scene's, when one was picked
+    index = _read(lambda _p: header.channel_index(channel), path)
+    record.update(channel=index, channel_name=header.channels[index])
+    data, spacing = _read(lambda p: read_image(p, scene=scene, channel=channel), path)
+    return data, spacing, record
+
+
+def _channel_hint(err: NicheError, path: Path, role: str, scene: str | None = None) -> str:
+    """The reading layer's refusal, naming this input's ``--channel`` when it has several."""
+    from napari_niche.io import open_image
+
+    msg = str(err) if str(err).startswith(str(path)) else f"{path}: {err}"
+    if "--channel ROLE=CHANNEL" in msg:
+        return msg.replace("--channel ROLE=CHANNEL", f"--channel {role}=CHANNEL")
+    try:
+        header = open_image(path, scene=scene)
+    except NicheError:
+        return msg
+    if header.n_channels < 2:
+        return msg
+    listed = ", ".join(f"{i} {n!r}" for i, n in enumerate(header.channels))
+    return (
+        f"{msg} On the command line, pick the {role} channel with --channel {role}=CHANNEL "
+        f"(a number from 0 or a name; its channels: {listed})."
+    )
 
 
 def _spacing(args, params: AnalysisParams, ndim: int, found, notes: list[str]):
