@@ -140,10 +140,16 @@ def _unknown_format(path: Path, scene) -> ImageFile:
         return vendor.bioio_source(path, scene)
     known = ", ".join(sorted({s for s in SUPPORTED_SUFFIXES if s.count(".") == 1}))
     raise ImageReadError(
-        f"{path}: napari-niche does not read {path.suffix or 'this kind of'} files; it "
+        f"{path}: napari-niche does not read {_kind(path)}; it "
         f"reads {known} and OME-Zarr folders. Convert the image to OME-TIFF (Fiji: File > "
         "Save As > OME-TIFF)."
     )
+
+
+def _kind(path: Path) -> str:
+    if path.is_dir():
+        return "this folder (not an OME-Zarr image)"
+    return f"{path.suffix} files" if path.suffix else "files without a suffix"
 
 
 # --------------------------------------------------------------------------- TIFF
@@ -188,8 +194,6 @@ def _tiff_file(path: Path, scene, channel_axis: int | None) -> ImageFile:
         s for i, s in enumerate(shape) if i not in (axis, time_axis) and axes[i] != "S" and s != 1
     )
     n = shape[axis] if axis is not None else 1
-    sample_axis = axes.index("S") if "S" in axes else None
-    colour = colour and axis != sample_axis  # RGB samples picked as channels by number
 
     def read(channel: int, time: int) -> np.ndarray:
         if axis is not None:

@@ -19,8 +19,10 @@ image) is named in ``other_axes`` or refused, never read as z.
 
 from __future__ import annotations
 
+import logging
 import warnings
 import xml.etree.ElementTree as ET
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +104,7 @@ def _bioio_header(path: Path, scene):
     """Open with bioio and read the header; bioio's plugins raise many types on bad files."""
     from bioio import BioImage
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _bioio_log_kept():
         warnings.simplefilter("ignore")
         image = BioImage(path)
         names = tuple(str(s) for s in image.scenes)
@@ -112,6 +114,24 @@ def _bioio_header(path: Path, scene):
         stated = list(image.channel_names or [])
         dtype = np.dtype(image.dtype)
     return image, names, index, sizes, dtype, stated
+
+
+@contextmanager
+def _bioio_log_kept():
+    """Keep bioio's log lines (one per plugin tried on a bad file) off the user's stderr.
+
+    The error napari-niche raises says what went wrong in one sentence; bioio's own
+    WARNING lines before it would only repeat it as a traceback-like trail.
+    """
+    loggers = [logging.getLogger(n) for n in ("bioio", "bioio_base")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _bioio_voxel(image, spatial: list[str], path: Path) -> tuple[float, ...] | None:
