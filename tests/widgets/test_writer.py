@@ -75,6 +75,22 @@ def test_saved_layer_reads_back_with_its_data_and_voxel_size(
     assert compressed is (kind == "labels")  # masks shrink many times over
 
 
+def test_time_lapse_keeps_its_time_axis_and_voxel_size(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    data = np.random.default_rng(4).random((3, 4, 16, 16)).astype(np.float32)
+    layer = viewer.add_image(data, scale=(30.0, *SPACING_3D), units=("s", "µm", "µm", "µm"))
+    path = tmp_path / "movie.ome.tif"
+    layer.save(str(path))
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == "TZYX"
+        np.testing.assert_array_equal(tif.series[0].asarray(), data)
+    assert ome_sizes(path) == {
+        "X": (pytest.approx(0.57), "µm"),
+        "Y": (pytest.approx(0.57), "µm"),
+        "Z": (pytest.approx(2.0), "µm"),
+    }
+
+
 def test_other_length_units_are_saved_in_um(make_napari_viewer, tmp_path):
     from napari_niche.io import read_image
 
