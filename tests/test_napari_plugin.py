@@ -164,6 +164,7 @@ READERS = {  # a file name napari may be asked to open -> our reader npe2 offers
     "cells.nd2": "napari-niche.get_image_reader",
     "volume.ims": "napari-niche.get_image_reader",
     "slide.oib": "napari-niche.get_image_reader",
+    "slide.oif": "napari-niche.get_image_reader",
     "slide.oir": "napari-niche.get_image_reader",
     "femur.ome.tif": "napari-niche.get_image_reader",
     "femur.TIFF": "napari-niche.get_image_reader",

@@ -477,13 +477,14 @@ def test_track_file_that_cannot_be_read_is_a_notification(viewer, tmp_path):
 class FakeImageFile:
     """An ``ImageFile`` as :func:`napari_niche.io.open_image` returns it (header + lazy)."""
 
-    def __init__(self, scenes, shape, channels, voxel_size_um, time_points=1, scene=0):
+    def __init__(self, scenes, shape, channels, voxel_size_um, time_points=1, scene=0, sweeps=()):
         self.scenes = tuple(scenes)
         self.shape = tuple(shape)
         self.channels = tuple(channels)
         self.voxel_size_um = voxel_size_um
         self.time_points = time_points
         self.scene = scene
+        self.other_axes = {"λ": 20} if scene in sweeps else {}
 
     def lazy(self, channel):
         lead = (self.time_points,) if self.time_points > 1 else ()
@@ -507,6 +508,14 @@ FAKES = {
     "bare.ims": dict(scenes=("",), shape=(8, 8), channels=("",), voxel_size_um=None),
     "with_size.tif": dict(scenes=("",), shape=(8, 8), channels=("c",), voxel_size_um=(0.2, 0.2)),
     "plain.tif": dict(scenes=("",), shape=(8, 8), channels=("c",), voxel_size_um=None),
+    "sweep.lif": dict(
+        scenes=("x_y_lambda", "x_y_z"), shape=(16, 16), channels=("c",),
+        voxel_size_um=(0.1, 0.1), sweeps=(0,),
+    ),
+    "all_sweep.lif": dict(
+        scenes=("x_y_lambda",), shape=(16, 16), channels=("c",), voxel_size_um=(0.1, 0.1),
+        sweeps=(0,),
+    ),
 }  # fmt: skip
 
 
@@ -560,17 +569,36 @@ def test_time_axis_has_scale_1(viewer, fake_io):
 def test_file_without_voxel_size_opens_at_scale_1_with_a_warning(viewer, fake_io):
     start = n_notes()
     (layer,) = viewer.open(str(fake_io / "bare.ims"), plugin=PLUGIN)
-    assert layer.name == "channel 0"
+    assert layer.name == "bare"  # the file names no channel: the layer has the file's name
     np.testing.assert_allclose(layer.scale, (1.0, 1.0))
     assert any("bare.ims records no voxel size" in n for n in notes_since(start))
 
 
 def test_tiffs_with_a_voxel_size_are_ours_plain_ones_are_napari_s(viewer, fake_io):
+    import tifffile
+
     from napari_niche._widgets._readers import get_image_reader
 
     assert get_image_reader(str(fake_io / "plain.tif")) is None
+    rgb = fake_io / "photo.tif"  # a colour picture: napari shows it in colour
+    tifffile.imwrite(rgb, np.zeros((16, 16, 3), np.uint8), photometric="rgb")
+    assert get_image_reader(str(rgb)) is None
     (layer,) = viewer.open(str(fake_io / "with_size.tif"), plugin=PLUGIN)
     np.testing.assert_allclose(layer.scale, (0.2, 0.2))
+
+
+def test_wavelength_sweeps_are_left_out_and_named(viewer, fake_io):
+    start = n_notes()
+    (layer,) = viewer.open(str(fake_io / "sweep.lif"), plugin=PLUGIN)
+    assert layer.name == "x_y_z · c"
+    notes = notes_since(start)
+    assert any("x_y_lambda (λ of 20 steps)" in n and "others are open" in n for n in notes)
+    before = layer_state(viewer)
+    errors = len(error_messages())
+    assert viewer.open(str(fake_io / "all_sweep.lif"), plugin=PLUGIN) == []
+    new = error_messages()[errors:]
+    assert len(new) == 1 and "wavelength sweep" in new[0], new
+    assert layer_state(viewer) == before
 
 
 def test_unreadable_microscopy_file_is_a_notification(viewer, fake_io, tmp_path):
@@ -611,8 +639,13 @@ def test_real_nd2_opens_four_channels_with_the_voxel_size(viewer):
 @FORMATS_PENDING
 @needs_formats
 def test_real_czi_scenes_open_as_named_layers(viewer):
-    added = viewer.open(str(FORMATS / "WellD6-7_S2.czi"), plugin=PLUGIN)
-    assert [a.name for a in added] == ["D6-D6 · AF488", "D7-D7 · AF488"]
+    from napari_niche.io import open_image
+
+    path = FORMATS / "WellD6-7_S2.czi"
+    added = viewer.open(str(path), plugin=PLUGIN)
+    scenes = open_image(path).scenes
+    assert len(scenes) == 2 and scenes[0].startswith("D6") and scenes[1].startswith("D7")
+    assert [a.name for a in added] == [f"{scene} · AF488" for scene in scenes]
     for layer in added:
         assert layer.data.shape == (440, 544)
         np.testing.assert_allclose(layer.scale, (0.1, 0.1), rtol=1e-3)

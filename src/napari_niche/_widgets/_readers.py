@@ -566,6 +566,9 @@ def get_tracks_reader(path: Any) -> Callable[[Any], list] | None:
 # -- microscopy files ---------------------------------------------------------------------------
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
+#: Vendor formats taken whole: a file napari-niche cannot read (OIR needs Java) is then
+#: told why, instead of napari's "no reader".
+_VENDOR_SUFFIXES = (".lif", ".czi", ".nd2", ".ims", ".oib", ".oif", ".oir")
 
 
 def _suffix(path: Path, suffixes) -> str | None:
@@ -578,10 +581,10 @@ def _suffix(path: Path, suffixes) -> str | None:
 def get_image_reader(path: Any) -> Callable[[Any], list] | None:
     """npe2 reader hook for microscopy files: the reader, or None.
 
-    Vendor files (LIF, CZI, ND2, IMS, OIB, OIR) and OME-Zarr folders are taken whole; a
-    TIFF only when it records a voxel size or holds several channels, scenes or time
-    points. A plain one-channel TIFF without a voxel size is left to napari's own reader,
-    which gives the same layer.
+    Vendor files (LIF, CZI, ND2, IMS, OIB/OIF, OIR) and OME-Zarr folders are taken whole;
+    a TIFF only when it records a voxel size or holds several channels, scenes or time
+    points. A plain one-channel TIFF without a voxel size, or a colour picture, is left to
+    napari's own reader, which shows it as well.
 
     Parameters
     ----------
@@ -601,7 +604,7 @@ def get_image_reader(path: Any) -> Callable[[Any], list] | None:
         from napari_niche.io import SUPPORTED_SUFFIXES, open_image
     except ImportError:  # an install without the formats' reading layer
         return None
-    suffix = _suffix(p, SUPPORTED_SUFFIXES)
+    suffix = _suffix(p, (*SUPPORTED_SUFFIXES, *_VENDOR_SUFFIXES))
     if suffix is None or p.is_dir() != suffix.endswith(".zarr"):
         return None
     if suffix in _TIFF_SUFFIXES and not _tiff_needs_us(p, open_image):
@@ -610,11 +613,16 @@ def get_image_reader(path: Any) -> Callable[[Any], list] | None:
 
 
 def _tiff_needs_us(path: Path, open_image) -> bool:
-    """A TIFF whose voxel size, channels, scenes or time napari's own reader would lose."""
+    """A TIFF whose voxel size, channels, scenes or time napari's own reader would lose.
+
+    A colour picture (RGB) is napari's: it shows it in colour, not as three channels.
+    """
+    if _is_rgb_tiff(path):
+        return False
     try:
         f = open_image(path)
     except (NicheError, OSError):
-        return False  # napari's reader may still show it (a colour TIFF)
+        return False  # napari's reader may still show it
     try:
         return (
             f.voxel_size_um is not None
@@ -628,13 +636,26 @@ def _tiff_needs_us(path: Path, open_image) -> bool:
             close()
 
 
+def _is_rgb_tiff(path: Path) -> bool:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            photometric = tif.pages.first.photometric
+    except Exception:  # not a TIFF tifffile opens: open_image says why, if asked
+        return False
+    return photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
+
+
 def image_layers(path: str | Path) -> list[tuple]:
     """One Image layer per channel of every scene of a microscopy file.
 
-    Names are the channel names, or ``"<scene> · <channel>"`` for a file of several
-    scenes (the layers of one scene next to each other); ``scale`` is the voxel size in µm
+    Names are the channel names (the file's name for channels it does not name), or
+    ``"<scene> · <channel>"`` for a file of several scenes (the layers of one scene next
+    to each other); ``scale`` is the voxel size in µm
     (1 for a time axis) with µm ``units``. Without a voxel size the scale is 1 and a
-    warning says so.
+    warning says so. A scene with an axis that is neither space, time nor channel (a
+    wavelength sweep) is left out with a warning naming it.
     """
     from napari_niche.io import open_image
 
@@ -642,13 +663,33 @@ def image_layers(path: str | Path) -> list[tuple]:
     first = open_image(path)
     n_scenes = max(len(first.scenes), 1)
     layers: list[tuple] = []
-    unscaled = []
+    unscaled, skipped = [], []
     for scene in range(n_scenes):
         f = first if scene == 0 else open_image(path, scene=scene)
-        prefix = f"{first.scenes[scene]} · " if n_scenes > 1 else ""
-        layers += _channel_layers(f, path, scene, prefix)
+        name = first.scenes[scene] if n_scenes > 1 else path.name
+        other = dict(getattr(f, "other_axes", None) or {})
+        if other:
+            steps = ", ".join(f"{axis} of {n} steps" for axis, n in other.items())
+            skipped.append(f"{name} ({steps})")
+            continue
+        layers += _channel_layers(f, path, scene, f"{name} · " if n_scenes > 1 else "")
         if f.voxel_size_um is None:
-            unscaled.append(first.scenes[scene] if n_scenes > 1 else path.name)
+            unscaled.append(name)
+    _tell_left_out(path, n_scenes, unscaled, skipped, opened=bool(layers))
+    return layers
+
+
+def _tell_left_out(path: Path, n_scenes: int, unscaled, skipped, *, opened: bool) -> None:
+    """Warn about scenes without a voxel size and scenes left out; refuse when none is left."""
+    if skipped:
+        what = (
+            f"{path.name}: {'; '.join(skipped)} {'hold' if len(skipped) > 1 else 'holds'} "
+            "an axis that is neither z, time nor a channel (a wavelength sweep); "
+            "napari-niche does not open "
+        )
+        if not opened:
+            raise NicheError(what + "it. Export the planes you mean as a z-stack (LAS X, Fiji).")
+        _notify(what + "those scenes; the others are open.", warning=True)
     if unscaled:
         which = path.name if n_scenes == 1 else f"{path.name} ({', '.join(unscaled)})"
         _notify(
@@ -657,7 +698,23 @@ def image_layers(path: str | Path) -> list[tuple]:
             "analyse it.",
             warning=True,
         )
-    return layers
+
+
+_UNNAMED = re.compile(r"^\s*(?:channel\s*\d*|none|)\s*$", re.IGNORECASE)
+
+
+def _channel_name(name: str, index: int, n: int, path: Path) -> str:
+    """A channel's layer name: its name in the file, else the file's (and the number)."""
+    if name and not _UNNAMED.match(str(name)):
+        return str(name)
+    stem = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    else:
+        stem = path.stem
+    return stem if n == 1 else f"{stem} channel {index}"
 
 
 def _channel_layers(f, path: Path, scene: int, prefix: str) -> list[tuple]:
@@ -675,7 +732,7 @@ def _channel_layers(f, path: Path, scene: int, prefix: str) -> list[tuple]:
     layers = []
     for c, channel in enumerate(f.channels):
         kwargs: dict[str, Any] = {
-            "name": f"{prefix}{channel or f'channel {c}'}",
+            "name": prefix + _channel_name(channel, c, n, path),
             "scale": scale,
             "metadata": {
                 "napari_niche_source": str(path),
