@@ -118,6 +118,7 @@ def test_experiment_file_opens_the_experiment_dock(viewer, experiment_file, suff
         ("title.toml", 'name = "only a name"\n'),
         ("list.yaml", "- images\n- analysis\n"),
         ("settings.yml", "theme: dark\nfont_size: 12\n"),
+        ("environment.yml", "name: niche\nchannels: [conda-forge]\ndependencies: [napari]\n"),
     ],
 )
 def test_other_toml_and_yaml_files_get_no_reader(viewer, tmp_path, name, text):

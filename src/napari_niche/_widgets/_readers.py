@@ -151,8 +151,9 @@ EXPERIMENT_KEYS = frozenset(
         "images",
     }
 )
-#: Keys only an experiment file is likely to have at its top level.
-_EXPERIMENT_MARKS = EXPERIMENT_KEYS - {"name", "output"}
+#: Keys only an experiment file is likely to have at its top level (not ``channels``: a
+#: conda environment.yml has name, channels and dependencies).
+_EXPERIMENT_MARKS = EXPERIMENT_KEYS - {"name", "output", "channels"}
 #: Experiment files are small; a bigger TOML/YAML file is something else.
 _MAX_EXPERIMENT_BYTES = 2_000_000
 #: An experiment section at the start of a line: ``[[images]]``, ``[analysis]``, ``images:``.
