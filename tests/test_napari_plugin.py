@@ -7,6 +7,8 @@ pytest plugin (``napari.utils._testsupport``), which napari registers under ``py
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,125 @@ def test_cli_view_without_sample_opens_an_empty_viewer(cli_viewers):
     assert main(["view"]) == 0
     (viewer,) = cli_viewers
     assert len(viewer.layers) == 0
+
+
+# -- readers, writers and menus of the manifest --------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+READERS = {  # a file name napari may be asked to open -> our reader npe2 offers for it
+    "exp.toml": "napari-niche.get_experiment_reader",
+    "exp.yaml": "napari-niche.get_experiment_reader",
+    "exp.YML": "napari-niche.get_experiment_reader",
+    "spots.csv": "napari-niche.get_tracks_reader",
+    "model.xml": "napari-niche.get_tracks_reader",
+    "tracks.tsv": "napari-niche.get_tracks_reader",
+    "tracks.txt": "napari-niche.get_tracks_reader",
+    "stack.lif": "napari-niche.get_image_reader",
+    "scan.czi": "napari-niche.get_image_reader",
+    "cells.nd2": "napari-niche.get_image_reader",
+    "volume.ims": "napari-niche.get_image_reader",
+    "slide.oib": "napari-niche.get_image_reader",
+    "slide.oif": "napari-niche.get_image_reader",
+    "slide.oir": "napari-niche.get_image_reader",
+    "femur.ome.tif": "napari-niche.get_image_reader",
+    "femur.TIFF": "napari-niche.get_image_reader",
+}
+# Layers menu -> the docks napari-niche puts there (through a submenu of its own)
+MENUS = {
+    "napari/layers/segment": ("napari-niche/segment", ["threshold", "curation"]),
+    "napari/layers/measure": (
+        "napari-niche/measure",
+        ["distances", "random_dots", "niche_plot", "experiment", "tables"],
+    ),
+}
+
+
+def _plugin_manager():
+    import npe2
+
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    return pm
+
+
+def test_manifest_is_valid_for_npe2():
+    """``npe2 validate napari.yaml``, as the pre-commit hook and napari hub run it."""
+    import subprocess
+    import sys
+
+    npe2_cli = Path(sys.executable).parent / "npe2"
+    proc = subprocess.run(
+        [str(npe2_cli), "validate", str(ROOT / "napari.yaml")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "valid" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_readers_are_offered_for_their_files(name):
+    pm = _plugin_manager()
+    ours = {r.command for r in pm.iter_compatible_readers([name]) if r.plugin_name == PLUGIN}
+    assert ours == {READERS[name]}
+
+
+def test_folders_are_offered_to_the_results_and_zarr_readers(tmp_path):
+    pm = _plugin_manager()
+    ours = [
+        r.command for r in pm.iter_compatible_readers([str(tmp_path)]) if r.plugin_name == PLUGIN
+    ]
+    assert ours == ["napari-niche.get_results_reader", "napari-niche.get_image_reader"]
+
+
+def test_every_reader_says_no_to_files_that_are_not_its_own(tmp_path):
+    """npe2 calls each hook; None sends napari on to the next plugin's reader."""
+    pm = _plugin_manager()
+    (tmp_path / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    for path in (tmp_path / "pyproject.toml", tmp_path / "table.csv", tmp_path):
+        for reader in pm.iter_compatible_readers([str(path)]):
+            if reader.plugin_name == PLUGIN:
+                assert reader.exec(kwargs={"path": [str(path)], "stack": False}) is None, (
+                    reader.command,
+                    path,
+                )
+
+
+@pytest.mark.parametrize(
+    ("name", "layer_type", "command"),
+    [
+        ("mask.ome.tif", "labels", "napari-niche.write_labels"),
+        ("mask.ome.tiff", "labels", "napari-niche.write_labels"),
+        ("raw.ome.tif", "image", "napari-niche.write_image"),
+        ("mask.tif", "labels", "napari.write_labels"),  # napari's own (no voxel size)
+    ],
+)
+def test_ome_tiff_names_choose_our_writer(name, layer_type, command):
+    writer, path = _plugin_manager().get_writer(name, layer_types=[layer_type])
+    assert writer is not None and writer.command == command and path == name
+
+
+def test_docks_are_in_napari_s_layers_menus(make_napari_viewer):
+    """The template's places for analysis plugins: Layers > Segment, Measure, Track."""
+    from app_model.types import SubmenuItem
+    from napari._app_model import get_app_model
+    from napari._app_model.constants._menus import is_menu_contributable
+
+    viewer = make_napari_viewer()
+    app = get_app_model()
+    for menu, (submenu, docks) in MENUS.items():
+        assert is_menu_contributable(menu)
+        items = app.menus.get_menu(menu)
+        assert any(isinstance(i, SubmenuItem) and i.submenu == submenu for i in items), menu
+        commands = [i.command.id for i in app.menus.get_menu(submenu)]
+        assert commands == [f"{PLUGIN}.{dock}" for dock in docks]
+    track = [
+        i.command.id for i in app.menus.get_menu("napari/layers/track") if hasattr(i, "command")
+    ]
+    assert f"{PLUGIN}.motility" in track
+    # every dock is somewhere in the Layers menus, and the Plugins menu keeps them all
+    pm = _plugin_manager()
+    widgets = {w.command for w in pm.get_manifest(PLUGIN).contributions.widgets}
+    in_menus = {c for _, (_, docks) in MENUS.items() for c in docks} | {"motility"}
+    assert {f"{PLUGIN}.{c}" for c in in_menus} == widgets
+    # clicking the menu item docks the widget
+    app.commands.execute_command(f"{PLUGIN}.distances").result()
+    assert any(name.startswith("3 Distance maps") for name in viewer.window.dock_widgets)

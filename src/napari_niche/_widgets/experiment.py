@@ -402,6 +402,26 @@ class ExperimentWidget(NicheWidget):
         self._show(experiment)
         return experiment
 
+    def open_file(self, path: str | Path) -> Experiment | None:
+        """Open an experiment file as *Open…* does, telling the user what happened.
+
+        How napari's File > Open reaches the dock (the experiment-file reader). A problem
+        in the file is an error notification and the dock keeps what it showed; while this
+        dock is running, nothing is opened and a notification says why.
+        """
+        if self.worker is not None:
+            self.notify(
+                f"Not opening {Path(path).name}: this dock is still running; wait for it or "
+                "cancel it, then open the file again.",
+                warning=True,
+            )
+            return None
+        experiment = None
+        with self.reporting():
+            experiment = self.open_experiment(path)
+            self.notify(f"Opened {experiment.name}: {len(experiment.images)} images.")
+        return experiment
+
     def _show(self, experiment: Experiment) -> None:
         self.experiment = experiment
         self.summary = None
@@ -750,10 +770,7 @@ class ExperimentWidget(NicheWidget):
             self, "Open an experiment file", "", "Experiment (*.toml *.yaml *.yml)"
         )
         if path:
-            self._try(
-                lambda: self.open_experiment(path),
-                lambda e: f"Opened {e.name}: {len(e.images)} images.",
-            )
+            self.open_file(path)
 
     def _on_open_image_clicked(self) -> None:
         self._try(self.open_image, None)
