@@ -8,7 +8,6 @@ repository: the tests skip, saying why, when the folder is absent.
 """
 
 import filecmp
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from format_files import FORMATS, needs_formats
 
 from napari_niche.experiment.runner import (
     _file_hash,
@@ -27,12 +27,6 @@ from napari_niche.experiment.runner import (
 )
 from napari_niche.experiment.spec import Experiment, ExperimentError, ImageSpec
 from napari_niche.io import read_channels, write_image
-
-FORMATS = Path(__file__).resolve().parents[3] / "shared" / "data" / "formats"
-needs_formats = pytest.mark.skipif(
-    not (FORMATS / "make_format_samples.py").is_file(),
-    reason=f"format samples not found in {FORMATS} (the shared/ folder beside the checkout)",
-)
 
 WELLS = FORMATS / "WellD6-7_S2.czi"  # 2 scenes D6, D7; 1 channel AF488; 440 x 544
 SWEEP = FORMATS / "LeicaLASX_wavelength-sweep_example.lif"
@@ -64,19 +58,10 @@ source = "whole"
 
 
 @pytest.fixture(scope="session")
-def samples(tmp_path_factory):
-    """The synthetic 2-channel volume in the four formats, written once per session."""
-    if not (FORMATS / "make_format_samples.py").is_file():
-        pytest.skip(needs_formats.kwargs["reason"])
-    spec = importlib.util.spec_from_file_location(
-        "make_format_samples", FORMATS / "make_format_samples.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    folder = tmp_path_factory.mktemp("format_samples")
-    written = module.write_all(folder)
-    assert {p.name for p in written.values()} == set(SAMPLES.values())
-    return folder
+def samples(synthetic_files):
+    """The folder of the synthetic 2-channel volume in the four formats."""
+    assert {p.name for p in synthetic_files.values()} == set(SAMPLES.values())
+    return next(iter(synthetic_files.values())).parent
 
 
 def entry(image_id, path, channels, extra="", replicate=None):

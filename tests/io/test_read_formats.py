@@ -7,13 +7,12 @@ one volume in four formats, which must read back pixel for pixel.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from format_files import FORMATS, NO_FORMATS
 
 from napari_niche.io import (
     ColourImageError,
@@ -27,16 +26,7 @@ from napari_niche.io import (
     read_image,
 )
 
-SHARED_DATA = Path(
-    os.environ.get(
-        "NAPARI_NICHE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"
-    )
-)
-FORMATS = SHARED_DATA / "formats"
-needs_formats = pytest.mark.skipif(
-    not (FORMATS / "README.md").exists(),
-    reason=f"the microscope files of ../shared/data/formats are not in {FORMATS}",
-)
+needs_formats = pytest.mark.skipif(not (FORMATS / "README.md").exists(), reason=NO_FORMATS)
 
 # file -> one entry per scene: (scene name, shape, channels, voxel size or None, dtype,
 # time points, other axes)
@@ -219,32 +209,16 @@ def test_a_scene_that_does_not_exist_lists_the_ones_that_do(scene):
 # --------------------------------------------------------------------------- written files
 
 
-def _load_sample_writer():
-    script = FORMATS / "make_format_samples.py"
-    spec = importlib.util.spec_from_file_location("make_format_samples", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    """The shared script's one volume as OME-TIFF, OME-Zarr, CZI and IMS."""
-    if not (FORMATS / "make_format_samples.py").exists():
-        pytest.skip(f"make_format_samples.py is not in {FORMATS}")
-    out = tmp_path_factory.mktemp("formats")
-    module = _load_sample_writer()
-    main = module.main
-    main([str(out)])
-    return {
-        fmt: out / f"synthetic_2ch.{suffix}"
-        for fmt, suffix in [
-            ("OME-TIFF", "ome.tif"),
-            ("OME-Zarr", "ome.zarr"),
-            ("Zeiss CZI", "czi"),
-            ("Imaris IMS", "ims"),
-        ]
+def written(synthetic_files):
+    """The shared script's one volume as OME-TIFF, OME-Zarr, CZI and IMS, by format."""
+    names = {
+        "OME-TIFF": "ome.tif",
+        "OME-Zarr": "ome.zarr",
+        "Zeiss CZI": "czi",
+        "Imaris IMS": "ims",
     }
+    return {fmt: synthetic_files[f"synthetic_2ch.{suffix}"] for fmt, suffix in names.items()}
 
 
 @pytest.mark.parametrize("fmt", ["OME-TIFF", "OME-Zarr", "Zeiss CZI", "Imaris IMS"])

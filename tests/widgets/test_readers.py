@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 TCELLS = DATA / "tcells_lymph_node.csv"
 FORMATS = DATA / "formats"
+needs_formats = pytest.mark.skipif(
+    not FORMATS.is_dir(),
+    reason=f"microscopy files not found in {FORMATS} (the shared/ folder beside the checkout)",
+)
 
 
 def layer_state(viewer):
@@ -495,20 +499,6 @@ class FakeImageFile:
 
 
 FAKES = {
-    "two_channels.czi": dict(
-        scenes=("Scene 1",), shape=(5, 16, 16), channels=("DAPI", "CD45"),
-        voxel_size_um=(2.0, 0.5, 0.5),
-    ),
-    "wells.lif": dict(
-        scenes=("D6", "D7"), shape=(16, 16), channels=("AF488",), voxel_size_um=(0.1, 0.1)
-    ),
-    "movie.nd2": dict(
-        scenes=("XYPos:0",), shape=(3, 8, 8), channels=("GFP",), voxel_size_um=(1.0, 0.3, 0.3),
-        time_points=4,
-    ),
-    "bare.ims": dict(scenes=("",), shape=(8, 8), channels=("",), voxel_size_um=None),
-    "with_size.tif": dict(scenes=("",), shape=(8, 8), channels=("c",), voxel_size_um=(0.2, 0.2)),
-    "plain.tif": dict(scenes=("",), shape=(8, 8), channels=("c",), voxel_size_um=None),
     "sweep.lif": dict(
         scenes=("x_y_lambda", "x_y_z"), shape=(16, 16), channels=("c",),
         voxel_size_um=(0.1, 0.1), sweeps=(0,),
@@ -522,70 +512,122 @@ FAKES = {
 
 @pytest.fixture
 def fake_io(monkeypatch, tmp_path):
-    """The formats' reading API (``open_image``, ``SUPPORTED_SUFFIXES``) on fake headers, so
-    the layers are checked before the formats branch lands; the real files are below."""
+    """``open_image`` on made-up headers, for the one case no real file has: a LIF that
+    mixes wavelength-sweep scenes with ordinary ones (real files are used everywhere else)."""
     import napari_niche.io as io
-    from napari_niche.core.errors import NicheError
 
     def open_image(path, scene=None):
         path = Path(path)
-        if path.name == "broken.oib":
-            raise NicheError(f"{path}: the file is damaged (it ends after 12 bytes).")
         spec = dict(FAKES[path.name])
         return FakeImageFile(**spec, scene=scene or 0)
 
     monkeypatch.setattr(io, "open_image", open_image, raising=False)
     suffixes = (".lif", ".czi", ".nd2", ".ims", ".oib", ".oir", ".zarr", ".ome.zarr", ".tif")
     monkeypatch.setattr(io, "SUPPORTED_SUFFIXES", suffixes + (".tiff",), raising=False)
-    for name in (*FAKES, "broken.oib"):
+    for name in FAKES:
         (tmp_path / name).write_bytes(b"not read")
     return tmp_path
 
 
-def test_channels_become_image_layers_with_the_voxel_size(viewer, fake_io):
-    added = viewer.open(str(fake_io / "two_channels.czi"), plugin=PLUGIN)
-    assert [a.name for a in added] == ["DAPI", "CD45"]
+@pytest.mark.parametrize("suffix", ["czi", "ome.zarr", "ims", "ome.tif"])
+def test_channels_become_image_layers_with_the_voxel_size(viewer, synthetic_files, suffix):
+    from napari_niche.io import read_channels
+
+    path = synthetic_files[f"synthetic_2ch.{suffix}"]
+    added = viewer.open(str(path), plugin=PLUGIN)
+    assert [a.name for a in added] == ["cells", "vessel"]
+    want, _ = read_channels(path, [0, 1])
     for c, layer in enumerate(added):
-        np.testing.assert_allclose(layer.scale, (2.0, 0.5, 0.5))
+        np.testing.assert_allclose(layer.scale, (2.0, 0.57, 0.57))
         assert units_um(layer)
-        assert layer.data.shape == (5, 16, 16) and int(layer.data[0, 0, 0]) == 100 + c
+        np.testing.assert_array_equal(np.asarray(layer.data), want[c])
         assert layer.blending == "additive"
     assert [a.colormap.name for a in added] == ["magenta", "green"]
 
 
-def test_scenes_are_named_and_kept_together(viewer, fake_io):
-    added = viewer.open(str(fake_io / "wells.lif"), plugin=PLUGIN)
-    assert [a.name for a in added] == ["D6 · AF488", "D7 · AF488"]
-    assert [int(a.data[0, 0]) for a in added] == [100, 200]
-    assert all(tuple(a.scale) == pytest.approx((0.1, 0.1)) for a in added)
-
-
-def test_time_axis_has_scale_1(viewer, fake_io):
-    (layer,) = viewer.open(str(fake_io / "movie.nd2"), plugin=PLUGIN)
-    assert layer.data.shape == (4, 3, 8, 8)
-    np.testing.assert_allclose(layer.scale, (1.0, 1.0, 0.3, 0.3))
+@needs_formats
+def test_time_axis_has_scale_1(viewer):
+    path = FORMATS / "CellDivision_T3_Z6_CH1_X300_Y200_DCV_ZSTD.czi"
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    assert layer.name == "LED555"
+    assert layer.data.shape == (3, 6, 200, 300)
+    np.testing.assert_allclose(layer.scale, (1.0, 0.32, 0.0905766742, 0.0905766742))
     assert [str(u) for u in layer.units][1:] == ["micrometer"] * 3
 
 
-def test_file_without_voxel_size_opens_at_scale_1_with_a_warning(viewer, fake_io):
+def test_file_without_voxel_size_opens_at_scale_1_with_a_warning(
+    viewer, synthetic_files, tmp_path
+):
+    """An OME-Zarr whose axes give no unit: its scale is not taken as µm."""
+    import json
+    import shutil
+
+    copy = tmp_path / "bare.ome.zarr"
+    shutil.copytree(synthetic_files["synthetic_2ch.ome.zarr"], copy)
+    meta_file = next(p for p in (copy / ".zattrs", copy / "zarr.json") if p.exists())
+    meta = json.loads(meta_file.read_text())
+    block = meta.get("attributes", {}).get("ome", meta)
+    for axis in block["multiscales"][0]["axes"]:
+        axis.pop("unit", None)
+    meta_file.write_text(json.dumps(meta))
     start = n_notes()
-    (layer,) = viewer.open(str(fake_io / "bare.ims"), plugin=PLUGIN)
-    assert layer.name == "bare"  # the file names no channel: the layer has the file's name
-    np.testing.assert_allclose(layer.scale, (1.0, 1.0))
-    assert any("bare.ims records no voxel size" in n for n in notes_since(start))
+    added = viewer.open(str(copy), plugin=PLUGIN)
+    assert [a.name for a in added] == ["cells", "vessel"]
+    for layer in added:
+        np.testing.assert_allclose(layer.scale, (1.0, 1.0, 1.0))
+    assert any("bare.ome.zarr records no voxel size" in n for n in notes_since(start))
 
 
-def test_tiffs_with_a_voxel_size_are_ours_plain_ones_are_napari_s(viewer, fake_io):
+@needs_formats
+def test_a_file_that_names_no_channel_gives_its_layer_the_files_name(viewer):
+    (layer,) = viewer.open(str(FORMATS / "Minimal_IMS_File.ims"), plugin=PLUGIN)
+    assert layer.name == "Minimal_IMS_File"
+    np.testing.assert_allclose(layer.scale, (0.0546875, 0.0546875))
+
+
+def test_tiffs_with_a_voxel_size_are_ours_plain_ones_are_napari_s(viewer, tmp_path):
     import tifffile
 
     from napari_niche._widgets._readers import get_image_reader
+    from napari_niche.io import write_image
 
-    assert get_image_reader(str(fake_io / "plain.tif")) is None
-    rgb = fake_io / "photo.tif"  # a colour picture: napari shows it in colour
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, np.zeros((8, 8), np.uint16))
+    assert get_image_reader(str(plain)) is None
+    rgb = tmp_path / "photo.tif"  # a colour picture: napari shows it in colour
     tifffile.imwrite(rgb, np.zeros((16, 16, 3), np.uint8), photometric="rgb")
     assert get_image_reader(str(rgb)) is None
-    (layer,) = viewer.open(str(fake_io / "with_size.tif"), plugin=PLUGIN)
+    sized = write_image(tmp_path / "with_size.tif", np.ones((8, 8), np.uint16), spacing=(0.2, 0.2))
+    (layer,) = viewer.open(str(sized), plugin=PLUGIN)
     np.testing.assert_allclose(layer.scale, (0.2, 0.2))
+    assert units_um(layer)
+
+
+@needs_formats
+def test_a_file_of_wavelength_sweeps_only_is_an_error_notification(viewer):
+    before = layer_state(viewer)
+    errors = len(error_messages())
+    path = FORMATS / "LeicaLASX_wavelength-sweep_example.lif"
+    assert viewer.open(str(path), plugin=PLUGIN) == []
+    new = error_messages()[errors:]
+    assert len(new) == 1 and "wavelength sweep" in new[0], new
+    assert layer_state(viewer) == before
+
+
+@needs_formats
+@pytest.mark.parametrize(
+    "name",
+    ["oiffile_test.oib", "WellD6-7_S2.czi", "Minimal_IMS_File.ims", "example-multichannel.nd2"],
+)
+def test_a_truncated_microscopy_file_is_a_notification(viewer, tmp_path, name):
+    cut = tmp_path / name
+    cut.write_bytes((FORMATS / name).read_bytes()[:2048])
+    before = layer_state(viewer)
+    errors = len(error_messages())
+    assert viewer.open(str(cut), plugin=PLUGIN) == []
+    new = error_messages()[errors:]
+    assert len(new) == 1 and name in new[0], new
+    assert layer_state(viewer) == before
 
 
 def test_wavelength_sweeps_are_left_out_and_named(viewer, fake_io):
@@ -602,31 +644,15 @@ def test_wavelength_sweeps_are_left_out_and_named(viewer, fake_io):
     assert layer_state(viewer) == before
 
 
-def test_unreadable_microscopy_file_is_a_notification(viewer, fake_io, tmp_path):
+def test_folders_and_missing_files_get_no_microscopy_reader(tmp_path):
     from napari_niche._widgets._readers import get_image_reader
 
-    before = layer_state(viewer)
-    errors = len(error_messages())
-    assert viewer.open(str(fake_io / "broken.oib"), plugin=PLUGIN) == []
-    new = error_messages()[errors:]
-    assert len(new) == 1 and "damaged" in new[0], new
-    assert layer_state(viewer) == before
     folder = tmp_path / "not_zarr"
     folder.mkdir()
     assert get_image_reader(str(folder)) is None  # a folder must be a .zarr
     assert get_image_reader(str(tmp_path / "missing.czi")) is None
 
 
-FORMATS_PENDING = pytest.mark.xfail(
-    strict=False, reason="io.open_image lands with the formats branch"
-)
-needs_formats = pytest.mark.skipif(
-    not FORMATS.is_dir(),
-    reason=f"microscopy files not found in {FORMATS} (the shared/ folder beside the checkout)",
-)
-
-
-@FORMATS_PENDING
 @needs_formats
 def test_real_nd2_opens_four_channels_with_the_voxel_size(viewer):
     added = viewer.open(str(FORMATS / "example-multichannel.nd2"), plugin=PLUGIN)
@@ -637,7 +663,6 @@ def test_real_nd2_opens_four_channels_with_the_voxel_size(viewer):
         assert units_um(layer)
 
 
-@FORMATS_PENDING
 @needs_formats
 def test_real_czi_scenes_open_as_named_layers(viewer):
     from napari_niche.io import open_image
@@ -652,7 +677,6 @@ def test_real_czi_scenes_open_as_named_layers(viewer):
         np.testing.assert_allclose(layer.scale, (0.1, 0.1), rtol=1e-3)
 
 
-@FORMATS_PENDING
 @needs_formats
 def test_real_ome_tiff_is_ours_a_tiff_without_voxel_size_is_not(viewer):
     from napari_niche._widgets._readers import get_image_reader

@@ -1,4 +1,4 @@
-"""Fixtures of the command-line tests of microscope formats (see :mod:`format_files`)."""
+"""Fixtures every test folder shares: the microscope files (see :mod:`format_files`)."""
 
 import pytest
 from format_files import FORMATS, NO_FORMATS, formats_script
@@ -14,5 +14,6 @@ def formats_dir():
 
 @pytest.fixture(scope="session")
 def synthetic_files(tmp_path_factory):
-    """``synthetic_2ch.{ome.tif,ome.zarr,czi,ims}`` (names -> paths), written once per session."""
+    """``synthetic_2ch.{ome.tif,ome.zarr,czi,ims}`` (names -> paths), written once per session:
+    one 2-channel volume (``cells``, ``vessel``; 20 x 128 x 128; voxel 2 x 0.57 x 0.57 µm)."""
     return formats_script().write_all(tmp_path_factory.mktemp("format_samples"))

@@ -1,4 +1,4 @@
-"""Microscope files for the command-line tests: the real ones, their writer, an OME-Zarr writer.
+"""Microscope files for the tests: the real ones, their writer, an OME-Zarr writer.
 
 The real files and ``make_format_samples.py`` live in ``../shared/data/formats`` beside the
 checkout (its README states their provenance and true shapes); they are never copied into
@@ -6,15 +6,25 @@ the repository. Tests that need them skip, saying where they looked, when it is 
 """
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-FORMATS = Path(__file__).resolve().parents[3] / "shared" / "data" / "formats"
+#: ../shared/data beside the checkout (NAPARI_NICHE_SHARED_DATA overrides it)
+SHARED_DATA = Path(
+    os.environ.get(
+        "NAPARI_NICHE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+)
+FORMATS = SHARED_DATA / "formats"
 NO_FORMATS = (
     f"real microscope files not found in {FORMATS} (the shared/ folder beside the checkout)"
 )
+
+
+needs_formats = pytest.mark.skipif(not (FORMATS / "README.md").is_file(), reason=NO_FORMATS)
 
 
 def formats_script():
