@@ -18,6 +18,7 @@ from napari_niche.core.blockwise import (
     CensoredDistances,
     MemoryBudgetError,
     cell_table_blockwise,
+    chunk_shape,
     distance_bytes_per_voxel,
     halo_voxels,
     min_distance_per_cell_blockwise,
@@ -366,6 +367,28 @@ def test_a_smaller_budget_gives_more_blocks():
         for m in (1e9, 2e7, 5e6)
     ]
     assert counts[0] == 1 and counts[0] < counts[1] < counts[2]
+
+
+def test_cores_are_whole_chunks_of_a_chunked_input():
+    shape, spacing = (150, 1500, 1500), (2.0, 0.57, 0.57)
+    plan = plan_blocks(
+        shape, spacing=spacing, max_distance_um=30.0, max_memory=3e8, chunks=(150, 128, 128)
+    )
+    assert plan.core_shape[0] == 150
+    assert plan.core_shape[1] % 128 == 0 and plan.core_shape[2] % 128 == 0
+    assert plan.bytes_per_block <= 3e8
+    # a chunk too large for the budget: cores cut through chunks rather than refuse
+    plan = plan_blocks(
+        shape, spacing=spacing, max_distance_um=30.0, max_memory=3e7, chunks=(150, 1024, 1024)
+    )
+    assert plan.bytes_per_block <= 3e7 and plan.core_shape[1] < 1024
+
+
+def test_chunk_shape_of_zarr_dask_and_numpy():
+    a = np.zeros((10, 20, 30), np.uint8)
+    assert chunk_shape(a) is None
+    assert chunk_shape(_zarr(a, (5, 7, 30))) == (5, 7, 30)
+    assert chunk_shape(_dask(a, (5, 7, 30))) == (5, 7, 30)
 
 
 # ------------------------------------------------------------------------------ refusals

@@ -31,7 +31,9 @@ def check_label_dtype(dtype: np.dtype) -> None:
 
 
 def labelled(labels_block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The labelled voxels of a block: a boolean mask and their labels (C order).
+    """The labelled voxels of a block: their flat indices and their labels (C order).
+
+    One scan of the block; everything after it costs per labelled voxel only.
 
     Parameters
     ----------
@@ -40,16 +42,43 @@ def labelled(labels_block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    mask : ndarray of bool
-        True where a cell is.
+    flat_index : ndarray of int64
+        Flat (C-order) index in the block of every labelled voxel.
     ids : ndarray of int
-        The label of each labelled voxel, in C order.
+        The label of each.
     """
-    mask = labels_block != 0
-    ids = labels_block[mask]
+    labels_block = np.ascontiguousarray(labels_block)
+    flat_index = np.flatnonzero(labels_block)
+    ids = labels_block.reshape(-1)[flat_index]
     if ids.size and labels_block.dtype.kind == "i" and ids.min() < 0:
         raise InvalidImageError("Cell labels must be non-negative (0 = background).")
-    return mask, ids
+    return flat_index, ids
+
+
+def gather(
+    values: np.ndarray, flat_index: np.ndarray, core_shape: tuple[int, ...], inner
+) -> np.ndarray:
+    """Values of an outer-region array at the core voxels given by their flat core index.
+
+    Parameters
+    ----------
+    values : ndarray
+        One value per voxel of the outer region (e.g. its distance map).
+    flat_index : ndarray of int
+        Flat indices in the core (:func:`labelled`).
+    core_shape : tuple of int
+        Shape of the core.
+    inner : tuple of slice
+        The core within the outer region.
+
+    Returns
+    -------
+    ndarray
+        ``values[inner].ravel()[flat_index]``, without copying the core.
+    """
+    coords = np.unravel_index(flat_index, core_shape)
+    shifted = tuple(c + s.start for c, s in zip(coords, inner, strict=True))
+    return values.reshape(-1)[np.ravel_multi_index(shifted, values.shape)]
 
 
 def reduce_by_label(

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._blocks import LabelReducer, check_label_dtype, labelled
+from ._blocks import LabelReducer, check_label_dtype, gather, labelled
 from ._validate import as_mask, as_spacing, check_same_shape, shown
 from .cells import centroid_columns, size_column
 from .distance import default_threads, distance_to_outside_um
@@ -37,6 +37,7 @@ __all__ = [
     "MemoryBudgetError",
     "cell_table_blockwise",
     "cell_table_bytes_per_voxel",
+    "chunk_shape",
     "distance_bytes_per_voxel",
     "halo_voxels",
     "min_distance_per_cell_blockwise",
@@ -85,6 +86,11 @@ class Block:
             slice(c.start - o.start, c.stop - o.start)
             for c, o in zip(self.core, self.outer, strict=True)
         )
+
+    @property
+    def core_shape(self) -> tuple[int, ...]:
+        """Shape of the core (voxels)."""
+        return tuple(c.stop - c.start for c in self.core)
 
     @property
     def outer_shape(self) -> tuple[int, ...]:
@@ -184,21 +190,32 @@ def _outer_extent(core: np.ndarray, halo: np.ndarray, shape: np.ndarray) -> np.n
     return np.where(core >= shape, shape, np.minimum(core + 2 * halo, shape))
 
 
-def _candidates(n: int) -> np.ndarray:
-    """Core lengths worth trying along an axis of n voxels: n / k rounded up, spread out."""
-    lengths = np.unique(-(-n // np.arange(1, n + 1)))
+def _candidates(n: int, unit: int) -> np.ndarray:
+    """Core lengths worth trying along an axis of n voxels, spread out.
+
+    Whole numbers of ``unit`` (the storage chunk, so that a core reads whole chunks)
+    splitting the axis evenly.
+    """
+    units = -(-n // unit)
+    per_core = np.unique(-(-units // np.arange(1, units + 1)))
+    lengths = np.unique(np.minimum(per_core * unit, n))
     if lengths.size > _CANDIDATES_PER_AXIS:
-        wanted = np.geomspace(1, n, _CANDIDATES_PER_AXIS)
+        wanted = np.geomspace(lengths[0], n, _CANDIDATES_PER_AXIS)
         picks = np.clip(np.searchsorted(lengths, wanted), 0, lengths.size - 1)
-        lengths = np.unique(np.concatenate((lengths[picks], [1, n])))
+        lengths = np.unique(np.concatenate((lengths[picks], [lengths[0], n])))
     return lengths
 
 
 def _choose_core(
-    shape: tuple[int, ...], halo: tuple[int, ...], cost: tuple[float, float], budget: float
+    shape: tuple[int, ...],
+    halo: tuple[int, ...],
+    cost: tuple[float, float],
+    budget: float,
+    chunks: tuple[int, ...],
 ) -> tuple[int, ...] | None:
     """The core shape with the least work (voxels transformed) whose block fits."""
-    grids = np.meshgrid(*[_candidates(n) for n in shape], indexing="ij")
+    lengths = [_candidates(n, c) for n, c in zip(shape, chunks, strict=True)]
+    grids = np.meshgrid(*lengths, indexing="ij")
     core = np.stack([g.ravel() for g in grids], axis=1)
     n, h = np.asarray(shape), np.asarray(halo)
     outer_voxels = np.prod(_outer_extent(core, h, n).astype(float), axis=1)
@@ -209,6 +226,28 @@ def _choose_core(
     work = n_blocks * (outer_voxels + BLOCK_OVERHEAD_VOXELS)
     work[need > budget] = np.inf
     return tuple(int(c) for c in core[int(np.argmin(work))])
+
+
+def chunk_shape(array: Any) -> tuple[int, ...] | None:
+    """The storage chunks of a zarr or dask array (None for numpy and the like).
+
+    Parameters
+    ----------
+    array : array-like
+        A zarr array (``chunks``), dask array (``chunksize``) or anything else.
+
+    Returns
+    -------
+    tuple of int or None
+        One chunk length per axis, or None when the array is not chunked.
+    """
+    chunks = getattr(array, "chunksize", None) or getattr(array, "chunks", None)
+    if not isinstance(chunks, tuple) or len(chunks) != len(array.shape):
+        return None
+    if not all(isinstance(c, numbers.Integral) for c in chunks):
+        return None
+    values = tuple(int(c) for c in chunks)
+    return values if min(values) >= 1 else None
 
 
 def _tile(shape: tuple[int, ...], core: tuple[int, ...], halo: tuple[int, ...]) -> list[Block]:
@@ -254,6 +293,7 @@ def plan_blocks(
     block_shape: Sequence[int] | None = None,
     max_memory: float | None = None,
     bytes_per_voxel: tuple[float, float] = (7.0, 0.0),
+    chunks: Sequence[int] | None = None,
 ) -> BlockPlan:
     """Cut a volume into blocks with a halo of ``ceil(D / spacing) + 1`` voxels per axis.
 
@@ -279,6 +319,9 @@ def plan_blocks(
     bytes_per_voxel : (float, float)
         Peak memory (bytes) per voxel of a block's outer region and per voxel of its core
         while it is processed (see :func:`distance_bytes_per_voxel`).
+    chunks : sequence of int, optional
+        Storage chunks of the input (:func:`chunk_shape`): chosen cores are then whole
+        numbers of chunks where the budget allows, so that no chunk is read twice for them.
 
     Returns
     -------
@@ -302,12 +345,16 @@ def plan_blocks(
     if block_shape is not None:
         core = _check_block_shape(block_shape, shape)
     else:
-        chosen = _choose_core(shape, halo, cost, budget or DEFAULT_MAX_MEMORY)
+        limit = budget or DEFAULT_MAX_MEMORY
+        units = (1,) * len(shape) if chunks is None else tuple(int(c) for c in chunks)
+        chosen = _choose_core(shape, halo, cost, limit, units)
+        if chosen is None and chunks is not None:  # chunks too large: cut through them
+            chosen = _choose_core(shape, halo, cost, limit, (1,) * len(shape))
         if chosen is None:
             ones = np.ones(len(shape), int)
             smallest = _outer_extent(ones, h, n)
             need = float(np.prod(smallest.astype(float))) * cost[0] + cost[1]
-            raise _budget_error(budget or DEFAULT_MAX_MEMORY, need, d, smallest)
+            raise _budget_error(limit, need, d, smallest)
         core = chosen
     outer = _outer_extent(np.asarray(core), h, n)
     need = float(np.prod(outer.astype(float))) * cost[0] + float(np.prod(core)) * cost[1]
@@ -479,6 +526,7 @@ def min_distance_per_cell_blockwise(
         block_shape=block_shape,
         max_memory=max_memory,
         bytes_per_voxel=distance_bytes_per_voxel(structure.dtype, labels.dtype),
+        chunks=chunk_shape(labels) or chunk_shape(structure),
     )
     threads = threads or default_threads()
     reducer = LabelReducer(np.minimum)
@@ -486,7 +534,7 @@ def min_distance_per_cell_blockwise(
     for i, block in enumerate(plan.blocks):
         if progress is not None:
             progress(i / plan.n_blocks, f"Distances to {name}: block {i + 1} of {plan.n_blocks}")
-        cell_mask, ids = labelled(np.asarray(labels[block.core]))
+        core_index, ids = labelled(np.asarray(labels[block.core]))
         if ids.size == 0:  # nothing to report here: only look whether the structure exists
             seen_structure = seen_structure or not _outside(structure, block.core, name).all()
             continue
@@ -497,7 +545,7 @@ def min_distance_per_cell_blockwise(
         seen_structure = True
         dist = distance_to_outside_um(outside, spacing=spacing, threads=threads)
         del outside
-        reducer.add(ids, dist[block.inner][cell_mask])
+        reducer.add(ids, gather(dist, core_index, block.core_shape, block.inner))
         del dist
     if not seen_structure:
         raise EmptyMaskError(
@@ -564,15 +612,16 @@ def cell_table_blockwise(
         block_shape=block_shape,
         max_memory=max_memory,
         bytes_per_voxel=cell_table_bytes_per_voxel(labels.dtype, ndim),
+        chunks=chunk_shape(labels),
     )
     reducer = LabelReducer(np.add)
     for i, block in enumerate(plan.blocks):
         if progress is not None:
             progress(i / plan.n_blocks, f"Cell table: block {i + 1} of {plan.n_blocks}")
-        cell_mask, ids = labelled(np.asarray(labels[block.core]))
+        core_index, ids = labelled(np.asarray(labels[block.core]))
         if ids.size == 0:
             continue
-        coords = np.nonzero(cell_mask)
+        coords = np.unravel_index(core_index, block.core_shape)
         values = np.empty((ids.size, ndim + 1), np.int64)
         values[:, 0] = 1
         for j, (c, s) in enumerate(zip(coords, block.core, strict=True)):
