@@ -83,6 +83,7 @@ def child(variant: str, d: Path, max_distance: float, budget: float) -> dict:
 
     from napari_niche.core.blockwise import (
         cell_table_blockwise,
+        chunk_shape,
         min_distance_per_cell_blockwise,
         plan_blocks,
     )
@@ -116,6 +117,7 @@ def child(variant: str, d: Path, max_distance: float, budget: float) -> dict:
                 max_distance_um=max_distance,
                 max_memory=budget,
                 bytes_per_voxel=cost,
+                chunks=chunk_shape(cells),  # as min_distance_per_cell_blockwise plans
             )
             info.update(n_blocks=plan.n_blocks, core=plan.core_shape, halo=plan.halo)
             outer = sum(int(np.prod(b.outer_shape)) for b in plan.blocks)
