@@ -268,6 +268,41 @@ def test_zarr_and_dask_inputs_give_the_same_answers(wrap, shape, spacing, struct
     pd.testing.assert_frame_equal(table, cell_table(cell_voxels(labels), spacing=spacing))
 
 
+class Recording:
+    """An array-like that records the shape of every read, as a lazy array would serve it."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.reads = []
+
+    def __getitem__(self, key):
+        out = self.array[key]
+        self.reads.append(out.shape)
+        return out
+
+
+def test_inputs_are_read_block_by_block_never_whole():
+    shape, spacing = (20, 60, 50), (2.0, 0.57, 0.57)
+    structure, labels = phantom(shape, spacing, seed=8)
+    lazy_s, lazy_l = Recording(structure), Recording(labels)
+    d, budget = 3.0, 2e5
+    cost = distance_bytes_per_voxel(structure.dtype, labels.dtype)
+    plan = plan_blocks(
+        shape, spacing=spacing, max_distance_um=d, max_memory=budget, bytes_per_voxel=cost
+    )
+    ref_labels, ref = reference(structure, labels, spacing)
+    result = min_distance_per_cell_blockwise(
+        lazy_s, lazy_l, spacing=spacing, max_distance_um=d, max_memory=budget
+    )
+    assert_matches(result, ref_labels, ref, d)
+    largest_outer = max(np.prod(b.outer_shape) for b in plan.blocks)
+    assert plan.n_blocks > 4 and largest_outer < np.prod(shape) / 2
+    assert max(np.prod(r) for r in lazy_s.reads) <= largest_outer
+    assert max(np.prod(r) for r in lazy_l.reads) <= max(np.prod(b.core_shape) for b in plan.blocks)
+    assert len(lazy_l.reads) == plan.n_blocks  # each label voxel read once
+
+
 # ------------------------------------------------------------------------- cell tables
 
 

@@ -366,10 +366,11 @@ def plan_blocks(
 def distance_bytes_per_voxel(structure_dtype: Any, labels_dtype: Any) -> tuple[float, float]:
     """Peak memory per voxel of a block while its per-cell distances are computed.
 
-    Per voxel of the outer region: the structure as read, then the inverted mask (1) and
-    ``edt``'s float32 output with its working copy (5, measured). Per voxel of the core:
-    the labels as read and their mask (1), and for :data:`LABELLED_SHARE` of the voxels
-    the gathers of labelled voxels (label twice, distance twice, sort order).
+    Per voxel of the outer region: the structure as read, counted twice (a zarr or dask
+    read holds decoded chunks beside its result: measured), then the inverted mask (1)
+    and ``edt``'s float32 output with its working copy (5, measured). Per voxel of the
+    core: the labels as read, twice, and for :data:`LABELLED_SHARE` of the voxels the
+    gathers of labelled voxels (index, label twice, distance twice, sort order).
 
     Parameters
     ----------
@@ -383,7 +384,7 @@ def distance_bytes_per_voxel(structure_dtype: Any, labels_dtype: Any) -> tuple[f
     """
     s = np.dtype(structure_dtype).itemsize
     lab = np.dtype(labels_dtype).itemsize
-    return (s + 6.0, lab + 1 + LABELLED_SHARE * (2 * lab + 8 + 8))
+    return (2 * s + 6.0, 2 * lab + LABELLED_SHARE * (8 + 2 * lab + 8 + 8))
 
 
 def cell_table_bytes_per_voxel(labels_dtype: Any, ndim: int) -> tuple[float, float]:
@@ -400,11 +401,12 @@ def cell_table_bytes_per_voxel(labels_dtype: Any, ndim: int) -> tuple[float, flo
     -------
     (float, float)
         Bytes per voxel of the outer region (none: no halo) and of the core: the labels
-        and their mask, and for :data:`LABELLED_SHARE` of the voxels their label (twice),
-        coordinates and count (twice) and sort order.
+        as read, twice (see :func:`distance_bytes_per_voxel`), and for
+        :data:`LABELLED_SHARE` of the voxels their index, label (twice), coordinates and
+        count (twice) and sort order.
     """
     lab = np.dtype(labels_dtype).itemsize
-    return (0.0, lab + 1 + LABELLED_SHARE * (2 * lab + 8 * (2 * ndim + 3)))
+    return (0.0, 2 * lab + LABELLED_SHARE * (2 * lab + 8 * (2 * ndim + 4)))
 
 
 # ------------------------------------------------------------------- per-cell distances
