@@ -52,6 +52,9 @@ LABELLED_SHARE = 0.25
 #: What one block costs beyond its voxels (reading, Python), in voxels, when blocks are
 #: chosen: it keeps a generous budget from being spent on many tiny blocks.
 BLOCK_OVERHEAD_VOXELS = 1 << 16
+#: How much more work (voxels transformed) cores of whole storage chunks may cost than the
+#: best cores cutting through chunks, before the planner cuts through chunks.
+ALIGNED_WORK_RATIO = 1.25
 #: How many core lengths per axis the planner tries.
 _CANDIDATES_PER_AXIS = 48
 
@@ -212,8 +215,8 @@ def _choose_core(
     cost: tuple[float, float],
     budget: float,
     chunks: tuple[int, ...],
-) -> tuple[int, ...] | None:
-    """The core shape with the least work (voxels transformed) whose block fits."""
+) -> tuple[tuple[int, ...], float] | None:
+    """The core shape with the least work (voxels transformed) whose block fits; its work."""
     lengths = [_candidates(n, c) for n, c in zip(shape, chunks, strict=True)]
     grids = np.meshgrid(*lengths, indexing="ij")
     core = np.stack([g.ravel() for g in grids], axis=1)
@@ -225,7 +228,8 @@ def _choose_core(
     n_blocks = np.prod(-(-n // core).astype(float), axis=1)
     work = n_blocks * (outer_voxels + BLOCK_OVERHEAD_VOXELS)
     work[need > budget] = np.inf
-    return tuple(int(c) for c in core[int(np.argmin(work))])
+    best = int(np.argmin(work))
+    return tuple(int(c) for c in core[best]), float(work[best])
 
 
 def chunk_shape(array: Any) -> tuple[int, ...] | None:
@@ -321,7 +325,8 @@ def plan_blocks(
         while it is processed (see :func:`distance_bytes_per_voxel`).
     chunks : sequence of int, optional
         Storage chunks of the input (:func:`chunk_shape`): chosen cores are then whole
-        numbers of chunks where the budget allows, so that no chunk is read twice for them.
+        numbers of chunks, so that no chunk is read twice for them, unless that costs more
+        than :data:`ALIGNED_WORK_RATIO` times the work of the best cores.
 
     Returns
     -------
@@ -346,16 +351,19 @@ def plan_blocks(
         core = _check_block_shape(block_shape, shape)
     else:
         limit = budget or DEFAULT_MAX_MEMORY
-        units = (1,) * len(shape) if chunks is None else tuple(int(c) for c in chunks)
-        chosen = _choose_core(shape, halo, cost, limit, units)
-        if chosen is None and chunks is not None:  # chunks too large: cut through them
-            chosen = _choose_core(shape, halo, cost, limit, (1,) * len(shape))
+        chosen = _choose_core(shape, halo, cost, limit, (1,) * len(shape))
+        if chosen is not None and chunks is not None:
+            # whole chunks read faster, but not at any price: coarse chunks under a small
+            # budget would force small cores and many more voxels to transform
+            aligned = _choose_core(shape, halo, cost, limit, tuple(int(c) for c in chunks))
+            if aligned is not None and aligned[1] <= ALIGNED_WORK_RATIO * chosen[1]:
+                chosen = aligned
         if chosen is None:
             ones = np.ones(len(shape), int)
             smallest = _outer_extent(ones, h, n)
             need = float(np.prod(smallest.astype(float))) * cost[0] + cost[1]
             raise _budget_error(limit, need, d, smallest)
-        core = chosen
+        core = chosen[0]
     outer = _outer_extent(np.asarray(core), h, n)
     need = float(np.prod(outer.astype(float))) * cost[0] + float(np.prod(core)) * cost[1]
     if budget is not None and need > budget:
