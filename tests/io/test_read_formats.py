@@ -420,7 +420,8 @@ def test_a_colour_tiff_is_still_refused_through_the_new_layer(tmp_path):
         read_image(path)
     n, shape, _ = channel_info(path)
     assert (n, shape) == (3, (32, 32))
-    assert open_image(path).colour  # what napari-niche info tells the user
+    assert open_image(path).info()["colour"]  # what napari-niche info tells the user
+    assert open_image(path).rgb  # its channels are red, green, blue: picked by number
 
 
 def test_a_multichannel_tiff_needs_its_channel_picked(tmp_path):

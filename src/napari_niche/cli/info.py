@@ -103,12 +103,13 @@ def describe(image) -> list[str]:
                 "or Fiji)",
             )
         )
-    if image.colour:
+    if image.colour or image.rgb:
         lines.append(
             _line(
                 "colour",
                 "RGB, several values per pixel: napari-niche analyses grey channels "
-                "(Fiji: Image > Color > Split Channels)",
+                "(Fiji: Image > Color > Split Channels"
+                + ("; or pick them by number: 0 red, 1 green, 2 blue)" if image.rgb else ")"),
             )
         )
     return lines

@@ -194,6 +194,7 @@ def _tiff_file(path: Path, scene, channel_axis: int | None) -> ImageFile:
         s for i, s in enumerate(shape) if i not in (axis, time_axis) and axes[i] != "S" and s != 1
     )
     n = shape[axis] if axis is not None else 1
+    rgb = colour and axis is not None and axes[axis] == "S"  # channels picked by number
 
     def read(channel: int, time: int) -> np.ndarray:
         if axis is not None:
@@ -214,7 +215,8 @@ def _tiff_file(path: Path, scene, channel_axis: int | None) -> ImageFile:
         voxel_size_um=images._fit_spacing(spacing, len(spatial)),
         read_plane=read,
         time_points=shape[time_axis] if time_axis is not None else 1,
-        colour=colour,
+        colour=colour and not rgb,
+        rgb=rgb,
     )
 
 

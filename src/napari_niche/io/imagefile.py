@@ -48,6 +48,9 @@ class ImageFile:
     axes : str
         The names of the spatial axes in order: ``"ZYX"``, ``"YX"``, or ``"ZX"`` for a
         Leica XZ scan.
+    rgb : bool
+        The channels are the red, green and blue of a colour TIFF (0 red, 1 green, 2 blue):
+        readable one by one by number, unlike ``colour``, which is refused.
     """
 
     path: Path
@@ -64,6 +67,7 @@ class ImageFile:
     colour: bool = False
     lazy_channel: Callable[[int], Any] | None = field(default=None, repr=False, compare=False)
     axes: str = ""
+    rgb: bool = False
 
     def __post_init__(self) -> None:  # noqa: D105 - the spatial axes' names by default
         if not self.axes:
@@ -226,7 +230,7 @@ class ImageFile:
             "voxel_size_um": list(self.voxel_size_um) if self.voxel_size_um else None,
             "time_points": self.time_points,
             "other_axes": dict(self.other_axes),
-            "colour": self.colour,
+            "colour": self.colour or self.rgb,
         }
 
     def _where(self) -> str:
