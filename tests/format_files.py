@@ -60,3 +60,18 @@ def write_ome_zarr(path, data, spacing=None, *, channels=None):
     if channels:
         root.attrs["omero"] = {"version": "0.4", "channels": [{"label": c} for c in channels]}
     return path
+
+
+def without_units(ome_zarr, out):
+    """A copy of an OME-Zarr folder whose axes state no unit (their scale has none then)."""
+    import json
+    import shutil
+
+    shutil.copytree(ome_zarr, out)
+    meta_file = next(p for p in (out / ".zattrs", out / "zarr.json") if p.exists())
+    meta = json.loads(meta_file.read_text())
+    block = meta.get("attributes", {}).get("ome", meta)
+    for axis in block["multiscales"][0]["axes"]:
+        axis.pop("unit", None)
+    meta_file.write_text(json.dumps(meta))
+    return out

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from format_files import FORMATS, NO_FORMATS
+from format_files import FORMATS, NO_FORMATS, without_units
 
 from napari_niche.io import (
     ColourImageError,
@@ -238,17 +238,7 @@ def test_one_volume_in_four_formats_reads_back_the_same(written, fmt):
 
 def test_a_scale_without_a_unit_is_not_taken_as_micrometres(written, tmp_path):
     """OME-Zarr axes may omit the unit: the voxel size is then unknown, not µm."""
-    import json
-    import shutil
-
-    copy = tmp_path / "no_unit.ome.zarr"
-    shutil.copytree(written["OME-Zarr"], copy)
-    meta_file = next(p for p in (copy / ".zattrs", copy / "zarr.json") if p.exists())
-    meta = json.loads(meta_file.read_text())
-    block = meta.get("attributes", {}).get("ome", meta)
-    for axis in block["multiscales"][0]["axes"]:
-        axis.pop("unit", None)
-    meta_file.write_text(json.dumps(meta))
+    copy = without_units(written["OME-Zarr"], tmp_path / "no_unit.ome.zarr")
     assert open_image(copy).voxel_size_um is None
 
 

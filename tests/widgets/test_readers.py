@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from format_files import without_units
 from helpers import balls, error_messages, n_notes, notes_since
 
 PLUGIN = "napari-niche"
@@ -559,17 +560,7 @@ def test_file_without_voxel_size_opens_at_scale_1_with_a_warning(
     viewer, synthetic_files, tmp_path
 ):
     """An OME-Zarr whose axes give no unit: its scale is not taken as µm."""
-    import json
-    import shutil
-
-    copy = tmp_path / "bare.ome.zarr"
-    shutil.copytree(synthetic_files["synthetic_2ch.ome.zarr"], copy)
-    meta_file = next(p for p in (copy / ".zattrs", copy / "zarr.json") if p.exists())
-    meta = json.loads(meta_file.read_text())
-    block = meta.get("attributes", {}).get("ome", meta)
-    for axis in block["multiscales"][0]["axes"]:
-        axis.pop("unit", None)
-    meta_file.write_text(json.dumps(meta))
+    copy = without_units(synthetic_files["synthetic_2ch.ome.zarr"], tmp_path / "bare.ome.zarr")
     start = n_notes()
     added = viewer.open(str(copy), plugin=PLUGIN)
     assert [a.name for a in added] == ["cells", "vessel"]

@@ -39,9 +39,9 @@ import numpy as np
 from napari_niche.core.errors import NicheError
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+    pass
 
 __all__ = [
     "get_experiment_reader",
@@ -176,6 +176,8 @@ def is_experiment_file(path: str | Path) -> bool:
     path = Path(path)
     if path.suffix.lower() not in EXPERIMENT_SUFFIXES or not path.is_file():
         return False
+    from napari_niche.experiment.spec import ExperimentError, read_settings
+
     try:
         if path.stat().st_size > _MAX_EXPERIMENT_BYTES:
             return False
@@ -183,29 +185,14 @@ def is_experiment_file(path: str | Path) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     try:
-        data = _parse_settings(text, path.suffix.lower())
-    except ValueError:
+        data = read_settings(path)
+    except ExperimentError:
         return bool(_SECTION_RE.search(text))
     if not isinstance(data, dict):
         return False
     keys = {str(k) for k in data}
     known = keys & EXPERIMENT_KEYS
     return bool(keys & _EXPERIMENT_MARKS) and len(known) > len(keys - EXPERIMENT_KEYS)
-
-
-def _parse_settings(text: str, suffix: str) -> Any:
-    """The content of a TOML or YAML file; ValueError when it does not parse."""
-    if suffix == ".toml":
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(str(err)) from None
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ValueError(str(err)) from None
 
 
 def get_experiment_reader(path: Any) -> Callable[[Any], list] | None:

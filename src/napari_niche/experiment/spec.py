@@ -526,7 +526,7 @@ class Experiment:
             Listing every problem, each naming the file, the image and the key.
         """
         path = Path(path).resolve()
-        data = _read_file(path)
+        data = read_settings(path)
         return cls.from_dict(data, path=path)
 
     @classmethod
@@ -952,7 +952,27 @@ def _analysis_keys() -> set[str]:
     return {f.name for f in fields(AnalysisParams)} - {"_version"}
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_settings(path: Path) -> Any:
+    """The content of a TOML or YAML file, read as an experiment file is.
+
+    One parser for every reader: the BOM Windows editors write is skipped, duplicate YAML
+    keys are refused, names typed as numbers are kept as written.
+
+    Parameters
+    ----------
+    path : Path
+        A ``.toml``, ``.yaml`` or ``.yml`` file.
+
+    Returns
+    -------
+    Any
+        What the file holds (a dict for an experiment file; ``{}`` for an empty YAML).
+
+    Raises
+    ------
+    ExperimentError
+        Another suffix, an unreadable file, or text that does not parse.
+    """
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml"):
         raise ExperimentError(f"{path}: an experiment file must end in .toml, .yaml or .yml.")
