@@ -80,6 +80,10 @@ THRESHOLD_CHOICES: tuple[str, ...] = (*THRESHOLD_METHODS, "manual")
 TISSUE_SOURCES: tuple[str, ...] = ("auto", "mask", "channel", "union", "whole")
 #: Narrower distance bins are below any light microscope's resolution: a typo, not a choice.
 MIN_BIN_WIDTH_UM = 0.01
+#: Block by block, without a maximum distance, distances are exact over this many
+#: fold-change bins (150 µm at 5 µm bins): what the plots show, at a margin the blocks
+#: can afford (docs/method.md#censoring).
+DISTANCE_BINS_BLOCKWISE = 30
 #: Why the counts that multiply the random cells have an upper bound: beyond it a run
 #: costs hours and gigabytes and gains nothing (p-values resolve to 1 / (null sets + 1)).
 _WHY_FEWER = (
@@ -401,6 +405,11 @@ class AnalysisParams:
     alternative : str
         Of the global envelope test: ``"two-sided"`` (default), ``"greater"`` (cells above
         the random cells' envelope in some bin) or ``"less"`` (GET's one-sided tests).
+    max_distance_um : float or None
+        D (µm): distances below it are exact, larger ones are censored at it (reported
+        as D with a ``censored_<name>`` flag; bins end at D; the tests compare
+        ``min(d, D)``). None: exact distances in memory; block by block (a volume larger
+        than memory), :data:`DISTANCE_BINS_BLOCKWISE` bins (docs/method.md#censoring).
     crowding : str
         ``"ignore"`` (default: virtual cells placed independently, as published) or
         ``"hard-core"`` (each null set a random non-overlapping arrangement of the real
@@ -524,6 +533,19 @@ class AnalysisParams:
         check=check_alternative,
         flag="--alternative",
     )
+    max_distance_um: float | None = setting(
+        None,
+        "float",
+        "distances up to this are exact, larger ones are reported as at least it "
+        "(censored): the fold-change bins end there and the tests compare min(d, D)",
+        unit="µm",
+        min=0,
+        min_open=True,
+        optional=True,
+        default_text="none in memory; block by block, 30 bins",
+        flag="--max-distance",
+        metavar="UM",
+    )
     crowding: str = setting(
         "ignore",
         "choice",
@@ -549,12 +571,34 @@ class AnalysisParams:
         """
         check_fields(self)
         check_crowding(self.crowding, self.rule)
+        d = self.max_distance_um
+        if d is not None and d < max(self.bin_width_um, self.quadrant_threshold_um):
+            raise NicheError(
+                f"The maximum distance (max_distance_um, {d:g} µm) must be at least the bin "
+                f"width ({self.bin_width_um:g} µm) and the quadrant threshold "
+                f"({self.quadrant_threshold_um:g} µm): distances beyond it are only known to "
+                "be at least it, so no bin and no 'near' could be told below it."
+            )
         if self.bin_width_um < MIN_BIN_WIDTH_UM:
             raise NicheError(
                 f"The bin width (bin_width_um) must be at least {MIN_BIN_WIDTH_UM:g} µm, got "
                 f"{self.bin_width_um:g} µm: narrower bins are below any light microscope's "
                 "resolution."
             )
+
+    def blockwise_max_distance(self) -> float:
+        """D block by block: ``max_distance_um``, else :data:`DISTANCE_BINS_BLOCKWISE` bins.
+
+        Never below the quadrant threshold, so that "near" stays exact.
+
+        Returns
+        -------
+        float
+            D in µm.
+        """
+        if self.max_distance_um is not None:
+            return float(self.max_distance_um)
+        return max(DISTANCE_BINS_BLOCKWISE * self.bin_width_um, 2 * self.quadrant_threshold_um)
 
     def with_(self, **changes: Any) -> AnalysisParams:
         """A copy with some values changed (``None`` values are ignored).

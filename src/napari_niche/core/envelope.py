@@ -37,7 +37,13 @@ from scipy import stats
 
 from ._validate import ALTERNATIVES, check_alpha, check_alternative
 from .errors import NicheError
-from .stats import _check_min_dots, bin_index, distance_bins, finite_distances
+from .stats import (
+    _check_min_dots,
+    bin_index,
+    distance_bins,
+    finite_distances,
+    uncensored_bins,
+)
 
 __all__ = [
     "ALTERNATIVES",
@@ -317,6 +323,7 @@ def monte_carlo_envelope(
     min_dots: int = 10,
     alpha: float = 0.05,
     alternative: str = "two-sided",
+    max_distance_um: float | None = None,
 ) -> tuple[pd.DataFrame, EnvelopeTest]:
     """Fold change of the cells per bin with its Monte Carlo envelopes under random placement.
 
@@ -339,6 +346,8 @@ def monte_carlo_envelope(
         Of the global envelope test (:func:`global_envelope_test`); one-sided envelopes
         are open on the other side (``envelope_high`` = ``inf`` for ``"less"``,
         ``envelope_low`` = ``-inf`` for ``"greater"``; the same for the pointwise band).
+    max_distance_um : float, optional
+        D (µm) when distances are censored at D: bins end at D (table and test).
 
     Returns
     -------
@@ -388,7 +397,7 @@ def monte_carlo_envelope(
     set_counts = np.bincount(set_index * n_bins + dot_bin, minlength=ids.size * n_bins)
     set_counts = set_counts.reshape(ids.size, n_bins)
     dot_counts = set_counts.sum(axis=0)
-    keep = dot_counts >= min_dots
+    keep = (dot_counts >= min_dots) & uncensored_bins(n_bins, bin_width_um, max_distance_um)
     if not keep.any():
         raise NicheError(
             f"No distance bin holds {min_dots} random cells: lower the minimum dots per bin "

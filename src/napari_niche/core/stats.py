@@ -49,6 +49,68 @@ def distance_column(structure: str) -> str:
     return f"dist_{structure}_um"
 
 
+def censored_column(structure: str) -> str:
+    """Name the flag column of distances censored at D (``censored_<name>``).
+
+    True where the distance is only known to be at least D (it is reported as D).
+
+    Parameters
+    ----------
+    structure : str
+        The structure's name.
+
+    Returns
+    -------
+    str
+        The column name.
+    """
+    return f"censored_{structure}"
+
+
+def censor_distances(table: pd.DataFrame, names, max_distance_um: float) -> None:
+    """Censor each structure's distances at D, in place: ``min(d, D)`` and a flag column.
+
+    A distance of D or more becomes D with ``censored_<name>`` True, right after its
+    ``dist_<name>_um`` column, as the block-by-block path reports it, so the in-memory and
+    the block-by-block tables agree (docs/method.md#censoring).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Cells or random cells with a ``dist_<name>_um`` column per name.
+    names : iterable of str
+        The structures.
+    max_distance_um : float
+        D (µm).
+    """
+    d = float(max_distance_um)
+    for name in names:
+        col = distance_column(name)
+        values = table[col].to_numpy(dtype=float)
+        flag = values >= d
+        table[col] = np.where(flag, d, values)
+        put_censored(table, name, flag)
+
+
+def put_censored(table: pd.DataFrame, name: str, flag) -> None:
+    """Set ``censored_<name>`` right after ``dist_<name>_um`` (replacing an older one).
+
+    Parameters
+    ----------
+    table : DataFrame
+        The table, changed in place.
+    name : str
+        The structure.
+    flag : array-like of bool
+        One flag per row.
+    """
+    col = censored_column(name)
+    if col in table.columns:
+        table.drop(columns=col, inplace=True)
+    at = list(table.columns).index(distance_column(name)) + 1
+    table.insert(at, col, np.asarray(flag, bool))
+
+
 #: Most distance bins a table may have: beyond, the bin width is a mistake (a table of
 #: millions of rows, most left out for holding too few dots).
 MAX_BINS = 10_000
@@ -164,6 +226,32 @@ def width_keeping_a_bin(dot_distances, min_dots: int, *, at_least: float) -> flo
     return width
 
 
+def uncensored_bins(n_bins: int, bin_width_um: float, max_distance_um: float | None) -> np.ndarray:
+    """Which bins lie wholly below a censoring distance D (all bins without one).
+
+    Distances censored at D are reported as D, so a bin reaching past D would hold every
+    distance of D or more: bins end at D (docs/method.md#censoring).
+
+    Parameters
+    ----------
+    n_bins : int
+        Number of bins from 0.
+    bin_width_um : float
+        Bin width (µm).
+    max_distance_um : float or None
+        D (µm), or None for exact distances.
+
+    Returns
+    -------
+    ndarray of bool
+        One flag per bin: True where ``(k + 1) * bin_width_um <= D``.
+    """
+    ends = (np.arange(n_bins) + 1) * float(bin_width_um)
+    if max_distance_um is None:
+        return np.ones(n_bins, dtype=bool)
+    return ends <= float(max_distance_um) * (1 + 1e-12)
+
+
 def bin_index(x, bin_width_um: float) -> np.ndarray:
     """Find the bin (index into :func:`distance_bins`) of each distance ``x``.
 
@@ -219,6 +307,7 @@ def fold_change_by_bin(
     *,
     bin_width_um: float = 5.0,
     min_dots: int = 10,
+    max_distance_um: float | None = None,
 ) -> pd.DataFrame:
     """Fold change of cells over random dots per distance bin.
 
@@ -236,6 +325,9 @@ def fold_change_by_bin(
         Bin width (µm).
     min_dots : int
         Dots a bin needs to be kept.
+    max_distance_um : float, optional
+        D (µm) when distances are censored at D (reported as D): bins end at D, fractions
+        are still over all cells and all dots.
 
     Returns
     -------
@@ -250,7 +342,7 @@ def fold_change_by_bin(
     dot_counts = np.bincount(bin_index(dots, bin_width_um), minlength=n_bins)
     frac_cells = cell_counts / cells.size
     frac_dots = dot_counts / dots.size
-    keep = dot_counts >= min_dots
+    keep = (dot_counts >= min_dots) & uncensored_bins(n_bins, bin_width_um, max_distance_um)
     with np.errstate(divide="ignore", invalid="ignore"):
         fold = frac_cells / frac_dots
     table = pd.DataFrame(
