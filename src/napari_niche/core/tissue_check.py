@@ -29,15 +29,23 @@ the limit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from ._validate import as_mask, as_spacing, check_same_shape
 from .curation import close_um, fill_holes
 
-__all__ = ["TissueCheck", "check_tissue_map", "LEFT_OUT_LIMIT", "SHARE_LIMIT"]
+__all__ = [
+    "TissueCheck",
+    "check_tissue_map",
+    "check_tissue_map_blockwise",
+    "LEFT_OUT_LIMIT",
+    "SHARE_LIMIT",
+]
 
 #: A map leaving out more than this fraction of the space it encloses is suspect.
 LEFT_OUT_LIMIT = 0.25
@@ -117,6 +125,55 @@ def check_tissue_map(
     u = np.zeros(t.shape, dtype=bool)
     for m in masks:
         u |= _block_any(m, factors)
+    return _judge(t, u, coarse_spacing, enclose_radius_um)
+
+
+def check_tissue_map_blockwise(
+    tissue: Any,
+    masks: Iterable[Any],
+    *,
+    spacing: float | Sequence[float],
+    max_memory: float,
+    enclose_radius_um: float = ENCLOSE_RADIUS_UM,
+    max_voxels: int = _MAX_VOXELS,
+) -> TissueCheck:
+    """:func:`check_tissue_map` on lazy arrays (zarr, dask), read a slab at a time.
+
+    The same coarse grid and the same answer; each mask is read in slabs of whole coarse
+    blocks along the first axis, each slab within ``max_memory``.
+
+    Parameters
+    ----------
+    tissue, masks, spacing, enclose_radius_um, max_voxels
+        As for :func:`check_tissue_map`, as array-likes that can be sliced.
+    max_memory : float
+        Bytes one slab may take.
+
+    Returns
+    -------
+    TissueCheck
+        What the check found.
+    """
+    shape = tuple(int(n) for n in tissue.shape)
+    spacing = as_spacing(spacing, len(shape))
+    masks = list(masks)
+    check_same_shape(shape, "tissue mask", **{f"mask {i + 1}": m for i, m in enumerate(masks)})
+    factors = _coarse_factors(shape, spacing, max_voxels)
+    coarse_spacing = tuple(s * f for s, f in zip(spacing, factors, strict=True))
+    t = np.asarray(tissue[_blocks(shape, factors, [f // 2 for f in factors])]) != 0
+    u = np.zeros(t.shape, dtype=bool)
+    plane = math.prod(shape[1:])
+    for m in masks:
+        per_block = 2 * plane * factors[0] * np.dtype(m.dtype).itemsize
+        step = max(1, int(max_memory // max(per_block, 1))) * factors[0]
+        for z in range(0, u.shape[0] * factors[0], step):
+            stop = min(z + step, u.shape[0] * factors[0])
+            u[z // factors[0] : stop // factors[0]] |= _block_any(np.asarray(m[z:stop]), factors)
+    return _judge(t, u, coarse_spacing, enclose_radius_um)
+
+
+def _judge(t: np.ndarray, u: np.ndarray, coarse_spacing, enclose_radius_um: float) -> TissueCheck:
+    """The check on the coarse grid: ``t`` the tissue, ``u`` the cells and structures."""
     n_tissue = int(np.count_nonzero(t))
     if n_tissue == 0:
         return TissueCheck(0.0, 0.0, False, None)
