@@ -81,6 +81,35 @@ def folder_arg(text: str) -> Path:
 _TYPES = {"int": int, "float": float, "sizes": str, "names": str}
 
 
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_SIZE_UNITS.update({f"{k}B": v for k, v in list(_SIZE_UNITS.items()) if k not in ("", "B")})
+_SIZE_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
+
+
+def size_arg(text: str) -> float:
+    """Read a memory size such as ``4GB``, ``3.5 GiB`` or ``500MB`` (bytes).
+
+    Parameters
+    ----------
+    text : str
+        A positive number with an optional unit (B, KB, MB, GB, TB, or KiB..TiB).
+
+    Returns
+    -------
+    float
+        Bytes.
+    """
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = m.group(2).upper() if m else ""
+    if not m or unit not in _SIZE_UNITS or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a memory size such as 4GB, 3.5GiB or 500MB, got {text!r}"
+        )
+    return float(m.group(1)) * _SIZE_UNITS[unit]
+
+
 def dest_of(flag: str) -> str:
     """The attribute argparse stores an option in: ``--bin-width`` -> ``bin_width``."""
     return flag.lstrip("-").replace("-", "_")

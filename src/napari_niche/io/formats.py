@@ -217,7 +217,27 @@ def _tiff_file(path: Path, scene, channel_axis: int | None) -> ImageFile:
         time_points=shape[time_axis] if time_axis is not None else 1,
         colour=colour and not rgb,
         rgb=rgb,
+        block_channel=None if colour else _tiff_blocks(path, index, axes, axis),
     )
+
+
+def _tiff_blocks(path: Path, series: int, axes: str, channel_axis: int | None):
+    """A channel of a TIFF series as a dask array over its pages (read when sliced)."""
+
+    def blocks(channel: int):
+        import dask.array as da
+        import tifffile
+        import zarr
+
+        store = tifffile.imread(path, aszarr=True, series=series, level=0)
+        data = da.from_zarr(zarr.open(store, mode="r"))
+        index = tuple(
+            channel if i == channel_axis else 0 if n == 1 else slice(None)
+            for i, n in enumerate(data.shape)
+        )
+        return data[index]
+
+    return blocks
 
 
 def _ome_channel_names(xml: str | None, index: int) -> list[str]:
@@ -303,6 +323,39 @@ def read_image(
             raise ChannelAxisError(_pick_channel(f))
         channel = 0
     return f.read(channel), f.voxel_size_um
+
+
+def open_blockwise(
+    path: str | Path, *, scene: int | str | None = None, channel: int | str | None = None
+) -> tuple[Any, tuple[float, ...] | None]:
+    """:func:`read_image` without reading: the channel as an array read block by block.
+
+    For volumes larger than memory (docs/formats.md#whole-bones): OME-Zarr, ND2 and IMS
+    as dask arrays over their chunks, TIFF over its pages; other formats are read whole.
+    The same checks and refusals as :func:`read_image`.
+
+    Parameters
+    ----------
+    path : str or Path
+        An image file in any supported format.
+    scene : int or str, optional
+        The scene, required when the file holds several.
+    channel : int or str, optional
+        The channel by number or name; required when the file holds several.
+
+    Returns
+    -------
+    data : array-like
+        The 2D or 3D image, sliceable (see :meth:`.ImageFile.blockwise`).
+    spacing : tuple of float or None
+        The voxel size in µm recorded in the file, None if not recorded.
+    """
+    f = _opened(Path(path), scene)
+    if channel is None:
+        if f.n_channels != 1:
+            raise ChannelAxisError(_pick_channel(f))
+        channel = 0
+    return f.blockwise(channel), f.voxel_size_um
 
 
 def _pick_channel(f: ImageFile) -> str:

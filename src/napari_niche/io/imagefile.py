@@ -68,6 +68,7 @@ class ImageFile:
     lazy_channel: Callable[[int], Any] | None = field(default=None, repr=False, compare=False)
     axes: str = ""
     rgb: bool = False
+    block_channel: Callable[[int], Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:  # noqa: D105 - the spatial axes' names by default
         if not self.axes:
@@ -205,6 +206,35 @@ class ImageFile:
             return self.lazy_channel(index)
         planes = [self.read_plane(index, t) for t in range(self.time_points)]
         return planes[0] if len(planes) == 1 else np.stack(planes)
+
+    def blockwise(self, channel: int | str = 0) -> Any:
+        """One channel for analysis, as an array read block by block where the format allows.
+
+        A dask or zarr array of :attr:`shape` (OME-Zarr, ND2, IMS, TIFF), else the channel
+        read whole (:meth:`read`). Nothing is read until the array is sliced.
+
+        Parameters
+        ----------
+        channel : int or str
+            The channel's number or name.
+
+        Returns
+        -------
+        array-like
+            Of :attr:`shape`, with a ``dtype``; sliceable.
+        """
+        index = self.channel_index(channel)
+        self.check_analysable()
+        source = self.block_channel or self.lazy_channel
+        if source is None:
+            return self.read(index)
+        data = source(index)
+        if tuple(data.shape) != tuple(self.shape):
+            raise ImageReadError(
+                f"{self._where()}: channel {index} reads as {tuple(data.shape)} voxels, not "
+                f"the {self.shape} of its header."
+            )
+        return data
 
     def info(self) -> dict[str, Any]:
         """The header as plain JSON types (what ``napari-niche info --json`` prints).
