@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,6 +298,8 @@ def plan_blocks(
     max_memory: float | None = None,
     bytes_per_voxel: tuple[float, float] = (7.0, 0.0),
     chunks: Sequence[int] | None = None,
+    reach: Sequence[int] | None = None,
+    fixed_bytes: float = 0.0,
 ) -> BlockPlan:
     """Cut a volume into blocks with a halo of ``ceil(D / spacing) + 1`` voxels per axis.
 
@@ -327,6 +329,11 @@ def plan_blocks(
         Storage chunks of the input (:func:`chunk_shape`): chosen cores are then whole
         numbers of chunks, so that no chunk is read twice for them, unless that costs more
         than :data:`ALIGNED_WORK_RATIO` times the work of the best cores.
+    reach : sequence of int, optional
+        Voxels per axis added to the halo: the farthest a random cell anchored in a core
+        reaches beyond it (see :func:`distances_blockwise`).
+    fixed_bytes : float
+        Memory a block needs whatever its size (bytes), e.g. buffers of a fixed size.
 
     Returns
     -------
@@ -342,7 +349,10 @@ def plan_blocks(
     spacing = as_spacing(spacing, len(shape))
     d = None if max_distance_um is None else check_max_distance(max_distance_um)
     halo = (0,) * len(shape) if d is None else halo_voxels(spacing, d)
+    if reach is not None:
+        halo = tuple(h + max(int(r), 0) for h, r in zip(halo, reach, strict=True))
     n, h = np.asarray(shape), np.asarray(halo)
+    fixed = float(fixed_bytes)
     budget = None if max_memory is None else float(max_memory)
     if budget is not None and not budget > 0:
         raise NicheError(f"The memory budget must be a positive number of bytes, got {budget}.")
@@ -351,39 +361,50 @@ def plan_blocks(
         core = _check_block_shape(block_shape, shape)
     else:
         limit = budget or DEFAULT_MAX_MEMORY
-        chosen = _choose_core(shape, halo, cost, limit, (1,) * len(shape))
+        chosen = _choose_core(shape, halo, cost, limit - fixed, (1,) * len(shape))
         if chosen is not None and chunks is not None:
             # whole chunks read faster, but not at any price: coarse chunks under a small
             # budget would force small cores and many more voxels to transform
-            aligned = _choose_core(shape, halo, cost, limit, tuple(int(c) for c in chunks))
+            chunks = tuple(int(c) for c in chunks)
+            aligned = _choose_core(shape, halo, cost, limit - fixed, chunks)
             if aligned is not None and aligned[1] <= ALIGNED_WORK_RATIO * chosen[1]:
                 chosen = aligned
         if chosen is None:
             ones = np.ones(len(shape), int)
             smallest = _outer_extent(ones, h, n)
-            need = float(np.prod(smallest.astype(float))) * cost[0] + cost[1]
+            need = float(np.prod(smallest.astype(float))) * cost[0] + cost[1] + fixed
             raise _budget_error(limit, need, d, smallest)
         core = chosen[0]
     outer = _outer_extent(np.asarray(core), h, n)
     need = float(np.prod(outer.astype(float))) * cost[0] + float(np.prod(core)) * cost[1]
+    need += fixed
     if budget is not None and need > budget:
         raise _budget_error(budget, need, d, outer)
     return BlockPlan(shape, halo, core, tuple(_tile(shape, core, halo)), math.ceil(need))
 
 
-def distance_bytes_per_voxel(structure_dtype: Any, labels_dtype: Any) -> tuple[float, float]:
+def distance_bytes_per_voxel(
+    structure_dtype: Any, labels_dtype: Any = None, *, ndim: int = 3
+) -> tuple[float, float]:
     """Peak memory per voxel of a block while its per-cell distances are computed.
 
     Per voxel of the outer region: the structure as read, counted twice (a zarr or dask
     read holds decoded chunks beside its result: measured), then the inverted mask (1)
     and ``edt``'s float32 output with its working copy (5, measured). Per voxel of the
-    core: the labels as read, twice, and for :data:`LABELLED_SHARE` of the voxels the
-    gathers of labelled voxels (index, label twice, distance twice, sort order).
+    core, when a label image is read: the labels as read, twice, and for
+    :data:`LABELLED_SHARE` of the voxels the gathers of labelled voxels (index, label
+    twice, distance twice, sort order). When the cells are given as voxels
+    (:func:`distances_blockwise`), nothing is read for them: for :data:`LABELLED_SHARE`
+    of the core, the gather of each cell voxel (position, coordinates, index in the
+    block, distance, cell).
 
     Parameters
     ----------
     structure_dtype, labels_dtype : numpy.dtype or type
-        Types of the two arrays as they are read.
+        Types of the two arrays as they are read; ``labels_dtype`` None for cells given
+        as voxels.
+    ndim : int
+        2 or 3 (cells given as voxels only).
 
     Returns
     -------
@@ -391,6 +412,8 @@ def distance_bytes_per_voxel(structure_dtype: Any, labels_dtype: Any) -> tuple[f
         Bytes per voxel of the outer region and of the core.
     """
     s = np.dtype(structure_dtype).itemsize
+    if labels_dtype is None:
+        return (2 * s + 6.0, LABELLED_SHARE * (8 * ndim + 28))
     lab = np.dtype(labels_dtype).itemsize
     return (2 * s + 6.0, 2 * lab + LABELLED_SHARE * (8 + 2 * lab + 8 + 8))
 
@@ -538,35 +561,73 @@ def min_distance_per_cell_blockwise(
         bytes_per_voxel=distance_bytes_per_voxel(structure.dtype, labels.dtype),
         chunks=chunk_shape(labels) or chunk_shape(structure),
     )
-    threads = threads or default_threads()
     reducer = LabelReducer(np.minimum)
+    core: list = []  # the labelled voxels of the block at hand
+
+    def has_cells(_: int, block: Block) -> bool:
+        core[:] = labelled(np.asarray(labels[block.core]))
+        return core[1].size > 0
+
+    for _, block, dist in _block_distances(
+        structure, plan, has_cells, spacing=spacing, threads=threads, progress=progress, name=name
+    ):
+        core_index, ids = core
+        if dist is None:  # no structure within D of any core voxel: all censored
+            reducer.add(ids, np.full(ids.size, np.inf, np.float32))
+        else:
+            reducer.add(ids, gather(dist, core_index, block.core_shape, block.inner))
+    cell_ids, minima = reducer.result()
+    return _censored(cell_ids, minima, d)
+
+
+def _block_distances(
+    structure: Any,
+    plan: BlockPlan,
+    busy: Callable[[int, Block], bool],
+    *,
+    spacing: tuple[float, ...],
+    threads: int | None,
+    progress: Progress | None,
+    name: str,
+) -> Iterator[tuple[int, Block, np.ndarray | None]]:
+    """The distance map of every busy block's outer region: one read, one transform.
+
+    Yields ``(i, block, dist)`` for each block where ``busy(i, block)`` (it has cells to
+    measure), ``dist`` None when its outer region holds no structure (every distance there
+    is D or more). Other blocks are not transformed; their core is only looked at for
+    structure. Reports ``progress`` before every block and at the end, and raises
+    :class:`EmptyMaskError` at the end if no block held any structure.
+    """
+    threads = threads or default_threads()
     seen_structure = False
     for i, block in enumerate(plan.blocks):
         if progress is not None:
             progress(i / plan.n_blocks, f"Distances to {name}: block {i + 1} of {plan.n_blocks}")
-        core_index, ids = labelled(np.asarray(labels[block.core]))
-        if ids.size == 0:  # nothing to report here: only look whether the structure exists
+        if not busy(i, block):  # nothing to measure here: only look whether the structure exists
             seen_structure = seen_structure or not _outside(structure, block.core, name).all()
             continue
         outside = _outside(structure, block.outer, name)
-        if outside.all():  # no structure within D of any core voxel: all censored
-            reducer.add(ids, np.full(ids.size, np.inf, np.float32))
+        if outside.all():
+            yield i, block, None
             continue
         seen_structure = True
         dist = distance_to_outside_um(outside, spacing=spacing, threads=threads)
         del outside
-        reducer.add(ids, gather(dist, core_index, block.core_shape, block.inner))
+        yield i, block, dist
         del dist
     if not seen_structure:
         raise EmptyMaskError(
             f"The {name} mask is empty: draw or threshold {name} before computing distances."
         )
-    cell_ids, minima = reducer.result()
-    censored = minima.astype(np.float64) >= d
-    distances = np.where(censored, d, minima.astype(np.float64))
     if progress is not None:
         progress(1.0, f"Distances to {name}: done")
-    return CensoredDistances(cell_ids, distances, censored, d)
+
+
+def _censored(ids: np.ndarray, minima: np.ndarray, d: float) -> CensoredDistances:
+    """Per-object minima (float32, inf where no structure was near) censored at D."""
+    values = minima.astype(np.float64)
+    censored = values >= d
+    return CensoredDistances(ids, np.where(censored, d, values), censored, d)
 
 
 # ------------------------------------------------------------------------- cell table
