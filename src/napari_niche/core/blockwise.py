@@ -771,7 +771,7 @@ def cells_blockwise(
         Label image (0 = background) or binary cell mask: numpy, zarr or dask array.
     max_memory : float, optional
         Bytes one block may use (see :func:`plan_blocks`); the cell voxels found are kept
-        besides (8 bytes each, about 4 times that while they are sorted at the end).
+        besides (8 bytes each, up to about 5 times that while they are sorted at the end).
     block_shape : sequence of int, optional
         Block shape (voxels); default chosen from ``max_memory``.
     progress : Progress, optional
