@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +23,19 @@ import numpy as np
 import pandas as pd
 
 from ._blocks import LabelReducer, check_label_dtype, gather, labelled
+from ._cell_blocks import CellCollector, DotGathers, by_block, cell_minima, region_index
 from ._validate import as_mask, as_spacing, check_same_shape, shown
-from .cells import centroid_columns, size_column
+from .cells import CellVoxels, centroid_columns, size_column
 from .distance import default_threads, distance_to_outside_um
-from .errors import EmptyMaskError, InvalidImageError, NicheError, TooCostlyError
+from .errors import (
+    EmptyMaskError,
+    InvalidImageError,
+    NicheError,
+    ShapeMismatchError,
+    TooCostlyError,
+)
 from .progress import Progress
+from .random_cells import RandomCells
 
 __all__ = [
     "DEFAULT_MAX_MEMORY",
@@ -37,10 +45,14 @@ __all__ = [
     "MemoryBudgetError",
     "cell_table_blockwise",
     "cell_table_bytes_per_voxel",
+    "cells_blockwise",
+    "cells_bytes_per_voxel",
     "chunk_shape",
     "distance_bytes_per_voxel",
+    "distances_blockwise",
     "halo_voxels",
     "min_distance_per_cell_blockwise",
+    "overlap_diagnostic_blockwise",
     "plan_blocks",
 ]
 
@@ -298,6 +310,8 @@ def plan_blocks(
     max_memory: float | None = None,
     bytes_per_voxel: tuple[float, float] = (7.0, 0.0),
     chunks: Sequence[int] | None = None,
+    reach: Sequence[int] | None = None,
+    fixed_bytes: float = 0.0,
 ) -> BlockPlan:
     """Cut a volume into blocks with a halo of ``ceil(D / spacing) + 1`` voxels per axis.
 
@@ -327,6 +341,11 @@ def plan_blocks(
         Storage chunks of the input (:func:`chunk_shape`): chosen cores are then whole
         numbers of chunks, so that no chunk is read twice for them, unless that costs more
         than :data:`ALIGNED_WORK_RATIO` times the work of the best cores.
+    reach : sequence of int, optional
+        Voxels per axis added to the halo: the farthest a random cell anchored in a core
+        reaches beyond it (see :func:`distances_blockwise`).
+    fixed_bytes : float
+        Memory a block needs whatever its size (bytes), e.g. buffers of a fixed size.
 
     Returns
     -------
@@ -342,7 +361,10 @@ def plan_blocks(
     spacing = as_spacing(spacing, len(shape))
     d = None if max_distance_um is None else check_max_distance(max_distance_um)
     halo = (0,) * len(shape) if d is None else halo_voxels(spacing, d)
+    if reach is not None:
+        halo = tuple(h + max(int(r), 0) for h, r in zip(halo, reach, strict=True))
     n, h = np.asarray(shape), np.asarray(halo)
+    fixed = float(fixed_bytes)
     budget = None if max_memory is None else float(max_memory)
     if budget is not None and not budget > 0:
         raise NicheError(f"The memory budget must be a positive number of bytes, got {budget}.")
@@ -351,39 +373,50 @@ def plan_blocks(
         core = _check_block_shape(block_shape, shape)
     else:
         limit = budget or DEFAULT_MAX_MEMORY
-        chosen = _choose_core(shape, halo, cost, limit, (1,) * len(shape))
+        chosen = _choose_core(shape, halo, cost, limit - fixed, (1,) * len(shape))
         if chosen is not None and chunks is not None:
             # whole chunks read faster, but not at any price: coarse chunks under a small
             # budget would force small cores and many more voxels to transform
-            aligned = _choose_core(shape, halo, cost, limit, tuple(int(c) for c in chunks))
+            chunks = tuple(int(c) for c in chunks)
+            aligned = _choose_core(shape, halo, cost, limit - fixed, chunks)
             if aligned is not None and aligned[1] <= ALIGNED_WORK_RATIO * chosen[1]:
                 chosen = aligned
         if chosen is None:
             ones = np.ones(len(shape), int)
             smallest = _outer_extent(ones, h, n)
-            need = float(np.prod(smallest.astype(float))) * cost[0] + cost[1]
+            need = float(np.prod(smallest.astype(float))) * cost[0] + cost[1] + fixed
             raise _budget_error(limit, need, d, smallest)
         core = chosen[0]
     outer = _outer_extent(np.asarray(core), h, n)
     need = float(np.prod(outer.astype(float))) * cost[0] + float(np.prod(core)) * cost[1]
+    need += fixed
     if budget is not None and need > budget:
         raise _budget_error(budget, need, d, outer)
     return BlockPlan(shape, halo, core, tuple(_tile(shape, core, halo)), math.ceil(need))
 
 
-def distance_bytes_per_voxel(structure_dtype: Any, labels_dtype: Any) -> tuple[float, float]:
+def distance_bytes_per_voxel(
+    structure_dtype: Any, labels_dtype: Any = None, *, ndim: int = 3
+) -> tuple[float, float]:
     """Peak memory per voxel of a block while its per-cell distances are computed.
 
     Per voxel of the outer region: the structure as read, counted twice (a zarr or dask
     read holds decoded chunks beside its result: measured), then the inverted mask (1)
     and ``edt``'s float32 output with its working copy (5, measured). Per voxel of the
-    core: the labels as read, twice, and for :data:`LABELLED_SHARE` of the voxels the
-    gathers of labelled voxels (index, label twice, distance twice, sort order).
+    core, when a label image is read: the labels as read, twice, and for
+    :data:`LABELLED_SHARE` of the voxels the gathers of labelled voxels (index, label
+    twice, distance twice, sort order). When the cells are given as voxels
+    (:func:`distances_blockwise`), nothing is read for them: for :data:`LABELLED_SHARE`
+    of the core, the gather of each cell voxel (position, coordinates, index in the
+    block, distance, cell).
 
     Parameters
     ----------
     structure_dtype, labels_dtype : numpy.dtype or type
-        Types of the two arrays as they are read.
+        Types of the two arrays as they are read; ``labels_dtype`` None for cells given
+        as voxels.
+    ndim : int
+        2 or 3 (cells given as voxels only).
 
     Returns
     -------
@@ -391,8 +424,33 @@ def distance_bytes_per_voxel(structure_dtype: Any, labels_dtype: Any) -> tuple[f
         Bytes per voxel of the outer region and of the core.
     """
     s = np.dtype(structure_dtype).itemsize
+    if labels_dtype is None:
+        return (2 * s + 6.0, LABELLED_SHARE * (8 * ndim + 28))
     lab = np.dtype(labels_dtype).itemsize
     return (2 * s + 6.0, 2 * lab + LABELLED_SHARE * (8 + 2 * lab + 8 + 8))
+
+
+def cells_bytes_per_voxel(cells_dtype: Any, ndim: int) -> tuple[float, float]:
+    """Peak memory per voxel of a block while its cell voxels are collected.
+
+    Parameters
+    ----------
+    cells_dtype : numpy.dtype or type
+        Type of the cell image (labels or mask) as read.
+    ndim : int
+        2 or 3.
+
+    Returns
+    -------
+    (float, float)
+        Bytes per voxel of the outer region (none: no halo) and of the core: the image as
+        read, twice, an integer copy of a float image, the mask and its block labels
+        (while it may be a mask), and for :data:`LABELLED_SHARE` of the voxels their
+        index, value, cell, coordinates and index in the image.
+    """
+    s = np.dtype(cells_dtype).itemsize
+    as_int = 8 if np.dtype(cells_dtype).kind == "f" else 0
+    return (0.0, 2 * s + as_int + 5 + LABELLED_SHARE * (24 + s + 8 * ndim))
 
 
 def cell_table_bytes_per_voxel(labels_dtype: Any, ndim: int) -> tuple[float, float]:
@@ -538,35 +596,73 @@ def min_distance_per_cell_blockwise(
         bytes_per_voxel=distance_bytes_per_voxel(structure.dtype, labels.dtype),
         chunks=chunk_shape(labels) or chunk_shape(structure),
     )
-    threads = threads or default_threads()
     reducer = LabelReducer(np.minimum)
+    core: list = []  # the labelled voxels of the block at hand
+
+    def has_cells(_: int, block: Block) -> bool:
+        core[:] = labelled(np.asarray(labels[block.core]))
+        return core[1].size > 0
+
+    for _, block, dist in _block_distances(
+        structure, plan, has_cells, spacing=spacing, threads=threads, progress=progress, name=name
+    ):
+        core_index, ids = core
+        if dist is None:  # no structure within D of any core voxel: all censored
+            reducer.add(ids, np.full(ids.size, np.inf, np.float32))
+        else:
+            reducer.add(ids, gather(dist, core_index, block.core_shape, block.inner))
+    cell_ids, minima = reducer.result()
+    return _censored(cell_ids, minima, d)
+
+
+def _block_distances(
+    structure: Any,
+    plan: BlockPlan,
+    busy: Callable[[int, Block], bool],
+    *,
+    spacing: tuple[float, ...],
+    threads: int | None,
+    progress: Progress | None,
+    name: str,
+) -> Iterator[tuple[int, Block, np.ndarray | None]]:
+    """The distance map of every busy block's outer region: one read, one transform.
+
+    Yields ``(i, block, dist)`` for each block where ``busy(i, block)`` (it has cells to
+    measure), ``dist`` None when its outer region holds no structure (every distance there
+    is D or more). Other blocks are not transformed; their core is only looked at for
+    structure. Reports ``progress`` before every block and at the end, and raises
+    :class:`EmptyMaskError` at the end if no block held any structure.
+    """
+    threads = threads or default_threads()
     seen_structure = False
     for i, block in enumerate(plan.blocks):
         if progress is not None:
             progress(i / plan.n_blocks, f"Distances to {name}: block {i + 1} of {plan.n_blocks}")
-        core_index, ids = labelled(np.asarray(labels[block.core]))
-        if ids.size == 0:  # nothing to report here: only look whether the structure exists
+        if not busy(i, block):  # nothing to measure here: only look whether the structure exists
             seen_structure = seen_structure or not _outside(structure, block.core, name).all()
             continue
         outside = _outside(structure, block.outer, name)
-        if outside.all():  # no structure within D of any core voxel: all censored
-            reducer.add(ids, np.full(ids.size, np.inf, np.float32))
+        if outside.all():
+            yield i, block, None
             continue
         seen_structure = True
         dist = distance_to_outside_um(outside, spacing=spacing, threads=threads)
         del outside
-        reducer.add(ids, gather(dist, core_index, block.core_shape, block.inner))
+        yield i, block, dist
         del dist
     if not seen_structure:
         raise EmptyMaskError(
             f"The {name} mask is empty: draw or threshold {name} before computing distances."
         )
-    cell_ids, minima = reducer.result()
-    censored = minima.astype(np.float64) >= d
-    distances = np.where(censored, d, minima.astype(np.float64))
     if progress is not None:
         progress(1.0, f"Distances to {name}: done")
-    return CensoredDistances(cell_ids, distances, censored, d)
+
+
+def _censored(ids: np.ndarray, minima: np.ndarray, d: float) -> CensoredDistances:
+    """Per-object minima (float32, inf where no structure was near) censored at D."""
+    values = minima.astype(np.float64)
+    censored = values >= d
+    return CensoredDistances(ids, np.where(censored, d, values), censored, d)
 
 
 # ------------------------------------------------------------------------- cell table
@@ -647,3 +743,283 @@ def cell_table_blockwise(
     if progress is not None:
         progress(1.0, "Cell table: done")
     return table
+
+
+# ---------------------------------------------------------- cells and random cells
+
+
+def cells_blockwise(
+    cells: Any,
+    *,
+    max_memory: float | None = None,
+    block_shape: Sequence[int] | None = None,
+    progress: Progress | None = None,
+) -> CellVoxels:
+    """The cells of a label image or binary cell mask, read block by block.
+
+    Gives exactly :func:`~.curation.cells_from_image` of the whole image (same labels,
+    voxels and order). A mask (bool, or integers whose only non-zero value is 1, 255 or
+    65535; integral floats as integers) has its face-connected components labelled in
+    each block, merged where they touch across block faces, and numbered 1..n by their
+    first voxel in C order, as ``label_cells`` numbers them; whether the image is a mask
+    is decided from the values met on the way, without a second pass
+    (docs/method.md#whole-bones-distances-block-by-block).
+
+    Parameters
+    ----------
+    cells : (Z, Y, X) or (Y, X) array-like
+        Label image (0 = background) or binary cell mask: numpy, zarr or dask array.
+    max_memory : float, optional
+        Bytes one block may use (see :func:`plan_blocks`); the cell voxels found are kept
+        besides (8 bytes each, up to about 5 times that while they are sorted at the end).
+    block_shape : sequence of int, optional
+        Block shape (voxels); default chosen from ``max_memory``.
+    progress : Progress, optional
+        Called before every block with the fraction of blocks done.
+
+    Returns
+    -------
+    CellVoxels
+        The cells' voxels, grouped by label.
+
+    Raises
+    ------
+    EmptyMaskError
+        If the image holds no cell.
+    NicheError
+        If it holds fractional or NaN values, negative labels, or is not 2D or 3D.
+    """
+    cells = _as_array_like(cells)
+    if cells.ndim not in (2, 3):
+        raise NicheError(f"The cell image must be 2D or 3D; it has shape {tuple(cells.shape)}.")
+    shape = _check_shape(cells.shape)
+    collector = CellCollector(shape, np.dtype(cells.dtype))
+    plan = plan_blocks(
+        shape,
+        spacing=1.0,
+        block_shape=block_shape,
+        max_memory=max_memory,
+        bytes_per_voxel=cells_bytes_per_voxel(cells.dtype, len(shape)),
+        chunks=chunk_shape(cells),
+    )
+    for i, block in enumerate(plan.blocks):
+        if progress is not None:
+            progress(i / plan.n_blocks, f"Cells: block {i + 1} of {plan.n_blocks}")
+        collector.add(np.asarray(cells[block.core]), block.core)
+    voxels = collector.finish(plan.core_shape)
+    if progress is not None:
+        progress(1.0, "Cells: done")
+    return voxels
+
+
+def _voxels_by_block(cells: CellVoxels, plan: BlockPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``cells.flat_index`` block by block, increasing within each block."""
+    return by_block(np.unravel_index(cells.flat_index, cells.shape), cells.shape, plan.core_shape)
+
+
+def overlap_diagnostic_blockwise(
+    cells: CellVoxels,
+    *,
+    tissue: Any = None,
+    exclude: Mapping[str, Any] = {},  # noqa: B006 - read only
+    max_memory: float | None = None,
+    block_shape: Sequence[int] | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """The fraction of real cells overlapping each excluded structure, block by block.
+
+    Equals :func:`~.random_cells.overlap_diagnostic` of the whole masks: each block core
+    of every mask is read once, and only the cell voxels it holds are tested. Blocks
+    without cells are not read, unless the tissue mask had no voxel in the others (an
+    empty tissue mask is refused, as in memory).
+
+    Parameters
+    ----------
+    cells : CellVoxels
+        The segmented cells (:func:`cells_blockwise`).
+    tissue : array-like of bool, optional
+        Tissue mask of the cells' image shape: numpy, zarr or dask array.
+    exclude : mapping name -> array-like
+        Structures the random cells exclude.
+    max_memory : float, optional
+        Bytes one block may use (see :func:`plan_blocks`).
+    block_shape : sequence of int, optional
+        Block shape (voxels); default chosen from ``max_memory``.
+    progress : Progress, optional
+        Called before every block with the fraction of blocks done.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``structure, n_cells, n_overlapping, fraction_overlapping``; the tissue
+        appears as ``outside tissue`` when a tissue mask is given.
+    """
+    masks = [(name, f"{name} mask", _as_array_like(m)) for name, m in exclude.items()]
+    if tissue is not None:
+        masks.append(("outside tissue", "tissue mask", _as_array_like(tissue)))
+    check_same_shape(cells.shape, "cell image", **{label: m for _, label, m in masks})
+    itemsize = max((np.dtype(m.dtype).itemsize for *_, m in masks), default=1)
+    ndim = len(cells.shape)
+    plan = plan_blocks(
+        cells.shape,
+        spacing=1.0,
+        block_shape=block_shape,
+        max_memory=max_memory,
+        bytes_per_voxel=(0.0, 2 * itemsize + 1 + LABELLED_SHARE * (8 * ndim + 17)),
+        chunks=chunk_shape(masks[0][2]) if masks else None,
+    )
+    order, bounds = _voxels_by_block(cells, plan)
+    hits = np.zeros((len(masks), cells.flat_index.size), bool)
+    tissue_seen = tissue is None
+    for i, block in enumerate(plan.blocks):
+        if progress is not None:
+            progress(i / plan.n_blocks, f"Overlaps: block {i + 1} of {plan.n_blocks}")
+        voxels = order[bounds[i] : bounds[i + 1]]
+        if not voxels.size:
+            continue
+        local = region_index(cells, voxels, block.core)
+        for k, (_, label, mask) in enumerate(masks):
+            core = as_mask(np.asarray(mask[block.core]), label, allow_empty=True).reshape(-1)
+            hit = core[local]  # a copy: the mask read may be a view of the caller's array
+            if tissue is not None and k == len(masks) - 1:  # cells outside the tissue
+                tissue_seen = tissue_seen or bool(core.any())
+                np.logical_not(hit, out=hit)
+            hits[k, voxels] = hit
+    if not tissue_seen and not _any_in_blocks(masks[-1][2], plan, bounds, "tissue mask"):
+        raise EmptyMaskError("The tissue mask is empty: it has no voxel inside.")
+    rows = [
+        (name, cells.n_cells, int(np.logical_or.reduceat(hit, cells.starts[:-1]).sum()))
+        for (name, *_), hit in zip(masks, hits, strict=True)
+    ]
+    table = pd.DataFrame(rows, columns=["structure", "n_cells", "n_overlapping"])
+    table["fraction_overlapping"] = table["n_overlapping"] / table["n_cells"].clip(lower=1)
+    if progress is not None:
+        progress(1.0, "Overlaps: done")
+    return table
+
+
+def _any_in_blocks(mask: Any, plan: BlockPlan, bounds: np.ndarray, label: str) -> bool:
+    """Whether a mask has a voxel in a block core without cells (the others were read)."""
+    for i, block in enumerate(plan.blocks):
+        if bounds[i + 1] == bounds[i]:
+            if as_mask(np.asarray(mask[block.core]), label, allow_empty=True).any():
+                return True
+    return False
+
+
+def distances_blockwise(
+    structure: Any,
+    *,
+    cells: CellVoxels,
+    dots: RandomCells | None = None,
+    spacing: float | Sequence[float],
+    max_distance_um: float,
+    max_memory: float | None = None,
+    block_shape: Sequence[int] | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+    name: str = "structure",
+) -> tuple[CensoredDistances, CensoredDistances | None]:
+    """Distance (µm) of every cell and random cell to a structure, block by block.
+
+    The in-memory answers are ``min_distance_per_label(cells, distance_map_um(structure))``
+    and ``dots.min_distance(distance_map_um(structure))``. Each block is read once with a
+    halo of ``ceil(D / spacing) + 1`` voxels widened by the farthest any random cell's
+    voxel lies from its anchor, and transformed once; then each cell voxel in its core,
+    and every voxel (clipped at the image edge) of each random cell anchored in its core,
+    is read from the block's map, where all distances below D are exact. Below D the
+    answers equal the in-memory ones; distances of D or more are reported as D with
+    ``censored`` True (docs/method.md#whole-bones-distances-block-by-block).
+
+    Parameters
+    ----------
+    structure : (Z, Y, X) or (Y, X) array-like
+        Binary structure mask (bool, 0/1 or 0/255): numpy, zarr or dask array.
+    cells : CellVoxels
+        The cells (:func:`cells_blockwise`), of the structure's shape.
+    dots : RandomCells, optional
+        Random cells placed in an image of the same shape.
+    spacing : float or sequence of float
+        Voxel size in µm (z, y, x).
+    max_distance_um : float
+        D (µm): distances below it are exact, the others censored at it.
+    max_memory : float, optional
+        Bytes one block may use, its gathers included (see :func:`plan_blocks`).
+    block_shape : sequence of int, optional
+        Core shape of the blocks (voxels); default chosen from ``max_memory``.
+    threads : int, optional
+        Threads of the transform; default :func:`~.distance.default_threads`.
+    progress : Progress, optional
+        Called before every block with the fraction of blocks done.
+    name : str
+        Structure name, for messages.
+
+    Returns
+    -------
+    cells : CensoredDistances
+        One distance per cell, in the order (and with the labels) of ``cells``.
+    dots : CensoredDistances or None
+        One distance per random cell, in their order (``labels`` are the dot numbers
+        0..m-1); None without ``dots``.
+
+    Raises
+    ------
+    EmptyMaskError
+        If the structure mask is empty.
+    MemoryBudgetError
+        If one block with its halo and gathers does not fit ``max_memory``.
+    """
+    structure = _as_array_like(structure)
+    shape = _check_shape(cells.shape)
+    _check_structure(structure, shape, dots, name)
+    spacing = as_spacing(spacing, len(shape))
+    d = check_max_distance(max_distance_um)
+    gathers = DotGathers(dots.shapes if dots is not None else None)
+    plan = plan_blocks(
+        shape,
+        spacing=spacing,
+        max_distance_um=d,
+        block_shape=block_shape,
+        max_memory=max_memory,
+        bytes_per_voxel=distance_bytes_per_voxel(structure.dtype, ndim=len(shape)),
+        chunks=chunk_shape(structure),
+        reach=gathers.reach,
+        fixed_bytes=gathers.fixed_bytes,
+    )
+    cell_order, cell_bounds = _voxels_by_block(cells, plan)
+    cell_min = np.full(cells.n_cells, np.inf, np.float32)
+    anchors = np.zeros((0, len(shape)), np.int64) if dots is None else dots.anchors
+    dot_order, dot_bounds = by_block(tuple(anchors.T), shape, plan.core_shape)
+    dot_min = np.full(anchors.shape[0], np.inf, np.float32)
+
+    def busy(i: int, _: Block) -> bool:
+        return cell_bounds[i + 1] > cell_bounds[i] or dot_bounds[i + 1] > dot_bounds[i]
+
+    for i, block, dist in _block_distances(
+        structure, plan, busy, spacing=spacing, threads=threads, progress=progress, name=name
+    ):
+        if dist is None:  # no structure within D: all censored
+            continue
+        voxels = cell_order[cell_bounds[i] : cell_bounds[i + 1]]
+        if voxels.size:
+            cell_minima(cells, voxels, region_index(cells, voxels, block.outer), dist, cell_min)
+        if dots is not None and dot_bounds[i + 1] > dot_bounds[i]:
+            picked = dot_order[dot_bounds[i] : dot_bounds[i + 1]]
+            dot_min[picked] = gathers.minima(
+                anchors[picked], dots.shape_index[picked], dist, block.outer
+            )
+    cell_result = _censored(cells.labels, cell_min, d)
+    if dots is None:
+        return cell_result, None
+    return cell_result, _censored(np.arange(dots.n_dots, dtype=np.int64), dot_min, d)
+
+
+def _check_structure(structure: Any, shape: tuple[int, ...], dots, name: str) -> None:
+    check_same_shape(shape, "cell image", **{f"{name} mask": structure})
+    if np.dtype(structure.dtype).kind not in "biuf":
+        raise InvalidImageError(f"The {name} mask has non-numeric type {structure.dtype}.")
+    if dots is not None and tuple(dots.shapes.image_shape) != shape:
+        raise ShapeMismatchError(
+            f"The random cells were placed in an image of shape {dots.shapes.image_shape}, "
+            f"but the cells come from an image of shape {shape}: place them again."
+        )
