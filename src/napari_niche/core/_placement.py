@@ -376,6 +376,9 @@ class PackedMask:
 class RegionSampler:
     """Uniform random voxels of the region ``values >= threshold`` (flat indices)."""
 
+    values: np.ndarray | PackedMask
+    index: np.ndarray | None
+
     def __init__(self, values_flat: np.ndarray, threshold: float):
         self.values = values_flat
         self.threshold = threshold

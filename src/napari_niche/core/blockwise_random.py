@@ -246,7 +246,8 @@ def allowed_region_blockwise(
     shape = plan.shape
     bits = np.zeros((math.prod(shape) + 7) // 8, dtype=np.uint8)
     planes = [np.zeros(n, dtype=bool) for n in shape]
-    count, in_tissue, seen = 0, 0, {}
+    count, in_tissue = 0, 0
+    seen: dict[str, Any] = {}
     for i, block in enumerate(plan.blocks):
         if progress is not None:
             progress(i / plan.n_blocks, f"Reading masks: block {i + 1} of {plan.n_blocks}")

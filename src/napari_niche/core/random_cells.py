@@ -536,7 +536,8 @@ class _WholeRoom:
         """Per axis, whether each plane across it holds an allowed voxel."""
         ndim = self.allowed.ndim
         return [
-            self.allowed.any(axis=tuple(i for i in range(ndim) if i != j)) for j in range(ndim)
+            np.asarray(self.allowed.any(axis=tuple(i for i in range(ndim) if i != j)))
+            for j in range(ndim)
         ]
 
     def room_distance(self, spacing, threads, acceptance: float) -> np.ndarray:
