@@ -108,7 +108,7 @@ CASES = {
         _scene3d, _dask, (5, 11, 45), SP, "whole-cell", 2, 5, {}, True, "all"
     ),
     "3D whole-cell, zarr, rows cut mid-byte": (
-        _scene3d, _zarr, (12, 40, 9), SP, "whole-cell", 1, 6, dict(block_shape=(1, 1, 13)),
+        _scene3d, _zarr, (12, 40, 9), SP, "whole-cell", 1, 6, dict(block_shape=(2, 7, 13)),
         True, "all",
     ),
     "3D whole-cell, no tissue, excluded as a list": (

@@ -33,6 +33,10 @@ Many realisations (a Monte Carlo null of 99 or more) cost little more than one:
 - the minimum of a distance map over a virtual cell that cannot touch the structure (an
   excluded structure under the whole-cell rule) is read on the cell's surface voxels only
   (see :meth:`RandomCells.min_distance` for why that is exact).
+Volumes larger than memory: :mod:`~napari_niche.core.blockwise_random` reads the masks
+block by block into an allowed region of one bit per voxel and places the same dots
+through :func:`_place_in_room`, which reads the region only through ``_WholeRoom``'s
+small interface.
 """
 
 from __future__ import annotations
