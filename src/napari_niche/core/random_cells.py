@@ -695,19 +695,19 @@ def _room_words(tissue, exclude) -> str:
     return f"{base} minus {', '.join(names)}" if names else base
 
 
-def _check_sizes(shapes: CellShapes, room: int, where: str, base) -> None:
+def _check_sizes(shapes: CellShapes, room: int, where: str, base_count) -> None:
     """Refuse a cell that takes more than :data:`MAX_ROOM_SHARE` of the room (any rule).
 
     Either the cell is no cell (it fills the tissue: an inverted or background mask) or
     the room is what is missing (the excluded structures cover nearly all the tissue).
-    ``base()`` counts the tissue voxels (the image's without a tissue mask).
+    ``base_count()`` counts the tissue voxels (the image's without a tissue mask).
     """
     k = int(np.argmax(shapes.sizes))
     size = int(shapes.sizes[k])
     if size <= MAX_ROOM_SHARE * room:
         return
     label = shapes.labels[k]
-    base = base()
+    base = base_count()
     if size > MAX_ROOM_SHARE * base:
         raise CellTooLargeError(
             f"Cell {label} has {size:,} voxels, {size / room:.0%} of the {room:,} voxels of "
