@@ -2,7 +2,8 @@
 
 The shapes virtual cells borrow (:class:`CellShapes`), uniform candidate positions
 (:class:`RegionSampler`), the padded whole-cell test of many candidates at once
-(:class:`Placer`) and the chunked flat-index gathers they rest on. Used by
+(:class:`Placer`), an allowed region held one bit per voxel (:class:`PackedMask`, for
+volumes larger than memory) and the chunked flat-index gathers they rest on. Used by
 :mod:`napari_niche.core.random_cells` and :mod:`napari_niche.core.hardcore`.
 """
 
@@ -325,8 +326,58 @@ class Placer:
         return out & ok
 
 
+class PackedMask:
+    """A flat boolean mask held as one bit per voxel: ``np.packbits`` of it (big-endian).
+
+    Indexing it with flat voxel indices gives what indexing the flat mask gives, from an
+    eighth of the memory: the allowed region of a volume larger than memory is held so.
+
+    Parameters
+    ----------
+    bits : ndarray of uint8
+        ``np.packbits`` of the flat (C-order) mask; the bits past the last voxel are 0.
+    size : int
+        Voxels of the mask.
+    """
+
+    def __init__(self, bits: np.ndarray, size: int):
+        if bits.dtype != np.uint8 or bits.shape != ((int(size) + 7) // 8,):
+            raise ValueError(f"{bits.shape} {bits.dtype} bytes cannot hold {size} bits")
+        self.bits = bits
+        self.size = int(size)
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        """Whether the voxels at flat indices ``index`` are set: a bool array like them."""
+        index = np.asarray(index, dtype=np.int64)
+        shift = (index & 7).astype(np.uint8)  # bit 0 of a byte is its highest
+        byte = np.left_shift(self.bits[index >> 3], shift)
+        return byte >= 0x80
+
+    def flatnonzero(self, chunk: int = 1 << 21) -> np.ndarray:
+        """List the set voxels (flat indices, increasing), unpacking ``chunk`` bytes at once.
+
+        Parameters
+        ----------
+        chunk : int
+            Bytes unpacked at once.
+
+        Returns
+        -------
+        ndarray of int64
+            As ``np.flatnonzero`` of the flat mask.
+        """
+        parts = [
+            np.flatnonzero(np.unpackbits(self.bits[i : i + chunk])).astype(np.int64) + 8 * i
+            for i in range(0, self.bits.size, chunk)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 class RegionSampler:
     """Uniform random voxels of the region ``values >= threshold`` (flat indices)."""
+
+    values: np.ndarray | PackedMask
+    index: np.ndarray | None
 
     def __init__(self, values_flat: np.ndarray, threshold: float):
         self.values = values_flat
@@ -337,6 +388,35 @@ class RegionSampler:
         self.index = None
         if 0 < self.count and self.fraction < _LIST_BELOW_FRACTION:
             self.index = _chunked_flatnonzero(values_flat, threshold)
+
+    @classmethod
+    def from_packed(cls, mask: PackedMask, count: int) -> RegionSampler:
+        """Sample the set voxels of a packed mask, drawing as from its unpacked flat view.
+
+        The same ``rng`` gives the same voxels as ``RegionSampler(flat.view(np.uint8), 1)``
+        on the unpacked mask: the draws, the rejection test and (below
+        :data:`_LIST_BELOW_FRACTION` of the image) the listed voxels are the same; the
+        listing costs 8 bytes per set voxel, at most a quarter of a byte per voxel.
+
+        Parameters
+        ----------
+        mask : PackedMask
+            The region.
+        count : int
+            Its set voxels (known from building it; counting again would read it all).
+
+        Returns
+        -------
+        RegionSampler
+        """
+        sampler = cls.__new__(cls)
+        sampler.values, sampler.threshold = mask, 1  # a bool read as 0/1, as the uint8 view
+        sampler.size, sampler.count = mask.size, int(count)
+        sampler.fraction = sampler.count / sampler.size
+        sampler.index = None
+        if 0 < sampler.count and sampler.fraction < _LIST_BELOW_FRACTION:
+            sampler.index = mask.flatnonzero()
+        return sampler
 
     def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Draw ``n`` uniform voxels of the region.

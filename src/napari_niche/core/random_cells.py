@@ -33,6 +33,10 @@ Many realisations (a Monte Carlo null of 99 or more) cost little more than one:
 - the minimum of a distance map over a virtual cell that cannot touch the structure (an
   excluded structure under the whole-cell rule) is read on the cell's surface voxels only
   (see :meth:`RandomCells.min_distance` for why that is exact).
+Volumes larger than memory: :mod:`~napari_niche.core.blockwise_random` reads the masks
+block by block into an allowed region of one bit per voxel and places the same dots
+through :func:`_place_in_room`, which reads the region only through ``_WholeRoom``'s
+small interface.
 """
 
 from __future__ import annotations
@@ -485,30 +489,112 @@ def seed_random_cells(
     -------
     RandomCells
     """
-    ndim = len(cells.shape)
-    spacing = as_spacing(spacing, ndim)
+    spacing = as_spacing(spacing, len(cells.shape))
     dots_per_cell, realizations = _check_request(rule, dots_per_cell, realizations, crowding)
     allowed = allowed_region(cells.shape, tissue=tissue, exclude=exclude)
-    where = _room_words(tissue, exclude)
     if not allowed.any():
-        raise NoRoomError(
-            "The tissue has no room for random cells: every tissue voxel lies in an excluded "
-            "structure. Check the tissue mask and the structures to exclude."
-        )
+        raise _no_room_error()
+
+    def base() -> int:
+        return int(np.prod(cells.shape)) if tissue is None else int(np.count_nonzero(tissue))
+
+    return _place_in_room(
+        cells,
+        _WholeRoom(allowed),
+        spacing=spacing,
+        where=_room_words(tissue, exclude),
+        base=base,
+        rule=rule,
+        dots_per_cell=dots_per_cell,
+        realizations=realizations,
+        rng=rng,
+        max_attempts=max_attempts,
+        threads=threads,
+        progress=progress,
+        crowding=crowding,
+    )
+
+
+def _no_room_error() -> NoRoomError:
+    return NoRoomError(
+        "The tissue has no room for random cells: every tissue voxel lies in an excluded "
+        "structure. Check the tissue mask and the structures to exclude."
+    )
+
+
+class _WholeRoom:
+    """The allowed region held whole in memory, as :func:`_place_in_room` reads it.
+
+    :mod:`~napari_niche.core.blockwise_random` holds it bit-packed instead, with the same
+    attributes and methods: ``flat`` (lookups by flat index), ``anywhere`` (uniform
+    allowed voxels), ``planes``, ``room_distance``, ``whole_cell_test``,
+    ``hard_core_placer`` and ``bits``.
+    """
+
+    def __init__(self, allowed: np.ndarray):
+        self.allowed = allowed
+        self.flat = allowed.reshape(-1)
+        self.anywhere = RegionSampler(self.flat.view(np.uint8), 1)
+
+    def planes(self) -> list[np.ndarray]:
+        """Per axis, whether each plane across it holds an allowed voxel."""
+        ndim = self.allowed.ndim
+        return [
+            np.asarray(self.allowed.any(axis=tuple(i for i in range(ndim) if i != j)))
+            for j in range(ndim)
+        ]
+
+    def room_distance(self, spacing, threads, acceptance: float) -> np.ndarray:
+        """Flat distance (µm) of every voxel to the nearest voxel outside the room."""
+        return distance_to_outside_um(self.allowed, spacing=spacing, threads=threads).reshape(-1)
+
+    def whole_cell_test(self, shapes: CellShapes):
+        """``fits(shape_index, anchor_flat)``: the padded whole-cell test."""
+        return Placer(shapes, self.allowed).fits
+
+    def hard_core_placer(self, shapes: CellShapes) -> Placer:
+        """The padded region hard-core null sets are placed in."""
+        return Placer(shapes, self.allowed)
+
+    def bits(self) -> np.ndarray:
+        """``np.packbits`` of the flat allowed region."""
+        return np.packbits(self.flat)
+
+
+def _place_in_room(
+    cells: CellVoxels,
+    room,
+    *,
+    spacing: tuple[float, ...],
+    where: str,
+    base,
+    rule: str,
+    dots_per_cell: int,
+    realizations: int,
+    rng,
+    max_attempts: int,
+    threads: int | None,
+    progress: Progress | None,
+    crowding: str,
+) -> RandomCells:
+    """Place virtual cells in an allowed region held whole or bit-packed (see _WholeRoom).
+
+    The checks and the draws are those of :func:`seed_random_cells`, whatever holds the
+    room, so the same seed gives the same dots. ``base()`` counts the tissue voxels (the
+    image's without a tissue mask), for messages only.
+    """
     shapes = CellShapes.from_cells(cells)
-    allowed_flat = allowed.reshape(-1)
-    anywhere = RegionSampler(allowed_flat.view(np.uint8), 1)
-    _check_sizes(shapes, anywhere.count, where, tissue)
+    _check_sizes(shapes, room.anywhere.count, where, base)
     whole_cell = rule == "whole-cell"
     if whole_cell:
-        _check_extents(shapes, allowed, spacing, where)
+        _check_extents(shapes, room.planes(), spacing, where)
     generator = np.random.default_rng(rng)
     pilot_rng = generator.spawn(1)[0]
 
     samplers, level_of_shape, blind = _samplers(
-        shapes, anywhere, allowed, spacing, whole_cell=whole_cell, rng=pilot_rng, threads=threads
+        shapes, room, spacing, whole_cell=whole_cell, rng=pilot_rng, threads=threads
     )
-    _check_samplers(samplers, level_of_shape, shapes, anywhere, where)
+    _check_samplers(samplers, level_of_shape, shapes, room.anywhere, where)
     placer = None
     if whole_cell:
         # A stream of its own (a child of the pilot's): the realisations' dots stay the same.
@@ -516,19 +602,19 @@ def seed_random_cells(
             shapes,
             level_of_shape,
             samplers,
-            allowed_flat,
+            room.flat,
             copies=dots_per_cell * realizations,
             blind_acceptance=blind,
             rng=pilot_rng.spawn(1)[0],
             where=where,
         )
-        placer = _capped_placer(shapes, allowed, expected, where)
+        placer = _capped_placer(shapes, room, expected, where)
     n_per = cells.n_cells * dots_per_cell
     shape_index = np.tile(np.arange(cells.n_cells), dots_per_cell)
     hard_core = None
     if crowding == "hard-core":  # issue 14 §4: see core/hardcore.py
         hard_core = place_hard_core(
-            Placer(shapes, allowed), shape_index, level_of_shape, samplers,
+            room.hard_core_placer(shapes), shape_index, level_of_shape, samplers,
             generator.spawn(realizations), dots_per_cell=dots_per_cell,
             max_attempts=max_attempts, progress=progress, dots_per_batch=DOTS_PER_BATCH,
         )  # fmt: skip
@@ -546,7 +632,7 @@ def seed_random_cells(
     ]
     placed = _run_in_batches(steps, placer, n_per, progress) if hard_core is None else hard_core
     del placer
-    return _placed_cells(shapes, placed, shape_index, rule, allowed_flat)
+    return _placed_cells(shapes, placed, shape_index, rule, room.bits())
 
 
 def _check_request(rule, dots_per_cell, realizations, crowding) -> tuple[int, int]:
@@ -559,11 +645,11 @@ def _check_request(rule, dots_per_cell, realizations, crowding) -> tuple[int, in
     return int(dots_per_cell), int(realizations)
 
 
-def _capped_placer(shapes: CellShapes, allowed: np.ndarray, expected: float, where: str):
+def _capped_placer(shapes: CellShapes, room, expected: float, where: str):
     """Build the whole-cell test, stopping once it spent a few times the ``expected`` work."""
     cap = max(_MIN_TEST_CAP, _OVERRUN_FACTOR * expected)
     _check_reach(shapes)
-    return _CappedFits(Placer(shapes, allowed).fits, shapes, cap, where)
+    return _CappedFits(room.whole_cell_test(shapes), shapes, cap, where)
 
 
 def _check_samplers(samplers, level_of_shape, shapes: CellShapes, anywhere, where: str) -> None:
@@ -584,7 +670,7 @@ def _placed_cells(
     placed: list[np.ndarray],
     shape_index: np.ndarray,
     rule: str,
-    allowed_flat: np.ndarray,
+    allowed_bits: np.ndarray,
 ) -> RandomCells:
     """Gather the flat anchors of every realisation into one :class:`RandomCells`."""
     n_per, realizations = shape_index.size, len(placed)
@@ -598,7 +684,7 @@ def _placed_cells(
         shape_index=np.tile(shape_index, realizations),
         realization=np.repeat(np.arange(realizations), n_per),
         rule=rule,
-        allowed_bits=np.packbits(allowed_flat),
+        allowed_bits=allowed_bits,
     )
 
 
@@ -609,18 +695,19 @@ def _room_words(tissue, exclude) -> str:
     return f"{base} minus {', '.join(names)}" if names else base
 
 
-def _check_sizes(shapes: CellShapes, room: int, where: str, tissue) -> None:
+def _check_sizes(shapes: CellShapes, room: int, where: str, base_count) -> None:
     """Refuse a cell that takes more than :data:`MAX_ROOM_SHARE` of the room (any rule).
 
     Either the cell is no cell (it fills the tissue: an inverted or background mask) or
     the room is what is missing (the excluded structures cover nearly all the tissue).
+    ``base_count()`` counts the tissue voxels (the image's without a tissue mask).
     """
     k = int(np.argmax(shapes.sizes))
     size = int(shapes.sizes[k])
     if size <= MAX_ROOM_SHARE * room:
         return
     label = shapes.labels[k]
-    base = int(np.prod(shapes.image_shape)) if tissue is None else int(np.count_nonzero(tissue))
+    base = base_count()
     if size > MAX_ROOM_SHARE * base:
         raise CellTooLargeError(
             f"Cell {label} has {size:,} voxels, {size / room:.0%} of the {room:,} voxels of "
@@ -638,19 +725,20 @@ def _check_sizes(shapes: CellShapes, room: int, where: str, tissue) -> None:
 
 
 def _check_extents(
-    shapes: CellShapes, allowed: np.ndarray, spacing: Sequence[float], where: str
+    shapes: CellShapes, planes: Sequence[np.ndarray], spacing: Sequence[float], where: str
 ) -> None:
     """Refuse a shape longer along an axis than the allowed region's bounding box.
 
+    ``planes[j]`` tells for each plane across axis ``j`` whether it holds an allowed voxel.
     Exact for shapes whose voxels cover every plane between their ends along the axis
     (all connected cells): where the region stops short of an image edge, a whole virtual
     cell cannot reach past it, and beyond an image edge it is clipped.
     """
     lo, hi = shapes.extent
-    ndim = allowed.ndim
+    ndim = len(planes)
     for j, axis in enumerate("zyx"[3 - ndim :]):
-        planes = np.flatnonzero(allowed.any(axis=tuple(i for i in range(ndim) if i != j)))
-        a_lo, a_hi, last = int(planes[0]), int(planes[-1]), allowed.shape[j] - 1
+        occupied = np.flatnonzero(planes[j])
+        a_lo, a_hi, last = int(occupied[0]), int(occupied[-1]), planes[j].size - 1
         if a_lo > 0 and a_hi < last:
             need, how = hi[:, j] - lo[:, j], "spans {} µm along {}"
         elif a_lo > 0:
@@ -696,28 +784,30 @@ def _check_reach(shapes: CellShapes) -> None:
         )
 
 
-def _samplers(shapes, anywhere, allowed, spacing, *, whole_cell, rng, threads):
+def _samplers(shapes, room, spacing, *, whole_cell, rng, threads):
     """Where candidates come from: ``(samplers, level_of_shape, blind_acceptance)``.
 
-    Blind candidates (any allowed voxel) where the pilot shows that whole cells fit at a
-    fair share of them (``blind_acceptance`` is then that share, else None); else one
-    sampler per level of inscribed radius, among voxels with room for it.
+    Blind candidates (any allowed voxel of ``room``, see :class:`_WholeRoom`) where the
+    pilot shows that whole cells fit at a fair share of them (``blind_acceptance`` is then
+    that share, else None); else one sampler per level of inscribed radius, among voxels
+    with room for it.
     """
     level_of_shape = np.zeros(shapes.labels.size, dtype=np.int64)
+    anywhere = room.anywhere
     if not whole_cell:
         return [anywhere], level_of_shape, 1.0
-    allowed_flat = allowed.reshape(-1)
-    acceptance = _pilot_acceptance(shapes, anywhere, allowed_flat, rng)
+    acceptance = _pilot_acceptance(shapes, anywhere, room.flat, rng)
     if acceptance >= _BLIND_MIN_ACCEPTANCE:
         return [anywhere], level_of_shape, acceptance
     # Little room: draw only among voxels far enough from anything forbidden to
     # possibly hold each shape (one distance transform), instead of retrying blindly.
-    room = distance_to_outside_um(allowed, spacing=spacing, threads=threads).reshape(-1)
+    distance = room.room_distance(spacing, threads, acceptance)
     radii = shapes.inscribed_radii_um(spacing)
     levels = np.unique(np.quantile(radii, np.linspace(0.0, 1.0, 9)[:-1]))
     level_of_shape = np.searchsorted(levels, radii, side="right") - 1
     # A tiny positive floor keeps every candidate inside the allowed region.
-    return [RegionSampler(room, max(r - 1e-4, 1e-6)) for r in levels], level_of_shape, None
+    samplers = [RegionSampler(distance, max(r - 1e-4, 1e-6)) for r in levels]
+    return samplers, level_of_shape, None
 
 
 def _expected_tests(
