@@ -574,10 +574,10 @@ class AnalysisParams:
         d = self.max_distance_um
         if d is not None and d < max(self.bin_width_um, self.quadrant_threshold_um):
             raise NicheError(
-                f"The maximum distance (max_distance_um, {d:g} µm) must be at least the bin "
-                f"width ({self.bin_width_um:g} µm) and the quadrant threshold "
-                f"({self.quadrant_threshold_um:g} µm): distances beyond it are only known to "
-                "be at least it, so no bin and no 'near' could be told below it."
+                f"max_distance_um must be at least the bin width ({self.bin_width_um:g} µm) "
+                f"and the quadrant threshold ({self.quadrant_threshold_um:g} µm), got {d:g} "
+                "µm: distances beyond the maximum distance are only known to be at least "
+                "it, so no bin and no 'near' could be told below it."
             )
         if self.bin_width_um < MIN_BIN_WIDTH_UM:
             raise NicheError(

@@ -156,7 +156,7 @@ def test_a_locked_folder_is_refused_at_once_naming_the_holder(
         argv = ["run", str(experiment), "--out", str(out), "--jobs", "1"]
     proc = holder(out)
     if command == "api":
-        from napari_niche.niche.pipeline import NicheResult
+        from napari_niche.niche.results import NicheResult
 
         with pytest.raises(OutputBusyError, match=str(proc.pid)):
             NicheResult(*[None] * 6, record={}).save(out)

@@ -9,11 +9,11 @@ import pytest
 from napari_niche.core import ENVELOPE_COLUMNS, NicheError, monte_carlo_envelope
 from napari_niche.core.random_cells import CellShapes, RandomCells
 from napari_niche.core.synthetic import make_bone_marrow
-from napari_niche.niche.pipeline import (
+from napari_niche.niche.pipeline import analyze
+from napari_niche.niche.results import (
     ENVELOPE_TABLE_COLUMNS,
     RESULT_FILES,
     STATS_COLUMNS,
-    analyze,
     summarize,
 )
 from napari_niche.params import AnalysisParams

@@ -21,9 +21,10 @@ from napari_niche.core.cells import cell_table, min_distance_per_label
 from napari_niche.core.curation import cells_from_image
 from napari_niche.core.distance import distance_map_um
 from napari_niche.core.errors import NicheError
-from napari_niche.core.stats import distance_tests, fold_change_by_bin
+from napari_niche.core.stats import distance_column, distance_tests, fold_change_by_bin
 from napari_niche.core.synthetic import make_bone_marrow
-from napari_niche.niche.pipeline import distance_column, place_random_cells, summarize
+from napari_niche.niche.pipeline import place_random_cells
+from napari_niche.niche.results import summarize
 from napari_niche.params import AnalysisParams
 
 PLUGIN, WIDGET = "napari-niche", "5 Niche plot"

@@ -146,7 +146,7 @@ class NicheSession:
 
     def missing_distances(self) -> str | None:
         """A sentence if a table lacks a structure's distance column, else None."""
-        from napari_niche.niche.pipeline import distance_column
+        from napari_niche.core.stats import distance_column
 
         for name in self.structure_names:
             col = distance_column(name)
@@ -167,7 +167,7 @@ class NicheSession:
         summary) while cells or random cells are missing; raises :class:`NicheError` (and
         clears the summary) when a table lacks a structure's distances.
         """
-        from napari_niche.niche.pipeline import resolve_structures, summarize
+        from napari_niche.niche.results import resolve_structures, summarize
 
         if self.cell_table is None or self.dot_table is None or not self.structures:
             self.clear_summary()

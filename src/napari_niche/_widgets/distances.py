@@ -410,7 +410,7 @@ class DistanceWidget(NicheWidget):
     def _collect(self) -> _Job:
         """Read and check the form in the GUI thread; raises NicheError with what to fix."""
         from napari_niche.core._validate import check_same_shape
-        from napari_niche.niche.pipeline import check_structure_name
+        from napari_niche.niche.results import check_structure_name
 
         cells_layer = self.cells_combo.value
         if cells_layer is None:

@@ -43,14 +43,14 @@ from napari_niche._widgets._layers import find_output
 from napari_niche._widgets._session import get_session
 from napari_niche.core._validate import ALTERNATIVES
 from napari_niche.core.errors import NicheError
-from napari_niche.core.stats import QUADRANTS, quadrant_of
+from napari_niche.core.stats import QUADRANTS, distance_column, quadrant_of
 from napari_niche.io import write_tables
-from napari_niche.niche.pipeline import distance_column, resolve_structures
 from napari_niche.niche.plots import (
     FoldChangePlot,
     QuadrantPlot,
     niche_figure,
 )
+from napari_niche.niche.results import resolve_structures
 
 if TYPE_CHECKING:
     import napari

@@ -90,7 +90,9 @@ def _place(job: _Job):
     from napari_niche.core._validate import as_mask
     from napari_niche.core.distance import distance_map_um
     from napari_niche.core.random_cells import overlap_diagnostic
-    from napari_niche.niche.pipeline import distance_column, overlap_warnings, place_random_cells
+    from napari_niche.core.stats import distance_column
+    from napari_niche.niche.pipeline import place_random_cells
+    from napari_niche.niche.results import overlap_warnings
 
     yield 0.0, "Checking the masks…"
     inputs = [("cells", job.cells), *((f"structure:{n}", m) for n, m in job.masks.items())]

@@ -19,6 +19,7 @@ from napari_niche.cli._common import (
     dest_of,
     flag_message,
     folder_arg,
+    size_arg,
 )
 from napari_niche.core.errors import NicheError
 from napari_niche.params import AnalysisParams, described, flags_of
@@ -36,6 +37,7 @@ _OPTIONS = (
     "bin_width_um",
     "min_dots",
     "quadrant_threshold_um",
+    "max_distance_um",
     "alpha",
     "alternative",
     "quadrant_structures",
@@ -88,6 +90,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     opt = a.add_argument_group("analysis (override --params)")
     add_param_options(opt, AnalysisParams, _OPTIONS, with_defaults=False)
+    a.add_argument(
+        "--max-memory",
+        type=size_arg,
+        metavar="SIZE",
+        help="memory the analysis may use, e.g. 4GB (default: 80%% of the memory available); "
+        "an image whose analysis would need more is read and analysed block by block, "
+        "distances exact up to --max-distance",
+    )
     a.add_argument("--out", type=folder_arg, required=True, help="output folder")
     a.set_defaults(func=run, stopped=stopped)
     return a
@@ -203,9 +213,10 @@ def _load_files(args, params: AnalysisParams, notes: list[str]):
 
     picks = dict(args.channel)
     inputs: dict = {}
+    lazy = _too_large(args, picks)
 
     def load(role: str, path: Path):
-        data, sp, inputs[role] = _read_input(path, role, args.scene, picks.get(role))
+        data, sp, inputs[role] = _read_input(path, role, args.scene, picks.get(role), lazy)
         return data, sp
 
     cells, cell_spacing = load("cells", args.cells)
@@ -219,6 +230,8 @@ def _load_files(args, params: AnalysisParams, notes: list[str]):
                 f"{cells.shape}."
             )
         found.append((sp, path))
+        if lazy:  # checked block by block as it is read
+            return data
         return _checked(lambda: as_mask(data, what), path)
 
     structures = {n: load_mask(n, path, f"{n} mask") for n, path in args.structure}
@@ -227,7 +240,32 @@ def _load_files(args, params: AnalysisParams, notes: list[str]):
     return cells, structures, tissue, spacing, inputs
 
 
-def _read_input(path: Path, role: str, scene: str | None, channel: int | str | None):
+def _too_large(args, picks: dict) -> bool:
+    """Whether the in-memory analysis of these files would not fit ``--max-memory``.
+
+    Decided from the files' headers alone (shape and type), before any pixel is read,
+    with the rule :func:`~napari_niche.niche.pipeline.analyze` applies.
+    """
+    import numpy as np
+
+    from napari_niche.io import open_image
+    from napari_niche.niche.budget import in_memory_bytes, memory_limit
+
+    limit = memory_limit(args.max_memory)
+    if limit is None:
+        return False
+    try:
+        header = open_image(args.cells, scene=args.scene) if args.scene else open_image(args.cells)
+    except NicheError:
+        return False  # reading it whole says what is wrong, as before
+    n_masks = len(args.structure) + (1 if args.tissue else 0)
+    per_voxel = max(np.dtype(header.dtype).itemsize, 4) + n_masks
+    return in_memory_bytes(header.shape, per_voxel, len(args.structure)) > limit
+
+
+def _read_input(
+    path: Path, role: str, scene: str | None, channel: int | str | None, lazy: bool = False
+):
     """Read one input, its scene and channel picked: (data, voxel size, what to record).
 
     What is recorded in ``params.json``'s ``inputs`` is the path, or, when a scene or a
@@ -235,8 +273,9 @@ def _read_input(path: Path, role: str, scene: str | None, channel: int | str | N
     the run can be repeated exactly. The header is read first only when something is
     picked: a file of one scene ignores ``--scene``.
     """
-    from napari_niche.io import open_image, read_image
+    from napari_niche.io import open_blockwise, open_image, read_image
 
+    reader = open_blockwise if lazy else read_image  # the same checks; lazy reads nothing yet
     record: dict = {"path": str(path)}
     header = None
     if scene is not None:
@@ -248,14 +287,14 @@ def _read_input(path: Path, role: str, scene: str | None, channel: int | str | N
             scene = None
     if channel is None:
         try:
-            data, spacing = read_image(path, scene=scene)
+            data, spacing = reader(path, scene=scene)
         except NicheError as err:
             raise CliError(_channel_hint(err, path, role, scene)) from None
         return data, spacing, record if len(record) > 1 else str(path)
     header = header or _read(open_image, path)  # the scene's, when one was picked
     index = _read(lambda _p: header.channel_index(channel), path)
     record.update(channel=index, channel_name=header.channels[index])
-    data, spacing = _read(lambda p: read_image(p, scene=scene, channel=channel), path)
+    data, spacing = _read(lambda p: reader(p, scene=scene, channel=channel), path)
     return data, spacing, record
 
 
@@ -349,7 +388,13 @@ def _analyze_and_save(args, params: AnalysisParams):
 
     try:
         result = analyze(
-            cells, structures, spacing=spacing, tissue=tissue, params=params, on_warning=warn_now
+            cells,
+            structures,
+            spacing=spacing,
+            tissue=tissue,
+            params=params,
+            on_warning=warn_now,
+            max_memory=args.max_memory,
         )
     except NicheError as err:
         raise CliError(str(err)) from None

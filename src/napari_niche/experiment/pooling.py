@@ -68,7 +68,7 @@ from napari_niche.core.stats import (
 )
 from napari_niche.io import write_json, write_tables
 from napari_niche.io.images import _jsonable
-from napari_niche.niche.pipeline import envelope_test_name
+from napari_niche.niche.results import envelope_test_name
 from napari_niche.params import AnalysisParams
 
 __all__ = [

@@ -1464,7 +1464,7 @@ def _pool(exp: Experiment, out: Path, results: list, summary: RunSummary, fail: 
     """Pool the images and save the pooled tables; None if that failed."""
     try:
         from napari_niche.experiment.pooling import pool_results
-        from napari_niche.niche.pipeline import resolve_structures
+        from napari_niche.niche.results import resolve_structures
 
         _, quad = resolve_structures(exp.structures(), exp.analysis)
         pooled = pool_results(

@@ -27,7 +27,7 @@ import numpy as np
 
 from napari_niche.core._validate import shown
 from napari_niche.core.errors import NicheError
-from napari_niche.niche.pipeline import check_structure_name, resolve_structures
+from napari_niche.niche.results import check_structure_name, resolve_structures
 from napari_niche.params import (
     STEP_SECTIONS,
     YAML_BOOLEAN_WORDS,

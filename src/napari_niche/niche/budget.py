@@ -221,3 +221,101 @@ def check_request(
 
 def _gb(n_bytes: float) -> str:
     return f"{n_bytes / 1e9:.3g} GB"
+
+
+# ------------------------------------------------------------------- block by block
+
+
+def process_memory() -> int:
+    """The resident memory of this process now (bytes; 0 where unknown).
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def memory_limit(max_memory: float | None) -> float | None:
+    """The memory a run may use: ``max_memory``, else a safe share of what is available.
+
+    Parameters
+    ----------
+    max_memory : float or None
+        Bytes asked for (``--max-memory``), or None.
+
+    Returns
+    -------
+    float or None
+        Bytes; None when neither is known.
+    """
+    if max_memory is not None:
+        return float(max_memory)
+    available = available_memory()
+    return None if available is None else MEMORY_SHARE * available
+
+
+def in_memory_bytes(
+    image_shape: Sequence[int], input_bytes_per_voxel: float, n_structures: int
+) -> float:
+    """The peak memory of the in-memory analysis of an image, its random cells aside.
+
+    Parameters
+    ----------
+    image_shape : sequence of int
+        The image's shape.
+    input_bytes_per_voxel : float
+        What the inputs take once read: the label image's item size plus one byte per
+        mask (structures, tissue).
+    n_structures : int
+        Structures measured.
+
+    Returns
+    -------
+    float
+        Bytes: the inputs, a distance map and its temporaries, the random cells' room.
+    """
+    del n_structures  # one distance map at a time: peak memory does not grow with them
+    voxels = math.prod(int(s) for s in image_shape)
+    return voxels * (float(input_bytes_per_voxel) + BYTES_PER_VOXEL)
+
+
+def blockwise_memory(
+    n_cells: int,
+    image_shape: Sequence[int],
+    spacing: Sequence[float],
+    n_structures: int,
+    params: AnalysisParams,
+    *,
+    available: int | None = None,
+) -> list[str]:
+    """:func:`check_request` for the block-by-block path: no full-size array is held.
+
+    Only the random cells and their tables count against the machine's memory (the
+    volume costs one bit per voxel, accounted for in the block budget); the time
+    estimate is that of :func:`request_cost`.
+
+    Parameters
+    ----------
+    n_cells, image_shape, spacing, n_structures, params, available
+        As for :func:`check_request`.
+
+    Returns
+    -------
+    list of str
+        The warnings.
+    """
+    flat = [1] * len(image_shape)  # the voxels' part of the cost is not held whole
+    cost = request_cost(n_cells, image_shape, spacing, n_structures, params)
+    small = check_request(n_cells, flat, spacing, n_structures, params, available=available)
+    if cost.seconds > LONG_SECONDS and not small:
+        return [
+            f"This image ({math.prod(image_shape):,} voxels) will take a long time block by "
+            f"block (roughly {cost.seconds / 60:.0f} minutes or more)."
+        ]
+    return small

@@ -2,216 +2,37 @@
 
 Distance maps are the largest arrays of a run; they are computed one structure at a time
 and reduced straight to per-cell and per-dot minima, so peak memory does not grow with
-the number of structures.
+the number of structures. An image whose analysis would not fit the memory allowed goes
+block by block (:mod:`.whole`); both fill the tables of :mod:`.results`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from napari_niche import __version__
 from napari_niche.core._validate import as_mask, as_spacing, check_same_shape
 from napari_niche.core.cells import CellVoxels, cell_table, min_distance_per_label
 from napari_niche.core.curation import cells_from_image
 from napari_niche.core.distance import distance_map_um
-from napari_niche.core.envelope import (
-    ENVELOPE_COLUMNS,
-    empty_envelope_table,
-    min_null_sets,
-    monte_carlo_envelope,
-)
 from napari_niche.core.errors import NicheError
 from napari_niche.core.progress import Progress, steps
 from napari_niche.core.random_cells import RandomCells, overlap_diagnostic, seed_random_cells
-from napari_niche.core.stats import (
-    EFFECT_COLUMNS,
-    FOLD_CHANGE_COLUMNS,
-    QUADRANT_COLUMNS,
-    TEST_COLUMNS,
-    distance_column,
-    distance_tests,
-    fold_change_by_bin,
-    quadrant_table,
-    width_keeping_a_bin,
-)
+from napari_niche.core.stats import censor_distances, distance_column
 from napari_niche.core.tissue_check import check_tissue_map
-from napari_niche.io import write_tables
-from napari_niche.niche.budget import check_request
-from napari_niche.params import AnalysisParams
-
-#: The default distance bin width (µm); far narrower bins that leave every bin out are refused.
-DEFAULT_BIN_WIDTH_UM = AnalysisParams().bin_width_um
-#: Real cells overlapping an excluded structure above this fraction trigger a warning.
-OVERLAP_WARNING_FRACTION = 0.05
-
-RESULT_FILES = (
-    "cells.csv",
-    "dots.csv",
-    "fold_change.csv",
-    "quadrants.csv",
-    "stats.csv",
-    "envelope.csv",
+from napari_niche.niche.budget import check_request, in_memory_bytes, memory_limit
+from napari_niche.niche.results import (
+    NicheResult,
+    analysis_record,
+    check_structure_name,
+    overlap_warnings,
+    resolve_structures,
+    summarize,
 )
-#: Columns of the statistics table of one image (``stats.csv``).
-STATS_COLUMNS = ["structure", *TEST_COLUMNS, *EFFECT_COLUMNS]
-#: Columns of the envelope table of one image (``envelope.csv``).
-ENVELOPE_TABLE_COLUMNS = ["structure", *ENVELOPE_COLUMNS]
-
-
-def empty_envelope(structure_dtype: str = "str") -> pd.DataFrame:
-    """Make the envelope table with its columns and no rows.
-
-    Parameters
-    ----------
-    structure_dtype : str
-        The dtype of the ``structure`` column.
-
-    Returns
-    -------
-    DataFrame
-        Columns :data:`ENVELOPE_TABLE_COLUMNS`, no rows.
-    """
-    table = empty_envelope_table()
-    table.insert(0, "structure", pd.Series(dtype=structure_dtype))
-    return table
-
-
-@dataclass
-class NicheResult:
-    """Every table of one analysis, with the parameters that produced it.
-
-    Attributes
-    ----------
-    cells : DataFrame
-        One row per cell: label, centroid, volume and ``dist_<name>_um`` per structure.
-    dots : DataFrame
-        One row per random cell, with its realisation, ``null_set`` and distances.
-    fold_change : DataFrame
-        Fold change per structure and distance bin.
-    quadrants : DataFrame
-        Cells and random cells per quadrant of the two quadrant structures.
-    stats : DataFrame
-        Tests per structure with effect sizes (:data:`STATS_COLUMNS`).
-    overlap : DataFrame
-        How many real cells overlap each excluded structure or leave the tissue.
-    record : dict
-        What ``params.json`` holds: parameters used, seed, counts, notes, warnings.
-    warnings : list of str
-        Sentences the user should read.
-    envelope : DataFrame
-        Fold change per bin with its Monte Carlo envelopes (``structure`` +
-        ``ENVELOPE_COLUMNS``); no rows when there were too few null sets to test.
-    """
-
-    cells: pd.DataFrame
-    dots: pd.DataFrame
-    fold_change: pd.DataFrame
-    quadrants: pd.DataFrame
-    stats: pd.DataFrame
-    overlap: pd.DataFrame
-    record: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
-    envelope: pd.DataFrame = field(default_factory=empty_envelope)
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        """Give every table by its file name.
-
-        Returns
-        -------
-        dict of str -> DataFrame
-            File name -> table, in the order ``analyze`` writes them.
-        """
-        return {
-            "cells.csv": self.cells,
-            "dots.csv": self.dots,
-            "fold_change.csv": self.fold_change,
-            "quadrants.csv": self.quadrants,
-            "stats.csv": self.stats,
-            "envelope.csv": self.envelope,
-            "overlap.csv": self.overlap,
-        }
-
-    def save(self, out_dir: str | Path) -> Path:
-        """Write every table as CSV plus ``params.json`` into ``out_dir``.
-
-        Files are written to a staging folder first and swapped in whole once all of them
-        exist (:func:`~napari_niche.io.write_atomically`), with ``out_dir`` locked against
-        another process writing it, so an interrupted run never leaves half a result or new
-        tables beside old parameters.
-
-        Parameters
-        ----------
-        out_dir : str or Path
-            The result folder (created if needed).
-
-        Returns
-        -------
-        Path
-            The absolute path of ``out_dir``.
-
-        Raises
-        ------
-        OutputFolderError
-            ``out_dir`` cannot be written.
-        OutputBusyError
-            Another process is writing ``out_dir``.
-        """
-        return write_tables(out_dir, self.tables(), record=self.record, lock=True)
-
-
-def resolve_structures(
-    names: list[str], params: AnalysisParams
-) -> tuple[list[str], tuple[str, str] | None]:
-    """Choose the structures to exclude and the quadrant pair, checked against ``names``.
-
-    Parameters
-    ----------
-    names : list of str
-        The structures of the analysis, in order.
-    params : AnalysisParams
-        ``exclude`` and ``quadrant_structures`` (None: the defaults).
-
-    Returns
-    -------
-    exclude : list of str
-        The structures random cells must not overlap (default all).
-    quadrant_structures : (str, str) or None
-        The quadrant pair: ``params``', else vessel and bone, else the first two; None
-        with one structure.
-
-    Raises
-    ------
-    NicheError
-        A name that is not a structure, or the same structure twice in the pair.
-    """
-    exclude = list(names) if params.exclude is None else list(params.exclude)
-    unknown = [n for n in exclude if n not in names]
-    if unknown:
-        raise NicheError(
-            f"Cannot exclude {', '.join(unknown)}: no such structure (have {', '.join(names)})."
-        )
-    quad = params.quadrant_structures
-    if quad is None:
-        if "vessel" in names and "bone" in names:
-            quad = ("vessel", "bone")
-        elif len(names) >= 2:
-            quad = (names[0], names[1])
-    else:
-        missing = [n for n in quad if n not in names]
-        if missing:
-            raise NicheError(
-                f"Quadrant structure {', '.join(missing)} is not among the structures "
-                f"({', '.join(names)})."
-            )
-        if quad[0] == quad[1]:
-            raise NicheError("The two quadrant structures must differ.")
-    return exclude, quad
+from napari_niche.params import AnalysisParams
 
 
 def place_random_cells(
@@ -280,215 +101,6 @@ def place_random_cells(
     table = dots.table(spacing=spacing)
     table.insert(int(table.columns.get_loc("realization")) + 1, "null_set", dots.null_set)
     return dots, table, seed
-
-
-@dataclass
-class Summary:
-    """What :func:`summarize` computes from the per-object tables.
-
-    Attributes
-    ----------
-    fold_change : fold change per structure and bin (``fold_change.csv``).
-    stats : KS and Mann-Whitney U per structure, plus the global envelope test when there
-        are enough null sets, with effect sizes (``stats.csv``, :data:`STATS_COLUMNS`).
-    quadrants : the quadrant counts (``quadrants.csv``; no rows with one structure).
-    envelope : fold change with its Monte Carlo envelopes (``envelope.csv``,
-        :data:`ENVELOPE_TABLE_COLUMNS`; no rows when there are too few null sets).
-    n_null_sets : number of null sets among the random cells (0 without ``null_set``).
-    notes : plain sentences about what was not computed and why (for the record).
-    warnings : the subset of ``notes`` a user should see at once (e.g. asked for several
-        null sets but too few for the test); a single draw of random cells, the default,
-        is not worth a warning.
-    p_intervals : structure -> extreme-rank p-interval of the global envelope test.
-    """
-
-    fold_change: pd.DataFrame
-    stats: pd.DataFrame
-    quadrants: pd.DataFrame
-    envelope: pd.DataFrame
-    n_null_sets: int = 0
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    p_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-
-def envelope_test_name(n_sets: int, alternative: str = "two-sided") -> str:
-    """Name the ``test`` of a global envelope row in the statistics table (names the sides).
-
-    Parameters
-    ----------
-    n_sets : int
-        Number of null sets.
-    alternative : str
-        ``"two-sided"``, ``"greater"`` or ``"less"``.
-
-    Returns
-    -------
-    str
-    """
-    return f"global envelope test (extreme rank length, {alternative}, {n_sets} null sets)"
-
-
-def summarize(
-    cell_table: pd.DataFrame,
-    dot_table: pd.DataFrame,
-    names: list[str],
-    params: AnalysisParams,
-    quadrant_structures: tuple[str, str] | None,
-) -> Summary:
-    """Compute fold change, tests and quadrants from per-object tables.
-
-    See docs/method.md#fold-change, #tests and #quadrants.
-
-    The tables need a ``dist_<name>_um`` column per structure; the GUI's niche plot and
-    ``analyze`` both call this, so they report the same numbers. With a ``null_set``
-    column in ``dot_table`` and at least :func:`~napari_niche.core.envelope.min_null_sets`
-    null sets (19 at alpha 0.05), each structure also gets its Monte Carlo envelope and a
-    global envelope test row in the statistics.
-
-    Parameters
-    ----------
-    cell_table, dot_table : DataFrame
-        Cells and random cells with a ``dist_<name>_um`` column per structure.
-    names : list of str
-        The structures.
-    params : AnalysisParams
-        Bin width, minimum dots per bin, alpha, alternative, quadrant threshold.
-    quadrant_structures : (str, str) or None
-        The quadrant pair; None for no quadrants.
-
-    Returns
-    -------
-    Summary
-    """
-    n_sets, notes, warnings = _null_sets(dot_table, params.alpha)
-    fold, tests, envelopes, intervals = [], [], [], {}
-    for name in names:
-        col = distance_column(name)
-        fc = fold_change_by_bin(
-            cell_table[col],
-            dot_table[col],
-            bin_width_um=params.bin_width_um,
-            min_dots=params.min_dots,
-        )
-        fold.append(fc.assign(structure=name))
-        tests.append(distance_tests(cell_table[col], dot_table[col]).assign(structure=name))
-        if n_sets < min_null_sets(params.alpha):
-            continue
-        try:
-            env, test = monte_carlo_envelope(
-                cell_table[col],
-                dot_table[col],
-                dot_table["null_set"],
-                bin_width_um=params.bin_width_um,
-                min_dots=params.min_dots,
-                alpha=params.alpha,
-                alternative=params.alternative,
-            )
-        except NicheError as err:
-            text = f"No global envelope test for {name}: {err}"
-            notes.append(text)
-            warnings.append(text)
-            continue
-        envelopes.append(env.assign(structure=name))
-        intervals[name] = test.p_interval
-        tests.append(
-            pd.DataFrame(
-                [
-                    {
-                        "structure": name,
-                        "test": envelope_test_name(test.n_sets, test.alternative),
-                        "statistic": test.extreme_rank,
-                        "p_value": test.p_value,
-                        "n_cells": len(cell_table),
-                        "n_dots": len(dot_table),
-                        "effect_size": np.nan,
-                        "effect_size_name": "",
-                    }
-                ]
-            )
-        )
-    fold_tab = pd.concat(fold, ignore_index=True)[["structure", *FOLD_CHANGE_COLUMNS]]
-    _check_fold_change(fold_tab, dot_table, names, params, notes, warnings)
-    stats_tab = pd.concat(tests, ignore_index=True)[STATS_COLUMNS]
-    env_tab = (
-        pd.concat(envelopes, ignore_index=True)[ENVELOPE_TABLE_COLUMNS]
-        if envelopes
-        else empty_envelope()
-    )
-    if quadrant_structures is None:
-        quad_tab = pd.DataFrame(columns=QUADRANT_COLUMNS)
-    else:
-        a, b = quadrant_structures
-        quad_tab = quadrant_table(
-            cell_table[distance_column(a)],
-            cell_table[distance_column(b)],
-            dot_table[distance_column(a)],
-            dot_table[distance_column(b)],
-            threshold_um=params.quadrant_threshold_um,
-            names=(a, b),
-        )
-    return Summary(fold_tab, stats_tab, quad_tab, env_tab, n_sets, notes, warnings, intervals)
-
-
-def _check_fold_change(fold_tab, dot_table, names, params, notes, warnings) -> None:
-    """Never an empty fold change without a word (docs/method.md#fold-change leaves bins out).
-
-    Every bin left out because the bins are far narrower than the default is a mistake
-    worth refusing, with a width that keeps bins; too few random cells in all, or one
-    structure's bins all left out, is worth a warning (and a note in the record).
-    """
-    empty = [n for n in names if not (fold_tab["structure"] == n).any()]
-    if not empty:
-        return
-    n_dots, min_dots, width = len(dot_table), params.min_dots, params.bin_width_um
-    if n_dots < min_dots:
-        text = (
-            f"No fold change: there are {n_dots} random cells in all, fewer than the "
-            f"{min_dots} a distance bin needs (min_dots), so every bin was left out; "
-            "draw more random cells (dots per cell) or lower the minimum dots per bin."
-        )
-    else:
-        needed = [
-            width_keeping_a_bin(dot_table[distance_column(n)], min_dots, at_least=width)
-            for n in empty
-        ]
-        suggest = max(w for w in needed if w is not None)
-        if (
-            len(empty) == len(names)
-            and width < DEFAULT_BIN_WIDTH_UM
-            and suggest <= (DEFAULT_BIN_WIDTH_UM)
-        ):
-            raise NicheError(
-                f"Every distance bin was left out: no bin of {width:g} µm holds the "
-                f"{min_dots} random cells it needs (min_dots), so the fold change would be "
-                f"empty. Use a bin width of at least {suggest:g} µm (the default is "
-                f"{DEFAULT_BIN_WIDTH_UM:g} µm) or lower the minimum dots per bin."
-            )
-        text = (
-            f"No fold change for {', '.join(empty)}: no bin of {width:g} µm holds the "
-            f"{min_dots} random cells it needs (min_dots), so every bin was left out; "
-            f"bins of {suggest:g} µm, or more dots per cell, would keep some."
-        )
-    notes.append(text)
-    warnings.append(text)
-
-
-def _null_sets(dot_table: pd.DataFrame, alpha: float) -> tuple[int, list[str], list[str]]:
-    """How many null sets the dots hold, and what to say when they are too few to test."""
-    if "null_set" not in dot_table.columns:
-        return 0, ["No global envelope test: the random cells have no null_set column."], []
-    n_sets = int(pd.unique(dot_table["null_set"]).size)
-    need = min_null_sets(alpha)
-    if n_sets >= need:
-        return n_sets, [], []
-    text = (
-        f"No global envelope test: {n_sets} null set{'s' if n_sets != 1 else ''} of random "
-        f"cells (dots per cell x realisations), the test at alpha {alpha:g} needs at least "
-        f"{need}."
-    )
-    # One draw (the default) is a choice, not a mistake: record it, do not warn.
-    return n_sets, [text], ([text] if n_sets > 1 else [])
 
 
 def measure_distances(
@@ -590,8 +202,13 @@ def analyze(
     params: AnalysisParams | None = None,
     progress: Progress | None = None,
     on_warning: Callable[[str], None] | None = None,
+    max_memory: float | None = None,
 ) -> NicheResult:
     """Run docs/method.md#distance-maps to #tests on one image.
+
+    An image whose analysis would not fit ``max_memory`` in memory is analysed block by
+    block instead (:func:`~napari_niche.niche.whole.analyze_blockwise`), with distances
+    censored at D, and ``on_warning`` hears so first.
 
     Parameters
     ----------
@@ -611,6 +228,10 @@ def analyze(
     on_warning : callable, optional
         Called at once with each warning known before the long steps (e.g. that the
         request will take long); every warning is also in ``NicheResult.warnings``.
+    max_memory : float, optional
+        Bytes the analysis may use; default a safe share of the memory available
+        (:func:`~napari_niche.niche.budget.memory_limit`). Inputs may be lazy (zarr or
+        dask arrays): they are read whole only when the in-memory path fits.
 
     Returns
     -------
@@ -618,6 +239,10 @@ def analyze(
         Every table, the record for ``params.json`` and the warnings.
     """
     params = params or AnalysisParams()
+    switch = _blockwise_reason(cells, structures, tissue, params, max_memory)
+    if switch is not None:
+        return _in_blocks(switch, cells, structures, spacing, tissue, params, max_memory,
+                          progress, on_warning)  # fmt: skip
     given = _check_inputs(cells, structures, spacing, tissue, params)
     names, spacing = list(given.masks), given.spacing
     say = steps(progress, 3 + len(names))  # cells, random cells, each distance, statistics
@@ -656,13 +281,16 @@ def analyze(
         dot_table=dot_tab,
         progress=lambda _fraction, message: say(message),
     )
+    if params.max_distance_um is not None:  # as block by block: exact below D, D beyond
+        censor_distances(cell_tab, names, params.max_distance_um)
+        censor_distances(dot_tab, names, params.max_distance_um)
 
     say("Statistics")
     summary = summarize(cell_tab, dot_tab, names, params, given.quadrant_structures)
     warnings.extend(summary.warnings)
     if given.quadrant_structures is None:
         warnings.append("Quadrants need two structures; only one was given.")
-    record = _analysis_record(given, params, seed, voxels, dots, summary, tissue_check, warnings)
+    record = analysis_record(given, params, seed, voxels, dots, summary, tissue_check, warnings)
     return NicheResult(
         cell_tab,
         dot_tab,
@@ -676,109 +304,35 @@ def analyze(
     )
 
 
-def _analysis_record(
-    given: _Inputs,
-    params: AnalysisParams,
-    seed: int,
-    voxels: CellVoxels,
-    dots: RandomCells,
-    summary: Summary,
-    tissue_check,
-    warnings: list[str],
-) -> dict[str, Any]:
-    """Make the record (``params.json``) of :func:`analyze`: parameters used, counts, notes."""
-    used = params.with_(seed=seed, voxel_size=given.spacing)
-    used = used.with_(exclude=tuple(given.exclude), quadrant_structures=given.quadrant_structures)
-    return {
-        "napari_niche_version": __version__,
-        "analysis": used.to_dict(),
-        "image_shape": list(voxels.shape),
-        "structures": list(given.masks),
-        "tissue": "given" if given.tissue is not None else "whole image",
-        "tissue_check": None if tissue_check is None else tissue_check.to_dict(),
-        "n_cells": int(voxels.n_cells),
-        "n_dots": int(dots.n_dots),
-        "null_sets": summary.n_null_sets,
-        "envelope": envelope_record(summary, params.alpha),
-        "warnings": warnings,
-    }
+def _in_blocks(switch, cells, structures, spacing, tissue, params, max_memory, progress, warn):
+    """:func:`~napari_niche.niche.whole.analyze_blockwise`, having said why first."""
+    from napari_niche.niche.whole import analyze_blockwise
+
+    (warn or (lambda _w: None))(switch)
+    result = analyze_blockwise(
+        cells, structures, spacing=spacing, tissue=tissue, params=params,
+        max_memory=memory_limit(max_memory), progress=progress, on_warning=warn,
+    )  # fmt: skip
+    result.warnings.insert(0, switch)
+    return result
 
 
-def envelope_record(summary: Summary, alpha: float) -> dict[str, Any]:
-    """Say what the record (``params.json``) says about the Monte Carlo envelopes.
-
-    Parameters
-    ----------
-    summary : Summary
-        What :func:`summarize` found.
-    alpha : float
-        The significance level of the envelope test.
-
-    Returns
-    -------
-    dict
-        Method, alpha, null sets, p-intervals and notes.
-    """
-    return {
-        "method": "global envelope test, extreme rank length (Myllymaki et al. 2017)",
-        "alpha": float(alpha),
-        "null_sets": summary.n_null_sets,
-        "p_interval": {k: [float(v) for v in iv] for k, iv in summary.p_intervals.items()},
-        "notes": list(summary.notes),
-    }
-
-
-def check_structure_name(name: str) -> None:
-    """Refuse a structure name unfit for a column name (``dist_<name>_um``).
-
-    Parameters
-    ----------
-    name : str
-        A structure name such as ``vessel``.
-
-    Raises
-    ------
-    NicheError
-        The name is empty or holds other characters than letters, digits, - and _.
-    """
-    if not name or not str(name).replace("_", "").replace("-", "").isalnum():
-        raise NicheError(
-            f"Structure name {name!r} must be letters, digits, '-' or '_' (e.g. vessel)."
-        )
-
-
-def overlap_warnings(overlap: pd.DataFrame, rule: str) -> list[str]:
-    """Warn about real cells that overlap an excluded structure or leave the tissue.
-
-    Parameters
-    ----------
-    overlap : DataFrame
-        The overlap diagnostic (:func:`~napari_niche.core.random_cells.overlap_diagnostic`).
-    rule : str
-        The placement rule (``whole-cell`` or ``centroid``).
-
-    Returns
-    -------
-    list of str
-        One sentence per structure more than :data:`OVERLAP_WARNING_FRACTION` of the
-        cells overlap.
-    """
-    out = []
-    for row in overlap.itertuples():
-        if row.fraction_overlapping > OVERLAP_WARNING_FRACTION:
-            where = (
-                "lie partly outside the tissue"
-                if row.structure == "outside tissue"
-                else (f"overlap the {row.structure} mask")
-            )
-            bias = (
-                " The whole-cell null keeps random cells out of it, so cells will look closer "
-                "to it than chance; check the masks or use the centroid rule."
-                if rule == "whole-cell"
-                else ""
-            )
-            out.append(
-                f"{row.n_overlapping} of {row.n_cells} cells ({row.fraction_overlapping:.0%}) "
-                f"{where}.{bias}"
-            )
-    return out
+def _blockwise_reason(cells, structures, tissue, params, max_memory) -> str | None:
+    """Why the image goes block by block (its in-memory analysis would not fit), or None."""
+    limit = memory_limit(max_memory)
+    shape = tuple(int(n) for n in getattr(cells, "shape", np.shape(cells)))
+    if limit is None or len(shape) not in (2, 3):
+        return None
+    arrays = [a for a in (*structures.values(), tissue) if a is not None]
+    per_voxel = max(np.dtype(cells.dtype).itemsize, 4) + len(arrays)
+    need = in_memory_bytes(shape, per_voxel, len(structures))
+    if need <= limit:
+        return None
+    d = params.blockwise_max_distance()
+    return (
+        f"This image ({' x '.join(map(str, shape))} voxels) needs about {need / 1e9:.1f} GB "
+        f"in memory, more than the {limit / 1e9:.1f} GB allowed: it is analysed block by "
+        f"block. Distances up to {d:g} µm are exact; larger ones are reported as {d:g} µm "
+        "with a censored flag, the fold-change bins end there and the tests compare "
+        "min(distance, D) (set it with --max-distance)."
+    )

@@ -868,7 +868,7 @@ def niche_figure(
     -------
     Figure
     """
-    from napari_niche.niche.pipeline import distance_column
+    from napari_niche.core.stats import distance_column
 
     panels = len(structures) + (quadrant_structures is not None)
     fig = Figure(figsize=(panel_size[0] * panels, panel_size[1]), facecolor=style.background)
