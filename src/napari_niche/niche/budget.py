@@ -319,3 +319,21 @@ def blockwise_memory(
             f"block (roughly {cost.seconds / 60:.0f} minutes or more)."
         ]
     return small
+
+
+def release_memory() -> None:
+    """Give memory freed by the last step back to the system before the next one.
+
+    glibc keeps freed blocks of a few MB (a zarr or dask chunk) in the heaps of the
+    threads that read them, so the resident memory of a block-by-block run would creep up
+    to the largest step's and stay there; ``malloc_trim`` returns them (measured: 0.3 GB
+    of a 0.7 GB run). Elsewhere this only collects garbage.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

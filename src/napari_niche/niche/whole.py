@@ -30,7 +30,12 @@ from napari_niche.core.errors import NicheError
 from napari_niche.core.progress import Progress, scaled, steps
 from napari_niche.core.stats import distance_column, put_censored
 from napari_niche.core.tissue_check import check_tissue_map_blockwise
-from napari_niche.niche.budget import blockwise_memory, process_memory
+from napari_niche.niche.budget import (
+    BYTES_PER_DOT,
+    blockwise_memory,
+    process_memory,
+    release_memory,
+)
 from napari_niche.niche.results import (
     NicheResult,
     analysis_record,
@@ -41,11 +46,11 @@ from napari_niche.niche.results import (
 )
 from napari_niche.params import AnalysisParams
 
-#: Memory of the cells' voxels and their shapes kept whole, per cell voxel (bytes):
-#: flat index, label order, offsets (3 x 8), flat offsets and the shapes' extents.
-BYTES_PER_CELL_VOXEL = 48
 #: The smallest block budget worth planning with (bytes); below it the run is refused.
 MIN_BLOCK_MEMORY = 32 << 20
+#: The share of the memory left that the blocks of a step plan for: their cost per voxel
+#: is an estimate (within about a factor of two), and reads hold decoded chunks besides.
+BLOCK_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -142,13 +147,12 @@ def analyze_blockwise(
     n_steps = 5 + len(names)
     say = steps(progress, n_steps)
 
+    def blocks(to_come: float = 0.0) -> dict:  # measured afresh before each step
+        budget = _block_budget(max_memory, given.shape, to_come=to_come)
+        return {"max_memory": budget, "block_shape": block_shape}
+
     say("Finding cells, block by block")
-    budget = _block_budget(max_memory, given.shape, cell_voxels=0)
-    blocks = {"max_memory": budget, "block_shape": block_shape}
-    voxels = cells_blockwise(given.cells, **blocks, progress=_part(progress, 0, n_steps))
-    blocks["max_memory"] = _block_budget(
-        max_memory, given.shape, cell_voxels=voxels.flat_index.size
-    )
+    voxels = cells_blockwise(given.cells, **blocks(), progress=_part(progress, 0, n_steps))
     cell_tab = cell_table(voxels, spacing=spacing)
     warnings = blockwise_memory(voxels.n_cells, given.shape, spacing, len(names), params)
     for text in warnings:
@@ -156,19 +160,22 @@ def analyze_blockwise(
 
     say("Checking the tissue map")
     exclude = {n: given.masks[n] for n in given.exclude}
-    overlap = overlap_diagnostic_blockwise(voxels, tissue=given.tissue, exclude=exclude, **blocks)
+    overlap = overlap_diagnostic_blockwise(
+        voxels, tissue=given.tissue, exclude=exclude, **blocks()
+    )
     warnings += overlap_warnings(overlap, params.rule)
     tissue_check = None
     if given.tissue is not None:
         analysed = [given.cells, *given.masks.values()]
         tissue_check = check_tissue_map_blockwise(
-            given.tissue, analysed, spacing=spacing, max_memory=blocks["max_memory"]
+            given.tissue, analysed, spacing=spacing, max_memory=blocks()["max_memory"]
         )
         if tissue_check.message:
             warnings.append(tissue_check.message)
 
     say("Placing random cells, block by block")
     seed = params.seed if params.seed is not None else _new_seed()
+    n_sets = params.dots_per_cell * params.realizations
     dots = seed_random_cells_blockwise(
         voxels,
         spacing=spacing,
@@ -178,7 +185,7 @@ def analyze_blockwise(
         dots_per_cell=params.dots_per_cell,
         realizations=params.realizations,
         rng=seed,
-        **blocks,
+        **blocks(math.prod(given.shape) / 8 + BYTES_PER_DOT * voxels.n_cells * n_sets),
         progress=_part(progress, 2, n_steps),
     )
     dot_tab = dots.table(spacing=spacing)
@@ -205,18 +212,24 @@ def _new_seed() -> int:
     return int(np.random.SeedSequence().entropy % (2**32))
 
 
-def _block_budget(max_memory: float, shape: tuple[int, ...], *, cell_voxels: int) -> float:
-    """Bytes one block may use: the limit minus what the process holds and keeps whole."""
-    kept = process_memory() + math.prod(shape) / 8 + cell_voxels * BYTES_PER_CELL_VOXEL
+def _block_budget(max_memory: float, shape: tuple[int, ...], *, to_come: float = 0.0) -> float:
+    """Bytes one block of the next step may use: a share of what the limit leaves.
+
+    Measured before each step, from what the process holds now (the cells' voxels, the
+    random cells' room, tables) plus what it will keep from the step (``to_come``); the
+    blocks get :data:`BLOCK_SHARE` of the rest, as their memory is an estimate.
+    """
+    release_memory()
+    kept = process_memory() + to_come
     left = float(max_memory) - kept
-    if left < MIN_BLOCK_MEMORY:
+    if left * BLOCK_SHARE < MIN_BLOCK_MEMORY:
         raise NicheError(
             f"A memory limit of {max_memory / 1e9:.2f} GB is too small for this image "
             f"({' x '.join(map(str, shape))} voxels): the program and what it keeps whole "
-            f"(one bit per voxel for the random cells' room, the cells' voxels) already take "
+            f"(one bit per voxel for the random cells' room, the cells' voxels) take "
             f"{kept / 1e9:.2f} GB. Allow more memory (--max-memory)."
         )
-    return left
+    return left * BLOCK_SHARE
 
 
 def _part(progress: Progress | None, step: int, n_steps: int) -> Progress | None:
@@ -235,7 +248,7 @@ def _measure(given, voxels, dots, cell_tab, dot_tab, d, blocks, say, progress, n
             dots=dots,
             spacing=given.spacing,
             max_distance_um=d,
-            **blocks,
+            **blocks(),
             progress=_part(progress, 3 + i, n_steps),
             name=name,
         )
