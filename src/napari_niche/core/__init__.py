@@ -12,6 +12,9 @@ No Qt and no napari here. Every step of docs/method.md lives in exactly one plac
 - :mod:`.envelope` Monte Carlo envelopes and the global envelope test
 - :mod:`.compare` replicate, contingency and between-condition tests in one table format
 - :mod:`.density` the cell / random-cell density ratio along distance (rhohat-like)
+- volumes larger than memory: :mod:`.blockwise` (the block planner, cells, overlaps and
+  distances censored at D, block by block) and :mod:`.blockwise_random` (random cells
+  placed as in memory, their room held as one bit per voxel)
 - motility: :mod:`.tracks` (the track table, gaps, drift, conditions),
   :mod:`.track_metrics` (speed, straightness), :mod:`.msd` (per-track MSD, alpha),
   :mod:`.ensemble` (ensemble MSD and alpha per condition), :mod:`.exploration` (sites
@@ -29,6 +32,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .blockwise import (
+        CensoredDistances,
+        MemoryBudgetError,
+        cell_table_blockwise,
+        cells_blockwise,
+        distances_blockwise,
+        min_distance_per_cell_blockwise,
+        overlap_diagnostic_blockwise,
+        plan_blocks,
+    )
+    from .blockwise_random import allowed_region_blockwise, seed_random_cells_blockwise
     from .cells import CellVoxels, cell_table, cell_voxels, min_distance_per_label
     from .compare import (
         STAT_COLUMNS,
@@ -89,6 +103,16 @@ if TYPE_CHECKING:
 
 # name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
+    "CensoredDistances": "blockwise",
+    "MemoryBudgetError": "blockwise",
+    "cell_table_blockwise": "blockwise",
+    "cells_blockwise": "blockwise",
+    "distances_blockwise": "blockwise",
+    "min_distance_per_cell_blockwise": "blockwise",
+    "overlap_diagnostic_blockwise": "blockwise",
+    "plan_blocks": "blockwise",
+    "allowed_region_blockwise": "blockwise_random",
+    "seed_random_cells_blockwise": "blockwise_random",
     "CellVoxels": "cells",
     "cell_table": "cells",
     "cell_voxels": "cells",
@@ -154,6 +178,16 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "CensoredDistances",
+    "MemoryBudgetError",
+    "cell_table_blockwise",
+    "cells_blockwise",
+    "distances_blockwise",
+    "min_distance_per_cell_blockwise",
+    "overlap_diagnostic_blockwise",
+    "plan_blocks",
+    "allowed_region_blockwise",
+    "seed_random_cells_blockwise",
     "ENVELOPE_COLUMNS",
     "STAT_COLUMNS",
     "THRESHOLD_METHODS",
