@@ -215,7 +215,13 @@ def sent_whole(array: Any, block_bytes: float) -> bool:
 
 
 def close(results: Iterator[Any]) -> None:
-    """Stop a mapper's results early: its pending tasks are cancelled (if it can)."""
+    """Stop a mapper's results early: its pending tasks are cancelled (if it can).
+
+    Parameters
+    ----------
+    results : iterator
+        What :func:`run_tasks` returned; a generator is closed, the builtin ``map`` left.
+    """
     stop = getattr(results, "close", None)
     if stop is not None:
         stop()
