@@ -232,7 +232,9 @@ def _warnings_one_line(command: str):
         return
 
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"napari-niche {command}: warning: {one_line(message)}", file=sys.stderr)
+        from napari_niche.cli._progress import print_beside_bars
+
+        print_beside_bars(f"napari-niche {command}: warning: {one_line(message)}")
 
     with warnings.catch_warnings():
         warnings.showwarning = show

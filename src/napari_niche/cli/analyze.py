@@ -98,6 +98,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "an image whose analysis would need more is read and analysed block by block, "
         "distances exact up to --max-distance",
     )
+    a.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="dask distributed scheduler (e.g. tcp://10.0.0.5:8786) whose workers measure the "
+        "blocks of an image analysed block by block; each worker process may use "
+        "--max-memory for its blocks",
+    )
+    a.add_argument(
+        "--progress",
+        action="store_true",
+        help="show the progress bar even when stderr is not a terminal (a log file, a pipe); on a "
+        "terminal it is always shown",
+    )
     a.add_argument("--out", type=folder_arg, required=True, help="output folder")
     a.set_defaults(func=run, stopped=stopped)
     return a
@@ -372,6 +385,7 @@ def run(args) -> int:
 
 
 def _analyze_and_save(args, params: AnalysisParams):
+    from napari_niche.cli._progress import print_beside_bars, progress_bar
     from napari_niche.niche.pipeline import analyze
 
     notes: list[str] = []
@@ -384,20 +398,25 @@ def _analyze_and_save(args, params: AnalysisParams):
         from napari_niche.core._validate import plain_numbers
 
         early.append(text)
-        print(f"napari-niche: warning: {plain_numbers(text)}", file=sys.stderr, flush=True)
+        print_beside_bars(f"napari-niche: warning: {plain_numbers(text)}")
 
-    try:
-        result = analyze(
-            cells,
-            structures,
-            spacing=spacing,
-            tissue=tissue,
-            params=params,
-            on_warning=warn_now,
-            max_memory=args.max_memory,
-        )
-    except NicheError as err:
-        raise CliError(str(err)) from None
+    # the bar's line is cleared before anything else is printed: a Ctrl-C or an error
+    # still ends with its one line
+    with progress_bar(force=getattr(args, "progress", False)) as bar:
+        try:
+            result = analyze(
+                cells,
+                structures,
+                spacing=spacing,
+                tissue=tissue,
+                params=params,
+                progress=bar,
+                on_warning=warn_now,
+                max_memory=args.max_memory,
+                scheduler=getattr(args, "scheduler", None),
+            )
+        except NicheError as err:
+            raise CliError(str(err)) from None
     result.record["inputs"] = inputs
     result.save(args.out)  # a failed write raises OSError: one line, exit 1 (guarded)
     args.saved = True

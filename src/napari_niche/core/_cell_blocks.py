@@ -11,7 +11,7 @@ Three pieces the blockwise functions share:
   merged cells numbered by their first voxel in C order, as ``scipy.ndimage.label``
   numbers them.
 - :func:`by_block` sorts voxels or anchors by the block core holding them.
-- :func:`cell_minima` and :class:`DotGathers` read one block's distance map at the cell
+- :func:`cell_segments` and :class:`DotGathers` read one block's distance map at the cell
   voxels and at the voxels of the virtual cells anchored in its core.
 """
 
@@ -251,10 +251,8 @@ def region_index(cells: CellVoxels, voxels: np.ndarray, region: tuple[slice, ...
     )
 
 
-def cell_minima(
-    cells: CellVoxels, voxels: np.ndarray, local: np.ndarray, dist: np.ndarray, minima: np.ndarray
-) -> None:
-    """Lower each cell's minimum by the distances of its voxels in one block.
+def cell_segments(cells: CellVoxels, voxels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cells of one block's cell voxels: each cell's number and where its voxels start.
 
     Parameters
     ----------
@@ -262,18 +260,18 @@ def cell_minima(
         The cells.
     voxels : ndarray of int
         Positions in ``cells.flat_index`` of the voxels in the block's core, increasing.
-    local : ndarray of int
-        Their flat index in the block's outer region (:func:`region_index`).
-    dist : ndarray
-        Distance map of the block's outer region.
-    minima : (n,) ndarray
-        Running minimum per cell, updated in place.
+
+    Returns
+    -------
+    ids : (c,) ndarray of int
+        Position in ``cells`` of each cell present.
+    first : (c,) ndarray of int64
+        Where its voxels start in ``voxels``: ``np.minimum.reduceat(values, first)`` gives
+        each cell's minimum of per-voxel values.
     """
-    values = dist.reshape(-1)[local]
     cell = np.searchsorted(cells.starts, voxels, side="right") - 1  # non-decreasing
-    first = np.flatnonzero(np.concatenate(([True], cell[1:] != cell[:-1])))
-    ids = cell[first]
-    minima[ids] = np.minimum(minima[ids], np.minimum.reduceat(values, first))
+    first = np.flatnonzero(np.concatenate(([True], cell[1:] != cell[:-1]))[: cell.size])
+    return cell[first], first
 
 
 class DotGathers:

@@ -22,8 +22,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._block_tasks import (
+    DistanceShared,
+    DistanceTask,
+    Mapper,
+    close,
+    outside_of,
+    run_tasks,
+    sent_whole,
+)
 from ._blocks import LabelReducer, check_label_dtype, gather, labelled
-from ._cell_blocks import CellCollector, DotGathers, by_block, cell_minima, region_index
+from ._cell_blocks import CellCollector, DotGathers, by_block, cell_segments, region_index
 from ._validate import as_mask, as_spacing, check_same_shape, shown
 from .cells import CellVoxels, centroid_columns, size_column
 from .distance import default_threads, distance_to_outside_um
@@ -40,6 +49,7 @@ from .random_cells import RandomCells
 __all__ = [
     "DEFAULT_MAX_MEMORY",
     "Block",
+    "Mapper",
     "BlockPlan",
     "CensoredDistances",
     "MemoryBudgetError",
@@ -519,12 +529,7 @@ def _check_pair(structure: Any, labels: Any, name: str) -> tuple[Any, Any, tuple
 
 def _outside(structure: Any, region: tuple[slice, ...], name: str) -> np.ndarray:
     """The voxels of ``region`` outside the structure: a fresh bool array, one copy only."""
-    raw = np.asarray(structure[region])
-    if raw.dtype == bool:
-        return np.logical_not(raw)
-    mask = as_mask(raw, f"{name} mask", allow_empty=True)  # a new array: invert in place
-    del raw
-    return np.logical_not(mask, out=mask)
+    return outside_of(structure[region], name)
 
 
 def min_distance_per_cell_blockwise(
@@ -919,6 +924,7 @@ def distances_blockwise(
     threads: int | None = None,
     progress: Progress | None = None,
     name: str = "structure",
+    mapper: Mapper | None = None,
 ) -> tuple[CensoredDistances, CensoredDistances | None]:
     """Distance (µm) of every cell and random cell to a structure, block by block.
 
@@ -950,9 +956,18 @@ def distances_blockwise(
     threads : int, optional
         Threads of the transform; default :func:`~.distance.default_threads`.
     progress : Progress, optional
-        Called before every block with the fraction of blocks done.
+        Called before every block with the fraction of blocks done (with a ``mapper``,
+        as each block's result comes back); an exception it raises stops the blocks.
     name : str
         Structure name, for messages.
+    mapper : callable, optional
+        Runs the blocks elsewhere: ``mapper(function, tasks)`` like the builtin ``map``
+        (e.g. ``ProcessPoolExecutor().map``, or a dask cluster's, see
+        :mod:`napari_niche.niche.cluster`), results in any order. Each task is a pure
+        function of the structure, one block and what it measures there; its partial
+        minima are reduced here as the blocks run here are, so the answers are identical.
+        A numpy structure is sent block by block; a zarr or dask array is sent itself
+        (where its chunks are) and read by the workers. Default: the blocks run here.
 
     Returns
     -------
@@ -986,32 +1001,95 @@ def distances_blockwise(
         reach=gathers.reach,
         fixed_bytes=gathers.fixed_bytes,
     )
-    cell_order, cell_bounds = _voxels_by_block(cells, plan)
-    cell_min = np.full(cells.n_cells, np.inf, np.float32)
-    anchors = np.zeros((0, len(shape)), np.int64) if dots is None else dots.anchors
-    dot_order, dot_bounds = by_block(tuple(anchors.T), shape, plan.core_shape)
-    dot_min = np.full(anchors.shape[0], np.inf, np.float32)
-
-    def busy(i: int, _: Block) -> bool:
-        return cell_bounds[i + 1] > cell_bounds[i] or dot_bounds[i + 1] > dot_bounds[i]
-
-    for i, block, dist in _block_distances(
-        structure, plan, busy, spacing=spacing, threads=threads, progress=progress, name=name
-    ):
-        if dist is None:  # no structure within D: all censored
-            continue
-        voxels = cell_order[cell_bounds[i] : cell_bounds[i + 1]]
-        if voxels.size:
-            cell_minima(cells, voxels, region_index(cells, voxels, block.outer), dist, cell_min)
-        if dots is not None and dot_bounds[i + 1] > dot_bounds[i]:
-            picked = dot_order[dot_bounds[i] : dot_bounds[i + 1]]
-            dot_min[picked] = gathers.minima(
-                anchors[picked], dots.shape_index[picked], dist, block.outer
-            )
-    cell_result = _censored(cells.labels, cell_min, d)
+    work = _DistanceWork(structure, cells, dots, plan, mapper)
+    shared = DistanceShared(spacing, threads, name, gathers)
+    results = run_tasks(shared, work.tasks(), mapper)
+    try:
+        seen = work.reduce(results, progress, name)
+    finally:
+        close(results)
+    if not seen and not work.structure_elsewhere(name):
+        raise EmptyMaskError(
+            f"The {name} mask is empty: draw or threshold {name} before computing distances."
+        )
+    if progress is not None:
+        progress(1.0, f"Distances to {name}: done")
+    cell_result = _censored(cells.labels, work.cell_min, d)
     if dots is None:
         return cell_result, None
-    return cell_result, _censored(np.arange(dots.n_dots, dtype=np.int64), dot_min, d)
+    return cell_result, _censored(np.arange(dots.n_dots, dtype=np.int64), work.dot_min, d)
+
+
+class _DistanceWork:
+    """The blocks of :func:`distances_blockwise` as tasks, and their results reduced."""
+
+    def __init__(self, structure, cells: CellVoxels, dots, plan: BlockPlan, mapper) -> None:
+        self.structure, self.cells, self.plan = structure, cells, plan
+        self.cell_order, self.cell_bounds = _voxels_by_block(cells, plan)
+        self.cell_min = np.full(cells.n_cells, np.inf, np.float32)
+        ndim = len(plan.shape)
+        self.anchors = np.zeros((0, ndim), np.int64) if dots is None else dots.anchors
+        self.shape_index = np.zeros(0, np.int64) if dots is None else dots.shape_index
+        self.dot_order, self.dot_bounds = by_block(
+            tuple(self.anchors.T), plan.shape, plan.core_shape
+        )
+        self.dot_min = np.full(self.anchors.shape[0], np.inf, np.float32)
+        counts = np.diff(self.cell_bounds) + np.diff(self.dot_bounds)
+        self.busy = np.flatnonzero(counts > 0)
+        smallest = min(math.prod(b.outer_shape) for b in plan.blocks)
+        itemsize = np.dtype(structure.dtype).itemsize
+        self.read_here = mapper is not None and not sent_whole(structure, smallest * itemsize)
+        self._cell_ids: dict[int, np.ndarray] = {}
+
+    def _source(self, region: tuple[slice, ...]) -> tuple[Any, tuple[slice, ...] | None]:
+        if self.read_here:  # a numpy view, or what cannot travel: only the block goes
+            return np.asarray(self.structure[region]), None
+        return self.structure, region
+
+    def tasks(self) -> Iterator[DistanceTask]:
+        """One task per block with something to measure, in C order of the blocks."""
+        for i in self.busy:
+            block = self.plan.blocks[i]
+            voxels = self.cell_order[self.cell_bounds[i] : self.cell_bounds[i + 1]]
+            ids, first = cell_segments(self.cells, voxels)
+            self._cell_ids[int(i)] = ids
+            picked = self.dot_order[self.dot_bounds[i] : self.dot_bounds[i + 1]]
+            yield DistanceTask(
+                int(i),
+                *self._source(block.outer),
+                block.outer,
+                region_index(self.cells, voxels, block.outer),
+                first,
+                self.anchors[picked],
+                self.shape_index[picked],
+            )
+
+    def reduce(self, results: Iterator, progress: Progress | None, name: str) -> bool:
+        """Lower the minima by every block's result; whether any block held structure."""
+        n, seen = self.busy.size, False
+        for done in range(n):
+            if progress is not None:
+                progress(done / n, f"Distances to {name}: block {done + 1} of {n}")
+            found = next(results)
+            seen = seen or found.has_structure
+            if found.cells is not None:
+                ids = self._cell_ids.pop(found.index)
+                self.cell_min[ids] = np.minimum(self.cell_min[ids], found.cells)
+            else:
+                self._cell_ids.pop(found.index, None)
+            if found.dots is not None:
+                i = found.index
+                self.dot_min[self.dot_order[self.dot_bounds[i] : self.dot_bounds[i + 1]]] = (
+                    found.dots
+                )
+        return seen
+
+    def structure_elsewhere(self, name: str) -> bool:
+        """Whether a block without anything to measure holds structure (its core, read here)."""
+        idle = np.setdiff1d(np.arange(self.plan.n_blocks), self.busy)
+        return any(
+            not _outside(self.structure, self.plan.blocks[i].core, name).all() for i in idle
+        )
 
 
 def _check_structure(structure: Any, shape: tuple[int, ...], dots, name: str) -> None:

@@ -1024,21 +1024,11 @@ def _raise_if_unguarded(note: Path) -> None:
 
 
 def _execute_dask(tasks, scheduler, report) -> None:
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise NicheError(
-            "Running on a dask cluster needs dask's distributed package: "
-            "pip install 'napari-niche[dask]'."
-        ) from None
-    own = not isinstance(scheduler, Client)
-    if own:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as err:
-            raise NicheError(f"Cannot reach the dask scheduler at {scheduler}: {err}.") from None
-    else:
-        client = scheduler
+    from napari_niche.niche.cluster import connect
+
+    client, own = connect(scheduler)  # analyze --scheduler connects the same way
+    from distributed import as_completed
+
     try:
         futures = {}
         for task in tasks:

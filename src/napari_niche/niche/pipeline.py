@@ -160,6 +160,13 @@ def measure_distances(
     return maps
 
 
+#: What ``analyze`` says when given a cluster for an image it analyses in memory.
+IN_MEMORY_HERE = (
+    "This image fits in memory: it is analysed on this machine, not on the dask cluster "
+    "(the cluster measures the blocks of images analysed block by block)."
+)
+
+
 @dataclass
 class _Inputs:
     """The checked inputs of :func:`analyze`."""
@@ -203,6 +210,7 @@ def analyze(
     progress: Progress | None = None,
     on_warning: Callable[[str], None] | None = None,
     max_memory: float | None = None,
+    scheduler=None,
 ) -> NicheResult:
     """Run docs/method.md#distance-maps to #tests on one image.
 
@@ -232,6 +240,10 @@ def analyze(
         Bytes the analysis may use; default a safe share of the memory available
         (:func:`~napari_niche.niche.budget.memory_limit`). Inputs may be lazy (zarr or
         dask arrays): they are read whole only when the in-memory path fits.
+    scheduler : str or distributed.Client, optional
+        A dask scheduler address or client: block by block, the distance blocks run on
+        its workers (see :func:`~napari_niche.niche.whole.analyze_blockwise`); an image
+        analysed in memory is analysed here, and ``on_warning`` hears so.
 
     Returns
     -------
@@ -242,7 +254,9 @@ def analyze(
     switch = _blockwise_reason(cells, structures, tissue, params, max_memory)
     if switch is not None:
         return _in_blocks(switch, cells, structures, spacing, tissue, params, max_memory,
-                          progress, on_warning)  # fmt: skip
+                          progress, on_warning, scheduler)  # fmt: skip
+    if scheduler is not None:
+        (on_warning or (lambda _w: None))(IN_MEMORY_HERE)
     given = _check_inputs(cells, structures, spacing, tissue, params)
     names, spacing = list(given.masks), given.spacing
     say = steps(progress, 3 + len(names))  # cells, random cells, each distance, statistics
@@ -290,6 +304,8 @@ def analyze(
     warnings.extend(summary.warnings)
     if given.quadrant_structures is None:
         warnings.append("Quadrants need two structures; only one was given.")
+    if scheduler is not None:
+        warnings.insert(0, IN_MEMORY_HERE)
     record = analysis_record(given, params, seed, voxels, dots, summary, tissue_check, warnings)
     return NicheResult(
         cell_tab,
@@ -304,7 +320,8 @@ def analyze(
     )
 
 
-def _in_blocks(switch, cells, structures, spacing, tissue, params, max_memory, progress, warn):
+def _in_blocks(switch, cells, structures, spacing, tissue, params, max_memory, progress, warn,
+               scheduler=None):  # fmt: skip
     """:func:`~napari_niche.niche.whole.analyze_blockwise`, having said why first."""
     from napari_niche.niche.whole import analyze_blockwise
 
@@ -312,6 +329,7 @@ def _in_blocks(switch, cells, structures, spacing, tissue, params, max_memory, p
     result = analyze_blockwise(
         cells, structures, spacing=spacing, tissue=tissue, params=params,
         max_memory=memory_limit(max_memory), progress=progress, on_warning=warn,
+        scheduler=scheduler,
     )  # fmt: skip
     result.warnings.insert(0, switch)
     return result

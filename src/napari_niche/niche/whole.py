@@ -36,6 +36,7 @@ from napari_niche.niche.budget import (
     process_memory,
     release_memory,
 )
+from napari_niche.niche.cluster import cluster_mapper
 from napari_niche.niche.results import (
     NicheResult,
     analysis_record,
@@ -111,6 +112,7 @@ def analyze_blockwise(
     block_shape: tuple[int, ...] | None = None,
     progress: Progress | None = None,
     on_warning: Callable[[str], None] | None = None,
+    scheduler: Any = None,
 ):
     """Run the analysis of :func:`~napari_niche.niche.pipeline.analyze` block by block.
 
@@ -133,14 +135,29 @@ def analyze_blockwise(
         Core shape of every block (voxels), instead of the largest that fits.
     progress, on_warning
         As for :func:`~napari_niche.niche.pipeline.analyze`.
+    scheduler : str or distributed.Client, optional
+        A dask scheduler address (``tcp://host:8786``) or client: the distance blocks run
+        on its workers (:mod:`.cluster`), each worker process given ``max_memory`` for
+        its blocks; the tables are identical to those computed here.
 
     Returns
     -------
     NicheResult
         The tables of the in-memory path, distances censored at D.
+
+    Raises
+    ------
+    NicheError
+        If no dask scheduler answers at ``scheduler``, before any block is read.
     """
     params = params or AnalysisParams()
     given = check_lazy_inputs(cells, structures, spacing, tissue, params)
+    with cluster_mapper(scheduler) as mapper:
+        return _analyze(given, params, max_memory, block_shape, progress, on_warning, mapper)
+
+
+def _analyze(given: LazyInputs, params, max_memory, block_shape, progress, on_warning, mapper):
+    """:func:`analyze_blockwise` of checked inputs, distance blocks run by ``mapper``."""
     d = params.blockwise_max_distance()
     names, spacing = list(given.masks), given.spacing
     warn = on_warning or (lambda _w: None)
@@ -161,7 +178,11 @@ def analyze_blockwise(
     say("Checking the tissue map")
     exclude = {n: given.masks[n] for n in given.exclude}
     overlap = overlap_diagnostic_blockwise(
-        voxels, tissue=given.tissue, exclude=exclude, **blocks()
+        voxels,
+        tissue=given.tissue,
+        exclude=exclude,
+        **blocks(),
+        progress=_part(progress, 1, n_steps),
     )
     warnings += overlap_warnings(overlap, params.rule)
     tissue_check = None
@@ -190,7 +211,9 @@ def analyze_blockwise(
     )
     dot_tab = dots.table(spacing=spacing)
     dot_tab.insert(int(dot_tab.columns.get_loc("realization")) + 1, "null_set", dots.null_set)
-    censored = _measure(given, voxels, dots, cell_tab, dot_tab, d, blocks, say, progress, n_steps)
+    censored = _measure(
+        given, voxels, dots, (cell_tab, dot_tab), d, blocks, say, progress, n_steps, mapper
+    )
 
     say("Statistics")
     summary = summarize(
@@ -237,20 +260,29 @@ def _part(progress: Progress | None, step: int, n_steps: int) -> Progress | None
     return scaled(progress, step / n_steps, (step + 1) / n_steps)
 
 
-def _measure(given, voxels, dots, cell_tab, dot_tab, d, blocks, say, progress, n_steps) -> dict:
-    """Each structure's censored distances into both tables, and how many were censored."""
+def _measure(given, voxels, dots, tables, d, blocks, say, progress, n_steps, mapper) -> dict:
+    """Each structure's censored distances into both tables, and how many were censored.
+
+    On a cluster each worker process may run one block per thread at once: the memory a
+    block may use is shared among them, so ``max_memory`` holds per worker process.
+    """
+    cell_tab, dot_tab = tables
+    share = max(getattr(mapper, "threads_per_worker", 1), 1) if mapper is not None else 1
     n_blocks = {}
     for i, (name, mask) in enumerate(given.masks.items()):
         say(f"Distances to {name}, block by block")
+        budget = blocks()
+        budget["max_memory"] /= share
         cells_d, dots_d = distances_blockwise(
             mask,
             cells=voxels,
             dots=dots,
             spacing=given.spacing,
             max_distance_um=d,
-            **blocks(),
+            **budget,
             progress=_part(progress, 3 + i, n_steps),
             name=name,
+            mapper=mapper,
         )
         for table, found in ((cell_tab, cells_d), (dot_tab, dots_d)):
             table[distance_column(name)] = found.distance_um
