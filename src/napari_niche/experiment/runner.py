@@ -1030,17 +1030,18 @@ def _execute_dask(tasks, scheduler, report) -> None:
     from distributed import as_completed
 
     try:
-        futures = {}
-        for task in tasks:
-            key = f"napari-niche-{task.spec.id}-{os.urandom(4).hex()}"
-            futures[client.submit(process_image, task, key=key, pure=False)] = task
-        for future in as_completed(list(futures)):
-            task = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as err:  # worker lost, unpicklable...
-                outcome = _failed(task, f"the dask worker failed: {type(err).__name__}: {err}")
-            report(outcome)
+        with client.as_current():  # current here only: later dask reads stay local
+            futures = {}
+            for task in tasks:
+                key = f"napari-niche-{task.spec.id}-{os.urandom(4).hex()}"
+                futures[client.submit(process_image, task, key=key, pure=False)] = task
+            for future in as_completed(list(futures)):
+                task = futures[future]
+                try:
+                    outcome = future.result()
+                except Exception as err:  # worker lost, unpicklable...
+                    outcome = _failed(task, f"the dask worker failed: {type(err).__name__}: {err}")
+                report(outcome)
     finally:
         if own:
             client.close()
