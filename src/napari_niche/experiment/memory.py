@@ -58,7 +58,17 @@ class MemoryPlan:
     jobs: int = 1
 
     def message(self, n_images: int) -> str | None:
-        """Say once, in words, that and why every image is censored at D (None if not)."""
+        """Say once, in words, that and why every image is censored at D (None if not).
+
+        Parameters
+        ----------
+        n_images : int
+            Images in the experiment.
+
+        Returns
+        -------
+        str or None
+        """
         if not self.chosen or self.max_distance_um is None:
             return None
         d = f"{self.max_distance_um:g} µm"
