@@ -259,21 +259,15 @@ def _too_large(args, picks: dict) -> bool:
     Decided from the files' headers alone (shape and type), before any pixel is read,
     with the rule :func:`~napari_niche.niche.pipeline.analyze` applies.
     """
-    import numpy as np
-
     from napari_niche.io import open_image
-    from napari_niche.niche.budget import in_memory_bytes, memory_limit
+    from napari_niche.niche.budget import needs_blocks
 
-    limit = memory_limit(args.max_memory)
-    if limit is None:
-        return False
     try:
         header = open_image(args.cells, scene=args.scene) if args.scene else open_image(args.cells)
     except NicheError:
         return False  # reading it whole says what is wrong, as before
     n_masks = len(args.structure) + (1 if args.tissue else 0)
-    per_voxel = max(np.dtype(header.dtype).itemsize, 4) + n_masks
-    return in_memory_bytes(header.shape, per_voxel, len(args.structure)) > limit
+    return needs_blocks(header.shape, header.dtype, n_masks, len(args.structure), args.max_memory)
 
 
 def _read_input(

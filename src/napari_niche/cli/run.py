@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_niche.cli._common import CliError, folder_arg
+from napari_niche.cli._common import CliError, flag_message, folder_arg, size_arg
 from napari_niche.core.errors import NicheError
 
 
@@ -41,6 +41,23 @@ def add_parsers(subparsers) -> None:
         metavar="ADDRESS",
         help="dask distributed scheduler (e.g. tcp://10.0.0.5:8786) to run the images on",
     )
+    r.add_argument(
+        "--max-memory",
+        type=size_arg,
+        metavar="SIZE",
+        help="memory the images analysed at once may use together, e.g. 16GB (default: 80%% "
+        "of the memory available), shared equally between them; an image whose analysis "
+        "would need more than its share is analysed block by block, and then every image "
+        "has its distances capped at one maximum distance",
+    )
+    r.add_argument(
+        "--max-distance",
+        type=float,
+        metavar="UM",
+        help="distances up to this are exact, larger ones are reported as at least it "
+        "(censored), for every image (over [analysis] max_distance_um; default: none, or 30 "
+        "bins when an image goes block by block)",
+    )
     r.add_argument("--force", action="store_true", help="re-run unchanged images too")
     r.add_argument("--only", nargs="+", metavar="ID", help="run only these images")
     r.set_defaults(func=run, stopped=stopped)
@@ -56,6 +73,14 @@ def run(args) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise CliError("--jobs must be 1 or more.")
+    early: list[str] = []  # warnings said before the images run: not repeated at the end
+
+    def warn_now(text: str) -> None:
+        from napari_niche.core._validate import plain_numbers
+
+        early.append(text)
+        print(f"napari-niche run: warning: {plain_numbers(text)}", file=sys.stderr, flush=True)
+
     try:
         summary = run_experiment(
             args.experiment,  # loaded, and checked once, by run_experiment
@@ -64,9 +89,13 @@ def run(args) -> int:
             scheduler=args.scheduler,
             force=args.force,
             only=args.only,
+            max_memory=args.max_memory,
+            max_distance_um=args.max_distance,
+            on_warning=warn_now,
         )
     except NicheError as err:
-        raise CliError(str(err)) from None
+        raise CliError(flag_message(err, {"max_distance_um": "--max-distance"})) from None
+    summary.warnings = [w for w in summary.warnings if w not in early]
     _print_summary(summary)
     return 0 if summary.ok else 1
 

@@ -32,6 +32,11 @@ effect is between animals. Their ``n_replicates`` gives how many replicates the 
 from; the per-replicate tests are the ones whose observations are replicates. When a
 condition has a single replicate, a difference between conditions is a difference between
 animals; the note of the test and a warning of the pooled result say so.
+
+Distances censored at D (``max_distance_um``; every image of a run shares one D, see
+docs/run.md): every binned table and test ends its bins at D, the tests of distances
+name the censoring, and the density ratio stops three bandwidths short of D. Images
+analysed with different D are never pooled together.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from napari_niche.core.compare import (
     STAT_COLUMNS,
     cells_vs_dots_tests,
     compare_conditions,
+    holm,
     quadrant_contingency,
     replicate_bin_tests,
     replicate_fractions,
@@ -588,6 +594,7 @@ def pool_results(
     order = _condition_order(results, conditions)
     for r in results:
         r.check()
+    params = _one_max_distance(results, params)
     pool = _Pooling(params, n_boot)
     n_sets = pool.null_sets(results, order)
     cells, dots, dots0 = _pooled_tables(results, names, n_sets)
@@ -616,6 +623,66 @@ def _unique_results(results: Sequence[ImageResult]) -> list[ImageResult]:
     if dupes:
         raise PoolingError(f"Image ids must be unique; repeated: {', '.join(dupes)}.")
     return results
+
+
+def _one_max_distance(results: list[ImageResult], params: AnalysisParams) -> AnalysisParams:
+    """The pooled parameters with the D of the images; refuse images of different D.
+
+    Censored and exact distances (or two different D) in one pooled sample would make
+    every pooled bin beyond the smaller D and every test of distances meaningless.
+    """
+    found: dict[float | None, list[str]] = {}
+    for r in results:
+        found.setdefault(r.params.max_distance_um, []).append(r.image)
+    if len(found) > 1:
+        said = "; ".join(
+            (f"censored at {d:g} µm: " if d is not None else "exact (not censored): ")
+            + ", ".join(ids)
+            for d, ids in found.items()
+        )
+        raise PoolingError(
+            f"The images were analysed with different maximum distances ({said}): their "
+            "distances cannot be pooled. Run them again with one max_distance_um."
+        )
+    return params.with_(max_distance_um=next(iter(found))) if found else params
+
+
+def _end_bins_at(table: pd.DataFrame, d: float | None) -> pd.DataFrame:
+    """Leave out the rows of bins reaching past D, Holm's correction redone over the rest.
+
+    Censored distances are reported as D, so a bin ending past D holds every censored
+    distance: neither its fractions nor its test mean anything. Rows without a bin are
+    kept.
+    """
+    if d is None or table.empty or "bin_end_um" not in table.columns:
+        return table
+    ends = pd.to_numeric(table["bin_end_um"], errors="coerce")
+    out = table[~(ends > float(d) * (1 + 1e-12))].reset_index(drop=True)
+    if "correction" not in out.columns:
+        return out
+    holm_rows = out["correction"].astype(str).str.startswith("Holm over ")
+    if not holm_rows.any() or len(out) == len(table):
+        return out
+    keys = [k for k in ("analysis", "condition", "versus", "structure") if k in out.columns]
+    for _, group in out[holm_rows].groupby(keys, sort=False):
+        p = group["p_value"].to_numpy(float)
+        m = int(np.isfinite(p).sum())
+        family = str(group["correction"].iloc[0]).split(" ", 3)[-1]
+        out.loc[group.index, "p_adjusted"] = holm(p)
+        out.loc[group.index, "correction"] = [
+            f"Holm over {m} {family}" if m > 1 and np.isfinite(v) else "" for v in p
+        ]
+    return out
+
+
+def _censored_tests(table: pd.DataFrame, d: float | None, analyses: Iterable[str]) -> pd.DataFrame:
+    """Name the censoring at D in the tests of distances (as ``analyze`` names it)."""
+    if d is None or table.empty:
+        return table
+    rows = table["analysis"].isin(list(analyses)) & table["bin_end_um"].isna()
+    table = table.copy()
+    table.loc[rows, "test"] = table.loc[rows, "test"] + f", distances censored at {d:g} µm"
+    return table
 
 
 def _quadrant_pair(
@@ -740,33 +807,42 @@ class _Pooling:
         ratio.
         """
         params = self.params
+        d = params.max_distance_um
         col = distance_column(name)
         fold = fold_change_by_bin(
-            cc[col], dc[col], bin_width_um=params.bin_width_um, min_dots=params.min_dots
+            cc[col],
+            dc[col],
+            bin_width_um=params.bin_width_um,
+            min_dots=params.min_dots,
+            max_distance_um=d,
         )
         self.fold.append(_front(fold, condition=cond, structure=name))
-        self.stats.append(cells_vs_dots_tests(cc, dc, structure=name, condition=cond))
+        tests = cells_vs_dots_tests(cc, dc, structure=name, condition=cond)
+        self.stats.append(_censored_tests(tests, d, [_ANALYSIS["cells vs dots"]]))
         table, row = _envelope(cc, dc, name, cond, n_sets, params, self.alpha)
         self.env.append(table)
         self.stats.append(row)
         fractions = replicate_fractions(cc, dc, structure=name, bin_width_um=params.bin_width_um)
-        self.rep_fracs.append(_front(fractions, condition=cond, structure=name))
+        self.rep_fracs.append(_front(_end_bins_at(fractions, d), condition=cond, structure=name))
         self.stats.append(
-            _per_replicate(
-                lambda: replicate_bin_tests(
+            _end_bins_at(
+                _per_replicate(
+                    lambda: replicate_bin_tests(
+                        cc,
+                        dc,
+                        structure=name,
+                        bin_width_um=params.bin_width_um,
+                        min_dots=params.min_dots,
+                        condition=cond,
+                    ),
+                    _ANALYSIS["bins"],
+                    cond,
                     cc,
                     dc,
+                    n_rep,
                     structure=name,
-                    bin_width_um=params.bin_width_um,
-                    min_dots=params.min_dots,
-                    condition=cond,
                 ),
-                _ANALYSIS["bins"],
-                cond,
-                cc,
-                dc,
-                n_rep,
-                structure=name,
+                d,
             )
         )
         self.density(cond, cc[col], dc[col], name)
@@ -778,6 +854,12 @@ class _Pooling:
         except NicheError as err:
             self.warnings.append(f"Condition {cond}: no density ratio for {name}: {err}")
             return
+        d = self.params.max_distance_um
+        if d is not None:  # the kernels would smear the censored distances piled at D
+            widest = max(
+                ratio.attrs.get("bandwidth_um", 0), ratio.attrs.get("reference_bandwidth_um", 0)
+            )
+            ratio = ratio[ratio["distance_um"] <= d - 3 * float(widest)]
         self.dens.append(
             _front(ratio, condition=cond, structure=name).assign(
                 bandwidth_um=float(ratio.attrs.get("bandwidth_um", np.nan)),
@@ -821,14 +903,15 @@ class _Pooling:
         present = [c for c in order if (cells["condition"] == c).any()]
         for name in names:
             if len(present) >= 2:
-                self.stats.append(
-                    compare_conditions(
-                        cells[cells["condition"].isin(present)],
-                        structure=name,
-                        bin_width_um=self.params.bin_width_um,
-                        min_cells=self.params.min_dots,
-                    )
+                d = self.params.max_distance_um
+                compared = compare_conditions(
+                    cells[cells["condition"].isin(present)],
+                    structure=name,
+                    bin_width_um=self.params.bin_width_um,
+                    min_cells=self.params.min_dots,
                 )
+                compared = _end_bins_at(compared, d)
+                self.stats.append(_censored_tests(compared, d, [_ANALYSIS["conditions"]]))
             else:
                 self.stats.append(
                     _skip(
@@ -952,6 +1035,7 @@ def _envelope(
             min_dots=params.min_dots,
             alpha=alpha,
             alternative=alternative,
+            max_distance_um=params.max_distance_um,
         )
     except NicheError as err:  # e.g. no bin with enough dots: say so, pool the rest
         return not_run(str(err))
@@ -973,6 +1057,11 @@ def _envelope(
             f"curves (1 = most extreme); {n_out} of {len(table)} bins outside the global "
             f"{1 - alpha:.0%} envelope; extreme-rank p-interval {lo:.3g} to {hi:.3g}; null "
             "set r pools null set r of every image"
+            + (
+                f"; distances censored at {params.max_distance_um:g} µm, bins end there"
+                if params.max_distance_um is not None
+                else ""
+            )
         ),
     )
     return _front(table, condition=cond, structure=name), row

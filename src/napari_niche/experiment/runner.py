@@ -130,6 +130,10 @@ class ImageTask:
     force: bool = False
     #: (digest, details) of :func:`image_fingerprint` when already computed
     fingerprint: tuple[str, dict] | None = None
+    #: bytes the image's analysis may use (its share of ``--max-memory``); None: default
+    max_memory: float | None = None
+    #: read its curated masks lazily and analyse them block by block (a whole bone)
+    lazy: bool = False
 
 
 @dataclass
@@ -434,6 +438,8 @@ class _Inputs(NamedTuple):
 
 def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list[str]:
     """Read, make masks, analyse and save one image into ``folder``; return its warnings."""
+    if task.lazy:
+        return _run_image_lazily(task, folder, step, start)
     step.name = "reading the images"
     spacing_notes: list[str] = []  # an explicit voxel_size overriding the files' own
     inputs = _Inputs(*_read_inputs(task, spacing_notes.append))
@@ -453,6 +459,57 @@ def _run_image(task: ImageTask, folder: Path, step: _Step, start: float) -> list
     warnings = list(result.warnings)
     _save_thumbnail(folder, inputs, cells, masks, warnings)
     return warnings
+
+
+def _run_image_lazily(task: ImageTask, folder: Path, step: _Step, start: float) -> list[str]:
+    """:func:`_run_image` for a whole bone: its curated masks stay on disk.
+
+    They are read block by block by the analysis and once more, a slab at a time, for
+    the QC's volume fractions; they are not copied into ``masks/`` (the experiment's
+    files are the masks used) and no thumbnail is drawn.
+    """
+    from napari_niche.experiment.memory import count_nonzero_lazily, open_lazily
+
+    step.name = "reading the images"
+    notes: list[str] = []
+    roles = _needed_roles(task)
+    arrays, found = open_lazily(task.spec, roles)
+    files = {role: str(task.spec.masks[role]) for role in roles}
+    spacing = _common_spacing(task, roles, arrays, files, found, notes.append)
+    cells = arrays["cells"]
+    masks = {name: arrays[name] for name in task.structures}
+    tissue = arrays.get("tissue") if task.tissue_source == "mask" else None
+    step.name = "analysing"
+    result = _analyse(task, step, cells, masks, spacing, tissue)
+    median_size = _median_cell_size(result, spacing)
+    result.warnings[:0] = notes
+    voxels = float(np.prod(cells.shape))
+    qc = _lazy_qc(task, result, cells, spacing, median_size, start)
+    qc.update({f"{n}_volume_fraction": count_nonzero_lazily(m) / voxels for n, m in masks.items()})
+    if tissue is not None:
+        qc["tissue_volume_um3"] = _tidy(count_nonzero_lazily(tissue) * float(np.prod(spacing)))
+    _record_inputs(result, task, _Inputs({}, arrays, spacing, files))
+    step.name = "saving"
+    _save_result(task, folder, result, qc)
+    shutil.rmtree(folder / "masks", ignore_errors=True)  # an earlier run's copies
+    return list(result.warnings)
+
+
+def _lazy_qc(task, result, cells, spacing, median_size, start) -> dict:
+    """:func:`_image_qc` without reading the volume (fractions are added by the caller)."""
+    tissue_check = result.record.get("tissue_check") or {}
+    shape = [int(n) for n in cells.shape]
+    return dict(
+        ndim=len(spacing),
+        median_cell_volume_um3=_tidy(median_size) if median_size is not None else None,
+        tissue_source=task.tissue_source,
+        tissue_map_suspect=bool(tissue_check.get("suspect")),
+        tissue_left_out=tissue_check.get("left_out"),
+        tissue_volume_um3=_tidy(float(np.prod(shape)) * float(np.prod(spacing))),
+        image_shape=shape,
+        voxel_size_um=list(spacing),
+        seconds=round(time.perf_counter() - start, 3),
+    )
 
 
 def _structure_masks(task: ImageTask, inputs: _Inputs, qc: dict) -> dict[str, np.ndarray]:
@@ -537,10 +594,16 @@ def _analyse(task: ImageTask, step: _Step, cells, masks, spacing, tissue):
 
     try:
         return analyze(
-            cells, masks, spacing=spacing, tissue=tissue, params=task.analysis, progress=analysing
+            cells,
+            masks,
+            spacing=spacing,
+            tissue=tissue,
+            params=task.analysis,
+            progress=analysing,
+            max_memory=task.max_memory,
         )
     except NicheError as err:
-        doubt = _giant_cell_doubt(cells, spacing)
+        doubt = None if task.lazy else _giant_cell_doubt(cells, spacing)
         if doubt is None:
             raise
         raise NicheError(f"{err} But first check the cells: {doubt}") from None
@@ -593,13 +656,7 @@ def _record_inputs(result, task: ImageTask, inputs: _Inputs) -> None:
 
 def _save_image(task, folder: Path, result, qc, cells, masks, tissue, spacing) -> None:
     """Save the image's result, then the masks it used (removing masks it no longer uses)."""
-    from napari_niche.experiment.pooling import ImageResult
-
-    spec = task.spec
-    folder.mkdir(parents=True, exist_ok=True)
-    ImageResult.from_analysis(
-        result, image=spec.id, condition=spec.condition, replicate=spec.replicate, qc=qc
-    ).save(folder)
+    _save_result(task, folder, result, qc)
     mask_dir = folder / "masks"
     mask_dir.mkdir(exist_ok=True)
     used = {"cells": cells, **masks, **({"tissue": tissue} if tissue is not None else {})}
@@ -609,6 +666,17 @@ def _save_image(task, folder: Path, result, qc, cells, masks, tissue, spacing) -
     for role, array in used.items():
         with atomic_path(mask_dir / f"{role}.tif") as tmp:
             write_image(tmp, array, spacing=spacing, compression="zlib")
+
+
+def _save_result(task: ImageTask, folder: Path, result, qc: dict) -> None:
+    """Save the image's tables, ``params.json`` and ``qc.json`` into ``folder``."""
+    from napari_niche.experiment.pooling import ImageResult
+
+    spec = task.spec
+    folder.mkdir(parents=True, exist_ok=True)
+    ImageResult.from_analysis(
+        result, image=spec.id, condition=spec.condition, replicate=spec.replicate, qc=qc
+    ).save(folder)
 
 
 def _save_thumbnail(folder: Path, inputs: _Inputs, cells, masks, warnings: list) -> None:
@@ -705,17 +773,23 @@ def _read_inputs(task: ImageTask, warn=None):
         (masks if spec.source(role) == "mask" else raw)[role] = array
         files[role] = str(path)
         found_spacing.append((sp, path))
-    # one shape for all
+    spacing = _common_spacing(task, roles, {**raw, **masks}, files, found_spacing, warn)
+    return raw, masks, spacing, files
+
+
+def _common_spacing(task: ImageTask, roles, arrays: dict, files: dict, found_spacing, warn):
+    """Refuse inputs that do not overlay voxel for voxel; return the image's voxel size."""
+    spec = task.spec
     first = roles[0]
-    shape = (raw.get(first) if first in raw else masks[first]).shape
+    shape = tuple(arrays[first].shape)
     for role in roles:
-        arr = raw[role] if role in raw else masks[role]
-        if arr.shape != shape:
+        arr = arrays[role]
+        if tuple(arr.shape) != shape:
             raise ShapeMismatchError(
                 f"{files[role]} ({role}) has shape {arr.shape} but {files[first]} ({first}) "
                 f"has {shape}: every channel and mask of an image must overlay voxel for voxel."
             )
-    spacing = resolve_spacing(
+    return resolve_spacing(
         len(shape),
         explicit=spec.voxel_size,
         from_file=found_spacing,
@@ -726,7 +800,6 @@ def _read_inputs(task: ImageTask, warn=None):
         how="give voxel_size = [z, y, x] in µm for this image in the experiment file",
         warn=warn,
     )
-    return raw, masks, spacing, files
 
 
 def _channel_label(spec: ImageSpec, c: int | str) -> str:
@@ -1050,7 +1123,8 @@ def _execute_dask(tasks, scheduler, report) -> None:
 # --------------------------------------------------------------------------- experiment
 
 
-def _tasks(exp: Experiment, ids: list[str], out: Path, force: bool) -> list[ImageTask]:
+def _tasks(exp: Experiment, ids: list[str], out: Path, force: bool, plan=None) -> list[ImageTask]:
+    """One task per image; with a memory plan, its share of memory and how it is read."""
     tasks = []
     structures = tuple(exp.structures())
     for image_id in ids:
@@ -1064,9 +1138,37 @@ def _tasks(exp: Experiment, ids: list[str], out: Path, force: bool) -> list[Imag
                 tissue_source=exp.tissue_source(image_id, steps=steps),
                 folder=out / "images" / image_id,
                 force=force,
+                max_memory=None if plan is None else plan.per_image,
+                lazy=plan is not None and image_id in plan.lazy,
             )
         )
     return tasks
+
+
+def _one_max_distance(exp: Experiment, max_distance_um: float | None) -> Experiment:
+    """The experiment with ``max_distance_um`` (``--max-distance``) over its own, checked."""
+    if max_distance_um is None:
+        return exp
+    return replace(exp, analysis=exp.analysis.with_(max_distance_um=float(max_distance_um)))
+
+
+def _planned(exp: Experiment, selected: list[str], jobs, scheduler, max_memory):
+    """The experiment with the run's D, and the memory plan (docs/run.md#whole-bones).
+
+    The images analysed at once share ``max_memory``: ``jobs`` of them, or as many as
+    :func:`default_jobs` would start for the selected images; on a dask cluster each
+    image has the limit to itself (every worker its own memory).
+    """
+    from napari_niche.experiment.memory import plan_memory
+
+    if scheduler is not None:
+        sharing = 1
+    else:
+        sharing = jobs if jobs is not None else default_jobs(exp.image(i) for i in selected)
+    plan = plan_memory(exp, max_memory=max_memory, jobs=int(sharing))
+    if plan.chosen:
+        exp = replace(exp, analysis=exp.analysis.with_(max_distance_um=plan.max_distance_um))
+    return exp, plan
 
 
 def run_experiment(
@@ -1079,6 +1181,9 @@ def run_experiment(
     only: Iterable[str] | None = None,
     progress: Progress | None = None,
     figures: bool = True,
+    max_memory: float | None = None,
+    max_distance_um: float | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Analyse every image of an experiment, pool them, draw the figures, write the report.
 
@@ -1108,6 +1213,15 @@ def run_experiment(
         Cancel button) stops the run.
     figures : bool
         False skips the figures (quicker when only the tables are wanted).
+    max_memory : float, optional
+        Bytes the images analysed at once may use together (``--max-memory``); default a
+        safe share of the machine's memory. An image whose in-memory analysis would not
+        fit its share is analysed block by block (docs/run.md#whole-bones).
+    max_distance_um : float, optional
+        D (µm) for every image, over the experiment's ``max_distance_um``.
+    on_warning : callable, optional
+        Hears at once, before any image runs, that the images are censored at a D chosen
+        because some image goes block by block (also in ``RunSummary.warnings``).
 
     Returns
     -------
@@ -1136,6 +1250,7 @@ def run_experiment(
     else:
         exp = Experiment.load(experiment)  # checked while loading
         problems = []
+    exp = _one_max_distance(exp, max_distance_um)
     if not exp.images:
         problems.append(
             f"{exp._where()}: images: no images: add [[images]] entries (id, condition, "
@@ -1156,10 +1271,13 @@ def run_experiment(
         selected = [i for i in ids if i in only]
     else:
         selected = ids
-    tasks = _tasks(exp, selected, out, force)
+    exp, plan = _planned(exp, selected, jobs, scheduler, max_memory)
+    tasks = _tasks(exp, selected, out, force, plan)
     with output_lock(out):
         _start(exp, out)
-        return _run_locked(exp, out, tasks, selected, ids, jobs, scheduler, progress, figures)
+        return _run_locked(
+            exp, out, tasks, selected, ids, jobs, scheduler, progress, figures, plan, on_warning
+        )
 
 
 def _start(exp: Experiment, out: Path) -> None:
@@ -1192,8 +1310,15 @@ def _start(exp: Experiment, out: Path) -> None:
     (out / "images").mkdir(exist_ok=True)
 
 
-def _run_locked(exp, out, tasks, selected, ids, jobs, scheduler, progress, figures):
+def _run_locked(
+    exp, out, tasks, selected, ids, jobs, scheduler, progress, figures, plan, on_warning
+):
     summary = RunSummary(out=out)
+    censoring = plan.message(len(exp.images))
+    if censoring:  # said once, before any image runs
+        summary.warnings.append(censoring)
+        if on_warning is not None:
+            on_warning(censoring)
     errors: list[dict[str, str]] = []
     n_total = len(tasks)
     outcomes: dict[str, ImageOutcome] = {}
@@ -1227,7 +1352,7 @@ def _run_locked(exp, out, tasks, selected, ids, jobs, scheduler, progress, figur
             on_step=lambda image, name: say(len(outcomes), n_total, f"{image}: {name}"),
         )
         _summarise(exp, selected, ids, outcomes, summary, errors, out)
-        _finish(exp, out, summary, errors, say, figures=figures)
+        _finish(exp, out, summary, errors, say, figures=figures, plan=plan)
     finally:
         if bar is not None:
             bar.close()
@@ -1396,7 +1521,7 @@ class _StepErrors:
 
 
 def _finish(
-    exp: Experiment, out: Path, summary: RunSummary, errors: list, say, *, figures: bool
+    exp: Experiment, out: Path, summary: RunSummary, errors: list, say, *, figures: bool, plan=None
 ) -> None:
     """Pool, figures, report, errors.csv, run.json."""
     ok_ids = [i for i in exp.ids() if i in {*summary.done, *summary.skipped, *summary.kept}]
@@ -1419,6 +1544,8 @@ def _finish(
             fail("figures", err)
 
     record = _run_record(exp, out, pooled, summary)
+    if plan is not None:
+        record["memory"] = plan.record()
     _copy_experiment_file(exp, out)
     if fail.unwritten:  # the disk is full: the next steps would fail the same way
         return
@@ -1445,10 +1572,24 @@ def _load_results(exp: Experiment, out: Path, ok_ids: list[str], fail: _StepErro
             spec = exp.image(image_id)
             r = ImageResult.load(out / "images" / image_id)
             r.condition, r.replicate = spec.condition, spec.replicate
+            _check_max_distance(r, exp.analysis.max_distance_um)
             results.append(r)
         except Exception as err:
             fail("pooling", NicheError(f"{image_id}: {err}"))
     return results
+
+
+def _check_max_distance(result, d: float | None) -> None:
+    """Refuse an earlier result (``only`` kept it) of another D than this run's."""
+    found = result.params.max_distance_um
+    if found == d:
+        return
+    said = f"censored at {found:g} µm" if found is not None else "exact (not censored)"
+    now = f"censored at {d:g} µm" if d is not None else "exact"
+    raise NicheError(
+        f"its results were computed with distances {said}, this run's are {now}; it is left "
+        "out of the pooled tables: run it again (without --only, or with its id)."
+    )
 
 
 def _pool(exp: Experiment, out: Path, results: list, summary: RunSummary, fail: _StepErrors):

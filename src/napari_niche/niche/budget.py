@@ -337,3 +337,85 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def needs_blocks(
+    image_shape: Sequence[int],
+    cell_dtype,
+    n_masks: int,
+    n_structures: int,
+    max_memory: float | None,
+) -> bool:
+    """Whether the in-memory analysis of an image would not fit the memory allowed.
+
+    The rule :func:`~napari_niche.niche.pipeline.analyze` applies to the arrays it is
+    given, applied here to what the files' headers say (shape and type), before any
+    pixel is read: ``analyze`` and ``run`` decide with it which images to read lazily.
+
+    Parameters
+    ----------
+    image_shape : sequence of int
+        The image's shape (2D or 3D; other shapes never go block by block).
+    cell_dtype : numpy dtype or str
+        The type of the cell image (a label image counts at least 4 bytes per voxel).
+    n_masks : int
+        Masks given besides the cells: structures, and the tissue map if any.
+    n_structures : int
+        Structures measured.
+    max_memory : float or None
+        Bytes allowed (``--max-memory``); None for :func:`memory_limit`'s default.
+
+    Returns
+    -------
+    bool
+        True when the image must be analysed block by block.
+    """
+    limit = memory_limit(max_memory)
+    if limit is None or len(image_shape) not in (2, 3):
+        return False
+    return analysis_bytes(image_shape, cell_dtype, n_masks, n_structures) > limit
+
+
+def analysis_bytes(image_shape: Sequence[int], cell_dtype, n_masks: int, n_structures: int):
+    """The memory the in-memory analysis of an image needs, from its shape and types.
+
+    Parameters
+    ----------
+    image_shape : sequence of int
+        The image's shape.
+    cell_dtype : numpy dtype or str
+        The type of the cell image (a label image counts at least 4 bytes per voxel).
+    n_masks : int
+        Masks given besides the cells: structures, and the tissue map if any.
+    n_structures : int
+        Structures measured.
+
+    Returns
+    -------
+    float
+        Bytes (:func:`in_memory_bytes`).
+    """
+    import numpy as np
+
+    per_voxel = max(np.dtype(cell_dtype).itemsize, 4) + int(n_masks)
+    return in_memory_bytes(image_shape, per_voxel, n_structures)
+
+
+def share_of_memory(max_memory: float | None, jobs: int) -> float | None:
+    """The memory one of ``jobs`` images analysed at once may use: an equal share.
+
+    Parameters
+    ----------
+    max_memory : float or None
+        Bytes the whole run may use (``--max-memory``); None for :func:`memory_limit`'s
+        default.
+    jobs : int
+        Images analysed at the same time on this machine.
+
+    Returns
+    -------
+    float or None
+        Bytes per image; None when the machine's memory is unknown and none was given.
+    """
+    limit = memory_limit(max_memory)
+    return None if limit is None else limit / max(1, int(jobs))

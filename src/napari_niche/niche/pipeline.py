@@ -23,7 +23,12 @@ from napari_niche.core.progress import Progress, steps
 from napari_niche.core.random_cells import RandomCells, overlap_diagnostic, seed_random_cells
 from napari_niche.core.stats import censor_distances, distance_column
 from napari_niche.core.tissue_check import check_tissue_map
-from napari_niche.niche.budget import check_request, in_memory_bytes, memory_limit
+from napari_niche.niche.budget import (
+    analysis_bytes,
+    check_request,
+    memory_limit,
+    needs_blocks,
+)
 from napari_niche.niche.results import (
     NicheResult,
     analysis_record,
@@ -337,15 +342,13 @@ def _in_blocks(switch, cells, structures, spacing, tissue, params, max_memory, p
 
 def _blockwise_reason(cells, structures, tissue, params, max_memory) -> str | None:
     """Why the image goes block by block (its in-memory analysis would not fit), or None."""
-    limit = memory_limit(max_memory)
     shape = tuple(int(n) for n in getattr(cells, "shape", np.shape(cells)))
-    if limit is None or len(shape) not in (2, 3):
+    n_masks = len(structures) + (tissue is not None)
+    dtype = getattr(cells, "dtype", np.asarray(cells).dtype)
+    if not needs_blocks(shape, dtype, n_masks, len(structures), max_memory):
         return None
-    arrays = [a for a in (*structures.values(), tissue) if a is not None]
-    per_voxel = max(np.dtype(cells.dtype).itemsize, 4) + len(arrays)
-    need = in_memory_bytes(shape, per_voxel, len(structures))
-    if need <= limit:
-        return None
+    need = analysis_bytes(shape, dtype, n_masks, len(structures))
+    limit = memory_limit(max_memory)
     d = params.blockwise_max_distance()
     return (
         f"This image ({' x '.join(map(str, shape))} voxels) needs about {need / 1e9:.1f} GB "

@@ -48,7 +48,7 @@ from napari_niche.niche.results import (
 from napari_niche.params import AnalysisParams
 
 #: The smallest block budget worth planning with (bytes); below it the run is refused.
-MIN_BLOCK_MEMORY = 32 << 20
+MIN_BLOCK_MEMORY = 8 << 20
 #: The share of the memory left that the blocks of a step plan for: their cost per voxel
 #: is an estimate (within about a factor of two), and reads hold decoded chunks besides.
 BLOCK_SHARE = 0.5
