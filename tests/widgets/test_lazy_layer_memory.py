@@ -119,3 +119,92 @@ def test_multiscale_layers_are_worked_on_at_level_0(make_napari_viewer):
     with pytest.raises(NicheError, match=r"'whole femur' is 3200\.0 GB at full resolution"):
         layer_array(big)
     assert huge.blocks == 0
+
+
+# -- 1 Channel thresholding on a lazy layer too big to load --------------------------------------
+
+
+class PlaneReads:
+    """An array that records which z-slices are read from it (a file read lazily)."""
+
+    def __init__(self, data: np.ndarray):
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.planes: set[int] = set()
+
+    def __getitem__(self, key):
+        z = key[0] if isinstance(key, tuple) else key
+        self.planes.update(range(*z.indices(self.shape[0])) if isinstance(z, slice) else [z])
+        return self.data[key]
+
+
+@pytest.fixture
+def little_memory(monkeypatch):
+    """A machine that can spare 1 MB: every lazy layer is 'too big to load whole'."""
+    import napari_niche.niche.budget as budget
+
+    monkeypatch.setattr(budget, "memory_limit", lambda max_memory: 1e6)
+
+
+def dock_threshold(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "1 Channel thresholding")
+    return widget
+
+
+def test_threshold_preview_of_a_big_lazy_layer_reads_only_the_visible_slice(
+    make_napari_viewer, qtbot, little_memory
+):
+    import dask.array as da
+
+    from napari_niche import core
+    from napari_niche.core.preprocess import preprocess
+
+    rng = np.random.default_rng(1)
+    volume = rng.integers(0, 1000, (40, 96, 96), dtype=np.uint16)
+    reads = PlaneReads(volume)
+    viewer = make_napari_viewer()
+    viewer.dims.ndisplay = 2
+    layer = viewer.add_image(da.from_array(reads, chunks=(1, 96, 96)), name="vessel",
+                             scale=SPACING)  # fmt: skip
+    viewer.dims.current_step = (10, 0, 0)
+    widget = dock_threshold(viewer)
+    widget.image_layer.value = layer
+    widget.method.value = "manual"
+    widget.sigma.value = 1.0  # 0.5 z-voxels: scipy reaches int(4 x 0.5 + 0.5) = 2 slices
+    reads.planes.clear()
+    qtbot.waitUntil(widget.idle, timeout=30_000)
+    smoothed = preprocess(volume, spacing=SPACING, sigma_um=1.0)
+    widget.threshold.value = 500.0
+    preview = viewer.layers["threshold preview"]
+    want = core.threshold_mask(smoothed[10], method="manual", value=500.0)
+    np.testing.assert_array_equal(preview.data[0], want)  # as if the whole volume were read
+    np.testing.assert_allclose(preview.translate, (10 * SPACING[0], 0, 0))
+    assert reads.planes <= set(range(8, 13)), sorted(reads.planes)
+    assert "(z = 10)" in widget.status.text()
+    lo, hi = widget.threshold.range  # the slider spans the visible slice's intensities
+    assert (lo, hi) == pytest.approx((smoothed[10].min(), smoothed[10].max()), rel=1e-5)
+
+    viewer.dims.current_step = (30, 0, 0)  # another slice: read and prepared in its turn
+    qtbot.waitUntil(lambda: widget.idle() and widget.prepared.plane == 30, timeout=30_000)
+    want = core.threshold_mask(smoothed[30], method="manual", value=500.0)
+    np.testing.assert_array_equal(viewer.layers["threshold preview"].data[0], want)
+    assert reads.planes <= set(range(8, 13)) | set(range(28, 33)), sorted(reads.planes)
+
+
+def test_apply_on_a_big_lazy_layer_is_refused(make_napari_viewer, qtbot):
+    huge = Counted(HUGE, chunks=(1, 500, 500))
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(huge.array, name="whole femur vessel", scale=SPACING,
+                             visible=False)  # fmt: skip
+    huge.blocks, start = 0, n_notes()
+    widget = dock_threshold(viewer)
+    widget.image_layer.value = layer
+    widget.sigma.value = 2.0  # 1 z-voxel: 9 slices of 20000 x 20000, too big to preview
+    qtbot.waitUntil(widget.idle, timeout=30_000)
+    assert any("Even one slice of 'whole femur vessel'" in m for m in notes_since(start))
+    before, start = layer_state(viewer), n_notes()
+    widget.run()
+    qtbot.waitUntil(widget.idle, timeout=30_000)
+    (message,) = [m for m in notes_since(start) if "whole femur vessel" in m]
+    assert "3200.0 GB" in message and "napari-niche analyze --max-memory" in message
+    assert layer_state(viewer) == before
+    assert huge.blocks == 0

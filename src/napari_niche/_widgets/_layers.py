@@ -200,7 +200,7 @@ def lazy_too_big(layer: Layer) -> str | None:
     return (
         f"The layer {layer.name!r} is {size / 1e9:.1f} GB at full resolution "
         f"({' x '.join(str(n) for n in shape)} voxels), too big to load whole here: working "
-        f"on it would need about {need / 1e9:.0f} GB and this computer can spare "
+        f"on it would need about {need / 1e9:.1f} GB and this computer can spare "
         f"{limit / 1e9:.1f} GB. napari shows it without loading it, but the docks need it "
         f"whole. Analyse {files} with napari-niche analyze --max-memory (for example "
         "--max-memory 16GB; see docs/analyze.md), which reads it block by block."
