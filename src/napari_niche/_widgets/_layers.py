@@ -143,13 +143,81 @@ def _refuse_rgb(layer: Layer) -> None:
         )
 
 
-def layer_array(layer: Layer) -> np.ndarray:
-    """The full-resolution data of a layer as a numpy array (dask/zarr are computed)."""
+def full_resolution(layer: Layer) -> Any:
+    """A layer's data at full resolution: level 0 of a multiscale layer, never a display level.
+
+    Nothing is read: a lazy layer (dask, zarr) stays lazy.
+    """
     _refuse_rgb(layer)
     data = layer.data
     if getattr(layer, "multiscale", False):
         data = data[0]
+    return data
+
+
+def layer_array(layer: Layer) -> np.ndarray:
+    """The full-resolution data of a layer as a numpy array.
+
+    A numpy layer is returned as it is. A lazy layer (dask or zarr, as a big OME-Zarr, ND2
+    or IMS file opens; level 0 of a multiscale layer) is read whole only when the step's
+    work on it fits in memory (:func:`check_fits_in_memory`); else a :class:`NicheError`
+    names the layer, its size and the way out, before any voxel is read.
+    """
+    data = full_resolution(layer)
+    if isinstance(data, np.ndarray):
+        return data
+    check_fits_in_memory(layer)
     return np.asarray(data)
+
+
+#: Bytes napari-niche assumes it may use when the machine does not say what is available.
+FALLBACK_MEMORY = 8e9
+
+
+def lazy_too_big(layer: Layer) -> str | None:
+    """Why a lazy layer cannot be loaded whole for a dock's work, or None when it can.
+
+    The criterion is ``napari-niche analyze``'s: the in-memory analysis of the layer's
+    shape (:func:`~napari_niche.niche.budget.in_memory_bytes`, about 16 bytes per voxel
+    beyond the data) must fit the memory available
+    (:func:`~napari_niche.niche.budget.memory_limit`). A numpy layer is in memory already:
+    None.
+    """
+    from napari_niche.niche.budget import in_memory_bytes, memory_limit
+
+    data = full_resolution(layer)
+    if isinstance(data, np.ndarray):
+        return None
+    shape = tuple(int(n) for n in data.shape)
+    itemsize = np.dtype(data.dtype).itemsize
+    need = in_memory_bytes(shape, itemsize, 1)
+    limit = memory_limit(None) or FALLBACK_MEMORY
+    if need <= limit:
+        return None
+    size = int(np.prod(shape, dtype=float)) * itemsize
+    source = layer.metadata.get("napari_niche_source")
+    files = f"its file ({source})" if source else "the files the layers came from"
+    return (
+        f"The layer {layer.name!r} is {size / 1e9:.1f} GB at full resolution "
+        f"({' x '.join(str(n) for n in shape)} voxels), too big to load whole here: working "
+        f"on it would need about {need / 1e9:.1f} GB and this computer can spare "
+        f"{limit / 1e9:.1f} GB. napari shows it without loading it, but the docks need it "
+        f"whole. Analyse {files} with napari-niche analyze --max-memory (for example "
+        "--max-memory 16GB; see docs/analyze.md), which reads it block by block."
+    )
+
+
+def check_fits_in_memory(layer: Layer) -> None:
+    """Raise :class:`NicheError` (:func:`lazy_too_big`'s words) when a lazy layer is too big.
+
+    Raises
+    ------
+    NicheError
+        The layer cannot be loaded whole for a dock's work.
+    """
+    why = lazy_too_big(layer)
+    if why is not None:
+        raise NicheError(why)
 
 
 def check_aligned(reference: Layer, **layers: Layer | None) -> None:

@@ -641,7 +641,8 @@ def image_layers(path: str | Path) -> list[tuple]:
     Names are the channel names (the file's name for channels it does not name), or
     ``"<scene> · <channel>"`` for a file of several scenes (the layers of one scene next
     to each other); ``scale`` is the voxel size in µm
-    (1 for a time axis) with µm ``units``. Without a voxel size the scale is 1 and a
+    (1 for a time axis) with µm ``units``. A file holding resolution levels (an OME-Zarr or
+    Imaris pyramid) gives multiscale layers, read lazily. Without a voxel size the scale is 1 and a
     warning says so. A scene with an axis that is neither space, time nor channel (a
     wavelength sweep) is left out with a warning naming it.
     """
@@ -732,5 +733,19 @@ def _channel_layers(f, path: Path, scene: int, prefix: str) -> list[tuple]:
             kwargs["units"] = (*(("pixel",) if timed else ()), *(("µm",) * spatial))
         if n > 1:
             kwargs.update(colormap=colours[c % len(colours)], blending="additive")
-        layers.append((f.lazy(c), kwargs, "image"))
+        levels = _levels(f, c)
+        if len(levels) > 1:
+            kwargs["multiscale"] = True
+        layers.append((levels if len(levels) > 1 else levels[0], kwargs, "image"))
     return layers
+
+
+def _levels(f, channel: int) -> list:
+    """A channel's resolution levels, full resolution first (one when the file has no pyramid).
+
+    napari shows several as one multiscale layer (reading only the level and tiles on
+    screen); its ``scale`` is level 0's voxel size, and napari derives the others from
+    the levels' shapes. The docks always work on level 0.
+    """
+    levels = getattr(f, "levels", None)
+    return list(levels(channel)) if callable(levels) else [f.lazy(channel)]

@@ -437,12 +437,13 @@ class CurationWidget(NicheWidget):
             return
         try:
             spacing = layer_spacing(layer)
+            data = layer_array(layer)
         except NicheError as err:
             self.count_label.value = str(err)
             return
         generation = self._count_generation
         min_size, unit = float(self.min_size.value), self.size_unit.value
-        worker = create_worker(_counting, layer.data, min_size, spacing, unit, _start_thread=False)
+        worker = create_worker(_counting, data, min_size, spacing, unit, _start_thread=False)
         worker.returned.connect(lambda result: self._on_counted(result, generation, unit))
         worker.finished.connect(self._on_count_finished)
         self._count_worker = worker
@@ -484,7 +485,7 @@ class CurationWidget(NicheWidget):
             self.start(
                 curation_edits,
                 lambda change: self._write_change(layer, change, settings),
-                layer.data,
+                layer_array(layer),
                 spacing=spacing,
                 min_size=float(self.min_size.value),
                 unit=self.size_unit.value,
@@ -559,7 +560,7 @@ class CurationWidget(NicheWidget):
             self.start(
                 build_tissue,
                 lambda out: self._on_tissue(out, reference, params),
-                [layer.data for layer in layers],
+                [layer_array(layer) for layer in layers],
                 spacing=spacing,
                 closing_radius_um=radius,
                 fill=fill,
@@ -627,7 +628,7 @@ class CurationWidget(NicheWidget):
             self.start(
                 make_cells,
                 lambda cells: self._write_output(CELLS_KEY, cells, layer, params),
-                layer.data,
+                layer_array(layer),
                 spacing=spacing,
                 min_volume_um3=params["min_volume_um3"],
                 max_volume_um3=max_volume,

@@ -19,7 +19,15 @@ from qtpy.QtCore import QTimer
 
 from napari_niche._widgets._base import NicheWidget, ProgressReport
 from napari_niche._widgets._canvas import MplCanvasWidget
-from napari_niche._widgets._layers import find_output, layer_spacing, write_layer
+from napari_niche._widgets._layers import (
+    FALLBACK_MEMORY,
+    check_fits_in_memory,
+    find_output,
+    full_resolution,
+    layer_spacing,
+    lazy_too_big,
+    write_layer,
+)
 from napari_niche._widgets._voxel import UnitLabels, VoxelSizeBar, unit_names
 from napari_niche.core.preprocess import preprocess
 from napari_niche.core.threshold import THRESHOLD_METHODS, threshold_mask, threshold_value
@@ -94,6 +102,8 @@ class Prepared:
     counts, edges : its intensity histogram (for the plot).
     lo, hi : its intensity range (the slider's range).
     method, value : the automatic method asked for and its threshold (None for manual).
+    plane : the z-slice ``volume`` holds, as a (1, Y, X) stack, for a lazy layer too big to
+        load whole; None when ``volume`` is the whole channel.
     """
 
     key: tuple
@@ -104,6 +114,21 @@ class Prepared:
     hi: float
     method: str = "manual"
     value: float | None = None
+    plane: int | None = None
+
+
+def visible_slab(
+    data: Any, plane: int, *, spacing: tuple[float, ...], sigma_um: float
+) -> tuple[np.ndarray, int]:
+    """The z-slices the smoothing of ``plane`` reaches, read from a lazy channel.
+
+    scipy's Gaussian reaches ``int(4 σ + 0.5)`` voxels, so the smoothed ``plane`` of this
+    slab equals that plane of the whole smoothed volume (the volume's own edges are the
+    slab's edges there). Returns the slab and the index of ``plane`` in it.
+    """
+    halo = int(4.0 * sigma_um / spacing[0] + 0.5) if sigma_um > 0 else 0
+    lo, hi = max(plane - halo, 0), min(plane + halo + 1, int(data.shape[0]))
+    return np.asarray(data[lo:hi]), plane - lo
 
 
 def prepare_channel(
@@ -115,12 +140,15 @@ def prepare_channel(
     method: str,
     key: tuple,
     previous: Prepared | None = None,
+    plane: int | None = None,
 ) -> Generator[ProgressReport, None, Prepared]:
     """Pre-process a channel and find its automatic threshold, for :meth:`NicheWidget.start`.
 
     ``previous``, when computed with the same ``key``, is reused (only the threshold of a
     newly chosen method is computed). Each ``yield`` reports progress and is a point where
-    Cancel takes effect.
+    Cancel takes effect. With ``plane`` (a lazy channel too big to load whole) only that
+    z-slice is pre-processed, from the slices its smoothing reaches
+    (:func:`visible_slab`); its histogram and automatic threshold are the slice's.
     """
     if previous is not None and previous.key == key:
         volume, counts, edges = previous.volume, previous.counts, previous.edges
@@ -130,9 +158,14 @@ def prepare_channel(
             0.02,
             f"Smoothing (σ = {sigma_um:g} µm)" + (", normalising slices…" if normalize else "…"),
         )
-        volume = preprocess(
-            np.asarray(data), spacing=spacing, sigma_um=sigma_um, normalize=normalize
-        )
+        if plane is None:
+            volume = preprocess(
+                np.asarray(data), spacing=spacing, sigma_um=sigma_um, normalize=normalize
+            )
+        else:
+            slab, at = visible_slab(data, plane, spacing=spacing, sigma_um=sigma_um)
+            volume = preprocess(slab, spacing=spacing, sigma_um=sigma_um, normalize=normalize)
+            volume = np.ascontiguousarray(volume[at : at + 1])
         yield 0.75, "Intensity histogram…"
         lo, hi = float(volume.min()), float(volume.max())
         counts, edges = np.histogram(volume, bins=HIST_BINS, range=(lo, hi if hi > lo else lo + 1))
@@ -141,7 +174,7 @@ def prepare_channel(
         yield 0.85, f"{METHOD_LABELS[method]} threshold…"
         value = threshold_value(volume, method)
     yield 1.0, "Ready."
-    return Prepared(key, volume, counts, edges, lo, hi, method, value)
+    return Prepared(key, volume, counts, edges, lo, hi, method, value, plane)
 
 
 def apply_threshold(
@@ -158,6 +191,29 @@ def apply_threshold(
     mask = threshold_mask(prepared.volume, method="manual", value=value)
     yield 0.9, "Writing the mask…"
     return mask.view(np.uint8), float(value)
+
+
+def _check_slab_fits(layer: Image, data: Any, spacing: tuple[float, ...], sigma: float) -> None:
+    """Refuse to preview a slice whose smoothing would need more memory than there is.
+
+    A plane of a whole bone (20000 x 20000 voxels) with the slices a wide σ reaches can
+    itself exceed memory; the rule is the one :func:`lazy_too_big` applies to a layer.
+    """
+    from napari_niche.core.errors import NicheError
+    from napari_niche.niche.budget import in_memory_bytes, memory_limit
+
+    halo = int(4.0 * sigma / spacing[0] + 0.5) if sigma > 0 else 0
+    shape = (min(2 * halo + 1, int(data.shape[0])), *(int(n) for n in data.shape[1:]))
+    need = in_memory_bytes(shape, np.dtype(data.dtype).itemsize, 1)
+    limit = memory_limit(None) or FALLBACK_MEMORY
+    if need > limit:
+        raise NicheError(
+            f"Even one slice of {layer.name!r} is too big to preview here: smoothing it "
+            f"(σ = {sigma:g} µm reads {shape[0]} slices of {shape[1]} x {shape[2]} voxels) "
+            f"would need about {need / 1e9:.1f} GB and this computer can spare "
+            f"{limit / 1e9:.1f} GB. Lower σ, or threshold the file with napari-niche "
+            "analyze --max-memory (see docs/analyze.md), which reads it block by block."
+        )
 
 
 class ThresholdWidget(NicheWidget):
@@ -319,9 +375,18 @@ class ThresholdWidget(NicheWidget):
             return None
         return (layer, float(self.sigma.value), bool(self.normalize.value), self.method.value)
 
-    @staticmethod
-    def _key(layer: Image, sigma: float, normalize: bool) -> tuple:
-        return (id(layer), id(layer.data), sigma, normalize)
+    def _key(self, layer: Image, sigma: float, normalize: bool) -> tuple:
+        return (id(layer), id(layer.data), sigma, normalize, self._plane(layer))
+
+    def _plane(self, layer: Image) -> int | None:
+        """The visible z-slice for a 3D lazy layer too big to load whole, else None.
+
+        Such a layer is previewed one slice at a time: only the slices that slice's
+        smoothing reaches are read from its file.
+        """
+        if layer.ndim != 3 or lazy_too_big(layer) is None:
+            return None
+        return self._slice_index(layer)
 
     def _settings_changed(self, _=None):
         self._timer.start()
@@ -360,7 +425,12 @@ class ThresholdWidget(NicheWidget):
         self._wanted = None
         with self.reporting():
             spacing = layer_spacing(layer)
-            data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+            data = full_resolution(layer)
+            key = self._key(layer, sigma, normalize)
+            if key[-1] is None:
+                check_fits_in_memory(layer)  # a 2D lazy section too big to load
+            else:
+                _check_slab_fits(layer, data, spacing, sigma)
             self._job = "prepare"
             self.start(
                 prepare_channel,
@@ -370,8 +440,9 @@ class ThresholdWidget(NicheWidget):
                 sigma_um=sigma,
                 normalize=normalize,
                 method=method,
-                key=self._key(layer, sigma, normalize),
+                key=key,
                 previous=self.prepared,
+                plane=key[-1],
             )
             return
         self._apply_queued = False  # reported above: no preparation to apply after
@@ -396,6 +467,12 @@ class ThresholdWidget(NicheWidget):
         finally:
             self._quiet = False
         self._draw_histogram(prepared)
+        if prepared.plane is not None:
+            self._set_status(
+                f"{layer.name!r} is too big to load whole: the preview, histogram and "
+                f"automatic threshold are those of the visible slice (z = {prepared.plane}). "
+                "Apply needs the whole channel: use napari-niche analyze --max-memory."
+            )
         if prepared.hi == prepared.lo:
             self.notify(
                 f"{layer.name!r} is constant ({prepared.lo:g}) after pre-processing: "
@@ -423,7 +500,8 @@ class ThresholdWidget(NicheWidget):
         if method == "manual" or self.prepared is None:
             self.value_label.value = f"threshold {value:.4g} (manual)"
         elif self.prepared.method == method and self.prepared.value is not None:
-            self.value_label.value = f"{METHOD_LABELS[method]} threshold: {value:.4g}"
+            where = " (visible slice)" if self.prepared.plane is not None else ""
+            self.value_label.value = f"{METHOD_LABELS[method]} threshold{where}: {value:.4g}"
         else:
             self.value_label.value = f"{METHOD_LABELS[method]} threshold: computing…"
 
@@ -441,6 +519,11 @@ class ThresholdWidget(NicheWidget):
         self.update_preview()
 
     def _on_step(self, _=None):
+        prepared, layer = self.prepared, self.image_layer.value
+        if prepared is not None and prepared.plane is not None and layer is not None:
+            if self._plane(layer) != prepared.plane:
+                self._timer.start()  # a big lazy layer: read and prepare the new slice
+                return
         preview = find_output(self.viewer, PREVIEW_KEY)
         if preview is not None and preview.visible:
             self.update_preview()
@@ -464,7 +547,10 @@ class ThresholdWidget(NicheWidget):
             return None
         self._move_line(float(self.threshold.value))
         z = self._slice_index(layer)
-        plane = prepared.volume if z is None else prepared.volume[z]
+        if prepared.plane is not None:
+            plane = prepared.volume[0]  # the visible slice of a big lazy layer
+        else:
+            plane = prepared.volume if z is None else prepared.volume[z]
         mask = threshold_mask(plane, method="manual", value=float(self.threshold.value))
         data = mask.view(np.uint8) if z is None else mask.view(np.uint8)[np.newaxis]
         translate = np.array(layer.translate, dtype=float)  # a copy: never move the image
@@ -514,6 +600,12 @@ class ThresholdWidget(NicheWidget):
         if self._settings() is None:
             self.notify("Choose a channel (an Image layer) to threshold.", error=True)
             return
+        with self.reporting():
+            check_fits_in_memory(self.image_layer.value)  # Apply needs the whole channel
+            self._queue_apply()
+
+    def _queue_apply(self):
+        """Apply now, or once the running or pending pre-processing has finished."""
         self._apply_queued = True
         if self.worker is not None:
             return  # applied when the running work finishes (see _on_finished)

@@ -69,6 +69,7 @@ class ImageFile:
     axes: str = ""
     rgb: bool = False
     block_channel: Callable[[int], Any] | None = field(default=None, repr=False, compare=False)
+    levels_channel: Callable[[int], list] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:  # noqa: D105 - the spatial axes' names by default
         if not self.axes:
@@ -206,6 +207,31 @@ class ImageFile:
             return self.lazy_channel(index)
         planes = [self.read_plane(index, t) for t in range(self.time_points)]
         return planes[0] if len(planes) == 1 else np.stack(planes)
+
+    def levels(self, channel: int | str = 0) -> list:
+        """One channel at every resolution level the file stores, full resolution first.
+
+        For display: napari shows a list of several levels as one multiscale layer and
+        reads only the level and tiles on screen. Files without a pyramid give one level,
+        :meth:`lazy`. Analysis always uses level 0 (:meth:`read`, :meth:`blockwise`).
+
+        Parameters
+        ----------
+        channel : int or str
+            The channel's number or name.
+
+        Returns
+        -------
+        list of array-like
+            Lazy arrays (dask where the format allows), each (t, z, y, x) or (z, y, x)
+            like :meth:`lazy`, each level no larger than the one before.
+        """
+        index = self.channel_index(channel)
+        if self.levels_channel is not None:
+            levels = list(self.levels_channel(index))
+            if len(levels) > 1:
+                return levels
+        return [self.lazy(index)]
 
     def blockwise(self, channel: int | str = 0) -> Any:
         """One channel for analysis, as an array read block by block where the format allows.
