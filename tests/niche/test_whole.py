@@ -168,3 +168,45 @@ def test_the_switch_to_blocks_is_decided_from_shapes_and_types_alone(sample):
     reason = _blockwise_reason(z, {"vessel": z}, None, AnalysisParams(bin_width_um=2), need / 2)
     assert "60 µm" in reason
     assert _blockwise_reason(z, {"vessel": z}, None, AnalysisParams(), need * 2) is None
+
+
+@pytest.mark.parametrize("boundary", [True, False])
+def test_either_distance_path_gives_the_in_memory_tables(sample, monkeypatch, boundary):
+    """The boundary path (k-d trees) and the transforms give the same tables; the record
+    says which ran. Which is faster decides; here each is forced in turn."""
+    monkeypatch.setattr("napari_niche.niche.whole._sparse_is_faster", lambda *a: boundary)
+    params = AnalysisParams(seed=11, max_distance_um=30.0, dots_per_cell=2)
+    structures = {"vessel": sample.vessel, "bone": sample.bone}
+    memory = analyze(
+        sample.cell_labels, structures, spacing=sample.spacing, tissue=sample.tissue,
+        params=params,
+    )  # fmt: skip
+    blocks = analyze_blockwise(
+        _zarr(sample.cell_labels, (8, 64, 64)),
+        {k: _zarr(v, (8, 64, 64)) for k, v in structures.items()},
+        spacing=sample.spacing, tissue=_zarr(sample.tissue, (8, 64, 64)), params=params,
+        max_memory=64e9, block_shape=(11, 70, 90),
+    )  # fmt: skip
+    _same_tables(memory, blocks)
+    method = "boundary" if boundary else "transform"
+    assert blocks.record["blockwise"]["distances"] == {"vessel": method, "bone": method}
+
+
+def test_the_faster_path_is_chosen_from_the_work_each_would_do(sample):
+    from napari_niche.core.blockwise_random import seed_random_cells_blockwise
+    from napari_niche.core.curation import cells_from_image
+    from napari_niche.niche.whole import _sparse_is_faster, check_lazy_inputs
+
+    voxels = cells_from_image(sample.cell_labels)
+    dots = seed_random_cells_blockwise(voxels, spacing=sample.spacing, rng=0)
+    given = check_lazy_inputs(
+        sample.cell_labels, {"vessel": sample.vessel}, sample.spacing, None, AnalysisParams()
+    )
+    # a short D and roomy blocks: little halo, the transforms win
+    assert not _sparse_is_faster(
+        sample.vessel, voxels, dots, given, 5.0, {"max_memory": 1e9, "block_shape": None}
+    )
+    # a long D in tiny blocks: the halo multiplies the work, the look-ups win
+    assert _sparse_is_faster(
+        sample.vessel, voxels, dots, given, 150.0, {"max_memory": None, "block_shape": (4, 8, 8)}
+    )

@@ -274,6 +274,31 @@ def cell_segments(cells: CellVoxels, voxels: np.ndarray) -> tuple[np.ndarray, np
     return cell[first], first
 
 
+def cell_minima(
+    cells: CellVoxels, voxels: np.ndarray, local: np.ndarray, dist: np.ndarray, minima: np.ndarray
+) -> None:
+    """Lower each cell's minimum by the distances of its voxels in one block.
+
+    Parameters
+    ----------
+    cells : CellVoxels
+        The cells.
+    voxels : ndarray of int
+        Positions in ``cells.flat_index`` of the voxels in the block's core, increasing.
+    local : ndarray of int
+        Their flat index in the block's outer region (:func:`region_index`).
+    dist : ndarray
+        Distance map of the block's outer region.
+    minima : (n,) ndarray
+        Running minimum per cell, updated in place.
+    """
+    values = dist.reshape(-1)[local]
+    cell = np.searchsorted(cells.starts, voxels, side="right") - 1  # non-decreasing
+    first = np.flatnonzero(np.concatenate(([True], cell[1:] != cell[:-1])))
+    ids = cell[first]
+    minima[ids] = np.minimum(minima[ids], np.minimum.reduceat(values, first))
+
+
 class DotGathers:
     """Minima of a block's distance map over the random cells anchored in its core.
 

@@ -990,17 +990,7 @@ def distances_blockwise(
     spacing = as_spacing(spacing, len(shape))
     d = check_max_distance(max_distance_um)
     gathers = DotGathers(dots.shapes if dots is not None else None)
-    plan = plan_blocks(
-        shape,
-        spacing=spacing,
-        max_distance_um=d,
-        block_shape=block_shape,
-        max_memory=max_memory,
-        bytes_per_voxel=distance_bytes_per_voxel(structure.dtype, ndim=len(shape)),
-        chunks=chunk_shape(structure),
-        reach=gathers.reach,
-        fixed_bytes=gathers.fixed_bytes,
-    )
+    plan = _distance_plan(structure, shape, spacing, d, block_shape, max_memory, gathers)
     work = _DistanceWork(structure, cells, dots, plan, mapper)
     shared = DistanceShared(spacing, threads, name, gathers)
     results = run_tasks(shared, work.tasks(), mapper)
@@ -1018,6 +1008,59 @@ def distances_blockwise(
     if dots is None:
         return cell_result, None
     return cell_result, _censored(np.arange(dots.n_dots, dtype=np.int64), work.dot_min, d)
+
+
+def _distance_plan(structure, shape, spacing, d, block_shape, max_memory, gathers) -> BlockPlan:
+    """The blocks of :func:`distances_blockwise`: halo of D plus the random cells' reach."""
+    return plan_blocks(
+        shape,
+        spacing=spacing,
+        max_distance_um=d,
+        block_shape=block_shape,
+        max_memory=max_memory,
+        bytes_per_voxel=distance_bytes_per_voxel(structure.dtype, ndim=len(shape)),
+        chunks=chunk_shape(structure),
+        reach=gathers.reach,
+        fixed_bytes=gathers.fixed_bytes,
+    )
+
+
+def transformed_voxels(
+    structure: Any,
+    *,
+    shape: Sequence[int],
+    dots: RandomCells | None,
+    spacing: float | Sequence[float],
+    max_distance_um: float,
+    max_memory: float | None = None,
+    block_shape: Sequence[int] | None = None,
+) -> int:
+    """How many voxels :func:`distances_blockwise` would transform, halos included.
+
+    Parameters
+    ----------
+    structure : array-like
+        The structure mask (its type and chunks shape the plan; nothing is read).
+    shape : sequence of int
+        The volume's shape.
+    dots : RandomCells or None
+        The random cells measured too (their reach widens the halo).
+    spacing, max_distance_um, max_memory, block_shape
+        As for :func:`distances_blockwise`.
+
+    Returns
+    -------
+    int
+        The sum of the blocks' outer voxels (the work of the transforms).
+    """
+    shape = _check_shape(shape)
+    gathers = DotGathers(dots.shapes if dots is not None else None)
+    spacing = as_spacing(spacing, len(shape))
+    d = check_max_distance(max_distance_um)
+    plan = _distance_plan(
+        _as_array_like(structure), shape, spacing, d, block_shape, max_memory, gathers
+    )
+    return int(sum(math.prod(b.outer_shape) for b in plan.blocks))
 
 
 class _DistanceWork:

@@ -23,8 +23,10 @@ from napari_niche.core.blockwise import (
     cells_blockwise,
     distances_blockwise,
     overlap_diagnostic_blockwise,
+    transformed_voxels,
 )
 from napari_niche.core.blockwise_random import seed_random_cells_blockwise
+from napari_niche.core.blockwise_sparse import distances_sparse
 from napari_niche.core.cells import cell_table
 from napari_niche.core.errors import NicheError
 from napari_niche.core.progress import Progress, scaled, steps
@@ -49,6 +51,12 @@ from napari_niche.params import AnalysisParams
 
 #: The smallest block budget worth planning with (bytes); below it the run is refused.
 MIN_BLOCK_MEMORY = 8 << 20
+#: Measured here (2 cores; benchmarks/bench_sparse.py): seconds per voxel transformed
+#: block by block, per voxel of the boundary path's pass over the structure, and per
+#: surface voxel looked up in a k-d tree. They choose the faster path, not the answer.
+SECONDS_PER_TRANSFORMED_VOXEL = 25e-9
+SECONDS_PER_SCANNED_VOXEL = 20e-9
+SECONDS_PER_LOOKUP = 5e-6
 #: The share of the memory left that the blocks of a step plan for: their cost per voxel
 #: is an estimate (within about a factor of two), and reads hold decoded chunks besides.
 BLOCK_SHARE = 0.5
@@ -268,22 +276,19 @@ def _measure(given, voxels, dots, tables, d, blocks, say, progress, n_steps, map
     """
     cell_tab, dot_tab = tables
     share = max(getattr(mapper, "threads_per_worker", 1), 1) if mapper is not None else 1
-    n_blocks = {}
+    n_blocks, methods = {}, {}
     for i, (name, mask) in enumerate(given.masks.items()):
         say(f"Distances to {name}, block by block")
         budget = blocks()
         budget["max_memory"] /= share
-        cells_d, dots_d = distances_blockwise(
-            mask,
-            cells=voxels,
-            dots=dots,
-            spacing=given.spacing,
-            max_distance_um=d,
-            **budget,
-            progress=_part(progress, 3 + i, n_steps),
-            name=name,
-            mapper=mapper,
-        )
+        how = dict(cells=voxels, dots=dots, spacing=given.spacing, max_distance_um=d)
+        how.update(budget, progress=_part(progress, 3 + i, n_steps), name=name)
+        sparse = mapper is None and _sparse_is_faster(mask, voxels, dots, given, d, budget)
+        methods[name] = "boundary" if sparse else "transform"
+        if sparse:
+            cells_d, dots_d = distances_sparse(mask, **how)
+        else:
+            cells_d, dots_d = distances_blockwise(mask, **how, mapper=mapper)
         for table, found in ((cell_tab, cells_d), (dot_tab, dots_d)):
             table[distance_column(name)] = found.distance_um
             put_censored(table, name, found.censored)
@@ -291,4 +296,21 @@ def _measure(given, voxels, dots, tables, d, blocks, say, progress, n_steps, map
             "censored_cells": int(cells_d.censored.sum()),
             "censored_random_cells": int(dots_d.censored.sum()),
         }
-    return {"censored": n_blocks}
+    return {"censored": n_blocks, "distances": methods}
+
+
+def _sparse_is_faster(mask, voxels, dots, given, d: float, budget: dict) -> bool:
+    """Whether the boundary path (one pass, k-d trees) beats transforming the blocks.
+
+    Both give identical distances (docs/method.md#whole-bones-distances-block-by-block);
+    the transforms cost their blocks' voxels, halos included, the boundary path one pass
+    over the volume plus a look-up per surface voxel of the cells and random cells.
+    """
+    work = transformed_voxels(
+        mask, shape=given.shape, dots=dots, spacing=given.spacing, max_distance_um=d, **budget
+    )
+    per_shape = np.diff(dots.shapes.surface[1])
+    lookups = int(per_shape.sum()) + int(per_shape[dots.shape_index].sum())
+    transform = work * SECONDS_PER_TRANSFORMED_VOXEL
+    boundary = math.prod(given.shape) * SECONDS_PER_SCANNED_VOXEL + lookups * SECONDS_PER_LOOKUP
+    return boundary < transform
