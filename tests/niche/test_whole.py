@@ -210,3 +210,25 @@ def test_the_faster_path_is_chosen_from_the_work_each_would_do(sample):
     assert _sparse_is_faster(
         sample.vessel, voxels, dots, given, 150.0, {"max_memory": None, "block_shape": (4, 8, 8)}
     )
+
+
+def _unreadable(shape, dtype):
+    """A lazy array that raises if anything reads its voxels."""
+
+    def boom(block):
+        raise AssertionError("a voxel was read")
+
+    return da.zeros(shape, dtype=dtype, chunks=(50, 1000, 1000)).map_blocks(boom, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint16, bool])
+def test_deciding_to_go_block_by_block_reads_no_voxel(dtype):
+    from napari_niche.niche.pipeline import _blockwise_reason
+    from napari_niche.niche.whole import check_lazy_inputs
+
+    shape = (400, 5000, 5000)  # a whole femur: 10 G voxels
+    cells, vessel = _unreadable(shape, dtype), _unreadable(shape, np.uint8)
+    reason = _blockwise_reason(cells, {"vessel": vessel}, vessel, AnalysisParams(), 4e9)
+    assert "400 x 5000 x 5000" in reason
+    given = check_lazy_inputs(cells, {"vessel": vessel}, (2, 0.57, 0.57), None, AnalysisParams())
+    assert given.shape == shape

@@ -342,9 +342,11 @@ def _in_blocks(switch, cells, structures, spacing, tissue, params, max_memory, p
 
 def _blockwise_reason(cells, structures, tissue, params, max_memory) -> str | None:
     """Why the image goes block by block (its in-memory analysis would not fit), or None."""
-    shape = tuple(int(n) for n in getattr(cells, "shape", np.shape(cells)))
+    if not hasattr(cells, "shape") or not hasattr(cells, "dtype"):
+        cells = np.asarray(cells)  # a list: small by nature (a lazy array has both)
+    shape = tuple(int(n) for n in cells.shape)
     n_masks = len(structures) + (tissue is not None)
-    dtype = getattr(cells, "dtype", np.asarray(cells).dtype)
+    dtype = cells.dtype
     if not needs_blocks(shape, dtype, n_masks, len(structures), max_memory):
         return None
     need = analysis_bytes(shape, dtype, n_masks, len(structures))
