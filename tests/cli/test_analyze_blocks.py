@@ -114,3 +114,26 @@ def test_a_maximum_distance_below_the_bins_or_quadrants_is_one_line_exit_2(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "max-distance" in err and why in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("address", ["not an address", "tcp://127.0.0.1", "http://127.0.0.1:87"])
+def test_a_malformed_scheduler_address_is_one_line_at_once(tmp_path, address):
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_niche", "analyze", "--sample", "--scheduler", address,
+         "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "tcp://10.0.0.5:8786" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("limit", ["100MB", "150MB"])
+def test_a_limit_below_the_program_itself_is_refused_not_exceeded(tmp_path, capsys, limit):
+    """The process counts: a limit it already exceeds is refused, in memory or not."""
+    code = main(["analyze", "--sample", "--max-memory", limit, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{limit[:-2]} MB" in err and "--max-memory" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

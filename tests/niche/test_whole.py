@@ -16,7 +16,7 @@ import zarr
 
 from napari_niche.core.errors import NicheError
 from napari_niche.core.synthetic import make_bone_marrow
-from napari_niche.niche.budget import in_memory_bytes
+from napari_niche.niche.budget import in_memory_bytes, process_memory
 from napari_niche.niche.pipeline import analyze
 from napari_niche.niche.whole import analyze_blockwise
 from napari_niche.params import AnalysisParams
@@ -167,7 +167,12 @@ def test_the_switch_to_blocks_is_decided_from_shapes_and_types_alone(sample):
     assert reason is not None and "block by block" in reason and "150 µm" in reason
     reason = _blockwise_reason(z, {"vessel": z}, None, AnalysisParams(bin_width_um=2), need / 2)
     assert "60 µm" in reason
-    assert _blockwise_reason(z, {"vessel": z}, None, AnalysisParams(), need * 2) is None
+    own = process_memory()  # the program counts: the limit bounds the whole process
+    assert _blockwise_reason(z, {"vessel": z}, None, AnalysisParams(), need + 2 * own) is None
+    reason = _blockwise_reason(z, {"vessel": z}, None, AnalysisParams(), own + need / 2)
+    assert "included" in reason and "(set it with --max-distance)" in reason
+    given = AnalysisParams(max_distance_um=40)
+    assert "--max-distance" not in _blockwise_reason(z, {"vessel": z}, None, given, need / 2)
 
 
 @pytest.mark.parametrize("boundary", [True, False])
@@ -232,3 +237,21 @@ def test_deciding_to_go_block_by_block_reads_no_voxel(dtype):
     assert "400 x 5000 x 5000" in reason
     given = check_lazy_inputs(cells, {"vessel": vessel}, (2, 0.57, 0.57), None, AnalysisParams())
     assert given.shape == shape
+
+
+def test_random_cells_all_beyond_d_say_to_lengthen_d_not_to_widen_bins():
+    shape = (160, 200)
+    wall = np.zeros(shape, bool)
+    wall[:, 0] = True
+    tissue = np.zeros(shape, bool)
+    tissue[:, 60:] = True  # every cell and random cell at least 60 µm from the wall
+    cells = np.zeros(shape, np.int32)
+    for i, (y, x) in enumerate([(20, 80), (50, 120), (90, 150), (130, 180), (140, 90)]):
+        cells[y - 2 : y + 3, x - 2 : x + 3] = i + 1
+    result = analyze(
+        cells, {"wall": wall}, spacing=(1.0, 1.0), tissue=tissue,
+        params=AnalysisParams(seed=0, dots_per_cell=5, max_distance_um=20.0),
+    )  # fmt: skip
+    said = [w for w in result.warnings if w.startswith("No fold change")]
+    assert len(said) == 1 and "longer --max-distance" in said[0] and "20 µm" in said[0]
+    assert result.cells["censored_wall"].all() and result.fold_change.empty

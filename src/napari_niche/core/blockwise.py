@@ -304,7 +304,7 @@ def _check_block_shape(block_shape: Sequence[int], shape: tuple[int, ...]) -> tu
 def _budget_error(max_memory: float, need: float, d: float | None, outer) -> MemoryBudgetError:
     margin = f", with its margin of {d:g} µm on every side" if d else ""
     return MemoryBudgetError(
-        f"A memory budget of {_size_text(max_memory)} is too small: the smallest block"
+        f"The memory for one block ({_size_text(max_memory)}) is too small: the smallest block"
         f"{margin} ({' x '.join(map(str, outer))} voxels), needs about {_size_text(need)}. "
         "Allow more memory"
         + (", or ask for a shorter maximum distance." if d else " or smaller blocks.")

@@ -348,6 +348,9 @@ def needs_blocks(
 ) -> bool:
     """Whether the in-memory analysis of an image would not fit the memory allowed.
 
+    The process counts too (Python and the libraries, about 0.2 GB): ``--max-memory``
+    bounds the whole process whichever path runs.
+
     The rule :func:`~napari_niche.niche.pipeline.analyze` applies to the arrays it is
     given, applied here to what the files' headers say (shape and type), before any
     pixel is read: ``analyze`` and ``run`` decide with it which images to read lazily.
@@ -373,7 +376,9 @@ def needs_blocks(
     limit = memory_limit(max_memory)
     if limit is None or len(image_shape) not in (2, 3):
         return False
-    return analysis_bytes(image_shape, cell_dtype, n_masks, n_structures) > limit
+    # the program itself counts: a limit is on the whole process, as block by block
+    need = analysis_bytes(image_shape, cell_dtype, n_masks, n_structures) + process_memory()
+    return need > limit
 
 
 def analysis_bytes(image_shape: Sequence[int], cell_dtype, n_masks: int, n_structures: int):
@@ -419,3 +424,21 @@ def share_of_memory(max_memory: float | None, jobs: int) -> float | None:
     """
     limit = memory_limit(max_memory)
     return None if limit is None else limit / max(1, int(jobs))
+
+
+def size_text(n_bytes: float) -> str:
+    """Say a memory size in words a user reads at once: "350 MB", "2.4 GB".
+
+    Parameters
+    ----------
+    n_bytes : float
+        Bytes.
+
+    Returns
+    -------
+    str
+        MB below 1 GB (whole MB), GB above (one decimal, two below 10 GB).
+    """
+    if n_bytes < 1e9:
+        return f"{max(n_bytes, 0) / 1e6:.0f} MB"
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes < 1e10 else f"{n_bytes / 1e9:.1f} GB"

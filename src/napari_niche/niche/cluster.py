@@ -55,6 +55,7 @@ def connect(scheduler: Any, *, timeout: str | None = None) -> tuple[Any, bool]:
         ) from None
     if isinstance(scheduler, Client):
         return scheduler, False
+    check_address(scheduler)
     try:
         # not the default: dask arrays read here (bioio, tifffile) keep their own threads
         client = Client(scheduler, timeout=timeout or CONNECT_TIMEOUT, set_as_default=False)
@@ -62,6 +63,44 @@ def connect(scheduler: Any, *, timeout: str | None = None) -> tuple[Any, bool]:
     except (OSError, TimeoutError, ValueError, TypeError) as err:
         message = " ".join(str(err).split()).rstrip(".")
         raise NicheError(f"Cannot reach the dask scheduler at {scheduler}: {message}.") from None
+
+
+def check_address(scheduler: Any) -> None:
+    """Refuse an address dask cannot parse, before a client is built for it.
+
+    A client built for a malformed address fails, and its clean-up then waits for its
+    own time-out (40 s) and prints a traceback: the address is checked first instead.
+
+    Parameters
+    ----------
+    scheduler : str or distributed.Client
+        The address (a client passes).
+
+    Raises
+    ------
+    NicheError
+        The address is no dask address (no port, an unknown scheme, not text).
+    """
+    try:
+        from distributed import Client
+        from distributed.comm.addressing import get_address_host_port
+    except ImportError:
+        return  # connect() says what to install
+    if isinstance(scheduler, Client):
+        return
+
+    if not isinstance(scheduler, str):
+        raise NicheError(
+            f"The dask scheduler must be an address such as tcp://10.0.0.5:8786, got "
+            f"{type(scheduler).__name__}."
+        )
+    try:
+        get_address_host_port(scheduler)
+    except ValueError as err:
+        raise NicheError(
+            f"Cannot reach the dask scheduler at {scheduler}: {err}; an address looks like "
+            "tcp://10.0.0.5:8786."
+        ) from None
 
 
 def _call(function: Callable[[Any], Any], task: Any) -> Any:

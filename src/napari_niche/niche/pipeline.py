@@ -28,6 +28,8 @@ from napari_niche.niche.budget import (
     check_request,
     memory_limit,
     needs_blocks,
+    process_memory,
+    size_text,
 )
 from napari_niche.niche.results import (
     NicheResult,
@@ -256,6 +258,10 @@ def analyze(
         Every table, the record for ``params.json`` and the warnings.
     """
     params = params or AnalysisParams()
+    if scheduler is not None:  # a typo is refused whichever path the image takes
+        from napari_niche.niche.cluster import check_address
+
+        check_address(scheduler)
     switch = _blockwise_reason(cells, structures, tissue, params, max_memory)
     if switch is not None:
         return _in_blocks(switch, cells, structures, spacing, tissue, params, max_memory,
@@ -349,13 +355,15 @@ def _blockwise_reason(cells, structures, tissue, params, max_memory) -> str | No
     dtype = cells.dtype
     if not needs_blocks(shape, dtype, n_masks, len(structures), max_memory):
         return None
-    need = analysis_bytes(shape, dtype, n_masks, len(structures))
-    limit = memory_limit(max_memory)
+    own = process_memory()
+    need = analysis_bytes(shape, dtype, n_masks, len(structures)) + own
+    limit = memory_limit(max_memory) or need
     d = params.blockwise_max_distance()
+    hint = "" if params.max_distance_um is not None else " (set it with --max-distance)"
     return (
-        f"This image ({' x '.join(map(str, shape))} voxels) needs about {need / 1e9:.1f} GB "
-        f"in memory, more than the {limit / 1e9:.1f} GB allowed: it is analysed block by "
-        f"block. Distances up to {d:g} µm are exact; larger ones are reported as {d:g} µm "
-        "with a censored flag, the fold-change bins end there and the tests compare "
-        "min(distance, D) (set it with --max-distance)."
+        f"This image ({' x '.join(map(str, shape))} voxels) needs about {size_text(need)} in "
+        f"memory (the program's own {size_text(own)} included), more than the "
+        f"{size_text(limit)} allowed: it is analysed block by block. Distances up to {d:g} "
+        f"µm are exact; larger ones are reported as {d:g} µm with a censored flag, the "
+        f"fold-change bins end there and the tests compare min(distance, D){hint}."
     )

@@ -330,7 +330,7 @@ def summarize(
         intervals[name] = test.p_interval
         tests.append(_envelope_row(name, test, len(cell_table), len(dot_table)))
     fold_tab = pd.concat(fold, ignore_index=True)[["structure", *FOLD_CHANGE_COLUMNS]]
-    _check_fold_change(fold_tab, dot_table, names, params, notes, warnings)
+    _check_fold_change(fold_tab, dot_table, names, params, notes, warnings, d)
     stats_tab = pd.concat(tests, ignore_index=True)[STATS_COLUMNS]
     env_tab = (
         pd.concat(envelopes, ignore_index=True)[ENVELOPE_TABLE_COLUMNS]
@@ -367,14 +367,27 @@ def _envelope_row(name: str, test, n_cells: int, n_dots: int) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
-def _check_fold_change(fold_tab, dot_table, names, params, notes, warnings) -> None:
+def _check_fold_change(fold_tab, dot_table, names, params, notes, warnings, d=None) -> None:
     """Never an empty fold change without a word (docs/method.md#fold-change leaves bins out).
 
     Every bin left out because the bins are far narrower than the default is a mistake
     worth refusing, with a width that keeps bins; too few random cells in all, or one
-    structure's bins all left out, is worth a warning (and a note in the record).
+    structure's bins all left out, is worth a warning (and a note in the record). With
+    distances censored at D, random cells at D or beyond belong to no bin: where they are
+    why, the warning says to lengthen D, not to widen bins.
     """
     empty = [n for n in names if not (fold_tab["structure"] == n).any()]
+    if d is not None:
+        beyond = [n for n in empty if _mostly_beyond(dot_table[distance_column(n)], d, params)]
+        if beyond:
+            text = (
+                f"No fold change for {', '.join(beyond)}: too few random cells lie closer than "
+                f"the maximum distance of {d:g} µm (distances beyond it are censored and in "
+                "no bin); give a longer --max-distance (max_distance_um) to see bins there."
+            )
+            notes.append(text)
+            warnings.append(text)
+            empty = [n for n in empty if n not in beyond]
     if not empty:
         return
     n_dots, min_dots, width = len(dot_table), params.min_dots, params.bin_width_um
@@ -386,7 +399,7 @@ def _check_fold_change(fold_tab, dot_table, names, params, notes, warnings) -> N
         )
     else:
         needed = [
-            width_keeping_a_bin(dot_table[distance_column(n)], min_dots, at_least=width)
+            width_keeping_a_bin(_below(dot_table[distance_column(n)], d), min_dots, at_least=width)
             for n in empty
         ]
         suggest = max(w for w in needed if w is not None)
@@ -408,6 +421,17 @@ def _check_fold_change(fold_tab, dot_table, names, params, notes, warnings) -> N
         )
     notes.append(text)
     warnings.append(text)
+
+
+def _below(values, d: float | None):
+    """The distances a bin can hold: those below D when they are censored at D."""
+    values = np.asarray(values, dtype=float)
+    return values if d is None else values[values < d]
+
+
+def _mostly_beyond(dot_distances, d: float, params) -> bool:
+    """Whether censoring, not the bin width, leaves every bin out: too few dots below D."""
+    return int((np.asarray(dot_distances, dtype=float) < d).sum()) < params.min_dots
 
 
 def _null_sets(dot_table: pd.DataFrame, alpha: float) -> tuple[int, list[str], list[str]]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from napari_niche.core._validate import as_spacing, check_same_shape
 from napari_niche.core.blockwise import (
+    MemoryBudgetError,
     cells_blockwise,
     distances_blockwise,
     overlap_diagnostic_blockwise,
@@ -37,6 +38,7 @@ from napari_niche.niche.budget import (
     blockwise_memory,
     process_memory,
     release_memory,
+    size_text,
 )
 from napari_niche.niche.cluster import cluster_mapper
 from napari_niche.niche.results import (
@@ -160,8 +162,15 @@ def analyze_blockwise(
     """
     params = params or AnalysisParams()
     given = check_lazy_inputs(cells, structures, spacing, tissue, params)
-    with cluster_mapper(scheduler) as mapper:
-        return _analyze(given, params, max_memory, block_shape, progress, on_warning, mapper)
+    try:
+        with cluster_mapper(scheduler) as mapper:
+            return _analyze(given, params, max_memory, block_shape, progress, on_warning, mapper)
+    except MemoryBudgetError as err:  # name the limit the user gave, not the block's share
+        text = str(err)
+        raise MemoryBudgetError(
+            f"With {size_text(max_memory)} allowed (--max-memory), after the program's own "
+            f"memory and what it keeps whole, {text[:1].lower()}{text[1:]}"
+        ) from None
 
 
 def _analyze(given: LazyInputs, params, max_memory, block_shape, progress, on_warning, mapper):
@@ -255,10 +264,10 @@ def _block_budget(max_memory: float, shape: tuple[int, ...], *, to_come: float =
     left = float(max_memory) - kept
     if left * BLOCK_SHARE < MIN_BLOCK_MEMORY:
         raise NicheError(
-            f"A memory limit of {max_memory / 1e9:.2f} GB is too small for this image "
+            f"The memory allowed ({size_text(max_memory)}) is too small for this image "
             f"({' x '.join(map(str, shape))} voxels): the program and what it keeps whole "
-            f"(one bit per voxel for the random cells' room, the cells' voxels) take "
-            f"{kept / 1e9:.2f} GB. Allow more memory (--max-memory)."
+            f"(one bit per voxel for the random cells' room, the cells' voxels) already take "
+            f"{size_text(kept)}. Allow more memory (--max-memory)."
         )
     return left * BLOCK_SHARE
 
