@@ -268,6 +268,12 @@ def analyze(
                           progress, on_warning, scheduler)  # fmt: skip
     if scheduler is not None:
         (on_warning or (lambda _w: None))(IN_MEMORY_HERE)
+    return _in_memory(cells, structures, spacing, tissue, params, progress, on_warning,
+                      scheduler)  # fmt: skip
+
+
+def _in_memory(cells, structures, spacing, tissue, params, progress, on_warning, scheduler):
+    """:func:`analyze` on arrays read whole: every step of docs/method.md in memory."""
     given = _check_inputs(cells, structures, spacing, tissue, params)
     names, spacing = list(given.masks), given.spacing
     say = steps(progress, 3 + len(names))  # cells, random cells, each distance, statistics
