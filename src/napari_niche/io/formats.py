@@ -318,11 +318,7 @@ def read_image(
     if is_tiff(path) and channel is None:
         return images.read_image(path, series=_tiff_series(path, scene))
     f = _opened(path, scene)
-    if channel is None:
-        if f.n_channels != 1:
-            raise ChannelAxisError(_pick_channel(f))
-        channel = 0
-    return f.read(channel), f.voxel_size_um
+    return f.read(_the_channel(f, channel)), f.voxel_size_um
 
 
 def open_blockwise(
@@ -351,11 +347,16 @@ def open_blockwise(
         The voxel size in µm recorded in the file, None if not recorded.
     """
     f = _opened(Path(path), scene)
+    return f.blockwise(_the_channel(f, channel)), f.voxel_size_um
+
+
+def _the_channel(f: ImageFile, channel: int | str | None) -> int | str:
+    """The channel asked for; a file of several channels needs one named."""
     if channel is None:
         if f.n_channels != 1:
             raise ChannelAxisError(_pick_channel(f))
-        channel = 0
-    return f.blockwise(channel), f.voxel_size_um
+        return 0
+    return channel
 
 
 def _pick_channel(f: ImageFile) -> str:
