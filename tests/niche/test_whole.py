@@ -255,3 +255,24 @@ def test_random_cells_all_beyond_d_say_to_lengthen_d_not_to_widen_bins():
     said = [w for w in result.warnings if w.startswith("No fold change")]
     assert len(said) == 1 and "longer --max-distance" in said[0] and "20 µm" in said[0]
     assert result.cells["censored_wall"].all() and result.fold_change.empty
+
+
+@pytest.mark.parametrize("drawn", ["marrow", "union of the masks", "half"])
+def test_the_tissue_check_block_by_block_equals_the_in_memory_one(sample, drawn):
+    from napari_niche.core.curation import cells_from_image
+    from napari_niche.core.tissue_check import check_tissue_map, check_tissue_map_blockwise
+
+    tissue = {
+        "marrow": sample.tissue,
+        "union of the masks": sample.vessel | sample.bone | (sample.cell_labels > 0),
+        "half": np.broadcast_to(np.arange(sample.tissue.shape[2]) < 90, sample.tissue.shape),
+    }[drawn]
+    masks = [sample.vessel, sample.bone]
+    memory = check_tissue_map(tissue, [sample.cell_labels, *masks], spacing=sample.spacing)
+    blocks = check_tissue_map_blockwise(
+        _zarr(tissue, (8, 64, 64)),
+        [cells_from_image(sample.cell_labels), *(_zarr(m, (8, 64, 64)) for m in masks)],
+        spacing=sample.spacing,
+        max_memory=3e5,  # slabs of a few planes
+    )
+    assert blocks == memory

@@ -559,7 +559,19 @@ def as_mask(mask: np.ndarray, name: str = "mask", *, allow_empty: bool = False) 
 
 
 def _nonzero_values(a: np.ndarray) -> np.ndarray:
-    """Distinct non-zero values, cheaply: integer masks via a small bincount when possible."""
+    """Distinct non-zero values, cheaply: integer masks via a small bincount when possible.
+
+    An unsigned mask is first tested for being binary with its maximum and one
+    comparison (two fast passes, no int64 copy); only a mask that is not binary pays for
+    the exact count of its values, for the message.
+    """
+    if a.dtype.kind == "u" and a.size:
+        top = a.max()
+        if top == 0:
+            return np.empty(0, a.dtype)
+        # values 1 .. top - 1 (0 wraps round to the largest): any is a second value
+        if top == 1 or not np.any((a - a.dtype.type(1)) < top - a.dtype.type(1)):
+            return np.asarray([top], a.dtype)
     if a.dtype.kind in "bu" and a.dtype.itemsize <= 2:
         counts = np.bincount(a.ravel(), minlength=1)
         return np.flatnonzero(counts[1:]) + 1

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ._validate import as_mask, as_spacing, check_same_shape
+from .cells import CellVoxels
 from .curation import close_um, fill_holes
 
 __all__ = [
@@ -145,7 +146,9 @@ def check_tissue_map_blockwise(
     Parameters
     ----------
     tissue, masks, spacing, enclose_radius_um, max_voxels
-        As for :func:`check_tissue_map`, as array-likes that can be sliced.
+        As for :func:`check_tissue_map`, as array-likes that can be sliced; the cells may
+        be given as their :class:`~.cells.CellVoxels` instead of a label image (nothing
+        is then read for them).
     max_memory : float
         Bytes one slab may take.
 
@@ -164,12 +167,23 @@ def check_tissue_map_blockwise(
     u = np.zeros(t.shape, dtype=bool)
     plane = math.prod(shape[1:])
     for m in masks:
+        if isinstance(m, CellVoxels):  # the cells' own voxels: nothing to read
+            _mark_voxels(u, m, factors)
+            continue
         per_block = 2 * plane * factors[0] * np.dtype(m.dtype).itemsize
         step = max(1, int(max_memory // max(per_block, 1))) * factors[0]
         for z in range(0, u.shape[0] * factors[0], step):
             stop = min(z + step, u.shape[0] * factors[0])
             u[z // factors[0] : stop // factors[0]] |= _block_any(np.asarray(m[z:stop]), factors)
     return _judge(t, u, coarse_spacing, enclose_radius_um)
+
+
+def _mark_voxels(u: np.ndarray, cells: CellVoxels, factors: tuple[int, ...]) -> None:
+    """Mark the coarse blocks holding a cell voxel, as :func:`_block_any` would."""
+    coords = np.unravel_index(cells.flat_index, cells.shape)
+    coarse = tuple(c // f for c, f in zip(coords, factors, strict=True))
+    inside = np.all([c < n for c, n in zip(coarse, u.shape, strict=True)], axis=0)
+    u[tuple(c[inside] for c in coarse)] = True
 
 
 def _judge(t: np.ndarray, u: np.ndarray, coarse_spacing, enclose_radius_um: float) -> TissueCheck:

@@ -204,7 +204,7 @@ def _analyze(given: LazyInputs, params, max_memory, block_shape, progress, on_wa
     warnings += overlap_warnings(overlap, params.rule)
     tissue_check = None
     if given.tissue is not None:
-        analysed = [given.cells, *given.masks.values()]
+        analysed = [voxels, *given.masks.values()]  # the cells' voxels: no second read
         tissue_check = check_tissue_map_blockwise(
             given.tissue, analysed, spacing=spacing, max_memory=blocks()["max_memory"]
         )
