@@ -174,7 +174,8 @@ def distances_sparse(
         _query(
             scan, cells, dots, cell_min, dot_min,
             spacing=spacing, d=d, reach=reach, max_memory=max_memory,
-            block_shape=block_shape, threads=threads or default_threads(), progress=progress,
+            block_shape=block_shape, threads=threads or default_threads(),
+            progress=_tiles(progress, name),
         )  # fmt: skip
     cell_min[scan.cell_hit] = 0
     dot_min[scan.dot_hit] = 0
@@ -265,7 +266,9 @@ def _scan_structure(
     density, seen, compact = 0.0, False, _coordinate_dtype(shape)
     for i, block in enumerate(plan.blocks):
         if progress is not None:
-            progress(0.5 * i / plan.n_blocks, f"{name}: block {i + 1} of {plan.n_blocks}")
+            progress(
+                0.5 * i / plan.n_blocks, f"Distances to {name}: block {i + 1} of {plan.n_blocks}"
+            )
         outside = _outside(structure, block.outer, name)
         if outside.all():
             continue
@@ -422,6 +425,13 @@ def _tile_plan(
     )
 
 
+def _tiles(progress: Progress | None, name: str) -> Progress | None:
+    """Progress of the look-ups, worded as the blocks' ("Distances to vessel: tile 2 of 9")."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(fraction, f"Distances to {name}: {message}")
+
+
 def _query(
     scan: _Scan,
     cells: CellVoxels,
@@ -457,7 +467,7 @@ def _query(
     bound = d * (1 + TIE_TOLERANCE)
     for i, block in enumerate(plan.blocks):
         if progress is not None:
-            progress(0.5 + 0.5 * i / plan.n_blocks, f"Tile {i + 1} of {plan.n_blocks}")
+            progress(0.5 + 0.5 * i / plan.n_blocks, f"tile {i + 1} of {plan.n_blocks}")
         mine = slice(bounds[i], bounds[i + 1])
         picked = free_dots[dot_order[dot_bounds[i] : dot_bounds[i + 1]]]
         if mine.start == mine.stop and not picked.size:
