@@ -67,9 +67,11 @@ def project(tmp_path_factory) -> Path:
     return root / "experiment.toml"
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def no_baseline(monkeypatch):
+    """The test process's own memory (pytest, napari: ~0.4 GB) would dwarf these volumes."""
     monkeypatch.setattr("napari_niche.niche.whole.process_memory", lambda: 0)
+    monkeypatch.setattr("napari_niche.niche.budget.process_memory", lambda: 0)
     # volumes this small leave no room for the blocks' safety margin (half of what is left)
     monkeypatch.setattr("napari_niche.niche.whole.BLOCK_SHARE", 1.0)
 
@@ -121,6 +123,7 @@ def test_an_image_from_raw_channels_is_never_read_lazily(project):
 def ran(project, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr("napari_niche.niche.whole.process_memory", lambda: 0)
+    mp.setattr("napari_niche.niche.budget.process_memory", lambda: 0)
     mp.setattr("napari_niche.niche.whole.BLOCK_SHARE", 1.0)  # see no_baseline
     heard: list[str] = []
     out = tmp_path_factory.mktemp("run") / "results"

@@ -83,7 +83,7 @@ def check_address(scheduler: Any) -> None:
     """
     try:
         from distributed import Client
-        from distributed.comm.addressing import get_address_host_port
+        from distributed.comm.addressing import get_address_host_port, parse_address
     except ImportError:
         return  # connect() says what to install
     if isinstance(scheduler, Client):
@@ -95,7 +95,8 @@ def check_address(scheduler: Any) -> None:
             f"{type(scheduler).__name__}."
         )
     try:
-        get_address_host_port(scheduler)
+        if parse_address(scheduler)[0] != "inproc":  # in-process clusters have no port
+            get_address_host_port(scheduler)
     except ValueError as err:
         raise NicheError(
             f"Cannot reach the dask scheduler at {scheduler}: {err}; an address looks like "
