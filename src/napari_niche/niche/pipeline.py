@@ -36,7 +36,9 @@ from napari_niche.niche.results import (
     analysis_record,
     check_structure_name,
     overlap_warnings,
+    random_cell_table,
     resolve_structures,
+    seed_used,
     summarize,
 )
 from napari_niche.params import AnalysisParams
@@ -90,9 +92,7 @@ def place_random_cells(
     """
     n_structures = max(1, len(exclude)) if n_structures is None else n_structures
     check_request(voxels.n_cells, voxels.shape, spacing, n_structures, params)
-    seed = params.seed
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**32))
+    seed = seed_used(params)
     dots = seed_random_cells(
         voxels,
         spacing=spacing,
@@ -105,9 +105,7 @@ def place_random_cells(
         rng=seed,
         progress=progress,
     )
-    table = dots.table(spacing=spacing)
-    table.insert(int(table.columns.get_loc("realization")) + 1, "null_set", dots.null_set)
-    return dots, table, seed
+    return dots, random_cell_table(dots, spacing), seed
 
 
 def measure_distances(

@@ -582,3 +582,41 @@ def overlap_warnings(overlap: pd.DataFrame, rule: str) -> list[str]:
                 f"{where}.{bias}"
             )
     return out
+
+
+def seed_used(params: AnalysisParams) -> int:
+    """The seed of the random cells: ``params.seed``, else a fresh one (to be recorded).
+
+    Parameters
+    ----------
+    params : AnalysisParams
+        Its ``seed`` (None draws one).
+
+    Returns
+    -------
+    int
+        The seed.
+    """
+    if params.seed is not None:
+        return int(params.seed)
+    return int(np.random.SeedSequence().entropy % (2**32))
+
+
+def random_cell_table(dots: RandomCells, spacing) -> pd.DataFrame:
+    """The random cells' table (``dots.csv``), ``null_set`` right after ``realization``.
+
+    Parameters
+    ----------
+    dots : RandomCells
+        The random cells.
+    spacing : tuple of float
+        Voxel size in µm.
+
+    Returns
+    -------
+    DataFrame
+        One row per random cell.
+    """
+    table = dots.table(spacing=spacing)
+    table.insert(int(table.columns.get_loc("realization")) + 1, "null_set", dots.null_set)
+    return table

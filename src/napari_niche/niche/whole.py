@@ -46,7 +46,9 @@ from napari_niche.niche.results import (
     analysis_record,
     check_structure_name,
     overlap_warnings,
+    random_cell_table,
     resolve_structures,
+    seed_used,
     summarize,
 )
 from napari_niche.params import AnalysisParams
@@ -212,7 +214,7 @@ def _analyze(given: LazyInputs, params, max_memory, block_shape, progress, on_wa
             warnings.append(tissue_check.message)
 
     say("Placing random cells, block by block")
-    seed = params.seed if params.seed is not None else _new_seed()
+    seed = seed_used(params)
     n_sets = params.dots_per_cell * params.realizations
     dots = seed_random_cells_blockwise(
         voxels,
@@ -226,8 +228,7 @@ def _analyze(given: LazyInputs, params, max_memory, block_shape, progress, on_wa
         **blocks(math.prod(given.shape) / 8 + BYTES_PER_DOT * voxels.n_cells * n_sets),
         progress=_part(progress, 2, n_steps),
     )
-    dot_tab = dots.table(spacing=spacing)
-    dot_tab.insert(int(dot_tab.columns.get_loc("realization")) + 1, "null_set", dots.null_set)
+    dot_tab = random_cell_table(dots, spacing)
     censored = _measure(
         given, voxels, dots, (cell_tab, dot_tab), d, blocks, say, progress, n_steps, mapper
     )
@@ -246,10 +247,6 @@ def _analyze(given: LazyInputs, params, max_memory, block_shape, progress, on_wa
         cell_tab, dot_tab, summary.fold_change, summary.quadrants, summary.stats, overlap,
         record, warnings, envelope=summary.envelope,
     )  # fmt: skip
-
-
-def _new_seed() -> int:
-    return int(np.random.SeedSequence().entropy % (2**32))
 
 
 def _block_budget(max_memory: float, shape: tuple[int, ...], *, to_come: float = 0.0) -> float:
